@@ -1,0 +1,1 @@
+"""The HTTP edge: one sub-package per wire dialect, each a thin adapter over core."""

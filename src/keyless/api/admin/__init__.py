@@ -1,0 +1,1 @@
+"""The admin API, served only on the Unix socket (file permissions are the access control)."""

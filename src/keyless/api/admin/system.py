@@ -1,0 +1,96 @@
+"""Status, tenant, signing keys and root key."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from keyless import __version__
+from keyless.core.models import SigningKeyRecord
+from keyless.server.services import Services
+from keyless.server.tls import ca_path
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+async def status(request: Request) -> Response:
+    s = _services(request)
+    settings = s.settings
+    return JSONResponse(
+        {
+            "version": __version__,
+            "public_url": settings.public_url,
+            "listen": f"{settings.listen_host}:{settings.listen_port}",
+            "database": s.store.url.redacted(),
+            "data_dir": str(settings.data_dir.resolve()),
+            "ca": None
+            if settings.tls_cert or settings.insecure_http
+            else str(ca_path(settings.data_dir).resolve()),
+            "dev": settings.dev,
+            "default_tenant": s.default_tenant.id,
+            "root_key": s.root.active_id,
+            "uptime_seconds": round(s.clock.now() - s.started_at, 1),
+        }
+    )
+
+
+async def tenant_show(request: Request) -> Response:
+    s = _services(request)
+    tenant = await s.tenants.get(request.path_params["tenant"])
+    return JSONResponse(
+        {"id": tenant.id, "alias": tenant.alias, "issuer": tenant.issuer(s.settings.public_url)}
+    )
+
+
+def _key_view(record: SigningKeyRecord) -> dict[str, object]:
+    return {
+        "kid": record.kid,
+        "alg": record.alg,
+        "state": record.state,
+        "created_at": record.created_at,
+        "activated_at": record.activated_at,
+        "retired_at": record.retired_at,
+    }
+
+
+async def keys_list(request: Request) -> Response:
+    s = _services(request)
+    tenant = await s.tenants.get(request.path_params["tenant"])
+    ring = await s.keys.load(tenant.id)
+    return JSONResponse({"tenant": tenant.id, "keys": [_key_view(r) for r in ring.published]})
+
+
+async def keys_rotate(request: Request) -> Response:
+    s = _services(request)
+    tenant = await s.tenants.get(request.path_params["tenant"])
+    before = s.keys.ring(tenant.id).current.kid
+    rotated = await s.keys.rotate(tenant.id, force=True)
+    if rotated:
+        request.app.state.metrics.key_rotations.inc()
+    ring = s.keys.ring(tenant.id)
+    return JSONResponse(
+        {
+            "tenant": tenant.id,
+            "rotated": rotated,
+            "retired": before,
+            "current": ring.current.kid,
+            "next": ring.upcoming.kid if ring.upcoming else None,
+        }
+    )
+
+
+async def root_key_rotate(request: Request) -> Response:
+    return JSONResponse(await _services(request).rotate_root_key())
+
+
+routes = [
+    Route("/v1/status", status),
+    Route("/v1/tenants/{tenant}", tenant_show),
+    Route("/v1/tenants/{tenant}/keys", keys_list),
+    Route("/v1/tenants/{tenant}/keys/rotate", keys_rotate, methods=["POST"]),
+    Route("/v1/root-key/rotate", root_key_rotate, methods=["POST"]),
+]

@@ -1,0 +1,48 @@
+"""The two ASGI apps: the public listener (TCP, TLS) and the admin listener (Unix socket)."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute
+
+from keyless.api import ops
+from keyless.api.admin import system
+from keyless.api.admin.errors import handle_keyless_error
+from keyless.api.entra import discovery
+from keyless.api.observability import Metrics, ObservabilityMiddleware
+from keyless.core.errors import KeylessError
+from keyless.server.services import Services
+
+log = logging.getLogger("keyless.api")
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # The exception's text may carry request data; log only its type.
+    log.error("unhandled error", extra={"error": type(exc).__name__})
+    return JSONResponse(
+        {"error": {"code": "internal", "message": "internal error"}}, status_code=500
+    )
+
+
+def _app(routes: list[BaseRoute], services: Services, metrics: Metrics, listener: str) -> Starlette:
+    app = Starlette(
+        routes=routes,
+        exception_handlers={KeylessError: handle_keyless_error, Exception: _unexpected},
+    )
+    app.state.services = services
+    app.state.metrics = metrics
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, listener=listener)
+    return app
+
+
+def public_app(services: Services, metrics: Metrics) -> Starlette:
+    routes: list[BaseRoute] = [*ops.routes, *discovery.routes]
+    return _app(routes, services, metrics, "public")
+
+
+def admin_app(services: Services, metrics: Metrics) -> Starlette:
+    return _app(list(system.routes), services, metrics, "admin")

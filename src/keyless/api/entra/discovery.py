@@ -1,0 +1,75 @@
+"""OIDC discovery and JWKS of a tenant, as Entra v2 serves them."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from keyless.api.entra.errors import entra_error
+from keyless.core.errors import NotFound
+from keyless.core.models import Tenant
+from keyless.server.services import Services
+
+CACHE = "public, max-age=3600"
+
+
+async def _tenant(services: Services, name: str) -> Tenant | Response:
+    try:
+        return await services.tenants.get(name)
+    except NotFound:
+        return entra_error(400, "invalid_tenant", 90002, f"Tenant '{name}' not found.")
+
+
+async def openid_configuration(request: Request) -> Response:
+    services: Services = request.app.state.services
+    tenant = await _tenant(services, request.path_params["tenant"])
+    if isinstance(tenant, Response):
+        return tenant
+    base = services.settings.public_url
+    doc = {
+        "issuer": tenant.issuer(base),
+        "authorization_endpoint": f"{base}/{tenant.id}/oauth2/v2.0/authorize",
+        "token_endpoint": f"{base}/{tenant.id}/oauth2/v2.0/token",
+        "jwks_uri": f"{base}/{tenant.id}/discovery/v2.0/keys",
+        "response_types_supported": ["code", "id_token", "token id_token"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "grant_types_supported": [
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ],
+        "scopes_supported": ["openid"],
+        "claims_supported": [
+            "sub",
+            "iss",
+            "aud",
+            "exp",
+            "iat",
+            "nbf",
+            "oid",
+            "tid",
+            "azp",
+            "appid",
+            "jti",
+            "fed",
+        ],
+        "tenant_region_scope": None,
+    }
+    return JSONResponse(doc, headers={"Cache-Control": CACHE})
+
+
+async def jwks(request: Request) -> Response:
+    services: Services = request.app.state.services
+    tenant = await _tenant(services, request.path_params["tenant"])
+    if isinstance(tenant, Response):
+        return tenant
+    ring = services.keys.ring(tenant.id)
+    return JSONResponse(ring.jwks(), headers={"Cache-Control": CACHE})
+
+
+routes = [
+    Route("/{tenant}/v2.0/.well-known/openid-configuration", openid_configuration),
+    Route("/{tenant}/discovery/v2.0/keys", jwks),
+]

@@ -1,0 +1,105 @@
+"""Request ids, Prometheus metrics and the access log, as one pure ASGI middleware.
+
+Labels are route templates (``/{tenant}/oauth2/v2.0/token``), never raw paths, so no name a
+caller sends ends up in a metric; the access log has no query string and no header values.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keyless.logs import request_id
+
+log = logging.getLogger("keyless.access")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "keyless_http_requests_total",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "keyless_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["route", "method"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.key_rotations = Counter(
+            "keyless_signing_key_rotations_total",
+            "Signing key rotations by this process",
+            registry=self.registry,
+        )
+        self.up = Gauge(
+            "keyless_start_time_seconds", "Start time of this process", registry=self.registry
+        )
+        self.up.set_to_current_time()
+
+
+class ObservabilityMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics, *, listener: str) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.listener = listener
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = _incoming_id(scope) or secrets.token_hex(8)
+        token = request_id.set(rid)
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = _route_of(scope)
+            method = scope["method"]
+            self.metrics.requests.labels(route, method, str(status)).inc()
+            self.metrics.latency.labels(route, method).observe(elapsed)
+            log.info(
+                "request",
+                extra={
+                    "listener": self.listener,
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 2),
+                },
+            )
+            request_id.reset(token)
+
+
+def _incoming_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name in (b"x-request-id", b"client-request-id", b"x-ms-client-request-id"):
+            text: str = value.decode("latin-1")
+            if 0 < len(text) <= 64 and all(c.isalnum() or c in "-_." for c in text):
+                return text
+    return None
+
+
+def _route_of(scope: Scope) -> str:
+    route: Any = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"

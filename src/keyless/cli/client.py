@@ -1,0 +1,55 @@
+"""The admin client: JSON over HTTP on the server's Unix socket."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from keyless.core.errors import KeylessError
+
+
+class CliError(KeylessError):
+    code = "cli"
+
+
+class AdminClient:
+    def __init__(self, data_dir: Path, timeout: float = 120.0) -> None:
+        self.socket = data_dir / "admin.sock"
+        if not self.socket.exists():
+            raise CliError(
+                f"no keyless server is running for {data_dir} (no {self.socket}); "
+                "start one with `keyless serve`"
+            )
+        self._http = httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(self.socket)),
+            base_url="http://keyless",
+            timeout=timeout,
+        )
+
+    def call(
+        self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
+        try:
+            response = self._http.request(method, path, json=body, params=params)
+        except httpx.TransportError as exc:
+            raise CliError(
+                f"cannot reach the server on {self.socket}: {type(exc).__name__}"
+            ) from exc
+        data = response.json() if response.content else None
+        if response.status_code >= 400:
+            message = (
+                (data or {}).get("error", {}).get("message") if isinstance(data, dict) else None
+            )
+            raise CliError(message or f"server answered {response.status_code}")
+        return data
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.call("GET", path, params=params or None)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self.call("POST", path, body=body)
+
+    def delete(self, path: str) -> Any:
+        return self.call("DELETE", path)

@@ -1,0 +1,227 @@
+"""``keyless``: start a server, or administer a running one through its admin socket."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from keyless.cli.client import AdminClient
+from keyless.cli.output import emit
+from keyless.core.errors import KeylessError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="keyless: workload identity federation, self-hosted.",
+)
+tenant_app = typer.Typer(no_args_is_help=True, help="Tenants.")
+keys_app = typer.Typer(no_args_is_help=True, help="Signing keys of a tenant.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+app.add_typer(tenant_app, name="tenant")
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+
+GLOBAL_OPTIONS = ("--data-dir", "--output")
+
+
+@dataclass
+class Globals:
+    data_dir: Path
+    output: str
+
+    def client(self) -> AdminClient:
+        return AdminClient(self.data_dir)
+
+
+def _globals(ctx: typer.Context) -> Globals:
+    obj: Globals = ctx.find_root().obj
+    return obj
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Data directory [env KEYLESS_DATA_DIR]")
+    ] = None,
+    output: Annotated[str, typer.Option(help="text or json")] = "text",
+) -> None:
+    if output not in ("text", "json"):
+        raise typer.BadParameter("--output must be text or json")
+    chosen = data_dir or Path(os.environ.get("KEYLESS_DATA_DIR", ".keyless"))
+    ctx.obj = Globals(chosen, output)
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    listen: Annotated[str | None, typer.Option(help="HOST:PORT [127.0.0.1:8443]")] = None,
+    public_url: Annotated[str | None, typer.Option(help="URL clients use")] = None,
+    database: Annotated[str | None, typer.Option(help="sqlite:///PATH or postgresql://…")] = None,
+    vault_domain: Annotated[str | None, typer.Option()] = None,
+    dev: Annotated[bool | None, typer.Option("--dev", help="development cluster issuer")] = None,
+    tls_cert: Annotated[Path | None, typer.Option()] = None,
+    tls_key: Annotated[Path | None, typer.Option()] = None,
+    insecure_http: Annotated[
+        bool | None, typer.Option("--insecure-http", help="plain HTTP (never in production)")
+    ] = None,
+    signing_alg: Annotated[str | None, typer.Option(help="RS256 or ES256")] = None,
+    key_rotation_period: Annotated[str | None, typer.Option(help="e.g. 30d")] = None,
+    token_lifetime: Annotated[str | None, typer.Option(help="e.g. 1h")] = None,
+    log_level: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Start the server (prints a line with `ready` when it accepts requests)."""
+    from keyless import logs
+    from keyless.server.run import run
+    from keyless.settings import load_settings
+
+    flags: dict[str, Any] = {
+        "listen": listen,
+        "public_url": public_url,
+        "database_url": database,
+        "vault_domain": vault_domain,
+        "dev": dev,
+        "tls_cert": tls_cert,
+        "tls_key": tls_key,
+        "insecure_http": insecure_http,
+        "signing_alg": signing_alg,
+        "key_rotation_period": key_rotation_period,
+        "token_lifetime": token_lifetime,
+        "log_level": log_level,
+    }
+    g = _globals(ctx)
+    if "--data-dir" in _given or "KEYLESS_DATA_DIR" not in os.environ:
+        flags["data_dir"] = g.data_dir
+    settings = load_settings(flags, os.environ)
+    logs.configure(settings.log_level)
+    raise typer.Exit(run(settings))
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """Show what the running server is and where its files are."""
+    g = _globals(ctx)
+    emit(g.client().get("/v1/status"), g.output)
+
+
+@tenant_app.command("show")
+def tenant_show(ctx: typer.Context, tenant: str = typer.Argument("default")) -> None:
+    """Show a tenant: id, alias and issuer URL."""
+    g = _globals(ctx)
+    emit(g.client().get(f"/v1/tenants/{tenant}"), g.output)
+
+
+@keys_app.command("list")
+def keys_list(ctx: typer.Context, tenant: str = typer.Option("default")) -> None:
+    """Published signing keys: current, next and retired."""
+    g = _globals(ctx)
+    emit(g.client().get(f"/v1/tenants/{tenant}/keys"), g.output, rows_key="keys")
+
+
+@keys_app.command("rotate")
+def keys_rotate(ctx: typer.Context, tenant: str = typer.Option("default")) -> None:
+    """Rotate now: next becomes current, a new next is published, current is retired."""
+    g = _globals(ctx)
+    emit(g.client().post(f"/v1/tenants/{tenant}/keys/rotate"), g.output)
+
+
+@app.command("rotate-root-key")
+def rotate_root_key(ctx: typer.Context) -> None:
+    """Make a new root key and re-wrap every stored data key under it."""
+    g = _globals(ctx)
+    emit(g.client().post("/v1/root-key/rotate"), g.output)
+
+
+@app.command()
+def ca(
+    ctx: typer.Context,
+    path: Annotated[bool, typer.Option("--path", help="print the file's path")] = False,
+) -> None:
+    """Print keyless's CA certificate (PEM), or its path."""
+    from keyless.server.tls import ca_path
+
+    g = _globals(ctx)
+    file = ca_path(g.data_dir).resolve()
+    if not file.exists():
+        raise KeylessError(f"no CA at {file}: start the server once with `keyless serve`")
+    if g.output == "json":
+        emit({"path": str(file), "pem": file.read_text()}, "json")
+    elif path:
+        print(file)
+    else:
+        print(file.read_text(), end="")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    ctx: typer.Context, database: Annotated[str | None, typer.Option(help="database URL")] = None
+) -> None:
+    """Apply schema migrations (the server also does this at start)."""
+    from keyless.settings import load_settings
+    from keyless.store.migrate import upgrade
+    from keyless.store.urls import DatabaseUrl
+
+    g = _globals(ctx)
+    settings = load_settings({"data_dir": g.data_dir, "database_url": database}, os.environ)
+    g.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    revision = upgrade(DatabaseUrl(settings.database))
+    emit({"database": DatabaseUrl(settings.database).redacted(), "revision": revision}, g.output)
+
+
+_given: set[str] = set()
+
+
+def _hoist_globals(argv: list[str]) -> list[str]:
+    """Accept ``--data-dir``/``--output`` anywhere by moving them before the subcommand."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            _given.add(name)
+            if "=" in arg:
+                front.append(arg)
+            elif i + 1 < len(argv):
+                front += [arg, argv[i + 1]]
+                i += 1
+            else:
+                rest.append(arg)
+        elif arg == "--":
+            rest += argv[i:]
+            break
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _hoist_globals(list(sys.argv[1:] if argv is None else argv))
+    try:
+        app(args=args, prog_name="keyless", standalone_mode=False)
+    except KeylessError as exc:
+        print(f"keyless: error: {exc.message}", file=sys.stderr)
+        sys.exit(2 if exc.code == "config" else 1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        from click import ClickException
+
+        if isinstance(exc, ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

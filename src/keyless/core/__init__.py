@@ -1,0 +1,1 @@
+"""The domain: every rule of keyless lives here. No web framework, no database driver."""

@@ -1,0 +1,77 @@
+"""The one error hierarchy of keyless.
+
+Each class carries a stable ``code``; dialects in ``keyless.api`` map classes (never messages)
+to their own protocol bodies. Messages say what failed and what was presented, never a secret.
+"""
+
+from __future__ import annotations
+
+
+class KeylessError(Exception):
+    """Base of every expected failure."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, detail: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail: dict[str, str] = dict(detail or {})
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(KeylessError):
+    """Bad or conflicting configuration; raised at start."""
+
+    code = "config"
+
+
+class InvalidRequest(KeylessError):
+    """The request is malformed (missing or bad parameter)."""
+
+    code = "invalid_request"
+
+
+class NotFound(KeylessError):
+    code = "not_found"
+
+
+class Conflict(KeylessError):
+    code = "conflict"
+
+
+class Unauthorized(KeylessError):
+    """No or bad credentials presented."""
+
+    code = "unauthorized"
+
+
+class Forbidden(KeylessError):
+    """Authenticated, but no role allows the action."""
+
+    code = "forbidden"
+
+
+class Unavailable(KeylessError):
+    """A dependency (store, issuer) cannot be reached right now."""
+
+    code = "unavailable"
+
+
+class CryptoError(KeylessError):
+    """Decryption or integrity failure (wrong root key, tampered ciphertext)."""
+
+    code = "crypto"
+
+
+class InvalidToken(KeylessError):
+    """A JWT failed a check. ``reason`` names which check, for dialect error mapping."""
+
+    code = "invalid_token"
+
+    def __init__(
+        self, message: str, *, reason: str = "malformed", detail: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message, detail=detail)
+        self.reason = reason

@@ -1,0 +1,1 @@
+"""Start-up wiring: settings -> store, keys, TLS -> the two listeners."""

@@ -1,0 +1,157 @@
+"""Run the server: a TLS listener on TCP and the admin listener on a Unix socket, one loop.
+
+SIGTERM/SIGINT stop accepting, drain in-flight requests, and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+
+import uvicorn
+
+from keyless.api.app import admin_app, public_app
+from keyless.api.observability import Metrics
+from keyless.server.services import Services
+from keyless.server.tls import TlsFiles, ensure_tls
+from keyless.settings import Settings
+
+log = logging.getLogger("keyless.server")
+DRAIN_SECONDS = 20
+
+
+class _Server(uvicorn.Server):
+    """uvicorn server whose signals are handled once, for both listeners, by ``serve``."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def install_signal_handlers(self) -> None:  # older uvicorn releases
+        return
+
+
+def _tcp_socket(settings: Settings) -> socket.socket:
+    family = socket.AF_INET6 if ":" in settings.listen_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.listen_host, settings.listen_port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _unix_socket(settings: Settings) -> socket.socket:
+    path = settings.admin_socket
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    return sock
+
+
+def _tls(settings: Settings) -> TlsFiles | None:
+    if settings.insecure_http:
+        return None
+    if settings.tls_cert and settings.tls_key:
+        return TlsFiles(settings.tls_cert, settings.tls_cert, settings.tls_key)
+    return ensure_tls(settings.data_dir, settings.public_url, settings.vault_domain)
+
+
+async def _periodic(services: Services, metrics: Metrics, stop: asyncio.Event) -> None:
+    interval = max(1, min(60, services.settings.key_rotation_period // 20))
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        if stop.is_set():
+            return
+        try:
+            for tenant_id in services.keys.tenants:
+                if await services.keys.rotate(tenant_id):
+                    metrics.key_rotations.inc()
+        except Exception as exc:  # keep serving with the keys we have
+            log.warning("key maintenance failed", extra={"error": type(exc).__name__})
+
+
+async def serve(settings: Settings) -> int:
+    services = await Services.start(settings)
+    metrics = Metrics()
+    tls = _tls(settings)
+    tcp = _tcp_socket(settings)
+    uds = _unix_socket(settings)
+    common = {
+        "log_config": None,
+        "access_log": False,
+        "lifespan": "off",
+        "timeout_graceful_shutdown": DRAIN_SECONDS,
+        "server_header": False,
+    }
+    public = _Server(
+        uvicorn.Config(
+            public_app(services, metrics),
+            http="httptools",
+            ssl_certfile=str(tls.cert) if tls else None,
+            ssl_keyfile=str(tls.key) if tls else None,
+            **common,
+        )
+    )  # type: ignore[arg-type]
+    admin = _Server(uvicorn.Config(admin_app(services, metrics), http="h11", **common))  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def shutdown() -> None:
+        log.info("shutting down: draining in-flight requests")
+        stop.set()
+        public.should_exit = True
+        admin.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, shutdown)
+    tasks = [
+        asyncio.create_task(public.serve(sockets=[tcp])),
+        asyncio.create_task(admin.serve(sockets=[uds])),
+        asyncio.create_task(_periodic(services, metrics, stop)),
+    ]
+    while not (public.started and admin.started):
+        if any(t.done() for t in tasks):
+            break
+        await asyncio.sleep(0.02)
+    if public.started and admin.started:
+        scheme = "http" if settings.insecure_http else "https"
+        if settings.insecure_http:
+            print(
+                "WARNING: --insecure-http: tokens and secrets cross the network in clear",
+                file=sys.stderr,
+                flush=True,
+            )
+        print(
+            f"keyless ready on {scheme}://{settings.listen_host}:{settings.listen_port} "
+            f"(public URL {settings.public_url}, admin socket {settings.admin_socket})",
+            flush=True,
+        )
+    try:
+        await asyncio.gather(*tasks[:2])
+    finally:
+        stop.set()
+        await tasks[2]
+        await services.close()
+        with contextlib.suppress(FileNotFoundError):
+            settings.admin_socket.unlink()
+    return 0 if public.started and admin.started else 1
+
+
+def run(settings: Settings) -> int:
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(serve(settings))

@@ -1,0 +1,84 @@
+"""The composition root: every long-lived object of a running server, built once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+
+from keyless import rootkey
+from keyless.core.clock import Clock, SystemClock
+from keyless.core.envelope import RootKeys
+from keyless.core.models import Tenant
+from keyless.core.rotation import RotationManager
+from keyless.core.tenants import Tenants
+from keyless.settings import Settings
+from keyless.store.sql import SqlStore
+
+log = logging.getLogger("keyless.server")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    store: SqlStore
+    root: RootKeys
+    tenants: Tenants
+    keys: RotationManager
+    default_tenant: Tenant
+    started_at: float
+    _root_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @classmethod
+    async def start(cls, settings: Settings, clock: Clock | None = None) -> Services:
+        clock = clock or SystemClock()
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(settings.data_dir, 0o700)
+        root = rootkey.load_root_keys(settings.root_key_path, create=settings.root_key_file is None)
+        store = await SqlStore.open(settings.database)
+        tenants = Tenants(store, clock)
+        default = await tenants.ensure_default()
+        keys = RotationManager(
+            store,
+            root,
+            clock,
+            alg=settings.signing_alg,
+            period=settings.key_rotation_period,
+            token_lifetime=settings.token_lifetime,
+        )
+        services = cls(settings, clock, store, root, tenants, keys, default, clock.now())
+        if len(root.keys) > 1:
+            # A root key rotation was cut short: finish it before anything is signed.
+            await services._rewrap_and_finish(root)
+        for tenant in await store.list_tenants():
+            await keys.load(tenant.id)
+        return services
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def rotate_root_key(self) -> dict[str, object]:
+        """New root key first in the file, every sealed value re-wrapped, old key dropped."""
+        async with self._root_lock:
+            path = self.settings.root_key_path
+            previous = self.root.active_id
+            both = rootkey.begin_rotation(path, self.root)
+            count, final = await self._rewrap_and_finish(both)
+            log.info(
+                "rotated root key",
+                extra={"previous": previous, "active": final.active_id, "rewrapped": count},
+            )
+            return {"previous": previous, "active": final.active_id, "rewrapped": count}
+
+    async def _rewrap_and_finish(self, both: RootKeys) -> tuple[int, RootKeys]:
+        self._use_root(both)
+        count = await self.store.rewrap_all(lambda context, blob: both.rewrap(blob, context))
+        final = rootkey.finish_rotation(self.settings.root_key_path, both)
+        self._use_root(final)
+        return count, final
+
+    def _use_root(self, root: RootKeys) -> None:
+        self.root = root
+        self.keys.root = root

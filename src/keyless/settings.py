@@ -1,0 +1,195 @@
+"""One typed, frozen settings object, built from flags, ``KEYLESS_*`` env and defaults.
+
+Precedence: flag, then environment, then default. Unknown ``KEYLESS_*`` variables and
+conflicting options fail at start with a one-line :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from keyless.core.errors import ConfigError
+
+DEFAULT_PORT = 8443
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+# Variables other tools of the project read; the server ignores them.
+_FOREIGN_ENV = ("KEYLESS_TEST_",)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = Path(".keyless")
+    listen_host: str = "127.0.0.1"
+    listen_port: int = DEFAULT_PORT
+    public_url: str = f"https://localhost:{DEFAULT_PORT}"
+    database_url: str | None = None
+    vault_domain: str = "vault.localhost"
+    dev: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure_http: bool = False
+    root_key_file: Path | None = None
+    signing_alg: str = "RS256"
+    key_rotation_period: int = 30 * 86400
+    token_lifetime: int = 3600
+    log_level: str = "info"
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'keyless.db').resolve()}"
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.data_dir / "admin.sock"
+
+    @property
+    def root_key_path(self) -> Path:
+        return self.root_key_file or self.data_dir / "root.key"
+
+    @property
+    def public_port(self) -> int:
+        parts = urlsplit(self.public_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def vault_resource(self) -> str:
+        """The Key Vault resource (audience) that the 401 challenge names."""
+        port = self.public_port
+        suffix = "" if port == 443 else f":{port}"
+        return f"https://{self.vault_domain}{suffix}"
+
+
+# name -> (kind, env variable)
+_FIELDS: dict[str, str] = {
+    "data_dir": "path",
+    "listen": "listen",
+    "public_url": "url",
+    "database_url": "str",
+    "vault_domain": "host",
+    "dev": "bool",
+    "tls_cert": "path",
+    "tls_key": "path",
+    "insecure_http": "bool",
+    "root_key_file": "path",
+    "signing_alg": "alg",
+    "key_rotation_period": "duration",
+    "token_lifetime": "duration",
+    "log_level": "level",
+}
+_ENV_ALIASES = {"KEYLESS_DATABASE": "database_url"}
+
+
+def env_name(field: str) -> str:
+    return "KEYLESS_" + field.upper()
+
+
+def parse_duration(text: str, what: str) -> int:
+    match = _DURATION.match(text.strip().lower())
+    if not match or int(match.group(1)) <= 0:
+        raise ConfigError(f"{what}: {text!r} is not a duration like 3600, 90s, 15m, 12h or 30d")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _parse_bool(text: str, what: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{what}: {text!r} is not a boolean (true/false)")
+
+
+def _parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--listen: {text!r} is not HOST:PORT with a port in 1..65535")
+    host = host.strip("[]") or "127.0.0.1"
+    return host, int(port)
+
+
+def _coerce(field: str, raw: Any, what: str) -> Any:
+    kind = _FIELDS[field]
+    if kind == "bool":
+        return raw if isinstance(raw, bool) else _parse_bool(str(raw), what)
+    text = str(raw)
+    if kind == "path":
+        return Path(text).expanduser()
+    if kind == "duration":
+        return raw if isinstance(raw, int) else parse_duration(text, what)
+    if kind == "alg":
+        if text not in ("RS256", "ES256"):
+            raise ConfigError(f"{what}: {text!r} is not a signing algorithm (RS256 or ES256)")
+        return text
+    if kind == "level":
+        if text.lower() not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"{what}: {text!r} is not a log level (debug/info/warning/error)")
+        return text.lower()
+    if kind == "url":
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+            raise ConfigError(f"{what}: {text!r} is not a URL like https://host:port")
+        return text.rstrip("/")
+    if kind == "host":
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", text.lower()):
+            raise ConfigError(f"{what}: {text!r} is not a DNS domain")
+        return text.lower()
+    return text
+
+
+def load_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
+    """Build the settings; ``flags`` holds only options given on the command line."""
+    values: dict[str, Any] = {}
+    known_env = {env_name(f): f for f in _FIELDS} | _ENV_ALIASES
+    for name, raw in env.items():
+        if not name.startswith("KEYLESS_") or name.startswith(_FOREIGN_ENV):
+            continue
+        if name not in known_env:
+            raise ConfigError(f"unknown environment variable {name}")
+        field = known_env[name]
+        values[field] = _coerce(field, raw, name)
+    for field, raw in flags.items():
+        if field not in _FIELDS:
+            raise ConfigError(f"unknown option --{field.replace('_', '-')}")
+        if raw is None:
+            continue
+        values[field] = _coerce(field, raw, "--" + field.replace("_", "-"))
+    if "listen" in values:
+        values["listen_host"], values["listen_port"] = _parse_listen(values.pop("listen"))
+    return _validate(values)
+
+
+def _validate(values: dict[str, Any]) -> Settings:
+    if bool(values.get("tls_cert")) != bool(values.get("tls_key")):
+        raise ConfigError("--tls-cert and --tls-key must be given together")
+    if values.get("insecure_http") and values.get("tls_cert"):
+        raise ConfigError("--insecure-http conflicts with --tls-cert/--tls-key")
+    port = values.get("listen_port", DEFAULT_PORT)
+    scheme = "http" if values.get("insecure_http") else "https"
+    values.setdefault("public_url", f"{scheme}://localhost:{port}")
+    public_scheme = urlsplit(values["public_url"]).scheme
+    if public_scheme != scheme:
+        raise ConfigError(
+            f"--public-url {values['public_url']} is {public_scheme} but the listener is {scheme}"
+        )
+    db = values.get("database_url")
+    if db and not db.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ConfigError(f"--database: {db!r} is not sqlite:///PATH or postgresql://…")
+    host = values.get("listen_host", "127.0.0.1")
+    if host not in ("localhost", "0.0.0.0", "::"):  # noqa: S104 - an operator's explicit choice
+        try:
+            ipaddress.ip_address(host)
+        except ValueError as exc:
+            raise ConfigError(f"--listen: {host!r} is not an IP address") from exc
+    return Settings(**values)
+
+
+def replace(settings: Settings, **changes: Any) -> Settings:
+    return dataclasses.replace(settings, **changes)

@@ -1,0 +1,184 @@
+"""The one store implementation: SQLAlchemy Core over SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from keyless.core.errors import Unavailable
+from keyless.core.models import SigningKeyRecord, Tenant
+from keyless.core.ports import Rewrapper
+from keyless.store import migrate
+from keyless.store.engine import make_engine
+from keyless.store.schema import signing_keys, tenants
+from keyless.store.urls import DatabaseUrl
+
+
+def _key(row: Any) -> SigningKeyRecord:
+    return SigningKeyRecord(
+        kid=row.kid,
+        tenant_id=row.tenant_id,
+        alg=row.alg,
+        state=row.state,
+        created_at=row.created_at,
+        activated_at=row.activated_at,
+        retired_at=row.retired_at,
+        sealed_private=bytes(row.sealed_private),
+        public_jwk=json.loads(row.public_jwk),
+    )
+
+
+def _key_values(rec: SigningKeyRecord) -> dict[str, Any]:
+    return {
+        "kid": rec.kid,
+        "tenant_id": rec.tenant_id,
+        "alg": rec.alg,
+        "state": rec.state,
+        "created_at": rec.created_at,
+        "activated_at": rec.activated_at,
+        "retired_at": rec.retired_at,
+        "sealed_private": rec.sealed_private,
+        "public_jwk": json.dumps(rec.public_jwk, sort_keys=True),
+    }
+
+
+class SqlStore:
+    def __init__(self, url: DatabaseUrl) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+
+    @classmethod
+    async def open(cls, raw_url: str, *, migrate_schema: bool = True) -> SqlStore:
+        url = DatabaseUrl(raw_url)
+        if migrate_schema:
+            try:
+                migrate.upgrade(url)
+            except Exception as exc:
+                raise Unavailable(
+                    f"database {url.redacted()} cannot be migrated: {type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}"
+                ) from exc
+        if url.is_sqlite:
+            path = url.raw.split("sqlite:///", 1)[1]
+            if os.path.exists(path):
+                os.chmod(path, 0o600)
+        return cls(url)
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- tenants ---------------------------------------------------------------------------
+
+    async def get_tenant(self, id_or_alias: str) -> Tenant | None:
+        query = sa.select(tenants).where(
+            sa.or_(tenants.c.id == id_or_alias, tenants.c.alias == id_or_alias)
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return Tenant(row.id, row.alias, row.created_at) if row else None
+
+    async def create_tenant(self, tenant: Tenant) -> Tenant:
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    sa.insert(tenants).values(
+                        id=tenant.id, alias=tenant.alias, created_at=tenant.created_at
+                    )
+                )
+            return tenant
+        except IntegrityError:
+            existing = await self.get_tenant(tenant.alias)
+            if existing is None:
+                raise
+            return existing
+
+    async def list_tenants(self) -> list[Tenant]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(tenants).order_by(tenants.c.created_at))).all()
+        return [Tenant(r.id, r.alias, r.created_at) for r in rows]
+
+    # -- signing keys ----------------------------------------------------------------------
+
+    async def list_signing_keys(self, tenant_id: str) -> list[SigningKeyRecord]:
+        query = (
+            sa.select(signing_keys)
+            .where(signing_keys.c.tenant_id == tenant_id)
+            .order_by(signing_keys.c.created_at)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_key(r) for r in rows]
+
+    async def bootstrap_signing_keys(
+        self, current: SigningKeyRecord, upcoming: SigningKeyRecord
+    ) -> bool:
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    sa.insert(signing_keys), [_key_values(current), _key_values(upcoming)]
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    async def rotate_signing_keys(
+        self, tenant_id: str, expected_current: str, upcoming: SigningKeyRecord, now: float
+    ) -> bool:
+        c = signing_keys.c
+        try:
+            async with self.engine.begin() as conn:
+                retired = await conn.execute(
+                    sa.update(signing_keys)
+                    .where(
+                        c.tenant_id == tenant_id, c.kid == expected_current, c.state == "current"
+                    )
+                    .values(state="retired", retired_at=now)
+                )
+                if retired.rowcount != 1:
+                    await conn.rollback()
+                    return False
+                await conn.execute(
+                    sa.update(signing_keys)
+                    .where(c.tenant_id == tenant_id, c.state == "next")
+                    .values(state="current", activated_at=now)
+                )
+                await conn.execute(sa.insert(signing_keys).values(**_key_values(upcoming)))
+        except IntegrityError:
+            return False
+        return True
+
+    async def prune_signing_keys(self, tenant_id: str, retired_before: float) -> int:
+        c = signing_keys.c
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                sa.delete(signing_keys).where(
+                    c.tenant_id == tenant_id, c.state == "retired", c.retired_at < retired_before
+                )
+            )
+        return int(result.rowcount or 0)
+
+    # -- sealed values ---------------------------------------------------------------------
+
+    async def rewrap_all(self, rewrap: Rewrapper) -> int:
+        count = 0
+        async with self.engine.begin() as conn:
+            rows = (
+                await conn.execute(sa.select(signing_keys.c.kid, signing_keys.c.sealed_private))
+            ).all()
+            for row in rows:
+                blob = rewrap(SigningKeyRecord.seal_context(row.kid), bytes(row.sealed_private))
+                await conn.execute(
+                    sa.update(signing_keys)
+                    .where(signing_keys.c.kid == row.kid)
+                    .values(sealed_private=blob)
+                )
+                count += 1
+        return count

@@ -13,8 +13,10 @@ import signal
 import socket
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from keyless.api.app import admin_app, public_app
 from keyless.api.observability import Metrics
@@ -83,29 +85,48 @@ async def _periodic(services: Services, metrics: Metrics, stop: asyncio.Event) -
             log.warning("key maintenance failed", extra={"error": type(exc).__name__})
 
 
+def _config(app: ASGIApp, http: str, tls: TlsFiles | None) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        http=http,
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=DRAIN_SECONDS,
+        server_header=False,
+    )
+
+
+def _next_steps(services: Services, tls: TlsFiles | None) -> str:
+    s = services.settings
+    url, tenant = s.public_url, services.default_tenant
+    ca = f'--cacert "{tls.ca_cert.resolve()}" ' if tls else ""
+    dd = f" --data-dir {s.data_dir}" if s.data_dir != Path(".keyless") else ""
+    return "\n".join(
+        [
+            f"  issuer:    {tenant.issuer(url)}",
+            f"  discovery: {url}/default/v2.0/.well-known/openid-configuration",
+            f"  jwks:      {url}/default/discovery/v2.0/keys",
+            f"  vaults:    https://NAME.{s.vault_domain}:{s.public_port}",
+            *([f"  CA:        {tls.ca_cert.resolve()}"] if tls else []),
+            "  try:",
+            f"    curl {ca}{url}/default/v2.0/.well-known/openid-configuration",
+            f"    .venv/bin/keyless{dd} status",
+            f"    .venv/bin/keyless{dd} keys list",
+        ]
+    )
+
+
 async def serve(settings: Settings) -> int:
     services = await Services.start(settings)
     metrics = Metrics()
     tls = _tls(settings)
     tcp = _tcp_socket(settings)
     uds = _unix_socket(settings)
-    common = {
-        "log_config": None,
-        "access_log": False,
-        "lifespan": "off",
-        "timeout_graceful_shutdown": DRAIN_SECONDS,
-        "server_header": False,
-    }
-    public = _Server(
-        uvicorn.Config(
-            public_app(services, metrics),
-            http="httptools",
-            ssl_certfile=str(tls.cert) if tls else None,
-            ssl_keyfile=str(tls.key) if tls else None,
-            **common,
-        )
-    )  # type: ignore[arg-type]
-    admin = _Server(uvicorn.Config(admin_app(services, metrics), http="h11", **common))  # type: ignore[arg-type]
+    public = _Server(_config(public_app(services, metrics), "httptools", tls))
+    admin = _Server(_config(admin_app(services, metrics), "h11", None))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 

@@ -1,0 +1,85 @@
+"""Shared fixtures: databases (SQLite always, PostgreSQL when reachable) and live servers."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+
+import psycopg
+import pytest
+
+from keyless.store.sql import SqlStore
+from tests.support.server import ServerFactory
+
+PG_ADMIN_URL = os.environ.get(
+    "KEYLESS_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _pg_reachable() -> str | None:
+    try:
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3, autocommit=True):
+            return None
+    except psycopg.Error as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The admin URL of a reachable PostgreSQL; CI must have one, elsewhere it may skip."""
+    problem = _pg_reachable()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(
+                f"PostgreSQL leg required in CI but {PG_ADMIN_URL} is unreachable: {problem}"
+            )
+        pytest.skip(f"PostgreSQL not reachable: {problem}")
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def make_pg_database(pg_server: str) -> Iterator[callable]:  # type: ignore[valid-type]
+    """Create throwaway databases on demand; every one is dropped afterwards."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"keyless_test_{secrets.token_hex(6)}"
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        base = pg_server.rsplit("/", 1)[0]
+        return f"{base}/{name}"
+
+    yield make
+    with psycopg.connect(pg_server, autocommit=True) as conn:
+        for name in made:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path) -> str:  # type: ignore[no-untyped-def]
+    """Every store test runs against SQLite and PostgreSQL alike."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'keyless.db'}"
+    return request.getfixturevalue("make_pg_database")()
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[SqlStore]:
+    s = await SqlStore.open(database_url)
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def servers(tmp_path) -> Iterator[ServerFactory]:  # type: ignore[no-untyped-def]
+    factory = ServerFactory(tmp_path)
+    yield factory
+    factory.stop_all()
+
+
+@pytest.fixture
+def server(servers: ServerFactory):  # type: ignore[no-untyped-def]
+    """One running keyless (SQLite, HTTPS, --dev) on a free port."""
+    return servers.start(dev=True)

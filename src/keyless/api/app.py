@@ -10,9 +10,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from keyless.api import ops
-from keyless.api.admin import system
+from keyless.api.admin import dev, federation, system
 from keyless.api.admin.errors import handle_keyless_error
-from keyless.api.entra import discovery
+from keyless.api.dev import clusters
+from keyless.api.entra import discovery, token
 from keyless.api.observability import Metrics, ObservabilityMiddleware
 from keyless.core.errors import KeylessError
 from keyless.server.services import Services
@@ -40,9 +41,11 @@ def _app(routes: list[BaseRoute], services: Services, metrics: Metrics, listener
 
 
 def public_app(services: Services, metrics: Metrics) -> Starlette:
-    routes: list[BaseRoute] = [*ops.routes, *discovery.routes]
+    routes: list[BaseRoute] = [*ops.routes, *discovery.routes, *token.routes]
+    if services.settings.dev:
+        routes += clusters.routes
     return _app(routes, services, metrics, "public")
 
 
 def admin_app(services: Services, metrics: Metrics) -> Starlette:
-    return _app(list(system.routes), services, metrics, "admin")
+    return _app([*system.routes, *federation.routes, *dev.routes], services, metrics, "admin")

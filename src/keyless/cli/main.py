@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from keyless.cli.client import AdminClient
+from keyless.cli import federation
+from keyless.cli.context import Globals, globals_of
 from keyless.cli.output import emit
 from keyless.core.errors import KeylessError
 
@@ -26,22 +26,13 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
+app.add_typer(federation.identity_app, name="identity")
+app.add_typer(federation.issuer_app, name="issuer")
+app.add_typer(federation.federation_app, name="federation")
+app.add_typer(federation.dev_app, name="dev")
+app.command("explain")(federation.explain)
 
 GLOBAL_OPTIONS = ("--data-dir", "--output")
-
-
-@dataclass
-class Globals:
-    data_dir: Path
-    output: str
-
-    def client(self) -> AdminClient:
-        return AdminClient(self.data_dir)
-
-
-def _globals(ctx: typer.Context) -> Globals:
-    obj: Globals = ctx.find_root().obj
-    return obj
 
 
 @app.callback()
@@ -95,7 +86,7 @@ def serve(
         "token_lifetime": token_lifetime,
         "log_level": log_level,
     }
-    g = _globals(ctx)
+    g = globals_of(ctx)
     if "--data-dir" in _given or "KEYLESS_DATA_DIR" not in os.environ:
         flags["data_dir"] = g.data_dir
     settings = load_settings(flags, os.environ)
@@ -106,35 +97,35 @@ def serve(
 @app.command()
 def status(ctx: typer.Context) -> None:
     """Show what the running server is and where its files are."""
-    g = _globals(ctx)
+    g = globals_of(ctx)
     emit(g.client().get("/v1/status"), g.output)
 
 
 @tenant_app.command("show")
 def tenant_show(ctx: typer.Context, tenant: str = typer.Argument("default")) -> None:
     """Show a tenant: id, alias and issuer URL."""
-    g = _globals(ctx)
+    g = globals_of(ctx)
     emit(g.client().get(f"/v1/tenants/{tenant}"), g.output)
 
 
 @keys_app.command("list")
 def keys_list(ctx: typer.Context, tenant: str = typer.Option("default")) -> None:
     """Published signing keys: current, next and retired."""
-    g = _globals(ctx)
+    g = globals_of(ctx)
     emit(g.client().get(f"/v1/tenants/{tenant}/keys"), g.output, rows_key="keys")
 
 
 @keys_app.command("rotate")
 def keys_rotate(ctx: typer.Context, tenant: str = typer.Option("default")) -> None:
     """Rotate now: next becomes current, a new next is published, current is retired."""
-    g = _globals(ctx)
+    g = globals_of(ctx)
     emit(g.client().post(f"/v1/tenants/{tenant}/keys/rotate"), g.output)
 
 
 @app.command("rotate-root-key")
 def rotate_root_key(ctx: typer.Context) -> None:
     """Make a new root key and re-wrap every stored data key under it."""
-    g = _globals(ctx)
+    g = globals_of(ctx)
     emit(g.client().post("/v1/root-key/rotate"), g.output)
 
 
@@ -146,7 +137,7 @@ def ca(
     """Print keyless's CA certificate (PEM), or its path."""
     from keyless.server.tls import ca_path
 
-    g = _globals(ctx)
+    g = globals_of(ctx)
     file = ca_path(g.data_dir).resolve()
     if not file.exists():
         raise KeylessError(f"no CA at {file}: start the server once with `keyless serve`")
@@ -167,7 +158,7 @@ def db_upgrade(
     from keyless.store.migrate import upgrade
     from keyless.store.urls import DatabaseUrl
 
-    g = _globals(ctx)
+    g = globals_of(ctx)
     settings = load_settings({"data_dir": g.data_dir, "database_url": database}, os.environ)
     g.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     revision = upgrade(DatabaseUrl(settings.database))

@@ -32,3 +32,36 @@ def emit(
             console.print(f"{key.ljust(width)}  {'' if value is None else value}")
         return
     console.print(str(data))
+
+
+def render_explain(report: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    def mark(ok: bool) -> str:
+        return "[green]pass[/green]" if ok else "[red]FAIL[/red]"
+
+    console.print(
+        f"token: iss={report.get('issuer')!r} sub={report.get('subject')!r} "
+        f"aud={report.get('audiences')!r}"
+    )
+    for check in report["token_checks"]:
+        console.print(f"  {mark(check['passed'])}  {check['name']}: {check['reason']}", markup=True)
+    if not report["identities"]:
+        console.print("no identity has a federated credential to compare with")
+    for ident in report["identities"]:
+        verdict = (
+            f"matched by {ident['matched']!r}"
+            if ident["matched"]
+            else f"no match; nearest: {ident['nearest']!r}"
+        )
+        console.print(f"identity {ident['identity']} ({ident['client_id']}): {verdict}")
+        for policy in ident["policies"]:
+            console.print(f"  policy {policy['name']}: {mark(policy['matched'])}", markup=True)
+            for check in policy["checks"]:
+                console.print(
+                    f"    {mark(check['passed'])}  {check['name']}: {escape(str(check['reason']))}",
+                    markup=True,
+                )
+                if check.get("hint"):
+                    console.print(f"          near miss: {escape(str(check['hint']))}")
+    console.print("ACCEPTED" if report["accepted"] else "REJECTED")

@@ -75,3 +75,23 @@ class InvalidToken(KeylessError):
     ) -> None:
         super().__init__(message, detail=detail)
         self.reason = reason
+
+
+class UnknownClient(NotFound):
+    """No identity has the presented client id."""
+
+    code = "unknown_client"
+
+
+class InvalidTarget(InvalidRequest):
+    """The requested resource, audience or scope is not one keyless issues tokens for."""
+
+    code = "invalid_target"
+
+
+class RateLimited(KeylessError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -228,13 +228,13 @@ def public_jwk(key: PublicKey, kid: str, alg: str) -> dict[str, str]:
 def public_key_from_jwk(jwk: dict[str, Any]) -> PublicKey:
     """Import a public JWK (RSA, EC P-256/P-384, OKP Ed25519); private members are refused."""
     from jwt import PyJWK
-    from jwt.exceptions import PyJWKError
+    from jwt.exceptions import PyJWKError, PyJWTError
 
     if any(member in jwk for member in ("d", "p", "q", "dp", "dq", "qi", "k")):
         raise InvalidToken("JWK holds private key material", reason="malformed")
     try:
         key = PyJWK(dict(jwk)).key
-    except (PyJWKError, ValueError, TypeError, KeyError) as exc:
+    except (PyJWKError, PyJWTError, ValueError, TypeError, KeyError) as exc:
         raise InvalidToken(f"JWK cannot be imported: {exc}", reason="malformed") from exc
     if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
         raise InvalidToken("JWK is not a supported public key", reason="malformed")

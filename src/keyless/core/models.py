@@ -33,3 +33,37 @@ class SigningKeyRecord:
     @staticmethod
     def seal_context(kid: str) -> str:
         return f"signing-key:{kid}"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What a workload acts as (a managed identity): object id, client id, name."""
+
+    object_id: str
+    client_id: str
+    name: str
+    tenant_id: str
+    created_at: float
+
+    def view(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "client_id": self.client_id,
+            "object_id": self.object_id,
+            "tenant_id": self.tenant_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DevCluster:
+    """A development cluster issuer (``--dev``): its one RS256 service-account signing key."""
+
+    name: str
+    kid: str
+    sealed_private: bytes
+    public_jwk: dict[str, Any]
+    created_at: float
+
+    @staticmethod
+    def seal_context(name: str) -> str:
+        return f"dev-cluster:{name}"

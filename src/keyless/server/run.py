@@ -85,6 +85,20 @@ async def _periodic(services: Services, metrics: Metrics, stop: asyncio.Event) -
             log.warning("key maintenance failed", extra={"error": type(exc).__name__})
 
 
+async def _follow_config(services: Services, stop: asyncio.Event) -> None:
+    """Pick up other processes' admin changes, and refresh issuer keys that are due."""
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=2)
+        if stop.is_set():
+            return
+        try:
+            await services.federation.reload_if_changed()
+            await services.federation.keys.refresh_due()
+        except Exception as exc:  # keep serving the indexes we have
+            log.warning("configuration refresh failed", extra={"error": type(exc).__name__})
+
+
 def _config(app: ASGIApp, http: str, tls: TlsFiles | None) -> uvicorn.Config:
     return uvicorn.Config(
         app,
@@ -120,9 +134,9 @@ def _next_steps(services: Services, tls: TlsFiles | None) -> str:
 
 
 async def serve(settings: Settings) -> int:
+    tls = _tls(settings)  # before the services: the issuer fetcher trusts keyless's own CA
     services = await Services.start(settings)
     metrics = Metrics()
-    tls = _tls(settings)
     tcp = _tcp_socket(settings)
     uds = _unix_socket(settings)
     public = _Server(_config(public_app(services, metrics), "httptools", tls))
@@ -164,7 +178,7 @@ async def serve(settings: Settings) -> int:
         await asyncio.gather(*tasks[:2])
     finally:
         stop.set()
-        await tasks[2]
+        await asyncio.gather(*tasks[2:])
         await services.close()
         with contextlib.suppress(FileNotFoundError):
             settings.admin_socket.unlink()

@@ -8,11 +8,19 @@ import os
 from dataclasses import dataclass, field
 
 from keyless import rootkey
+from keyless.core.audit import LogAuditSink
 from keyless.core.clock import Clock, SystemClock
+from keyless.core.devcluster import DevClusters
 from keyless.core.envelope import RootKeys
+from keyless.core.exchange import ExchangePolicy, TokenService
+from keyless.core.federation import Federation
+from keyless.core.issuers import IssuerKeys
 from keyless.core.models import Tenant
+from keyless.core.resources import Resources
 from keyless.core.rotation import RotationManager
 from keyless.core.tenants import Tenants
+from keyless.net.fetch import HttpJwksFetcher
+from keyless.server.tls import ca_path
 from keyless.settings import Settings
 from keyless.store.sql import SqlStore
 
@@ -29,6 +37,11 @@ class Services:
     keys: RotationManager
     default_tenant: Tenant
     started_at: float
+    federation: Federation
+    tokens: TokenService
+    resources: Resources
+    dev_clusters: DevClusters
+    fetcher: HttpJwksFetcher
     _root_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
@@ -48,15 +61,40 @@ class Services:
             period=settings.key_rotation_period,
             token_lifetime=settings.token_lifetime,
         )
-        services = cls(settings, clock, store, root, tenants, keys, default, clock.now())
+        tls_ca = None if settings.tls_cert or settings.insecure_http else ca_path(settings.data_dir)
+        fetcher = HttpJwksFetcher(dev=settings.dev, extra_ca=tls_ca)
+        issuer_keys = IssuerKeys(fetcher, clock)
+        federation = Federation(store, issuer_keys, clock, dev=settings.dev)
+        resources = Resources(settings.vault_resource)
+        policy = ExchangePolicy(
+            public_url=settings.public_url, token_lifetime=settings.token_lifetime
+        )
+        tokens = TokenService(federation, keys, resources, LogAuditSink(), clock, policy)
+        services = cls(
+            settings,
+            clock,
+            store,
+            root,
+            tenants,
+            keys,
+            default,
+            clock.now(),
+            federation,
+            tokens,
+            resources,
+            DevClusters(store, lambda: services.root, clock, settings.public_url),
+            fetcher,
+        )
         if len(root.keys) > 1:
             # A root key rotation was cut short: finish it before anything is signed.
             await services._rewrap_and_finish(root)
         for tenant in await store.list_tenants():
             await keys.load(tenant.id)
+        await federation.reload()
         return services
 
     async def close(self) -> None:
+        await self.fetcher.aclose()
         await self.store.close()
 
     async def rotate_root_key(self) -> dict[str, object]:

@@ -10,11 +10,12 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from keyless.core.errors import Unavailable
-from keyless.core.models import SigningKeyRecord, Tenant
+from keyless.core.models import DevCluster, SigningKeyRecord, Tenant
 from keyless.core.ports import Rewrapper
 from keyless.store import migrate
 from keyless.store.engine import make_engine
-from keyless.store.schema import signing_keys, tenants
+from keyless.store.federation import FederationStoreMixin
+from keyless.store.schema import dev_clusters, signing_keys, tenants
 from keyless.store.urls import DatabaseUrl
 
 
@@ -46,7 +47,7 @@ def _key_values(rec: SigningKeyRecord) -> dict[str, Any]:
     }
 
 
-class SqlStore:
+class SqlStore(FederationStoreMixin):
     def __init__(self, url: DatabaseUrl) -> None:
         self.url = url
         self.engine = make_engine(url)
@@ -178,6 +179,17 @@ class SqlStore:
                 await conn.execute(
                     sa.update(signing_keys)
                     .where(signing_keys.c.kid == row.kid)
+                    .values(sealed_private=blob)
+                )
+                count += 1
+            rows = (
+                await conn.execute(sa.select(dev_clusters.c.name, dev_clusters.c.sealed_private))
+            ).all()
+            for row in rows:
+                blob = rewrap(DevCluster.seal_context(row.name), bytes(row.sealed_private))
+                await conn.execute(
+                    sa.update(dev_clusters)
+                    .where(dev_clusters.c.name == row.name)
                     .values(sealed_private=blob)
                 )
                 count += 1

@@ -24,3 +24,21 @@ def entra_error(status: int, error: str, code: int, description: str) -> JSONRes
         },
         status_code=status,
     )
+
+
+# InvalidToken.reason -> (status, error, AADSTS code)
+TOKEN_ERRORS: dict[str, tuple[int, str, int]] = {
+    "malformed": (400, "invalid_request", 50027),
+    "alg": (400, "invalid_request", 50027),
+    "claims": (400, "invalid_request", 50027),
+    "issuer": (401, "invalid_client", 700211),
+    "unregistered_issuer": (401, "invalid_client", 700211),
+    "unknown_kid": (401, "invalid_client", 7000272),
+    "signature": (401, "invalid_client", 700027),
+    "expired": (401, "invalid_client", 700024),
+    "not_yet_valid": (401, "invalid_client", 700024),
+    "lifetime": (401, "invalid_client", 700024),
+    "audience": (401, "invalid_client", 700212),
+    "subject": (401, "invalid_client", 700213),
+    "condition": (401, "invalid_client", 70021),
+}

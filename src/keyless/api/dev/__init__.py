@@ -1,0 +1,1 @@
+"""The development cluster issuer's public routes (``--dev`` only)."""

@@ -1,0 +1,47 @@
+"""``/dev/clusters/{name}/.well-known/openid-configuration`` and ``…/openid/v1/jwks``.
+
+Shaped as kube-apiserver serves its service-account issuer discovery.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from keyless.core import devcluster
+from keyless.core.models import DevCluster
+from keyless.server.services import Services
+
+
+async def _cluster(request: Request) -> DevCluster | None:
+    services: Services = request.app.state.services
+    return await services.dev_clusters.get(request.path_params["name"])
+
+
+def _missing(name: str) -> Response:
+    return JSONResponse({"error": f"dev cluster {name!r} does not exist"}, status_code=404)
+
+
+async def discovery(request: Request) -> Response:
+    services: Services = request.app.state.services
+    cluster = await _cluster(request)
+    if cluster is None:
+        return _missing(request.path_params["name"])
+    return JSONResponse(
+        devcluster.discovery(services.settings.public_url, cluster.name),
+        headers={"Cache-Control": "public, max-age=3600"},
+    )
+
+
+async def jwks(request: Request) -> Response:
+    cluster = await _cluster(request)
+    if cluster is None:
+        return _missing(request.path_params["name"])
+    return JSONResponse(devcluster.jwks(cluster), headers={"Cache-Control": "public, max-age=3600"})
+
+
+routes = [
+    Route("/dev/clusters/{name}/.well-known/openid-configuration", discovery),
+    Route("/dev/clusters/{name}/openid/v1/jwks", jwks),
+]

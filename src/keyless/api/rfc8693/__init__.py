@@ -1,0 +1,1 @@
+"""RFC 8693 OAuth 2.0 Token Exchange."""

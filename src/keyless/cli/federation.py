@@ -1,0 +1,199 @@
+"""``keyless identity|issuer|federation|explain|dev``: federation administration."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from keyless.cli.context import globals_of
+from keyless.cli.output import emit, render_explain
+from keyless.core.errors import KeylessError
+
+identity_app = typer.Typer(no_args_is_help=True, help="Identities workloads act as.")
+issuer_app = typer.Typer(no_args_is_help=True, help="Token issuers keyless trusts.")
+federation_app = typer.Typer(no_args_is_help=True, help="Federated credentials (trust policies).")
+dev_app = typer.Typer(no_args_is_help=True, help="Development helpers (server with --dev).")
+
+Tenant = Annotated[str, typer.Option(help="tenant id or alias")]
+
+
+def _q(tenant: str) -> str:
+    return f"?tenant={tenant}"
+
+
+@identity_app.command("create")
+def identity_create(ctx: typer.Context, name: str, tenant: Tenant = "default") -> None:
+    """Create an identity (idempotent)."""
+    g = globals_of(ctx)
+    emit(g.client().post(f"/v1/identities{_q(tenant)}", {"name": name}), g.output)
+
+
+@identity_app.command("list")
+def identity_list(ctx: typer.Context, tenant: Tenant = "default") -> None:
+    g = globals_of(ctx)
+    emit(
+        g.client().get(f"/v1/identities{_q(tenant)}"),
+        g.output,
+        columns=("name", "client_id", "object_id"),
+    )
+
+
+@identity_app.command("show")
+def identity_show(ctx: typer.Context, name: str, tenant: Tenant = "default") -> None:
+    g = globals_of(ctx)
+    emit(g.client().get(f"/v1/identities/{name}{_q(tenant)}"), g.output)
+
+
+@identity_app.command("delete")
+def identity_delete(ctx: typer.Context, name: str, tenant: Tenant = "default") -> None:
+    g = globals_of(ctx)
+    emit(g.client().delete(f"/v1/identities/{name}{_q(tenant)}"), g.output)
+
+
+@issuer_app.command("add")
+def issuer_add(
+    ctx: typer.Context,
+    url: str,
+    jwks_file: Annotated[
+        Path | None,
+        typer.Option(help="JWKS for a private cluster (kubectl get --raw /openid/v1/jwks)"),
+    ] = None,
+    tenant: Tenant = "default",
+) -> None:
+    """Trust an issuer: keys by OIDC discovery, or from an uploaded JWKS file."""
+    g = globals_of(ctx)
+    body: dict[str, object] = {"url": url}
+    if jwks_file is not None:
+        try:
+            body["jwks"] = json.loads(jwks_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise KeylessError(f"cannot read JWKS from {jwks_file}: {exc}") from exc
+    emit(g.client().post(f"/v1/issuers{_q(tenant)}", body), g.output)
+
+
+@issuer_app.command("list")
+def issuer_list(ctx: typer.Context, tenant: Tenant = "default") -> None:
+    """Issuers with the state of their keys (last fetch, last error)."""
+    g = globals_of(ctx)
+    emit(
+        g.client().get(f"/v1/issuers{_q(tenant)}"),
+        g.output,
+        columns=("url", "source", "kids", "last_success", "last_error", "consecutive_failures"),
+    )
+
+
+@issuer_app.command("remove")
+def issuer_remove(ctx: typer.Context, url: str, tenant: Tenant = "default") -> None:
+    g = globals_of(ctx)
+    emit(g.client().post(f"/v1/issuers/remove{_q(tenant)}", {"url": url}), g.output)
+
+
+@issuer_app.command("refresh")
+def issuer_refresh(ctx: typer.Context, url: str, tenant: Tenant = "default") -> None:
+    """Fetch the issuer's keys now."""
+    g = globals_of(ctx)
+    emit(g.client().post(f"/v1/issuers/refresh{_q(tenant)}", {"url": url}), g.output)
+
+
+@federation_app.command("add")
+def federation_add(
+    ctx: typer.Context,
+    identity: str,
+    name: Annotated[str, typer.Option(help="credential name")],
+    issuer: Annotated[str, typer.Option(help="issuer URL, exactly as in tokens")],
+    subject: Annotated[str | None, typer.Option(help="exact subject")] = None,
+    subject_pattern: Annotated[
+        str | None, typer.Option(help="glob, e.g. system:serviceaccount:team-*:app")
+    ] = None,
+    audience: Annotated[list[str] | None, typer.Option(help="repeatable")] = None,
+    condition: Annotated[str | None, typer.Option(help="CEL over `claims`")] = None,
+    tenant: Tenant = "default",
+) -> None:
+    """Add a federated credential (trust policy) to an identity (idempotent)."""
+    if (subject is None) == (subject_pattern is None):
+        raise KeylessError("give exactly one of --subject or --subject-pattern")
+    g = globals_of(ctx)
+    body = {
+        "name": name,
+        "issuer": issuer,
+        "subject": subject,
+        "subject_pattern": subject_pattern,
+        "audiences": audience or None,
+        "condition": condition,
+    }
+    emit(
+        g.client().post(f"/v1/identities/{identity}/federated-credentials{_q(tenant)}", body),
+        g.output,
+    )
+
+
+@federation_app.command("list")
+def federation_list(ctx: typer.Context, identity: str, tenant: Tenant = "default") -> None:
+    g = globals_of(ctx)
+    emit(
+        g.client().get(f"/v1/identities/{identity}/federated-credentials{_q(tenant)}"),
+        g.output,
+        columns=("name", "issuer", "subject", "subject_pattern", "audiences", "condition"),
+    )
+
+
+@federation_app.command("remove")
+def federation_remove(
+    ctx: typer.Context, identity: str, name: str, tenant: Tenant = "default"
+) -> None:
+    g = globals_of(ctx)
+    emit(
+        g.client().delete(f"/v1/identities/{identity}/federated-credentials/{name}{_q(tenant)}"),
+        g.output,
+    )
+
+
+def explain(
+    ctx: typer.Context,
+    token: Annotated[str, typer.Option(help="file holding the JWT ('-' for stdin)")],
+    identity: Annotated[str | None, typer.Option(help="identity name")] = None,
+    tenant: Tenant = "default",
+) -> None:
+    """Why a token is or is not accepted, per trust policy, with the nearest near-miss."""
+    g = globals_of(ctx)
+    text = sys.stdin.read() if token == "-" else Path(token).read_text()
+    report = g.client().post(
+        f"/v1/explain{_q(tenant)}", {"token": text.strip(), "identity": identity}
+    )
+    if g.output == "json":
+        emit(report, "json")
+    else:
+        render_explain(report)
+
+
+@dev_app.command("token")
+def dev_token(
+    ctx: typer.Context,
+    namespace: Annotated[str, typer.Option()],
+    service_account: Annotated[str, typer.Option()],
+    cluster: Annotated[str, typer.Option()] = "dev",
+    audience: Annotated[str, typer.Option()] = "api://AzureADTokenExchange",
+    pod: Annotated[str | None, typer.Option()] = None,
+    lifetime: Annotated[int, typer.Option(help="seconds")] = 3600,
+) -> None:
+    """Mint a projected service-account token of a dev cluster (prints just the JWT)."""
+    g = globals_of(ctx)
+    result = g.client().post(
+        "/v1/dev/token",
+        {
+            "cluster": cluster,
+            "namespace": namespace,
+            "service_account": service_account,
+            "audience": audience,
+            "pod": pod,
+            "lifetime": lifetime,
+        },
+    )
+    if g.output == "json":
+        emit(result, "json")
+    else:
+        print(result["token"])

@@ -1,0 +1,54 @@
+"""Audit events: one record per access decision, emitted through one interface.
+
+An event names the actor (identity), the workload behind it (from the presented token or the
+access token's ``fed`` claim: issuer, subject, cluster, namespace, service account, pod),
+the action, the target, the result and the reason. It never carries a token or a value.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+log = logging.getLogger("keyless.audit")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    time: float
+    request_id: str | None
+    tenant_id: str | None
+    action: str
+    target: str
+    result: str  # "success" | "failure"
+    reason: str = ""
+    actor: str | None = None
+    workload: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class AuditSink(Protocol):
+    async def record(self, event: AuditEvent) -> None:
+        """Persist the event; raising makes the request that caused it fail."""
+        ...
+
+
+class LogAuditSink:
+    """Writes events as JSON log lines (logger ``keyless.audit``)."""
+
+    async def record(self, event: AuditEvent) -> None:
+        log.info("audit", extra={"event": json.dumps(event.as_dict(), sort_keys=True)})
+
+
+class MemoryAuditSink:
+    """Keeps events in a list (tests, ``keyless explain``)."""
+
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+
+    async def record(self, event: AuditEvent) -> None:
+        self.events.append(event)

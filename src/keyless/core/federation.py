@@ -1,0 +1,224 @@
+"""Identities, trusted issuers and federated credentials, and their in-memory indexes.
+
+Every read on the exchange path is served from memory. An admin change writes the store
+(which bumps the ``federation`` revision) and rebuilds the indexes; other processes sharing
+the database notice the revision and rebuild too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from keyless.core.clock import Clock
+from keyless.core.errors import Conflict, InvalidRequest, NotFound
+from keyless.core.issuers import (
+    IssuerKeys,
+    IssuerRecord,
+    IssuerStatus,
+    validate_issuer_url,
+    validate_jwks,
+)
+from keyless.core.models import Identity
+from keyless.core.ports import FederationStore
+from keyless.core.trust import FederatedCredential, TrustIndex, new_credential
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def validate_identity_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise InvalidRequest(
+            f"identity name {name!r} must be 1-128 letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    by_client: dict[str, Identity]
+    by_object: dict[str, Identity]
+    registered: dict[str, dict[str, str]]  # tenant id -> issuer URL -> key cache id
+    trust: TrustIndex
+    revision: int
+
+
+class Federation:
+    def __init__(
+        self, store: FederationStore, keys: IssuerKeys, clock: Clock, *, dev: bool
+    ) -> None:
+        self._store = store
+        self.keys = keys
+        self._clock = clock
+        self._dev = dev
+        self._lock = asyncio.Lock()
+        self.snapshot = Snapshot({}, {}, {}, TrustIndex(()), -1)
+
+    # -- indexes ---------------------------------------------------------------------------
+
+    async def reload(self) -> None:
+        async with self._lock:
+            revision = await self._store.get_revision("federation")
+            identities = await self._store.list_identities()
+            issuers = await self._store.list_issuers()
+            credentials = await self._store.list_credentials()
+            registered: dict[str, dict[str, str]] = {}
+            cache: dict[str, IssuerRecord] = {}
+            for tenant_id, record in issuers:
+                cache_id = _cache_id(tenant_id, record)
+                registered.setdefault(tenant_id, {})[record.url] = cache_id
+                cache[cache_id] = replace(record, url=cache_id)
+            self.keys.replace_issuers(cache.values())
+            self.snapshot = Snapshot(
+                by_client={i.client_id: i for i in identities},
+                by_object={i.object_id: i for i in identities},
+                registered=registered,
+                trust=TrustIndex(credentials),
+                revision=revision,
+            )
+
+    async def reload_if_changed(self) -> bool:
+        if await self._store.get_revision("federation") != self.snapshot.revision:
+            await self.reload()
+            return True
+        return False
+
+    def identity_by_client(self, tenant_id: str, client_id: str) -> Identity | None:
+        identity = self.snapshot.by_client.get(client_id)
+        return identity if identity and identity.tenant_id == tenant_id else None
+
+    def identity_by_object(self, object_id: str) -> Identity | None:
+        return self.snapshot.by_object.get(object_id)
+
+    def is_registered(self, tenant_id: str, issuer: str) -> bool:
+        return issuer in self.snapshot.registered.get(tenant_id, {})
+
+    def key_source(self, tenant_id: str, issuer: str) -> str:
+        """The id under which the issuer's keys are cached (see ``_cache_id``)."""
+        try:
+            return self.snapshot.registered[tenant_id][issuer]
+        except KeyError:
+            raise NotFound(f"issuer {issuer} is not registered") from None
+
+    # -- identities ------------------------------------------------------------------------
+
+    async def create_identity(self, tenant_id: str, name: str) -> Identity:
+        validate_identity_name(name)
+        identity = Identity(
+            str(uuid.uuid4()), str(uuid.uuid4()), name, tenant_id, self._clock.now()
+        )
+        created = await self._store.create_identity(identity)
+        await self.reload()
+        return created
+
+    async def get_identity(self, tenant_id: str, name: str) -> Identity:
+        identity = await self._store.get_identity(tenant_id, name)
+        if identity is None:
+            raise NotFound(f"identity {name!r} not found")
+        return identity
+
+    async def list_identities(self, tenant_id: str) -> list[Identity]:
+        return await self._store.list_identities(tenant_id)
+
+    async def delete_identity(self, tenant_id: str, name: str) -> None:
+        identity = await self.get_identity(tenant_id, name)
+        await self._store.delete_identity(identity.object_id)
+        await self.reload()
+
+    # -- issuers ---------------------------------------------------------------------------
+
+    async def add_issuer(self, tenant_id: str, url: str, jwks: object | None) -> bool:
+        validate_issuer_url(url, dev=self._dev)
+        record = IssuerRecord(
+            url=url,
+            jwks=validate_jwks(jwks) if jwks is not None else None,
+            created_at=self._clock.now(),
+        )
+        created = await self._store.add_issuer(tenant_id, record)
+        await self.reload()
+        return created
+
+    async def list_issuers(self, tenant_id: str) -> list[IssuerStatus]:
+        return [
+            replace(self.keys.status(_cache_id(tenant_id, record)), url=record.url)
+            for _, record in await self._store.list_issuers(tenant_id)
+        ]
+
+    async def remove_issuer(self, tenant_id: str, url: str) -> None:
+        if not await self._store.remove_issuer(tenant_id, url):
+            raise NotFound(f"issuer {url} is not registered")
+        await self.reload()
+
+    async def refresh_issuer(self, tenant_id: str, url: str) -> IssuerStatus:
+        if not self.is_registered(tenant_id, url):
+            raise NotFound(f"issuer {url} is not registered")
+        status = await self.keys.refresh(self.key_source(tenant_id, url))
+        return replace(status, url=url)
+
+    # -- federated credentials -------------------------------------------------------------
+
+    async def add_credential(
+        self,
+        tenant_id: str,
+        identity_name: str,
+        *,
+        name: str,
+        issuer: str,
+        subject: str | None,
+        subject_pattern: str | None,
+        audiences: Sequence[str],
+        condition: str | None,
+    ) -> FederatedCredential:
+        identity = await self.get_identity(tenant_id, identity_name)
+        if not self.is_registered(tenant_id, issuer):
+            raise InvalidRequest(
+                f"issuer {issuer} is not registered; add it first with `keyless issuer add`"
+            )
+        wanted = new_credential(
+            id=str(uuid.uuid4()),
+            identity_id=identity.object_id,
+            name=name,
+            issuer=issuer,
+            subject=subject,
+            subject_pattern=subject_pattern,
+            audiences=tuple(audiences),
+            condition=condition,
+        )
+        stored = await self._store.add_credential(wanted, self._clock.now())
+        if _differs(stored, wanted):
+            raise Conflict(
+                f"federated credential {name!r} of {identity_name!r} already exists "
+                "with other settings"
+            )
+        await self.reload()
+        return stored
+
+    async def list_credentials(
+        self, tenant_id: str, identity_name: str
+    ) -> list[FederatedCredential]:
+        identity = await self.get_identity(tenant_id, identity_name)
+        return await self._store.list_credentials(identity.object_id)
+
+    async def remove_credential(self, tenant_id: str, identity_name: str, name: str) -> None:
+        identity = await self.get_identity(tenant_id, identity_name)
+        if not await self._store.remove_credential(identity.object_id, name):
+            raise NotFound(f"federated credential {name!r} of {identity_name!r} not found")
+        await self.reload()
+
+
+def _differs(a: FederatedCredential, b: FederatedCredential) -> bool:
+    fields = ("issuer", "subject", "subject_pattern", "audiences", "condition")
+    return any(getattr(a, f) != getattr(b, f) for f in fields)
+
+
+def _cache_id(tenant_id: str, record: IssuerRecord) -> str:
+    """Discovered keys are shared by URL; an uploaded JWKS belongs to its tenant alone.
+
+    Otherwise one tenant could upload keys for a public issuer URL that another tenant
+    trusts through discovery, and forge that issuer's tokens for the other tenant.
+    """
+    return record.url if record.jwks is None else f"upload:{tenant_id}:{record.url}"

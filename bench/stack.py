@@ -8,11 +8,13 @@ Both servers serve the same tiny raw-Starlette app, defined in this file (``crea
   key), verifies its signature with ``cryptography`` directly, then signs a fresh small JWT with an
   ES256 key (default) or an RS256 key (``?alg=RS256``) and returns ``{"access_token": ...}``.
 
-Every (server, TLS) pair gets its own server process on a free 127.0.0.1 port; every
-(route, concurrency) is then measured with a keep-alive HTTP/1.1 load generator running in this
-process. Each run is bounded by ``--seconds`` and ``--max-requests``. Server CPU time is read
-from ``/proc/<pid>/stat`` (utime + stime, summed over the server's process tree, plus reaped
-children's cutime + cstime) before and after each timed window.
+Every (server, TLS) pair gets its own server process on a free 127.0.0.1 port, all started up
+front and stopped at exit (also on Ctrl-C / SIGTERM / errors). Every (route, TLS, concurrency)
+cell is measured with a keep-alive HTTP/1.1 load generator running in this process, bounded by
+``--seconds`` and ``--max-requests``, split into ``--rounds`` slices run ABBA-interleaved
+between the servers so that load drift on a shared machine hits both alike. Server CPU time is
+read from ``/proc/<pid>/stat`` (utime + stime, summed over the server's process tree, plus
+reaped children's cutime + cstime) before and after each timed slice.
 
 Usage (from the repo root)::
 
@@ -556,6 +558,17 @@ class RunResult:
         lat = sorted(self.latencies)
         return lat[min(len(lat) - 1, round(q * (len(lat) - 1)))] * 1000.0
 
+    @classmethod
+    def merge(cls, parts: list[RunResult]) -> RunResult:
+        return cls(
+            requests=sum(p.requests for p in parts),
+            errors=sum(p.errors for p in parts),
+            elapsed=sum(p.elapsed for p in parts),
+            latencies=[x for p in parts for x in p.latencies],
+            server_cpu=sum(p.server_cpu for p in parts),
+            client_cpu=sum(p.client_cpu for p in parts),
+        )
+
     def per_1k(self, cpu: float) -> float:
         done = self.requests + self.errors
         return cpu / done * 1000.0 if done else float("nan")
@@ -697,57 +710,93 @@ class Row:
     result: RunResult
 
 
-async def pick_client(args, target: Target, pid: int) -> tuple[str, str]:
+async def pick_client(args, srv: Live) -> tuple[str, str]:
     if args.client != "auto":
         return args.client, "forced by --client"
     rps = {}
     for name in ("raw", "httpx"):
         res = await run_load(
-            name, target, [Req("GET", "/hello")], b'"hello"', 64, 1.5, 10**9, 0.3, pid
+            name, srv.target, [Req("GET", "/hello")], b'"hello"', 64, 1.5, 10**9, 0.3, srv.proc.pid
         )
         rps[name] = res.rps
     best = max(rps, key=lambda k: rps[k])
     note = ", ".join(f"{k} {v:,.0f} req/s" for k, v in rps.items())
-    return best, f"auto-picked by a 1.5 s probe (uvicorn, GET /hello, c=64): {note}"
+    where = f"{srv.server}{' TLS' if srv.tls else ''}, GET /hello, c=64"
+    return best, f"auto-picked by a 1.5 s probe each ({where}): {note}"
+
+
+@dataclass
+class Live:
+    server: str
+    tls: bool
+    proc: subprocess.Popen[bytes]
+    target: Target
+    log: Path
 
 
 async def bench(args, mat: Material, tmp: Path) -> tuple[list[Row], str]:
+    # SIGTERM/SIGHUP cancel this task like Ctrl-C does (asyncio.Runner handles SIGINT), so
+    # the finally block below stops every server.
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(sig, task.cancel)
     tokens = mint_assertions(mat.assertion_key, TOKEN_POOL)
     bodies = [f"assertion={t}".encode() for t in tokens]  # base64url + dots: form-safe
-    rows: list[Row] = []
-    client, client_note = args.client, ""
-    for tls in args.tls_modes:
-        for server in args.servers:
-            port = free_port()
-            target = Target(port, client_tls() if tls else None)
-            log = tmp / f"{server}-{'tls' if tls else 'plain'}.log"
-            proc = start_server(server_command(server, port, tls, mat), mat, log)
-            try:
-                await wait_ready(proc, target, log, timeout=30.0)
-                await sanity_check(target, mat, tokens[0])
-                if not client_note:
-                    client, client_note = await pick_client(args, target, proc.pid)
-                    print(f"load generator: {CLIENTS[client].name} ({client_note})", flush=True)
-                for label, path, expect in ROUTES:
-                    for conc in args.concurrency:
-                        res = await run_load(
-                            client,
-                            target,
-                            route_reqs(path, bodies),
-                            expect,
-                            conc,
-                            args.seconds,
-                            args.max_requests,
-                            args.warmup,
-                            proc.pid,
-                        )
-                        if proc.poll() is not None:
-                            raise RuntimeError(f"{server} died during the run:\n{_tail(log)}")
-                        row = Row(server, tls, label, conc, res)
+    live: list[Live] = []
+    try:
+        # All (server, tls) processes stay up for the whole benchmark (idle ones cost ~0 CPU),
+        # so uvicorn and granian can be measured back to back for every cell.
+        for tls in args.tls_modes:
+            for server in args.servers:
+                port = free_port()
+                log = tmp / f"{server}-{'tls' if tls else 'plain'}.log"
+                target = Target(port, client_tls() if tls else None)
+                proc = start_server(server_command(server, port, tls, mat), mat, log)
+                live.append(Live(server, tls, proc, target, log))
+        for srv in live:
+            await wait_ready(srv.proc, srv.target, srv.log, timeout=30.0)
+            await sanity_check(srv.target, mat, tokens[0])
+        print("all servers up; every route answered and forged assertions got 401", flush=True)
+        client, client_note = await pick_client(args, live[0])
+        print(f"load generator: {CLIENTS[client].name} ({client_note})", flush=True)
+
+        rows: list[Row] = []
+        cell = 0
+        for tls in args.tls_modes:
+            group = [srv for srv in live if srv.tls == tls]
+            for label, path, expect in ROUTES:
+                for conc in args.concurrency:
+                    # Split each cell into --rounds slices in ABBA order so slow drift in the
+                    # (shared, noisy) machine's load hits both servers alike.
+                    parts: dict[str, list[RunResult]] = {srv.server: [] for srv in group}
+                    for rnd in range(args.rounds):
+                        order = group if (rnd + cell) % 2 == 0 else group[::-1]
+                        for srv in order:
+                            res = await run_load(
+                                client,
+                                srv.target,
+                                route_reqs(path, bodies),
+                                expect,
+                                conc,
+                                args.seconds / args.rounds,
+                                max(1, args.max_requests // args.rounds),
+                                args.warmup,
+                                srv.proc.pid,
+                            )
+                            if srv.proc.poll() is not None:
+                                raise RuntimeError(f"{srv.server} died:\n{_tail(srv.log)}")
+                            parts[srv.server].append(res)
+                    cell += 1
+                    for srv in group:
+                        row = Row(srv.server, tls, label, conc, RunResult.merge(parts[srv.server]))
                         rows.append(row)
                         print(format_row(row), flush=True)
-            finally:
-                stop_server(proc)
+    finally:
+        for srv in live:
+            stop_server(srv.proc)
+    order = {name: i for i, name in enumerate(args.servers)}
+    rows.sort(key=lambda r: (r.tls, order[r.server]))  # stable: route/conc order kept
     return rows, f"{CLIENTS[client].name}; {client_note}"
 
 
@@ -811,11 +860,12 @@ def render(args, rows: list[Row], header: str, client_desc: str, wall: float) ->
     return (
         "# keyless HTTP stack: uvicorn vs granian\n\n"
         f"{header}\n\n"
-        f"- Command: `{' '.join([Path(sys.executable).name, *sys.argv])}` "
+        f"- Command: `{' '.join([os.path.relpath(sys.executable), *sys.argv])}` "
         f"(wall time {wall:.0f} s)\n"
-        f"- Each run: {args.seconds:g} s or {args.max_requests:,} requests (whichever first), "
-        f"after a {args.warmup:g} s keep-alive warm-up; one server process (1 worker) per "
-        "(server, tls); client and server share the same machine.\n"
+        f"- Each cell: {args.seconds:g} s or {args.max_requests:,} requests (whichever first), "
+        f"measured as {args.rounds} slices run ABBA-interleaved between the servers, each "
+        f"after a {args.warmup:g} s keep-alive warm-up. One server process (1 worker) per "
+        "(server, tls), all started up front; client and servers share the machine.\n"
         f"- Load generator: {client_desc}.\n"
         "- uvicorn: `--loop uvloop --http httptools`; granian: `--interface asgi --workers 1 "
         "--loop uvloop --http 1` (default runtime threads / backpressure). TLS: self-signed "
@@ -835,8 +885,14 @@ def render(args, rows: list[Row], header: str, client_desc: str, wall: float) ->
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=5.0, help="timed duration per run")
-    p.add_argument("--max-requests", type=int, default=100_000, help="request cap per run")
-    p.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per run")
+    p.add_argument("--max-requests", type=int, default=200_000, help="request cap per cell")
+    p.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per slice")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="slices per (route, tls, concurrency) cell, run ABBA-interleaved across servers",
+    )
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
     p.add_argument("--servers", nargs="+", choices=["uvicorn", "granian"], default=None)
     p.add_argument(
@@ -853,7 +909,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     atexit.register(stop_all)
-    # SIGTERM/SIGHUP behave like Ctrl-C: unwind through the finally blocks that stop servers.
+    # Outside the event loop, SIGTERM/SIGHUP behave like Ctrl-C (unwind through the finally
+    # blocks that stop servers); inside it, bench() turns them into task cancellation.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.default_int_handler)
     header = versions_line()
@@ -867,7 +924,7 @@ def main(argv: list[str] | None = None) -> int:
             mat = make_material(tmp)
             with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
                 rows, client_desc = runner.run(bench(args, mat, tmp))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("\ninterrupted; servers stopped", file=sys.stderr)
         return 130
     finally:

@@ -48,7 +48,7 @@ def b64url_encode(data: bytes) -> str:
 
 def b64url_decode(text: str) -> bytes:
     """Decode unpadded base64url, refusing padding, ``+``/``/`` and non-canonical tails."""
-    if not _B64URL.match(text) or len(text) % 4 == 1:
+    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
         raise InvalidToken("token segment is not canonical base64url", reason="malformed")
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
@@ -68,12 +68,19 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _no_constants(name: str) -> Any:
+    raise InvalidToken(f"token holds the non-JSON number {name}", reason="malformed")
+
+
 def _json_object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+        text = raw.decode("utf-8")
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        # Escaped lone surrogates decode to strings that cannot be encoded back to UTF-8.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
     except InvalidToken:
         raise
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+    except (UnicodeError, ValueError, RecursionError) as exc:
         raise InvalidToken(f"token {what} is not JSON", reason="malformed") from exc
     if not isinstance(value, dict):
         raise InvalidToken(f"token {what} is not a JSON object", reason="malformed")
@@ -172,6 +179,10 @@ def alg_for_private_key(key: PrivateKey) -> str:
 
 def sign_compact(header: dict[str, Any], payload: dict[str, Any], key: PrivateKey) -> str:
     """Serialise and sign; ``header["alg"]`` must match the key (RS256, ES256 or EdDSA)."""
+    if header.get("alg") != alg_for_private_key(key) or (
+        isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name != "secp256r1"
+    ):
+        raise InvalidToken("signing key does not fit the header's alg", reason="alg")
     head = b64url_encode(json.dumps(header, separators=(",", ":")).encode())
     body = b64url_encode(json.dumps(payload, separators=(",", ":")).encode())
     signing_input = f"{head}.{body}".encode("ascii")

@@ -286,6 +286,12 @@ def test_unreachable_issuer_is_90061(fed: Federated) -> None:
     listed = json.loads(fed.server.cli("--output", "json", "issuer", "list").stdout)
     entry = next(i for i in listed if i["url"] == dead)
     assert entry["last_error"] and entry["consecutive_failures"] >= 1
+    with fed.server.client() as http:
+        metrics = http.get("/metrics").text
+    line = next(ln for ln in metrics.splitlines()
+                if ln.startswith("keyless_issuer_fetch_consecutive_failures") and dead in ln)
+    assert float(line.rsplit(" ", 1)[1]) >= 1
+    assert 'keyless_audit_events_total{action="token.exchange.client_credentials"' in metrics
 
 
 def test_rfc8693_errors_use_rfc_codes(fed: Federated) -> None:

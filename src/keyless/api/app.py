@@ -14,8 +14,9 @@ from keyless.api.admin import dev, federation, system
 from keyless.api.admin.errors import handle_keyless_error
 from keyless.api.dev import clusters
 from keyless.api.entra import discovery, token
-from keyless.api.observability import Metrics, ObservabilityMiddleware
+from keyless.api.observability import ObservabilityMiddleware
 from keyless.core.errors import KeylessError
+from keyless.metrics import Metrics
 from keyless.server.services import Services
 
 log = logging.getLogger("keyless.api")

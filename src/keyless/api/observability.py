@@ -11,39 +11,12 @@ import secrets
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keyless.logs import request_id
+from keyless.metrics import Metrics
 
 log = logging.getLogger("keyless.access")
-
-
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "keyless_http_requests_total",
-            "HTTP requests by route, method and status",
-            ["route", "method", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "keyless_http_request_duration_seconds",
-            "HTTP request latency by route",
-            ["route", "method"],
-            registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-        )
-        self.key_rotations = Counter(
-            "keyless_signing_key_rotations_total",
-            "Signing key rotations by this process",
-            registry=self.registry,
-        )
-        self.up = Gauge(
-            "keyless_start_time_seconds", "Start time of this process", registry=self.registry
-        )
-        self.up.set_to_current_time()
 
 
 class ObservabilityMiddleware:

@@ -52,3 +52,14 @@ class MemoryAuditSink:
 
     async def record(self, event: AuditEvent) -> None:
         self.events.append(event)
+
+
+class TeeAuditSink:
+    """Hands each event to several sinks in order (the durable one first)."""
+
+    def __init__(self, *sinks: AuditSink) -> None:
+        self._sinks = sinks
+
+    async def record(self, event: AuditEvent) -> None:
+        for sink in self._sinks:
+            await sink.record(event)

@@ -148,6 +148,14 @@ class Federation:
             for _, record in await self._store.list_issuers(tenant_id)
         ]
 
+    def list_cached_issuers(self) -> list[IssuerStatus]:
+        """Every tenant's issuers with their key state, named by URL (metrics)."""
+        out = []
+        for issuers in self.snapshot.registered.values():
+            for url, cache_id in issuers.items():
+                out.append(replace(self.keys.status(cache_id), url=url))
+        return out
+
     async def remove_issuer(self, tenant_id: str, url: str) -> None:
         if not await self._store.remove_issuer(tenant_id, url):
             raise NotFound(f"issuer {url} is not registered")

@@ -19,7 +19,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from keyless.api.app import admin_app, public_app
-from keyless.api.observability import Metrics
+from keyless.metrics import Metrics
 from keyless.server.services import Services
 from keyless.server.tls import TlsFiles, ensure_tls
 from keyless.settings import Settings
@@ -136,7 +136,7 @@ def _next_steps(services: Services, tls: TlsFiles | None) -> str:
 async def serve(settings: Settings) -> int:
     tls = _tls(settings)  # before the services: the issuer fetcher trusts keyless's own CA
     services = await Services.start(settings)
-    metrics = Metrics()
+    metrics = services.metrics
     tcp = _tcp_socket(settings)
     uds = _unix_socket(settings)
     public = _Server(_config(public_app(services, metrics), "httptools", tls))

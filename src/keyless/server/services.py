@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 
 from keyless import rootkey
-from keyless.core.audit import LogAuditSink
+from keyless.core.audit import LogAuditSink, TeeAuditSink
 from keyless.core.clock import Clock, SystemClock
 from keyless.core.devcluster import DevClusters
 from keyless.core.envelope import RootKeys
@@ -19,6 +19,7 @@ from keyless.core.models import Tenant
 from keyless.core.resources import Resources
 from keyless.core.rotation import RotationManager
 from keyless.core.tenants import Tenants
+from keyless.metrics import Metrics, MetricsAuditSink
 from keyless.net.fetch import HttpJwksFetcher
 from keyless.server.tls import ca_path
 from keyless.settings import Settings
@@ -42,6 +43,7 @@ class Services:
     resources: Resources
     dev_clusters: DevClusters
     fetcher: HttpJwksFetcher
+    metrics: Metrics
     _root_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
@@ -69,7 +71,9 @@ class Services:
         policy = ExchangePolicy(
             public_url=settings.public_url, token_lifetime=settings.token_lifetime
         )
-        tokens = TokenService(federation, keys, resources, LogAuditSink(), clock, policy)
+        metrics = Metrics()
+        audit = TeeAuditSink(LogAuditSink(), MetricsAuditSink(metrics))
+        tokens = TokenService(federation, keys, resources, audit, clock, policy)
         services = cls(
             settings,
             clock,
@@ -84,7 +88,9 @@ class Services:
             resources,
             DevClusters(store, lambda: services.root, clock, settings.public_url),
             fetcher,
+            metrics,
         )
+        metrics.watch_issuers(lambda: services.federation.list_cached_issuers())
         if len(root.keys) > 1:
             # A root key rotation was cut short: finish it before anything is signed.
             await services._rewrap_and_finish(root)

@@ -288,8 +288,11 @@ def test_unreachable_issuer_is_90061(fed: Federated) -> None:
     assert entry["last_error"] and entry["consecutive_failures"] >= 1
     with fed.server.client() as http:
         metrics = http.get("/metrics").text
-    line = next(ln for ln in metrics.splitlines()
-                if ln.startswith("keyless_issuer_fetch_consecutive_failures") and dead in ln)
+    line = next(
+        ln
+        for ln in metrics.splitlines()
+        if ln.startswith("keyless_issuer_fetch_consecutive_failures") and dead in ln
+    )
     assert float(line.rsplit(" ", 1)[1]) >= 1
     assert 'keyless_audit_events_total{action="token.exchange.client_credentials"' in metrics
 

@@ -41,6 +41,8 @@ class Settings:
     key_rotation_period: int = 30 * 86400
     token_lifetime: int = 3600
     log_level: str = "info"
+    audit_fail_closed: bool = True
+    recovery_days: int = 90
 
     @property
     def database(self) -> str:
@@ -83,6 +85,8 @@ _FIELDS: dict[str, str] = {
     "key_rotation_period": "duration",
     "token_lifetime": "duration",
     "log_level": "level",
+    "audit_fail_closed": "bool",
+    "recovery_days": "days",
 }
 _ENV_ALIASES = {"KEYLESS_DATABASE": "database_url"}
 
@@ -124,6 +128,10 @@ def _coerce(field: str, raw: Any, what: str) -> Any:
         return Path(text).expanduser()
     if kind == "duration":
         return raw if isinstance(raw, int) else parse_duration(text, what)
+    if kind == "days":
+        if not text.isdigit() or not 7 <= int(text) <= 90:
+            raise ConfigError(f"{what}: {text!r} must be a whole number of days in 7..90")
+        return int(text)
     if kind == "alg":
         if text not in ("RS256", "ES256"):
             raise ConfigError(f"{what}: {text!r} is not a signing algorithm (RS256 or ES256)")

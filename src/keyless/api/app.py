@@ -5,15 +5,20 @@ from __future__ import annotations
 import logging
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from keyless.api import ops
-from keyless.api.admin import dev, federation, system
+from keyless.api.admin import audit, dev, federation, system, vault
+from keyless.api.admin.auditing import AdminAuditMiddleware
 from keyless.api.admin.errors import handle_keyless_error
 from keyless.api.dev import clusters
 from keyless.api.entra import discovery, token
+from keyless.api.keyvault import secrets as kv_secrets
+from keyless.api.keyvault.gateway import KeyVaultAuth, VaultDispatcher
 from keyless.api.observability import ObservabilityMiddleware
 from keyless.core.errors import KeylessError
 from keyless.metrics import Metrics
@@ -41,12 +46,29 @@ def _app(routes: list[BaseRoute], services: Services, metrics: Metrics, listener
     return app
 
 
-def public_app(services: Services, metrics: Metrics) -> Starlette:
+def public_app(services: Services, metrics: Metrics) -> ASGIApp:
     routes: list[BaseRoute] = [*ops.routes, *discovery.routes, *token.routes]
     if services.settings.dev:
         routes += clusters.routes
-    return _app(routes, services, metrics, "public")
+    main = _app(routes, services, metrics, "public")
+    keyvault = Starlette(
+        routes=list(kv_secrets.routes),
+        exception_handlers={KeylessError: kv_secrets.handle_error, Exception: _unexpected},
+    )
+    keyvault.state.services = services
+    keyvault.state.metrics = metrics
+    keyvault.add_middleware(KeyVaultAuth, services=services)
+    keyvault.add_middleware(ObservabilityMiddleware, metrics=metrics, listener="keyvault")
+    return VaultDispatcher(main, keyvault, services)
 
 
 def admin_app(services: Services, metrics: Metrics) -> Starlette:
-    return _app([*system.routes, *federation.routes, *dev.routes], services, metrics, "admin")
+    app = _app(
+        [*system.routes, *federation.routes, *dev.routes, *vault.routes, *audit.routes],
+        services,
+        metrics,
+        "admin",
+    )
+    # Innermost (inside observability), so that audit events carry the request id.
+    app.user_middleware.append(Middleware(AdminAuditMiddleware, services=services))
+    return app

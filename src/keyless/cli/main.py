@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keyless.cli import federation
+from keyless.cli import audit, federation, vault
 from keyless.cli.context import Globals, globals_of
 from keyless.cli.output import emit
 from keyless.core.errors import KeylessError
@@ -31,6 +31,20 @@ app.add_typer(federation.issuer_app, name="issuer")
 app.add_typer(federation.federation_app, name="federation")
 app.add_typer(federation.dev_app, name="dev")
 app.command("explain")(federation.explain)
+app.add_typer(vault.vault_app, name="vault")
+app.add_typer(vault.secret_app, name="secret")
+app.add_typer(vault.role_app, name="role")
+
+
+@app.command()
+def demo() -> None:
+    """The whole flow end to end with the real Azure SDK, on a throwaway data dir."""
+    from keyless.cli.demo import run_demo
+
+    raise typer.Exit(run_demo())
+
+
+app.add_typer(audit.audit_app, name="audit")
 
 GLOBAL_OPTIONS = ("--data-dir", "--output")
 
@@ -66,6 +80,11 @@ def serve(
     key_rotation_period: Annotated[str | None, typer.Option(help="e.g. 30d")] = None,
     token_lifetime: Annotated[str | None, typer.Option(help="e.g. 1h")] = None,
     log_level: Annotated[str | None, typer.Option()] = None,
+    audit_fail_open: Annotated[
+        bool | None,
+        typer.Option("--audit-fail-open", help="serve requests even if auditing them fails"),
+    ] = None,
+    recovery_days: Annotated[str | None, typer.Option(help="soft-delete window, 7..90")] = None,
 ) -> None:
     """Start the server (prints a line with `ready` when it accepts requests)."""
     from keyless import logs
@@ -85,6 +104,8 @@ def serve(
         "key_rotation_period": key_rotation_period,
         "token_lifetime": token_lifetime,
         "log_level": log_level,
+        "audit_fail_closed": False if audit_fail_open else None,
+        "recovery_days": recovery_days,
     }
     g = globals_of(ctx)
     if "--data-dir" in _given or "KEYLESS_DATA_DIR" not in os.environ:
@@ -197,7 +218,9 @@ def _hoist_globals(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     args = _hoist_globals(list(sys.argv[1:] if argv is None else argv))
     try:
-        app(args=args, prog_name="keyless", standalone_mode=False)
+        code = app(args=args, prog_name="keyless", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except KeylessError as exc:
         print(f"keyless: error: {exc.message}", file=sys.stderr)
         sys.exit(2 if exc.code == "config" else 1)

@@ -59,6 +59,12 @@ class Unavailable(KeylessError):
     code = "unavailable"
 
 
+class AuditUnavailable(Unavailable):
+    """The audit event cannot be written, so the request it records is refused."""
+
+    code = "audit_unavailable"
+
+
 class CryptoError(KeylessError):
     """Decryption or integrity failure (wrong root key, tampered ciphertext)."""
 

@@ -8,7 +8,8 @@ import os
 from dataclasses import dataclass, field
 
 from keyless import rootkey
-from keyless.core.audit import LogAuditSink, TeeAuditSink
+from keyless.core.audit import AuditSink, TeeAuditSink
+from keyless.core.auditsink import StoreAuditSink
 from keyless.core.clock import Clock, SystemClock
 from keyless.core.devcluster import DevClusters
 from keyless.core.envelope import RootKeys
@@ -16,9 +17,11 @@ from keyless.core.exchange import ExchangePolicy, TokenService
 from keyless.core.federation import Federation
 from keyless.core.issuers import IssuerKeys
 from keyless.core.models import Tenant
+from keyless.core.rbac import RoleAssignments
 from keyless.core.resources import Resources
 from keyless.core.rotation import RotationManager
 from keyless.core.tenants import Tenants
+from keyless.core.vault import VaultService
 from keyless.metrics import Metrics, MetricsAuditSink
 from keyless.net.fetch import HttpJwksFetcher
 from keyless.server.tls import ca_path
@@ -44,6 +47,9 @@ class Services:
     dev_clusters: DevClusters
     fetcher: HttpJwksFetcher
     metrics: Metrics
+    audit: AuditSink
+    roles: RoleAssignments
+    vaults: VaultService
     _root_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
@@ -72,8 +78,12 @@ class Services:
             public_url=settings.public_url, token_lifetime=settings.token_lifetime
         )
         metrics = Metrics()
-        audit = TeeAuditSink(LogAuditSink(), MetricsAuditSink(metrics))
+        audit = TeeAuditSink(
+            StoreAuditSink(store, fail_closed=settings.audit_fail_closed),
+            MetricsAuditSink(metrics),
+        )
         tokens = TokenService(federation, keys, resources, audit, clock, policy)
+        roles = RoleAssignments(store, clock)
         services = cls(
             settings,
             clock,
@@ -89,6 +99,16 @@ class Services:
             DevClusters(store, lambda: services.root, clock, settings.public_url),
             fetcher,
             metrics,
+            audit,
+            roles,
+            VaultService(
+                store,
+                lambda: roles.index,
+                audit,
+                clock,
+                lambda: services.root,
+                recovery_days=settings.recovery_days,
+            ),
         )
         metrics.watch_issuers(lambda: services.federation.list_cached_issuers())
         if len(root.keys) > 1:
@@ -97,6 +117,7 @@ class Services:
         for tenant in await store.list_tenants():
             await keys.load(tenant.id)
         await federation.reload()
+        await roles.reload()
         return services
 
     async def close(self) -> None:

@@ -43,12 +43,13 @@ def _credential(row: Any) -> FederatedCredential:
 
 class FederationStoreMixin:
     engine: AsyncEngine
+    writer: AsyncEngine
 
     # -- identities ------------------------------------------------------------------------
 
     async def create_identity(self, identity: Identity) -> Identity:
         try:
-            async with self.engine.begin() as conn:
+            async with self.writer.begin() as conn:
                 await conn.execute(
                     sa.insert(identities).values(
                         object_id=identity.object_id,
@@ -58,7 +59,7 @@ class FederationStoreMixin:
                         created_at=identity.created_at,
                     )
                 )
-                await _bump(conn, "federation")
+                await bump_revision(conn, "federation")
         except IntegrityError:
             existing = await self.get_identity(identity.tenant_id, identity.name)
             if existing is None:
@@ -84,7 +85,7 @@ class FederationStoreMixin:
             return [_identity(r) for r in (await conn.execute(query)).all()]
 
     async def delete_identity(self, object_id: str) -> bool:
-        async with self.engine.begin() as conn:
+        async with self.writer.begin() as conn:
             await conn.execute(
                 sa.delete(federated_credentials).where(
                     federated_credentials.c.identity_id == object_id
@@ -93,7 +94,7 @@ class FederationStoreMixin:
             result = await conn.execute(
                 sa.delete(identities).where(identities.c.object_id == object_id)
             )
-            await _bump(conn, "federation")
+            await bump_revision(conn, "federation")
         return bool(result.rowcount)
 
     # -- issuers ---------------------------------------------------------------------------
@@ -101,7 +102,7 @@ class FederationStoreMixin:
     async def add_issuer(self, tenant_id: str, record: IssuerRecord) -> bool:
         """Insert, or replace the uploaded JWKS of an existing issuer; True if it was new."""
         jwks = json.dumps(record.jwks, sort_keys=True) if record.jwks is not None else None
-        async with self.engine.begin() as conn:
+        async with self.writer.begin() as conn:
             row = (
                 await conn.execute(
                     sa.select(issuers.c.jwks).where(
@@ -121,7 +122,7 @@ class FederationStoreMixin:
                     .where(issuers.c.tenant_id == tenant_id, issuers.c.url == record.url)
                     .values(jwks=jwks)
                 )
-            await _bump(conn, "federation")
+            await bump_revision(conn, "federation")
         return row is None
 
     async def list_issuers(self, tenant_id: str | None = None) -> list[tuple[str, IssuerRecord]]:
@@ -142,7 +143,7 @@ class FederationStoreMixin:
 
     async def remove_issuer(self, tenant_id: str, url: str) -> bool:
         fic, ident = federated_credentials.c, identities.c
-        async with self.engine.begin() as conn:
+        async with self.writer.begin() as conn:
             used = (
                 await conn.execute(
                     sa.select(sa.func.count())
@@ -159,7 +160,7 @@ class FederationStoreMixin:
             result = await conn.execute(
                 sa.delete(issuers).where(issuers.c.tenant_id == tenant_id, issuers.c.url == url)
             )
-            await _bump(conn, "federation")
+            await bump_revision(conn, "federation")
         return bool(result.rowcount)
 
     # -- federated credentials -------------------------------------------------------------
@@ -180,9 +181,9 @@ class FederationStoreMixin:
             "created_at": created_at,
         }
         try:
-            async with self.engine.begin() as conn:
+            async with self.writer.begin() as conn:
                 await conn.execute(sa.insert(federated_credentials).values(**values))
-                await _bump(conn, "federation")
+                await bump_revision(conn, "federation")
             return credential
         except IntegrityError:
             existing = await self.get_credential(credential.identity_id, credential.name)
@@ -212,11 +213,11 @@ class FederationStoreMixin:
 
     async def remove_credential(self, identity_id: str, name: str) -> bool:
         c = federated_credentials.c
-        async with self.engine.begin() as conn:
+        async with self.writer.begin() as conn:
             result = await conn.execute(
                 sa.delete(federated_credentials).where(c.identity_id == identity_id, c.name == name)
             )
-            await _bump(conn, "federation")
+            await bump_revision(conn, "federation")
         return bool(result.rowcount)
 
     async def add_credentials_bulk(
@@ -237,10 +238,10 @@ class FederationStoreMixin:
             }
             for fc in credentials
         ]
-        async with self.engine.begin() as conn:
+        async with self.writer.begin() as conn:
             for start in range(0, len(rows), 5000):
                 await conn.execute(sa.insert(federated_credentials), rows[start : start + 5000])
-            await _bump(conn, "federation")
+            await bump_revision(conn, "federation")
 
     # -- dev clusters ----------------------------------------------------------------------
 
@@ -257,7 +258,7 @@ class FederationStoreMixin:
 
     async def create_dev_cluster(self, cluster: DevCluster) -> DevCluster:
         try:
-            async with self.engine.begin() as conn:
+            async with self.writer.begin() as conn:
                 await conn.execute(
                     sa.insert(dev_clusters).values(
                         name=cluster.name,
@@ -284,7 +285,7 @@ class FederationStoreMixin:
         return int(value or 0)
 
 
-async def _bump(conn: Any, name: str) -> None:
+async def bump_revision(conn: Any, name: str) -> None:
     updated = await conn.execute(
         sa.update(revisions).where(revisions.c.name == name).values(value=revisions.c.value + 1)
     )

@@ -103,3 +103,94 @@ revisions = sa.Table(
     sa.Column("name", sa.String(32), primary_key=True),
     sa.Column("value", sa.BigInteger, nullable=False),
 )
+
+vaults = sa.Table(
+    "vaults",
+    metadata,
+    sa.Column("name", sa.String(24), primary_key=True),
+    sa.Column(
+        "tenant_id", sa.String(36), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# One row per secret name in a vault: its latest version and its soft-delete state.
+secrets_table = sa.Table(
+    "secrets",
+    metadata,
+    sa.Column(
+        "vault", sa.String(24), sa.ForeignKey("vaults.name", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("name", sa.String(127), primary_key=True),
+    sa.Column("current_version", sa.String(32), nullable=False),
+    sa.Column("deleted_at", sa.Float),
+    sa.Column("purge_at", sa.Float),
+)
+
+secret_versions = sa.Table(
+    "secret_versions",
+    metadata,
+    sa.Column("vault", sa.String(24), primary_key=True),
+    sa.Column("name", sa.String(127), primary_key=True),
+    sa.Column("version", sa.String(32), primary_key=True),
+    sa.Column("sealed_value", sa.LargeBinary, nullable=False),
+    sa.Column("content_type", sa.String(255)),
+    sa.Column("tags", sa.Text, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("not_before", sa.Float),
+    sa.Column("expires", sa.Float),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("updated", sa.Float, nullable=False),
+    sa.ForeignKeyConstraint(
+        ["vault", "name"], ["secrets.vault", "secrets.name"], ondelete="CASCADE"
+    ),
+)
+
+role_assignments = sa.Table(
+    "role_assignments",
+    metadata,
+    sa.Column(
+        "tenant_id",
+        sa.String(36),
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column(
+        "identity_id",
+        sa.String(36),
+        sa.ForeignKey("identities.object_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("role", sa.String(64), primary_key=True),
+    sa.Column("scope", sa.String(300), primary_key=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# The audit log: one row per event, hash-chained in ``seq`` order (see core/auditchain.py).
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("time", sa.Float, nullable=False),
+    sa.Column("request_id", sa.Text),
+    sa.Column("tenant_id", sa.Text),
+    sa.Column("actor", sa.Text),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("result", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("workload", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Index("ix_audit_events_tenant_seq", "tenant_id", "seq"),
+)
+
+# The chain's newest seq and hash, one row; appenders lock it, so the chain is one line.
+audit_head = sa.Table(
+    "audit_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.CheckConstraint("id = 1", name="ck_audit_head_one_row"),
+)

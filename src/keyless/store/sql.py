@@ -12,11 +12,14 @@ from sqlalchemy.exc import IntegrityError
 from keyless.core.errors import Unavailable
 from keyless.core.models import DevCluster, SigningKeyRecord, Tenant
 from keyless.core.ports import Rewrapper
+from keyless.core.secrets import secret_seal_context
 from keyless.store import migrate
-from keyless.store.engine import make_engine
+from keyless.store.audit import AuditStoreMixin
+from keyless.store.engine import make_engine, writer_of
 from keyless.store.federation import FederationStoreMixin
-from keyless.store.schema import dev_clusters, signing_keys, tenants
+from keyless.store.schema import dev_clusters, secret_versions, signing_keys, tenants
 from keyless.store.urls import DatabaseUrl
+from keyless.store.vault import VaultStoreMixin
 
 
 def _key(row: Any) -> SigningKeyRecord:
@@ -47,10 +50,11 @@ def _key_values(rec: SigningKeyRecord) -> dict[str, Any]:
     }
 
 
-class SqlStore(FederationStoreMixin):
+class SqlStore(FederationStoreMixin, VaultStoreMixin, AuditStoreMixin):
     def __init__(self, url: DatabaseUrl) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self.writer = writer_of(self.engine)
 
     @classmethod
     async def open(cls, raw_url: str, *, migrate_schema: bool = True) -> SqlStore:
@@ -88,7 +92,7 @@ class SqlStore(FederationStoreMixin):
 
     async def create_tenant(self, tenant: Tenant) -> Tenant:
         try:
-            async with self.engine.begin() as conn:
+            async with self.writer.begin() as conn:
                 await conn.execute(
                     sa.insert(tenants).values(
                         id=tenant.id, alias=tenant.alias, created_at=tenant.created_at
@@ -122,7 +126,7 @@ class SqlStore(FederationStoreMixin):
         self, current: SigningKeyRecord, upcoming: SigningKeyRecord
     ) -> bool:
         try:
-            async with self.engine.begin() as conn:
+            async with self.writer.begin() as conn:
                 await conn.execute(
                     sa.insert(signing_keys), [_key_values(current), _key_values(upcoming)]
                 )
@@ -135,7 +139,7 @@ class SqlStore(FederationStoreMixin):
     ) -> bool:
         c = signing_keys.c
         try:
-            async with self.engine.begin() as conn:
+            async with self.writer.begin() as conn:
                 retired = await conn.execute(
                     sa.update(signing_keys)
                     .where(
@@ -158,7 +162,7 @@ class SqlStore(FederationStoreMixin):
 
     async def prune_signing_keys(self, tenant_id: str, retired_before: float) -> int:
         c = signing_keys.c
-        async with self.engine.begin() as conn:
+        async with self.writer.begin() as conn:
             result = await conn.execute(
                 sa.delete(signing_keys).where(
                     c.tenant_id == tenant_id, c.state == "retired", c.retired_at < retired_before
@@ -170,7 +174,7 @@ class SqlStore(FederationStoreMixin):
 
     async def rewrap_all(self, rewrap: Rewrapper) -> int:
         count = 0
-        async with self.engine.begin() as conn:
+        async with self.writer.begin() as conn:
             rows = (
                 await conn.execute(sa.select(signing_keys.c.kid, signing_keys.c.sealed_private))
             ).all()
@@ -191,6 +195,28 @@ class SqlStore(FederationStoreMixin):
                     sa.update(dev_clusters)
                     .where(dev_clusters.c.name == row.name)
                     .values(sealed_private=blob)
+                )
+                count += 1
+            rows = (
+                await conn.execute(
+                    sa.select(
+                        secret_versions.c.vault,
+                        secret_versions.c.name,
+                        secret_versions.c.version,
+                        secret_versions.c.sealed_value,
+                    )
+                )
+            ).all()
+            for row in rows:
+                context = secret_seal_context(row.vault, row.name, row.version)
+                await conn.execute(
+                    sa.update(secret_versions)
+                    .where(
+                        secret_versions.c.vault == row.vault,
+                        secret_versions.c.name == row.name,
+                        secret_versions.c.version == row.version,
+                    )
+                    .values(sealed_value=rewrap(context, bytes(row.sealed_value)))
                 )
                 count += 1
         return count

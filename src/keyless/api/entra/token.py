@@ -35,6 +35,8 @@ def render_error(exc: errors.KeylessError) -> Response:
         return entra_error(400, "unauthorized_client", 700016, exc.message)
     if isinstance(exc, errors.InvalidTarget):
         return entra_error(400, "invalid_resource", 500011, exc.message)
+    if isinstance(exc, errors.AuditUnavailable):
+        return entra_error(503, "temporarily_unavailable", 50196, exc.message)
     if isinstance(exc, errors.Unavailable):
         return entra_error(400, "invalid_request", 90061, exc.message)
     if isinstance(exc, errors.RateLimited):
@@ -69,7 +71,8 @@ async def token(request: Request) -> Response:
         req = ExchangeRequest(
             tenant=tenant,
             client_id=required(fields, "client_id"),
-            assertion=required(fields, "client_assertion"),
+            # Token files written with `echo` end in a newline that SDKs send verbatim.
+            assertion=required(fields, "client_assertion").strip(),
             resource=services.resources.from_scope(required(fields, "scope")),
             grant=CLIENT_CREDENTIALS,
             request_id=request_id.get(),

@@ -33,6 +33,8 @@ def _render(exc: errors.KeylessError) -> Response:
         return entra_error(400, "invalid_target", 500011, exc.message)
     if isinstance(exc, errors.UnknownClient):
         return entra_error(401, "invalid_client", 700016, exc.message)
+    if isinstance(exc, errors.AuditUnavailable):
+        return entra_error(503, "temporarily_unavailable", 50196, exc.message)
     if isinstance(exc, errors.Unavailable):
         return entra_error(400, "invalid_request", 90061, exc.message)
     if isinstance(exc, errors.RateLimited):
@@ -70,7 +72,7 @@ async def handle(services: Services, tenant: Tenant, fields: dict[str, str]) -> 
         req = ExchangeRequest(
             tenant=tenant,
             client_id=required(fields, "client_id"),
-            assertion=required(fields, "subject_token"),
+            assertion=required(fields, "subject_token").strip(),
             resource=_resource(services, fields),
             grant="token-exchange",
             request_id=request_id.get(),

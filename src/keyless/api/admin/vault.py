@@ -1,0 +1,172 @@
+"""Admin routes: vaults, secrets (as the local admin) and role assignments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from keyless.api.admin.common import json_body, services_of, tenant_of, text
+from keyless.api.keyvault.bodies import vault_url
+from keyless.core import rbac
+from keyless.core.access import admin_principal
+from keyless.core.errors import InvalidRequest
+from keyless.core.secrets import Secret, Vault
+from keyless.core.vault import Call
+from keyless.logs import request_id
+
+
+def _vault_view(request: Request, vault: Vault) -> dict[str, Any]:
+    settings = services_of(request).settings
+    return {
+        "name": vault.name,
+        "url": vault_url(vault.name, settings.vault_domain, settings.public_port),
+        "path_url": f"{settings.public_url}/vaults/{vault.name}",
+        "tenant_id": vault.tenant_id,
+    }
+
+
+def _secret_view(secret: Secret) -> dict[str, Any]:
+    p = secret.props
+    view: dict[str, Any] = {
+        "name": p.name,
+        "version": p.version,
+        "content_type": p.content_type,
+        "tags": p.tags,
+        "enabled": p.enabled,
+        "not_before": p.not_before,
+        "expires": p.expires,
+        "created": p.created,
+        "updated": p.updated,
+    }
+    if secret.value is not None:
+        view["value"] = secret.value
+    if secret.state is not None and secret.state.deleted_at is not None:
+        view["deleted_at"] = secret.state.deleted_at
+        view["purge_at"] = secret.state.purge_at
+    return view
+
+
+async def _call(request: Request) -> Call:
+    tenant = await tenant_of(request)
+    return Call(admin_principal(tenant.id), request_id.get())
+
+
+async def vault_create(request: Request) -> Response:
+    s, tenant = services_of(request), await tenant_of(request)
+    body = await json_body(request)
+    vault = await s.vaults.create_vault(tenant.id, str(text(body, "name")))
+    return JSONResponse(_vault_view(request, vault))
+
+
+async def vault_list(request: Request) -> Response:
+    s, tenant = services_of(request), await tenant_of(request)
+    return JSONResponse([_vault_view(request, v) for v in await s.vaults.list_vaults(tenant.id)])
+
+
+async def secret_set(request: Request) -> Response:
+    s = services_of(request)
+    body = await json_body(request)
+    wire: dict[str, Any] = {"value": body.get("value"), "tags": body.get("tags") or {}}
+    if body.get("content_type") is not None:
+        wire["contentType"] = body["content_type"]
+    p = request.path_params
+    secret = await s.vaults.set(await _call(request), p["vault"], p["name"], wire)
+    return JSONResponse(_secret_view(Secret(secret.props)))
+
+
+async def secret_get(request: Request) -> Response:
+    s = services_of(request)
+    p = request.path_params
+    secret = await s.vaults.get(
+        await _call(request), p["vault"], p["name"], request.query_params.get("version")
+    )
+    return JSONResponse(_secret_view(secret))
+
+
+async def secret_list(request: Request) -> Response:
+    s = services_of(request)
+    call = await _call(request)
+    items: list[dict[str, Any]] = []
+    after: str | None = None
+    deleted = request.query_params.get("deleted") == "true"
+    while True:
+        page = await s.vaults.list(
+            call, request.path_params["vault"], after=after, limit=100, deleted=deleted
+        )
+        items += [_secret_view(x) for x in page.items]
+        if page.next_after is None:
+            return JSONResponse(items)
+        after = page.next_after
+
+
+async def secret_delete(request: Request) -> Response:
+    s = services_of(request)
+    p = request.path_params
+    secret = await s.vaults.delete(await _call(request), p["vault"], p["name"])
+    return JSONResponse(_secret_view(secret))
+
+
+def _assignment_body(body: dict[str, Any]) -> tuple[str, str, str]:
+    return str(text(body, "identity")), str(text(body, "role")), str(text(body, "scope"))
+
+
+async def role_assign(request: Request) -> Response:
+    s, tenant = services_of(request), await tenant_of(request)
+    name, role_name, scope = _assignment_body(await json_body(request))
+    identity = await s.federation.get_identity(tenant.id, name)
+    if scope.startswith("/vaults/"):
+        vault = await s.vaults.lookup(rbac.parse_scope(scope)[0])
+        if vault is None or vault.tenant_id != tenant.id:
+            raise InvalidRequest(f"scope {scope}: no such vault in this tenant")
+    a = await s.roles.assign(tenant.id, identity.object_id, role_name, scope)
+    return JSONResponse({"identity": identity.name, "role": a.role, "scope": a.scope})
+
+
+async def role_remove(request: Request) -> Response:
+    s, tenant = services_of(request), await tenant_of(request)
+    name, role_name, scope = _assignment_body(await json_body(request))
+    identity = await s.federation.get_identity(tenant.id, name)
+    await s.roles.remove(tenant.id, identity.object_id, role_name, scope)
+    return JSONResponse({"removed": {"identity": name, "role": role_name, "scope": scope}})
+
+
+async def role_list(request: Request) -> Response:
+    s, tenant = services_of(request), await tenant_of(request)
+    names = {i.object_id: i.name for i in await s.federation.list_identities(tenant.id)}
+    return JSONResponse(
+        [
+            {"identity": names.get(a.identity_id, a.identity_id), "role": a.role, "scope": a.scope}
+            for a in await s.roles.list(tenant.id)
+        ]
+    )
+
+
+async def role_definitions(request: Request) -> Response:
+    return JSONResponse(
+        [
+            {
+                "name": r.name,
+                "alias": r.alias,
+                "description": r.description,
+                "actions": sorted(r.actions),
+            }
+            for r in rbac.ROLES
+        ]
+    )
+
+
+routes = [
+    Route("/v1/vaults", vault_create, methods=["POST"]),
+    Route("/v1/vaults", vault_list, methods=["GET"]),
+    Route("/v1/vaults/{vault}/secrets", secret_list, methods=["GET"]),
+    Route("/v1/vaults/{vault}/secrets/{name}", secret_set, methods=["PUT"]),
+    Route("/v1/vaults/{vault}/secrets/{name}", secret_get, methods=["GET"]),
+    Route("/v1/vaults/{vault}/secrets/{name}", secret_delete, methods=["DELETE"]),
+    Route("/v1/roles", role_assign, methods=["POST"]),
+    Route("/v1/roles", role_list, methods=["GET"]),
+    Route("/v1/roles/remove", role_remove, methods=["POST"]),
+    Route("/v1/roles/definitions", role_definitions, methods=["GET"]),
+]

@@ -1,0 +1,1 @@
+"""The Azure Key Vault secrets REST dialect (what ``azure-keyvault-secrets`` calls)."""

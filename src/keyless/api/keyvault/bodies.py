@@ -1,0 +1,95 @@
+"""Key Vault JSON shapes: SecretBundle, SecretItem, DeletedSecretBundle, pages, errors.
+
+SDK quirks pinned here (azure-keyvault-secrets 4.12):
+- ids must be ``https://host[:port]/secrets/NAME[/VERSION]`` (2-3 path segments), even when
+  the request came in through the ``/vaults/NAME`` path form, or the SDK raises ValueError;
+- dates are unix-seconds numbers (ISO strings are passed through undeserialised);
+- ``nextLink`` must be absolute; null ends paging.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from keyless.core.secrets import Secret
+
+
+def vault_url(vault: str, vault_domain: str, port: int) -> str:
+    return f"https://{vault}.{vault_domain}" + ("" if port == 443 else f":{port}")
+
+
+def _attributes(secret: Secret, recovery_days: int) -> dict[str, Any]:
+    p = secret.props
+    attrs: dict[str, Any] = {
+        "enabled": p.enabled,
+        "created": int(p.created),
+        "updated": int(p.updated),
+    }
+    if p.not_before is not None:
+        attrs["nbf"] = int(p.not_before)
+    if p.expires is not None:
+        attrs["exp"] = int(p.expires)
+    attrs["recoveryLevel"] = (
+        "Recoverable+Purgeable" if recovery_days >= 90 else "CustomizedRecoverable+Purgeable"
+    )
+    attrs["recoverableDays"] = recovery_days
+    return attrs
+
+
+def bundle(secret: Secret, base: str, recovery_days: int, *, value: bool = True) -> dict[str, Any]:
+    p = secret.props
+    body: dict[str, Any] = {}
+    if value and secret.value is not None:
+        body["value"] = secret.value
+    body["id"] = f"{base}/secrets/{p.name}/{p.version}"
+    if p.content_type is not None:
+        body["contentType"] = p.content_type
+    if p.tags:
+        body["tags"] = p.tags
+    body["attributes"] = _attributes(secret, recovery_days)
+    return body
+
+
+def item(secret: Secret, base: str, recovery_days: int, *, with_version: bool) -> dict[str, Any]:
+    p = secret.props
+    body: dict[str, Any] = {
+        "id": f"{base}/secrets/{p.name}" + (f"/{p.version}" if with_version else "")
+    }
+    if p.content_type is not None:
+        body["contentType"] = p.content_type
+    if p.tags:
+        body["tags"] = p.tags
+    body["attributes"] = _attributes(secret, recovery_days)
+    return body
+
+
+def deleted(
+    secret: Secret, base: str, recovery_days: int, *, listing: bool = False
+) -> dict[str, Any]:
+    state = secret.state
+    body = (
+        item(secret, base, recovery_days, with_version=False)
+        if listing
+        else bundle(secret, base, recovery_days, value=False)
+    )
+    body["recoveryId"] = f"{base}/deletedsecrets/{secret.props.name}"
+    if state is not None and state.deleted_at is not None:
+        body["deletedDate"] = int(state.deleted_at)
+    if state is not None and state.purge_at is not None:
+        body["scheduledPurgeDate"] = int(state.purge_at)
+    return body
+
+
+def kv_error(
+    status: int,
+    code: str,
+    message: str,
+    inner: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if inner:
+        error["innererror"] = {"code": inner}
+    return JSONResponse({"error": error}, status_code=status, headers=headers)

@@ -1,0 +1,126 @@
+"""Which vault a request is for, and who is asking, before any body is read.
+
+A vault is reached by host (``https://NAME.VAULT_DOMAIN:PORT``) or by path
+(``PUBLIC_URL/vaults/NAME/…``). Any request without a bearer token gets the 401 challenge
+at once (azure-keyvault-secrets first sends every method with an empty body and no token,
+and must get the challenge, not a 400 about the body).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from keyless.api.keyvault.bodies import kv_error, vault_url
+from keyless.core.access import verify_access_token
+from keyless.core.errors import NotFound, Unauthorized
+from keyless.core.resources import AZURE_KEY_VAULT
+from keyless.server.services import Services
+
+VAULT = "keyless.vault"
+BASE = "keyless.vault_base"
+PRINCIPAL = "keyless.principal"
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            text: str = value.decode("latin-1")
+            return text
+    return None
+
+
+class VaultDispatcher:
+    """Routes vault traffic (by host or ``/vaults/NAME``) to the Key Vault app."""
+
+    def __init__(self, main: ASGIApp, keyvault: ASGIApp, services: Services) -> None:
+        self.main = main
+        self.keyvault = keyvault
+        self.suffix = "." + services.settings.vault_domain
+        self.public_url = services.settings.public_url
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = (_header(scope, b"host") or "").lower()
+            hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if hostname.endswith(self.suffix) and "." not in hostname[: -len(self.suffix)]:
+                vault = hostname[: -len(self.suffix)]
+                await self.keyvault({**scope, VAULT: vault, BASE: f"https://{host}"}, receive, send)
+                return
+            path: str = scope["path"]
+            if path.startswith("/vaults/"):
+                vault, _, rest = path[len("/vaults/") :].partition("/")
+                child = {
+                    **scope,
+                    VAULT: vault.lower(),
+                    "path": "/" + rest,
+                    "raw_path": ("/" + quote(rest)).encode(),
+                    BASE: f"{self.public_url}/vaults/{vault.lower()}",
+                }
+                await self.keyvault(child, receive, send)
+                return
+        await self.main(scope, receive, send)
+
+
+class KeyVaultAuth:
+    """The challenge, and access-token verification, ahead of routing and body parsing."""
+
+    def __init__(self, app: ASGIApp, services: Services) -> None:
+        self.app = app
+        self.services = services
+        settings = services.settings
+        self.audiences = frozenset({settings.vault_resource, AZURE_KEY_VAULT})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        s = self.services
+        vault = await s.vaults.lookup(scope[VAULT])
+        if vault is None:
+            await kv_error(404, "VaultNotFound", f"Vault {scope[VAULT][:40]!r} does not exist.")(
+                scope, receive, send
+            )
+            return
+        tenant = await s.tenants.get(vault.tenant_id)
+        challenge = {
+            "WWW-Authenticate": (
+                f'Bearer authorization="{s.settings.public_url}/{tenant.id}", '
+                f'resource="{s.settings.vault_resource}"'
+            )
+        }
+        auth = _header(scope, b"authorization") or ""
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            await kv_error(
+                401,
+                "Unauthorized",
+                "AKV10000: Request is missing a Bearer or PoP token.",
+                headers=challenge,
+            )(scope, receive, send)
+            return
+        try:
+            principal = verify_access_token(
+                token.strip(),
+                s.keys.ring(tenant.id),
+                issuer=tenant.issuer(s.settings.public_url),
+                tenant_id=tenant.id,
+                audiences=self.audiences,
+                now=s.clock.now(),
+            )
+        except (Unauthorized, NotFound) as exc:
+            await kv_error(401, "Unauthorized", exc.message, headers=challenge)(
+                scope, receive, send
+            )
+            return
+        scope[PRINCIPAL] = principal
+        scope["keyless.vault_url"] = vault_url(
+            vault.name, s.settings.vault_domain, s.settings.public_port
+        )
+        await self.app(scope, receive, send)
+
+
+def principal_of(scope: Any) -> Any:
+    return scope[PRINCIPAL]

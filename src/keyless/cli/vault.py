@@ -1,0 +1,161 @@
+"""``keyless vault|secret|role``: vault administration through the admin socket."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from keyless.cli.context import globals_of
+from keyless.cli.output import emit
+from keyless.core.errors import KeylessError
+
+vault_app = typer.Typer(no_args_is_help=True, help="Vaults.")
+secret_app = typer.Typer(no_args_is_help=True, help="Secrets (as the local admin).")
+role_app = typer.Typer(no_args_is_help=True, help="Role assignments.")
+
+Tenant = Annotated[str, typer.Option(help="tenant id or alias")]
+
+
+@vault_app.command("create")
+def vault_create(ctx: typer.Context, name: str, tenant: Tenant = "default") -> None:
+    """Create a vault (idempotent): https://NAME.VAULT_DOMAIN:PORT."""
+    g = globals_of(ctx)
+    emit(g.client().post(f"/v1/vaults?tenant={tenant}", {"name": name}), g.output)
+
+
+@vault_app.command("list")
+def vault_list(ctx: typer.Context, tenant: Tenant = "default") -> None:
+    g = globals_of(ctx)
+    emit(g.client().get(f"/v1/vaults?tenant={tenant}"), g.output, columns=("name", "url"))
+
+
+def _tags(tags: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for tag in tags or []:
+        key, sep, value = tag.partition("=")
+        if not sep or not key:
+            raise KeylessError(f"--tag {tag!r} is not KEY=VALUE")
+        out[key] = value
+    return out
+
+
+@secret_app.command("set")
+def secret_set(
+    ctx: typer.Context,
+    vault: str,
+    name: str,
+    value: Annotated[str | None, typer.Option(help="the value (prefer --file or stdin)")] = None,
+    file: Annotated[Path | None, typer.Option(help="read the value from FILE ('-': stdin)")] = None,
+    content_type: Annotated[str | None, typer.Option()] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None,
+    tenant: Tenant = "default",
+) -> None:
+    """Add a new version of a secret."""
+    if (value is None) == (file is None):
+        raise KeylessError("give exactly one of --value or --file")
+    if file is not None:
+        value = sys.stdin.read() if str(file) == "-" else file.read_text()
+    g = globals_of(ctx)
+    body: dict[str, Any] = {"value": value, "content_type": content_type, "tags": _tags(tag)}
+    emit(
+        g.client().call("PUT", f"/v1/vaults/{vault}/secrets/{name}?tenant={tenant}", body), g.output
+    )
+
+
+@secret_app.command("get")
+def secret_get(
+    ctx: typer.Context,
+    vault: str,
+    name: str,
+    version: Annotated[str | None, typer.Option()] = None,
+    tenant: Tenant = "default",
+) -> None:
+    """Print a secret's value (with --output json: the value and its properties)."""
+    g = globals_of(ctx)
+    query = f"?tenant={tenant}" + (f"&version={version}" if version else "")
+    secret = g.client().get(f"/v1/vaults/{vault}/secrets/{name}{query}")
+    if g.output == "json":
+        emit(secret, "json")
+    else:
+        print(secret["value"])
+
+
+@secret_app.command("list")
+def secret_list(
+    ctx: typer.Context,
+    vault: str,
+    deleted: Annotated[bool, typer.Option("--deleted")] = False,
+    tenant: Tenant = "default",
+) -> None:
+    g = globals_of(ctx)
+    query = f"?tenant={tenant}" + ("&deleted=true" if deleted else "")
+    emit(
+        g.client().get(f"/v1/vaults/{vault}/secrets{query}"),
+        g.output,
+        columns=("name", "version", "content_type", "enabled", "updated"),
+    )
+
+
+@secret_app.command("delete")
+def secret_delete(ctx: typer.Context, vault: str, name: str, tenant: Tenant = "default") -> None:
+    """Soft-delete a secret (recoverable until its purge date)."""
+    g = globals_of(ctx)
+    emit(g.client().delete(f"/v1/vaults/{vault}/secrets/{name}?tenant={tenant}"), g.output)
+
+
+@role_app.command("assign")
+def role_assign(
+    ctx: typer.Context,
+    identity: str,
+    role: str,
+    scope: Annotated[str, typer.Option(help="/ | /vaults/V | /vaults/V/secrets/S")],
+    tenant: Tenant = "default",
+) -> None:
+    """Grant ROLE (name or alias, e.g. secrets-user) to IDENTITY on SCOPE (idempotent)."""
+    g = globals_of(ctx)
+    emit(
+        g.client().post(
+            f"/v1/roles?tenant={tenant}", {"identity": identity, "role": role, "scope": scope}
+        ),
+        g.output,
+    )
+
+
+@role_app.command("list")
+def role_list(ctx: typer.Context, tenant: Tenant = "default") -> None:
+    g = globals_of(ctx)
+    emit(
+        g.client().get(f"/v1/roles?tenant={tenant}"),
+        g.output,
+        columns=("identity", "role", "scope"),
+    )
+
+
+@role_app.command("remove")
+def role_remove(
+    ctx: typer.Context,
+    identity: str,
+    role: str,
+    scope: Annotated[str, typer.Option()],
+    tenant: Tenant = "default",
+) -> None:
+    g = globals_of(ctx)
+    emit(
+        g.client().post(
+            f"/v1/roles/remove?tenant={tenant}",
+            {"identity": identity, "role": role, "scope": scope},
+        ),
+        g.output,
+    )
+
+
+@role_app.command("definitions")
+def role_definitions(ctx: typer.Context) -> None:
+    """The built-in roles and the actions each allows."""
+    g = globals_of(ctx)
+    emit(
+        g.client().get("/v1/roles/definitions"), g.output, columns=("name", "alias", "description")
+    )

@@ -1,0 +1,179 @@
+"""Role-based access: four built-in roles, scopes that cover everything below them, deny by
+default. Decisions are served from an in-memory index rebuilt when assignments change.
+
+The docs' role table is generated from ``ROLES`` (``keyless role list-roles``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from keyless.core.clock import Clock
+from keyless.core.errors import InvalidRequest, NotFound
+
+GET_VALUE = "secrets/getSecret"
+READ_METADATA = "secrets/readMetadata"
+SET = "secrets/setSecret"
+UPDATE = "secrets/update"
+DELETE = "secrets/delete"
+RECOVER = "secrets/recover"
+PURGE = "secrets/purge"
+BACKUP = "secrets/backup"
+RESTORE = "secrets/restore"
+ASSIGN_ROLES = "roleAssignments/write"
+
+SECRET_ACTIONS = frozenset(
+    {GET_VALUE, READ_METADATA, SET, UPDATE, DELETE, RECOVER, PURGE, BACKUP, RESTORE}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    name: str
+    alias: str
+    actions: frozenset[str]
+    description: str
+
+
+ROLES: tuple[Role, ...] = (
+    Role(
+        "Key Vault Secrets User",
+        "secrets-user",
+        frozenset({GET_VALUE, READ_METADATA}),
+        "read secret values (and their metadata)",
+    ),
+    Role(
+        "Key Vault Reader",
+        "reader",
+        frozenset({READ_METADATA}),
+        "list secrets and read their metadata, never their values",
+    ),
+    Role(
+        "Key Vault Secrets Officer",
+        "secrets-officer",
+        SECRET_ACTIONS,
+        "every secret operation, purge included",
+    ),
+    Role(
+        "Key Vault Administrator",
+        "administrator",
+        SECRET_ACTIONS | {ASSIGN_ROLES},
+        "every operation, including role assignments on its scope",
+    ),
+)
+_BY_NAME = {r.name.lower(): r for r in ROLES} | {r.alias: r for r in ROLES}
+
+_SEGMENT = r"[0-9a-zA-Z-]{1,127}"
+_SCOPE = re.compile(rf"^/(?:vaults/({_SEGMENT})(?:/secrets/({_SEGMENT}))?)?$")
+
+
+def role(name: str) -> Role:
+    found = _BY_NAME.get(name.strip().lower())
+    if found is None:
+        known = ", ".join(f"{r.name} ({r.alias})" for r in ROLES)
+        raise InvalidRequest(f"unknown role {name!r}; built-in roles: {known}")
+    return found
+
+
+def parse_scope(scope: str) -> tuple[str, ...]:
+    """``/`` -> (), ``/vaults/V`` -> ("V",), ``/vaults/V/secrets/S`` -> ("V", "S")."""
+    match = _SCOPE.match(scope)
+    if not match:
+        raise InvalidRequest(
+            f"scope {scope!r} is not /, /vaults/VAULT or /vaults/VAULT/secrets/SECRET"
+        )
+    return tuple(
+        part.lower() if i == 0 else part
+        for i, part in enumerate(match.groups())
+        if part is not None
+    )
+
+
+def format_scope(parts: tuple[str, ...]) -> str:
+    if not parts:
+        return "/"
+    return f"/vaults/{parts[0]}" + (f"/secrets/{parts[1]}" if len(parts) > 1 else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    tenant_id: str
+    identity_id: str
+    role: str  # canonical role name
+    scope: str  # canonical scope
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return parse_scope(self.scope)
+
+
+class RbacIndex:
+    """identity -> [(scope parts, actions)]; a lookup is a dict get and a short scan."""
+
+    def __init__(self, assignments: Iterable[Assignment] = ()) -> None:
+        self._grants: dict[tuple[str, str], list[tuple[tuple[str, ...], frozenset[str]]]] = {}
+        for a in assignments:
+            self._grants.setdefault((a.tenant_id, a.identity_id), []).append(
+                (a.parts, role(a.role).actions)
+            )
+
+    def allowed(
+        self, tenant_id: str, identity_id: str, action: str, target: tuple[str, ...]
+    ) -> bool:
+        """True if an assignment on ``target`` or any scope above it grants ``action``."""
+        for parts, actions in self._grants.get((tenant_id, identity_id), ()):
+            if action in actions and target[: len(parts)] == parts:
+                return True
+        return False
+
+
+class RoleStore(Protocol):
+    async def add_role_assignment(self, a: Assignment, now: float) -> bool: ...
+    async def remove_role_assignment(self, a: Assignment) -> bool: ...
+    async def list_role_assignments(self, tenant_id: str | None = None) -> list[Assignment]: ...
+    async def get_revision(self, name: str) -> int: ...
+
+
+class RoleAssignments:
+    """Assignments in the store, served from an ``RbacIndex`` rebuilt on every change."""
+
+    def __init__(self, store: RoleStore, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+        self.index = RbacIndex()
+        self.revision = -1
+
+    async def reload(self) -> None:
+        revision = await self._store.get_revision("rbac")
+        self.index = RbacIndex(await self._store.list_role_assignments())
+        self.revision = revision
+
+    async def reload_if_changed(self) -> bool:
+        if await self._store.get_revision("rbac") != self.revision:
+            await self.reload()
+            return True
+        return False
+
+    async def assign(
+        self, tenant_id: str, identity_id: str, role_name: str, scope: str
+    ) -> Assignment:
+        a = Assignment(
+            tenant_id, identity_id, role(role_name).name, format_scope(parse_scope(scope))
+        )
+        await self._store.add_role_assignment(a, self._clock.now())
+        await self.reload()
+        return a
+
+    async def remove(self, tenant_id: str, identity_id: str, role_name: str, scope: str) -> None:
+        a = Assignment(
+            tenant_id, identity_id, role(role_name).name, format_scope(parse_scope(scope))
+        )
+        if not await self._store.remove_role_assignment(a):
+            raise NotFound(f"no assignment of {a.role!r} on {a.scope} to that identity")
+        await self.reload()
+
+    async def list(self, tenant_id: str) -> list[Assignment]:
+        return await self._store.list_role_assignments(tenant_id)

@@ -1,0 +1,168 @@
+"""Vaults and secrets: records and the rules on names, values, tags and times."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from keyless.core.errors import InvalidRequest
+
+NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
+VAULT_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,22}[a-z0-9])$")
+VERSION = re.compile(r"^[0-9a-f]{32}$")
+MAX_VALUE_BYTES = 25 * 1024
+MAX_TAGS = 15
+MAX_TAG_LENGTH = 256
+MAX_CONTENT_TYPE = 255
+
+
+def validate_secret_name(name: str) -> str:
+    if not NAME.match(name):
+        raise InvalidRequest(
+            f"The request URI contains an invalid name: {name[:140]!r}. "
+            "Secret names are 1-127 characters of 0-9, a-z, A-Z and '-'."
+        )
+    return name
+
+
+def validate_vault_name(name: str) -> str:
+    if not VAULT_NAME.match(name):
+        raise InvalidRequest(
+            f"vault name {name[:40]!r} must be 3-24 characters of lowercase "
+            "letters, digits and '-', starting and ending with a letter or "
+            "digit (it is a DNS label)"
+        )
+    return name
+
+
+def validate_version(version: str) -> str:
+    if not VERSION.match(version):
+        raise InvalidRequest(f"secret version {version[:40]!r} is not 32 hex characters")
+    return version
+
+
+def validate_value(value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidRequest("the secret value must be a string")
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_VALUE_BYTES:
+        raise InvalidRequest(f"the secret value is larger than {MAX_VALUE_BYTES} bytes")
+    return value
+
+
+def validate_tags(tags: object) -> dict[str, str]:
+    if tags is None:
+        return {}
+    if not isinstance(tags, dict) or len(tags) > MAX_TAGS:
+        raise InvalidRequest(f"tags must be an object of at most {MAX_TAGS} string pairs")
+    out: dict[str, str] = {}
+    for key, value in tags.items():
+        if not isinstance(key, str) or not isinstance(value, str | int | float | bool):
+            raise InvalidRequest("tag names and values must be strings")
+        text = str(value)
+        if not key or len(key) > MAX_TAG_LENGTH or len(text) > MAX_TAG_LENGTH:
+            raise InvalidRequest(f"tag names and values must be 1-{MAX_TAG_LENGTH} characters")
+        out[key] = text
+    return out
+
+
+def validate_content_type(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_CONTENT_TYPE:
+        raise InvalidRequest(
+            f"contentType must be a string of at most {MAX_CONTENT_TYPE} characters"
+        )
+    return value
+
+
+def validate_time(value: object, what: str) -> float | None:
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (0 <= value < 253402300800)
+    ):
+        raise InvalidRequest(f"attributes.{what} must be unix seconds")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Vault:
+    name: str
+    tenant_id: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SecretVersion:
+    """One immutable version's properties (the value is stored sealed, apart)."""
+
+    vault: str
+    name: str
+    version: str
+    content_type: str | None
+    tags: dict[str, str] = field(hash=False)
+    enabled: bool
+    not_before: float | None
+    expires: float | None
+    created: float
+    updated: float
+
+    def seal_context(self) -> str:
+        return secret_seal_context(self.vault, self.name, self.version)
+
+
+def secret_seal_context(vault: str, name: str, version: str) -> str:
+    return f"secret:{vault}/{name}/{version}"
+
+
+@dataclass(frozen=True, slots=True)
+class SecretState:
+    vault: str
+    name: str
+    current_version: str
+    deleted_at: float | None
+    purge_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    props: SecretVersion
+    value: str | None = None
+    state: SecretState | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PropertyChanges:
+    content_type: str | None = None
+    tags: dict[str, str] | None = None
+    enabled: bool | None = None
+    not_before: float | None = None
+    expires: float | None = None
+    set_fields: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> PropertyChanges:
+        fields: set[str] = set()
+        attrs = body.get("attributes") or {}
+        if not isinstance(attrs, dict):
+            raise InvalidRequest("attributes must be an object")
+        enabled = attrs.get("enabled")
+        if enabled is not None and not isinstance(enabled, bool):
+            raise InvalidRequest("attributes.enabled must be a boolean")
+        for key, name in (("contentType", "content_type"), ("tags", "tags")):
+            if key in body:
+                fields.add(name)
+        for key, name in (("enabled", "enabled"), ("nbf", "not_before"), ("exp", "expires")):
+            if key in attrs:
+                fields.add(name)
+        return cls(
+            content_type=validate_content_type(body.get("contentType")),
+            tags=validate_tags(body.get("tags")) if "tags" in body else None,
+            enabled=enabled,
+            not_before=validate_time(attrs.get("nbf"), "nbf"),
+            expires=validate_time(attrs.get("exp"), "exp"),
+            set_fields=frozenset(fields),
+        )

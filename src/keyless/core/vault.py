@@ -1,0 +1,505 @@
+"""The vault: versioned, encrypted secrets under role-based access, every decision audited.
+
+Each use case takes the calling ``Principal`` and the request id: it checks the role on the
+narrowest scope, does the work, and records one audit event (allowed or denied, with the
+workload from the access token's ``fed`` claim). Values are sealed with a fresh data key under
+the root key before they reach the store and never appear in events or errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets as random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol, TypeVar
+
+from keyless.core import rbac
+from keyless.core.access import Principal
+from keyless.core.audit import AuditEvent, AuditSink
+from keyless.core.clock import Clock
+from keyless.core.envelope import RootKeys
+from keyless.core.errors import (
+    Conflict,
+    CryptoError,
+    Forbidden,
+    InvalidRequest,
+    KeylessError,
+    NotFound,
+)
+from keyless.core.secrets import (
+    PropertyChanges,
+    Secret,
+    SecretState,
+    SecretVersion,
+    Vault,
+    secret_seal_context,
+    validate_content_type,
+    validate_secret_name,
+    validate_tags,
+    validate_time,
+    validate_value,
+    validate_vault_name,
+    validate_version,
+)
+
+T = TypeVar("T")
+BACKUP_MAGIC = b"KLB1"
+BACKUP_CONTEXT = "secret-backup:v1"
+
+
+class SecretNotFound(NotFound):
+    code = "secret_not_found"
+
+
+class SecretUnavailable(Forbidden):
+    """The version exists but is disabled, expired or not yet valid."""
+
+    code = "secret_unavailable"
+
+
+class VaultStore(Protocol):
+    async def create_vault(self, vault: Vault) -> Vault: ...
+    async def list_vaults(self, tenant_id: str) -> list[Vault]: ...
+    async def get_vault(self, name: str) -> Vault | None: ...
+    async def put_secret_version(self, props: SecretVersion, sealed: bytes) -> None: ...
+    async def get_secret_state(self, vault: str, name: str) -> SecretState | None: ...
+    async def get_secret_version(
+        self, vault: str, name: str, version: str
+    ) -> tuple[SecretVersion, bytes] | None: ...
+    async def get_current_secret(
+        self, vault: str, name: str
+    ) -> tuple[SecretState, SecretVersion, bytes] | None: ...
+    async def update_secret_version(self, props: SecretVersion) -> None: ...
+    async def list_secrets(
+        self, vault: str, *, deleted: bool, after: str | None, limit: int
+    ) -> list[tuple[SecretState, SecretVersion]]: ...
+    async def list_secret_versions(
+        self, vault: str, name: str, *, after: str | None, limit: int
+    ) -> list[SecretVersion]: ...
+    async def all_secret_versions(
+        self, vault: str, name: str
+    ) -> list[tuple[SecretVersion, bytes]]: ...
+    async def mark_secret_deleted(
+        self, vault: str, name: str, now: float, purge_at: float
+    ) -> bool: ...
+    async def recover_secret(self, vault: str, name: str) -> bool: ...
+    async def purge_secret(self, vault: str, name: str, *, only_deleted: bool = True) -> bool: ...
+    async def restore_secret(
+        self, vault: str, name: str, versions: list[tuple[SecretVersion, bytes]], current: str
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Secret]
+    next_after: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Who asks, for which request: what every use case needs for RBAC and audit."""
+
+    principal: Principal
+    request_id: str | None = None
+
+
+def not_found(name: str) -> SecretNotFound:
+    return SecretNotFound(f"A secret with (name/id) {name} was not found in this key vault.")
+
+
+class VaultService:
+    def __init__(
+        self,
+        store: VaultStore,
+        rbac_index: Callable[[], rbac.RbacIndex],
+        audit: AuditSink,
+        clock: Clock,
+        root: Callable[[], RootKeys],
+        *,
+        recovery_days: int = 90,
+    ) -> None:
+        self._store = store
+        self._rbac = rbac_index
+        self._audit = audit
+        self._clock = clock
+        self._root = root
+        self.recovery_days = recovery_days
+        self._vaults: dict[str, Vault] = {}
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def _vault(self, call: Call, name: str) -> Vault:
+        vault = await self.lookup(name)
+        if vault is None or vault.tenant_id != call.principal.tenant_id:
+            raise NotFound(f"vault {name!r} not found")
+        return vault
+
+    async def _decide(
+        self,
+        call: Call,
+        action: str,
+        vault: str,
+        secret: str | None,
+        work: Callable[[], Awaitable[T]],
+    ) -> T:
+        p = call.principal
+        target = (vault,) if secret is None else (vault, secret)
+        where = rbac.format_scope(target)
+        if not p.admin and not self._rbac().allowed(p.tenant_id, p.object_id, action, target):
+            await self._record(
+                call,
+                action,
+                where,
+                "failure",
+                f"denied: no role assignment grants {action} on {where}",
+            )
+            raise Forbidden(
+                f"Caller is not authorized to perform action on resource. "
+                f"Caller: oid={p.object_id}; Action: '{action}'; "
+                f"Resource: '{where}'",
+                detail={"inner": "ForbiddenByRbac"},
+            )
+        try:
+            result = await work()
+        except KeylessError as exc:
+            await self._record(call, action, where, "failure", f"{exc.code}: {exc.message}")
+            raise
+        await self._record(call, action, where, "success", "allowed")
+        return result
+
+    async def _record(self, call: Call, action: str, target: str, result: str, reason: str) -> None:
+        p = call.principal
+        await self._audit.record(
+            AuditEvent(
+                time=self._clock.now(),
+                request_id=call.request_id,
+                tenant_id=p.tenant_id,
+                action=action,
+                target=target,
+                result=result,
+                reason=reason,
+                actor=p.object_id,
+                workload=dict(p.fed),
+            )
+        )
+
+    def _open(self, props: SecretVersion, sealed: bytes) -> str:
+        return self._root().open(sealed, props.seal_context()).decode("utf-8", "surrogatepass")
+
+    def _readable(self, props: SecretVersion) -> None:
+        now = self._clock.now()
+        if not props.enabled:
+            raise SecretUnavailable(
+                "Operation get is not allowed on a disabled secret.",
+                detail={"inner": "SecretDisabled"},
+            )
+        if props.expires is not None and props.expires <= now:
+            raise SecretUnavailable(
+                "Operation get is not allowed on an expired secret.",
+                detail={"inner": "SecretExpired"},
+            )
+        if props.not_before is not None and props.not_before > now:
+            raise SecretUnavailable(
+                "Operation get is not allowed on a secret that is not valid yet.",
+                detail={"inner": "SecretNotYetValid"},
+            )
+
+    async def _live(self, vault: str, name: str) -> SecretState:
+        state = await self._store.get_secret_state(vault, name)
+        if state is None or state.deleted_at is not None:
+            raise not_found(name)
+        return state
+
+    async def _version(
+        self, vault: str, name: str, version: str | None
+    ) -> tuple[SecretVersion, bytes]:
+        if version:
+            validate_version(version)
+            await self._live(vault, name)
+            found = await self._store.get_secret_version(vault, name, version)
+            if found is None:
+                raise not_found(f"{name}/{version}")
+            return found
+        current = await self._store.get_current_secret(vault, name)
+        if current is None or current[0].deleted_at is not None:
+            raise not_found(name)
+        return current[1], current[2]
+
+    # -- vaults ----------------------------------------------------------------------------
+
+    async def create_vault(self, tenant_id: str, name: str) -> Vault:
+        validate_vault_name(name)
+        vault = await self._store.create_vault(Vault(name, tenant_id, self._clock.now()))
+        self._vaults[vault.name] = vault
+        return vault
+
+    async def lookup(self, name: str) -> Vault | None:
+        """The vault named by a request's host or path (vaults are never renamed)."""
+        vault = self._vaults.get(name)
+        if vault is None and len(name) <= 24:
+            vault = await self._store.get_vault(name)
+            if vault is not None:
+                self._vaults[name] = vault
+        return vault
+
+    async def list_vaults(self, tenant_id: str) -> list[Vault]:
+        return await self._store.list_vaults(tenant_id)
+
+    # -- secrets ---------------------------------------------------------------------------
+
+    async def get(self, call: Call, vault: str, name: str, version: str | None = None) -> Secret:
+        validate_secret_name(name)
+        v = await self._vault(call, vault)
+
+        async def work() -> Secret:
+            props, sealed = await self._version(v.name, name, version)
+            self._readable(props)
+            return Secret(props, self._open(props, sealed))
+
+        return await self._decide(call, rbac.GET_VALUE, v.name, name, work)
+
+    async def set(self, call: Call, vault: str, name: str, body: dict[str, Any]) -> Secret:
+        validate_secret_name(name)
+        value = validate_value(body.get("value"))
+        changes = PropertyChanges.from_body(body)
+        v = await self._vault(call, vault)
+
+        async def work() -> Secret:
+            now = self._clock.now()
+            props = SecretVersion(
+                vault=v.name,
+                name=name,
+                version=random.token_hex(16),
+                content_type=changes.content_type,
+                tags=changes.tags or {},
+                enabled=True if changes.enabled is None else changes.enabled,
+                not_before=changes.not_before,
+                expires=changes.expires,
+                created=now,
+                updated=now,
+            )
+            sealed = self._root().seal(value.encode("utf-8", "surrogatepass"), props.seal_context())
+            await self._store.put_secret_version(props, sealed)
+            return Secret(props, value)
+
+        return await self._decide(call, rbac.SET, v.name, name, work)
+
+    async def update(
+        self, call: Call, vault: str, name: str, version: str | None, body: dict[str, Any]
+    ) -> Secret:
+        validate_secret_name(name)
+        changes = PropertyChanges.from_body(body)
+        v = await self._vault(call, vault)
+
+        async def work() -> Secret:
+            props, _ = await self._version(v.name, name, version)
+            fields = changes.set_fields
+            updated = replace(
+                props,
+                content_type=changes.content_type
+                if "content_type" in fields
+                else props.content_type,
+                tags=changes.tags if changes.tags is not None else props.tags,
+                enabled=changes.enabled if changes.enabled is not None else props.enabled,
+                not_before=changes.not_before if "not_before" in fields else props.not_before,
+                expires=changes.expires if "expires" in fields else props.expires,
+                updated=self._clock.now(),
+            )
+            await self._store.update_secret_version(updated)
+            return Secret(updated)
+
+        return await self._decide(call, rbac.UPDATE, v.name, name, work)
+
+    async def list(
+        self, call: Call, vault: str, *, after: str | None, limit: int, deleted: bool = False
+    ) -> Page:
+        v = await self._vault(call, vault)
+
+        async def work() -> Page:
+            rows = await self._store.list_secrets(
+                v.name, deleted=deleted, after=after, limit=limit + 1
+            )
+            items = [Secret(props, None, state) for state, props in rows[:limit]]
+            more = len(rows) > limit
+            return Page(items, items[-1].props.name if more else None)
+
+        return await self._decide(call, rbac.READ_METADATA, v.name, None, work)
+
+    async def versions(
+        self, call: Call, vault: str, name: str, *, after: str | None, limit: int
+    ) -> Page:
+        validate_secret_name(name)
+        v = await self._vault(call, vault)
+
+        async def work() -> Page:
+            await self._live(v.name, name)
+            rows = await self._store.list_secret_versions(
+                v.name, name, after=after, limit=limit + 1
+            )
+            items = [Secret(props) for props in rows[:limit]]
+            more = len(rows) > limit
+            return Page(items, items[-1].props.version if more else None)
+
+        return await self._decide(call, rbac.READ_METADATA, v.name, name, work)
+
+    async def delete(self, call: Call, vault: str, name: str) -> Secret:
+        validate_secret_name(name)
+        v = await self._vault(call, vault)
+
+        async def work() -> Secret:
+            props, _ = await self._version(v.name, name, None)
+            now = self._clock.now()
+            purge_at = now + self.recovery_days * 86400
+            if not await self._store.mark_secret_deleted(v.name, name, now, purge_at):
+                raise not_found(name)
+            state = SecretState(v.name, name, props.version, now, purge_at)
+            return Secret(props, None, state)
+
+        return await self._decide(call, rbac.DELETE, v.name, name, work)
+
+    async def _deleted(self, vault: str, name: str) -> Secret:
+        current = await self._store.get_current_secret(vault, name)
+        if current is None or current[0].deleted_at is None:
+            raise SecretNotFound(f"Deleted Secret not found: {name}")
+        state, props, _ = current
+        return Secret(props, None, state)
+
+    async def get_deleted(self, call: Call, vault: str, name: str) -> Secret:
+        validate_secret_name(name)
+        v = await self._vault(call, vault)
+        return await self._decide(
+            call, rbac.READ_METADATA, v.name, name, lambda: self._deleted(v.name, name)
+        )
+
+    async def recover(self, call: Call, vault: str, name: str) -> Secret:
+        validate_secret_name(name)
+        v = await self._vault(call, vault)
+
+        async def work() -> Secret:
+            deleted = await self._deleted(v.name, name)
+            await self._store.recover_secret(v.name, name)
+            return Secret(deleted.props)
+
+        return await self._decide(call, rbac.RECOVER, v.name, name, work)
+
+    async def purge(self, call: Call, vault: str, name: str) -> None:
+        validate_secret_name(name)
+        v = await self._vault(call, vault)
+
+        async def work() -> None:
+            if not await self._store.purge_secret(v.name, name):
+                raise SecretNotFound(f"Deleted Secret not found: {name}")
+
+        await self._decide(call, rbac.PURGE, v.name, name, work)
+
+    async def backup(self, call: Call, vault: str, name: str) -> bytes:
+        """Every version, sealed as one blob that only this root key can open."""
+        validate_secret_name(name)
+        v = await self._vault(call, vault)
+
+        async def work() -> bytes:
+            state = await self._live(v.name, name)
+            versions = await self._store.all_secret_versions(v.name, name)
+            doc = {
+                "name": name,
+                "current": state.current_version,
+                "versions": [
+                    {
+                        "version": p.version,
+                        "value": self._open(p, sealed),
+                        "contentType": p.content_type,
+                        "tags": p.tags,
+                        "enabled": p.enabled,
+                        "nbf": p.not_before,
+                        "exp": p.expires,
+                        "created": p.created,
+                        "updated": p.updated,
+                    }
+                    for p, sealed in versions
+                ],
+            }
+            plain = json.dumps(doc, separators=(",", ":")).encode("utf-8", "surrogatepass")
+            return BACKUP_MAGIC + self._root().seal(plain, BACKUP_CONTEXT)
+
+        return await self._decide(call, rbac.BACKUP, v.name, name, work)
+
+    async def restore(self, call: Call, vault: str, blob: bytes) -> Secret:
+        v = await self._vault(call, vault)
+        doc = self._open_backup(blob)
+        name = validate_secret_name(str(doc.get("name", "")))
+
+        async def work() -> Secret:
+            rows: list[tuple[SecretVersion, bytes]] = []
+            for item in doc["versions"]:
+                props = SecretVersion(
+                    vault=v.name,
+                    name=name,
+                    version=validate_version(str(item["version"])),
+                    content_type=validate_content_type(item.get("contentType")),
+                    tags=validate_tags(item.get("tags")),
+                    enabled=bool(item.get("enabled")),
+                    not_before=validate_time(item.get("nbf"), "nbf"),
+                    expires=validate_time(item.get("exp"), "exp"),
+                    created=float(item["created"]),
+                    updated=float(item["updated"]),
+                )
+                value = validate_value(item.get("value"))
+                rows.append(
+                    (
+                        props,
+                        self._root().seal(
+                            value.encode("utf-8", "surrogatepass"),
+                            secret_seal_context(v.name, name, props.version),
+                        ),
+                    )
+                )
+            current = str(doc["current"])
+            await self._store.restore_secret(v.name, name, rows, current)
+            return Secret(next(p for p, _ in rows if p.version == current))
+
+        return await self._decide(call, rbac.RESTORE, v.name, name, work)
+
+    def _open_backup(self, blob: bytes) -> dict[str, Any]:
+        if not blob.startswith(BACKUP_MAGIC):
+            raise InvalidRequest("the backup blob is not a keyless secret backup")
+        try:
+            plain = self._root().open(blob[len(BACKUP_MAGIC) :], BACKUP_CONTEXT)
+            doc = json.loads(plain)
+        except CryptoError as exc:
+            raise InvalidRequest(
+                "the backup blob cannot be opened: it was made by a keyless "
+                "with another root key, or it was altered"
+            ) from exc
+        except ValueError as exc:
+            raise InvalidRequest("the backup blob is malformed") from exc
+        if (
+            not isinstance(doc, dict)
+            or not isinstance(doc.get("versions"), list)
+            or not doc["versions"]
+        ):
+            raise InvalidRequest("the backup blob is malformed")
+        return doc
+
+
+def decode_backup(value: object) -> bytes:
+    """Backup values are base64url; clients send them unpadded."""
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest("'value' must hold the base64url backup blob")
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequest("'value' is not base64url") from exc
+
+
+__all__ = [
+    "Call",
+    "Conflict",
+    "Page",
+    "SecretNotFound",
+    "SecretUnavailable",
+    "VaultService",
+    "decode_backup",
+]

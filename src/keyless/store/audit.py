@@ -1,0 +1,162 @@
+"""Store methods for the audit log: append (one chain across processes), list, verify reads.
+
+Appenders serialise on the one ``audit_head`` row, in the same transaction as their inserts:
+``SELECT … FOR UPDATE`` on PostgreSQL, SQLite's single write lock (taken first, by a no-op
+update) on SQLite. So several processes sharing PostgreSQL write one chain, and events become
+visible in ``seq`` order: a reader that asks for ``seq > N`` never skips one committed later.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from keyless.core.audit import AuditEvent
+from keyless.core.auditchain import GENESIS, AuditHead, AuditRow, seal, workload_json
+from keyless.store.schema import audit_events, audit_head
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+_HEAD_ID = 1
+
+
+def _workload(raw: str) -> dict[str, Any]:
+    # A row edited into something else must still load, so that verify can name it.
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    return value if isinstance(value, dict) else {"unreadable": raw}
+
+
+def _time(raw: Any) -> float:
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _row(r: Any) -> AuditRow:
+    event = AuditEvent(
+        time=_time(r.time),
+        request_id=r.request_id,
+        tenant_id=r.tenant_id,
+        action=r.action,
+        target=r.target,
+        result=r.result,
+        reason=r.reason,
+        actor=r.actor,
+        workload=_workload(r.workload),
+    )
+    return AuditRow(int(r.seq), r.prev_hash, r.hash, event)
+
+
+def _values(row: AuditRow) -> dict[str, Any]:
+    e = row.event
+    return {
+        "seq": row.seq,
+        "time": e.time,
+        "request_id": e.request_id,
+        "tenant_id": e.tenant_id,
+        "actor": e.actor,
+        "action": e.action,
+        "target": e.target,
+        "result": e.result,
+        "reason": e.reason,
+        "workload": workload_json(e.workload),
+        "prev_hash": row.prev_hash,
+        "hash": row.hash,
+    }
+
+
+async def _lock_head(conn: AsyncConnection) -> tuple[int, str]:
+    h = audit_head.c
+    if conn.dialect.name == "sqlite":
+        # A write first takes SQLite's write lock now (waiting for other writers), so the
+        # head read below is the newest one and no other writer can move it before commit.
+        await conn.execute(sa.update(audit_head).where(h.id == _HEAD_ID).values(seq=h.seq))
+    query = sa.select(h.seq, h.hash).where(h.id == _HEAD_ID).with_for_update()
+    row = (await conn.execute(query)).first()
+    if row is None:  # the migration makes the row; a hand-made schema may lack it
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        await conn.execute(
+            insert(audit_head)
+            .values(id=_HEAD_ID, seq=0, hash=GENESIS)
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        row = (await conn.execute(query)).one()
+    return int(row.seq), str(row.hash)
+
+
+class AuditStoreMixin:
+    engine: AsyncEngine
+    writer: AsyncEngine
+
+    async def append_audit(self, events: Sequence[AuditEvent]) -> list[int]:
+        """Append in order; committed (durable) before this returns."""
+        if not events:
+            return []
+        async with self.writer.begin() as conn:
+            seq, prev = await _lock_head(conn)
+            rows: list[AuditRow] = []
+            for event in events:
+                seq += 1
+                row = seal(prev, seq, event)
+                rows.append(row)
+                prev = row.hash
+            await conn.execute(sa.insert(audit_events), [_values(r) for r in rows])
+            await conn.execute(
+                sa.update(audit_head).where(audit_head.c.id == _HEAD_ID).values(seq=seq, hash=prev)
+            )
+        return [r.seq for r in rows]
+
+    async def list_audit(
+        self, after_seq: int = 0, limit: int = 100, tenant_id: str | None = None
+    ) -> list[AuditRow]:
+        c = audit_events.c
+        query = sa.select(audit_events).where(c.seq > after_seq).order_by(c.seq).limit(limit)
+        if tenant_id is not None:
+            query = query.where(c.tenant_id == tenant_id)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_row(r) for r in rows]
+
+    async def audit_head(self) -> AuditHead:
+        """The head and, read in the same statement, how many rows lie past it (none should)."""
+        h, c = audit_head.c, audit_events.c
+        past = sa.select(sa.func.count()).where(c.seq > h.seq).scalar_subquery()
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(h.seq, h.hash, past).where(h.id == _HEAD_ID))
+            ).first()
+            if row is None:
+                count = (await conn.execute(sa.select(sa.func.count(c.seq)))).scalar_one()
+                return AuditHead(past=int(count))
+        return AuditHead(int(row[0]), str(row[1]), int(row[2]))
+
+    async def audit_rows_for_verify(
+        self, upto: int, batch: int = 1000
+    ) -> AsyncGenerator[list[AuditRow], None]:
+        """Rows with ``seq <= upto`` in order, ``batch`` at a time, each batch its own read."""
+        c = audit_events.c
+        after = 0
+        while True:
+            query = (
+                sa.select(audit_events)
+                .where(c.seq > after, c.seq <= upto)
+                .order_by(c.seq)
+                .limit(batch)
+            )
+            async with self.engine.connect() as conn:
+                rows = [_row(r) for r in (await conn.execute(query)).all()]
+            if not rows:
+                return
+            yield rows
+            after = rows[-1].seq
+            if len(rows) < batch:
+                return

@@ -8,6 +8,7 @@ the database notice the revision and rebuild too.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import uuid
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from keyless.core.models import Identity
 from keyless.core.ports import FederationStore
 from keyless.core.trust import FederatedCredential, TrustIndex, new_credential
 
+log = logging.getLogger("keyless.federation")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -77,9 +79,18 @@ class Federation:
                 by_client={i.client_id: i for i in identities},
                 by_object={i.object_id: i for i in identities},
                 registered=registered,
-                trust=TrustIndex(credentials),
+                # Built off the event loop: 100 000 policies take ~0.5 s of CPU.
+                trust=await asyncio.to_thread(TrustIndex, credentials),
                 revision=revision,
             )
+        log.info(
+            "federation index loaded",
+            extra={
+                "revision": revision,
+                "identities": len(identities),
+                "credentials": len(credentials),
+            },
+        )
 
     async def reload_if_changed(self) -> bool:
         if await self._store.get_revision("federation") != self.snapshot.revision:

@@ -81,6 +81,7 @@ async def _periodic(services: Services, metrics: Metrics, stop: asyncio.Event) -
             for tenant_id in services.keys.tenants:
                 if await services.keys.rotate(tenant_id):
                     metrics.key_rotations.inc()
+            await services.store.purge_expired_secrets(services.clock.now())
         except Exception as exc:  # keep serving with the keys we have
             log.warning("key maintenance failed", extra={"error": type(exc).__name__})
 
@@ -157,6 +158,7 @@ async def serve(settings: Settings) -> int:
         asyncio.create_task(public.serve(sockets=[tcp])),
         asyncio.create_task(admin.serve(sockets=[uds])),
         asyncio.create_task(_periodic(services, metrics, stop)),
+        asyncio.create_task(_follow_config(services, stop)),
     ]
     while not (public.started and admin.started):
         if any(t.done() for t in tasks):

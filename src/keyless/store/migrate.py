@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -20,8 +24,30 @@ def _config(connection: sa.Connection) -> Config:
     return cfg
 
 
+@contextlib.contextmanager
+def _sqlite_file_lock(url: DatabaseUrl) -> Iterator[None]:
+    """Processes starting together on one SQLite file migrate one after the other."""
+    path = url.raw.split("sqlite:///", 1)[1]
+    if not path or path == ":memory:":
+        yield
+        return
+    fd = os.open(f"{path}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def upgrade(url: DatabaseUrl) -> str:
     """Bring the schema to the newest revision; returns the revision now in force."""
+    if url.is_sqlite:
+        with _sqlite_file_lock(url):
+            return _upgrade(url)
+    return _upgrade(url)
+
+
+def _upgrade(url: DatabaseUrl) -> str:
     engine = sa.create_engine(url.sync_url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:

@@ -8,27 +8,24 @@ the root key before they reach the store and never appear in events or errors.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import secrets as random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from keyless.core import rbac
 from keyless.core.access import Principal
 from keyless.core.audit import AuditEvent, AuditSink
+from keyless.core.backup import decode_backup, open_backup, seal_backup
 from keyless.core.clock import Clock
 from keyless.core.envelope import RootKeys
 from keyless.core.errors import (
     Conflict,
-    CryptoError,
     Forbidden,
-    InvalidRequest,
     KeylessError,
     NotFound,
 )
+from keyless.core.ports import VaultStore
 from keyless.core.secrets import (
     PropertyChanges,
     Secret,
@@ -46,8 +43,6 @@ from keyless.core.secrets import (
 )
 
 T = TypeVar("T")
-BACKUP_MAGIC = b"KLB1"
-BACKUP_CONTEXT = "secret-backup:v1"
 
 
 class SecretNotFound(NotFound):
@@ -58,38 +53,6 @@ class SecretUnavailable(Forbidden):
     """The version exists but is disabled, expired or not yet valid."""
 
     code = "secret_unavailable"
-
-
-class VaultStore(Protocol):
-    async def create_vault(self, vault: Vault) -> Vault: ...
-    async def list_vaults(self, tenant_id: str) -> list[Vault]: ...
-    async def get_vault(self, name: str) -> Vault | None: ...
-    async def put_secret_version(self, props: SecretVersion, sealed: bytes) -> None: ...
-    async def get_secret_state(self, vault: str, name: str) -> SecretState | None: ...
-    async def get_secret_version(
-        self, vault: str, name: str, version: str
-    ) -> tuple[SecretVersion, bytes] | None: ...
-    async def get_current_secret(
-        self, vault: str, name: str
-    ) -> tuple[SecretState, SecretVersion, bytes] | None: ...
-    async def update_secret_version(self, props: SecretVersion) -> None: ...
-    async def list_secrets(
-        self, vault: str, *, deleted: bool, after: str | None, limit: int
-    ) -> list[tuple[SecretState, SecretVersion]]: ...
-    async def list_secret_versions(
-        self, vault: str, name: str, *, after: str | None, limit: int
-    ) -> list[SecretVersion]: ...
-    async def all_secret_versions(
-        self, vault: str, name: str
-    ) -> list[tuple[SecretVersion, bytes]]: ...
-    async def mark_secret_deleted(
-        self, vault: str, name: str, now: float, purge_at: float
-    ) -> bool: ...
-    async def recover_secret(self, vault: str, name: str) -> bool: ...
-    async def purge_secret(self, vault: str, name: str, *, only_deleted: bool = True) -> bool: ...
-    async def restore_secret(
-        self, vault: str, name: str, versions: list[tuple[SecretVersion, bytes]], current: str
-    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,14 +384,13 @@ class VaultService:
                     for p, sealed in versions
                 ],
             }
-            plain = json.dumps(doc, separators=(",", ":")).encode("utf-8", "surrogatepass")
-            return BACKUP_MAGIC + self._root().seal(plain, BACKUP_CONTEXT)
+            return seal_backup(self._root(), doc)
 
         return await self._decide(call, rbac.BACKUP, v.name, name, work)
 
     async def restore(self, call: Call, vault: str, blob: bytes) -> Secret:
         v = await self._vault(call, vault)
-        doc = self._open_backup(blob)
+        doc = open_backup(self._root(), blob)
         name = validate_secret_name(str(doc.get("name", "")))
 
         async def work() -> Secret:
@@ -461,37 +423,6 @@ class VaultService:
             return Secret(next(p for p, _ in rows if p.version == current))
 
         return await self._decide(call, rbac.RESTORE, v.name, name, work)
-
-    def _open_backup(self, blob: bytes) -> dict[str, Any]:
-        if not blob.startswith(BACKUP_MAGIC):
-            raise InvalidRequest("the backup blob is not a keyless secret backup")
-        try:
-            plain = self._root().open(blob[len(BACKUP_MAGIC) :], BACKUP_CONTEXT)
-            doc = json.loads(plain)
-        except CryptoError as exc:
-            raise InvalidRequest(
-                "the backup blob cannot be opened: it was made by a keyless "
-                "with another root key, or it was altered"
-            ) from exc
-        except ValueError as exc:
-            raise InvalidRequest("the backup blob is malformed") from exc
-        if (
-            not isinstance(doc, dict)
-            or not isinstance(doc.get("versions"), list)
-            or not doc["versions"]
-        ):
-            raise InvalidRequest("the backup blob is malformed")
-        return doc
-
-
-def decode_backup(value: object) -> bytes:
-    """Backup values are base64url; clients send them unpadded."""
-    if not isinstance(value, str) or not value:
-        raise InvalidRequest("'value' must hold the base64url backup blob")
-    try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidRequest("'value' is not base64url") from exc
 
 
 __all__ = [

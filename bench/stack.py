@@ -43,12 +43,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import loadgen
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -58,6 +58,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 from cryptography.x509.oid import NameOID
+from loadgen import HTTPError, RawConn, RawSession, Req, RunResult, Send, Target, raw_bytes
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "stack.md"
@@ -342,158 +343,9 @@ def stop_all() -> None:
         stop_server(proc)
 
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """utime+stime (+ reaped children's) of ``root`` and every live descendant."""
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                raw = f.read()
-        except OSError:
-            continue
-        rest = raw[raw.rfind(b")") + 2 :].split()
-        ppid = int(rest[1])
-        ticks = int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
-        stats[int(entry.name)] = (ppid, ticks / _CLK_TCK)
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        if pid in stats:
-            total += stats[pid][1]
-        todo.extend(children.get(pid, ()))
-    return total
-
-
 # --------------------------------------------------------------------------------------------
-# Load generators: raw asyncio streams (HTTP/1.1, keep-alive) and httpx.AsyncClient.
+# Load generators: raw asyncio streams (loadgen.RawSession) and httpx.AsyncClient.
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    port: int
-    tls: ssl.SSLContext | None
-
-    @property
-    def base(self) -> str:
-        return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}"
-
-
-@dataclass(frozen=True)
-class Req:
-    method: str
-    path: str
-    body: bytes | None = None
-
-
-class HTTPError(Exception):
-    pass
-
-
-class RawConn:
-    """One keep-alive HTTP/1.1 connection over asyncio streams; just enough protocol."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    @classmethod
-    async def open(cls, target: Target) -> RawConn:
-        reader, writer = await asyncio.open_connection(
-            HOST,
-            target.port,
-            ssl=target.tls,
-            server_hostname=TLS_NAME if target.tls else None,
-        )
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(reader, writer)
-
-    async def request(self, raw: bytes) -> tuple[int, bytes]:
-        self.writer.write(raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length, chunked = None, False
-        for line in head.lower().split(b"\r\n")[1:]:
-            if line.startswith(b"content-length:"):
-                length = int(line[15:])
-            elif line.startswith(b"transfer-encoding:") and b"chunked" in line:
-                chunked = True
-        if chunked:
-            body = bytearray()
-            while True:
-                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                if size == 0:
-                    await self.reader.readuntil(b"\r\n")
-                    break
-                body += await self.reader.readexactly(size + 2)
-                del body[-2:]
-            return status, bytes(body)
-        if length is None:
-            raise HTTPError("response without content-length")
-        return status, await self.reader.readexactly(length)
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(OSError, TimeoutError):  # ssl.SSLError is an OSError
-            await asyncio.wait_for(self.writer.wait_closed(), 1.0)
-
-
-def raw_bytes(req: Req, target: Target) -> bytes:
-    head = f"{req.method} {req.path} HTTP/1.1\r\nHost: {HOST}:{target.port}\r\n"
-    if req.body is None:
-        return (head + "\r\n").encode()
-    head += "Content-Type: application/x-www-form-urlencoded\r\n"
-    return (head + f"Content-Length: {len(req.body)}\r\n\r\n").encode() + req.body
-
-
-# A session exposes: open() -> list of per-worker "send(i) -> ok" callables; close().
-Send = Callable[[int], Awaitable[bool]]
-
-
-class RawSession:
-    name = "raw asyncio streams (uvloop)"
-
-    def __init__(self, target: Target, reqs: list[Req], expect: bytes) -> None:
-        self.target, self.expect = target, expect
-        self.payloads = [raw_bytes(r, target) for r in reqs]
-        self.conns: list[RawConn | None] = []
-
-    async def open(self, concurrency: int) -> list[Send]:
-        self.conns = list(
-            await asyncio.gather(*(RawConn.open(self.target) for _ in range(concurrency)))
-        )
-        return [self._sender(k) for k in range(concurrency)]
-
-    def _sender(self, k: int) -> Send:
-        payloads, expect = self.payloads, self.expect
-
-        async def send(i: int) -> bool:
-            conn = self.conns[k]
-            try:
-                if conn is None:
-                    conn = self.conns[k] = await RawConn.open(self.target)
-                status, body = await conn.request(payloads[i % len(payloads)])
-            except (OSError, EOFError, ValueError, HTTPError, asyncio.LimitOverrunError):
-                # IncompleteReadError is an EOFError; ssl.SSLError is an OSError.
-                if conn is not None:
-                    await conn.close()
-                self.conns[k] = None
-                return False
-            return status == 200 and expect in body
-
-        return send
-
-    async def close(self) -> None:
-        await asyncio.gather(*(c.close() for c in self.conns if c is not None))
 
 
 class HttpxSession:
@@ -505,6 +357,7 @@ class HttpxSession:
         self.httpx = httpx
         self.target, self.reqs, self.expect = target, reqs, expect
         self.client: Any = None
+        self.first_error: str | None = None
 
     async def open(self, concurrency: int) -> list[Send]:
         httpx = self.httpx
@@ -539,62 +392,6 @@ class HttpxSession:
 CLIENTS = {"raw": RawSession, "httpx": HttpxSession}
 
 
-@dataclass
-class RunResult:
-    requests: int
-    errors: int
-    elapsed: float
-    latencies: list[float] = field(repr=False)
-    server_cpu: float
-    client_cpu: float
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.elapsed if self.elapsed > 0 else 0.0
-
-    def pct_ms(self, q: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        lat = sorted(self.latencies)
-        return lat[min(len(lat) - 1, round(q * (len(lat) - 1)))] * 1000.0
-
-    @classmethod
-    def merge(cls, parts: list[RunResult]) -> RunResult:
-        return cls(
-            requests=sum(p.requests for p in parts),
-            errors=sum(p.errors for p in parts),
-            elapsed=sum(p.elapsed for p in parts),
-            latencies=[x for p in parts for x in p.latencies],
-            server_cpu=sum(p.server_cpu for p in parts),
-            client_cpu=sum(p.client_cpu for p in parts),
-        )
-
-    def per_1k(self, cpu: float) -> float:
-        done = self.requests + self.errors
-        return cpu / done * 1000.0 if done else float("nan")
-
-
-async def drive(sends: list[Send], seconds: float, max_requests: int, lat: list[float] | None):
-    """Run all senders until ``seconds`` elapse or ``max_requests`` have been issued."""
-    counter = {"issued": 0, "errors": 0}
-    deadline = time.perf_counter() + seconds
-    clock = time.perf_counter
-
-    async def worker(send: Send) -> None:
-        while counter["issued"] < max_requests and clock() < deadline:
-            i = counter["issued"]
-            counter["issued"] = i + 1
-            t0 = clock()
-            ok = await send(i)
-            if not ok:
-                counter["errors"] += 1
-            elif lat is not None:
-                lat.append(clock() - t0)
-
-    await asyncio.gather(*(worker(s) for s in sends))
-    return counter["issued"], counter["errors"]
-
-
 async def run_load(
     client: str,
     target: Target,
@@ -607,24 +404,7 @@ async def run_load(
     server_pid: int,
 ) -> RunResult:
     session = CLIENTS[client](target, reqs, expect)
-    sends = await session.open(concurrency)
-    try:
-        await drive(sends, warmup, max(concurrency * 50, 500), None)
-        lat: list[float] = []
-        srv0, cli0, t0 = tree_cpu_seconds(server_pid), time.process_time(), time.perf_counter()
-        issued, errors = await drive(sends, seconds, max_requests, lat)
-        elapsed = time.perf_counter() - t0
-        srv1, cli1 = tree_cpu_seconds(server_pid), time.process_time()
-    finally:
-        await session.close()
-    return RunResult(
-        requests=issued - errors,
-        errors=errors,
-        elapsed=elapsed,
-        latencies=lat,
-        server_cpu=srv1 - srv0,
-        client_cpu=cli1 - cli0,
-    )
+    return await loadgen.run_load(session, concurrency, seconds, max_requests, warmup, server_pid)
 
 
 # --------------------------------------------------------------------------------------------
@@ -751,7 +531,7 @@ async def bench(args, mat: Material, tmp: Path) -> tuple[list[Row], str]:
             for server in args.servers:
                 port = free_port()
                 log = tmp / f"{server}-{'tls' if tls else 'plain'}.log"
-                target = Target(port, client_tls() if tls else None)
+                target = Target(HOST, port, client_tls() if tls else None, server_hostname=TLS_NAME)
                 proc = start_server(server_command(server, port, tls, mat), mat, log)
                 live.append(Live(server, tls, proc, target, log))
         for srv in live:

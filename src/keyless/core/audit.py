@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 log = logging.getLogger("keyless.audit")
@@ -28,7 +28,18 @@ class AuditEvent:
     workload: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Explicit, not dataclasses.asdict: that deep-copies, and this runs on every request.
+        return {
+            "time": self.time,
+            "request_id": self.request_id,
+            "tenant_id": self.tenant_id,
+            "action": self.action,
+            "target": self.target,
+            "result": self.result,
+            "reason": self.reason,
+            "actor": self.actor,
+            "workload": dict(self.workload),
+        }
 
 
 class AuditSink(Protocol):

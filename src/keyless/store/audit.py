@@ -22,6 +22,8 @@ from keyless.store.schema import audit_events, audit_head
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+    from keyless.store.engine import Writer
+
 _HEAD_ID = 1
 
 
@@ -95,7 +97,7 @@ async def _lock_head(conn: AsyncConnection) -> tuple[int, str]:
 
 class AuditStoreMixin:
     engine: AsyncEngine
-    writer: AsyncEngine
+    writer: Writer
 
     async def append_audit(self, events: Sequence[AuditEvent]) -> list[int]:
         """Append in order; committed (durable) before this returns."""

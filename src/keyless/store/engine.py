@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from keyless.store.urls import DatabaseUrl
 
@@ -37,9 +40,27 @@ def _sqlite_begin(conn: sa.Connection) -> None:
 WRITE_OPTION = "keyless_write"
 
 
-def writer_of(engine: AsyncEngine) -> AsyncEngine:
-    """The same engine, marked so that its transactions are write transactions."""
-    return engine.execution_options(**{WRITE_OPTION: True})
+class Writer:
+    """Write transactions. On SQLite they queue on an in-process lock before taking the
+    database's write lock: SQLite has one writer anyway, and queueing here is far cheaper
+    than pooled connections contending for the lock through busy_timeout back-off."""
+
+    def __init__(self, engine: AsyncEngine, *, serialise: bool) -> None:
+        self._engine = engine.execution_options(**{WRITE_OPTION: True})
+        self._lock = asyncio.Lock() if serialise else None
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        if self._lock is None:
+            async with self._engine.begin() as conn:
+                yield conn
+            return
+        async with self._lock, self._engine.begin() as conn:
+            yield conn
+
+
+def writer_of(engine: AsyncEngine, url: DatabaseUrl) -> Writer:
+    return Writer(engine, serialise=url.is_sqlite)
 
 
 def make_engine(url: DatabaseUrl) -> AsyncEngine:
@@ -47,8 +68,9 @@ def make_engine(url: DatabaseUrl) -> AsyncEngine:
         path = url.raw.split("sqlite:///", 1)[1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        engine = create_async_engine(url.async_url, pool_size=4, max_overflow=4)
+        # A fixed pool: connections are not opened and closed per request under load.
+        engine = create_async_engine(url.async_url, pool_size=8, max_overflow=0)
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         sa.event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
-    return create_async_engine(url.async_url, pool_size=8, max_overflow=8, pool_pre_ping=True)
+    return create_async_engine(url.async_url, pool_size=16, max_overflow=0, pool_recycle=3600)

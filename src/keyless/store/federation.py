@@ -23,6 +23,8 @@ from keyless.store.schema import (
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from keyless.store.engine import Writer
+
 
 def _identity(row: Any) -> Identity:
     return Identity(row.object_id, row.client_id, row.name, row.tenant_id, row.created_at)
@@ -43,7 +45,7 @@ def _credential(row: Any) -> FederatedCredential:
 
 class FederationStoreMixin:
     engine: AsyncEngine
-    writer: AsyncEngine
+    writer: Writer
 
     # -- identities ------------------------------------------------------------------------
 

@@ -54,7 +54,7 @@ class SqlStore(FederationStoreMixin, VaultStoreMixin, AuditStoreMixin):
     def __init__(self, url: DatabaseUrl) -> None:
         self.url = url
         self.engine = make_engine(url)
-        self.writer = writer_of(self.engine)
+        self.writer = writer_of(self.engine, url)
 
     @classmethod
     async def open(cls, raw_url: str, *, migrate_schema: bool = True) -> SqlStore:

@@ -18,6 +18,8 @@ from keyless.store.schema import secrets_table as secrets
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+    from keyless.store.engine import Writer
+
 
 def _version(row: Any) -> SecretVersion:
     return SecretVersion(
@@ -56,7 +58,7 @@ def _version_values(v: SecretVersion, sealed: bytes) -> dict[str, Any]:
 
 class VaultStoreMixin:
     engine: AsyncEngine
-    writer: AsyncEngine
+    writer: Writer
 
     # -- vaults ----------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install bench clean
+.PHONY: run test lint install bench clean kubectl
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -17,7 +17,15 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/keyless serve --dev
 
-test: $(STAMP)
+# The Kubernetes manifest tests render deploy/kubernetes with `kubectl kustomize`.
+kubectl:
+	@command -v kubectl >/dev/null 2>&1 || { \
+	  echo "installing Debian's kubernetes-client (kubectl) for the manifest tests"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null; }
+
+test: $(STAMP) kubectl
 	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 lint: $(STAMP)

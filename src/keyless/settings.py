@@ -43,6 +43,12 @@ class Settings:
     log_level: str = "info"
     audit_fail_closed: bool = True
     recovery_days: int = 90
+    token_rate_limit: int = 50  # token requests per second per client IP; 0 disables
+    token_rate_burst: int = 100
+    header_timeout: int = 10  # seconds a client has to send its request headers
+    k8s_public_ca: bool = False  # the public URL's certificate is publicly trusted
+    k8s_ca_configmap: str = "keyless-ca"  # ConfigMap (key ca.crt) mounted into injected pods
+    k8s_tenant: str | None = None  # AZURE_TENANT_ID default for injected pods (id or alias)
 
     @property
     def database(self) -> str:
@@ -87,6 +93,12 @@ _FIELDS: dict[str, str] = {
     "log_level": "level",
     "audit_fail_closed": "bool",
     "recovery_days": "days",
+    "token_rate_limit": "count",
+    "token_rate_burst": "count",
+    "header_timeout": "duration",
+    "k8s_public_ca": "bool",
+    "k8s_ca_configmap": "dnsname",
+    "k8s_tenant": "str",
 }
 _ENV_ALIASES = {"KEYLESS_DATABASE": "database_url"}
 
@@ -132,6 +144,12 @@ def _coerce(field: str, raw: Any, what: str) -> Any:
         if not text.isdigit() or not 7 <= int(text) <= 90:
             raise ConfigError(f"{what}: {text!r} must be a whole number of days in 7..90")
         return int(text)
+    if kind == "count":
+        if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+            return raw
+        if not text.isdigit() or int(text) > 1_000_000:
+            raise ConfigError(f"{what}: {text!r} must be a whole number in 0..1000000")
+        return int(text)
     if kind == "alg":
         if text not in ("RS256", "ES256"):
             raise ConfigError(f"{what}: {text!r} is not a signing algorithm (RS256 or ES256)")
@@ -145,6 +163,10 @@ def _coerce(field: str, raw: Any, what: str) -> Any:
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
             raise ConfigError(f"{what}: {text!r} is not a URL like https://host:port")
         return text.rstrip("/")
+    if kind == "dnsname":
+        if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", text):
+            raise ConfigError(f"{what}: {text!r} is not a Kubernetes object name")
+        return text
     if kind == "host":
         if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", text.lower()):
             raise ConfigError(f"{what}: {text!r} is not a DNS domain")

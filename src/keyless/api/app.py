@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
-from keyless.api import ops
+from keyless.api import k8s, ops
 from keyless.api.admin import audit, dev, federation, system, vault
 from keyless.api.admin.auditing import AdminAuditMiddleware
 from keyless.api.admin.errors import handle_keyless_error
@@ -48,6 +48,7 @@ def _app(routes: list[BaseRoute], services: Services, metrics: Metrics, listener
 
 def public_app(services: Services, metrics: Metrics) -> ASGIApp:
     routes: list[BaseRoute] = [*ops.routes, *discovery.routes, *token.routes]
+    routes += k8s.routes
     if services.settings.dev:
         routes += clusters.routes
     main = _app(routes, services, metrics, "public")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keyless.cli import audit, federation, vault
+from keyless.cli import audit, federation, k8s, vault
 from keyless.cli.context import Globals, globals_of
 from keyless.cli.output import emit
 from keyless.core.errors import KeylessError
@@ -34,6 +34,7 @@ app.command("explain")(federation.explain)
 app.add_typer(vault.vault_app, name="vault")
 app.add_typer(vault.secret_app, name="secret")
 app.add_typer(vault.role_app, name="role")
+app.add_typer(k8s.k8s_app, name="k8s")
 
 
 @app.command()
@@ -85,6 +86,23 @@ def serve(
         typer.Option("--audit-fail-open", help="serve requests even if auditing them fails"),
     ] = None,
     recovery_days: Annotated[str | None, typer.Option(help="soft-delete window, 7..90")] = None,
+    token_rate_limit: Annotated[
+        str | None, typer.Option(help="token requests/s per client IP, 0 = off [50]")
+    ] = None,
+    token_rate_burst: Annotated[str | None, typer.Option(help="burst of the above [100]")] = None,
+    header_timeout: Annotated[
+        str | None, typer.Option(help="time to send request headers, e.g. 10s")
+    ] = None,
+    k8s_public_ca: Annotated[
+        bool | None,
+        typer.Option("--k8s-public-ca", help="webhook: the public URL's cert is publicly trusted"),
+    ] = None,
+    k8s_ca_configmap: Annotated[
+        str | None, typer.Option(help="webhook: ConfigMap with keyless's CA [keyless-ca]")
+    ] = None,
+    k8s_tenant: Annotated[
+        str | None, typer.Option(help="webhook: default AZURE_TENANT_ID (id or alias)")
+    ] = None,
 ) -> None:
     """Start the server (prints a line with `ready` when it accepts requests)."""
     from keyless import logs
@@ -106,6 +124,12 @@ def serve(
         "log_level": log_level,
         "audit_fail_closed": False if audit_fail_open else None,
         "recovery_days": recovery_days,
+        "token_rate_limit": token_rate_limit,
+        "token_rate_burst": token_rate_burst,
+        "header_timeout": header_timeout,
+        "k8s_public_ca": k8s_public_ca,
+        "k8s_ca_configmap": k8s_ca_configmap,
+        "k8s_tenant": k8s_tenant,
     }
     g = globals_of(ctx)
     if "--data-dir" in _given or "KEYLESS_DATA_DIR" not in os.environ:
@@ -127,6 +151,13 @@ def tenant_show(ctx: typer.Context, tenant: str = typer.Argument("default")) -> 
     """Show a tenant: id, alias and issuer URL."""
     g = globals_of(ctx)
     emit(g.client().get(f"/v1/tenants/{tenant}"), g.output)
+
+
+@tenant_app.command("create")
+def tenant_create(ctx: typer.Context, alias: str) -> None:
+    """Create a tenant (idempotent): its own issuer, key ring, identities and vaults."""
+    g = globals_of(ctx)
+    emit(g.client().post("/v1/tenants", {"alias": alias}), g.output)
 
 
 @keys_app.command("list")

@@ -20,6 +20,13 @@ from starlette.types import ASGIApp
 
 from keyless.api.app import admin_app, public_app
 from keyless.metrics import Metrics
+from keyless.server.limits import (
+    HEADER_TIMEOUT,
+    KEEP_ALIVE,
+    MAX_HEADER_BYTES,
+    BodyLimit,
+    LimitedHttpTools,
+)
 from keyless.server.services import Services
 from keyless.server.tls import TlsFiles, ensure_tls
 from keyless.settings import Settings
@@ -37,6 +44,18 @@ class _Server(uvicorn.Server):
 
     def install_signal_handlers(self) -> None:  # older uvicorn releases
         return
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # An idle keep-alive TLS connection is closed with a TLS close_notify that waits for
+        # the peer's reply; a client that is not reading holds the whole drain for its full
+        # timeout. Idle connections carry no response, so they are dropped at once; the ones
+        # with a request in flight still drain.
+        for conn in list(self.server_state.connections):
+            cycle = getattr(conn, "cycle", None)
+            transport = getattr(conn, "transport", None)
+            if transport is not None and (cycle is None or cycle.response_complete):
+                transport.abort()
+        await super().shutdown(sockets)
 
 
 def _tcp_socket(settings: Settings) -> socket.socket:
@@ -101,10 +120,16 @@ async def _follow_config(services: Services, stop: asyncio.Event) -> None:
             log.warning("configuration refresh failed", extra={"error": type(exc).__name__})
 
 
-def _config(app: ASGIApp, http: str, tls: TlsFiles | None) -> uvicorn.Config:
+def _config(
+    app: ASGIApp, http: str, tls: TlsFiles | None, header_timeout: float = HEADER_TIMEOUT
+) -> uvicorn.Config:
+    # Header size and read time, body size, keep-alive: see server/limits.py.
+    protocol = type("Http", (LimitedHttpTools,), {"header_timeout": header_timeout})
     return uvicorn.Config(
-        app,
-        http=http,
+        BodyLimit(app),
+        http=protocol if http == "httptools" else http,
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_keep_alive=KEEP_ALIVE,
         ssl_certfile=str(tls.cert) if tls else None,
         ssl_keyfile=str(tls.key) if tls else None,
         log_config=None,
@@ -141,7 +166,9 @@ async def serve(settings: Settings) -> int:
     metrics = services.metrics
     tcp = _tcp_socket(settings)
     uds = _unix_socket(settings)
-    public = _Server(_config(public_app(services, metrics), "httptools", tls))
+    public = _Server(
+        _config(public_app(services, metrics), "httptools", tls, settings.header_timeout)
+    )
     admin = _Server(_config(admin_app(services, metrics), "h11", None))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

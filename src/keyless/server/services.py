@@ -17,11 +17,14 @@ from keyless.core.exchange import ExchangePolicy, TokenService
 from keyless.core.federation import Federation
 from keyless.core.issuers import IssuerKeys
 from keyless.core.models import Tenant
+from keyless.core.ratelimit import TokenBuckets
 from keyless.core.rbac import RoleAssignments
 from keyless.core.resources import Resources
 from keyless.core.rotation import RotationManager
 from keyless.core.tenants import Tenants
 from keyless.core.vault import VaultService
+from keyless.k8s.kubeapi import KubeServiceAccounts
+from keyless.k8s.lookup import ServiceAccountLookup
 from keyless.metrics import Metrics, MetricsAuditSink
 from keyless.net.fetch import HttpJwksFetcher
 from keyless.server.tls import ca_path
@@ -51,6 +54,8 @@ class Services:
     roles: RoleAssignments
     vaults: VaultService
     _root_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    token_limiter: TokenBuckets | None = None  # per client IP on the token endpoint
+    k8s: ServiceAccountLookup = field(default_factory=KubeServiceAccounts)
 
     @classmethod
     async def start(cls, settings: Settings, clock: Clock | None = None) -> Services:
@@ -110,6 +115,9 @@ class Services:
                 recovery_days=settings.recovery_days,
             ),
         )
+        services.token_limiter = TokenBuckets(
+            settings.token_rate_limit, settings.token_rate_burst, clock
+        )
         metrics.watch_issuers(lambda: services.federation.list_cached_issuers())
         if len(root.keys) > 1:
             # A root key rotation was cut short: finish it before anything is signed.
@@ -121,6 +129,7 @@ class Services:
         return services
 
     async def close(self) -> None:
+        await self.k8s.aclose()
         await self.fetcher.aclose()
         await self.store.close()
 

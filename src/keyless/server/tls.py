@@ -34,7 +34,7 @@ def ca_path(data_dir: Path) -> Path:
     return tls_dir(data_dir) / "ca.pem"
 
 
-def _write(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -45,7 +45,7 @@ def _write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -87,7 +87,7 @@ def _new_ca(now: dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certific
     return key, cert
 
 
-def _issue(
+def issue(
     ca_key: ec.EllipticCurvePrivateKey,
     ca: x509.Certificate,
     names: list[x509.GeneralName],
@@ -126,8 +126,8 @@ def ensure_tls(data_dir: Path, public_url: str, vault_domain: str) -> TlsFiles:
         ca_key = loaded
     else:
         ca_key, ca = _new_ca(now)
-        _write(ca_key_path, _pem_key(ca_key))
-        _write(files.ca_cert, ca.public_bytes(serialization.Encoding.PEM))
+        write_private(ca_key_path, pem_key(ca_key))
+        write_private(files.ca_cert, ca.public_bytes(serialization.Encoding.PEM))
     names = server_names(public_url, vault_domain)
     if files.cert.exists() and files.key.exists():
         cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
@@ -135,7 +135,7 @@ def ensure_tls(data_dir: Path, public_url: str, vault_domain: str) -> TlsFiles:
         fresh = cert.not_valid_after_utc - now > dt.timedelta(days=30)
         if set(san) == set(names) and fresh and cert.issuer == ca.subject:
             return files
-    key, cert = _issue(ca_key, ca, names, now)
-    _write(files.key, _pem_key(key))
-    _write(files.cert, cert.public_bytes(serialization.Encoding.PEM))
+    key, cert = issue(ca_key, ca, names, now)
+    write_private(files.key, pem_key(key))
+    write_private(files.cert, cert.public_bytes(serialization.Encoding.PEM))
     return files

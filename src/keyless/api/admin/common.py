@@ -26,10 +26,14 @@ async def json_body(request: Request, limit: int = 1024 * 1024) -> dict[str, Any
     raw = await read_body(request, limit)
     try:
         body = json.loads(raw or b"{}")
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: [[[[… nested too deep
         raise InvalidRequest("request body is not JSON") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
+    try:  # lone surrogate escapes ("\ud800") cannot be stored or rendered back: refuse them
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest("request body holds a lone UTF-16 surrogate escape") from exc
     return body
 
 

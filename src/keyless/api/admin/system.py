@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from keyless import __version__
+from keyless.api.admin.common import json_body, text
 from keyless.core.models import SigningKeyRecord
 from keyless.server.services import Services
 from keyless.server.tls import ca_path
@@ -35,6 +36,17 @@ async def status(request: Request) -> Response:
             "root_key": s.root.active_id,
             "uptime_seconds": round(s.clock.now() - s.started_at, 1),
         }
+    )
+
+
+async def tenant_create(request: Request) -> Response:
+    s = _services(request)
+    alias = text(await json_body(request), "alias")
+    tenant, created = await s.tenants.create(str(alias))
+    await s.keys.load(tenant.id)
+    return JSONResponse(
+        {"id": tenant.id, "alias": tenant.alias, "issuer": tenant.issuer(s.settings.public_url)},
+        status_code=201 if created else 200,
     )
 
 
@@ -89,6 +101,7 @@ async def root_key_rotate(request: Request) -> Response:
 
 routes = [
     Route("/v1/status", status),
+    Route("/v1/tenants", tenant_create, methods=["POST"]),
     Route("/v1/tenants/{tenant}", tenant_show),
     Route("/v1/tenants/{tenant}/keys", keys_list),
     Route("/v1/tenants/{tenant}/keys/rotate", keys_rotate, methods=["POST"]),

@@ -6,7 +6,8 @@ SDK quirks pinned here:
 - azure-identity's Key Vault token request carries ``claims`` (CAE, ``xms_cc``); ignored.
 - azure-identity needs ``expires_in`` as a number; ``refresh_in`` is never sent.
 - Status codes are irrelevant to azure-identity, but ``error`` must be present; no
-  ``Retry-After`` on errors (it makes azure-core retry).
+  ``Retry-After`` on errors (it makes azure-core retry), except on the 429 of the per-client
+  rate limit, where waiting and retrying is exactly what the client should do.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def render_error(exc: errors.KeylessError) -> Response:
 async def token(request: Request) -> Response:
     services: Services = request.app.state.services
     try:
+        if services.token_limiter is not None:
+            # Before the body is read or the tenant looked up: a flood costs one dict lookup.
+            services.token_limiter.take(request.client.host if request.client else "unknown")
         tenant = await services.tenants.get(request.path_params["tenant"])
         fields = await read_form(request)
         grant = required(fields, "grant_type")

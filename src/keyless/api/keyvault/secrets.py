@@ -54,11 +54,23 @@ async def _json(request: Request, limit: int = MAX_BODY) -> dict[str, Any]:
     raw = await read_body(request, limit)
     try:
         body = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: [[[[… nested too deep
         raise errors.InvalidRequest("The request body is not valid JSON.") from exc
     if not isinstance(body, dict):
         raise errors.InvalidRequest("The request body must be a JSON object.")
+    _unicode_only(body)
     return body
+
+
+def _unicode_only(body: dict[str, Any]) -> None:
+    """JSON escapes of lone surrogates (``"\\ud800"``) decode to text that cannot be stored
+    in PostgreSQL nor encoded in a response: refuse them here, not with a 500 later."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise errors.InvalidRequest(
+            "The request body holds a lone UTF-16 surrogate escape, which is not text."
+        ) from exc
 
 
 def _page_args(request: Request) -> tuple[str | None, int]:

@@ -1,0 +1,321 @@
+"""What the webhook does to a pod: pure functions from (pod, service account, settings) to a
+JSON Patch (RFC 6902).
+
+Azure-compatible: a selected pod (label ``azure.workload.identity/use: "true"``) gets, in every
+container and init container not listed in ``azure.workload.identity/skip-containers``, the
+four ``AZURE_*`` variables and a read-only mount of a projected service-account token, exactly
+as azure-workload-identity v1.6.0 lays them out. keyless adds its CA (from a ConfigMap, with
+``REQUESTS_CA_BUNDLE``/``SSL_CERT_FILE``/``NODE_EXTRA_CA_CERTS``) unless the public URL has a
+publicly trusted certificate.
+
+Safety rules, each pinned by a fixture in ``tests/k8s/fixtures``:
+
+- a variable the container already defines (by name, ``value`` or ``valueFrom``) is left alone;
+- a volume or mount is never duplicated: one of ours that is already there is replaced in place
+  when it differs and left alone when it does not, so a reinvocation yields an empty patch;
+- an unselected pod is never patched;
+- ephemeral containers are not touched (they cannot exist at pod creation, and are added later
+  through the ``pods/ephemeralcontainers`` subresource, which the webhook does not intercept);
+- ``hostNetwork`` pods are injected like any other: a token file and variables need no pod
+  network (upstream refuses ``hostNetwork`` only for its proxy sidecar, which keyless does not
+  inject: the Azure SDKs read the token file themselves).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from keyless.core.errors import InvalidRequest
+from keyless.k8s import names
+
+Json = dict[str, Any]
+_INT = re.compile(r"[+-]?[0-9]+")  # what Go's strconv.ParseInt(s, 10, 64) accepts
+
+
+class InjectionError(InvalidRequest):
+    """A selected pod cannot be injected; the webhook refuses it (HTTP 400 in the review)."""
+
+    code = "k8s_injection"
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAccount:
+    """The parts of a Kubernetes ServiceAccount the webhook reads."""
+
+    namespace: str
+    name: str
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> ServiceAccount:
+        meta = obj.get("metadata") or {}
+        return cls(
+            str(meta.get("namespace", "")),
+            str(meta.get("name", "")),
+            {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    """What the operator configured: where tokens are exchanged, and how TLS is trusted."""
+
+    authority_host: str  # keyless's public URL
+    tenant_id: str  # AZURE_TENANT_ID when neither pod nor service account names one
+    audience: str = names.DEFAULT_AUDIENCE
+    ca_configmap: str | None = names.DEFAULT_CA_CONFIGMAP  # None: publicly trusted certificate
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadIdentity:
+    """Which keyless identity the pod will act as (client id None: the pod sets it itself)."""
+
+    client_id: str | None
+    tenant_id: str
+    source: str  # where the client id came from, for messages
+
+
+def selected(pod: Mapping[str, Any]) -> bool:
+    """The objectSelector's rule, re-checked: never patch a pod that is not opted in."""
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return labels.get(names.USE_LABEL) == "true"
+
+
+def _annotations(pod: Mapping[str, Any]) -> Mapping[str, str]:
+    return (pod.get("metadata") or {}).get("annotations") or {}
+
+
+def service_account_name(pod: Mapping[str, Any]) -> str:
+    """The pod's service account; Kubernetes assigns ``default`` when none is named."""
+    return str((pod.get("spec") or {}).get("serviceAccountName") or "default")
+
+
+def needs_lookup(pod: Mapping[str, Any]) -> bool:
+    """False when the pod names its identity itself (``keyless.dev/client-id``)."""
+    return not _annotations(pod).get(names.KEYLESS_CLIENT_ID_ANNOTATION)
+
+
+def pod_name(pod: Mapping[str, Any]) -> str:
+    """As upstream: the name, or for controller-made pods ``generateName + " (prefix)"``."""
+    meta = pod.get("metadata") or {}
+    return str(meta.get("name") or f"{meta.get('generateName', '')} (prefix)")
+
+
+def token_volume_name(pod: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256(pod_name(pod).encode()).hexdigest()
+    return names.TOKEN_VOLUME_PREFIX + digest[: 63 - len(names.TOKEN_VOLUME_PREFIX)]
+
+
+def skip_containers(pod: Mapping[str, Any]) -> frozenset[str]:
+    raw = _annotations(pod).get(names.SKIP_CONTAINERS_ANNOTATION, "")
+    return frozenset(part.strip() for part in raw.split(";")) - {""} if raw else frozenset()
+
+
+def token_expiration(pod: Mapping[str, Any], sa: ServiceAccount | None) -> int:
+    """``expirationSeconds``: the pod's annotation wins over the service account's; 3600..86400."""
+    where, raw = "", ""
+    if _annotations(pod).get(names.EXPIRATION_ANNOTATION):
+        where, raw = "pod", _annotations(pod)[names.EXPIRATION_ANNOTATION]
+    elif sa is not None and sa.annotations.get(names.EXPIRATION_ANNOTATION):
+        where = f"service account {sa.namespace}/{sa.name}"
+        raw = sa.annotations[names.EXPIRATION_ANNOTATION]
+    if not raw:
+        return names.DEFAULT_EXPIRATION
+    if not _INT.fullmatch(raw):
+        raise InjectionError(
+            f"{names.EXPIRATION_ANNOTATION} {raw[:32]!r} on the {where} is not a whole "
+            "number of seconds"
+        )
+    value = int(raw)
+    if not names.MIN_EXPIRATION <= value <= names.MAX_EXPIRATION:
+        raise InjectionError(
+            f"token expiration {value} (from the {where}) not valid. Expected value to be "
+            f"between {names.MIN_EXPIRATION} and {names.MAX_EXPIRATION}"
+        )
+    return value
+
+
+def _targets(pod: Mapping[str, Any]) -> list[tuple[str, int, Json]]:
+    """(list key, index, container) for every container the webhook mutates."""
+    spec = pod.get("spec") or {}
+    skip = skip_containers(pod)
+    return [
+        (key, i, c)
+        for key in ("initContainers", "containers")
+        for i, c in enumerate(spec.get(key) or [])
+        if c.get("name") not in skip
+    ]
+
+
+def workload_identity(
+    pod: Mapping[str, Any], sa: ServiceAccount | None, settings: WebhookSettings
+) -> WorkloadIdentity:
+    """The client id and tenant: the pod's ``keyless.dev/*`` annotations, else the service
+    account's ``azure.workload.identity/*`` ones, else (tenant only) the operator's default."""
+    pod_ann = _annotations(pod)
+    sa_ann: Mapping[str, str] = sa.annotations if sa is not None else {}
+    tenant = (
+        pod_ann.get(names.KEYLESS_TENANT_ID_ANNOTATION)
+        or sa_ann.get(names.TENANT_ID_ANNOTATION)
+        or settings.tenant_id
+    )
+    if pod_ann.get(names.KEYLESS_CLIENT_ID_ANNOTATION):
+        client = pod_ann[names.KEYLESS_CLIENT_ID_ANNOTATION]
+        source = f"pod annotation {names.KEYLESS_CLIENT_ID_ANNOTATION}"
+        return WorkloadIdentity(client, tenant, source)
+    if sa is not None and sa_ann.get(names.CLIENT_ID_ANNOTATION):
+        return WorkloadIdentity(
+            sa_ann[names.CLIENT_ID_ANNOTATION],
+            tenant,
+            f"annotation {names.CLIENT_ID_ANNOTATION} of service account {sa.namespace}/{sa.name}",
+        )
+    # Upstream injects without AZURE_CLIENT_ID and the workload fails later, at token time.
+    # keyless refuses, unless every mutated container sets AZURE_CLIENT_ID itself.
+    targets = _targets(pod)
+    if targets and all(_has_env(c, names.AZURE_CLIENT_ID) for _, _, c in targets):
+        return WorkloadIdentity(None, tenant, "the containers' own AZURE_CLIENT_ID")
+    account = f"service account {sa.namespace}/{sa.name}" if sa else "the service account"
+    raise InjectionError(
+        f"no identity for this pod: {account} has no {names.CLIENT_ID_ANNOTATION} annotation "
+        f"and the pod has no {names.KEYLESS_CLIENT_ID_ANNOTATION} annotation"
+    )
+
+
+def _has_env(container: Mapping[str, Any], name: str) -> bool:
+    return any(e.get("name") == name for e in container.get("env") or [])
+
+
+def _token_volume(name: str, expiration: int, audience: str) -> Json:
+    return {
+        "name": name,
+        "projected": {
+            "sources": [
+                {
+                    "serviceAccountToken": {
+                        "path": names.TOKEN_FILE_PATH,
+                        "expirationSeconds": expiration,
+                        "audience": audience,
+                    }
+                }
+            ]
+        },
+    }
+
+
+def _ca_volume(configmap: str) -> Json:
+    return {
+        "name": names.CA_VOLUME,
+        "configMap": {
+            "name": configmap,
+            "items": [{"key": names.CA_KEY, "path": names.CA_KEY}],
+        },
+    }
+
+
+def _desired_env(identity: WorkloadIdentity, settings: WebhookSettings) -> list[Json]:
+    pairs = [
+        (names.AZURE_CLIENT_ID, identity.client_id or ""),
+        (names.AZURE_TENANT_ID, identity.tenant_id),
+        (names.AZURE_FEDERATED_TOKEN_FILE, names.TOKEN_FILE),
+        (names.AZURE_AUTHORITY_HOST, settings.authority_host),
+    ]
+    if settings.ca_configmap:
+        pairs += [(var, names.CA_FILE) for var in names.CA_ENV]
+    # As upstream: an empty value is never injected.
+    return [{"name": n, "value": v} for n, v in pairs if v]
+
+
+class _Patch:
+    """Accumulates RFC 6902 operations against the original pod."""
+
+    def __init__(self) -> None:
+        self.ops: list[Json] = []
+
+    def append_all(self, parent: Mapping[str, Any], key: str, path: str, items: list[Json]) -> None:
+        if not items:
+            return
+        if key not in parent or parent[key] is None:
+            op = "add" if key not in parent else "replace"
+            self.ops.append({"op": op, "path": f"{path}/{key}", "value": items})
+        else:
+            for item in items:
+                self.ops.append({"op": "add", "path": f"{path}/{key}/-", "value": item})
+
+    def upsert(
+        self, parent: Mapping[str, Any], key: str, path: str, wanted: list[tuple[int, Json]]
+    ) -> None:
+        """``wanted``: (index of the existing entry to replace, or -1 to append, entry)."""
+        new: list[Json] = []
+        for index, item in wanted:
+            if index < 0:
+                new.append(item)
+            elif parent[key][index] != item:
+                self.ops.append({"op": "replace", "path": f"{path}/{key}/{index}", "value": item})
+        self.append_all(parent, key, path, new)
+
+
+def _index(items: list[Json], name: str) -> int:
+    return next((i for i, item in enumerate(items) if item.get("name") == name), -1)
+
+
+def _existing_token_volume(pod: Mapping[str, Any], default: str) -> str:
+    """The reserved volume already injected, if any. Upstream derives its name from the pod
+    name; if another webhook set ``metadata.name`` between two invocations, reusing the first
+    name keeps one volume and one mount instead of two mounts at the same path."""
+    volumes = (pod.get("spec") or {}).get("volumes") or []
+    if _index(volumes, default) >= 0:
+        return default
+    for volume in volumes:
+        if str(volume.get("name", "")).startswith(names.TOKEN_VOLUME_PREFIX):
+            return str(volume["name"])
+    return default
+
+
+def mutation_patch(
+    pod: Mapping[str, Any], sa: ServiceAccount | None, settings: WebhookSettings
+) -> list[Json]:
+    """The JSON Patch that injects ``pod``; empty if the pod is not selected or is already
+    injected. Raises :class:`InjectionError` when a selected pod cannot be injected."""
+    targets = _targets(pod)
+    if not selected(pod) or not targets:
+        # Not opted in, or nothing to mount into (every container skipped): leave it as it is.
+        return []
+    identity = workload_identity(pod, sa, settings)
+    expiration = token_expiration(pod, sa)
+    spec = pod.get("spec") or {}
+    patch = _Patch()
+    volume_name = _existing_token_volume(pod, token_volume_name(pod))
+    mounts: list[tuple[str, str]] = [(volume_name, names.TOKEN_MOUNT_PATH)]
+    volumes = spec.get("volumes") or []
+    wanted_volumes = [
+        (_index(volumes, volume_name), _token_volume(volume_name, expiration, settings.audience))
+    ]
+    if settings.ca_configmap:
+        mounts.append((names.CA_VOLUME, names.CA_MOUNT_PATH))
+        wanted_volumes.append((_index(volumes, names.CA_VOLUME), _ca_volume(settings.ca_configmap)))
+    env = _desired_env(identity, settings)
+    for key, i, container in targets:
+        path = f"/spec/{key}/{i}"
+        existing = {e.get("name") for e in container.get("env") or []}
+        patch.append_all(container, "env", path, [e for e in env if e["name"] not in existing])
+        current = container.get("volumeMounts") or []
+        wanted_mounts: list[tuple[int, Json]] = []
+        for name, mount_path in mounts:
+            clash = next(
+                (m for m in current if m.get("mountPath") == mount_path and m.get("name") != name),
+                None,
+            )
+            if clash is not None:
+                raise InjectionError(
+                    f"container {container.get('name')!r} already mounts volume "
+                    f"{clash.get('name')!r} at {mount_path}, where the webhook mounts {name!r}"
+                )
+            mount = {"name": name, "mountPath": mount_path, "readOnly": True}
+            wanted_mounts.append((_index(current, name), mount))
+        patch.upsert(container, "volumeMounts", path, wanted_mounts)
+    patch.upsert(spec, "volumes", "/spec", wanted_volumes)
+    return patch.ops

@@ -1,0 +1,76 @@
+"""The recorded AdmissionReview fixtures and how a case is run (shared by the table tests)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+
+from keyless.k8s import admission, inject
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TENANT = "5a0c8e51-3b7d-4f2a-9c61-0d4e8b7f2a13"  # the webhook's default tenant in these cases
+AUTHORITY = "https://keyless.keyless.svc"
+
+
+@dataclass
+class Case:
+    name: str
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def review(self) -> dict[str, Any]:
+        return self.data["review"]
+
+    @property
+    def pod(self) -> dict[str, Any]:
+        return self.review["request"]["object"]
+
+    @property
+    def service_account(self) -> inject.ServiceAccount | None:
+        sa = self.data.get("serviceAccount")
+        return inject.ServiceAccount.from_object(sa) if sa else None
+
+    @property
+    def expect(self) -> dict[str, Any]:
+        return self.data["expect"]
+
+    def settings(self) -> inject.WebhookSettings:
+        public = self.data.get("settings", {}).get("public_ca", False)
+        return inject.WebhookSettings(
+            authority_host=AUTHORITY,
+            tenant_id=TENANT,
+            ca_configmap=None if public else "keyless-ca",
+        )
+
+    def save(self) -> None:
+        self.path.write_text(json.dumps(self.data, indent=2) + "\n")
+
+
+def load_cases() -> list[Case]:
+    return [Case(p.stem, p, json.loads(p.read_text())) for p in sorted(FIXTURES.glob("*.json"))]
+
+
+def run_pure(case: Case) -> dict[str, Any]:
+    """What the webhook answers for ``case``, computed by the pure functions alone.
+
+    Mirrors ``api/k8s/mutate.py`` minus the identity check, which needs a running keyless.
+    """
+    req = admission.parse_review(json.dumps(case.review).encode())
+    if not req.is_pod_create or not inject.selected(req.object):
+        return admission.allow(req.uid)
+    try:
+        patch = inject.mutation_patch(req.object, case.service_account, case.settings())
+    except inject.InjectionError as exc:
+        return admission.deny(req.uid, exc.message)
+    return admission.allow(req.uid, patch)
+
+
+def patched_pod(case: Case, review: dict[str, Any]) -> dict[str, Any]:
+    """The pod after applying the response's JSON Patch with a real RFC 6902 library."""
+    ops = admission.decode_patch(review)
+    return jsonpatch.JsonPatch(ops).apply(case.pod, in_place=False)

@@ -1,0 +1,239 @@
+"""deploy/kubernetes renders with ``kubectl kustomize``, equals ``keyless k8s manifests``, and
+every object is valid under the Kubernetes OpenAPI schema. Also ``keyless k8s webhook-cert``."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from cryptography import x509
+
+from keyless.k8s import names
+from keyless.k8s.manifests import Values, render
+from keyless.server.tls import ensure_tls
+from tests.support.server import keyless_cmd
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy" / "kubernetes"
+K8S_VERSION = "1.33.0"
+
+
+def kubectl() -> str:
+    found = shutil.which("kubectl")
+    if found:
+        return found
+    if os.environ.get("CI"):
+        pytest.fail("kubectl is required in CI (make test installs Debian's kubernetes-client)")
+    pytest.skip("kubectl not installed (make test installs it)")
+
+
+def kustomize(path: Path) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [kubectl(), "kustomize", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def by_key(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    keyed = {(o["kind"], o["metadata"]["name"]): o for o in objects}
+    assert len(keyed) == len(objects), "two objects share a kind and name"
+    return keyed
+
+
+def normalized(value: Any) -> Any:
+    """Lists of named entries (env, volumes, mounts) sorted by name: a strategic merge patch
+    puts the overlay's entries first, which changes nothing for Kubernetes here (no env entry
+    refers to another with $(NAME))."""
+    if isinstance(value, dict):
+        return {k: normalized(v) for k, v in value.items()}
+    if isinstance(value, list):
+        items = [normalized(v) for v in value]
+        if items and all(isinstance(i, dict) and "name" in i for i in items):
+            return sorted(items, key=lambda i: str(i["name"]))
+        return items
+    return value
+
+
+def validate_all(objects: list[dict[str, Any]]) -> None:
+    for obj in objects:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("path", "values"),
+    [(DEPLOY, Values()), (DEPLOY / "overlays" / "postgresql", Values(postgresql=True))],
+    ids=["base", "postgresql"],
+)
+def test_kustomize_renders_what_keyless_renders(path: Path, values: Values) -> None:
+    rendered = kustomize(path)
+    validate_all(rendered)
+    assert normalized(by_key(rendered)) == normalized(by_key(render(values)))
+
+
+def test_cli_manifests_with_operator_values(tmp_path: Path) -> None:
+    ca = ensure_tls(tmp_path / "data", "https://localhost:8443", "vault.localhost").ca_cert
+    result = subprocess.run(
+        [
+            *keyless_cmd(),
+            "k8s",
+            "manifests",
+            "--namespace",
+            "identity",
+            "--image",
+            "registry.example/keyless:1.2.3",
+            "--public-url",
+            "https://keyless.example.com/",
+            "--ca-bundle",
+            str(ca),
+            "--workload-namespace",
+            "demo",
+            "--workload-namespace",
+            "billing",
+            "--postgresql",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    objects = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    validate_all(objects)
+    keyed = by_key([o for o in objects if o["kind"] != "ConfigMap"])
+    deployment = keyed[("Deployment", "keyless")]
+    assert deployment["metadata"]["namespace"] == "identity"
+    assert deployment["spec"]["replicas"] == 3
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example/keyless:1.2.3"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KEYLESS_PUBLIC_URL"] == "https://keyless.example.com"
+    webhook = keyed[("MutatingWebhookConfiguration", "keyless")]["webhooks"][0]
+    assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca.read_bytes()
+    assert webhook["clientConfig"]["service"]["namespace"] == "identity"
+    binding = keyed[("ClusterRoleBinding", "keyless-serviceaccount-reader")]
+    assert binding["subjects"][0]["namespace"] == "identity"
+    configmaps = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "ConfigMap"}
+    assert set(configmaps) == {"demo", "billing"}
+    assert configmaps["demo"]["metadata"]["name"] == names.DEFAULT_CA_CONFIGMAP
+    assert configmaps["demo"]["data"]["ca.crt"] == ca.read_text()
+    assert ("PersistentVolumeClaim", "keyless-data") not in keyed
+
+
+def test_webhook_configuration() -> None:
+    webhook = by_key(render())[("MutatingWebhookConfiguration", "keyless")]["webhooks"][0]
+    assert webhook["objectSelector"] == {"matchLabels": {"azure.workload.identity/use": "true"}}
+    assert webhook["failurePolicy"] == "Fail"
+    assert webhook["sideEffects"] == "None"
+    assert webhook["reinvocationPolicy"] == "IfNeeded"
+    assert webhook["admissionReviewVersions"] == ["v1"]
+    assert 1 <= webhook["timeoutSeconds"] <= 30
+    assert webhook["clientConfig"]["service"]["path"] == "/k8s/mutate"
+    assert webhook["rules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+    ]
+
+
+def test_rbac_reads_service_accounts_and_nothing_more() -> None:
+    objects = render()
+    roles = [o for o in objects if o["kind"] in ("Role", "ClusterRole")]
+    assert [r["rules"] for r in roles] == [
+        [{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "list", "watch"]}]
+    ]
+
+
+def test_deployment_hardening() -> None:
+    keyed = by_key(render())
+    pod = keyed[("Deployment", "keyless")]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert keyed[("PodDisruptionBudget", "keyless")]["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "keyless"
+    }
+    assert keyed[("Service", "keyless")]["spec"]["ports"][0]["port"] == 443
+
+
+def test_webhook_cert_signed_by_keyless_ca(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    ensure_tls(data, "https://localhost:8443", "vault.localhost")
+    out = tmp_path / "cert"
+    result = subprocess.run(
+        [
+            *keyless_cmd(),
+            "--data-dir",
+            str(data),
+            "--output",
+            "json",
+            "k8s",
+            "webhook-cert",
+            "--namespace",
+            "identity",
+            "--name",
+            "keyless.example.com",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert "keyless.identity.svc" in report["names"]
+    cert = x509.load_pem_x509_certificate((out / "tls.crt").read_bytes())
+    ca = x509.load_pem_x509_certificate((data / "tls" / "ca.pem").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert set(san.get_values_for_type(x509.DNSName)) == {
+        "keyless",
+        "keyless.identity",
+        "keyless.identity.svc",
+        "keyless.identity.svc.cluster.local",
+        "keyless.example.com",
+    }
+    assert (out / "tls.key").stat().st_mode & 0o077 == 0
+    assert (out / "ca.crt").read_bytes() == (data / "tls" / "ca.pem").read_bytes()
+
+    secret = subprocess.run(
+        [*keyless_cmd(), "--data-dir", str(data), "k8s", "webhook-cert", "--secret"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert secret.returncode == 0, secret.stderr
+    (obj,) = [d for d in yaml.safe_load_all(secret.stdout) if d]
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    assert obj["type"] == "kubernetes.io/tls" and set(obj["data"]) == {
+        "tls.crt",
+        "tls.key",
+        "ca.crt",
+    }
+
+
+def test_webhook_cert_without_ca_says_why(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*keyless_cmd(), "--data-dir", str(tmp_path), "k8s", "webhook-cert", "--secret"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "no CA in" in result.stderr and "keyless serve" in result.stderr

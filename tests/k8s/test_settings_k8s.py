@@ -1,0 +1,65 @@
+"""The webhook's settings: flags, KEYLESS_K8S_* variables, and what the endpoint makes of them."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from keyless.api.k8s.mutate import _settings
+from keyless.core.errors import ConfigError, NotFound
+from keyless.core.models import Tenant
+from keyless.settings import load_settings
+
+
+def test_defaults_and_env() -> None:
+    s = load_settings({}, {})
+    assert (s.k8s_public_ca, s.k8s_ca_configmap, s.k8s_tenant) == (False, "keyless-ca", None)
+    s = load_settings(
+        {},
+        {
+            "KEYLESS_K8S_PUBLIC_CA": "true",
+            "KEYLESS_K8S_CA_CONFIGMAP": "corp-ca",
+            "KEYLESS_K8S_TENANT": "contoso",
+        },
+    )
+    assert (s.k8s_public_ca, s.k8s_ca_configmap, s.k8s_tenant) == (True, "corp-ca", "contoso")
+    assert (
+        load_settings({"k8s_public_ca": False}, {"KEYLESS_K8S_PUBLIC_CA": "1"}).k8s_public_ca
+        is False
+    )
+
+
+@pytest.mark.parametrize("bad", ["Corp_CA", "-ca", "a" * 260, ""])
+def test_bad_configmap_name(bad: str) -> None:
+    with pytest.raises(ConfigError, match="KEYLESS_K8S_CA_CONFIGMAP"):
+        load_settings({}, {"KEYLESS_K8S_CA_CONFIGMAP": bad})
+
+
+class _Tenants:
+    def __init__(self, *tenants: Tenant) -> None:
+        self.known = {t.alias: t for t in tenants} | {t.id: t for t in tenants}
+
+    async def get(self, ref: str) -> Tenant:
+        if ref not in self.known:
+            raise NotFound(f"tenant {ref!r} not found")
+        return self.known[ref]
+
+
+async def test_endpoint_settings() -> None:
+    default = Tenant("11111111-1111-4111-8111-111111111111", "default", 0.0)
+    other = Tenant("22222222-2222-4222-8222-222222222222", "contoso", 0.0)
+    services = SimpleNamespace(
+        settings=load_settings({"public_url": "https://keyless.example.com"}, {}),
+        default_tenant=default,
+        tenants=_Tenants(default, other),
+    )
+    ws = await _settings(services)  # type: ignore[arg-type]
+    assert (ws.authority_host, ws.tenant_id, ws.ca_configmap) == (
+        "https://keyless.example.com",
+        default.id,
+        "keyless-ca",
+    )
+    services.settings = load_settings({"k8s_public_ca": True, "k8s_tenant": "contoso"}, {})
+    ws = await _settings(services)  # type: ignore[arg-type]
+    assert (ws.tenant_id, ws.ca_configmap) == (other.id, None)

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from keyless.core.clock import Clock
@@ -92,6 +92,19 @@ class Federation:
             },
         )
 
+    async def _apply(self, change: Callable[[Snapshot], Snapshot]) -> None:
+        """After a write made here: patch the snapshot instead of reloading everything.
+
+        Only when the store's revision moved by exactly this one write; if another process
+        (or a concurrent write here) changed anything too, reload the whole snapshot.
+        """
+        async with self._lock:
+            revision = await self._store.get_revision("federation")
+            if revision == self.snapshot.revision + 1:
+                self.snapshot = replace(change(self.snapshot), revision=revision)
+                return
+        await self.reload()
+
     async def reload_if_changed(self) -> bool:
         if await self._store.get_revision("federation") != self.snapshot.revision:
             await self.reload()
@@ -123,7 +136,14 @@ class Federation:
             str(uuid.uuid4()), str(uuid.uuid4()), name, tenant_id, self._clock.now()
         )
         created = await self._store.create_identity(identity)
-        await self.reload()
+        if created is identity:
+            await self._apply(
+                lambda snap: replace(
+                    snap,
+                    by_client={**snap.by_client, created.client_id: created},
+                    by_object={**snap.by_object, created.object_id: created},
+                )
+            )
         return created
 
     async def get_identity(self, tenant_id: str, name: str) -> Identity:
@@ -213,7 +233,8 @@ class Federation:
                 f"federated credential {name!r} of {identity_name!r} already exists "
                 "with other settings"
             )
-        await self.reload()
+        if stored is wanted:
+            await self._apply(lambda snap: replace(snap, trust=snap.trust.with_added(stored)))
         return stored
 
     async def list_credentials(

@@ -7,6 +7,7 @@ import uuid
 
 from starlette.responses import JSONResponse
 
+from keyless.core.errors import AuditUnavailable, KeylessError, RateLimited, Unavailable
 from keyless.logs import request_id
 
 
@@ -42,3 +43,16 @@ TOKEN_ERRORS: dict[str, tuple[int, str, int]] = {
     "subject": (401, "invalid_client", 700213),
     "condition": (401, "invalid_client", 70021),
 }
+
+
+def common_error(exc: KeylessError) -> JSONResponse:
+    """What both token dialects answer alike: unavailable parts, throttling, bad requests."""
+    if isinstance(exc, AuditUnavailable):
+        return entra_error(503, "temporarily_unavailable", 50196, exc.message)
+    if isinstance(exc, Unavailable):
+        return entra_error(400, "invalid_request", 90061, exc.message)
+    if isinstance(exc, RateLimited):
+        response = entra_error(429, "temporarily_unavailable", 50196, exc.message)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    return entra_error(400, "invalid_request", 900144, exc.message)

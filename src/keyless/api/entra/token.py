@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from keyless.api.entra.errors import TOKEN_ERRORS, entra_error
+from keyless.api.entra.errors import TOKEN_ERRORS, common_error, entra_error
 from keyless.api.forms import read_form, required
 from keyless.api.rfc8693 import exchange as rfc8693
 from keyless.core import errors
@@ -36,17 +36,9 @@ def render_error(exc: errors.KeylessError) -> Response:
         return entra_error(400, "unauthorized_client", 700016, exc.message)
     if isinstance(exc, errors.InvalidTarget):
         return entra_error(400, "invalid_resource", 500011, exc.message)
-    if isinstance(exc, errors.AuditUnavailable):
-        return entra_error(503, "temporarily_unavailable", 50196, exc.message)
-    if isinstance(exc, errors.Unavailable):
-        return entra_error(400, "invalid_request", 90061, exc.message)
-    if isinstance(exc, errors.RateLimited):
-        response = entra_error(429, "temporarily_unavailable", 50196, exc.message)
-        response.headers["Retry-After"] = str(exc.retry_after)
-        return response
     if isinstance(exc, errors.NotFound):
         return entra_error(400, "invalid_tenant", 90002, exc.message)
-    return entra_error(400, "invalid_request", 900144, exc.message)
+    return common_error(exc)
 
 
 async def token(request: Request) -> Response:

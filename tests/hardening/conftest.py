@@ -28,6 +28,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         "hostile": "hostile token cases",
         "fuzz": "property-test (Hypothesis) examples",
         "crash": "crash rounds (SIGKILL, restart, verify)",
+        "schemathesis": "schemathesis examples (requests from docs/openapi, live server)",
+        "schemathesis_2xx": "schemathesis examples answered 2xx",
+        "schemathesis_ops": "schemathesis operations exercised",
+        "schemathesis_ops_2xx": "schemathesis operations answered 2xx at least once",
     }
     for key, label in labels.items():
         if COUNTS[key]:

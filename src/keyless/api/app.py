@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -18,6 +19,7 @@ from keyless.api.admin.errors import handle_keyless_error
 from keyless.api.dev import clusters
 from keyless.api.entra import discovery, token
 from keyless.api.keyvault import secrets as kv_secrets
+from keyless.api.keyvault.bodies import kv_error
 from keyless.api.keyvault.gateway import KeyVaultAuth, VaultDispatcher
 from keyless.api.observability import ObservabilityMiddleware
 from keyless.core.errors import KeylessError
@@ -35,10 +37,36 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     )
 
 
+_ROUTING = {404: ("not_found", "NotFound"), 405: ("method_not_allowed", "MethodNotAllowed")}
+
+
+async def _routing_error(request: Request, exc: Exception) -> Response:
+    """The router's 404 (no such path) and 405 (no such method) as JSON, not Starlette's
+    plain text: ``{"error": {"code", "message"}}``, with ``Allow`` on a 405."""
+    assert isinstance(exc, HTTPException)
+    code = _ROUTING.get(exc.status_code, ("http_error", "BadParameter"))[0]
+    return JSONResponse(
+        {"error": {"code": code, "message": exc.detail}},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _kv_routing_error(request: Request, exc: Exception) -> Response:
+    """The same, in Key Vault's error body."""
+    assert isinstance(exc, HTTPException)
+    code = _ROUTING.get(exc.status_code, ("http_error", "BadParameter"))[1]
+    return kv_error(exc.status_code, code, exc.detail, headers=dict(exc.headers or {}))
+
+
 def _app(routes: list[BaseRoute], services: Services, metrics: Metrics, listener: str) -> Starlette:
     app = Starlette(
         routes=routes,
-        exception_handlers={KeylessError: handle_keyless_error, Exception: _unexpected},
+        exception_handlers={
+            HTTPException: _routing_error,
+            KeylessError: handle_keyless_error,
+            Exception: _unexpected,
+        },
     )
     app.state.services = services
     app.state.metrics = metrics
@@ -54,7 +82,11 @@ def public_app(services: Services, metrics: Metrics) -> ASGIApp:
     main = _app(routes, services, metrics, "public")
     keyvault = Starlette(
         routes=list(kv_secrets.routes),
-        exception_handlers={KeylessError: kv_secrets.handle_error, Exception: _unexpected},
+        exception_handlers={
+            HTTPException: _kv_routing_error,
+            KeylessError: kv_secrets.handle_error,
+            Exception: _unexpected,
+        },
     )
     keyvault.state.services = services
     keyvault.state.metrics = metrics

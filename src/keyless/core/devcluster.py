@@ -151,6 +151,11 @@ class DevClusters:
                 self._cache[name] = cluster
         return cluster
 
+    def forget(self) -> None:
+        """Drop the cached clusters (their sealed keys): after a root-key rotation the store
+        holds them re-wrapped, and the old wrapping no longer opens."""
+        self._cache.clear()
+
     async def ensure(self, name: str) -> DevCluster:
         cluster = await self.get(name)
         if cluster is None:

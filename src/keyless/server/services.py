@@ -151,6 +151,7 @@ class Services:
         count = await self.store.rewrap_all(lambda context, blob: both.rewrap(blob, context))
         final = rootkey.finish_rotation(self.settings.root_key_path, both)
         self._use_root(final)
+        self.dev_clusters.forget()  # cached under the old wrapping
         return count, final
 
     def _use_root(self, root: RootKeys) -> None:

@@ -207,7 +207,7 @@ def make_plan(scenario: str, total: int, identities: int, self_share: float, poo
 # The keyless server process and its admin CLI.
 # --------------------------------------------------------------------------------------------
 
-_LIVE: dict[int, subprocess.Popen[bytes]] = {}
+_LIVE = loadgen.LIVE
 
 
 def free_port() -> int:
@@ -235,26 +235,9 @@ def keyless_cmd(data_dir: Path) -> list[str]:
     return [sys.executable, "-m", "keyless.cli.main", "--data-dir", str(data_dir)]
 
 
-def stop_proc(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group (it drains and exits 0), then SIGKILL if it lingers."""
-    for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            continue
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        break
-    _LIVE.pop(proc.pid, None)
-
-
-def stop_all() -> None:
-    for proc in list(_LIVE.values()):
-        stop_proc(proc)
+# Shared with the other benchmarks (read, openbao, soak, peer use these names).
+stop_proc = loadgen.stop_proc
+stop_all = loadgen.stop_all
 
 
 @dataclass

@@ -24,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -400,3 +402,37 @@ async def run_load(
         client_cpu=cli1 - cli0,
         first_error=session.first_error or warm_error,
     )
+
+
+# -- server processes the benchmarks start -----------------------------------------------------
+
+LIVE: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def track(proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+    """Remember a server process (started in its own process group) for ``stop_all``."""
+    LIVE[proc.pid] = proc
+    return proc
+
+
+def stop_proc(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    """SIGTERM the process group (servers drain and exit 0), then SIGKILL if it lingers."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        # The leader is gone; make sure no worker of its group survives it.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        break
+    LIVE.pop(proc.pid, None)
+
+
+def stop_all() -> None:
+    for proc in list(LIVE.values()):
+        stop_proc(proc)

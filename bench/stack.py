@@ -30,7 +30,6 @@ import argparse
 import asyncio
 import atexit
 import base64
-import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -276,7 +275,7 @@ def mint_assertions(key: rsa.RSAPrivateKey, n: int) -> list[str]:
 # Server processes.
 # --------------------------------------------------------------------------------------------
 
-_LIVE: dict[int, subprocess.Popen[bytes]] = {}
+_LIVE = loadgen.LIVE
 
 
 def free_port() -> int:
@@ -321,26 +320,7 @@ def start_server(cmd: list[str], mat: Material, log: Path) -> subprocess.Popen[b
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group, then SIGKILL it if it lingers."""
-    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            continue
-        # The leader is gone; make sure no worker of its group survives it.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        break
-    _LIVE.pop(proc.pid, None)
-
-
-def stop_all() -> None:
-    for proc in list(_LIVE.values()):
-        stop_server(proc)
+    loadgen.stop_proc(proc, grace=5.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -688,7 +668,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    atexit.register(stop_all)
+    atexit.register(loadgen.stop_all)
     # Outside the event loop, SIGTERM/SIGHUP behave like Ctrl-C (unwind through the finally
     # blocks that stop servers); inside it, bench() turns them into task cancellation.
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -708,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; servers stopped", file=sys.stderr)
         return 130
     finally:
-        stop_all()
+        loadgen.stop_all()
     report = render(args, rows, header, client_desc, time.monotonic() - started)
     print()
     print(report)

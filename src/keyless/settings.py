@@ -42,6 +42,8 @@ class Settings:
     token_lifetime: int = 3600
     log_level: str = "info"
     audit_fail_closed: bool = True
+    # Measurement only (bench/): no audit log at all. Refused without --dev.
+    unsafe_no_audit: bool = False
     recovery_days: int = 90
     token_rate_limit: int = 50  # token requests per second per client IP; 0 disables
     token_rate_burst: int = 100
@@ -92,6 +94,7 @@ _FIELDS: dict[str, str] = {
     "token_lifetime": "duration",
     "log_level": "level",
     "audit_fail_closed": "bool",
+    "unsafe_no_audit": "bool",
     "recovery_days": "days",
     "token_rate_limit": "count",
     "token_rate_burst": "count",
@@ -201,6 +204,8 @@ def _validate(values: dict[str, Any]) -> Settings:
         raise ConfigError("--tls-cert and --tls-key must be given together")
     if values.get("insecure_http") and values.get("tls_cert"):
         raise ConfigError("--insecure-http conflicts with --tls-cert/--tls-key")
+    if values.get("unsafe_no_audit") and not values.get("dev"):
+        raise ConfigError("KEYLESS_UNSAFE_NO_AUDIT is for measurement only and needs --dev")
     port = values.get("listen_port", DEFAULT_PORT)
     scheme = "http" if values.get("insecure_http") else "https"
     values.setdefault("public_url", f"{scheme}://localhost:{port}")

@@ -1,9 +1,10 @@
 """Store methods for the audit log: append (one chain across processes), list, verify reads.
 
 Appenders serialise on the one ``audit_head`` row, in the same transaction as their inserts:
-``SELECT … FOR UPDATE`` on PostgreSQL, SQLite's single write lock (taken first, by a no-op
-update) on SQLite. So several processes sharing PostgreSQL write one chain, and events become
-visible in ``seq`` order: a reader that asks for ``seq > N`` never skips one committed later.
+``SELECT … FOR UPDATE`` on PostgreSQL, SQLite's single write lock (``BEGIN IMMEDIATE``) on
+SQLite; the appends run on one thread of their own (store/auditwriter.py). So several
+processes sharing the database write one chain, and events become visible in ``seq``
+order: a reader that asks for ``seq > N`` never skips one committed later.
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from keyless.core.audit import AuditEvent
-from keyless.core.auditchain import GENESIS, AuditHead, AuditRow, seal, workload_json
+from keyless.core.auditchain import AuditHead, AuditRow
 from keyless.store.schema import audit_events, audit_head
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from keyless.store.engine import Writer
+    from keyless.store.auditwriter import AuditWriter
 
 _HEAD_ID = 1
 
@@ -58,64 +58,15 @@ def _row(r: Any) -> AuditRow:
     return AuditRow(int(r.seq), r.prev_hash, r.hash, event)
 
 
-def _values(row: AuditRow) -> dict[str, Any]:
-    e = row.event
-    return {
-        "seq": row.seq,
-        "time": e.time,
-        "request_id": e.request_id,
-        "tenant_id": e.tenant_id,
-        "actor": e.actor,
-        "action": e.action,
-        "target": e.target,
-        "result": e.result,
-        "reason": e.reason,
-        "workload": workload_json(e.workload),
-        "prev_hash": row.prev_hash,
-        "hash": row.hash,
-    }
-
-
-async def _lock_head(conn: AsyncConnection) -> tuple[int, str]:
-    h = audit_head.c
-    if conn.dialect.name == "sqlite":
-        # A write first takes SQLite's write lock now (waiting for other writers), so the
-        # head read below is the newest one and no other writer can move it before commit.
-        await conn.execute(sa.update(audit_head).where(h.id == _HEAD_ID).values(seq=h.seq))
-    query = sa.select(h.seq, h.hash).where(h.id == _HEAD_ID).with_for_update()
-    row = (await conn.execute(query)).first()
-    if row is None:  # the migration makes the row; a hand-made schema may lack it
-        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        await conn.execute(
-            insert(audit_head)
-            .values(id=_HEAD_ID, seq=0, hash=GENESIS)
-            .on_conflict_do_nothing(index_elements=["id"])
-        )
-        row = (await conn.execute(query)).one()
-    return int(row.seq), str(row.hash)
-
-
 class AuditStoreMixin:
     engine: AsyncEngine
-    writer: Writer
+    audit_writer: AuditWriter
 
     async def append_audit(self, events: Sequence[AuditEvent]) -> list[int]:
-        """Append in order; committed (durable) before this returns."""
+        """Append in order; committed (durable) before this returns (see auditwriter.py)."""
         if not events:
             return []
-        async with self.writer.begin() as conn:
-            seq, prev = await _lock_head(conn)
-            rows: list[AuditRow] = []
-            for event in events:
-                seq += 1
-                row = seal(prev, seq, event)
-                rows.append(row)
-                prev = row.hash
-            await conn.execute(sa.insert(audit_events), [_values(r) for r in rows])
-            await conn.execute(
-                sa.update(audit_head).where(audit_head.c.id == _HEAD_ID).values(seq=seq, hash=prev)
-            )
-        return [r.seq for r in rows]
+        return await self.audit_writer.append(events)
 
     async def list_audit(
         self, after_seq: int = 0, limit: int = 100, tenant_id: str | None = None

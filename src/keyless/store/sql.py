@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import Any
@@ -15,8 +16,9 @@ from keyless.core.ports import Rewrapper
 from keyless.core.secrets import secret_seal_context
 from keyless.store import migrate
 from keyless.store.audit import AuditStoreMixin
+from keyless.store.auditwriter import AuditWriter
 from keyless.store.engine import make_engine, writer_of
-from keyless.store.federation import FederationStoreMixin
+from keyless.store.federation import FederationStoreMixin, bump_revision
 from keyless.store.schema import dev_clusters, secret_versions, signing_keys, tenants
 from keyless.store.urls import DatabaseUrl
 from keyless.store.vault import VaultStoreMixin
@@ -55,6 +57,7 @@ class SqlStore(FederationStoreMixin, VaultStoreMixin, AuditStoreMixin):
         self.url = url
         self.engine = make_engine(url)
         self.writer = writer_of(self.engine, url)
+        self.audit_writer = AuditWriter(url)
 
     @classmethod
     async def open(cls, raw_url: str, *, migrate_schema: bool = True) -> SqlStore:
@@ -78,6 +81,7 @@ class SqlStore(FederationStoreMixin, VaultStoreMixin, AuditStoreMixin):
             await conn.execute(sa.text("SELECT 1"))
 
     async def close(self) -> None:
+        await asyncio.to_thread(self.audit_writer.close)
         await self.engine.dispose()
 
     # -- tenants ---------------------------------------------------------------------------
@@ -175,6 +179,7 @@ class SqlStore(FederationStoreMixin, VaultStoreMixin, AuditStoreMixin):
     async def rewrap_all(self, rewrap: Rewrapper) -> int:
         count = 0
         async with self.writer.begin() as conn:
+            await bump_revision(conn, "vault")  # cached sealed secrets are re-wrapped too
             rows = (
                 await conn.execute(sa.select(signing_keys.c.kid, signing_keys.c.sealed_private))
             ).all()

@@ -45,6 +45,7 @@ class Settings:
     # Measurement only (bench/): no audit log at all. Refused without --dev.
     unsafe_no_audit: bool = False
     recovery_days: int = 90
+    secret_cache_mb: int = 32  # sealed secrets kept in memory for reads; 0 disables
     token_rate_limit: int = 50  # token requests per second per client IP; 0 disables
     token_rate_burst: int = 100
     header_timeout: int = 10  # seconds a client has to send its request headers
@@ -96,6 +97,7 @@ _FIELDS: dict[str, str] = {
     "audit_fail_closed": "bool",
     "unsafe_no_audit": "bool",
     "recovery_days": "days",
+    "secret_cache_mb": "count",
     "token_rate_limit": "count",
     "token_rate_burst": "count",
     "header_timeout": "duration",

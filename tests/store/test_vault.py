@@ -100,3 +100,63 @@ async def test_no_value_in_clear_in_the_database(env, store: SqlStore, database_
             assert value[:24].encode(encoding) not in raw
     for event in audit.events:
         assert not any(value[:24] in str(event.as_dict()) for value in KNOWN)
+
+
+async def test_reads_are_served_from_the_cache_and_writes_are_seen(env, store: SqlStore) -> None:  # type: ignore[no-untyped-def]
+    vault, _, clock, call = env
+    first = await vault.set(call, "kv0", "s", {"value": "one"})
+    assert (await vault.get(call, "kv0", "s")).value == "one"
+    calls = 0
+    real = store.get_current_secret
+
+    async def counted(*args: object) -> object:
+        nonlocal calls
+        calls += 1
+        return await real(*args)  # type: ignore[arg-type]
+
+    store.get_current_secret = counted  # type: ignore[method-assign]
+    for _ in range(5):
+        assert (await vault.get(call, "kv0", "s")).value == "one"
+    assert calls == 0  # served from memory
+    await vault.set(call, "kv0", "s", {"value": "two"})
+    assert (await vault.get(call, "kv0", "s")).value == "two"
+    assert (await vault.get(call, "kv0", "s", first.props.version)).value == "one"
+    await vault.update(call, "kv0", "s", None, {"attributes": {"enabled": False}})
+    with pytest.raises(Forbidden):
+        await vault.get(call, "kv0", "s")
+    await vault.update(call, "kv0", "s", None, {"attributes": {"enabled": True}})
+    clock.advance(1)
+    await vault.delete(call, "kv0", "s")
+    with pytest.raises(SecretNotFound):
+        await vault.get(call, "kv0", "s")
+    with pytest.raises(SecretNotFound):
+        await vault.get(call, "kv0", "s", first.props.version)
+    await vault.recover(call, "kv0", "s")
+    assert (await vault.get(call, "kv0", "s")).value == "two"
+
+
+async def test_another_process_write_is_seen_after_the_revision_check(env, store: SqlStore) -> None:  # type: ignore[no-untyped-def]
+    mine, _, clock, call = env
+    other_store = await SqlStore.open(store.url.raw)
+    try:
+        roles = rbac.RoleAssignments(other_store, clock)
+        await roles.reload()
+        other = VaultService(
+            other_store, lambda: roles.index, MemoryAuditSink(), clock, lambda: ROOT
+        )
+        await mine.reload_if_changed()
+        await mine.set(call, "kv0", "s", {"value": "one"})
+        assert (await mine.get(call, "kv0", "s")).value == "one"
+        assert await mine.reload_if_changed()  # its own write moved the revision too
+        assert (await mine.get(call, "kv0", "s")).value == "one"
+        assert not await mine.reload_if_changed()
+        await other.set(call, "kv0", "s", {"value": "two"})
+        assert (await mine.get(call, "kv0", "s")).value == "one"  # cached until it looks
+        assert await mine.reload_if_changed()
+        assert (await mine.get(call, "kv0", "s")).value == "two"
+        await other.delete(call, "kv0", "s")
+        assert await mine.reload_if_changed()
+        with pytest.raises(SecretNotFound):
+            await mine.get(call, "kv0", "s")
+    finally:
+        await other_store.close()

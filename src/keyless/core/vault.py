@@ -26,6 +26,7 @@ from keyless.core.errors import (
     NotFound,
 )
 from keyless.core.ports import VaultStore
+from keyless.core.secretcache import SecretCache
 from keyless.core.secrets import (
     PropertyChanges,
     Secret,
@@ -83,6 +84,7 @@ class VaultService:
         root: Callable[[], RootKeys],
         *,
         recovery_days: int = 90,
+        cache: SecretCache | None = None,
     ) -> None:
         self._store = store
         self._rbac = rbac_index
@@ -91,6 +93,7 @@ class VaultService:
         self._root = root
         self.recovery_days = recovery_days
         self._vaults: dict[str, Vault] = {}
+        self._cache = cache if cache is not None else SecretCache(32 << 20)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -179,17 +182,50 @@ class VaultService:
     async def _version(
         self, vault: str, name: str, version: str | None
     ) -> tuple[SecretVersion, bytes]:
+        """The current version or one by id, from the cache or else the store (then cached)."""
         if version:
             validate_version(version)
-            await self._live(vault, name)
-            found = await self._store.get_secret_version(vault, name, version)
-            if found is None:
-                raise not_found(f"{name}/{version}")
-            return found
-        current = await self._store.get_current_secret(vault, name)
-        if current is None or current[0].deleted_at is not None:
+        cache = self._cache
+        generation = cache.generation
+        current = cache.current(vault, name)
+        if current is None:
+            current = await self._store.get_current_secret(vault, name)
+            if current is None:
+                raise not_found(name)
+            cache.keep_current(generation, current)
+        state = current[0]
+        if state.deleted_at is not None:
             raise not_found(name)
-        return current[1], current[2]
+        if not version:
+            return current[1], current[2]
+        hit = cache.version(vault, name, version)
+        if hit is not None:
+            return hit[1]
+        found = await self._store.get_secret_version(vault, name, version)
+        if found is None:
+            raise not_found(f"{name}/{version}")
+        cache.keep_version(generation, state, found)
+        return found
+
+    async def _write(self, vault: str, name: str, op: Awaitable[T]) -> T:
+        """A store write to one name; whatever its outcome, the cache forgets the name."""
+        try:
+            return await op
+        finally:
+            self._cache.forget(vault, name)
+
+    async def reload_if_changed(self) -> bool:
+        """Forget every cached secret if another process wrote one since the last look."""
+        revision = await self._store.get_revision("vault")
+        if revision == self._cache.revision:
+            return False
+        self._cache.clear()
+        self._cache.revision = revision
+        return True
+
+    def forget_all(self) -> None:
+        """After a root key rotation: the cached rows were sealed under the old key."""
+        self._cache.clear()
 
     # -- vaults ----------------------------------------------------------------------------
 
@@ -245,7 +281,7 @@ class VaultService:
                 updated=now,
             )
             sealed = self._root().seal(value.encode("utf-8", "surrogatepass"), props.seal_context())
-            await self._store.put_secret_version(props, sealed)
+            await self._write(v.name, name, self._store.put_secret_version(props, sealed))
             return Secret(props, value)
 
         return await self._decide(call, rbac.SET, v.name, name, work)
@@ -271,7 +307,7 @@ class VaultService:
                 expires=changes.expires if "expires" in fields else props.expires,
                 updated=self._clock.now(),
             )
-            await self._store.update_secret_version(updated)
+            await self._write(v.name, name, self._store.update_secret_version(updated))
             return Secret(updated)
 
         return await self._decide(call, rbac.UPDATE, v.name, name, work)
@@ -316,7 +352,8 @@ class VaultService:
             props, _ = await self._version(v.name, name, None)
             now = self._clock.now()
             purge_at = now + self.recovery_days * 86400
-            if not await self._store.mark_secret_deleted(v.name, name, now, purge_at):
+            marked = self._store.mark_secret_deleted(v.name, name, now, purge_at)
+            if not await self._write(v.name, name, marked):
                 raise not_found(name)
             state = SecretState(v.name, name, props.version, now, purge_at)
             return Secret(props, None, state)
@@ -343,7 +380,7 @@ class VaultService:
 
         async def work() -> Secret:
             deleted = await self._deleted(v.name, name)
-            await self._store.recover_secret(v.name, name)
+            await self._write(v.name, name, self._store.recover_secret(v.name, name))
             return Secret(deleted.props)
 
         return await self._decide(call, rbac.RECOVER, v.name, name, work)
@@ -353,7 +390,7 @@ class VaultService:
         v = await self._vault(call, vault)
 
         async def work() -> None:
-            if not await self._store.purge_secret(v.name, name):
+            if not await self._write(v.name, name, self._store.purge_secret(v.name, name)):
                 raise SecretNotFound(f"Deleted Secret not found: {name}")
 
         await self._decide(call, rbac.PURGE, v.name, name, work)
@@ -419,7 +456,8 @@ class VaultService:
                     )
                 )
             current = str(doc["current"])
-            await self._store.restore_secret(v.name, name, rows, current)
+            restored = self._store.restore_secret(v.name, name, rows, current)
+            await self._write(v.name, name, restored)
             return Secret(next(p for p, _ in rows if p.version == current))
 
         return await self._decide(call, rbac.RESTORE, v.name, name, work)

@@ -21,6 +21,7 @@ from keyless.core.ratelimit import TokenBuckets
 from keyless.core.rbac import RoleAssignments
 from keyless.core.resources import Resources
 from keyless.core.rotation import RotationManager
+from keyless.core.secretcache import SecretCache
 from keyless.core.tenants import Tenants
 from keyless.core.vault import VaultService
 from keyless.k8s.kubeapi import KubeServiceAccounts
@@ -116,6 +117,7 @@ class Services:
                 clock,
                 lambda: services.root,
                 recovery_days=settings.recovery_days,
+                cache=SecretCache(settings.secret_cache_mb << 20),
             ),
         )
         services.token_limiter = TokenBuckets(
@@ -129,6 +131,7 @@ class Services:
             await keys.load(tenant.id)
         await federation.reload()
         await roles.reload()
+        await services.vaults.reload_if_changed()
         return services
 
     async def close(self) -> None:
@@ -155,6 +158,7 @@ class Services:
         final = rootkey.finish_rotation(self.settings.root_key_path, both)
         self._use_root(final)
         self.dev_clusters.forget()  # cached under the old wrapping
+        self.vaults.forget_all()
         return count, final
 
     def _use_root(self, root: RootKeys) -> None:

@@ -96,6 +96,7 @@ class VaultStoreMixin:
     async def put_secret_version(self, props: SecretVersion, sealed: bytes) -> None:
         """Add a version and make it current; refused while the name is soft-deleted."""
         async with self.writer.begin() as conn:
+            await bump_revision(conn, "vault")  # other processes drop their caches
             state = await _lock_state(conn, props.vault, props.name)
             if state is not None and state.deleted_at is not None:
                 raise _deleted_conflict(props.name)
@@ -161,6 +162,7 @@ class VaultStoreMixin:
     async def update_secret_version(self, props: SecretVersion) -> None:
         c = secret_versions.c
         async with self.writer.begin() as conn:
+            await bump_revision(conn, "vault")  # other processes drop their caches
             await conn.execute(
                 sa.update(secret_versions)
                 .where(c.vault == props.vault, c.name == props.name, c.version == props.version)
@@ -230,6 +232,7 @@ class VaultStoreMixin:
 
     async def mark_secret_deleted(self, vault: str, name: str, now: float, purge_at: float) -> bool:
         async with self.writer.begin() as conn:
+            await bump_revision(conn, "vault")  # other processes drop their caches
             result = await conn.execute(
                 sa.update(secrets)
                 .where(
@@ -241,6 +244,7 @@ class VaultStoreMixin:
 
     async def recover_secret(self, vault: str, name: str) -> bool:
         async with self.writer.begin() as conn:
+            await bump_revision(conn, "vault")  # other processes drop their caches
             result = await conn.execute(
                 sa.update(secrets)
                 .where(
@@ -254,6 +258,7 @@ class VaultStoreMixin:
 
     async def purge_secret(self, vault: str, name: str, *, only_deleted: bool = True) -> bool:
         async with self.writer.begin() as conn:
+            await bump_revision(conn, "vault")  # other processes drop their caches
             cond = [secrets.c.vault == vault, secrets.c.name == name]
             if only_deleted:
                 cond.append(secrets.c.deleted_at.is_not(None))
@@ -286,6 +291,7 @@ class VaultStoreMixin:
         self, vault: str, name: str, versions: list[tuple[SecretVersion, bytes]], current: str
     ) -> None:
         async with self.writer.begin() as conn:
+            await bump_revision(conn, "vault")  # other processes drop their caches
             state = await _lock_state(conn, vault, name)
             if state is not None:
                 if state.deleted_at is not None:

@@ -37,7 +37,7 @@ class Settings:
     tls_key: Path | None = None
     insecure_http: bool = False
     root_key_file: Path | None = None
-    signing_alg: str = "RS256"
+    signing_alg: str = "ES256"
     key_rotation_period: int = 30 * 86400
     token_lifetime: int = 3600
     log_level: str = "info"

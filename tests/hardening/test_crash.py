@@ -124,7 +124,7 @@ def _verify(fed: Federated, ledger: Ledger) -> None:
         jwt.decode(
             token,
             by_kid[kid].key,
-            algorithms=["RS256"],
+            algorithms=["ES256"],  # the default signing algorithm
             audience=fed.vault_scope[: -len("/.default")],
             issuer=f"{server.url}/{fed.tenant_id}/v2.0",
         )

@@ -77,7 +77,7 @@ def serve(
     insecure_http: Annotated[
         bool | None, typer.Option("--insecure-http", help="plain HTTP (never in production)")
     ] = None,
-    signing_alg: Annotated[str | None, typer.Option(help="RS256 or ES256")] = None,
+    signing_alg: Annotated[str | None, typer.Option(help="ES256 (default) or RS256")] = None,
     key_rotation_period: Annotated[str | None, typer.Option(help="e.g. 30d")] = None,
     token_lifetime: Annotated[str | None, typer.Option(help="e.g. 1h")] = None,
     log_level: Annotated[str | None, typer.Option()] = None,

@@ -35,6 +35,18 @@ def verify_access_token(
     skew: int = 60,
 ) -> Principal:
     """Signature by this tenant's key ring, then iss, tid, aud, exp/nbf. Any failure is 401."""
+    return _verify(token, ring, issuer, tenant_id, audiences, now, skew)[0]
+
+
+def _verify(
+    token: str,
+    ring: KeyRing,
+    issuer: str,
+    tenant_id: str,
+    audiences: frozenset[str],
+    now: float,
+    skew: int,
+) -> tuple[Principal, float, float]:
     try:
         jws = ring.verify(token)
     except InvalidToken as exc:
@@ -45,12 +57,61 @@ def verify_access_token(
     if claims.get("aud") not in audiences:
         raise Unauthorized("access token audience is not this resource")
     exp, nbf = claims.get("exp"), claims.get("nbf", 0)
-    if not isinstance(exp, int | float) or isinstance(exp, bool) or exp + skew <= now:
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
         raise Unauthorized("access token has expired")
-    if not isinstance(nbf, int | float) or nbf - skew > now:
+    if not isinstance(nbf, int | float):
         raise Unauthorized("access token is not valid yet")
+    _check_times(exp, nbf, now, skew)
     oid, azp = claims.get("oid"), claims.get("azp")
     if not isinstance(oid, str) or not isinstance(azp, str):
         raise Unauthorized("access token names no identity")
     fed = claims.get("fed")
-    return Principal(tenant_id, oid, azp, fed if isinstance(fed, dict) else {})
+    return Principal(tenant_id, oid, azp, fed if isinstance(fed, dict) else {}), exp, nbf
+
+
+def _check_times(exp: float, nbf: float, now: float, skew: int) -> None:
+    if exp + skew <= now:
+        raise Unauthorized("access token has expired")
+    if nbf - skew > now:
+        raise Unauthorized("access token is not valid yet")
+
+
+_Verified = tuple[KeyRing, tuple[str, str, frozenset[str]], Principal, float, float]
+
+
+class VerifiedTokens:
+    """Access tokens this process has already verified, so a client that reuses its token
+    (every SDK does, until it nears expiry) costs a dictionary lookup, not a signature check.
+
+    An entry holds only what verification concluded, for one key ring snapshot and one
+    expected issuer/tenant/audience set; the times are checked again on every use. A rotated
+    key ring is a new snapshot, so every entry made under the old one is verified afresh.
+    Failures are never cached. Bounded: the oldest entry goes first.
+    """
+
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[str, _Verified] = {}
+
+    def verify(
+        self,
+        token: str,
+        ring: KeyRing,
+        *,
+        issuer: str,
+        tenant_id: str,
+        audiences: frozenset[str],
+        now: float,
+        skew: int = 60,
+    ) -> Principal:
+        expected = (issuer, tenant_id, audiences)
+        hit = self._entries.get(token)
+        if hit is not None and hit[0] is ring and hit[1] == expected:
+            _check_times(hit[3], hit[4], now, skew)
+            return hit[2]
+        principal, exp, nbf = _verify(token, ring, issuer, tenant_id, audiences, now, skew)
+        if self.max_entries > 0:
+            if len(self._entries) >= self.max_entries:
+                del self._entries[next(iter(self._entries))]
+            self._entries[token] = (ring, expected, principal, exp, nbf)
+        return principal

@@ -14,7 +14,7 @@ from urllib.parse import quote
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keyless.api.keyvault.bodies import kv_error, vault_url
-from keyless.core.access import verify_access_token
+from keyless.core.access import VerifiedTokens
 from keyless.core.errors import NotFound, Unauthorized
 from keyless.core.resources import AZURE_KEY_VAULT
 from keyless.server.services import Services
@@ -72,6 +72,7 @@ class KeyVaultAuth:
         self.services = services
         settings = services.settings
         self.audiences = frozenset({settings.vault_resource, AZURE_KEY_VAULT})
+        self.verified = VerifiedTokens()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -102,7 +103,7 @@ class KeyVaultAuth:
             )(scope, receive, send)
             return
         try:
-            principal = verify_access_token(
+            principal = self.verified.verify(
                 token.strip(),
                 s.keys.ring(tenant.id),
                 issuer=tenant.issuer(s.settings.public_url),

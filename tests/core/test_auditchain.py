@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import pytest
 
@@ -201,3 +202,53 @@ def test_export_lines_round_trip() -> None:
     back = [AuditRow.from_dict(json.loads(line)) for line in lines]
     assert back == rows
     assert verify_chain(back, _head(rows)).ok
+
+
+def test_the_fast_path_for_plain_events_hashes_as_the_general_one() -> None:
+    """ASCII events skip the JSON round trip; their canonical bytes must not change."""
+    import random
+
+    from keyless.core import auditchain as ac
+
+    def general(e: AuditEvent) -> AuditEvent:
+        return AuditEvent(
+            time=float(e.time),
+            request_id=ac._clean(e.request_id),
+            tenant_id=ac._clean(e.tenant_id),
+            action=ac._clean(e.action) or "",
+            target=ac._clean(e.target) or "",
+            result=ac._clean(e.result) or "",
+            reason=ac._clean(e.reason) or "",
+            actor=ac._clean(e.actor),
+            workload=json.loads(ac.workload_json(e.workload)),
+        )
+
+    texts = [None, "", "abc", "x" * 50, "abc", "a\x00b", "é", "\ud800x"]
+    texts += ["plain"] * 24  # so that many events take the fast path
+    workloads: list[dict[str, Any]] = [
+        {},
+        {"pod": "p", "sub": "s"},
+        {"a": None},
+        {"a": 1},
+        {"a": True},
+        {"é": "x"},
+        {"a": {"b": "c"}},
+        {"a": "\x00"},
+    ]
+    rnd = random.Random(7)
+    fast = 0
+    for _ in range(5000):
+        e = AuditEvent(
+            time=rnd.choice([1, 1.5, 10**9]),
+            request_id=rnd.choice(texts),
+            tenant_id=rnd.choice(texts),
+            action=rnd.choice(texts),  # type: ignore[arg-type]
+            target=rnd.choice(texts),  # type: ignore[arg-type]
+            result=rnd.choice(texts),  # type: ignore[arg-type]
+            reason=rnd.choice(texts),  # type: ignore[arg-type]
+            actor=rnd.choice(texts),
+            workload=rnd.choice(workloads),
+        )
+        fast += ac._is_normal(e)
+        assert ac.canonical(3, e) == ac.canonical(3, general(e)), e
+    assert fast > 50  # the fast path was exercised, not only the general one

@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import json
 from collections.abc import AsyncGenerator, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from keyless.core.audit import AuditEvent
@@ -39,8 +39,28 @@ def workload_json(workload: Mapping[str, Any]) -> str:
     return json.dumps(workload, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def _plain(text: object) -> bool:
+    """Text that every store keeps and JSON reads back exactly as it is."""
+    return text is None or (type(text) is str and text.isascii() and "\x00" not in text)
+
+
+def _is_normal(event: AuditEvent) -> bool:
+    # The usual event (ASCII text, a flat workload of strings) is already in its stored form.
+    required = (event.action, event.target, event.result, event.reason)
+    optional = (event.request_id, event.tenant_id, event.actor)
+    return (
+        all(type(t) is str and _plain(t) for t in required)
+        and all(_plain(t) for t in optional)
+        and all(type(k) is str and _plain(k) and _plain(v) for k, v in event.workload.items())
+    )
+
+
 def normalized(event: AuditEvent) -> AuditEvent:
     """The event exactly as it reads back from the store (so that its hash still matches)."""
+    if _is_normal(event):
+        if type(event.time) is float and type(event.workload) is dict:
+            return event
+        return replace(event, time=float(event.time), workload=dict(event.workload))
     workload: dict[str, Any] = json.loads(workload_json(event.workload))
     return AuditEvent(
         time=float(event.time),

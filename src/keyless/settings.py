@@ -48,6 +48,7 @@ class Settings:
     secret_cache_mb: int = 32  # sealed secrets kept in memory for reads; 0 disables
     token_rate_limit: int = 50  # token requests per second per client IP; 0 disables
     token_rate_burst: int = 100
+    workers: int = 1  # processes serving the public listener (SO_REUSEPORT), one event loop each
     header_timeout: int = 10  # seconds a client has to send its request headers
     k8s_public_ca: bool = False  # the public URL's certificate is publicly trusted
     k8s_ca_configmap: str = "keyless-ca"  # ConfigMap (key ca.crt) mounted into injected pods
@@ -101,6 +102,7 @@ _FIELDS: dict[str, str] = {
     "token_rate_limit": "count",
     "token_rate_burst": "count",
     "header_timeout": "duration",
+    "workers": "workers",
     "k8s_public_ca": "bool",
     "k8s_ca_configmap": "dnsname",
     "k8s_tenant": "str",
@@ -154,6 +156,12 @@ def _coerce(field: str, raw: Any, what: str) -> Any:
             return raw
         if not text.isdigit() or int(text) > 1_000_000:
             raise ConfigError(f"{what}: {text!r} must be a whole number in 0..1000000")
+        return int(text)
+    if kind == "workers":
+        if isinstance(raw, int) and not isinstance(raw, bool) and 1 <= raw <= 32:
+            return raw
+        if not text.isdigit() or not 1 <= int(text) <= 32:
+            raise ConfigError(f"{what}: {text!r} must be a whole number of processes in 1..32")
         return int(text)
     if kind == "alg":
         if text not in ("RS256", "ES256"):

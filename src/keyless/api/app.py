@@ -22,6 +22,7 @@ from keyless.api.keyvault import secrets as kv_secrets
 from keyless.api.keyvault.bodies import kv_error
 from keyless.api.keyvault.gateway import KeyVaultAuth, VaultDispatcher
 from keyless.api.observability import ObservabilityMiddleware
+from keyless.api.sync import LocalSync
 from keyless.core.errors import KeylessError
 from keyless.metrics import Metrics
 from keyless.server.services import Services
@@ -92,10 +93,10 @@ def public_app(services: Services, metrics: Metrics) -> ASGIApp:
     keyvault.state.metrics = metrics
     keyvault.add_middleware(KeyVaultAuth, services=services)
     keyvault.add_middleware(ObservabilityMiddleware, metrics=metrics, listener="keyvault")
-    return VaultDispatcher(main, keyvault, services)
+    return LocalSync(VaultDispatcher(main, keyvault, services), services)
 
 
-def admin_app(services: Services, metrics: Metrics) -> Starlette:
+def admin_app(services: Services, metrics: Metrics) -> ASGIApp:
     app = _app(
         [*system.routes, *federation.routes, *dev.routes, *vault.routes, *audit.routes],
         services,
@@ -104,4 +105,4 @@ def admin_app(services: Services, metrics: Metrics) -> Starlette:
     )
     # Innermost (inside observability), so that audit events carry the request id.
     app.user_middleware.append(Middleware(AdminAuditMiddleware, services=services))
-    return app
+    return LocalSync(app, services)

@@ -93,6 +93,9 @@ def serve(
     header_timeout: Annotated[
         str | None, typer.Option(help="time to send request headers, e.g. 10s")
     ] = None,
+    workers: Annotated[
+        str | None, typer.Option(help="processes serving the public port, 1..32 [1]")
+    ] = None,
     k8s_public_ca: Annotated[
         bool | None,
         typer.Option("--k8s-public-ca", help="webhook: the public URL's cert is publicly trusted"),
@@ -127,6 +130,7 @@ def serve(
         "token_rate_limit": token_rate_limit,
         "token_rate_burst": token_rate_burst,
         "header_timeout": header_timeout,
+        "workers": workers,
         "k8s_public_ca": k8s_public_ca,
         "k8s_ca_configmap": k8s_ca_configmap,
         "k8s_tenant": k8s_tenant,

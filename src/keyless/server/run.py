@@ -29,6 +29,7 @@ from keyless.server.limits import (
 )
 from keyless.server.services import Services
 from keyless.server.tls import TlsFiles, ensure_tls
+from keyless.server.workers import READY, Workers
 from keyless.settings import Settings
 
 log = logging.getLogger("keyless.server")
@@ -62,6 +63,9 @@ def _tcp_socket(settings: Settings) -> socket.socket:
     family = socket.AF_INET6 if ":" in settings.listen_host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if settings.workers > 1:
+        # Every worker binds the port; the kernel spreads new connections over them.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((settings.listen_host, settings.listen_port))
     sock.set_inheritable(True)
     return sock
@@ -100,7 +104,9 @@ async def _periodic(services: Services, metrics: Metrics, stop: asyncio.Event) -
             for tenant_id in services.keys.tenants:
                 if await services.keys.rotate(tenant_id):
                     metrics.key_rotations.inc()
-            await services.store.purge_expired_secrets(services.clock.now())
+                    services.changed()
+            if await services.store.purge_expired_secrets(services.clock.now()):
+                services.changed()
         except Exception as exc:  # keep serving with the keys we have
             log.warning("key maintenance failed", extra={"error": type(exc).__name__})
 
@@ -161,38 +167,58 @@ def _next_steps(services: Services, tls: TlsFiles | None) -> str:
     )
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, *, worker: bool = False) -> int:
+    """One server process. ``worker``: one of the extra processes of ``--workers``, serving
+    only the public listener (the parent has the admin socket and starts the workers)."""
     tls = _tls(settings)  # before the services: the issuer fetcher trusts keyless's own CA
     services = await Services.start(settings)
     metrics = services.metrics
     tcp = _tcp_socket(settings)
-    uds = _unix_socket(settings)
     public = _Server(
         _config(public_app(services, metrics), "httptools", tls, settings.header_timeout)
     )
-    admin = _Server(_config(admin_app(services, metrics), "h11", None))
+    servers = [public]
+    tasks = [asyncio.create_task(public.serve(sockets=[tcp]))]
+    if not worker:
+        uds = _unix_socket(settings)
+        admin = _Server(_config(admin_app(services, metrics), "h11", None))
+        servers.append(admin)
+        tasks.append(asyncio.create_task(admin.serve(sockets=[uds])))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    workers = Workers(settings)
 
     def shutdown() -> None:
-        log.info("shutting down: draining in-flight requests")
+        if not worker:
+            log.info("shutting down: draining in-flight requests")
         stop.set()
-        public.should_exit = True
-        admin.should_exit = True
+        workers.terminate()
+        for server in servers:
+            server.should_exit = True
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, shutdown)
-    tasks = [
-        asyncio.create_task(public.serve(sockets=[tcp])),
-        asyncio.create_task(admin.serve(sockets=[uds])),
+    background = [
         asyncio.create_task(_periodic(services, metrics, stop)),
         asyncio.create_task(_follow_config(services, stop)),
     ]
-    while not (public.started and admin.started):
+    while not all(server.started for server in servers):
         if any(t.done() for t in tasks):
             break
         await asyncio.sleep(0.02)
-    if public.started and admin.started:
+    started = all(server.started for server in servers)
+    if started and worker:
+        sys.stdout.buffer.write(READY)
+        sys.stdout.flush()
+    elif started:
+        try:
+            await workers.start()
+        except (TimeoutError, RuntimeError) as exc:
+            log.error("worker processes did not start", extra={"error": str(exc)})
+            shutdown()
+            started = False
+        background.append(asyncio.create_task(workers.supervise(stop)))
+    if started and not worker:
         scheme = "http" if settings.insecure_http else "https"
         if settings.insecure_http:
             print(
@@ -200,24 +226,27 @@ async def serve(settings: Settings) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+        count = f", {settings.workers} worker processes" if settings.workers > 1 else ""
         print(
             f"keyless ready on {scheme}://{settings.listen_host}:{settings.listen_port} "
-            f"(public URL {settings.public_url}, admin socket {settings.admin_socket})",
+            f"(public URL {settings.public_url}, admin socket {settings.admin_socket}{count})",
             flush=True,
         )
     try:
-        await asyncio.gather(*tasks[:2])
+        await asyncio.gather(*tasks)
     finally:
         stop.set()
-        await asyncio.gather(*tasks[2:])
+        await asyncio.to_thread(workers.stop, DRAIN_SECONDS + 5)
+        await asyncio.gather(*background)
         await services.close()
-        with contextlib.suppress(FileNotFoundError):
-            settings.admin_socket.unlink()
-    return 0 if public.started and admin.started else 1
+        if not worker:
+            with contextlib.suppress(FileNotFoundError):
+                settings.admin_socket.unlink()
+    return 0 if started else 1
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, *, worker: bool = False) -> int:
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve(settings))
+        return runner.run(serve(settings, worker=worker))

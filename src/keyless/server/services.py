@@ -13,6 +13,7 @@ from keyless.core.auditsink import StoreAuditSink
 from keyless.core.clock import Clock, SystemClock
 from keyless.core.devcluster import DevClusters
 from keyless.core.envelope import RootKeys
+from keyless.core.errors import Conflict
 from keyless.core.exchange import ExchangePolicy, TokenService
 from keyless.core.federation import Federation
 from keyless.core.issuers import IssuerKeys
@@ -28,6 +29,7 @@ from keyless.k8s.kubeapi import KubeServiceAccounts
 from keyless.k8s.lookup import ServiceAccountLookup
 from keyless.metrics import Metrics, MetricsAuditSink
 from keyless.net.fetch import HttpJwksFetcher
+from keyless.server.changes import LocalChanges
 from keyless.server.tls import ca_path
 from keyless.settings import Settings
 from keyless.store.sql import SqlStore
@@ -57,6 +59,9 @@ class Services:
     _root_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     token_limiter: TokenBuckets | None = None  # per client IP on the token endpoint
     k8s: ServiceAccountLookup = field(default_factory=KubeServiceAccounts)
+    local: LocalChanges | None = None  # shared with the other workers of this server
+    _local_seen: int = 0
+    _local_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     async def start(cls, settings: Settings, clock: Clock | None = None) -> Services:
@@ -132,15 +137,44 @@ class Services:
         await federation.reload()
         await roles.reload()
         await services.vaults.reload_if_changed()
+        services.local = LocalChanges(settings.data_dir / "changes")
+        services._local_seen = services.local.value
         return services
 
+    def changed(self) -> None:
+        """This process committed a change: the other workers reload before their next request."""
+        if self.local is not None:
+            self.local.bump()
+
+    async def follow_local(self) -> None:
+        """Reload what another worker of this server changed, before serving a request."""
+        local = self.local
+        if local is None or local.value == self._local_seen:
+            return
+        async with self._local_lock:
+            value = local.value
+            if value == self._local_seen:
+                return
+            self.vaults.forget_all()
+            await self.roles.reload_if_changed()
+            await self.federation.reload_if_changed()
+            self._local_seen = value
+
     async def close(self) -> None:
+        if self.local is not None:
+            self.local.close()
         await self.k8s.aclose()
         await self.fetcher.aclose()
         await self.store.close()
 
     async def rotate_root_key(self) -> dict[str, object]:
         """New root key first in the file, every sealed value re-wrapped, old key dropped."""
+        if self.settings.workers > 1:
+            # The other workers would go on sealing with the old key, lost when it is dropped.
+            raise Conflict(
+                "the root key can only be rotated by a server running with --workers 1; "
+                "restart it so, rotate, then restart with more workers"
+            )
         async with self._root_lock:
             path = self.settings.root_key_path
             previous = self.root.active_id

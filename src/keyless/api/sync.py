@@ -1,17 +1,15 @@
 """Keeps a worker's in-memory state in step with the other workers of the same server.
 
-Before a request: reload if another worker changed something (server/changes.py). For a
-request that may change something (any method but GET/HEAD/OPTIONS): bump the shared counter
-when the response starts, after the change is committed and before the client hears of it.
+Before each request: reload if a worker changed something (server/changes.py). The counter
+itself is bumped by the store when a transaction that changes such state commits, so before
+the client that asked for the change hears of it.
 """
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keyless.server.services import Services
-
-_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class LocalSync:
@@ -23,15 +21,5 @@ class LocalSync:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        services = self.services
-        await services.follow_local()
-        if scope["method"] in _SAFE:
-            await self.app(scope, receive, send)
-            return
-
-        async def send_after_bump(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                services.changed()
-            await send(message)
-
-        await self.app(scope, receive, send_after_bump)
+        await self.services.follow_local()
+        await self.app(scope, receive, send)

@@ -139,6 +139,7 @@ class Services:
         await services.vaults.reload_if_changed()
         services.local = LocalChanges(settings.data_dir / "changes")
         services._local_seen = services.local.value
+        store.writer.on_change = services.changed
         return services
 
     def changed(self) -> None:

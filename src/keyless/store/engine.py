@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +47,28 @@ class Writer:
 
     def __init__(self, engine: AsyncEngine, *, serialise: bool) -> None:
         self._engine = engine.execution_options(**{WRITE_OPTION: True})
-        self._lock = asyncio.Lock() if serialise else None
+        self._lock = asyncio.Lock() if serialise else contextlib.nullcontext()
+        # Called after a transaction that moved a revision (see ``mark_changed``) commits.
+        self.on_change: Callable[[], None] | None = None
 
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
-        if self._lock is None:
-            async with self._engine.begin() as conn:
-                yield conn
-            return
+        changed = False
         async with self._lock, self._engine.begin() as conn:
-            yield conn
+            try:
+                yield conn
+            finally:
+                changed = bool(conn.info.pop(CHANGED, False))
+        if changed and self.on_change is not None:
+            self.on_change()
+
+
+def mark_changed(conn: AsyncConnection) -> None:
+    """This transaction changes what processes keep in memory (trust, roles, secrets)."""
+    conn.info[CHANGED] = True
+
+
+CHANGED = "keyless_changed"
 
 
 def writer_of(engine: AsyncEngine, url: DatabaseUrl) -> Writer:

@@ -12,6 +12,7 @@ from keyless.core.errors import Conflict
 from keyless.core.issuers import IssuerRecord
 from keyless.core.models import DevCluster, Identity
 from keyless.core.trust import FederatedCredential
+from keyless.store.engine import mark_changed
 from keyless.store.schema import (
     dev_clusters,
     federated_credentials,
@@ -288,6 +289,7 @@ class FederationStoreMixin:
 
 
 async def bump_revision(conn: Any, name: str) -> None:
+    mark_changed(conn)
     updated = await conn.execute(
         sa.update(revisions).where(revisions.c.name == name).values(value=revisions.c.value + 1)
     )

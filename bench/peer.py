@@ -46,6 +46,7 @@ MODES = ("dev", "raft", "raft-batch")
 ROLE, POLICY = "app", "app-read"
 KV_PATH = "/v1/secret/data/app/db"
 LOGIN_PATH = "/v1/auth/jwt/login"
+HEALTH_PATH = "/v1/sys/health"  # unauthenticated: the bench's hello-world request
 
 
 def bao_binary(venv: Path = VENV, package: str = PACKAGE) -> Path:
@@ -321,6 +322,10 @@ def read_bytes(target: loadgen.Target, client_token: str) -> bytes:
     ).encode()
 
 
+def health_bytes(target: loadgen.Target) -> bytes:
+    return loadgen.raw_bytes(loadgen.Req("GET", HEALTH_PATH), target)
+
+
 async def login(bao: Bao, token: str) -> str:
     status, body = await loadgen.request_once(
         bao.target, loadgen.Req("POST", LOGIN_PATH, login_body(token), "application/json")
@@ -335,7 +340,8 @@ async def login(bao: Bao, token: str) -> str:
 
 async def sanity_check(bao: Bao, token: str, wrong_aud_token: str, value: str) -> None:
     """A login works and its token reads the value; a token for another audience is refused;
-    a read without a token is refused; the audit device records requests."""
+    a read without a token is refused; the audit device records requests; the health check
+    answers 200 (active, unsealed)."""
     lines0 = bao.audit_lines()
     bao.client_token = await login(bao, token)
     raw = read_bytes(bao.target, bao.client_token)
@@ -357,3 +363,6 @@ async def sanity_check(bao: Bao, token: str, wrong_aud_token: str, value: str) -
         raise RuntimeError(f"OpenBao read without a token got HTTP {status}")
     if bao.audit_lines() <= lines0:
         raise RuntimeError("OpenBao's file audit device wrote nothing")
+    status, body = await loadgen.request_once(bao.target, loadgen.Req("GET", HEALTH_PATH))
+    if status != 200 or b'"initialized"' not in body:
+        raise RuntimeError(f"OpenBao {HEALTH_PATH}: HTTP {status}: {body[:300]!r}")

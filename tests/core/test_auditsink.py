@@ -83,17 +83,35 @@ async def test_fail_open_logs_and_lets_the_request_succeed(
     assert "sensitive" not in caplog.text
 
 
-async def test_a_cancelled_writer_fails_the_others_in_its_batch() -> None:
+async def test_a_cancelled_request_still_has_its_event_written_and_others_unaffected() -> None:
     store = FakeAppender()
     store.delay = 0.2
     sink = StoreAuditSink(store)
-    leader = asyncio.create_task(sink.record(_event(1)))
+    first = asyncio.create_task(sink.record(_event(1)))
     await asyncio.sleep(0.01)
-    follower = asyncio.create_task(sink.record(_event(2)))
+    second = asyncio.create_task(sink.record(_event(2)))
+    third = asyncio.create_task(sink.record(_event(3)))
     await asyncio.sleep(0.01)
-    leader.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await leader
-    # The follower was not in the cancelled batch; it is written by its own append.
-    await follower
-    assert [e.time for b in store.batches for e in b] == [2.0]
+    first.cancel()
+    second.cancel()  # waiting in the next batch, with the third
+    for cancelled in (first, second):
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+    await third
+    assert [[e.time for e in b] for b in store.batches] == [[1.0], [2.0, 3.0]]
+
+
+async def test_a_cancelled_writer_fails_its_batch_and_the_next() -> None:
+    store = FakeAppender()
+    store.delay = 0.2
+    sink = StoreAuditSink(store)
+    first = asyncio.create_task(sink.record(_event(1)))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(sink.record(_event(2)))
+    await asyncio.sleep(0.01)
+    assert sink._writer is not None
+    sink._writer.cancel()  # as at shutdown
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    assert all(isinstance(r, Unavailable) for r in results)
+    await sink.record(_event(3))  # a new writer starts for the next event
+    assert [[e.time for e in b] for b in store.batches] == [[3.0]]

@@ -4,8 +4,10 @@ Writing the event is part of the request. With ``fail_closed`` (the default) a w
 fails makes the request fail with :class:`AuditUnavailable`; with it off (``--audit-fail-open``)
 the failure is logged and the request goes on, unaudited.
 
-Events recorded at the same moment by concurrent requests of this process are appended in
-one transaction (group commit): one lock of the chain's head and one commit for all of them.
+Events recorded while the previous batch is being committed are appended together in the
+next transaction (group commit): one lock of the chain's head and one commit for all of them,
+and one wake-up that releases all their requests. Each request still waits until its own
+event is durable.
 """
 
 from __future__ import annotations
@@ -27,15 +29,16 @@ class AuditAppender(Protocol):
 
 
 class AuditWriteInterrupted(Exception):
-    """The request that was writing a batch of events was cancelled mid-write."""
+    """The task writing a batch of events was cancelled mid-write (the server is stopping)."""
 
 
 class StoreAuditSink:
     def __init__(self, store: AuditAppender, *, fail_closed: bool = True) -> None:
         self._store = store
         self.fail_closed = fail_closed
-        self._lock = asyncio.Lock()
-        self._pending: list[tuple[AuditEvent, asyncio.Future[None]]] = []
+        self._pending: list[AuditEvent] = []
+        self._pending_done: asyncio.Future[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
 
     async def record(self, event: AuditEvent) -> None:
         try:
@@ -49,36 +52,37 @@ class StoreAuditSink:
             log.warning("audit log write failed; request allowed (audit fail-open)", extra=extra)
 
     async def _append(self, event: AuditEvent) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.add_done_callback(_retrieve)  # a cancelled waiter's failure is not "unretrieved"
-        self._pending.append((event, done))
-        async with self._lock:
-            if not done.done():
-                # Leader: write everything queued so far, this event included.
-                batch, self._pending = self._pending, []
-                await self._write(batch, done)
-        await done
+        done = self._pending_done
+        if done is None:
+            done = self._pending_done = asyncio.get_running_loop().create_future()
+            done.add_done_callback(_retrieve)  # failures nobody waits for are not "unretrieved"
+        self._pending.append(event)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        # Shielded: a cancelled request stops waiting, but its event is still written and the
+        # others in its batch are not affected.
+        await asyncio.shield(done)
 
-    async def _write(
-        self, batch: list[tuple[AuditEvent, asyncio.Future[None]]], own: asyncio.Future[None]
-    ) -> None:
-        try:
-            await self._store.append_audit([event for event, _ in batch])
-        except Exception as exc:
-            for _, waiter in batch:
-                if not waiter.done():
-                    waiter.set_exception(exc)
-        except BaseException:
-            # Cancelled: the outcome is unknown, so every waiter fails; this one is cancelled.
-            own.cancel()
-            for _, waiter in batch:
-                if not waiter.done():
-                    waiter.set_exception(AuditWriteInterrupted("audit write interrupted"))
-            raise
-        else:
-            for _, waiter in batch:
-                if not waiter.done():
-                    waiter.set_result(None)
+    async def _drain(self) -> None:
+        """One writer: while events are queued, append them all in one transaction; every
+        request in that batch is released (or failed) together when it commits."""
+        while self._pending:
+            batch, self._pending = self._pending, []
+            done, self._pending_done = self._pending_done, None
+            assert done is not None
+            try:
+                await self._store.append_audit(batch)
+            except Exception as exc:
+                done.set_exception(exc)
+            except BaseException:
+                # This writer was cancelled (shutdown): the outcome is unknown, so it fails.
+                done.set_exception(AuditWriteInterrupted("audit write interrupted"))
+                if self._pending_done is not None:
+                    self._pending_done.set_exception(AuditWriteInterrupted("audit writer stopped"))
+                    self._pending, self._pending_done = [], None
+                raise
+            else:
+                done.set_result(None)
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

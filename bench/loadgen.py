@@ -40,8 +40,8 @@ from typing import Protocol
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """utime+stime (+ reaped children's) of ``root`` and every live descendant."""
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (ppid, utime+stime+cutime+cstime seconds) of every live process."""
     stats: dict[int, tuple[int, float]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -55,28 +55,48 @@ def tree_cpu_seconds(root: int) -> float:
         ppid = int(rest[1])
         ticks = int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
         stats[int(entry.name)] = (ppid, ticks / _CLK_TCK)
+    return stats
+
+
+def tree_pids(root: int, stats: dict[int, tuple[int, float]] | None = None) -> list[int]:
+    """``root`` and every live descendant (a server's worker processes)."""
+    stats = stats if stats is not None else _proc_table()
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
-    total, todo = 0.0, [root]
+    found, todo = [], [root]
     while todo:
         pid = todo.pop()
         if pid in stats:
-            total += stats[pid][1]
+            found.append(pid)
         todo.extend(children.get(pid, ()))
-    return total
+    return found
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """utime+stime (+ reaped children's) of ``root`` and every live descendant."""
+    stats = _proc_table()
+    return sum(stats[pid][1] for pid in tree_pids(root, stats))
+
+
+def tree_status_mib(root: int, field: str) -> float:
+    """A ``/proc/PID/status`` size (``VmRSS``, ``VmHWM``) summed over the process tree, MiB."""
+    total, seen = 0.0, False
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith(field + ":"):
+                        total += int(line.split()[1]) / 1024.0
+                        seen = True
+        except OSError:
+            continue
+    return total if seen else float("nan")
 
 
 def rss_mib(pid: int) -> float:
-    """Resident set size of ``pid`` in MiB (``VmRSS``); NaN if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("nan")
+    """Resident set size of ``pid`` and its descendants in MiB (``VmRSS``); NaN if gone."""
+    return tree_status_mib(pid, "VmRSS")
 
 
 # --------------------------------------------------------------------------------------------

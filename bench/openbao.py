@@ -117,15 +117,9 @@ def secret_value() -> str:
 
 
 def hwm_mib(pid: int) -> float:
-    """Peak resident set size (``VmHWM``) of ``pid`` in MiB; NaN if gone."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return float("nan")
+    """Peak resident set size (``VmHWM``) in MiB, summed over the server's processes (each
+    process's own peak: an upper bound of the tree's peak); NaN if gone."""
+    return loadgen.tree_status_mib(pid, "VmHWM")
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,7 +256,7 @@ async def start_keyless(
     token: str,
     no_audit: bool = False,
 ) -> System | None:
-    extra = ["--log-level", "warning"]
+    extra = ["--log-level", "warning", "--workers", str(args.keyless_workers)]
     env: dict[str, str] = {}
     if backend == "postgresql":
         url = rd.pg_create(args.pg_admin_url)
@@ -682,6 +676,7 @@ async def profile_keyless(
             raw_path.parent.mkdir(parents=True, exist_ok=True)
             proc = await asyncio.create_subprocess_exec(
                 str(pyspy), "record", "--format", "raw", "--rate", "200", "--nonblocking",
+                "--subprocesses",
                 "--duration", f"{args.profile_seconds:g}", "--pid", str(system.pid),
                 "-o", str(raw_path),
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -1237,7 +1232,9 @@ def render(args: argparse.Namespace, o: Outcome, header: str, wall: float) -> tu
         "OpenBao with a TLS listener and a throwaway ECDSA P-256 certificate (its dev "
         "plain-HTTP listener is left unused).\n"
         "- keyless: `python -m keyless.cli.main --data-dir DIR serve --listen 127.0.0.1:PORT "
-        f"--dev --signing-alg {c.alg} --log-level warning` (one process, one event loop; "
+        f"--dev --signing-alg {c.alg} --workers {args.keyless_workers} --log-level warning` "
+        f"({args.keyless_workers} process(es) on the one port, sharing the store, one event "
+        "loop each, `--workers`; CPU and RSS are summed over them; "
         "KEYLESS_TOKEN_RATE_LIMIT=0 so the one-IP client measures the server, not the "
         "per-client limiter); *sqlite*: DIR/keyless.db (WAL, synchronous=FULL); "
         "*postgresql*: a throwaway database on 127.0.0.1:5432. Every exchange and every read "
@@ -1440,6 +1437,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="keyless's --signing-alg (access tokens); the crypto ceiling and floor use it",
     )
     p.add_argument(
+        "--keyless-workers",
+        type=int,
+        default=2,
+        help="keyless's --workers (processes on the port; the machine's cores is the usual choice)",
+    )
+    p.add_argument(
         "--skip-no-audit",
         action="store_true",
         help=f"do not run '{NO_AUDIT}' (KEYLESS_UNSAFE_NO_AUDIT=1), the audit-cost baseline",
@@ -1457,6 +1460,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.seconds <= 0 or args.seconds > 600 or args.max_requests < 1:
         p.error("need 0 < --seconds <= 600 and --max-requests >= 1")
+    if not 1 <= args.keyless_workers <= 32:
+        p.error("need 1 <= --keyless-workers <= 32")
     if args.pool < 1 or args.mix < 1 or args.after_logins < 0:
         p.error("need --pool >= 1, --mix >= 1, --after-logins >= 0")
     if not 0 < args.topup_seconds <= 3600 or not 0 <= args.profile_seconds <= 120:

@@ -171,7 +171,7 @@ async def serve(settings: Settings, *, worker: bool = False) -> int:
     """One server process. ``worker``: one of the extra processes of ``--workers``, serving
     only the public listener (the parent has the admin socket and starts the workers)."""
     tls = _tls(settings)  # before the services: the issuer fetcher trusts keyless's own CA
-    services = await Services.start(settings)
+    services = await Services.start(settings, worker=worker)
     metrics = services.metrics
     tcp = _tcp_socket(settings)
     public = _Server(

@@ -64,12 +64,15 @@ class Services:
     _local_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
-    async def start(cls, settings: Settings, clock: Clock | None = None) -> Services:
+    async def start(
+        cls, settings: Settings, clock: Clock | None = None, *, worker: bool = False
+    ) -> Services:
         clock = clock or SystemClock()
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(settings.data_dir, 0o700)
         root = rootkey.load_root_keys(settings.root_key_path, create=settings.root_key_file is None)
-        store = await SqlStore.open(settings.database)
+        # A --workers worker starts after its parent has migrated the schema.
+        store = await SqlStore.open(settings.database, migrate_schema=not worker)
         tenants = Tenants(store, clock)
         default = await tenants.ensure_default()
         keys = RotationManager(

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +59,8 @@ class AuditWriter:
     def __init__(self, url: DatabaseUrl) -> None:
         self._url = url
         self._sqlite = url.is_sqlite
+        path = url.raw.split("sqlite:///", 1)[1] if url.is_sqlite else ""
+        self._lock_path = f"{path}.audit-lock" if path and path != ":memory:" else None
         self._conn: Any = None
         self._thread: ThreadPoolExecutor | None = None
 
@@ -90,6 +94,19 @@ class AuditWriter:
         return int(row[0]), str(row[1])
 
     def _append(self, events: Sequence[AuditEvent]) -> list[int]:
+        if self._lock_path is None:
+            return self._append_locked(events)
+        # SQLite: processes sharing the file (``--workers``) take turns through a file lock,
+        # which wakes the next writer the moment it is free; SQLite's own busy handler would
+        # have it sleep and poll (up to 100 ms a try) for the database's write lock.
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return self._append_locked(events)
+        finally:
+            os.close(fd)
+
+    def _append_locked(self, events: Sequence[AuditEvent]) -> list[int]:
         if self._conn is None:
             self._conn = self._connect()
         conn = self._conn

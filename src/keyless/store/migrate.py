@@ -7,17 +7,21 @@ import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 
 from keyless.store.urls import DatabaseUrl
+
+if TYPE_CHECKING:  # imported when migrating only: worker processes never load Alembic
+    from alembic.config import Config
 
 _LOCK_ID = 0x6B65796C  # "keyl": serialises migrations of processes sharing PostgreSQL
 
 
 def _config(connection: sa.Connection) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     cfg.attributes["connection"] = connection
@@ -58,6 +62,8 @@ def _upgrade(url: DatabaseUrl) -> str:
                 conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_ID})
                 conn.commit()
             try:
+                from alembic import command
+
                 command.upgrade(_config(conn), "head")
                 conn.commit()
                 row = conn.execute(sa.text("SELECT version_num FROM alembic_version")).first()

@@ -67,6 +67,9 @@ class StoreAuditSink:
         """One writer: while events are queued, append them all in one transaction; every
         request in that batch is released (or failed) together when it commits."""
         while self._pending:
+            # Let the requests that are ready run first: those about to record an event join
+            # this batch (one commit, one fsync) instead of waiting for the next one.
+            await asyncio.sleep(0)
             batch, self._pending = self._pending, []
             done, self._pending_done = self._pending_done, None
             assert done is not None

@@ -587,7 +587,7 @@ class Profile:
     rps: float
     top_self: list[tuple[str, int]]
     buckets: list[tuple[str, int]]
-    db_samples: int  # aiosqlite worker threads' non-idle samples (SQLite calls, fsync)
+    db_samples: int  # database threads' samples (aiosqlite, audit writer: SQLite calls, fsync)
     seconds: float
     raw_path: Path | None
     error: str | None = None
@@ -624,6 +624,10 @@ def _frame_key(frame: str) -> str:
     return f"{m['fn']} ({path})"
 
 
+# aiosqlite's connection threads and the audit writer's (a thread pool of one)
+_DB_THREADS = ("_connection_worker_thread", "concurrent/futures/thread.py")
+
+
 def summarise_profile(
     raw: str,
 ) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]], int]:
@@ -639,8 +643,10 @@ def summarise_profile(
         frames = [_frame_key(f) for f in stack.split(";") if f.strip()]
         if not frames:
             continue
-        if any("_connection_worker_thread" in f for f in frames):
-            db += count
+        if any(
+            "_connection_worker_thread" in f or "concurrent/futures/thread.py" in f for f in frames
+        ):
+            db += count  # aiosqlite's threads and the audit writer's (a thread pool of one)
             continue
         total += count
         own[frames[-1]] += count
@@ -1069,11 +1075,12 @@ def profile_section(profiles: list[Profile]) -> str:
         wall = p.seconds * 200
         parts.append(
             f"- **{p.workload}** (c=16, {p.rps:,.0f} req/s while sampled; py-spy `--rate 200 "
-            f"--nonblocking` for {p.seconds:g} s; the event-loop thread was busy in "
-            f"{p.samples:,} samples = {p.samples / wall:.0%} of the time; the aiosqlite "
-            f"worker threads in {p.db_samples:,} samples = {p.db_samples / wall:.0%} (their "
-            "SQLite calls and fsync, mostly with the GIL released)). Event-loop thread, by "
-            "the first matching frame in the stack:\n\n"
+            f"--nonblocking --subprocesses` for {p.seconds:g} s, every keyless process; the "
+            f"event-loop threads were busy in {p.samples:,} samples = {p.samples / wall:.0%} "
+            "of one thread's time (over 100%: both workers' loops); the database threads "
+            f"(aiosqlite's, the audit writer's) in {p.db_samples:,} samples = "
+            f"{p.db_samples / wall:.0%} (SQLite calls and fsync, mostly with the GIL "
+            "released)). Event-loop threads, by the first matching frame in the stack:\n\n"
             "  | cost | share of event-loop samples |\n  |---|---:|\n"
             f"{buckets}\n\n"
             f"  Self time by function (event-loop thread): {own}"

@@ -33,9 +33,16 @@ class AuditWriteInterrupted(Exception):
 
 
 class StoreAuditSink:
-    def __init__(self, store: AuditAppender, *, fail_closed: bool = True) -> None:
+    def __init__(
+        self, store: AuditAppender, *, fail_closed: bool = True, gather_window: float = 0.002
+    ) -> None:
         self._store = store
         self.fail_closed = fail_closed
+        # Under load (the last batch held several events) the writer waits this long before
+        # taking the next batch, so that one commit and one fsync serve more requests; a lone
+        # request (concurrency 1) is written at once.
+        self.gather_window = gather_window
+        self._last_batch = 0
         self._pending: list[AuditEvent] = []
         self._pending_done: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -67,10 +74,11 @@ class StoreAuditSink:
         """One writer: while events are queued, append them all in one transaction; every
         request in that batch is released (or failed) together when it commits."""
         while self._pending:
-            # Let the requests that are ready run first: those about to record an event join
-            # this batch (one commit, one fsync) instead of waiting for the next one.
-            await asyncio.sleep(0)
+            # Let the requests that are ready (or, under load, about to be) run first: those
+            # recording an event join this batch instead of waiting for the next commit.
+            await asyncio.sleep(self.gather_window if self._last_batch > 1 else 0)
             batch, self._pending = self._pending, []
+            self._last_batch = len(batch)
             done, self._pending_done = self._pending_done, None
             assert done is not None
             try:

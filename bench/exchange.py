@@ -319,8 +319,15 @@ class Server:
 
 
 async def start_server(
-    alg: str, tmp: Path, label: str, extra: list[str], timeout: float = 90.0
+    alg: str,
+    tmp: Path,
+    label: str,
+    extra: list[str],
+    timeout: float = 90.0,
+    env: dict[str, str] | None = None,
 ) -> Server:
+    """``env``: extra variables for the server process only (the admin CLI runs without them:
+    KEYLESS_UNSAFE_NO_AUDIT, say, needs ``--dev``, which only ``serve`` has)."""
     data_dir = tmp / f"data-{label}-{alg}"
     port = free_port()
     log_path = tmp / f"server-{label}-{alg}.log"
@@ -340,7 +347,7 @@ async def start_server(
             cmd,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=clean_env(),
+            env={**clean_env(), **(env or {})},
             cwd=REPO,
             start_new_session=True,
         )

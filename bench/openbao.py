@@ -205,49 +205,6 @@ def wrong_audience_token(key: rsa.RSAPrivateKey) -> str:
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": ex.KID})
 
 
-async def start_keyless_server(
-    alg: str, tmp: Path, label: str, extra: list[str], env: dict[str, str], timeout: float = 90.0
-) -> ex.Server:
-    """``ex.start_server`` with extra environment variables for the server process only (the
-    admin CLI runs without them: KEYLESS_UNSAFE_NO_AUDIT, say, needs ``--dev``, which only
-    ``serve`` has)."""
-    if not env:
-        return await ex.start_server(alg, tmp, label, extra, timeout)
-    data_dir = tmp / f"data-{label}-{alg}"
-    port = ex.free_port()
-    log_path = tmp / f"server-{label}-{alg}.log"
-    cmd = [*ex.keyless_cmd(data_dir), "serve", "--listen", f"{ex.HOST}:{port}", "--dev"]
-    cmd += ["--signing-alg", alg, *extra]
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**ex.clean_env(), **env},
-            cwd=REPO,
-            start_new_session=True,
-        )
-    loadgen.track(proc)
-    server = ex.Server(proc, data_dir, port, log_path, alg)
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"keyless exited with {proc.returncode}:\n{server.tail()}")
-        with contextlib.suppress(OSError):
-            if any("ready" in ln for ln in log_path.read_text(errors="replace").splitlines()):
-                break
-        if time.monotonic() > deadline:
-            ex.stop_proc(proc)
-            raise RuntimeError(f"keyless not ready after {timeout:.0f} s:\n{server.tail()}")
-        await asyncio.sleep(0.05)
-    ctx = ssl.create_default_context(cafile=str(data_dir / "tls" / "ca.pem"))
-    ctx.set_alpn_protocols(["http/1.1"])
-    server.target = loadgen.Target(
-        ex.HOST, port, ctx, server_hostname=ex.TLS_NAME, host_header=f"{ex.TLS_NAME}:{port}"
-    )
-    return server
-
-
 async def start_keyless(
     args: argparse.Namespace,
     tmp: Path,
@@ -267,7 +224,7 @@ async def start_keyless(
     if no_audit:
         env["KEYLESS_UNSAFE_NO_AUDIT"] = "1"
         label += "-noaudit"
-    server = await start_keyless_server(args.signing_alg, tmp, label, extra, env)
+    server = await ex.start_server(args.signing_alg, tmp, label, extra, env=env)
     try:
         await asyncio.to_thread(rd.setup_vault, server, tmp, key)
         value_file = tmp / "value.txt"

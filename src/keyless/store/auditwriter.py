@@ -24,6 +24,7 @@ from typing import Any
 
 from keyless.core.audit import AuditEvent
 from keyless.core.auditchain import GENESIS, AuditRow, seal, workload_json
+from keyless.store.engine import sqlite_pragmas
 from keyless.store.urls import DatabaseUrl
 
 # Constant text, values always bound (``%s`` becomes ``?`` for SQLite).
@@ -59,7 +60,7 @@ class AuditWriter:
     def __init__(self, url: DatabaseUrl) -> None:
         self._url = url
         self._sqlite = url.is_sqlite
-        path = url.raw.split("sqlite:///", 1)[1] if url.is_sqlite else ""
+        path = url.sqlite_path
         self._lock_path = f"{path}.audit-lock" if path and path != ":memory:" else None
         self._conn: Any = None
         self._thread: ThreadPoolExecutor | None = None
@@ -69,15 +70,8 @@ class AuditWriter:
 
     def _connect(self) -> Any:
         if self._sqlite:
-            path = self._url.raw.split("sqlite:///", 1)[1]
-            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            for pragma in (
-                "PRAGMA journal_mode=WAL",
-                "PRAGMA foreign_keys=ON",
-                "PRAGMA synchronous=FULL",  # acknowledged means on disk
-                "PRAGMA busy_timeout=10000",
-            ):
-                conn.execute(pragma)
+            conn = sqlite3.connect(self._url.sqlite_path, check_same_thread=False)
+            sqlite_pragmas(conn)  # the engine's: WAL, synchronous=FULL, busy timeout
             return conn
         import psycopg
 

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from keyless.store.urls import DatabaseUrl
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    # SQLAlchemy emits BEGIN itself (see _sqlite_begin), not the sqlite3 module.
+def sqlite_pragmas(dbapi_conn: Any, _record: Any = None) -> None:
+    # BEGIN is emitted explicitly (see _sqlite_begin, and the audit writer), never by sqlite3.
     dbapi_conn.isolation_level = None
     cursor = dbapi_conn.cursor()
     for pragma in (
@@ -77,12 +77,12 @@ def writer_of(engine: AsyncEngine, url: DatabaseUrl) -> Writer:
 
 def make_engine(url: DatabaseUrl) -> AsyncEngine:
     if url.is_sqlite:
-        path = url.raw.split("sqlite:///", 1)[1]
+        path = url.sqlite_path
         if path and path != ":memory:":
             Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # A fixed pool: connections are not opened and closed per request under load.
         engine = create_async_engine(url.async_url, pool_size=8, max_overflow=0)
-        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine.sync_engine, "connect", sqlite_pragmas)
         sa.event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(url.async_url, pool_size=16, max_overflow=0, pool_recycle=3600)

@@ -31,7 +31,7 @@ def _config(connection: sa.Connection) -> Config:
 @contextlib.contextmanager
 def _sqlite_file_lock(url: DatabaseUrl) -> Iterator[None]:
     """Processes starting together on one SQLite file migrate one after the other."""
-    path = url.raw.split("sqlite:///", 1)[1]
+    path = url.sqlite_path
     if not path or path == ":memory:":
         yield
         return

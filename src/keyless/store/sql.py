@@ -71,7 +71,7 @@ class SqlStore(FederationStoreMixin, VaultStoreMixin, AuditStoreMixin):
                     f"{str(exc).splitlines()[0] if str(exc) else ''}"
                 ) from exc
         if url.is_sqlite:
-            path = url.raw.split("sqlite:///", 1)[1]
+            path = url.sqlite_path
             if os.path.exists(path):
                 os.chmod(path, 0o600)
         return cls(url)

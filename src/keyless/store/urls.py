@@ -18,6 +18,11 @@ class DatabaseUrl:
         return self.raw.split("://", 1)[1]
 
     @property
+    def sqlite_path(self) -> str:
+        """The file of a ``sqlite:///PATH`` URL ("" or ":memory:" for an in-memory one)."""
+        return self.raw.split("sqlite:///", 1)[1] if self.is_sqlite else ""
+
+    @property
     def sync_url(self) -> str:
         return f"sqlite://{self._rest}" if self.is_sqlite else f"postgresql+psycopg://{self._rest}"
 

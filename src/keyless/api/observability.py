@@ -67,7 +67,9 @@ def _incoming_id(scope: Scope) -> str | None:
     for name, value in scope.get("headers", ()):
         if name in (b"x-request-id", b"client-request-id", b"x-ms-client-request-id"):
             text: str = value.decode("latin-1")
-            if 0 < len(text) <= 64 and all(c.isalnum() or c in "-_." for c in text):
+            if 0 < len(text) <= 64 and all(
+                c.isascii() and (c.isalnum() or c in "-_.") for c in text
+            ):
                 return text
     return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -33,6 +34,8 @@ class AdminClient:
     ) -> Any:
         try:
             response = self._http.request(method, path, json=body, params=params)
+        except httpx.InvalidURL as exc:
+            raise CliError(f"cannot send this request: {exc}") from exc
         except httpx.TransportError as exc:
             raise CliError(
                 f"cannot reach the server on {self.socket}: {type(exc).__name__}"
@@ -53,3 +56,8 @@ class AdminClient:
 
     def delete(self, path: str) -> Any:
         return self.call("DELETE", path)
+
+
+def seg(value: str) -> str:
+    """One path segment or query value, percent-encoded: a name cannot add a path or a query."""
+    return quote(str(value), safe="")

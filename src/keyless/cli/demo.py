@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from keyless.cli.client import AdminClient, CliError
-from keyless.cli.output import console
+from keyless.cli.output import console, say
+from keyless.text import printable
 
 NAMESPACE, SERVICE_ACCOUNT, POD = "demo", "app", "app-7c9f5d-x2k4q"
 SUBJECT = f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}"
@@ -152,19 +153,18 @@ def _flow(data_dir: Path, port: int) -> int:
         [sys.executable, "-c", WORKLOAD], env=env, capture_output=True, text=True, timeout=120
     )
     if result.returncode != 0:
-        console.print(result.stderr[-3000:], markup=False)
+        console.print(printable(result.stderr[-3000:], keep="\n"), markup=False)
         raise CliError("the workload could not read the secret")
-    console.print(f"   {result.stdout.strip()}", markup=False)
+    console.print(f"   {printable(result.stdout.strip())}", markup=False)
     events: list[dict[str, Any]] = admin.get("/v1/audit", limit=1000)["events"]
     named = [e for e in events if (e.get("workload") or {}).get("pod") == POD]
     _step(9, f"audit events naming pod {POD}:")
     for e in named:
         w = e["workload"]
-        console.print(
+        say(
             f"   #{e['seq']} {e['action']} {e['target']} -> {e['result']} "
             f"(pod {w.get('pod')}, namespace {w.get('namespace')}, "
-            f"service account {w.get('service_account')})",
-            markup=False,
+            f"service account {w.get('service_account')})"
         )
     if not named:
         raise CliError("no audit event names the pod")

@@ -8,9 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
+from keyless.cli.client import seg
 from keyless.cli.context import globals_of
 from keyless.cli.output import emit
 from keyless.core.errors import KeylessError
+from keyless.text import printable
 
 vault_app = typer.Typer(no_args_is_help=True, help="Vaults.")
 secret_app = typer.Typer(no_args_is_help=True, help="Secrets (as the local admin).")
@@ -23,13 +25,13 @@ Tenant = Annotated[str, typer.Option(help="tenant id or alias")]
 def vault_create(ctx: typer.Context, name: str, tenant: Tenant = "default") -> None:
     """Create a vault (idempotent): https://NAME.VAULT_DOMAIN:PORT."""
     g = globals_of(ctx)
-    emit(g.client().post(f"/v1/vaults?tenant={tenant}", {"name": name}), g.output)
+    emit(g.client().post(f"/v1/vaults?tenant={seg(tenant)}", {"name": name}), g.output)
 
 
 @vault_app.command("list")
 def vault_list(ctx: typer.Context, tenant: Tenant = "default") -> None:
     g = globals_of(ctx)
-    emit(g.client().get(f"/v1/vaults?tenant={tenant}"), g.output, columns=("name", "url"))
+    emit(g.client().get(f"/v1/vaults?tenant={seg(tenant)}"), g.output, columns=("name", "url"))
 
 
 def _tags(tags: list[str] | None) -> dict[str, str]:
@@ -61,7 +63,10 @@ def secret_set(
     g = globals_of(ctx)
     body: dict[str, Any] = {"value": value, "content_type": content_type, "tags": _tags(tag)}
     emit(
-        g.client().call("PUT", f"/v1/vaults/{vault}/secrets/{name}?tenant={tenant}", body), g.output
+        g.client().call(
+            "PUT", f"/v1/vaults/{seg(vault)}/secrets/{seg(name)}?tenant={seg(tenant)}", body
+        ),
+        g.output,
     )
 
 
@@ -75,12 +80,15 @@ def secret_get(
 ) -> None:
     """Print a secret's value (with --output json: the value and its properties)."""
     g = globals_of(ctx)
-    query = f"?tenant={tenant}" + (f"&version={version}" if version else "")
-    secret = g.client().get(f"/v1/vaults/{vault}/secrets/{name}{query}")
+    query = f"?tenant={seg(tenant)}" + (f"&version={seg(version)}" if version else "")
+    secret = g.client().get(f"/v1/vaults/{seg(vault)}/secrets/{seg(name)}{query}")
     if g.output == "json":
         emit(secret, "json")
+    elif sys.stdout.isatty():
+        # For people: a value a workload wrote must not drive the terminal (lines stay lines).
+        print(printable(secret["value"], keep="\n\t"))
     else:
-        print(secret["value"])
+        print(secret["value"])  # piped: the exact value, for scripts
 
 
 @secret_app.command("list")
@@ -91,9 +99,9 @@ def secret_list(
     tenant: Tenant = "default",
 ) -> None:
     g = globals_of(ctx)
-    query = f"?tenant={tenant}" + ("&deleted=true" if deleted else "")
+    query = f"?tenant={seg(tenant)}" + ("&deleted=true" if deleted else "")
     emit(
-        g.client().get(f"/v1/vaults/{vault}/secrets{query}"),
+        g.client().get(f"/v1/vaults/{seg(vault)}/secrets{query}"),
         g.output,
         columns=("name", "version", "content_type", "enabled", "updated"),
     )
@@ -103,7 +111,10 @@ def secret_list(
 def secret_delete(ctx: typer.Context, vault: str, name: str, tenant: Tenant = "default") -> None:
     """Soft-delete a secret (recoverable until its purge date)."""
     g = globals_of(ctx)
-    emit(g.client().delete(f"/v1/vaults/{vault}/secrets/{name}?tenant={tenant}"), g.output)
+    emit(
+        g.client().delete(f"/v1/vaults/{seg(vault)}/secrets/{seg(name)}?tenant={seg(tenant)}"),
+        g.output,
+    )
 
 
 @role_app.command("assign")
@@ -118,7 +129,7 @@ def role_assign(
     g = globals_of(ctx)
     emit(
         g.client().post(
-            f"/v1/roles?tenant={tenant}", {"identity": identity, "role": role, "scope": scope}
+            f"/v1/roles?tenant={seg(tenant)}", {"identity": identity, "role": role, "scope": scope}
         ),
         g.output,
     )
@@ -128,7 +139,7 @@ def role_assign(
 def role_list(ctx: typer.Context, tenant: Tenant = "default") -> None:
     g = globals_of(ctx)
     emit(
-        g.client().get(f"/v1/roles?tenant={tenant}"),
+        g.client().get(f"/v1/roles?tenant={seg(tenant)}"),
         g.output,
         columns=("identity", "role", "scope"),
     )
@@ -145,7 +156,7 @@ def role_remove(
     g = globals_of(ctx)
     emit(
         g.client().post(
-            f"/v1/roles/remove?tenant={tenant}",
+            f"/v1/roles/remove?tenant={seg(tenant)}",
             {"identity": identity, "role": role, "scope": scope},
         ),
         g.output,

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from keyless.core.errors import InvalidToken, Unauthorized
 from keyless.core.keyring import KeyRing
+from keyless.core.models import Identity
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +19,41 @@ class Principal:
     client_id: str
     fed: dict[str, Any] = field(default_factory=dict)
     admin: bool = False  # the local admin socket: every action allowed, still audited
+
+
+class IdentityDirectory(Protocol):
+    """The identities that exist now, from memory (the federation index)."""
+
+    def identity_by_object(self, object_id: str) -> Identity | None: ...
+
+
+class IdentityGone(Unauthorized):
+    """The token is genuine, but the identity it was issued to was deleted since."""
+
+    code = "identity_gone"
+
+    def __init__(self, message: str, principal: Principal) -> None:
+        super().__init__(message)
+        self.principal = principal
+
+
+def require_identity(principal: Principal, identities: IdentityDirectory) -> Principal:
+    """Refuse a token whose identity no longer exists, checked on every use, from memory.
+
+    A deleted identity is cut off at once, even while tokens issued to it are unexpired; one
+    deleted and re-created under the same name is a new identity (new object and client ids),
+    so the old one's tokens stay refused.
+    """
+    identity = identities.identity_by_object(principal.object_id)
+    if (
+        identity is None
+        or identity.tenant_id != principal.tenant_id
+        or identity.client_id != principal.client_id
+    ):
+        raise IdentityGone(
+            "access token was issued to an identity that no longer exists", principal
+        )
+    return principal
 
 
 def admin_principal(tenant_id: str) -> Principal:
@@ -102,16 +138,18 @@ class VerifiedTokens:
         tenant_id: str,
         audiences: frozenset[str],
         now: float,
+        identities: IdentityDirectory,
         skew: int = 60,
     ) -> Principal:
+        """Verify (or recall) the token, then check that its identity still exists."""
         expected = (issuer, tenant_id, audiences)
         hit = self._entries.get(token)
         if hit is not None and hit[0] is ring and hit[1] == expected:
             _check_times(hit[3], hit[4], now, skew)
-            return hit[2]
+            return require_identity(hit[2], identities)
         principal, exp, nbf = _verify(token, ring, issuer, tenant_id, audiences, now, skew)
         if self.max_entries > 0:
             if len(self._entries) >= self.max_entries:
                 del self._entries[next(iter(self._entries))]
             self._entries[token] = (ring, expected, principal, exp, nbf)
-        return principal
+        return require_identity(principal, identities)

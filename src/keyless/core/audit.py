@@ -22,7 +22,7 @@ class AuditEvent:
     tenant_id: str | None
     action: str
     target: str
-    result: str  # "success" | "failure"
+    result: str  # "success" | "failure" | "pending" (a change allowed, its outcome follows)
     reason: str = ""
     actor: str | None = None
     workload: dict[str, Any] = field(default_factory=dict)

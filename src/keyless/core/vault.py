@@ -44,6 +44,8 @@ from keyless.core.secrets import (
 )
 
 T = TypeVar("T")
+# Actions that change the store: audited before the change as well as after it.
+CHANGES = frozenset({rbac.SET, rbac.UPDATE, rbac.DELETE, rbac.RECOVER, rbac.PURGE, rbac.RESTORE})
 
 
 class SecretNotFound(NotFound):
@@ -128,6 +130,12 @@ class VaultService:
                 f"Resource: '{where}'",
                 detail={"inner": "ForbiddenByRbac"},
             )
+        if action in CHANGES:
+            # The decision is written before the change: a process that dies after the change
+            # commits but before its outcome is written still leaves the change in the log
+            # (a "pending" event with no outcome after it), and an audit log that cannot be
+            # written refuses the change before it is made.
+            await self._record(call, action, where, "pending", "allowed; the outcome follows")
         try:
             result = await work()
         except KeylessError as exc:

@@ -14,9 +14,11 @@ from urllib.parse import quote
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keyless.api.keyvault.bodies import kv_error, vault_url
-from keyless.core.access import VerifiedTokens
+from keyless.core.access import IdentityGone, VerifiedTokens
+from keyless.core.audit import AuditEvent
 from keyless.core.errors import NotFound, Unauthorized
 from keyless.core.resources import AZURE_KEY_VAULT
+from keyless.logs import request_id
 from keyless.server.services import Services
 
 VAULT = "keyless.vault"
@@ -32,6 +34,17 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _split_host(host: str) -> tuple[str, str | None]:
+    """A Host header's (hostname, ``:PORT`` or ``""``); the port is None when malformed
+    (it is echoed into ``nextLink``: only 1..65535 in digits gets through)."""
+    if host.endswith("]") or ":" not in host:
+        return host, ""
+    name, _, port = host.rpartition(":")
+    if not (port.isascii() and port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535):
+        return name, None
+    return name, f":{int(port)}"
+
+
 class VaultDispatcher:
     """Routes vault traffic (by host or ``/vaults/NAME``) to the Key Vault app."""
 
@@ -43,11 +56,16 @@ class VaultDispatcher:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            host = (_header(scope, b"host") or "").lower()
-            hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            hostname, port = _split_host((_header(scope, b"host") or "").lower())
             if hostname.endswith(self.suffix) and "." not in hostname[: -len(self.suffix)]:
+                if port is None:
+                    await kv_error(400, "BadParameter", "the Host header's port is not 1..65535")(
+                        scope, receive, send
+                    )
+                    return
                 vault = hostname[: -len(self.suffix)]
-                await self.keyvault({**scope, VAULT: vault, BASE: f"https://{host}"}, receive, send)
+                base = f"https://{hostname}{port}"
+                await self.keyvault({**scope, VAULT: vault, BASE: base}, receive, send)
                 return
             path: str = scope["path"]
             if path.startswith("/vaults/"):
@@ -57,7 +75,7 @@ class VaultDispatcher:
                     VAULT: vault.lower(),
                     "path": "/" + rest,
                     "raw_path": ("/" + quote(rest)).encode(),
-                    BASE: f"{self.public_url}/vaults/{vault.lower()}",
+                    BASE: f"{self.public_url}/vaults/{quote(vault.lower(), safe='')}",
                 }
                 await self.keyvault(child, receive, send)
                 return
@@ -110,7 +128,27 @@ class KeyVaultAuth:
                 tenant_id=tenant.id,
                 audiences=self.audiences,
                 now=s.clock.now(),
+                identities=s.federation,
             )
+        except IdentityGone as exc:
+            # A genuine token of a deleted identity: an access decision, so it is audited.
+            await s.audit.record(
+                AuditEvent(
+                    time=s.clock.now(),
+                    request_id=request_id.get(),
+                    tenant_id=tenant.id,
+                    action="vault.access",
+                    target=f"/vaults/{vault.name}",
+                    result="failure",
+                    reason=f"{exc.code}: {exc.message}",
+                    actor=exc.principal.object_id,
+                    workload=dict(exc.principal.fed),
+                )
+            )
+            await kv_error(401, "Unauthorized", exc.message, headers=challenge)(
+                scope, receive, send
+            )
+            return
         except (Unauthorized, NotFound) as exc:
             await kv_error(401, "Unauthorized", exc.message, headers=challenge)(
                 scope, receive, send

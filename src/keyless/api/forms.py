@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from keyless.core.errors import InvalidRequest
 
@@ -17,11 +17,16 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise InvalidRequest(f"request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise InvalidRequest(f"request body is larger than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise InvalidRequest(f"request body is larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        # The client left, or the server's body timeout closed the connection: an expected
+        # end, answered (to nobody) like any bad request, not logged as an internal error.
+        raise InvalidRequest("the connection closed before the request body was complete") from exc
     return b"".join(chunks)
 
 

@@ -24,13 +24,13 @@ from keyless.core.envelope import RootKeys
 from keyless.core.errors import CryptoError, InvalidRequest
 from keyless.core.models import DevCluster
 
-_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+_SUBDOMAIN = re.compile(r"(?=.{1,253}\Z)[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
 DEFAULT_AUDIENCE = "api://AzureADTokenExchange"
 
 
 def validate_name(kind: str, value: str) -> str:
-    if not _NAME.match(value):
+    if not _NAME.fullmatch(value):
         raise InvalidRequest(f"{kind} {value!r} is not a DNS label (lowercase letters, digits, -)")
     return value
 
@@ -99,7 +99,7 @@ def mint(
     if node:
         k8s["node"] = {"name": node, "uid": str(uuid.uuid4())}
     if pod:
-        if not _SUBDOMAIN.match(pod):
+        if not _SUBDOMAIN.fullmatch(pod):
             raise InvalidRequest(f"pod {pod!r} is not a DNS subdomain name")
         k8s["pod"] = {"name": pod, "uid": str(uuid.uuid4())}
     k8s["serviceaccount"] = {"name": service_account, "uid": str(uuid.uuid4())}

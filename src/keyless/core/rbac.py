@@ -67,7 +67,7 @@ ROLES: tuple[Role, ...] = (
 _BY_NAME = {r.name.lower(): r for r in ROLES} | {r.alias: r for r in ROLES}
 
 _SEGMENT = r"[0-9a-zA-Z-]{1,127}"
-_SCOPE = re.compile(rf"^/(?:vaults/({_SEGMENT})(?:/secrets/({_SEGMENT}))?)?$")
+_SCOPE = re.compile(rf"/(?:vaults/({_SEGMENT})(?:/secrets/({_SEGMENT}))?)?")
 
 
 def role(name: str) -> Role:
@@ -80,7 +80,7 @@ def role(name: str) -> Role:
 
 def parse_scope(scope: str) -> tuple[str, ...]:
     """``/`` -> (), ``/vaults/V`` -> ("V",), ``/vaults/V/secrets/S`` -> ("V", "S")."""
-    match = _SCOPE.match(scope)
+    match = _SCOPE.fullmatch(scope)
     if not match:
         raise InvalidRequest(
             f"scope {scope!r} is not /, /vaults/VAULT or /vaults/VAULT/secrets/SECRET"

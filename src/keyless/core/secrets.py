@@ -8,9 +8,9 @@ from typing import Any
 
 from keyless.core.errors import InvalidRequest
 
-NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
-VAULT_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{1,22}[a-z0-9])$")
-VERSION = re.compile(r"^[0-9a-f]{32}$")
+NAME = re.compile(r"[0-9a-zA-Z-]{1,127}")
+VAULT_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{1,22}[a-z0-9])")
+VERSION = re.compile(r"[0-9a-f]{32}")
 MAX_VALUE_BYTES = 25 * 1024
 MAX_TAGS = 15
 MAX_TAG_LENGTH = 256
@@ -18,7 +18,7 @@ MAX_CONTENT_TYPE = 255
 
 
 def validate_secret_name(name: str) -> str:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise InvalidRequest(
             f"The request URI contains an invalid name: {name[:140]!r}. "
             "Secret names are 1-127 characters of 0-9, a-z, A-Z and '-'."
@@ -27,7 +27,7 @@ def validate_secret_name(name: str) -> str:
 
 
 def validate_vault_name(name: str) -> str:
-    if not VAULT_NAME.match(name):
+    if not VAULT_NAME.fullmatch(name):
         raise InvalidRequest(
             f"vault name {name[:40]!r} must be 3-24 characters of lowercase "
             "letters, digits and '-', starting and ending with a letter or "
@@ -37,7 +37,7 @@ def validate_vault_name(name: str) -> str:
 
 
 def validate_version(version: str) -> str:
-    if not VERSION.match(version):
+    if not VERSION.fullmatch(version):
         raise InvalidRequest(f"secret version {version[:40]!r} is not 32 hex characters")
     return version
 
@@ -62,6 +62,8 @@ def validate_tags(tags: object) -> dict[str, str]:
         text = str(value)
         if not key or len(key) > MAX_TAG_LENGTH or len(text) > MAX_TAG_LENGTH:
             raise InvalidRequest(f"tag names and values must be 1-{MAX_TAG_LENGTH} characters")
+        if any(c < " " or c == "\x7f" for c in key):
+            raise InvalidRequest(f"tag name {key[:64]!r} holds a control character")
         out[key] = text
     return out
 

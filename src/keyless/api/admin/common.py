@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
 
 from keyless.api.forms import read_body
+from keyless.core import strictjson
 from keyless.core.errors import InvalidRequest
 from keyless.core.models import Tenant
 from keyless.server.services import Services
@@ -25,16 +25,9 @@ async def tenant_of(request: Request) -> Tenant:
 async def json_body(request: Request, limit: int = 1024 * 1024) -> dict[str, Any]:
     raw = await read_body(request, limit)
     try:
-        body = json.loads(raw or b"{}")
-    except (ValueError, RecursionError) as exc:  # RecursionError: [[[[… nested too deep
-        raise InvalidRequest("request body is not JSON") from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    try:  # lone surrogate escapes ("\ud800") cannot be stored or rendered back: refuse them
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidRequest("request body holds a lone UTF-16 surrogate escape") from exc
-    return body
+        return strictjson.loads_object(raw or b"{}")
+    except strictjson.InvalidJson as exc:
+        raise InvalidRequest(f"request body refused: {exc.message}") from exc
 
 
 def text(body: dict[str, Any], name: str, *, optional: bool = False) -> str | None:

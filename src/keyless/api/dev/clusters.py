@@ -1,6 +1,7 @@
 """``/dev/clusters/{name}/.well-known/openid-configuration`` and ``…/openid/v1/jwks``.
 
-Shaped as kube-apiserver serves its service-account issuer discovery.
+Shaped as kube-apiserver serves its service-account issuer discovery; rate-limited per client
+IP with the tenants' discovery (``--discovery-rate-limit``).
 """
 
 from __future__ import annotations
@@ -9,12 +10,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from keyless.api.throttle import discovery_refusal
 from keyless.core import devcluster
 from keyless.core.models import DevCluster
 from keyless.server.services import Services
 
 
-async def _cluster(request: Request) -> DevCluster | None:
+async def _cluster(request: Request) -> DevCluster | Response | None:
+    refused = discovery_refusal(request)
+    if refused is not None:
+        return JSONResponse(
+            {"error": refused.message},
+            status_code=429,
+            headers={"Retry-After": str(refused.retry_after)},
+        )
     services: Services = request.app.state.services
     return await services.dev_clusters.get(request.path_params["name"])
 
@@ -28,6 +37,8 @@ async def discovery(request: Request) -> Response:
     cluster = await _cluster(request)
     if cluster is None:
         return _missing(request.path_params["name"])
+    if isinstance(cluster, Response):
+        return cluster
     return JSONResponse(
         devcluster.discovery(services.settings.public_url, cluster.name),
         headers={"Cache-Control": "public, max-age=3600"},
@@ -38,6 +49,8 @@ async def jwks(request: Request) -> Response:
     cluster = await _cluster(request)
     if cluster is None:
         return _missing(request.path_params["name"])
+    if isinstance(cluster, Response):
+        return cluster
     return JSONResponse(devcluster.jwks(cluster), headers={"Cache-Control": "public, max-age=3600"})
 
 

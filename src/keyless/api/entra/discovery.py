@@ -1,4 +1,9 @@
-"""OIDC discovery and JWKS of a tenant, as Entra v2 serves them."""
+"""OIDC discovery and JWKS of a tenant, as Entra v2 serves them.
+
+Unauthenticated, so bounded: a per-client-IP rate limit (``--discovery-rate-limit``, 429 with
+``Retry-After`` and an Entra body, like the token endpoint's) is taken before the tenant is
+looked up, and unknown tenants are answered from memory (core/tenants.py).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from keyless.api.entra.errors import entra_error
+from keyless.api.entra.errors import common_error, entra_error
+from keyless.api.throttle import discovery_refusal
 from keyless.core.errors import NotFound
 from keyless.core.models import Tenant
 from keyless.server.services import Services
@@ -14,16 +20,21 @@ from keyless.server.services import Services
 CACHE = "public, max-age=3600"
 
 
-async def _tenant(services: Services, name: str) -> Tenant | Response:
+async def _tenant(request: Request) -> Tenant | Response:
+    refused = discovery_refusal(request)
+    if refused is not None:
+        return common_error(refused)
+    services: Services = request.app.state.services
+    name = request.path_params["tenant"]
     try:
         return await services.tenants.get(name)
     except NotFound:
-        return entra_error(400, "invalid_tenant", 90002, f"Tenant '{name}' not found.")
+        return entra_error(400, "invalid_tenant", 90002, f"Tenant '{name[:64]}' not found.")
 
 
 async def openid_configuration(request: Request) -> Response:
     services: Services = request.app.state.services
-    tenant = await _tenant(services, request.path_params["tenant"])
+    tenant = await _tenant(request)
     if isinstance(tenant, Response):
         return tenant
     base = services.settings.public_url
@@ -62,7 +73,7 @@ async def openid_configuration(request: Request) -> Response:
 
 async def jwks(request: Request) -> Response:
     services: Services = request.app.state.services
-    tenant = await _tenant(services, request.path_params["tenant"])
+    tenant = await _tenant(request)
     if isinstance(tenant, Response):
         return tenant
     ring = services.keys.ring(tenant.id)

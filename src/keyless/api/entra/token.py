@@ -21,6 +21,7 @@ from keyless.api.forms import read_form, required
 from keyless.api.rfc8693 import exchange as rfc8693
 from keyless.core import errors
 from keyless.core.exchange import ExchangeRequest
+from keyless.core.ratelimit import client_key
 from keyless.logs import request_id
 from keyless.server.services import Services
 
@@ -46,7 +47,7 @@ async def token(request: Request) -> Response:
     try:
         if services.token_limiter is not None:
             # Before the body is read or the tenant looked up: a flood costs one dict lookup.
-            services.token_limiter.take(request.client.host if request.client else "unknown")
+            services.token_limiter.take(client_key(request.client.host if request.client else None))
         tenant = await services.tenants.get(request.path_params["tenant"])
         fields = await read_form(request)
         grant = required(fields, "grant_type")

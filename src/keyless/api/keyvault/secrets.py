@@ -5,15 +5,18 @@ SDK quirks pinned here (azure-keyvault-secrets 4.12):
   version): the trailing-slash routes are the latest-version routes;
 - purge must answer 204 exactly; every other success is 200 (a 201 raises);
 - backup values are base64url, sent back unpadded;
-- any ``api-version`` is accepted.
+- any ``api-version`` in Azure's forms is accepted (the SDK sends ``7.0``..``7.6`` and dates
+  such as ``2025-07-01``; previews add ``-preview[.N]``); anything else is a 400, because the
+  value is echoed into ``nextLink``, which the SDK follows as is.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
+import re
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -22,7 +25,7 @@ from starlette.routing import Route
 from keyless.api.forms import read_body
 from keyless.api.keyvault.bodies import bundle, deleted, item, kv_error
 from keyless.api.keyvault.gateway import BASE, PRINCIPAL, VAULT
-from keyless.core import errors
+from keyless.core import errors, strictjson
 from keyless.core.vault import Call, SecretNotFound, decode_backup
 from keyless.logs import request_id
 from keyless.server.services import Services
@@ -30,9 +33,26 @@ from keyless.server.services import Services
 MAX_BODY = 64 * 1024
 MAX_RESTORE_BODY = 8 * 1024 * 1024
 PAGE_MAX = 25
+DEFAULT_API_VERSION = "7.5"  # in nextLink when the request named none
+API_VERSION = re.compile(
+    r"(?:[0-9]{1,2}\.[0-9]{1,2}|[0-9]{4}-[0-9]{2}-[0-9]{2})(?:-preview(?:\.[0-9]{1,2})?)?"
+)
+
+
+def _api_version(request: Request) -> str:
+    values = request.query_params.getlist("api-version")
+    if not values:
+        return DEFAULT_API_VERSION
+    if len(values) > 1 or not API_VERSION.fullmatch(values[0]):
+        raise errors.InvalidRequest(
+            "api-version must be given once, as MAJOR.MINOR or YYYY-MM-DD "
+            "(optionally with -preview[.N])"
+        )
+    return values[0]
 
 
 def _call(request: Request) -> Call:
+    _api_version(request)  # every operation refuses a malformed one, as Azure does
     return Call(request.scope[PRINCIPAL], request_id.get())
 
 
@@ -53,24 +73,9 @@ def _days(request: Request) -> int:
 async def _json(request: Request, limit: int = MAX_BODY) -> dict[str, Any]:
     raw = await read_body(request, limit)
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # RecursionError: [[[[… nested too deep
-        raise errors.InvalidRequest("The request body is not valid JSON.") from exc
-    if not isinstance(body, dict):
-        raise errors.InvalidRequest("The request body must be a JSON object.")
-    _unicode_only(body)
-    return body
-
-
-def _unicode_only(body: dict[str, Any]) -> None:
-    """JSON escapes of lone surrogates (``"\\ud800"``) decode to text that cannot be stored
-    in PostgreSQL nor encoded in a response: refuse them here, not with a 500 later."""
-    try:
-        json.dumps(body, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise errors.InvalidRequest(
-            "The request body holds a lone UTF-16 surrogate escape, which is not text."
-        ) from exc
+        return strictjson.loads_object(raw)
+    except strictjson.InvalidJson as exc:
+        raise errors.InvalidRequest(f"The request body is refused: {exc.message}.") from exc
 
 
 def _page_args(request: Request) -> tuple[str | None, int]:
@@ -91,13 +96,16 @@ def _page_args(request: Request) -> tuple[str | None, int]:
 
 
 def _next_link(request: Request, path: str, after: str | None, limit: int) -> str | None:
+    """The next page's absolute URL. Every part that came from the request is validated
+    (Host by the edge and the gateway, api-version here) and encoded besides."""
     if after is None:
         return None
     token = base64.urlsafe_b64encode(after.encode()).rstrip(b"=").decode()
-    version = request.query_params.get("api-version", "7.5")
-    return (
-        f"{request.scope[BASE]}{path}?api-version={version}&$skiptoken={token}&maxresults={limit}"
+    query = urlencode(
+        {"api-version": _api_version(request), "$skiptoken": token, "maxresults": limit},
+        safe="$",
     )
+    return f"{request.scope[BASE]}{quote(path)}?{query}"
 
 
 def render(exc: errors.KeylessError) -> Response:

@@ -2,23 +2,31 @@
 
 Only issuers an admin registered are ever fetched. Every fetch is bounded: total time, body
 size, at most 3 redirects and only within the same origin (scheme, host, port), https only
-(loopback http in dev mode). Failures become ``Unavailable`` with a one-line reason that never
-quotes a response body.
+(loopback http in dev mode). Every connection, redirects and ``jwks_uri`` included, goes only
+to an address the :class:`~keyless.net.addresses.AddressPolicy` allows, checked on the address
+actually connected to (``keyless.net.connect``). Failures become ``Unavailable`` (its subclass
+``AddressRefused`` for a refused address) with a one-line reason that never quotes a response
+body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import ssl
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import httpx
 
 from keyless import __version__
 from keyless.core.errors import ConfigError, Unavailable
-from keyless.core.issuers import is_loopback_host
+from keyless.core.issuers import AddressRefused, is_loopback_host
+from keyless.net.addresses import AddressPolicy, Network
+from keyless.net.connect import GuardedBackend, PoolTransport, Resolver
 
 MAX_REDIRECTS = 3
 _DEFAULT_PORTS = {"https": 443, "http": 80}
@@ -42,6 +50,8 @@ def _transport_reason(exc: Exception) -> str:
         if isinstance(cause, ssl.SSLCertVerificationError):
             detail = cause.verify_message or cause.reason or "failed"
             return f"TLS certificate verification failed ({detail})"
+        if isinstance(cause, socket.gaierror):
+            return f"name resolution failed ({cause.strerror or 'no address'})"
         cause = cause.__cause__ or cause.__context__
     return type(exc).__name__
 
@@ -56,11 +66,17 @@ class HttpJwksFetcher:
         extra_ca: Path | None = None,
         timeout: float = 5.0,
         max_bytes: int = 256 * 1024,
+        allow_networks: Iterable[Network] = (),
+        resolver: Resolver | None = None,
     ) -> None:
+        """``dev`` allows loopback (and plain http to it); ``allow_networks`` are the ranges an
+        operator allows besides globally routable addresses; ``resolver`` is a test seam."""
         self._dev = dev
         self._extra_ca = extra_ca
         self._timeout = timeout
         self._max_bytes = max_bytes
+        self.policy = AddressPolicy(allow_loopback=dev, allowed=allow_networks)
+        self._resolver = resolver
         self._ssl = self._ssl_context()  # a bad extra CA fails at start, not at first fetch
         self._client: httpx.AsyncClient | None = None
 
@@ -77,8 +93,15 @@ class HttpJwksFetcher:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
+            pool = httpcore.AsyncConnectionPool(
+                ssl_context=self._ssl,
+                max_connections=100,
+                max_keepalive_connections=20,
+                keepalive_expiry=5.0,
+                network_backend=GuardedBackend(self.policy, resolver=self._resolver),
+            )
             self._client = httpx.AsyncClient(
-                verify=self._ssl,
+                transport=PoolTransport(pool),
                 timeout=httpx.Timeout(self._timeout),
                 follow_redirects=False,
                 # Proxies and CA bundles from the environment are not consulted: what keyless
@@ -155,6 +178,12 @@ class HttpJwksFetcher:
                             f"{response.status_code}"
                         )
                     return await self._read_capped(issuer, response, what)
+            except AddressRefused as exc:
+                whose = f"issuer {issuer}"
+                if what == "JWKS":
+                    shown = str(url) if len(str(url)) <= 100 else str(url)[:97] + "..."
+                    whose = f"jwks_uri {shown} of {whose}"
+                raise AddressRefused(f"{whose} refused: {exc.message}") from None
             except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 raise Unavailable(
                     f"issuer {issuer} unreachable: {_transport_reason(exc)}"

@@ -75,14 +75,30 @@ class _IssuerCollector(Collector):
             "Signing keys held per trusted issuer",
             labels=["issuer", "source"],
         )
+        stale = GaugeMetricFamily(
+            "keyless_issuer_keys_stale",
+            "1 when a trusted issuer's keys may be out of date (state stale or failing)",
+            labels=["issuer", "source"],
+        )
+        age = GaugeMetricFamily(
+            "keyless_issuer_keys_age_seconds",
+            "Seconds since the issuer's keys were last fetched (uploaded JWKS: uploaded)",
+            labels=["issuer", "source"],
+        )
+        # Label values are escaped by prometheus_client's exposition (\\, \", \n).
         for st in self._statuses():
             labels = [st.url, st.source]
             failures.add_metric(labels, st.consecutive_failures)
             success.add_metric(labels, st.last_success or 0)
             keys.add_metric(labels, len(st.kids))
+            stale.add_metric(labels, 0 if st.state == "ok" else 1)
+            if st.keys_age is not None:
+                age.add_metric(labels, st.keys_age)
         yield failures
         yield success
         yield keys
+        yield stale
+        yield age
 
 
 class MetricsAuditSink:

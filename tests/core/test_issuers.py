@@ -509,3 +509,205 @@ def test_validate_issuer_url_refuses(url: str, dev: bool, error: str) -> None:
         validate_issuer_url(url, dev=dev)
     assert error in err.value.message
     assert "\n" not in err.value.message
+
+
+# -- key sources and staleness -------------------------------------------------------------
+
+K8S = "https://kubernetes.default.svc.cluster.local"
+
+
+async def test_kubernetes_source_uses_its_own_fetcher(clock: ManualClock) -> None:
+    discovery, kube = FakeFetcher(), FakeFetcher()
+    keys = IssuerKeys(discovery, clock, kubernetes=kube)
+    keys.replace_issuers([IssuerRecord(K8S, None, 0.0, kubernetes_api=True)])
+    kube.answers[K8S] = jwks(0)
+    assert await keys.key(K8S, "k0")
+    assert (discovery.calls, kube.calls) == ([], [K8S])
+    assert keys.status(K8S).source == "kubernetes"
+    # Same schedule as discovery: due after the refresh interval, unknown kid after 30 s.
+    kube.answers[K8S] = jwks(1)
+    clock.advance(3600)
+    assert [s.url for s in await keys.refresh_due()] == [K8S]
+    assert keys.status(K8S).kids == ("k1",)
+    kube.answers[K8S] = jwks(1, 2)
+    clock.advance(31)
+    assert await keys.key(K8S, "k2")
+    assert kube.count(K8S) == 3
+
+
+async def test_kubernetes_source_without_a_fetcher_is_failing(
+    fetcher: FakeFetcher, clock: ManualClock
+) -> None:
+    keys = IssuerKeys(fetcher, clock)
+    keys.replace_issuers([IssuerRecord(K8S, None, 0.0, kubernetes_api=True)])
+    with pytest.raises(Unavailable, match="no kubernetes key source"):
+        await keys.key(K8S, "k0")
+    status = keys.status(K8S)
+    assert (status.state, status.stale_since) == ("failing", clock.now())
+    assert fetcher.calls == []
+
+
+async def test_switching_to_the_kubernetes_source_starts_cold(clock: ManualClock) -> None:
+    discovery, kube = FakeFetcher(), FakeFetcher()
+    keys = IssuerKeys(discovery, clock, kubernetes=kube)
+    discovery.answers[K8S], kube.answers[K8S] = jwks(0), jwks(1)
+    keys.replace_issuers([IssuerRecord(K8S, None, 0.0)])
+    await keys.refresh(K8S)
+    keys.replace_issuers([IssuerRecord(K8S, None, 0.0, kubernetes_api=True)])
+    assert keys.status(K8S).kids == ()
+    await keys.refresh(K8S)
+    assert keys.status(K8S).kids == ("k1",)
+
+
+@pytest.mark.parametrize("source", ["discovery", "kubernetes"])
+@pytest.mark.parametrize(
+    ("history", "state", "reason", "since"),
+    [
+        pytest.param([], "failing", "keys not fetched yet", None, id="never-fetched"),
+        pytest.param(["down@0"], "failing", "unreachable: test", 0, id="first-fetch-failed"),
+        pytest.param(["up@0"], "ok", None, None, id="fresh"),
+        pytest.param(["up@0", "wait@7200"], "ok", None, None, id="at-twice-the-interval"),
+        pytest.param(
+            ["up@0", "wait@7201"], "stale", "keys not refreshed for 7201 s", 7200, id="too-old"
+        ),
+        pytest.param(
+            ["up@0", "down@3600", "down@3700"],
+            "stale",
+            "the last key fetch failed: issuer",
+            3600,
+            id="last-fetch-failed",
+        ),
+        pytest.param(["up@0", "down@3600", "up@3700"], "ok", None, None, id="recovered"),
+        pytest.param(["down@0", "up@60", "down@3660"], "stale", "fetch failed", 3660, id="new-run"),
+    ],
+)
+async def test_state_of_fetched_issuers(
+    clock: ManualClock,
+    source: str,
+    history: list[str],
+    state: str,
+    reason: str | None,
+    since: float | None,
+) -> None:
+    fetcher = FakeFetcher()
+    kubernetes = source == "kubernetes"
+    keys = IssuerKeys(
+        fetcher, clock, kubernetes=fetcher, refresh_interval=3600, min_refetch_interval=30
+    )
+    keys.replace_issuers([IssuerRecord(ISS, None, 0.0, kubernetes_api=kubernetes)])
+    start = clock.now()
+    for step in history:
+        what, at = step.split("@")
+        clock.advance(start + float(at) - clock.now())
+        if what == "wait":
+            continue
+        if what == "up":
+            fetcher.answers[ISS] = jwks(0)
+        else:
+            fetcher.answers.pop(ISS, None)  # the fake's default: "issuer ... unreachable: test"
+        await keys.refresh(ISS)
+    status = keys.status(ISS)
+    assert status.source == source
+    assert status.state == state
+    if reason is None:
+        assert status.reason is None
+    else:
+        assert status.reason is not None and reason in status.reason
+    assert status.stale_since == (None if since is None else start + since)
+    if status.last_success is not None:
+        assert status.keys_age == clock.now() - status.last_success
+
+
+async def test_uploaded_jwks_state_and_age(fetcher: FakeFetcher, clock: ManualClock) -> None:
+    keys = IssuerKeys(fetcher, clock)
+    clock.advance(1000)
+    keys.replace_issuers([IssuerRecord(ISS, jwks(0), 10.0, updated_at=400.0)])
+    status = keys.status(ISS)
+    assert (status.state, status.reason, status.stale_since) == ("ok", None, None)
+    assert status.last_success == 400.0
+    assert status.keys_age == clock.now() - 400.0
+    # Old is not stale for an upload: it changes only when the cluster rotates.
+    clock.advance(10 * 86400)
+    assert keys.status(ISS).state == "ok"
+
+
+def _upload_keys(clock: ManualClock) -> IssuerKeys:
+    keys = IssuerKeys(FakeFetcher(), clock, refresh_interval=3600)  # stale window: 7200 s
+    keys.replace_issuers([IssuerRecord(ISS, jwks(0), 0.0)])
+    return keys
+
+
+@pytest.mark.parametrize(
+    ("kid", "shown"),
+    [
+        pytest.param("k-new", "'k-new'", id="plain"),
+        pytest.param("x" * 200, "'" + "x" * 61 + "...'", id="long-is-cut"),
+        pytest.param("a\nb\x1b[31m", "'a\\nb\\x1b[31m'", id="control-characters-escaped"),
+    ],
+)
+async def test_uploaded_jwks_goes_stale_on_an_unknown_kid(
+    clock: ManualClock, kid: str, shown: str
+) -> None:
+    keys = _upload_keys(clock)
+    await keys.key(ISS, "k0")
+    assert keys.status(ISS).state == "ok"
+    clock.advance(50)
+    with pytest.raises(InvalidToken) as err:
+        await keys.key(ISS, kid)
+    assert err.value.reason == "unknown_kid"  # the decision is the same as ever
+    status = keys.status(ISS)
+    assert (status.state, status.stale_since) == ("stale", clock.now())
+    assert status.reason is not None and f"key id {shown}," in status.reason
+    assert "rotated" in status.reason and "k8s trust --in-cluster" in status.reason
+    assert "\n" not in status.reason
+    assert await keys.key(ISS, "k0")  # the keys it holds still verify
+
+
+@pytest.mark.parametrize(
+    ("clear", "state"),
+    [
+        pytest.param(lambda keys, clock: clock.advance(7199), "stale", id="within-the-window"),
+        pytest.param(lambda keys, clock: clock.advance(7200), "ok", id="window-passed"),
+        pytest.param(
+            lambda keys, clock: keys.replace_issuers([IssuerRecord(ISS, jwks(0, 1), 0.0)]),
+            "ok",
+            id="re-uploaded",
+        ),
+        pytest.param(
+            lambda keys, clock: keys.replace_issuers([IssuerRecord(ISS, jwks(0), 0.0)]),
+            "stale",
+            id="same-upload-reloaded",
+        ),
+    ],
+)
+async def test_unknown_kid_staleness_clears(clock: ManualClock, clear: Any, state: str) -> None:
+    keys = _upload_keys(clock)
+    with pytest.raises(InvalidToken):
+        await keys.key(ISS, "k1")
+    first = clock.now()
+    clock.advance(100)
+    with pytest.raises(InvalidToken):
+        await keys.key(ISS, "k1")  # still arriving: the stale run goes on, since unchanged
+    assert keys.status(ISS).stale_since == first
+    clear(keys, clock)
+    assert keys.status(ISS).state == state
+
+
+async def test_unknown_kid_never_makes_a_fetched_issuer_stale(
+    keys: IssuerKeys, fetcher: FakeFetcher, clock: ManualClock
+) -> None:
+    fetcher.answers[ISS] = jwks(0)
+    await keys.key(ISS, "k0")
+    for _ in range(3):
+        clock.advance(31)
+        with pytest.raises(InvalidToken):
+            await keys.key(ISS, "nope")
+    assert keys.status(ISS).state == "ok"
+
+
+async def test_broken_upload_is_failing(fetcher: FakeFetcher, clock: ManualClock) -> None:
+    keys = IssuerKeys(fetcher, clock)
+    keys.replace_issuers([IssuerRecord(ISS, {"keys": []}, 0.0)])
+    status = keys.status(ISS)
+    assert (status.state, status.stale_since, status.keys_age) == ("failing", clock.now(), None)
+    assert status.reason is not None and "no usable signing key" in status.reason

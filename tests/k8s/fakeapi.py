@@ -1,8 +1,11 @@
 """A tiny Kubernetes API server: service accounts (get, list, watch) and issuer discovery.
 
 Just enough of kube-apiserver's wire format for ``kubernetes_asyncio`` to list, watch and
-read service accounts, and for ``keyless k8s trust`` to read the issuer and its JWKS. It runs
-on loopback over plain HTTP in a thread of the test process; a kubeconfig points at it.
+read service accounts, and for ``keyless k8s trust`` and keyless's ``kubernetes`` key source
+to read the issuer and its JWKS (which, as on a real cluster, need a bearer token the API
+accepts: ``bearer_tokens``; ``jwks`` can be replaced at any time to rotate the keys, and
+``outage`` makes both documents answer with that HTTP status). It runs on loopback in a thread
+of the test process, over plain HTTP (a kubeconfig points at it) or HTTPS (``tls``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class FakeKubeApi:
         self.listed: set[str] = set()  # ns/name of every account a list response carried
         self.issuer = issuer
         self.jwks = jwks or {"keys": []}
+        self.bearer_tokens = {"fake-bearer-token"}  # accepted for the issuer documents
+        self.outage: int | None = None  # HTTP status of the issuer documents while set
         self._lock = threading.Lock()
         self.port = free_port()
         self._server: uvicorn.Server | None = None
@@ -120,8 +125,20 @@ class FakeKubeApi:
             )
         return JSONResponse(obj)
 
+    def _refused(self, request: Request) -> Response | None:
+        """401 without an accepted bearer token, the outage status during an outage."""
+        auth = request.headers.get("authorization", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
+        if token not in self.bearer_tokens:
+            return JSONResponse({"kind": "Status", "code": 401}, status_code=401)
+        if self.outage is not None:
+            return JSONResponse({"kind": "Status", "code": self.outage}, status_code=self.outage)
+        return None
+
     async def _discovery(self, request: Request) -> Response:
         self._log(request)
+        if (refused := self._refused(request)) is not None:
+            return refused
         return JSONResponse(
             {
                 "issuer": self.issuer,
@@ -134,6 +151,8 @@ class FakeKubeApi:
 
     async def _jwks(self, request: Request) -> Response:
         self._log(request)
+        if (refused := self._refused(request)) is not None:
+            return refused
         return JSONResponse(self.jwks)
 
     def app(self) -> Starlette:
@@ -148,7 +167,8 @@ class FakeKubeApi:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> FakeKubeApi:
+    def start(self, tls: tuple[Path, Path] | None = None) -> FakeKubeApi:
+        """Serve; with ``tls`` (certificate and key files) over HTTPS."""
         config = uvicorn.Config(
             self.app(),
             host="127.0.0.1",
@@ -158,6 +178,8 @@ class FakeKubeApi:
             lifespan="off",
             loop="asyncio",
             http="h11",
+            ssl_certfile=str(tls[0]) if tls else None,
+            ssl_keyfile=str(tls[1]) if tls else None,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

@@ -103,12 +103,16 @@ class FederationStoreMixin:
     # -- issuers ---------------------------------------------------------------------------
 
     async def add_issuer(self, tenant_id: str, record: IssuerRecord) -> bool:
-        """Insert, or replace the uploaded JWKS of an existing issuer; True if it was new."""
+        """Insert, or replace the key source (or uploaded JWKS) of an existing issuer.
+
+        True if it was new; an issuer re-added exactly as it is changes nothing.
+        """
         jwks = json.dumps(record.jwks, sort_keys=True) if record.jwks is not None else None
+        updated_at = record.updated_at or record.created_at
         async with self.writer.begin() as conn:
             row = (
                 await conn.execute(
-                    sa.select(issuers.c.jwks).where(
+                    sa.select(issuers.c.jwks, issuers.c.source).where(
                         issuers.c.tenant_id == tenant_id, issuers.c.url == record.url
                     )
                 )
@@ -116,14 +120,19 @@ class FederationStoreMixin:
             if row is None:
                 await conn.execute(
                     sa.insert(issuers).values(
-                        tenant_id=tenant_id, url=record.url, jwks=jwks, created_at=record.created_at
+                        tenant_id=tenant_id,
+                        url=record.url,
+                        jwks=jwks,
+                        source=record.source,
+                        created_at=record.created_at,
+                        updated_at=updated_at,
                     )
                 )
-            elif row.jwks != jwks:
+            elif (row.jwks, row.source) != (jwks, record.source):
                 await conn.execute(
                     sa.update(issuers)
                     .where(issuers.c.tenant_id == tenant_id, issuers.c.url == record.url)
-                    .values(jwks=jwks)
+                    .values(jwks=jwks, source=record.source, updated_at=updated_at)
                 )
             await bump_revision(conn, "federation")
         return row is None
@@ -138,7 +147,11 @@ class FederationStoreMixin:
             (
                 r.tenant_id,
                 IssuerRecord(
-                    url=r.url, jwks=json.loads(r.jwks) if r.jwks else None, created_at=r.created_at
+                    url=r.url,
+                    jwks=json.loads(r.jwks) if r.jwks else None,
+                    created_at=r.created_at,
+                    kubernetes_api=r.source == "kubernetes",
+                    updated_at=r.updated_at,
                 ),
             )
             for r in rows

@@ -60,11 +60,23 @@ def run_pure(case: Case) -> dict[str, Any]:
 
     Mirrors ``api/k8s/mutate.py`` minus the identity check, which needs a running keyless.
     """
-    req = admission.parse_review(json.dumps(case.review).encode())
+    return answer(case.review, case.service_account, case.settings())
+
+
+def answer(
+    value: object, sa: inject.ServiceAccount | None, settings: inject.WebhookSettings
+) -> dict[str, Any]:
+    """The review the webhook's pure steps make of any decoded JSON ``value``, in
+    ``api/k8s/mutate.py``'s order; raises only :class:`admission.MalformedReview` (a 400)."""
+    try:
+        req = admission.read_review(value)
+    except admission.RefusedReview as exc:
+        return admission.deny(exc.uid, exc.message)
     if not req.is_pod_create or not inject.selected(req.object):
         return admission.allow(req.uid)
     try:
-        patch = inject.mutation_patch(req.object, case.service_account, case.settings())
+        inject.check_pod(req.object, settings)
+        patch = inject.mutation_patch(req.object, sa, settings)
     except inject.InjectionError as exc:
         return admission.deny(req.uid, exc.message)
     return admission.allow(req.uid, patch)

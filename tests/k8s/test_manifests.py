@@ -17,7 +17,7 @@ import yaml
 from cryptography import x509
 
 from keyless.k8s import names
-from keyless.k8s.manifests import Values, render
+from keyless.k8s.manifests import PORT, WEBHOOK_PORT, Values, render
 from keyless.server.tls import ensure_tls
 from tests.support.server import keyless_cmd
 
@@ -136,6 +136,7 @@ def test_webhook_configuration() -> None:
     assert webhook["admissionReviewVersions"] == ["v1"]
     assert 1 <= webhook["timeoutSeconds"] <= 30
     assert webhook["clientConfig"]["service"]["path"] == "/k8s/mutate"
+    assert webhook["clientConfig"]["service"]["port"] == WEBHOOK_PORT
     assert webhook["rules"] == [
         {
             "apiGroups": [""],
@@ -169,6 +170,119 @@ def test_deployment_hardening() -> None:
         "app.kubernetes.io/name": "keyless"
     }
     assert keyed[("Service", "keyless")]["spec"]["ports"][0]["port"] == 443
+
+
+def _args(objects: list[dict[str, Any]]) -> list[str]:
+    pod = by_key(objects)[("Deployment", "keyless")]["spec"]["template"]["spec"]
+    return list(pod["containers"][0]["args"])
+
+
+def test_webhook_has_its_own_port_and_requires_the_api_servers_certificate() -> None:
+    objects = render()
+    keyed = by_key(objects)
+    ports = {p["name"]: p for p in keyed[("Service", "keyless")]["spec"]["ports"]}
+    assert ports["webhook"] == {"name": "webhook", "port": WEBHOOK_PORT, "targetPort": "webhook"}
+    pod = keyed[("Deployment", "keyless")]["spec"]["template"]["spec"]
+    container_ports = {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}
+    assert container_ports == {"https": PORT, "webhook": WEBHOOK_PORT}
+    args = _args(objects)
+    assert args[args.index("--webhook-listen") + 1] == f"0.0.0.0:{WEBHOOK_PORT}"
+    ca_file = args[args.index("--webhook-client-ca") + 1]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert ca_file == f"{mounts['webhook-client-ca']}/ca.crt"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["webhook-client-ca"]["configMap"]["name"] == "keyless-webhook-client-ca"
+    assert "--webhook-insecure-no-client-auth" not in args
+    assert not [o for o in objects if o["kind"] == "NetworkPolicy"]
+
+
+def _manifests(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*keyless_cmd(), "k8s", "manifests", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_cli_renders_the_client_ca_configmap(tmp_path: Path) -> None:
+    ca = ensure_tls(tmp_path / "data", "https://localhost:8443", "vault.localhost").ca_cert
+    result = _manifests("--webhook-client-ca", str(ca))
+    assert result.returncode == 0, result.stderr
+    objects = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    validate_all(objects)
+    configmap = by_key(objects)[("ConfigMap", "keyless-webhook-client-ca")]
+    assert configmap["metadata"]["namespace"] == "keyless"
+    assert configmap["data"]["ca.crt"] == ca.read_text()
+
+
+def test_cli_without_client_auth_renders_a_network_policy() -> None:
+    result = _manifests(
+        "--webhook-no-client-auth",
+        "--webhook-source-cidr",
+        "172.16.0.0/28",
+        "--webhook-source-cidr",
+        "fd00:10::/64",
+    )
+    assert result.returncode == 0, result.stderr
+    objects = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    validate_all(objects)
+    args = _args(objects)
+    assert "--webhook-insecure-no-client-auth" in args and "--webhook-client-ca" not in args
+    policy = by_key(objects)[("NetworkPolicy", "keyless-webhook")]["spec"]
+    assert policy["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "keyless"}}
+    assert policy["policyTypes"] == ["Ingress"]
+    public, hook = policy["ingress"]
+    assert public == {"ports": [{"protocol": "TCP", "port": PORT}]}  # every pod, by design
+    assert hook["ports"] == [{"protocol": "TCP", "port": WEBHOOK_PORT}]
+    assert hook["from"] == [
+        {"ipBlock": {"cidr": "172.16.0.0/28"}},
+        {"ipBlock": {"cidr": "fd00:10::/64"}},
+    ]
+    pod = by_key(objects)[("Deployment", "keyless")]["spec"]["template"]["spec"]
+    assert "webhook-client-ca" not in {v["name"] for v in pod["volumes"]}
+
+
+def test_network_policy_without_sources_admits_no_one_to_the_webhook() -> None:
+    """An empty ``from`` would admit everyone; the rule is left out instead."""
+    objects = render(Values(client_auth=False))
+    (policy,) = [o for o in objects if o["kind"] == "NetworkPolicy"]
+    validate_all([policy])
+    assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": PORT}]}]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--webhook-no-client-auth"], "needs --webhook-source-cidr"),
+        (["--webhook-source-cidr", "10.0.0.0/28"], "needs --webhook-no-client-auth"),
+        (["--webhook-no-client-auth", "--webhook-source-cidr", "10.0.0.1/8"], "not a CIDR"),
+        (["--webhook-no-client-auth", "--webhook-source-cidr", "0.0.0.0/0"], "every pod"),
+        (["--webhook-no-client-auth", "--webhook-source-cidr", "::/0"], "every pod"),
+        (["--webhook-client-ca", "/nonexistent/ca.pem"], "cannot read --webhook-client-ca"),
+        (
+            [
+                "--webhook-no-client-auth",
+                "--webhook-client-ca",
+                "/x",
+                "--webhook-source-cidr",
+                "10.0.0.0/8",
+            ],
+            "conflicts",
+        ),
+    ],
+    ids=[
+        "no-sources",
+        "sources-with-auth",
+        "host-bits",
+        "everyone-v4",
+        "everyone-v6",
+        "ca-missing",
+        "both",
+    ],
+)
+def test_cli_refuses_an_open_webhook(args: list[str], message: str) -> None:
+    result = _manifests(*args)
+    assert result.returncode == 1
+    assert message in result.stderr, result.stderr
+    assert result.stdout == ""
 
 
 def test_webhook_cert_signed_by_keyless_ca(tmp_path: Path) -> None:

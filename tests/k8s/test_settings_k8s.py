@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -63,3 +64,59 @@ async def test_endpoint_settings() -> None:
     services.settings = load_settings({"k8s_public_ca": True, "k8s_tenant": "contoso"}, {})
     ws = await _settings(services)  # type: ignore[arg-type]
     assert (ws.tenant_id, ws.ca_configmap) == (other.id, None)
+
+
+def test_webhook_listener_settings() -> None:
+    s = load_settings({}, {})
+    assert (s.webhook_host, s.webhook_port, s.webhook_client_ca) == (None, None, None)
+    s = load_settings(
+        {},
+        {"KEYLESS_WEBHOOK_LISTEN": "10.0.0.5:8444", "KEYLESS_WEBHOOK_CLIENT_CA": "/etc/ca.crt"},
+    )
+    assert (s.webhook_host, s.webhook_port, str(s.webhook_client_ca)) == (
+        "10.0.0.5",
+        8444,
+        "/etc/ca.crt",
+    )
+    s = load_settings({"webhook_listen": "[::]:9444", "webhook_insecure_no_client_auth": True}, {})
+    assert (s.webhook_host, s.webhook_port, s.webhook_insecure_no_client_auth) == ("::", 9444, True)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"webhook_listen": "0.0.0.0:8444"}, "needs --webhook-client-ca FILE"),
+        ({"webhook_client_ca": "/ca"}, "--webhook-client-ca needs --webhook-listen"),
+        ({"webhook_insecure_no_client_auth": True}, "needs --webhook-listen"),
+        (
+            {
+                "webhook_listen": "0.0.0.0:8444",
+                "webhook_client_ca": "/ca",
+                "webhook_insecure_no_client_auth": True,
+            },
+            "choose one",
+        ),
+        ({"webhook_listen": "8444", "webhook_client_ca": "/ca"}, "--webhook-listen: '8444'"),
+        ({"webhook_listen": "host:8444", "webhook_client_ca": "/ca"}, "not an IP address"),
+        ({"webhook_listen": "0.0.0.0:8443", "webhook_client_ca": "/ca"}, "public listener"),
+        (
+            {"webhook_listen": "0.0.0.0:8444", "webhook_client_ca": "/ca", "insecure_http": True},
+            "HTTPS only",
+        ),
+    ],
+    ids=[
+        "no-choice",
+        "ca-alone",
+        "opt-out-alone",
+        "both",
+        "no-host",
+        "hostname",
+        "same-port",
+        "http",
+    ],
+)
+def test_webhook_listener_needs_a_client_auth_choice(
+    flags: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(flags, {})

@@ -1,6 +1,7 @@
-"""``POST /k8s/mutate`` on a running keyless, its service accounts read from a (fake)
-Kubernetes API through ``kubernetes_asyncio``, and the injected pod's environment driving the
-real azure-identity and azure-keyvault-secrets clients to a secret.
+"""``POST /k8s/mutate`` on a running keyless's webhook listener (``--webhook-listen``, client
+certificate required, the test's API server certificate presented), its service accounts read
+from a (fake) Kubernetes API through ``kubernetes_asyncio``, and the injected pod's environment
+driving the real azure-identity and azure-keyvault-secrets clients to a secret.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 from keyless.k8s import admission, names
 from tests.k8s.cases import FIXTURES, Case, patched_pod
 from tests.k8s.fakeapi import FakeKubeApi
+from tests.k8s.webhook import Webhook
 from tests.support.federation import Federated
 
 SECRET_VALUE = "s3cret-from-keyless-7f2c"
@@ -47,9 +49,8 @@ def with_pod(case: Case, **changes: Any) -> Case:
     return Case(case.name, case.path, data)
 
 
-def post(fed: Federated, case: Case) -> dict[str, Any]:
-    with fed.server.client() as http:
-        response = http.post("/k8s/mutate", json=case.review)
+def reviewed(webhook: Webhook, case: Case) -> dict[str, Any]:
+    response = webhook.post(case.review)
     assert response.status_code == 200, response.text
     review = response.json()
     assert review["response"]["uid"] == case.review["request"]["uid"]
@@ -67,10 +68,10 @@ def vault(fed: Federated, kube: FakeKubeApi) -> str:
 
 
 def test_injected_pod_reads_a_secret_with_the_azure_sdk(
-    fed: Federated, kube: FakeKubeApi, vault: str, tmp_path: Path
+    webhook: Webhook, fed: Federated, kube: FakeKubeApi, vault: str, tmp_path: Path
 ) -> None:
     case = load("selected-basic")
-    review = post(fed, case)
+    review = reviewed(webhook, case)
     assert review["response"]["allowed"] is True
     pod = patched_pod(case, review)
     kubernetes_validate.validate(pod, "1.33.0", strict=True)
@@ -130,7 +131,9 @@ def test_injected_pod_reads_a_secret_with_the_azure_sdk(
     assert result.stdout.strip() == SECRET_VALUE
 
 
-def test_running_server_watches_service_accounts(fed: Federated, kube: FakeKubeApi) -> None:
+def test_running_server_watches_service_accounts(
+    webhook: Webhook, fed: Federated, kube: FakeKubeApi
+) -> None:
     """The server lists and watches (tests/k8s/test_lookup.py shows the cache answering
     without a GET); an account created later reaches it by a watch event, or by the next
     list if it was created between two watches."""
@@ -139,33 +142,37 @@ def test_running_server_watches_service_accounts(fed: Federated, kube: FakeKubeA
     while ("ADDED", "demo/watched") not in kube.delivered and "demo/watched" not in kube.listed:
         assert time.monotonic() < deadline, "neither a watch nor a list carried the account"
         time.sleep(0.05)
-    review = post(fed, with_pod(load("selected-basic"), service_account="watched"))
+    review = reviewed(webhook, with_pod(load("selected-basic"), service_account="watched"))
     assert review["response"]["allowed"] is True
     listed = [r for r in kube.requests if r.startswith("GET /api/v1/serviceaccounts")]
     assert any("watch=" not in r for r in listed) and any("watch=" in r for r in listed)
 
 
-def test_account_not_yet_cached_is_read_live(fed: Federated, kube: FakeKubeApi) -> None:
+def test_account_not_yet_cached_is_read_live(
+    webhook: Webhook, fed: Federated, kube: FakeKubeApi
+) -> None:
     # Put directly into the store without a watch event: only a GET can find it.
     kube.put("demo", "fresh", {names.CLIENT_ID_ANNOTATION: fed.client_id})
     kube.events.pop()
-    review = post(fed, with_pod(load("selected-basic"), service_account="fresh"))
+    review = reviewed(webhook, with_pod(load("selected-basic"), service_account="fresh"))
     assert review["response"]["allowed"] is True
     assert kube.gets_of("demo", "fresh") == 1
 
 
-def test_unknown_service_account_refused(fed: Federated, kube: FakeKubeApi) -> None:
-    review = post(fed, with_pod(load("selected-basic"), service_account="ghost"))
+def test_unknown_service_account_refused(
+    webhook: Webhook, fed: Federated, kube: FakeKubeApi
+) -> None:
+    review = reviewed(webhook, with_pod(load("selected-basic"), service_account="ghost"))
     response = review["response"]
     assert response["allowed"] is False and "patch" not in response
     assert response["status"]["code"] == 400
     assert response["status"]["message"] == "service account demo/ghost not found"
 
 
-def test_unknown_identity_refused(fed: Federated, kube: FakeKubeApi) -> None:
+def test_unknown_identity_refused(webhook: Webhook, fed: Federated, kube: FakeKubeApi) -> None:
     stranger = str(uuid.uuid4())
     kube.put("demo", "stranger", {names.CLIENT_ID_ANNOTATION: stranger})
-    review = post(fed, with_pod(load("selected-basic"), service_account="stranger"))
+    review = reviewed(webhook, with_pod(load("selected-basic"), service_account="stranger"))
     response = review["response"]
     assert response["allowed"] is False
     message = response["status"]["message"]
@@ -173,24 +180,26 @@ def test_unknown_identity_refused(fed: Federated, kube: FakeKubeApi) -> None:
     assert "service account demo/stranger" in message
 
 
-def test_unknown_tenant_refused(fed: Federated, kube: FakeKubeApi) -> None:
+def test_unknown_tenant_refused(webhook: Webhook, fed: Federated, kube: FakeKubeApi) -> None:
     kube.put(
         "demo",
         "other-tenant",
         {names.CLIENT_ID_ANNOTATION: fed.client_id, names.TENANT_ID_ANNOTATION: "contoso"},
     )
-    review = post(fed, with_pod(load("selected-basic"), service_account="other-tenant"))
+    review = reviewed(webhook, with_pod(load("selected-basic"), service_account="other-tenant"))
     assert review["response"]["allowed"] is False
     assert review["response"]["status"]["message"] == "tenant 'contoso' is not a keyless tenant"
 
 
-def test_pod_annotation_needs_no_lookup(fed: Federated, kube: FakeKubeApi) -> None:
+def test_pod_annotation_needs_no_lookup(
+    webhook: Webhook, fed: Federated, kube: FakeKubeApi
+) -> None:
     case = with_pod(
         load("selected-basic"),
         service_account="nowhere",
         annotations={names.KEYLESS_CLIENT_ID_ANNOTATION: fed.client_id},
     )
-    review = post(fed, case)
+    review = reviewed(webhook, case)
     assert review["response"]["allowed"] is True
     env = {e["name"]: e["value"] for e in patched_pod(case, review)["spec"]["containers"][0]["env"]}
     assert env["AZURE_CLIENT_ID"] == fed.client_id
@@ -198,13 +207,15 @@ def test_pod_annotation_needs_no_lookup(fed: Federated, kube: FakeKubeApi) -> No
 
 
 @pytest.mark.parametrize("name", ["unselected-no-label", "not-create", "reinvocation"])
-def test_admitted_untouched(fed: Federated, kube: FakeKubeApi, vault: str, name: str) -> None:
-    review = post(fed, load(name))
+def test_admitted_untouched(
+    webhook: Webhook, fed: Federated, kube: FakeKubeApi, vault: str, name: str
+) -> None:
+    review = reviewed(webhook, load(name))
     assert review["response"] == {"uid": load(name).review["request"]["uid"], "allowed": True}
 
 
-def test_bad_annotation_refused(fed: Federated) -> None:
-    review = post(fed, load("expiration-not-a-number"))
+def test_bad_annotation_refused(webhook: Webhook, fed: Federated) -> None:
+    review = reviewed(webhook, load("expiration-not-a-number"))
     assert review["response"]["allowed"] is False
     assert "is not a whole number of seconds" in review["response"]["status"]["message"]
 
@@ -215,14 +226,15 @@ def test_bad_annotation_refused(fed: Federated) -> None:
         (b"not json", "not JSON"),
         (b'{"kind": "Pod"}', "not an AdmissionReview"),
         (b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1beta1"}', "v1beta1"),
-        (b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1"}', "request.uid"),
+        (b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1"}', "no request"),
+        (
+            b'{"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1", "request": {}}',
+            "request.uid",
+        ),
     ],
 )
-def test_malformed_review(fed: Federated, body: bytes, message: str) -> None:
-    with fed.server.client() as http:
-        response = http.post(
-            "/k8s/mutate", content=body, headers={"content-type": "application/json"}
-        )
+def test_malformed_review(webhook: Webhook, body: bytes, message: str) -> None:
+    response = webhook.post(content=body)
     assert response.status_code == 400
     assert message in response.json()["error"]["message"]
 

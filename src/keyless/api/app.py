@@ -1,4 +1,5 @@
-"""The two ASGI apps: the public listener (TCP, TLS) and the admin listener (Unix socket)."""
+"""The ASGI apps: the public listener (TCP, TLS), the admin listener (Unix socket) and the
+admission webhook's listener (TCP, TLS, ``--webhook-listen``)."""
 
 from __future__ import annotations
 
@@ -77,7 +78,6 @@ def _app(routes: list[BaseRoute], services: Services, metrics: Metrics, listener
 
 def public_app(services: Services, metrics: Metrics) -> ASGIApp:
     routes: list[BaseRoute] = [*ops.routes, *discovery.routes, *token.routes]
-    routes += k8s.routes
     if services.settings.dev:
         routes += clusters.routes
     main = _app(routes, services, metrics, "public")
@@ -94,6 +94,11 @@ def public_app(services: Services, metrics: Metrics) -> ASGIApp:
     keyvault.add_middleware(KeyVaultAuth, services=services)
     keyvault.add_middleware(ObservabilityMiddleware, metrics=metrics, listener="keyvault")
     return LocalSync(VaultDispatcher(main, keyvault, services), services)
+
+
+def webhook_app(services: Services, metrics: Metrics) -> ASGIApp:
+    """Only ``POST /k8s/mutate``: the API server is its one client (docs/kubernetes.md)."""
+    return LocalSync(_app(list(k8s.routes), services, metrics, "webhook"), services)
 
 
 def admin_app(services: Services, metrics: Metrics) -> ASGIApp:

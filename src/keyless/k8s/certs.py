@@ -1,8 +1,9 @@
 """The serving certificate of keyless inside a cluster, signed by keyless's own CA.
 
-The API server calls the webhook at ``https://SERVICE.NAMESPACE.svc:443/k8s/mutate`` and pods
-reach the same listener, so one certificate serves both: its names are the Service's DNS
-names and any the operator adds (the public URL's host, the vault domain).
+The API server calls the webhook at ``https://SERVICE.NAMESPACE.svc:8444/k8s/mutate`` (its own
+listener) and pods reach the public one on 443; both listeners present this one certificate:
+its names are the Service's DNS names and any the operator adds (the public URL's host, the
+vault domain).
 """
 
 from __future__ import annotations

@@ -52,11 +52,14 @@ class ServiceAccount:
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> ServiceAccount:
-        meta = obj.get("metadata") or {}
+        meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+        meta = meta if isinstance(meta, Mapping) else {}
+        annotations = meta.get("annotations")
+        annotations = annotations if isinstance(annotations, Mapping) else {}
         return cls(
             str(meta.get("namespace", "")),
             str(meta.get("name", "")),
-            {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()},
+            {str(k): str(v) for k, v in annotations.items()},
         )
 
 
@@ -117,14 +120,15 @@ def skip_containers(pod: Mapping[str, Any]) -> frozenset[str]:
 
 def token_expiration(pod: Mapping[str, Any], sa: ServiceAccount | None) -> int:
     """``expirationSeconds``: the pod's annotation wins over the service account's; 3600..86400."""
-    where, raw = "", ""
     if _annotations(pod).get(names.EXPIRATION_ANNOTATION):
-        where, raw = "pod", _annotations(pod)[names.EXPIRATION_ANNOTATION]
-    elif sa is not None and sa.annotations.get(names.EXPIRATION_ANNOTATION):
+        return _expiration("pod", _annotations(pod)[names.EXPIRATION_ANNOTATION])
+    if sa is not None and sa.annotations.get(names.EXPIRATION_ANNOTATION):
         where = f"service account {sa.namespace}/{sa.name}"
-        raw = sa.annotations[names.EXPIRATION_ANNOTATION]
-    if not raw:
-        return names.DEFAULT_EXPIRATION
+        return _expiration(where, sa.annotations[names.EXPIRATION_ANNOTATION])
+    return names.DEFAULT_EXPIRATION
+
+
+def _expiration(where: str, raw: str) -> int:
     if not _INT.fullmatch(raw):
         raise InjectionError(
             f"{names.EXPIRATION_ANNOTATION} {raw[:32]!r} on the {where} is not a whole "
@@ -275,6 +279,41 @@ def _existing_token_volume(pod: Mapping[str, Any], default: str) -> str:
     return default
 
 
+def _mounts(volume_name: str, settings: WebhookSettings) -> list[tuple[str, str]]:
+    mounts = [(volume_name, names.TOKEN_MOUNT_PATH)]
+    if settings.ca_configmap:
+        mounts.append((names.CA_VOLUME, names.CA_MOUNT_PATH))
+    return mounts
+
+
+def _check_mount(container: Mapping[str, Any], name: str, mount_path: str) -> None:
+    current = container.get("volumeMounts") or []
+    clash = next(
+        (m for m in current if m.get("mountPath") == mount_path and m.get("name") != name),
+        None,
+    )
+    if clash is not None:
+        raise InjectionError(
+            f"container {container.get('name')!r} already mounts volume "
+            f"{clash.get('name')!r} at {mount_path}, where the webhook mounts {name!r}"
+        )
+
+
+def check_pod(pod: Mapping[str, Any], settings: WebhookSettings) -> None:
+    """The refusals that depend on the pod alone (its own expiration annotation, a mount path
+    already taken), made before anything is looked up: their message tells the caller nothing
+    about the cluster's service accounts or keyless's identities."""
+    targets = _targets(pod)
+    if not selected(pod) or not targets:
+        return
+    if _annotations(pod).get(names.EXPIRATION_ANNOTATION):
+        _expiration("pod", _annotations(pod)[names.EXPIRATION_ANNOTATION])
+    volume_name = _existing_token_volume(pod, token_volume_name(pod))
+    for _, _, container in targets:
+        for name, mount_path in _mounts(volume_name, settings):
+            _check_mount(container, name, mount_path)
+
+
 def mutation_patch(
     pod: Mapping[str, Any], sa: ServiceAccount | None, settings: WebhookSettings
 ) -> list[Json]:
@@ -289,13 +328,12 @@ def mutation_patch(
     spec = pod.get("spec") or {}
     patch = _Patch()
     volume_name = _existing_token_volume(pod, token_volume_name(pod))
-    mounts: list[tuple[str, str]] = [(volume_name, names.TOKEN_MOUNT_PATH)]
+    mounts = _mounts(volume_name, settings)
     volumes = spec.get("volumes") or []
     wanted_volumes = [
         (_index(volumes, volume_name), _token_volume(volume_name, expiration, settings.audience))
     ]
     if settings.ca_configmap:
-        mounts.append((names.CA_VOLUME, names.CA_MOUNT_PATH))
         wanted_volumes.append((_index(volumes, names.CA_VOLUME), _ca_volume(settings.ca_configmap)))
     env = _desired_env(identity, settings)
     for key, i, container in targets:
@@ -305,15 +343,7 @@ def mutation_patch(
         current = container.get("volumeMounts") or []
         wanted_mounts: list[tuple[int, Json]] = []
         for name, mount_path in mounts:
-            clash = next(
-                (m for m in current if m.get("mountPath") == mount_path and m.get("name") != name),
-                None,
-            )
-            if clash is not None:
-                raise InjectionError(
-                    f"container {container.get('name')!r} already mounts volume "
-                    f"{clash.get('name')!r} at {mount_path}, where the webhook mounts {name!r}"
-                )
+            _check_mount(container, name, mount_path)
             mount = {"name": name, "mountPath": mount_path, "readOnly": True}
             wanted_mounts.append((_index(current, name), mount))
         patch.upsert(container, "volumeMounts", path, wanted_mounts)

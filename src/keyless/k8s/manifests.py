@@ -3,6 +3,11 @@
 ``deploy/kubernetes`` (a kustomize base) and its ``overlays/postgresql`` are these objects with
 the default values; a test renders both with ``kubectl kustomize`` and checks they equal
 :func:`render`, so ``keyless k8s manifests`` and kustomize never drift apart.
+
+The admission webhook has its own port (:data:`WEBHOOK_PORT`, Service port of the same number).
+By default it requires the API server's client certificate, verified against the ConfigMap
+``keyless-webhook-client-ca`` (key ``ca.crt``); with ``client_auth=False`` it does not, and a
+NetworkPolicy admits that port only from the ``webhook_sources`` CIDRs (the control plane).
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ DATA_DIR = "/var/lib/keyless"
 TLS_DIR = "/etc/keyless/tls"
 ROOT_KEY_DIR = "/etc/keyless/root-key"
 PORT = 8443
+WEBHOOK_PORT = 8444
 WEBHOOK_NAME = "pods.keyless.dev"
+CLIENT_CA_CONFIGMAP = "keyless-webhook-client-ca"
+CLIENT_CA_DIR = "/etc/keyless/webhook-client-ca"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +42,9 @@ class Values:
     postgresql: bool = False
     replicas: int | None = None  # default 1, or 3 with PostgreSQL
     extra_env: dict[str, str] = field(default_factory=dict)
+    client_auth: bool = True  # the webhook requires the API server's client certificate
+    client_ca: bytes | None = None  # PEM for the keyless-webhook-client-ca ConfigMap
+    webhook_sources: tuple[str, ...] = ()  # without client auth: CIDRs allowed to the webhook
 
     @property
     def url(self) -> str:
@@ -69,6 +80,11 @@ def _deployment(v: Values) -> Obj:
         {"name": "tls", "secret": {"secretName": "keyless-tls"}},
         {"name": "tmp", "emptyDir": {}},
     ]
+    webhook_auth = ["--webhook-insecure-no-client-auth"]
+    if v.client_auth:
+        webhook_auth = ["--webhook-client-ca", f"{CLIENT_CA_DIR}/{names.CA_KEY}"]
+        mounts.append({"name": "webhook-client-ca", "mountPath": CLIENT_CA_DIR, "readOnly": True})
+        volumes.append({"name": "webhook-client-ca", "configMap": {"name": CLIENT_CA_CONFIGMAP}})
     strategy: Obj = {"type": "Recreate"}  # one SQLite writer at a time
     pod_extra: Obj = {}
     if v.postgresql:
@@ -104,9 +120,15 @@ def _deployment(v: Values) -> Obj:
             f"{TLS_DIR}/tls.crt",
             "--tls-key",
             f"{TLS_DIR}/tls.key",
+            "--webhook-listen",
+            f"0.0.0.0:{WEBHOOK_PORT}",
+            *webhook_auth,
         ],
         "env": env,
-        "ports": [{"name": "https", "containerPort": PORT}],
+        "ports": [
+            {"name": "https", "containerPort": PORT},
+            {"name": "webhook", "containerPort": WEBHOOK_PORT},
+        ],
         "startupProbe": _probe("/healthz", periodSeconds=2, failureThreshold=30),
         "livenessProbe": _probe("/healthz", periodSeconds=10, failureThreshold=3),
         "readinessProbe": _probe("/readyz", periodSeconds=5, failureThreshold=2),
@@ -152,7 +174,12 @@ def _deployment(v: Values) -> Obj:
 
 def _webhook(v: Values) -> Obj:
     client: Obj = {
-        "service": {"name": APP, "namespace": v.namespace, "path": "/k8s/mutate", "port": 443}
+        "service": {
+            "name": APP,
+            "namespace": v.namespace,
+            "path": "/k8s/mutate",
+            "port": WEBHOOK_PORT,
+        }
     }
     if v.ca_bundle:
         client["caBundle"] = base64.b64encode(v.ca_bundle).decode()
@@ -183,6 +210,31 @@ def _webhook(v: Values) -> Obj:
                 "timeoutSeconds": 10,
             }
         ],
+    }
+
+
+def _network_policy(v: Values) -> Obj:
+    """Without client authentication, only the control plane's addresses may reach the
+    webhook's port; the public port stays open to every pod. (Pods inside a ``webhook_sources``
+    range are let in too: choose ranges that hold no pods.) With no sources, nothing reaches
+    the webhook's port: an empty ``from`` would mean everyone, so the rule is left out."""
+    ingress: list[Obj] = [{"ports": [{"protocol": "TCP", "port": PORT}]}]
+    if v.webhook_sources:
+        ingress.append(
+            {
+                "ports": [{"protocol": "TCP", "port": WEBHOOK_PORT}],
+                "from": [{"ipBlock": {"cidr": cidr}} for cidr in v.webhook_sources],
+            }
+        )
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta("keyless-webhook", v.namespace),
+        "spec": {
+            "podSelector": {"matchLabels": dict(LABELS)},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
     }
 
 
@@ -217,12 +269,28 @@ def render(v: Values | None = None) -> list[Obj]:
             "subjects": [{"kind": "ServiceAccount", "name": APP, "namespace": ns}],
         },
         {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": _meta("keyless-issuer-discovery"),
+            # Issuers of source kubernetes: keyless reads /.well-known/openid-configuration and
+            # /openid/v1/jwks (the built-in role's nonResourceURLs, get only).
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:service-account-issuer-discovery",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": APP, "namespace": ns}],
+        },
+        {
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": _meta(APP, ns),
             "spec": {
                 "selector": dict(LABELS),
-                "ports": [{"name": "https", "port": 443, "targetPort": "https"}],
+                "ports": [
+                    {"name": "https", "port": 443, "targetPort": "https"},
+                    {"name": "webhook", "port": WEBHOOK_PORT, "targetPort": "webhook"},
+                ],
             },
         },
         _deployment(v),
@@ -246,6 +314,17 @@ def render(v: Values | None = None) -> list[Obj]:
                 },
             }
         )
+    if v.client_auth and v.client_ca:
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": _meta(CLIENT_CA_CONFIGMAP, ns),
+                "data": {names.CA_KEY: v.client_ca.decode()},
+            }
+        )
+    if not v.client_auth:
+        objects.append(_network_policy(v))
     if v.ca_bundle:
         for workload_ns in v.workload_namespaces:
             objects.append(

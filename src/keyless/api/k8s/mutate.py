@@ -1,9 +1,22 @@
-"""``POST /k8s/mutate``: AdmissionReview v1 in, AdmissionReview v1 out.
+"""``POST /k8s/mutate`` on the webhook's own listener: AdmissionReview v1 in, AdmissionReview
+v1 out.
 
-The rules live in :mod:`keyless.k8s.inject`; this adapter reads the review, asks the service
-account lookup (unless the pod names its identity itself), checks that the identity exists in
-keyless, and answers ``allowed`` with the patch, or ``allowed: false`` with a message that
-``kubectl`` shows to whoever created the pod.
+The rules live in :mod:`keyless.k8s.inject`; this adapter reads the review (its whole shape is
+checked by :mod:`keyless.k8s.admission` first), makes the refusals that depend on the pod
+alone, asks the service account lookup (unless the pod names its identity itself), checks that
+the identity exists in keyless, and answers ``allowed`` with the patch, or ``allowed: false``
+with a message that ``kubectl`` shows to whoever created the pod.
+
+What the message may say depends on who can be asking. With ``--webhook-client-ca`` only the
+API server gets past TLS, and refusals name their cause (service account missing, client id
+unknown to keyless, ...). With ``--webhook-insecure-no-client-auth`` the caller is not
+authenticated, so nothing in the answer depends on keyless's identities or tenants (they are
+not checked: an unknown client id fails later, at the token endpoint), and every refusal that
+depends on the service account or its lookup is the same :data:`UNIFORM_REFUSAL`; the cause
+is logged with the request's uid.
+
+No answer is a 500: a body that is not an AdmissionReview with a usable uid is a 400, and
+anything else, even an unexpected error, is ``allowed: false`` with a reason.
 """
 
 from __future__ import annotations
@@ -20,6 +33,11 @@ from keyless.k8s import admission, inject
 from keyless.server.services import Services
 
 log = logging.getLogger("keyless.k8s")
+UNIFORM_REFUSAL = (
+    "keyless cannot inject this pod: no usable identity for its service account "
+    "(keyless's log has the reason under this request's uid)"
+)
+INTERNAL_REFUSAL = "keyless could not decide on this pod (internal error; see keyless's log)"
 
 
 async def _settings(services: Services) -> inject.WebhookSettings:
@@ -48,9 +66,15 @@ async def _check_identity(services: Services, identity: inject.WorkloadIdentity)
         )
 
 
-async def _mutation(services: Services, req: admission.AdmissionRequest) -> list[inject.Json]:
+async def _identity_patch(
+    services: Services,
+    req: admission.AdmissionRequest,
+    settings: inject.WebhookSettings,
+    authenticated: bool,
+) -> list[inject.Json]:
+    """The patch once the pod's own checks passed: what depends on the service account and,
+    for an authenticated caller only, on keyless's identities."""
     pod = req.object
-    settings = await _settings(services)
     sa: inject.ServiceAccount | None = None
     if inject.needs_lookup(pod):
         name = inject.service_account_name(pod)
@@ -58,24 +82,45 @@ async def _mutation(services: Services, req: admission.AdmissionRequest) -> list
         if sa is None:
             raise inject.InjectionError(f"service account {req.namespace}/{name} not found")
     patch = inject.mutation_patch(pod, sa, settings)
-    if patch:  # an empty patch (reinvocation, every container skipped) names no one new
+    if patch and authenticated:  # an empty patch (reinvocation, all skipped) names no one new
         await _check_identity(services, inject.workload_identity(pod, sa, settings))
     return patch
 
 
-async def mutate(request: Request) -> Response:
-    services: Services = request.app.state.services
-    req = admission.parse_review(await read_body(request, admission.MAX_REVIEW_BYTES))
+async def _decide(services: Services, req: admission.AdmissionRequest) -> JSONResponse:
     where = {"namespace": req.namespace, "pod": inject.pod_name(req.object), "uid": req.uid}
-    if not req.is_pod_create or not inject.selected(req.object):
-        return JSONResponse(admission.allow(req.uid))
+    authenticated = services.settings.webhook_client_ca is not None
     try:
-        patch = await _mutation(services, req)
-    except KeylessError as exc:
-        log.info("pod refused", extra={**where, "reason": exc.code})
+        settings = await _settings(services)
+        inject.check_pod(req.object, settings)
+    except KeylessError as exc:  # the pod's own fault: its message reveals nothing else
+        log.info("pod refused", extra={**where, "reason": exc.code, "detail": exc.message})
         return JSONResponse(admission.deny(req.uid, exc.message))
+    try:
+        patch = await _identity_patch(services, req, settings, authenticated)
+    except KeylessError as exc:
+        log.info("pod refused", extra={**where, "reason": exc.code, "detail": exc.message})
+        message = exc.message if authenticated else UNIFORM_REFUSAL
+        return JSONResponse(admission.deny(req.uid, message))
+    except Exception as exc:  # a lookup's unexpected failure: refuse, never a 500
+        log.error("pod refused", extra={**where, "error": type(exc).__name__})
+        message = INTERNAL_REFUSAL if authenticated else UNIFORM_REFUSAL
+        return JSONResponse(admission.deny(req.uid, message, 500 if authenticated else 400))
     log.info("pod injected", extra={**where, "operations": len(patch)})
     return JSONResponse(admission.allow(req.uid, patch))
+
+
+async def mutate(request: Request) -> Response:
+    services: Services = request.app.state.services
+    body = await read_body(request, admission.MAX_REVIEW_BYTES)
+    try:
+        req = admission.parse_review(body)  # MalformedReview: a 400, through the app's handler
+    except admission.RefusedReview as exc:
+        log.info("review refused", extra={"uid": exc.uid, "reason": exc.code})
+        return JSONResponse(admission.deny(exc.uid, exc.message))
+    if not req.is_pod_create or not inject.selected(req.object):
+        return JSONResponse(admission.allow(req.uid))
+    return await _decide(services, req)
 
 
 routes = [Route("/k8s/mutate", mutate, methods=["POST"])]

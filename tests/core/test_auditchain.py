@@ -16,8 +16,8 @@ from keyless.core.auditchain import (
     canonical,
     chain_hash,
     seal,
-    verify_chain,
 )
+from keyless.core.auditverify import verify_chain
 
 
 def _event(n: int, **changes: object) -> AuditEvent:

@@ -108,7 +108,8 @@ def test_root_key_rotation_keeps_keys_usable(servers: ServerFactory) -> None:
     with s.client() as http:
         jwks = http.get("/default/discovery/v2.0/keys").json()
     result = json.loads(s.cli("rotate-root-key", "--output", "json").stdout)
-    assert result["rewrapped"] == 2 and result["previous"] != result["active"]
+    # Two signing keys (current, next) and the audit MAC key.
+    assert result["rewrapped"] == 3 and result["previous"] != result["active"]
     new_root = (s.data_dir / "root.key").read_text()
     assert new_root != old_root and len(new_root.split()) == 1
     assert s.stop() == 0

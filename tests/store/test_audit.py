@@ -1,14 +1,25 @@
-"""The audit log in the store, on SQLite and PostgreSQL: append, list, verify, tampering."""
+"""The audit log in the store, on SQLite and PostgreSQL: append, list, verify, tampering,
+the audit key (made once, race-free) and checkpoints."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 
+import pytest
 import sqlalchemy as sa
 
 from keyless.core.audit import AuditEvent
-from keyless.core.auditchain import GENESIS, AuditHead, verify_log, workload_json
+from keyless.core.auditchain import GENESIS, AuditHead, workload_json
+from keyless.core.auditcheckpoint import AuditCheckpoints
+from keyless.core.auditlog import load_audit_key, verify_log
+from keyless.core.clock import ManualClock
+from keyless.core.envelope import RootKeys
+from keyless.core.errors import CryptoError
+from keyless.core.keyring import KeyRing, generate_key
 from keyless.store.sql import SqlStore
+
+ROOT = RootKeys((os.urandom(32),))
 
 
 def _event(n: int, tenant: str = "t1") -> AuditEvent:
@@ -130,6 +141,10 @@ async def test_concurrent_appenders_on_one_database_write_one_chain(database_url
     """Two stores (two engines, as two server processes have), four writers each."""
     a, b = await SqlStore.open(database_url), await SqlStore.open(database_url)
     try:
+        key, same = await asyncio.gather(
+            load_audit_key(a, ROOT, ManualClock()), load_audit_key(b, ROOT, ManualClock())
+        )
+        assert key == same  # both made one, one of them was stored: both use that one
 
         async def writer(store: SqlStore, w: int) -> list[int]:
             seqs: list[int] = []
@@ -142,9 +157,110 @@ async def test_concurrent_appenders_on_one_database_write_one_chain(database_url
         assert seqs == list(range(1, 401))
         for r in results:
             assert r == sorted(r)  # each writer's own events are in its order
-        report = await verify_log(b)
+        report = await verify_log(b, key.macs())
         assert report.ok and report.count == 400, report
+        assert (report.keyed_from, report.unkeyed) == (1, 0)
         assert (await a.audit_head()).seq == 400
     finally:
         await a.close()
         await b.close()
+
+
+async def test_the_audit_key_is_made_once_and_keys_what_follows(store: SqlStore) -> None:
+    """A log written before the key: its rows stay unkeyed, the key starts after them."""
+    await store.append_audit([_event(n) for n in range(1, 4)])
+    key = await load_audit_key(store, ROOT, ManualClock(5.0))
+    assert (key.keyed_from, key.created_at) == (4, 5.0)
+    head = await store.audit_head()
+    assert head.mac == key.macs().head(3, head.hash)  # the head is keyed from the start
+    assert await load_audit_key(store, ROOT, ManualClock(9.0)) == key  # loaded, not made again
+    await store.append_audit([_event(4), _event(5)])
+    rows = await store.list_audit()
+    assert [r.mac is None for r in rows] == [True, True, True, False, False]
+    assert rows[3].mac == key.macs().row(4, rows[3].hash)
+    report = await verify_log(store, key.macs())
+    assert report.ok, report.problem
+    assert (report.count, report.keyed_from, report.unkeyed, report.macs) == (5, 4, 3, True)
+
+
+async def test_the_key_is_sealed_and_rewrapped_with_the_root_key(store: SqlStore) -> None:
+    key = await load_audit_key(store, ROOT, ManualClock())
+    async with store.engine.connect() as conn:
+        sealed = (await conn.execute(sa.text("SELECT sealed FROM audit_key"))).scalar_one()
+    assert key.secret not in bytes(sealed)
+    both = RootKeys((os.urandom(32), *ROOT.keys))
+    assert await store.rewrap_all(lambda ctx, blob: both.rewrap(blob, ctx)) == 1
+    new_only = RootKeys(both.keys[:1])
+    assert await load_audit_key(store, new_only, ManualClock()) == key
+
+
+@pytest.mark.parametrize("sealed", [b"\x01" + b"\x00" * 120, b"garbage"], ids=["zeros", "short"])
+async def test_an_audit_key_that_does_not_open_is_refused(store: SqlStore, sealed: bytes) -> None:
+    """A database writer can break the key (the server then refuses to start), not replace it."""
+    await load_audit_key(store, ROOT, ManualClock())
+    async with store.engine.begin() as conn:
+        await conn.execute(sa.text("UPDATE audit_key SET sealed = :s"), {"s": sealed})
+    with pytest.raises(CryptoError):
+        await load_audit_key(store, ROOT, ManualClock())
+
+
+async def test_a_row_rewritten_without_the_key_fails_its_mac(store: SqlStore) -> None:
+    key = await load_audit_key(store, ROOT, ManualClock())
+    await store.append_audit([_event(n) for n in range(1, 4)])
+    await _sql(
+        store,
+        "UPDATE audit_events SET mac = (SELECT mac FROM audit_events WHERE seq = 1) WHERE seq = 2",
+    )
+    report = await verify_log(store, key.macs())
+    assert report.problem is not None
+    assert (report.problem.check, report.problem.kind, report.problem.seq) == ("mac", "forged", 2)
+    await _sql(store, "UPDATE audit_events SET mac = NULL WHERE seq = 2")
+    report = await verify_log(store, key.macs())
+    assert report.problem is not None and report.problem.kind == "missing"
+
+
+def _ring() -> KeyRing:
+    keys = [generate_key("t1", "ES256", ROOT, 1.0, state) for state in ("current", "next")]
+    return KeyRing.build("t1", keys, ROOT, now=2.0, token_lifetime=3600)
+
+
+async def test_checkpoints_are_stored_once_per_seq_and_verified(store: SqlStore) -> None:
+    key = await load_audit_key(store, ROOT, ManualClock())
+    ring = _ring()
+    writers = [
+        AuditCheckpoints(store, key.macs(), lambda: ring, "https://iss", ManualClock(float(t)))
+        for t in (10, 20)
+    ]
+    assert await writers[0].write() is None  # nothing to sign yet
+    await store.append_audit([_event(n) for n in range(1, 4)])
+    first, second = await asyncio.gather(writers[0].write(), writers[1].write())
+    assert first == second and first is not None and first.seq == 3  # one row per seq
+    await store.append_audit([_event(4)])
+    latest = await writers[0].write()
+    assert latest is not None and latest.seq == 4
+    assert await store.last_audit_checkpoint() == latest
+    assert [c.seq for c in await store.list_audit_checkpoints()] == [3, 4]
+    assert [c.seq for c in await store.list_audit_checkpoints(after_seq=3)] == [4]
+    assert [c.seq for c in await store.list_audit_checkpoints(upto=3)] == [3]
+    report = await verify_log(store, key.macs())
+    assert report.ok and report.checkpoints == 2, report.problem
+
+    # The row's columns must say what its JWS says; its JWS and JWK need the audit key's MAC.
+    for statement, kind in (
+        (
+            "UPDATE audit_checkpoints SET hash = (SELECT prev_hash FROM audit_events "
+            "WHERE seq = 3) WHERE seq = 3",
+            "signature",
+        ),
+        (
+            "UPDATE audit_checkpoints SET jws = (SELECT jws FROM audit_checkpoints "
+            "WHERE seq = 4), hash = (SELECT hash FROM audit_checkpoints WHERE seq = 4) "
+            "WHERE seq = 3",
+            "forged",
+        ),
+    ):
+        await _sql(store, statement)
+        report = await verify_log(store, key.macs())
+        assert report.problem is not None
+        problem = report.problem
+        assert (problem.check, problem.kind, problem.seq) == ("checkpoint", kind, 3), problem

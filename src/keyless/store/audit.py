@@ -5,24 +5,31 @@ Appenders serialise on the one ``audit_head`` row, in the same transaction as th
 SQLite; the appends run on one thread of their own (store/auditwriter.py). So several
 processes sharing the database write one chain, and events become visible in ``seq``
 order: a reader that asks for ``seq > N`` never skips one committed later.
+
+The audit key is made by the writer too (under the head's lock); checkpoints are plain rows,
+one per seq, inserted unless one is there already (several replicas may sign the same head).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from keyless.core.audit import AuditEvent
 from keyless.core.auditchain import AuditHead, AuditRow
-from keyless.store.schema import audit_events, audit_head
+from keyless.core.auditcheckpoint import Checkpoint
+from keyless.core.auditkey import AuditKey
+from keyless.store.schema import audit_checkpoints, audit_events, audit_head
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from keyless.store.auditwriter import AuditWriter
+    from keyless.store.engine import Writer
 
 _HEAD_ID = 1
 
@@ -55,11 +62,16 @@ def _row(r: Any) -> AuditRow:
         actor=r.actor,
         workload=_workload(r.workload),
     )
-    return AuditRow(int(r.seq), r.prev_hash, r.hash, event)
+    return AuditRow(int(r.seq), r.prev_hash, r.hash, event, r.mac)
+
+
+def _checkpoint(r: Any) -> Checkpoint:
+    return Checkpoint(int(r.seq), r.hash, _time(r.time), r.kid, r.jws, r.jwk, r.mac)
 
 
 class AuditStoreMixin:
     engine: AsyncEngine
+    writer: Writer
     audit_writer: AuditWriter
 
     async def append_audit(self, events: Sequence[AuditEvent]) -> list[int]:
@@ -85,12 +97,83 @@ class AuditStoreMixin:
         past = sa.select(sa.func.count()).where(c.seq > h.seq).scalar_subquery()
         async with self.engine.connect() as conn:
             row = (
-                await conn.execute(sa.select(h.seq, h.hash, past).where(h.id == _HEAD_ID))
+                await conn.execute(sa.select(h.seq, h.hash, past, h.mac).where(h.id == _HEAD_ID))
             ).first()
             if row is None:
                 count = (await conn.execute(sa.select(sa.func.count(c.seq)))).scalar_one()
                 return AuditHead(past=int(count))
-        return AuditHead(int(row[0]), str(row[1]), int(row[2]))
+        return AuditHead(int(row[0]), str(row[1]), int(row[2]), row[3])
+
+    async def audit_row(self, seq: int) -> AuditRow | None:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(sa.select(audit_events).where(audit_events.c.seq == seq))
+            ).first()
+        return None if row is None else _row(row)
+
+    # -- the audit key ---------------------------------------------------------------------
+
+    async def ensure_audit_key(self, make: Callable[[int], tuple[AuditKey, bytes]]) -> bytes:
+        return await self.audit_writer.ensure_key(make)
+
+    def use_audit_key(self, key: AuditKey) -> None:
+        self.audit_writer.use_key(key)
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    async def add_audit_checkpoint(self, checkpoint: Checkpoint) -> Checkpoint:
+        cp = checkpoint
+        values = {
+            "seq": cp.seq,
+            "hash": cp.hash,
+            "time": cp.time,
+            "kid": cp.kid,
+            "jws": cp.jws,
+            "jwk": cp.jwk,
+            "mac": cp.mac,
+        }
+        try:
+            async with self.writer.begin() as conn:
+                await conn.execute(sa.insert(audit_checkpoints).values(**values))
+        except IntegrityError:
+            pass  # another process signed the same head first: its checkpoint stands
+        query = sa.select(audit_checkpoints).where(audit_checkpoints.c.seq == cp.seq)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:  # deleted meanwhile: say what was signed
+            return cp
+        return _checkpoint(row)
+
+    async def last_audit_checkpoint(self) -> Checkpoint | None:
+        c = audit_checkpoints.c
+        query = sa.select(audit_checkpoints).order_by(c.seq.desc()).limit(1)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else _checkpoint(row)
+
+    async def list_audit_checkpoints(
+        self, after_seq: int = 0, limit: int = 100, upto: int | None = None
+    ) -> list[Checkpoint]:
+        c = audit_checkpoints.c
+        query = sa.select(audit_checkpoints).where(c.seq > after_seq).order_by(c.seq).limit(limit)
+        if upto is not None:
+            query = query.where(c.seq <= upto)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_checkpoint(r) for r in rows]
+
+    async def audit_checkpoints_for_verify(
+        self, batch: int = 1000
+    ) -> AsyncGenerator[list[Checkpoint], None]:
+        after = -(2**63)  # every row, even one planted at seq 0 or below
+        while True:
+            page = await self.list_audit_checkpoints(after_seq=after, limit=batch)
+            if not page:
+                return
+            yield page
+            after = page[-1].seq
+            if len(page) < batch:
+                return
 
     async def audit_rows_for_verify(
         self, upto: int, batch: int = 1000

@@ -9,6 +9,11 @@ in the order they were handed over.
 SQLite: its own connection with the same pragmas as the engine's (WAL, synchronous=FULL), the
 write lock taken first with ``BEGIN IMMEDIATE``. PostgreSQL: a psycopg connection, the head row
 locked ``FOR UPDATE``. Either way every process sharing the database writes one chain.
+
+With the audit key in use, each row and the head get their keyed MAC here, in the same
+transaction: one HMAC per event from a keyed state made once (core/auditkey.py). The key itself
+is made here too, under the head's lock, so that its ``keyed_from`` is exact and every process
+sharing the database ends up with the one key the first of them stored.
 """
 
 from __future__ import annotations
@@ -18,24 +23,30 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from keyless.core.audit import AuditEvent
 from keyless.core.auditchain import GENESIS, AuditRow, seal, workload_json
+from keyless.core.auditkey import AuditKey, AuditMac
 from keyless.store.engine import sqlite_pragmas
 from keyless.store.urls import DatabaseUrl
 
 # Constant text, values always bound (``%s`` becomes ``?`` for SQLite).
 _INSERT = (
     'INSERT INTO audit_events ("seq", "time", "request_id", "tenant_id", "actor", "action",'
-    ' "target", "result", "reason", "workload", "prev_hash", "hash")'
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    ' "target", "result", "reason", "workload", "prev_hash", "hash", "mac")'
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 _SELECT_HEAD = "SELECT seq, hash FROM audit_head WHERE id = 1"
 _MAKE_HEAD = "INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, %s) ON CONFLICT (id) DO NOTHING"
-_MOVE_HEAD = "UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1"
+_MOVE_HEAD = "UPDATE audit_head SET seq = %s, hash = %s, mac = %s WHERE id = 1"
+_SELECT_KEY = "SELECT sealed FROM audit_key WHERE id = 1"
+_MAKE_KEY = (
+    "INSERT INTO audit_key (id, sealed, created_at) VALUES (1, %s, %s) ON CONFLICT (id) DO NOTHING"
+)
+_MAC_HEAD = "UPDATE audit_head SET mac = %s WHERE id = 1"
 
 
 def _params(row: AuditRow) -> tuple[Any, ...]:
@@ -53,6 +64,7 @@ def _params(row: AuditRow) -> tuple[Any, ...]:
         workload_json(e.workload),
         row.prev_hash,
         row.hash,
+        row.mac,
     )
 
 
@@ -64,6 +76,11 @@ class AuditWriter:
         self._lock_path = f"{path}.audit-lock" if path and path != ":memory:" else None
         self._conn: Any = None
         self._thread: ThreadPoolExecutor | None = None
+        self._macs: AuditMac | None = None  # this thread's own keyed state
+
+    def use_key(self, key: AuditKey) -> None:
+        """Appends handed over from now on carry keyed MACs (rows and head)."""
+        self._macs = key.macs()
 
     def _sql(self, text: str) -> str:
         return text.replace("%s", "?") if self._sqlite else text
@@ -88,19 +105,24 @@ class AuditWriter:
         return int(row[0]), str(row[1])
 
     def _append(self, events: Sequence[AuditEvent]) -> list[int]:
+        seqs: list[int] = self._locked(self._append_locked, events)
+        return seqs
+
+    def _locked(self, work: Callable[[Any, Any], Any], arg: Any) -> Any:
         if self._lock_path is None:
-            return self._append_locked(events)
+            return self._transaction(work, arg)
         # SQLite: processes sharing the file (``--workers``) take turns through a file lock,
         # which wakes the next writer the moment it is free; SQLite's own busy handler would
         # have it sleep and poll (up to 100 ms a try) for the database's write lock.
         fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            return self._append_locked(events)
+            return self._transaction(work, arg)
         finally:
             os.close(fd)
 
-    def _append_locked(self, events: Sequence[AuditEvent]) -> list[int]:
+    def _transaction(self, work: Callable[[Any, Any], Any], arg: Any) -> Any:
+        """``work(cursor, arg)`` with the head locked, committed before this returns."""
         if self._conn is None:
             self._conn = self._connect()
         conn = self._conn
@@ -108,15 +130,7 @@ class AuditWriter:
         try:
             if self._sqlite:
                 cur.execute("BEGIN IMMEDIATE")  # the write lock first: the head read is current
-            seq, prev = self._head(cur)
-            rows: list[AuditRow] = []
-            for event in events:
-                seq += 1
-                row = seal(prev, seq, event)
-                rows.append(row)
-                prev = row.hash
-            cur.executemany(self._sql(_INSERT), [_params(r) for r in rows])
-            cur.execute(self._sql(_MOVE_HEAD), (seq, prev))
+            result = work(cur, arg)
             if self._sqlite:
                 cur.execute("COMMIT")
             else:
@@ -127,7 +141,37 @@ class AuditWriter:
         finally:
             with contextlib.suppress(Exception):
                 cur.close()
+        return result
+
+    def _append_locked(self, cur: Any, events: Sequence[AuditEvent]) -> list[int]:
+        macs = self._macs
+        seq, prev = self._head(cur)
+        rows: list[AuditRow] = []
+        for event in events:
+            seq += 1
+            row = seal(prev, seq, event, macs)
+            rows.append(row)
+            prev = row.hash
+        cur.executemany(self._sql(_INSERT), [_params(r) for r in rows])
+        cur.execute(self._sql(_MOVE_HEAD), (seq, prev, macs and macs.head(seq, prev)))
         return [r.seq for r in rows]
+
+    def _ensure_key_locked(self, cur: Any, make: Callable[[int], tuple[AuditKey, bytes]]) -> bytes:
+        seq, hash_ = self._head(cur)
+        cur.execute(_SELECT_KEY)
+        row = cur.fetchone()
+        if row is not None:
+            return bytes(row[0])
+        key, sealed = make(seq + 1)
+        cur.execute(self._sql(_MAKE_KEY), (sealed, key.created_at))
+        cur.execute(self._sql(_MAC_HEAD), (key.macs().head(seq, hash_),))
+        cur.execute(_SELECT_KEY)
+        return bytes(cur.fetchone()[0])
+
+    async def ensure_key(self, make: Callable[[int], tuple[AuditKey, bytes]]) -> bytes:
+        """The stored sealed key; made by ``make(head.seq + 1)`` if there is none."""
+        sealed: bytes = await self._run(self._locked, self._ensure_key_locked, make)
+        return sealed
 
     def _discard_transaction(self) -> None:
         try:
@@ -142,10 +186,14 @@ class AuditWriter:
             self._conn = None
 
     async def append(self, events: Sequence[AuditEvent]) -> list[int]:
+        seqs: list[int] = await self._run(self._append, list(events))
+        return seqs
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._thread is None:
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keyless-audit")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self._append, list(events))
+        return await loop.run_in_executor(self._thread, fn, *args)
 
     def _close(self) -> None:
         if self._conn is not None:

@@ -64,6 +64,10 @@ issuers = sa.Table(
     sa.Column("url", sa.String(512), primary_key=True),
     sa.Column("jwks", sa.Text),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Where keys come from: discovery, file (the uploaded jwks), kubernetes (keyless's own
+    # cluster's API server). updated_at: when the row (an uploaded JWKS) was last set.
+    sa.Column("source", sa.String(16), nullable=False, server_default="discovery"),
+    sa.Column("updated_at", sa.Float),
 )
 
 federated_credentials = sa.Table(
@@ -182,6 +186,8 @@ audit_events = sa.Table(
     sa.Column("workload", sa.Text, nullable=False),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
+    # HMAC under the audit key (core/auditkey.py); NULL for the legacy, unkeyed prefix.
+    sa.Column("mac", sa.String(64)),
     sa.Index("ix_audit_events_tenant_seq", "tenant_id", "seq"),
 )
 
@@ -192,5 +198,29 @@ audit_head = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("mac", sa.String(64)),
     sa.CheckConstraint("id = 1", name="ck_audit_head_one_row"),
+)
+
+# The audit key, one row, sealed under the root key (with the first seq it MACs inside).
+audit_key = sa.Table(
+    "audit_key",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("sealed", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.CheckConstraint("id = 1", name="ck_audit_key_one_row"),
+)
+
+# Signed checkpoints of the chain (core/auditcheckpoint.py): at most one per seq.
+audit_checkpoints = sa.Table(
+    "audit_checkpoints",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("time", sa.Float, nullable=False),
+    sa.Column("kid", sa.String(64), nullable=False),
+    sa.Column("jws", sa.Text, nullable=False),
+    sa.Column("jwk", sa.Text, nullable=False),
+    sa.Column("mac", sa.String(64), nullable=False),
 )

@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from keyless.core.auditkey import SEAL_CONTEXT as AUDIT_KEY_CONTEXT
 from keyless.core.errors import Unavailable
 from keyless.core.models import DevCluster, SigningKeyRecord, Tenant
 from keyless.core.ports import Rewrapper
@@ -19,7 +20,7 @@ from keyless.store.audit import AuditStoreMixin
 from keyless.store.auditwriter import AuditWriter
 from keyless.store.engine import make_engine, writer_of
 from keyless.store.federation import FederationStoreMixin, bump_revision
-from keyless.store.schema import dev_clusters, secret_versions, signing_keys, tenants
+from keyless.store.schema import audit_key, dev_clusters, secret_versions, signing_keys, tenants
 from keyless.store.urls import DatabaseUrl
 from keyless.store.vault import VaultStoreMixin
 
@@ -223,5 +224,10 @@ class SqlStore(FederationStoreMixin, VaultStoreMixin, AuditStoreMixin):
                     )
                     .values(sealed_value=rewrap(context, bytes(row.sealed_value)))
                 )
+                count += 1
+            sealed = (await conn.execute(sa.select(audit_key.c.sealed))).scalar_one_or_none()
+            if sealed is not None:
+                blob = rewrap(AUDIT_KEY_CONTEXT, bytes(sealed))
+                await conn.execute(sa.update(audit_key).values(sealed=blob))
                 count += 1
         return count

@@ -16,9 +16,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from keyless.core.errors import ConfigError
+from keyless.net.addresses import Network, parse_network
 
 DEFAULT_PORT = 8443
-_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_DURATION = re.compile(r"(\d+)([smhd]?)")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 # Variables other tools of the project read; the server ignores them.
 _FOREIGN_ENV = ("KEYLESS_TEST_",)
@@ -50,9 +51,18 @@ class Settings:
     token_rate_burst: int = 100
     workers: int = 1  # processes serving the public listener (SO_REUSEPORT), one event loop each
     header_timeout: int = 10  # seconds a client has to send its request headers
+    body_timeout: int = 10  # seconds a client has to send its whole body, once headers are in
+    discovery_rate_limit: int = 50  # discovery/JWKS requests per second per client IP; 0 = off
     k8s_public_ca: bool = False  # the public URL's certificate is publicly trusted
     k8s_ca_configmap: str = "keyless-ca"  # ConfigMap (key ca.crt) mounted into injected pods
     k8s_tenant: str | None = None  # AZURE_TENANT_ID default for injected pods (id or alias)
+    # The admission webhook's own TLS listener (None: not started); see docs/kubernetes.md.
+    webhook_host: str | None = None
+    webhook_port: int | None = None
+    webhook_client_ca: Path | None = None  # CA of the API server's client certificate
+    webhook_insecure_no_client_auth: bool = False  # explicit opt-out: a NetworkPolicy guards it
+    # Ranges issuer key fetches may connect to besides global addresses (keyless.net.addresses).
+    allow_issuer_networks: tuple[Network, ...] = ()
 
     @property
     def database(self) -> str:
@@ -102,10 +112,16 @@ _FIELDS: dict[str, str] = {
     "token_rate_limit": "count",
     "token_rate_burst": "count",
     "header_timeout": "duration",
+    "body_timeout": "duration",
+    "discovery_rate_limit": "count",
     "workers": "workers",
     "k8s_public_ca": "bool",
     "k8s_ca_configmap": "dnsname",
     "k8s_tenant": "str",
+    "webhook_listen": "listen",
+    "webhook_client_ca": "path",
+    "webhook_insecure_no_client_auth": "bool",
+    "allow_issuer_network": "networks",  # repeatable flag; env: comma-separated
 }
 _ENV_ALIASES = {"KEYLESS_DATABASE": "database_url"}
 
@@ -115,7 +131,7 @@ def env_name(field: str) -> str:
 
 
 def parse_duration(text: str, what: str) -> int:
-    match = _DURATION.match(text.strip().lower())
+    match = _DURATION.fullmatch(text.strip().lower())
     if not match or int(match.group(1)) <= 0:
         raise ConfigError(f"{what}: {text!r} is not a duration like 3600, 90s, 15m, 12h or 30d")
     return int(match.group(1)) * _UNITS[match.group(2)]
@@ -130,18 +146,29 @@ def _parse_bool(text: str, what: str) -> bool:
     raise ConfigError(f"{what}: {text!r} is not a boolean (true/false)")
 
 
-def _parse_listen(text: str) -> tuple[str, int]:
+def _parse_listen(text: str, what: str = "--listen") -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"--listen: {text!r} is not HOST:PORT with a port in 1..65535")
+        raise ConfigError(f"{what}: {text!r} is not HOST:PORT with a port in 1..65535")
     host = host.strip("[]") or "127.0.0.1"
     return host, int(port)
+
+
+def _parse_networks(raw: Any, what: str) -> tuple[Network, ...]:
+    items = [raw] if isinstance(raw, str) else list(raw)
+    texts = [part.strip() for item in items for part in str(item).split(",")]
+    try:
+        return tuple(parse_network(text, what) for text in texts if text)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _coerce(field: str, raw: Any, what: str) -> Any:
     kind = _FIELDS[field]
     if kind == "bool":
         return raw if isinstance(raw, bool) else _parse_bool(str(raw), what)
+    if kind == "networks":
+        return _parse_networks(raw, what)
     text = str(raw)
     if kind == "path":
         return Path(text).expanduser()
@@ -206,6 +233,12 @@ def load_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         values[field] = _coerce(field, raw, "--" + field.replace("_", "-"))
     if "listen" in values:
         values["listen_host"], values["listen_port"] = _parse_listen(values.pop("listen"))
+    if "allow_issuer_network" in values:
+        values["allow_issuer_networks"] = values.pop("allow_issuer_network")
+    if "webhook_listen" in values:
+        host_port = _parse_listen(values.pop("webhook_listen"), "--webhook-listen")
+        values["webhook_host"], values["webhook_port"] = host_port
+    _validate_webhook(values)
     return _validate(values)
 
 
@@ -234,6 +267,39 @@ def _validate(values: dict[str, Any]) -> Settings:
         except ValueError as exc:
             raise ConfigError(f"--listen: {host!r} is not an IP address") from exc
     return Settings(**values)
+
+
+def _validate_webhook(values: dict[str, Any]) -> None:
+    """The webhook listener is TLS only and, unless the operator opts out explicitly, accepts
+    only clients whose certificate its ``--webhook-client-ca`` verifies (the API server's)."""
+    ca, opt_out = values.get("webhook_client_ca"), values.get("webhook_insecure_no_client_auth")
+    if "webhook_port" not in values:
+        if ca or opt_out:
+            flag = "--webhook-client-ca" if ca else "--webhook-insecure-no-client-auth"
+            raise ConfigError(f"{flag} needs --webhook-listen HOST:PORT")
+        return
+    if ca and opt_out:
+        raise ConfigError(
+            "--webhook-client-ca conflicts with --webhook-insecure-no-client-auth: choose one"
+        )
+    if not ca and not opt_out:
+        raise ConfigError(
+            "--webhook-listen needs --webhook-client-ca FILE (the CA of the API server's client "
+            "certificate), or --webhook-insecure-no-client-auth if a NetworkPolicy keeps "
+            "workloads off that port (docs/kubernetes.md)"
+        )
+    if values.get("insecure_http"):
+        raise ConfigError(
+            "--webhook-listen conflicts with --insecure-http: webhooks are HTTPS only"
+        )
+    host, port = values["webhook_host"], values["webhook_port"]
+    if port == values.get("listen_port", DEFAULT_PORT):
+        raise ConfigError(f"--webhook-listen: port {port} is the public listener's port")
+    if host not in ("localhost", "0.0.0.0", "::"):  # noqa: S104 - an operator's explicit choice
+        try:
+            ipaddress.ip_address(host)
+        except ValueError as exc:
+            raise ConfigError(f"--webhook-listen: {host!r} is not an IP address") from exc
 
 
 def replace(settings: Settings, **changes: Any) -> Settings:

@@ -266,7 +266,7 @@ def test_wrong_content_type_and_duplicates(fed: Federated) -> None:
 
 def test_unreachable_issuer_is_90061(fed: Federated) -> None:
     dead = "http://127.0.0.1:9/dead-cluster"  # discard port: nothing listens
-    fed.server.cli("issuer", "add", dead, check=False)
+    fed.server.cli("issuer", "add", dead, "--allow-unreachable")  # added despite the failed fetch
     fed.server.cli("identity", "create", "deadapp")
     fed.server.cli(
         "federation", "add", "deadapp", "--name", "d", "--issuer", dead, "--subject", SUBJECT

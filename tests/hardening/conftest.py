@@ -28,6 +28,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         "hostile": "hostile token cases",
         "fuzz": "property-test (Hypothesis) examples",
         "crash": "crash rounds (SIGKILL, restart, verify)",
+        "isolation": "tenant isolation checks (token endpoint, issuers, vaults, JWKS)",
         "schemathesis": "schemathesis examples (requests from docs/openapi, live server)",
         "schemathesis_2xx": "schemathesis examples answered 2xx",
         "schemathesis_ops": "schemathesis operations exercised",

@@ -30,6 +30,10 @@ from tests.support.federation import AUDIENCE, SUBJECT, TEST_ISSUER, TEST_KID, F
 ATTACKER = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 ATTACKER_JWK = public_jwk(ATTACKER.public_key(), TEST_KID, "RS256")
 ATTACKER_EC = ec.generate_private_key(ec.SECP256R1())
+# Tenant B trusts the same issuer URL and kid through a JWKS of its own: a different key, so a
+# token signed for one tenant is a forgery in the other (tests/hardening/test_tenant_isolation
+# covers the other shapes of this).
+TENANT_B_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 NOW = int(time.time())
 MAX_SECONDS = 5.0
 
@@ -340,6 +344,14 @@ CASES: list[Case] = [
     refused(
         "dev-token-on-other-subject-policy", lambda f: f.dev_token(), 700213, client="other-sub"
     ),
+    refused("tenant-b-key-same-kid-at-tenant-a", lambda f: f.test_token(key=TENANT_B_KEY), 700027),
+    refused(
+        "tenant-a-key-same-kid-at-tenant-b",
+        lambda f: f.test_token(),
+        700027,
+        client="tenant-b:app",
+        tenant="tenant-b",
+    ),
     Case(
         "tenant-b-client-id-at-tenant-a",
         lambda f: f.test_token(),
@@ -382,7 +394,8 @@ _TENANT_B: dict[str, dict[str, str]] = {}
 
 
 def tenant_b(fed: Federated) -> dict[str, str]:
-    """A second tenant that trusts the same test issuer and subject, with a vault and a secret."""
+    """A second tenant that trusts the same issuer URL, kid and subject with a key of its own
+    (``TENANT_B_KEY``, uploaded), with a vault and a secret."""
     if fed.server.url in _TENANT_B:
         return _TENANT_B[fed.server.url]
     cli = fed.server.cli
@@ -390,7 +403,9 @@ def tenant_b(fed: Federated) -> dict[str, str]:
     again = json.loads(cli("--output", "json", "tenant", "create", "tenant-b").stdout)
     assert again["id"] == created["id"], "tenant create is idempotent"
     jwks = fed.tmp / "jwks-b.json"
-    jwks.write_text(json.dumps({"keys": [public_jwk(fed.key.public_key(), TEST_KID, "RS256")]}))
+    jwks.write_text(
+        json.dumps({"keys": [public_jwk(TENANT_B_KEY.public_key(), TEST_KID, "RS256")]})
+    )
     t = ("--tenant", "tenant-b")
     cli("issuer", "add", TEST_ISSUER, "--jwks-file", str(jwks), *t)
     ident = json.loads(cli("--output", "json", "identity", "create", "app", *t).stdout)
@@ -448,17 +463,25 @@ def test_controls_the_untouched_token_is_accepted(fed: Federated) -> None:
     assert fed.exchange(raw(fed, HEAD, BODY)).status_code == 200
 
 
+def test_controls_tenant_b_accepts_its_own_key(fed: Federated) -> None:
+    """The cross-tenant rows are refused for the key, not because tenant B is misconfigured."""
+    b = tenant_b(fed)
+    _access_token(fed, fed.vault_scope, b["tenant_id"], b["client_id"])  # asserts the 200
+
+
 # -- access tokens presented to the vault ---------------------------------------------------
 
 
 def _access_token(
     fed: Federated, scope: str, tenant: str | None = None, client: str | None = None
 ) -> str:
+    """An access token of tenant A, or of ``tenant`` (B) signed with B's own issuer key."""
+    key = TENANT_B_KEY if tenant not in (None, fed.tenant_id) else None
     form = {
         "grant_type": "client_credentials",
         "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
         "client_id": client or fed.client_id,
-        "client_assertion": fed.test_token(),
+        "client_assertion": fed.test_token(key=key),
         "scope": scope,
     }
     with fed.server.client() as http:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from keyless.cli.client import seg
 from keyless.cli.context import globals_of
 from keyless.cli.output import emit, render_explain
 from keyless.core.errors import KeylessError
+from keyless.text import printable
 
 identity_app = typer.Typer(no_args_is_help=True, help="Identities workloads act as.")
 issuer_app = typer.Typer(no_args_is_help=True, help="Token issuers keyless trusts.")
@@ -22,7 +25,7 @@ Tenant = Annotated[str, typer.Option(help="tenant id or alias")]
 
 
 def _q(tenant: str) -> str:
-    return f"?tenant={tenant}"
+    return f"?tenant={seg(tenant)}"
 
 
 @identity_app.command("create")
@@ -45,13 +48,13 @@ def identity_list(ctx: typer.Context, tenant: Tenant = "default") -> None:
 @identity_app.command("show")
 def identity_show(ctx: typer.Context, name: str, tenant: Tenant = "default") -> None:
     g = globals_of(ctx)
-    emit(g.client().get(f"/v1/identities/{name}{_q(tenant)}"), g.output)
+    emit(g.client().get(f"/v1/identities/{seg(name)}{_q(tenant)}"), g.output)
 
 
 @identity_app.command("delete")
 def identity_delete(ctx: typer.Context, name: str, tenant: Tenant = "default") -> None:
     g = globals_of(ctx)
-    emit(g.client().delete(f"/v1/identities/{name}{_q(tenant)}"), g.output)
+    emit(g.client().delete(f"/v1/identities/{seg(name)}{_q(tenant)}"), g.output)
 
 
 @issuer_app.command("add")
@@ -62,28 +65,74 @@ def issuer_add(
         Path | None,
         typer.Option(help="JWKS for a private cluster (kubectl get --raw /openid/v1/jwks)"),
     ] = None,
+    kubernetes_api: Annotated[
+        bool,
+        typer.Option(
+            "--kubernetes-api",
+            help="the server reads the keys from the Kubernetes API it runs in, and follows "
+            "their rotation (URL: that cluster's service-account issuer)",
+        ),
+    ] = False,
+    allow_unreachable: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unreachable",
+            help="add a discovery issuer even if its keys cannot be fetched now "
+            "(keyless keeps retrying)",
+        ),
+    ] = False,
     tenant: Tenant = "default",
 ) -> None:
-    """Trust an issuer: keys by OIDC discovery, or from an uploaded JWKS file."""
+    """Trust an issuer: keys by OIDC discovery, from an uploaded JWKS file, or from the
+    Kubernetes API of the cluster the server runs in.
+
+    A discovery issuer's keys are fetched before it is added: if that fails, nothing is added
+    and the command fails with the reason (unless --allow-unreachable)."""
     g = globals_of(ctx)
     body: dict[str, object] = {"url": url}
+    if allow_unreachable:
+        body["allow_unreachable"] = True
+    if kubernetes_api:
+        if jwks_file is not None:
+            raise KeylessError("give --jwks-file or --kubernetes-api, not both")
+        body["source"] = "kubernetes"
     if jwks_file is not None:
         try:
             body["jwks"] = json.loads(jwks_file.read_text())
         except (OSError, ValueError) as exc:
             raise KeylessError(f"cannot read JWKS from {jwks_file}: {exc}") from exc
-    emit(g.client().post(f"/v1/issuers{_q(tenant)}", body), g.output)
+    added = g.client().post(f"/v1/issuers{_q(tenant)}", body)
+    warning = added.get("warning") if isinstance(added, dict) else None
+    if warning:
+        print(f"keyless: warning: {printable(warning)}", file=sys.stderr)
+    emit(added, g.output)
+
+
+def _when(value: object) -> object:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return value
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(value))
 
 
 @issuer_app.command("list")
 def issuer_list(ctx: typer.Context, tenant: Tenant = "default") -> None:
-    """Issuers with the state of their keys (last fetch, last error)."""
+    """Issuers with the state of their keys: ok, stale or failing (since when, and why)."""
     g = globals_of(ctx)
-    emit(
-        g.client().get(f"/v1/issuers{_q(tenant)}"),
-        g.output,
-        columns=("url", "source", "kids", "last_success", "last_error", "consecutive_failures"),
-    )
+    issuers = g.client().get(f"/v1/issuers{_q(tenant)}")
+    if g.output == "json":
+        emit(issuers, "json")
+        return
+    rows = [
+        {
+            **row,
+            "since": _when(row.get("stale_since")),
+            "last_success": _when(row.get("last_success")),
+            "kids": " ".join(row.get("kids") or ()),
+        }
+        for row in issuers
+    ]
+    columns = ("url", "source", "state", "since", "reason", "kids", "last_success")
+    emit(rows, g.output, columns=columns)
 
 
 @issuer_app.command("remove")
@@ -126,7 +175,7 @@ def federation_add(
         "condition": condition,
     }
     emit(
-        g.client().post(f"/v1/identities/{identity}/federated-credentials{_q(tenant)}", body),
+        g.client().post(f"/v1/identities/{seg(identity)}/federated-credentials{_q(tenant)}", body),
         g.output,
     )
 
@@ -135,7 +184,7 @@ def federation_add(
 def federation_list(ctx: typer.Context, identity: str, tenant: Tenant = "default") -> None:
     g = globals_of(ctx)
     emit(
-        g.client().get(f"/v1/identities/{identity}/federated-credentials{_q(tenant)}"),
+        g.client().get(f"/v1/identities/{seg(identity)}/federated-credentials{_q(tenant)}"),
         g.output,
         columns=("name", "issuer", "subject", "subject_pattern", "audiences", "condition"),
     )
@@ -147,7 +196,9 @@ def federation_remove(
 ) -> None:
     g = globals_of(ctx)
     emit(
-        g.client().delete(f"/v1/identities/{identity}/federated-credentials/{name}{_q(tenant)}"),
+        g.client().delete(
+            f"/v1/identities/{seg(identity)}/federated-credentials/{seg(name)}{_q(tenant)}"
+        ),
         g.output,
     )
 

@@ -10,8 +10,9 @@ from typing import Annotated
 
 import typer
 
+from keyless.cli.client import seg
 from keyless.cli.context import globals_of
-from keyless.cli.output import emit
+from keyless.cli.output import emit, warn
 from keyless.core.errors import KeylessError
 
 k8s_app = typer.Typer(
@@ -88,6 +89,21 @@ def manifests(
         bool, typer.Option("--postgresql", help="3 replicas sharing PostgreSQL")
     ] = False,
     replicas: Annotated[int | None, typer.Option(min=1)] = None,
+    webhook_client_ca: Annotated[
+        Path | None,
+        typer.Option(help="CA (PEM) of the API server's client certificate: a ConfigMap"),
+    ] = None,
+    webhook_no_client_auth: Annotated[
+        bool,
+        typer.Option(
+            "--webhook-no-client-auth",
+            help="the API server presents no client certificate: guard with a NetworkPolicy",
+        ),
+    ] = False,
+    webhook_source_cidr: Annotated[
+        list[str] | None,
+        typer.Option(help="with --webhook-no-client-auth: the control plane's CIDR, repeatable"),
+    ] = None,
 ) -> None:
     """Print the manifests (the deploy/kubernetes base, or its postgresql overlay) as YAML."""
     from keyless.k8s.manifests import Values, render, to_yaml
@@ -103,6 +119,7 @@ def manifests(
             raise KeylessError(f"--ca-bundle {ca_bundle} is not a PEM certificate")
     if workload_namespace and pem is None:
         raise KeylessError("--workload-namespace needs --ca-bundle (the ConfigMap's content)")
+    client_ca = _webhook_client_auth(webhook_client_ca, webhook_no_client_auth, webhook_source_cidr)
     values = Values(
         namespace=namespace,
         image=image,
@@ -111,6 +128,9 @@ def manifests(
         workload_namespaces=tuple(workload_namespace or ()),
         postgresql=postgresql,
         replicas=replicas,
+        client_auth=not webhook_no_client_auth,
+        client_ca=client_ca,
+        webhook_sources=tuple(webhook_source_cidr or ()),
     )
     objects = render(values)
     if g.output == "json":
@@ -119,19 +139,93 @@ def manifests(
         print(to_yaml(objects), end="")
 
 
+def _webhook_client_auth(ca: Path | None, no_auth: bool, cidrs: list[str] | None) -> bytes | None:
+    """The client CA's PEM (or None); refuses the combinations that would leave the webhook open."""
+    import ipaddress
+
+    if no_auth and ca is not None:
+        raise KeylessError("--webhook-client-ca conflicts with --webhook-no-client-auth")
+    if no_auth and not cidrs:
+        raise KeylessError(
+            "--webhook-no-client-auth needs --webhook-source-cidr (the API server's addresses)"
+        )
+    if cidrs and not no_auth:
+        raise KeylessError("--webhook-source-cidr needs --webhook-no-client-auth")
+    for cidr in cidrs or ():
+        try:
+            network = ipaddress.ip_network(cidr, strict=True)
+        except ValueError as exc:
+            raise KeylessError(f"--webhook-source-cidr {cidr!r} is not a CIDR") from exc
+        if network.prefixlen == 0:
+            raise KeylessError(f"--webhook-source-cidr {cidr} would let every pod in")
+    if ca is None:
+        return None
+    try:
+        pem = ca.read_bytes()
+    except OSError as exc:
+        raise KeylessError(f"cannot read --webhook-client-ca {ca}: {exc.strerror}") from exc
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise KeylessError(f"--webhook-client-ca {ca} is not a PEM certificate")
+    return pem
+
+
 @k8s_app.command("trust")
 def trust(
     ctx: typer.Context,
+    in_cluster: Annotated[
+        bool,
+        typer.Option(
+            "--in-cluster",
+            help="the server reads the keys of the cluster it runs in, and follows their "
+            "rotation (run next to the server: kubectl exec into its pod)",
+        ),
+    ] = False,
+    issuer: Annotated[
+        str | None,
+        typer.Option(help="with --in-cluster: the issuer URL [read from the cluster]"),
+    ] = None,
     context: Annotated[str | None, typer.Option(help="kubeconfig context [current]")] = None,
     kubeconfig: Annotated[Path | None, typer.Option(help="[$KUBECONFIG or ~/.kube/config]")] = None,
     tenant: Annotated[str, typer.Option(help="tenant id or alias")] = "default",
+    allow_unreachable: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unreachable",
+            help="with --in-cluster: register it even if the server cannot read the keys yet",
+        ),
+    ] = False,
 ) -> None:
-    """Trust a cluster's service-account issuer, with its JWKS read through the API server."""
-    from keyless.k8s.trust import read_cluster_issuer
+    """Trust a cluster's service-account issuer.
+
+    With --in-cluster the server reads the cluster's /openid/v1/jwks itself, with its own
+    service account, and keeps it current. Otherwise the JWKS is read here through your
+    kubeconfig and uploaded; an uploaded JWKS does not follow the cluster's key rotation.
+    """
+    from keyless.k8s.trust import UPLOAD_WARNING, read_cluster_issuer, read_own_cluster_issuer
 
     g = globals_of(ctx)
+    if in_cluster:
+        if context is not None or kubeconfig is not None:
+            raise KeylessError(
+                "--in-cluster uses the server's own cluster: drop --context and --kubeconfig"
+            )
+        url = issuer or asyncio.run(read_own_cluster_issuer())
+        body: dict[str, object] = {"url": url, "source": "kubernetes"}
+        if allow_unreachable:
+            body["allow_unreachable"] = True
+        added = g.client().post(f"/v1/issuers?tenant={seg(tenant)}", body)
+        if isinstance(added, dict) and added.get("state") not in (None, "ok"):
+            warn(f"warning: the server cannot read the cluster's keys yet: {added.get('reason')}")
+        emit(added, g.output)
+        return
+    if issuer is not None or allow_unreachable:
+        raise KeylessError(
+            "--issuer and --allow-unreachable go with --in-cluster (otherwise the cluster "
+            "names the issuer and its keys are read here)"
+        )
     found = asyncio.run(read_cluster_issuer(context, kubeconfig))
+    warn(UPLOAD_WARNING)
     result = g.client().post(
-        f"/v1/issuers?tenant={tenant}", {"url": found.issuer, "jwks": found.jwks}
+        f"/v1/issuers?tenant={seg(tenant)}", {"url": found.issuer, "jwks": found.jwks}
     )
     emit(result, g.output)

@@ -10,9 +10,11 @@ from typing import Annotated, Any
 import typer
 
 from keyless.cli import audit, federation, k8s, vault
+from keyless.cli.client import seg
 from keyless.cli.context import Globals, globals_of
 from keyless.cli.output import emit
 from keyless.core.errors import KeylessError
+from keyless.text import printable
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -93,6 +95,12 @@ def serve(
     header_timeout: Annotated[
         str | None, typer.Option(help="time to send request headers, e.g. 10s")
     ] = None,
+    body_timeout: Annotated[
+        str | None, typer.Option(help="time to send a request body after its headers [10s]")
+    ] = None,
+    discovery_rate_limit: Annotated[
+        str | None, typer.Option(help="discovery/JWKS requests/s per client IP, 0 = off [50]")
+    ] = None,
     workers: Annotated[
         str | None, typer.Option(help="processes serving the public port, 1..32 [1]")
     ] = None,
@@ -105,6 +113,28 @@ def serve(
     ] = None,
     k8s_tenant: Annotated[
         str | None, typer.Option(help="webhook: default AZURE_TENANT_ID (id or alias)")
+    ] = None,
+    webhook_listen: Annotated[
+        str | None, typer.Option(help="webhook: its own TLS listener HOST:PORT (e.g. 0.0.0.0:8444)")
+    ] = None,
+    webhook_client_ca: Annotated[
+        Path | None,
+        typer.Option(help="webhook: accept only client certificates this CA (PEM) issued"),
+    ] = None,
+    webhook_insecure_no_client_auth: Annotated[
+        bool | None,
+        typer.Option(
+            "--webhook-insecure-no-client-auth",
+            help="webhook: no client certificate; a NetworkPolicy must guard the port",
+        ),
+    ] = None,
+    allow_issuer_network: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="CIDR",
+            help="issuer keys may be fetched from this non-public range too (repeatable), "
+            "e.g. 10.0.0.0/8 for on-premises clusters",
+        ),
     ] = None,
 ) -> None:
     """Start the server (prints a line with `ready` when it accepts requests)."""
@@ -130,10 +160,16 @@ def serve(
         "token_rate_limit": token_rate_limit,
         "token_rate_burst": token_rate_burst,
         "header_timeout": header_timeout,
+        "body_timeout": body_timeout,
+        "discovery_rate_limit": discovery_rate_limit,
         "workers": workers,
         "k8s_public_ca": k8s_public_ca,
         "k8s_ca_configmap": k8s_ca_configmap,
         "k8s_tenant": k8s_tenant,
+        "webhook_listen": webhook_listen,
+        "webhook_client_ca": webhook_client_ca,
+        "webhook_insecure_no_client_auth": webhook_insecure_no_client_auth,
+        "allow_issuer_network": allow_issuer_network or None,
     }
     g = globals_of(ctx)
     if "--data-dir" in _given or "KEYLESS_DATA_DIR" not in os.environ:
@@ -154,7 +190,7 @@ def status(ctx: typer.Context) -> None:
 def tenant_show(ctx: typer.Context, tenant: str = typer.Argument("default")) -> None:
     """Show a tenant: id, alias and issuer URL."""
     g = globals_of(ctx)
-    emit(g.client().get(f"/v1/tenants/{tenant}"), g.output)
+    emit(g.client().get(f"/v1/tenants/{seg(tenant)}"), g.output)
 
 
 @tenant_app.command("create")
@@ -168,14 +204,14 @@ def tenant_create(ctx: typer.Context, alias: str) -> None:
 def keys_list(ctx: typer.Context, tenant: str = typer.Option("default")) -> None:
     """Published signing keys: current, next and retired."""
     g = globals_of(ctx)
-    emit(g.client().get(f"/v1/tenants/{tenant}/keys"), g.output, rows_key="keys")
+    emit(g.client().get(f"/v1/tenants/{seg(tenant)}/keys"), g.output, rows_key="keys")
 
 
 @keys_app.command("rotate")
 def keys_rotate(ctx: typer.Context, tenant: str = typer.Option("default")) -> None:
     """Rotate now: next becomes current, a new next is published, current is retired."""
     g = globals_of(ctx)
-    emit(g.client().post(f"/v1/tenants/{tenant}/keys/rotate"), g.output)
+    emit(g.client().post(f"/v1/tenants/{seg(tenant)}/keys/rotate"), g.output)
 
 
 @app.command("rotate-root-key")
@@ -257,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except KeylessError as exc:
-        print(f"keyless: error: {exc.message}", file=sys.stderr)
+        print(f"keyless: error: {printable(exc.message)}", file=sys.stderr)
         sys.exit(2 if exc.code == "config" else 1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

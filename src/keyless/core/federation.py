@@ -15,11 +15,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from keyless.core.clock import Clock
-from keyless.core.errors import Conflict, InvalidRequest, NotFound
+from keyless.core.errors import Conflict, InvalidRequest, NotFound, Unavailable
 from keyless.core.issuers import (
+    AddressRefused,
     IssuerKeys,
     IssuerRecord,
     IssuerStatus,
+    IssuerUnreachable,
+    JwksFetcher,
+    parse_jwks,
     validate_issuer_url,
     validate_jwks,
 )
@@ -28,11 +32,11 @@ from keyless.core.ports import FederationStore
 from keyless.core.trust import FederatedCredential, TrustIndex, new_credential
 
 log = logging.getLogger("keyless.federation")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def validate_identity_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidRequest(
             f"identity name {name!r} must be 1-128 letters, digits, '.', '_' "
             "or '-', starting with a letter or digit"
@@ -47,6 +51,33 @@ class Snapshot:
     registered: dict[str, dict[str, str]]  # tenant id -> issuer URL -> key cache id
     trust: TrustIndex
     revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddedIssuer:
+    """What ``Federation.add_issuer`` did: ``created`` (False: it was registered already), the
+    issuer's key status, and a one-line ``warning`` when its keys could not be fetched."""
+
+    created: bool
+    status: IssuerStatus
+    warning: str | None = None
+
+
+async def _first_fetch(probe: JwksFetcher, url: str) -> str | None:
+    """Why the keys of discovery issuer ``url`` cannot be fetched now (None if they can).
+
+    A refused address raises InvalidRequest: retrying later cannot help.
+    """
+    try:
+        if not parse_jwks(await probe.fetch(url)):
+            return f"the JWKS of issuer {url} has no usable signing key"
+    except AddressRefused as exc:
+        raise InvalidRequest(exc.message) from None
+    except Unavailable as exc:
+        return exc.message
+    except ValueError as exc:
+        return f"keys of issuer {url}: {exc}"
+    return None
 
 
 class Federation:
@@ -73,8 +104,8 @@ class Federation:
             for tenant_id, record in issuers:
                 cache_id = _cache_id(tenant_id, record)
                 registered.setdefault(tenant_id, {})[record.url] = cache_id
-                cache[cache_id] = replace(record, url=cache_id)
-            self.keys.replace_issuers(cache.values())
+                cache[cache_id] = record
+            self.keys.replace_issuers(cache)
             self.snapshot = Snapshot(
                 by_client={i.client_id: i for i in identities},
                 by_object={i.object_id: i for i in identities},
@@ -162,16 +193,81 @@ class Federation:
 
     # -- issuers ---------------------------------------------------------------------------
 
-    async def add_issuer(self, tenant_id: str, url: str, jwks: object | None) -> bool:
+    async def add_issuer(
+        self,
+        tenant_id: str,
+        url: str,
+        jwks: object | None,
+        *,
+        kubernetes_api: bool = False,
+        probe: JwksFetcher | None = None,
+        allow_unreachable: bool = False,
+    ) -> AddedIssuer:
+        """Register (or re-key) an issuer: keys by discovery, from ``jwks``, or, with
+        ``kubernetes_api``, from the Kubernetes API server keyless itself runs in.
+
+        A discovery issuer's keys are first fetched through ``probe``, before anything is
+        stored, so that a broken issuer is seen at once: an address the network policy refuses
+        is an InvalidRequest, whatever ``allow_unreachable`` says; a failed fetch is
+        IssuerUnreachable and nothing is stored, unless ``allow_unreachable``, which stores it
+        anyway and returns a warning (keyless keeps retrying in the background). Re-adding an
+        issuer changes nothing, but is IssuerUnreachable too when its keys cannot be fetched.
+        """
         validate_issuer_url(url, dev=self._dev)
+        if kubernetes_api and jwks is not None:
+            raise InvalidRequest(
+                "an issuer's keys come from an uploaded JWKS or from the Kubernetes API, not both"
+            )
+        now = self._clock.now()
         record = IssuerRecord(
             url=url,
             jwks=validate_jwks(jwks) if jwks is not None else None,
-            created_at=self._clock.now(),
+            created_at=now,
+            kubernetes_api=kubernetes_api,
+            updated_at=now,
         )
+        problem = None
+        if record.source == "discovery" and probe is not None:
+            problem = await _first_fetch(probe, url)
+        known = self.is_registered(tenant_id, url)
+        if problem is not None and not allow_unreachable:
+            if known:
+                raise IssuerUnreachable(
+                    f"issuer {url} is already registered, but its keys cannot be fetched now: "
+                    f"{problem}"
+                )
+            raise IssuerUnreachable(
+                f"{problem}; issuer not added (--allow-unreachable adds it anyway)"
+            )
         created = await self._store.add_issuer(tenant_id, record)
         await self.reload()
-        return created
+        cache_id = _cache_id(tenant_id, record)
+        if problem is None:
+            status = await self.keys.refresh(cache_id)
+            if status.consecutive_failures and status.last_error:
+                problem = status.last_error  # e.g. the Kubernetes API, or a flaky issuer
+                if record.kubernetes_api and not allow_unreachable:
+                    # Its first fetch could only run once it was stored: undo, as for discovery.
+                    if created:
+                        await self._store.remove_issuer(tenant_id, url)
+                        await self.reload()
+                        raise IssuerUnreachable(
+                            f"{problem}; issuer not added (--allow-unreachable adds it anyway)"
+                        )
+                    raise IssuerUnreachable(
+                        f"issuer {url} is already registered, but its keys cannot be fetched "
+                        f"now: {problem}"
+                    )
+        else:
+            status = self.keys.status(cache_id)
+        warning = None
+        if problem is not None:
+            state = "added" if created else "already registered"
+            warning = (
+                f"issuer {url} {state}, but its keys cannot be fetched now: {problem}; "
+                "keyless keeps retrying"
+            )
+        return AddedIssuer(created, replace(status, url=url), warning)
 
     async def list_issuers(self, tenant_id: str) -> list[IssuerStatus]:
         return [
@@ -259,6 +355,10 @@ def _cache_id(tenant_id: str, record: IssuerRecord) -> str:
     """Discovered keys are shared by URL; an uploaded JWKS belongs to its tenant alone.
 
     Otherwise one tenant could upload keys for a public issuer URL that another tenant
-    trusts through discovery, and forge that issuer's tokens for the other tenant.
+    trusts through discovery, and forge that issuer's tokens for the other tenant. Keys read
+    from keyless's own Kubernetes API are the same for every tenant, but kept apart from
+    discovery's: the two sources may disagree about the same URL.
     """
-    return record.url if record.jwks is None else f"upload:{tenant_id}:{record.url}"
+    if record.jwks is not None:
+        return f"upload:{tenant_id}:{record.url}"
+    return f"kubernetes:{record.url}" if record.kubernetes_api else record.url

@@ -2,19 +2,29 @@
 
 keyless fetches keys only for issuers an admin registered (never for whatever a token's ``iss``
 says, so a token cannot make keyless call an address of its choosing). A registered issuer gets
-its keys either by OIDC discovery (through a :class:`JwksFetcher`) or from a JWKS the admin
-uploaded for a private cluster, in which case nothing is ever fetched.
+its keys from one of three sources:
+
+- ``discovery``: OIDC discovery of the issuer URL (through a :class:`JwksFetcher`);
+- ``kubernetes``: the Kubernetes API server keyless runs in (its ``/openid/v1/jwks``, read with
+  keyless's own service account, through a second :class:`JwksFetcher`), so a private cluster's
+  key rotation is followed with no admin action;
+- ``file``: a JWKS an admin uploaded, in which case nothing is ever fetched.
 
 Fetches are per issuer: one in flight at a time, shared by every caller that needs it, so a
 slow or dead issuer only ever delays tokens of that issuer. When a fetch fails, the last good
 keys keep being served and the failure is recorded for ``keyless issuer list`` and /metrics.
+
+Each issuer has a state: ``ok``; ``stale`` when its keys may be out of date (the last fetch
+failed, the keys are older than ``stale_after``, or, for an uploaded JWKS, tokens arrive signed
+with a key id it does not hold: the cluster rotated its keys); ``failing`` when it has no
+usable key at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
@@ -27,7 +37,10 @@ MAX_ISSUER_URL = 512
 MAX_KEYS = 100
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 
-Source = Literal["discovery", "file"]
+Source = Literal["discovery", "file", "kubernetes"]
+SOURCES: tuple[Source, ...] = ("discovery", "file", "kubernetes")
+State = Literal["ok", "stale", "failing"]
+MAX_SHOWN_KID = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,16 +48,22 @@ class IssuerRecord:
     """A registered issuer as stored.
 
     ``url`` is the issuer exactly as it appears in tokens' ``iss``; ``jwks`` is a JWKS the admin
-    uploaded (then keys are never fetched), or None for OIDC discovery.
+    uploaded (then keys are never fetched), or None when keys are fetched: by OIDC discovery,
+    or, with ``kubernetes_api``, from the Kubernetes API server keyless runs in.
+    ``updated_at`` is when the record (an uploaded JWKS) was last set; None means ``created_at``.
     """
 
     url: str
     jwks: dict[str, Any] | None
     created_at: float
+    kubernetes_api: bool = False
+    updated_at: float | None = None
 
     @property
     def source(self) -> Source:
-        return "discovery" if self.jwks is None else "file"
+        if self.jwks is not None:
+            return "file"
+        return "kubernetes" if self.kubernetes_api else "discovery"
 
 
 class JwksFetcher(Protocol):
@@ -58,6 +77,14 @@ class JwksFetcher(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class IssuerStatus:
+    """An issuer's keys as this process holds them.
+
+    ``last_success`` is the last good fetch (for an uploaded JWKS: its upload); ``state`` is
+    ``ok``, ``stale`` or ``failing`` (see the module's docstring), with ``stale_since`` (when it
+    stopped being ok, if known) and a one-line ``reason``; ``keys_age`` is the seconds since
+    ``last_success``.
+    """
+
     url: str
     source: Source
     kids: tuple[str, ...]
@@ -65,6 +92,10 @@ class IssuerStatus:
     last_attempt: float | None
     last_error: str | None
     consecutive_failures: int
+    state: State = "ok"
+    stale_since: float | None = None
+    reason: str | None = None
+    keys_age: float | None = None
 
 
 @dataclass(eq=False, slots=True)
@@ -75,13 +106,52 @@ class _Entry:
     last_attempt: float | None = None
     last_error: str | None = None
     consecutive_failures: int = 0
+    failing_since: float | None = None  # first failure of the current run of failures
     inflight: asyncio.Task[None] | None = None
+    # Uploaded JWKS only: tokens signed with a key id it lacks (the cluster rotated its keys).
+    unknown_kid: str | None = None
+    unknown_kid_since: float | None = None
+    unknown_kid_last: float | None = None
 
     @property
     def url(self) -> str:
         return self.record.url
 
-    def status(self) -> IssuerStatus:
+    def saw_unknown_kid(self, kid: str, now: float, window: float) -> None:
+        if self.unknown_kid_last is None or now - self.unknown_kid_last >= window:
+            self.unknown_kid_since = now
+        self.unknown_kid = kid
+        self.unknown_kid_last = now
+
+    def state(self, now: float, stale_after: float) -> tuple[State, float | None, str | None]:
+        if not self.keys:
+            return "failing", self.failing_since, self.last_error or "keys not fetched yet"
+        if self.consecutive_failures:
+            return "stale", self.failing_since, f"the last key fetch failed: {self.last_error}"
+        if self.record.jwks is not None:
+            kid, last = self.unknown_kid, self.unknown_kid_last
+            if kid is not None and last is not None and now - last < stale_after:
+                shown = kid if len(kid) <= MAX_SHOWN_KID else kid[: MAX_SHOWN_KID - 3] + "..."
+                return (
+                    "stale",
+                    self.unknown_kid_since,
+                    _one_line(
+                        f"tokens are signed with key id {shown!r}, which the uploaded JWKS does "
+                        "not hold: the cluster may have rotated its keys; upload its JWKS again, "
+                        "or let keyless follow it (keyless k8s trust --in-cluster)"
+                    ),
+                )
+            return "ok", None, None
+        if self.last_success is not None and now - self.last_success > stale_after:
+            return (
+                "stale",
+                self.last_success + stale_after,
+                f"keys not refreshed for {int(now - self.last_success)} s",
+            )
+        return "ok", None, None
+
+    def status(self, now: float, stale_after: float) -> IssuerStatus:
+        state, since, reason = self.state(now, stale_after)
         return IssuerStatus(
             url=self.record.url,
             source=self.record.source,
@@ -90,6 +160,10 @@ class _Entry:
             last_attempt=self.last_attempt,
             last_error=self.last_error,
             consecutive_failures=self.consecutive_failures,
+            state=state,
+            stale_since=since,
+            reason=reason,
+            keys_age=None if self.last_success is None else max(0.0, now - self.last_success),
         )
 
 
@@ -169,6 +243,24 @@ def validate_jwks(data: Any) -> dict[str, Any]:
     return {"keys": [dict(jwk) for jwk in keys]}
 
 
+class AddressRefused(Unavailable):
+    """A fetch refused by the server's network policy (a private, loopback, link-local or
+    metadata address, ...) before any connection was opened.
+
+    An ``Unavailable`` so that a refused refresh is recorded like any failed fetch (the issuer
+    keeps its last good keys); ``issuer add`` tells it apart, since retrying cannot help.
+    """
+
+    code = "address_refused"
+
+
+class IssuerUnreachable(InvalidRequest):
+    """``issuer add``: the first fetch of a discovery issuer's keys failed, so it was not added
+    (an issuer that cannot be verified is refused like a bad request, not as a server fault)."""
+
+    code = "issuer_unreachable"
+
+
 def is_loopback_host(host: str) -> bool:
     """True for ``localhost``, 127.0.0.0/8 and ::1 (brackets allowed)."""
     host = host.strip("[]").lower()
@@ -227,46 +319,70 @@ class IssuerKeys:
         fetcher: JwksFetcher,
         clock: Clock,
         *,
+        kubernetes: JwksFetcher | None = None,
         refresh_interval: float = 3600.0,
         min_refetch_interval: float = 30.0,
         failure_backoff: float = 60.0,
+        stale_after: float | None = None,
     ) -> None:
-        self._fetcher = fetcher
+        """``fetcher`` serves ``discovery`` issuers, ``kubernetes`` the ``kubernetes`` ones.
+
+        An issuer's keys are ``stale`` once older than ``stale_after`` (default: twice the
+        refresh interval, so one missed refresh is not yet an alert).
+        """
+        self._fetchers: dict[Source, JwksFetcher | None] = {
+            "discovery": fetcher,
+            "kubernetes": kubernetes,
+        }
         self._clock = clock
         self._refresh_interval = refresh_interval
         self._min_refetch_interval = min_refetch_interval
         self._failure_backoff = failure_backoff
+        self._stale_after = 2 * refresh_interval if stale_after is None else stale_after
         self._entries: dict[str, _Entry] = {}
 
     # -- registration ------------------------------------------------------------------------
 
-    def replace_issuers(self, records: Iterable[IssuerRecord]) -> None:
-        """Set the registered issuers; keys of discovery issuers that remain are kept."""
+    def replace_issuers(self, records: Mapping[str, IssuerRecord] | Iterable[IssuerRecord]) -> None:
+        """Set the registered issuers; keys of fetched issuers that remain are kept.
+
+        Each is looked up by its URL, or, given a mapping, by its key there (the caller's cache
+        id: the same URL may be registered with other keys elsewhere). Keys are always fetched
+        for the record's own URL.
+        """
+        pairs = records.items() if isinstance(records, Mapping) else ((r.url, r) for r in records)
         entries: dict[str, _Entry] = {}
-        for record in records:
-            old = self._entries.get(record.url)
-            if old is not None and old.record.jwks == record.jwks:
+        for key, record in pairs:
+            old = self._entries.get(key)
+            if (
+                old is not None
+                and old.record.jwks == record.jwks
+                and old.record.source == record.source
+            ):
                 old.record = record
-                entries[record.url] = old
+                entries[key] = old
             elif record.jwks is not None:
-                entries[record.url] = self._file_entry(record)
+                entries[key] = self._file_entry(record)
             else:
-                entries[record.url] = _Entry(record)
+                entries[key] = _Entry(record)
         self._entries = entries
 
     def _file_entry(self, record: IssuerRecord) -> _Entry:
-        entry = _Entry(record, last_attempt=self._clock.now())
+        now = self._clock.now()
+        entry = _Entry(record, last_attempt=now)
         try:
             entry.keys = parse_jwks(record.jwks)
         except ValueError as exc:
             entry.last_error = f"uploaded JWKS of issuer {record.url}: {exc}"
-            entry.consecutive_failures = 1
-            return entry
-        if not entry.keys:
-            entry.last_error = f"uploaded JWKS of issuer {record.url} has no usable signing key"
-            entry.consecutive_failures = 1
         else:
-            entry.last_success = entry.last_attempt
+            if not entry.keys:
+                entry.last_error = f"uploaded JWKS of issuer {record.url} has no usable signing key"
+        if entry.last_error is not None:
+            entry.consecutive_failures = 1
+            entry.failing_since = now
+        else:
+            # The keys are as old as the upload, whenever this process loaded them.
+            entry.last_success = record.updated_at or record.created_at
         return entry
 
     def is_registered(self, url: str) -> bool:
@@ -303,6 +419,10 @@ class IssuerKeys:
                     f"signing keys of issuer {issuer} are unavailable: "
                     f"{entry.last_error or 'not fetched yet'}"
                 )
+        elif entry.keys:
+            # Anyone can present a token with any kid, so this only raises an alert (the
+            # issuer's state), never changes a decision; it clears once such tokens stop.
+            entry.saw_unknown_kid(kid, self._clock.now(), self._stale_after)
         raise InvalidToken(
             f"token key id {kid!r} not found in the keys of issuer {issuer}", reason="unknown_kid"
         )
@@ -326,8 +446,13 @@ class IssuerKeys:
 
     async def _run_fetch(self, entry: _Entry) -> None:
         entry.last_attempt = self._clock.now()
+        fetcher = self._fetchers.get(entry.record.source)
         try:
-            data = await self._fetcher.fetch(entry.url)
+            if fetcher is None:
+                raise Unavailable(
+                    f"issuer {entry.url}: no {entry.record.source} key source in this server"
+                )
+            data = await fetcher.fetch(entry.url)
             keys = parse_jwks(data)
             if not keys:
                 raise ValueError("JWKS has no usable signing key")
@@ -342,12 +467,14 @@ class IssuerKeys:
             entry.last_success = self._clock.now()
             entry.last_error = None
             entry.consecutive_failures = 0
+            entry.failing_since = None
         finally:
             entry.inflight = None
 
-    @staticmethod
-    def _failed(entry: _Entry, reason: str) -> None:
+    def _failed(self, entry: _Entry, reason: str) -> None:
         entry.last_error = _one_line(reason)
+        if not entry.consecutive_failures:
+            entry.failing_since = self._clock.now()
         entry.consecutive_failures += 1
 
     async def refresh(self, issuer: str) -> IssuerStatus:
@@ -358,7 +485,7 @@ class IssuerKeys:
         entry = self._entry(issuer)
         if entry.record.jwks is None:
             await self._fetch(entry)
-        return entry.status()
+        return entry.status(self._clock.now(), self._stale_after)
 
     def _due(self, entry: _Entry, now: float) -> bool:
         if entry.record.jwks is not None or entry.inflight is not None:
@@ -373,7 +500,7 @@ class IssuerKeys:
         return entry.last_success is None or now - entry.last_success >= self._refresh_interval
 
     async def refresh_due(self) -> list[IssuerStatus]:
-        """Refresh discovery issuers whose keys are older than ``refresh_interval``.
+        """Refresh fetched issuers whose keys are older than ``refresh_interval``.
 
         Failing issuers are retried with exponential backoff from ``failure_backoff`` (capped at
         ``refresh_interval``). Returns the statuses of the issuers it refreshed.
@@ -381,12 +508,14 @@ class IssuerKeys:
         now = self._clock.now()
         due = [entry for entry in self._entries.values() if self._due(entry, now)]
         await asyncio.gather(*(self._fetch(entry) for entry in due))
-        return [entry.status() for entry in due]
+        now = self._clock.now()
+        return [entry.status(now, self._stale_after) for entry in due]
 
     # -- status ------------------------------------------------------------------------------
 
     def status(self, issuer: str) -> IssuerStatus:
-        return self._entry(issuer).status()
+        return self._entry(issuer).status(self._clock.now(), self._stale_after)
 
     def statuses(self) -> list[IssuerStatus]:
-        return [self._entries[url].status() for url in sorted(self._entries)]
+        now = self._clock.now()
+        return [self._entries[url].status(now, self._stale_after) for url in sorted(self._entries)]

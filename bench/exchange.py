@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Token exchange benchmark: a real ``keyless serve`` process, Kubernetes tokens, 100k policies.
 
 For each signing algorithm (``--algs``, default RS256 and ES256) this starts real keyless
@@ -32,101 +31,57 @@ process). Server CPU from /proc (utime + stime), RSS from /proc VmRSS.
 
 Usage (from the repo root)::
 
-    .venv/bin/python bench/exchange.py                   # defaults: ~4-5 minutes
-    .venv/bin/python bench/exchange.py --seconds 2 --algs ES256 --policies 10000
+    .venv/bin/python -m bench exchange                   # defaults: ~4-5 minutes
+    .venv/bin/python -m bench exchange --seconds 2 --algs ES256 --policies 10000
 
-The markdown report is printed and written to ``bench/results/exchange.md``.
+Results: ``bench/results/exchange.json``, rendered to ``bench/results/exchange.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
-import datetime as dt
-import json
-import os
-import platform
-import signal
-import socket
-import ssl
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
-import jwt
-import loadgen
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from keyless.core.jose import public_jwk
 from keyless.core.models import Identity
 from keyless.core.trust import FederatedCredential, new_credential
 from keyless.store.sql import SqlStore
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-RESULTS = HERE / "results" / "exchange.md"
-HOST = "127.0.0.1"
-TLS_NAME = "localhost"
-ISSUER = "https://k8s.bench.keyless.test/clusters/bench"
-KID = "bench-sa-key-1"
-AUDIENCE = "api://AzureADTokenExchange"
-APP_NAMESPACE, APP_SA = "bench", "app"
-APP_SUBJECT = f"system:serviceaccount:{APP_NAMESPACE}:{APP_SA}"
-APP_IDENTITY = "bench-app"
-JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-OK = b'"access_token"'
+from . import loadgen
+from .report import (
+    LIBS,
+    add_cell_options,
+    add_out,
+    add_serve_arg,
+    args_of,
+    check_cell_options,
+    log,
+    log_first_error,
+    revive,
+    versions_line,
+)
+from .server import (
+    APP_SUBJECT,
+    ISSUER,
+    OK,
+    Server,
+    mint,
+    mint_pool,
+    sanity_check,
+    setup,
+    start_server,
+    stop_proc,
+)
+
+NAME = "exchange"
 SCENARIOS = ("baseline", "exact", "pattern")
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
-
-
-# --------------------------------------------------------------------------------------------
-# Kubernetes-format tokens of the bench's issuer.
-# --------------------------------------------------------------------------------------------
-
-
-def split_subject(subject: str) -> tuple[str, str]:
-    """(namespace, service account) of a ``system:serviceaccount:NS:SA`` subject."""
-    parts = subject.split(":")
-    if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
-        return parts[2], parts[3]
-    return "ci", "runner"  # a non-Kubernetes subject (repo:...): still a k8s-shaped token
-
-
-def mint(key: rsa.RSAPrivateKey, subject: str, now: int, lifetime: int = 3600) -> str:
-    namespace, sa = split_subject(subject)
-    pod = f"{sa}-{uuid.uuid4().hex[:10]}-{uuid.uuid4().hex[:5]}"
-    claims = {
-        "aud": [AUDIENCE],
-        "exp": now + lifetime,
-        "iat": now,
-        "nbf": now,
-        "iss": ISSUER,
-        "jti": str(uuid.uuid4()),
-        "sub": subject,
-        "kubernetes.io": {
-            "namespace": namespace,
-            "pod": {"name": pod, "uid": str(uuid.uuid4())},
-            "serviceaccount": {"name": sa, "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, subject))},
-        },
-    }
-    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": KID})
-
-
-def mint_pool(key: rsa.RSAPrivateKey, subjects: list[str], size: int) -> list[str]:
-    now = int(time.time())
-    return [mint(key, subjects[i % len(subjects)], now) for i in range(size)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,222 +156,6 @@ def make_plan(scenario: str, total: int, identities: int, self_share: float, poo
         pool_subjects,
         probe_subject=self_subjects[-1],
     )
-
-
-# --------------------------------------------------------------------------------------------
-# The keyless server process and its admin CLI.
-# --------------------------------------------------------------------------------------------
-
-_LIVE = loadgen.LIVE
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def clean_env() -> dict[str, str]:
-    """This environment without KEYLESS_* (an unknown one stops the server; others would
-    point it at other data)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYLESS_")}
-    # The load generator is one client on one IP: the per-client token rate limit (on by
-    # default) would measure the limiter, not the server's capacity.
-    return {
-        **env,
-        "NO_COLOR": "1",
-        "COLUMNS": "200",
-        "PYTHONUNBUFFERED": "1",
-        "KEYLESS_TOKEN_RATE_LIMIT": "0",
-    }
-
-
-def keyless_cmd(data_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "keyless.cli.main", "--data-dir", str(data_dir)]
-
-
-# Shared with the other benchmarks (read, openbao, soak, peer use these names).
-stop_proc = loadgen.stop_proc
-stop_all = loadgen.stop_all
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen[bytes]
-    data_dir: Path
-    port: int
-    log_path: Path
-    alg: str
-    tenant_id: str = ""
-    client_id: str = ""
-    object_id: str = ""
-    target: loadgen.Target | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def scope(self) -> str:
-        return f"https://vault.localhost:{self.port}/.default"
-
-    @property
-    def token_path(self) -> str:
-        return f"/{self.tenant_id}/oauth2/v2.0/token"
-
-    def tail(self, n: int = 25) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(line[:300] for line in lines[-n:])
-
-    def problems(self) -> tuple[int, str | None]:
-        """How many warning/error log lines (or tracebacks) the server wrote; the first one."""
-        count, first = 0, None
-        marks = ('"level": "warning"', '"level": "error"', '"level": "critical"', "Traceback")
-        try:
-            with self.log_path.open(errors="replace") as f:
-                for line in f:
-                    if any(m in line for m in marks):
-                        count += 1
-                        first = first or line.strip()[:500]
-        except OSError:
-            pass
-        return count, first
-
-    def cli(self, *args: str, timeout: float = 120.0) -> str:
-        result = subprocess.run(
-            [*keyless_cmd(self.data_dir), *args],
-            capture_output=True,
-            text=True,
-            env=clean_env(),
-            timeout=timeout,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(f"keyless {' '.join(args)} failed: {result.stderr.strip()}")
-        return result.stdout
-
-    def cli_json(self, *args: str) -> dict[str, Any]:
-        out = json.loads(self.cli("--output", "json", *args))
-        assert isinstance(out, dict), out
-        return out
-
-    def exchange_req(self, token: str) -> loadgen.Req:
-        form = {
-            "grant_type": "client_credentials",
-            "client_assertion_type": JWT_BEARER,
-            "client_id": self.client_id,
-            "client_assertion": token,
-            "scope": self.scope,
-        }
-        return loadgen.Req("POST", self.token_path, urlencode(form).encode())
-
-    async def exchange_once(self, token: str, timeout: float = 10.0) -> tuple[int, bytes]:
-        assert self.target is not None
-        return await loadgen.request_once(self.target, self.exchange_req(token), timeout)
-
-
-async def start_server(
-    alg: str,
-    tmp: Path,
-    label: str,
-    extra: list[str],
-    timeout: float = 90.0,
-    env: dict[str, str] | None = None,
-) -> Server:
-    """``env``: extra variables for the server process only (the admin CLI runs without them:
-    KEYLESS_UNSAFE_NO_AUDIT, say, needs ``--dev``, which only ``serve`` has)."""
-    data_dir = tmp / f"data-{label}-{alg}"
-    port = free_port()
-    log_path = tmp / f"server-{label}-{alg}.log"
-    cmd = [
-        *keyless_cmd(data_dir),
-        "serve",
-        "--listen",
-        f"{HOST}:{port}",
-        "--dev",
-        "--signing-alg",
-        alg,
-        *extra,
-    ]
-    with log_path.open("wb") as out:
-        # Own session => own process group, stopped as a whole.
-        proc = subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**clean_env(), **(env or {})},
-            cwd=REPO,
-            start_new_session=True,
-        )
-    _LIVE[proc.pid] = proc
-    server = Server(proc, data_dir, port, log_path, alg)
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"keyless exited with {proc.returncode}:\n{server.tail()}")
-        with contextlib.suppress(OSError):
-            if any("ready" in ln for ln in log_path.read_text(errors="replace").splitlines()):
-                break
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"keyless not ready after {timeout:.0f} s:\n{server.tail()}")
-        await asyncio.sleep(0.05)
-    ctx = ssl.create_default_context(cafile=str(data_dir / "tls" / "ca.pem"))
-    ctx.set_alpn_protocols(["http/1.1"])
-    server.target = loadgen.Target(
-        HOST, port, ctx, server_hostname=TLS_NAME, host_header=f"{TLS_NAME}:{port}"
-    )
-    return server
-
-
-def jwks_file(tmp: Path, key: rsa.RSAPrivateKey) -> Path:
-    path = tmp / "issuer-jwks.json"
-    if not path.exists():
-        path.write_text(json.dumps({"keys": [public_jwk(key.public_key(), KID, "RS256")]}))
-    return path
-
-
-def setup(server: Server, tmp: Path, key: rsa.RSAPrivateKey) -> None:
-    """Through the admin CLI: the identity, the issuer (uploaded JWKS), the baseline policy."""
-    server.tenant_id = server.cli_json("tenant", "show")["id"]
-    ident = server.cli_json("identity", "create", APP_IDENTITY)
-    server.client_id, server.object_id = ident["client_id"], ident["object_id"]
-    server.cli("issuer", "add", ISSUER, "--jwks-file", str(jwks_file(tmp, key)))
-    server.cli(
-        "federation", "add", APP_IDENTITY, "--name", "app", "--issuer", ISSUER,
-        "--subject", APP_SUBJECT,
-    )  # fmt: skip
-
-
-async def sanity_check(server: Server, token: str) -> None:
-    """One exchange works, its access token verifies with the tenant's JWKS, and a token with
-    a broken signature is refused: the bench measures the real thing."""
-    status, body = await server.exchange_once(token)
-    if status != 200:
-        raise RuntimeError(f"exchange failed: HTTP {status}: {body[:500]!r}")
-    access = json.loads(body)["access_token"]
-    assert server.target is not None
-    status, keys = await loadgen.request_once(
-        server.target, loadgen.Req("GET", f"/{server.tenant_id}/discovery/v2.0/keys")
-    )
-    assert status == 200, (status, keys)
-    header = jwt.get_unverified_header(access)
-    assert header["alg"] == server.alg, header
-    jwk = next(k for k in json.loads(keys)["keys"] if k["kid"] == header["kid"])
-    claims = jwt.decode(
-        access,
-        jwt.PyJWK(jwk).key,
-        algorithms=[server.alg],
-        audience=server.scope.removesuffix("/.default"),
-    )
-    assert claims["oid"] == server.object_id, claims
-    sig = token.rsplit(".", 1)[1]
-    forged = token[: -len(sig)] + ("A" if sig[0] != "A" else "B") + sig[1:]
-    status, body = await server.exchange_once(forged)
-    if status == 200:
-        raise RuntimeError("a token with a broken signature was accepted")
 
 
 # --------------------------------------------------------------------------------------------
@@ -597,9 +336,6 @@ class Row:
     rss: float
 
 
-_SEEN_ERRORS: set[str] = set()
-
-
 async def measure(
     args: argparse.Namespace,
     server: Server,
@@ -621,9 +357,7 @@ async def measure(
         row = Row(server.alg, scenario, policies, conc, result, loadgen.rss_mib(server.pid))
         rows.append(row)
         log(format_row(row))
-        if result.first_error and result.first_error not in _SEEN_ERRORS:
-            _SEEN_ERRORS.add(result.first_error)
-            log(f"  first error: {result.first_error}")
+        log_first_error(result.first_error)
     return rows
 
 
@@ -689,14 +423,7 @@ def prepare(args: argparse.Namespace, key: rsa.RSAPrivateKey) -> Pools:
     return Pools(baseline, plans, tokens, probes)
 
 
-async def bench(
-    args: argparse.Namespace, tmp: Path
-) -> tuple[list[Row], list[tuple[str, LoadReport]], list[str]]:
-    # SIGTERM/SIGHUP cancel this task like Ctrl-C does, so the finally blocks stop servers.
-    loop, task = asyncio.get_running_loop(), asyncio.current_task()
-    assert task is not None
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, task.cancel)
+async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pools = prepare(args, key)
     rows: list[Row] = []
@@ -744,65 +471,31 @@ async def bench(
                 note = f"{alg} server ({', '.join(group)}): {count} warning/error log lines"
                 notes.append(note + (f"; first: `{first}`" if first else ""))
                 log(notes[-1])
-    return rows, loads, notes
+    return {
+        "rows": rows,
+        "loads": [{"alg": alg, "report": report} for alg, report in loads],
+        "notes": notes,
+    }
 
 
-def keyless_rev() -> str:
-    """``git describe`` of the keyless source tree this process imports, and its path."""
-    import keyless
-
-    src = Path(keyless.__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(src), "describe", "--always", "--dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        rev = ""
-    return f"{rev or 'unknown rev'} ({os.path.relpath(src, REPO)})"
+def header(args: argparse.Namespace) -> str:
+    return versions_line(["cryptography", "PyJWT", *LIBS[1:]])
 
 
-def versions_line() -> str:
-    def v(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "n/a"
-
-    rev = os.environ.get("BENCH_KEYLESS_REV") or keyless_rev()
-    libs = ["cryptography", "PyJWT", "uvicorn", "uvloop", "starlette", "SQLAlchemy", "aiosqlite"]
-    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return (
-        f"{when} · nproc={len(os.sched_getaffinity(0))} · keyless {rev} · "
-        f"Python {platform.python_version()} · "
-        + " · ".join(f"{name} {v(name)}" for name in libs)
-        + f" · {ssl.OPENSSL_VERSION} · {platform.system()} {platform.release()}"
-    )
-
-
-def render(
-    args: argparse.Namespace,
-    rows: list[Row],
-    loads: list[tuple[str, LoadReport]],
-    notes: list[str],
-    header: str,
-    wall: float,
-) -> str:
-    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    command = " ".join([os.path.relpath(sys.executable), *sys.argv])
-    if os.environ.get("PYTHONPATH"):
-        command = f"PYTHONPATH={os.environ['PYTHONPATH']} {command}"
+def render(data: dict[str, Any]) -> str:
+    """The markdown report, from the study's JSON."""
+    args, meta = args_of(data), data["meta"]
+    rows = revive(list[Row], data["rows"])
+    loads = [(x["alg"], revive(LoadReport, x["report"])) for x in data["loads"]]
+    notes = data["notes"]
     body = "\n".join(format_row(r) for r in rows)
     load_body = "\n".join(format_load(alg, r) for alg, r in loads)
     return (
         "# keyless token exchange\n\n"
-        f"{header}\n\n"
-        f"- Command: `{command}` (wall time {wall:.0f} s; load average at start "
-        f"{args.loadavg_start}, at end {load}: the machine is shared, so other work competes "
-        "for its 2 cores)\n"
+        f"{meta['header']}\n\n"
+        f"- Command: `{meta['command']}` (wall time {meta['wall']:.0f} s; load average at "
+        f"start {meta['load_start']}, at end {meta['load_end']}: the machine is shared, so "
+        "other work competes for its 2 cores)\n"
         f"- Signing alg of keyless's access tokens: {', '.join(args.algs)} (`serve "
         "--signing-alg`); presented tokens: RS256 (RSA-2048) Kubernetes service-account "
         f"tokens of one issuer with an uploaded JWKS, {args.pool:,} distinct pre-minted tokens "
@@ -844,12 +537,8 @@ def render(
     )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seconds", type=float, default=10.0, help="timed duration per cell")
-    p.add_argument("--max-requests", type=int, default=500_000, help="exchange cap per cell")
-    p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per cell")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_cell_options(p, 10.0, "exchange", [1, 64])
     p.add_argument(
         "--control-concurrency",
         type=int,
@@ -864,13 +553,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["RS256", "ES256"],
         help="only this alg (passed to `serve --signing-alg`); same as --algs ALG",
     )
-    p.add_argument(
-        "--serve-arg",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="extra argument for `keyless serve` (repeatable): --serve-arg=--log-level=warning",
-    )
+    add_serve_arg(p)
     p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     p.add_argument("--policies", type=int, default=100_000, help="policies per bulk scenario")
     p.add_argument("--identities", type=int, default=1000, help="other identities in bulk")
@@ -887,49 +570,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=10.0,
         help="seconds to wait for the server to pick up bulk-loaded policies by itself",
     )
-    p.add_argument("--out", type=Path, default=RESULTS, help="markdown output file")
-    args = p.parse_args(argv)
+    add_out(p, NAME)
+
+
+def validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.signing_alg:
         args.algs = [args.signing_alg]
     if args.policies < 2 or args.pool < 1 or not 0 < args.self_share <= 1:
         p.error("need --policies >= 2, --pool >= 1, 0 < --self-share <= 1")
-    if args.seconds <= 0 or args.seconds > 600 or args.max_requests < 1:
-        p.error("need 0 < --seconds <= 600 and --max-requests >= 1")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    atexit.register(stop_all)
-    # Outside the event loop, SIGTERM/SIGHUP behave like Ctrl-C (unwind through the finally
-    # blocks that stop servers); inside it, bench() turns them into task cancellation.
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.default_int_handler)
-    header = versions_line()
-    args.loadavg_start = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    log(header)
-    started = time.monotonic()
-    import uvloop
-
-    try:
-        with (
-            tempfile.TemporaryDirectory(prefix="keyless-exchange-") as tmpdir,
-            asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
-        ):
-            rows, loads, notes = runner.run(bench(args, Path(tmpdir)))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("\ninterrupted; servers stopped", file=sys.stderr)
-        return 130
-    finally:
-        stop_all()
-    report = render(args, rows, loads, notes, header, time.monotonic() - started)
-    print()
-    print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    log(f"written to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    check_cell_options(p, args)

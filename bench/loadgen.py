@@ -31,7 +31,7 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 # --------------------------------------------------------------------------------------------
 # Server-side resource readings (Linux /proc).
@@ -295,6 +295,8 @@ class RunResult:
     client_cpu: float
     first_error: str | None = None
     _sorted: list[float] | None = field(default=None, repr=False, compare=False)
+    # Quantiles (ms) of a result read back from JSON, which keeps no latencies.
+    _fixed: dict[float, float] | None = field(default=None, repr=False, compare=False)
 
     @property
     def rps(self) -> float:
@@ -303,6 +305,8 @@ class RunResult:
 
     def pct_ms(self, q: float) -> float:
         """The ``q`` quantile (nearest rank) of successful requests' latency, in ms."""
+        if self._fixed is not None:
+            return self._fixed.get(q, float("nan"))
         if not self.latencies:
             return float("nan")
         if self._sorted is None or len(self._sorted) != len(self.latencies):
@@ -324,12 +328,37 @@ class RunResult:
 
     @property
     def max_ms(self) -> float:
+        if self._fixed is not None:
+            return self._fixed.get(1.0, float("nan"))
         return max(self.latencies) * 1000.0 if self.latencies else float("nan")
 
     def per_1k(self, cpu: float) -> float:
         """CPU seconds per 1000 requests (successful or not)."""
         done = self.requests + self.errors
         return cpu / done * 1000.0 if done else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        """What a report needs, for JSON: counts, CPU and quantiles, not every latency."""
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "elapsed": self.elapsed,
+            "server_cpu": self.server_cpu,
+            "client_cpu": self.client_cpu,
+            "first_error": self.first_error,
+            "p50_ms": self.p50_ms,
+            "p95_ms": self.p95_ms,
+            "p99_ms": self.p99_ms,
+            "max_ms": self.max_ms,
+        }
+
+    @classmethod
+    def from_summary(cls, d: dict[str, Any]) -> RunResult:
+        fixed = {0.5: d["p50_ms"], 0.95: d["p95_ms"], 0.99: d["p99_ms"], 1.0: d["max_ms"]}
+        return cls(
+            d["requests"], d["errors"], d["elapsed"], [], d["server_cpu"], d["client_cpu"],
+            d["first_error"], _fixed=fixed,
+        )  # fmt: skip
 
     @classmethod
     def merge(cls, parts: list[RunResult]) -> RunResult:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """keyless against OpenBao at their two jobs: token exchange and secret read.
 
 Systems (each a fresh server, started, set up and stopped by this bench, one after another):
@@ -35,62 +34,62 @@ connections opened before timing), fed from a pool of ``--pool`` distinct pre-mi
 Kubernetes-format RS256 tokens. Figures per cell: requests/s, p50/p95/p99, errors, server CPU
 seconds per 1000 requests (/proc, the server's process tree), peak RSS (VmHWM) and RSS after.
 Also measured in this process: the crypto ceiling (RS256 verify of the assertion + one sign
-with ``--signing-alg`` per exchange, one access-token verify with that alg + AES-256-GCM
-decrypt of 100 bytes per read, per core, with ``cryptography``); the floor rate per server,
+with ``--signing-alg`` per exchange, one access-token verify with that alg + the envelope open
+(AES-256-GCM unwrap + decrypt) of 100 bytes per read, per core, with keyless's own
+``keyless.core.jose`` and ``keyless.core.envelope``); the floor rate per server,
 1 / (that crypto cost + the same server's hello-world CPU cost); a table of targets met or not;
 and a py-spy profile of keyless under exchange and read load.
 
 Usage (from the repo root)::
 
     make bench                                       # defaults, ~15-20 minutes
-    .venv/bin/python bench/openbao.py --seconds 3 --after-logins 5000 --modes raft
+    .venv/bin/python -m bench openbao --seconds 3 --after-logins 5000 --modes raft
 
-Writes ``bench/results/openbao.md`` and ``bench/results/openbao.png`` and refreshes the marked
-section of ``docs/performance.md``.
+Writes ``bench/results/openbao.json``, renders ``bench/results/openbao.md`` and
+``bench/results/openbao.png`` from it and refreshes the marked section of
+``docs/performance.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
-import datetime as dt
 import json
 import os
-import platform
 import re
-import signal
-import ssl
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import exchange as ex
 import jwt
-import loadgen
-import peer
-import read as rd
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from keyless.core import jose
+from keyless.core.envelope import RootKeys
+
+from . import loadgen, peer
+from . import read as rd
+from . import server as ex
+from .report import (
+    add_cell_options,
+    add_out,
+    args_of,
+    check_cell_options,
+    log_first_error,
+    revive,
+    versions_line,
+)
+
+NAME = "openbao"
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-RESULTS = HERE / "results" / "openbao.md"
-CHART = HERE / "results" / "openbao.png"
 DOCS = REPO / "docs" / "performance.md"
 WORK = HERE / ".work"
 SECRET = "db"
@@ -108,7 +107,7 @@ WORKLOAD_TITLES = {
     "mixed": "mixed",
     "after": "read after N",
 }
-MARK_START, MARK_END = "<!-- bench/openbao.py:start -->", "<!-- bench/openbao.py:end -->"
+MARK_START, MARK_END = "<!-- bench openbao:start -->", "<!-- bench openbao:end -->"
 log = ex.log
 
 
@@ -235,13 +234,7 @@ async def start_keyless(
         await ex.sanity_check(server, token)
         access = await rd.access_token(server, key)
         assert server.target is not None
-        vault = loadgen.Target(
-            ex.HOST,
-            server.port,
-            server.target.tls,
-            server_hostname=ex.TLS_NAME,
-            host_header=f"{rd.VAULT}.vault.localhost:{server.port}",
-        )
+        vault = server.vault_target(rd.VAULT)
         read = rd.read_bytes(vault, SECRET, access)
         status, body = await rd.fetch_once(vault, read)
         if status != 200 or json.loads(body).get("value") != secret_value():
@@ -333,9 +326,6 @@ class Row:
         return self.result.per_1k(self.result.server_cpu)
 
 
-_SEEN: set[str] = set()
-
-
 async def measure(
     args: argparse.Namespace,
     system: System,
@@ -365,9 +355,7 @@ async def measure(
         )
         rows.append(row)
         log(format_row(row, None, None))
-        if result.first_error and result.first_error not in _SEEN:
-            _SEEN.add(result.first_error)
-            log(f"  first error: {result.first_error[:300]}")
+        log_first_error(result.first_error)
     return rows
 
 
@@ -423,7 +411,7 @@ class Ceiling:
     verify_us: float  # RS256 verify of the Kubernetes assertion (always RS256)
     sign_us: float  # sign of the access token with ``alg``
     token_verify_us: float  # verify of the access token with ``alg``
-    aes_us: float  # AES-256-GCM decrypt of the secret
+    aes_us: float  # envelope open of the secret: data key unwrap + AES-256-GCM decrypt
 
     @property
     def exchange_us(self) -> float:
@@ -477,56 +465,35 @@ def _cpu_per_op(fn: Callable[[], Any], seconds: float) -> float:
 
 
 def measure_ceiling(seconds: float, key: rsa.RSAPrivateKey, token: str, alg: str) -> Ceiling:
-    """Each operation as keyless does it (``keyless.core.jose``): RS256 = RSA-2048 PKCS#1 v1.5
-    with SHA-256; ES256 = ECDSA P-256 with SHA-256, raw r||s signatures converted from / to DER.
-    """
-    head, payload, sig = token.split(".")
-    signing_input = f"{head}.{payload}".encode()
-    signature = jwt.utils.base64url_decode(sig)
+    """Each operation through keyless's own code: ``jose.verify_signature`` of the assertion
+    (parsed once, as the exchange parses it before verifying), ``jose.sign_compact`` of an
+    access token with a key of ``alg``, ``jose.verify_signature`` of that token (a read's
+    bearer check), and ``RootKeys.open`` of a sealed value (data key unwrap + AES-256-GCM
+    decrypt, as a read opens the secret)."""
+    assertion = jose.parse_compact(token)
     pub = key.public_key()
-    pkcs1, sha256 = padding.PKCS1v15(), hashes.SHA256()
-    pub.verify(signature, signing_input, pkcs1, sha256)
-    access_input = signing_input[:700]  # an access token's header.payload is ~this size
-    sign: Callable[[], bytes]
-    verify: Callable[[], None]
-    if alg == "ES256":
-        ec_key = ec.generate_private_key(ec.SECP256R1())
-        ec_pub, ecdsa = ec_key.public_key(), ec.ECDSA(hashes.SHA256())
-
-        def sign() -> bytes:
-            r, s = decode_dss_signature(ec_key.sign(access_input, ecdsa))
-            return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-
-        raw = sign()
-
-        def verify() -> None:
-            der = encode_dss_signature(
-                int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big")
-            )
-            ec_pub.verify(der, access_input, ecdsa)
-
-    else:
-        rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        rsa_pub = rsa_key.public_key()
-
-        def sign() -> bytes:
-            return rsa_key.sign(access_input, pkcs1, sha256)
-
-        raw = sign()
-
-        def verify() -> None:
-            rsa_pub.verify(raw, access_input, pkcs1, sha256)
-
-    verify()
-    aes = AESGCM(os.urandom(32))
-    nonce = os.urandom(12)
-    sealed = aes.encrypt(nonce, os.urandom(VALUE_BYTES), b"vault/bench/secret/db")
+    jose.verify_signature(assertion, pub)
+    signer = (
+        ec.generate_private_key(ec.SECP256R1())
+        if alg == "ES256"
+        else rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    )
+    head = {"alg": alg, "kid": "bench-signing-key", "typ": "JWT"}
+    claims = jwt.decode(token, options={"verify_signature": False})
+    # An access token's claims: about the size of keyless's (~700 bytes of header.payload).
+    claims |= {"tid": "t" * 36, "oid": "o" * 36, "azp": "a" * 36, "scp": "x" * 120}
+    access = jose.parse_compact(jose.sign_compact(head, claims, signer))
+    signer_pub = signer.public_key()
+    jose.verify_signature(access, signer_pub)
+    root = RootKeys((os.urandom(32),))
+    context = "vault/bench/secret/db"
+    sealed = root.seal(os.urandom(VALUE_BYTES), context)
     return Ceiling(
         alg=alg,
-        verify_us=_cpu_per_op(lambda: pub.verify(signature, signing_input, pkcs1, sha256), seconds),
-        sign_us=_cpu_per_op(sign, seconds),
-        token_verify_us=_cpu_per_op(verify, seconds),
-        aes_us=_cpu_per_op(lambda: aes.decrypt(nonce, sealed, b"vault/bench/secret/db"), seconds),
+        verify_us=_cpu_per_op(lambda: jose.verify_signature(assertion, pub), seconds),
+        sign_us=_cpu_per_op(lambda: jose.sign_compact(head, claims, signer), seconds),
+        token_verify_us=_cpu_per_op(lambda: jose.verify_signature(access, signer_pub), seconds),
+        aes_us=_cpu_per_op(lambda: root.open(sealed, context), seconds),
     )
 
 
@@ -1045,7 +1012,7 @@ def profile_section(profiles: list[Profile]) -> str:
     return "\n".join(parts)
 
 
-def chart(rows: list[Row], path: Path, subtitle: str) -> None:
+def draw_chart(rows: list[Row], path: Path, subtitle: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1100,39 +1067,35 @@ def chart(rows: list[Row], path: Path, subtitle: str) -> None:
     plt.close(fig)
 
 
-def versions_line(bao: str) -> str:
-    def v(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "n/a"
+@dataclass
+class SystemReport:
+    """What the report says about one system under test, after it stopped."""
 
-    rev = os.environ.get("BENCH_KEYLESS_REV") or ex.keyless_rev()
-    libs = ["cryptography", "uvicorn", "uvloop", "starlette", "SQLAlchemy", "aiosqlite"]
-    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return (
-        f"{when} · nproc={len(os.sched_getaffinity(0))} · keyless {rev} · {bao} · "
-        f"Python {platform.python_version()} · "
-        + " · ".join(f"{name} {v(name)}" for name in libs)
-        + f" · {ssl.OPENSSL_VERSION} · {platform.system()} {platform.release()}"
-    )
+    name: str
+    logins: int
+    topup: tuple[int, float] | None
+    notes: list[str]
 
 
 @dataclass
 class Outcome:
     rows: list[Row]
-    systems: list[System]
+    systems: list[SystemReport]
     ceiling: Ceiling
     profiles: list[Profile]
     skipped: list[str]
 
 
-def render(args: argparse.Namespace, o: Outcome, header: str, wall: float) -> tuple[str, str]:
+def render(data: dict[str, Any]) -> str:
+    """The markdown report, from the study's JSON."""
+    return render_all(data)[0]
+
+
+def render_all(data: dict[str, Any]) -> tuple[str, str]:
     """(the whole report, the summary that also goes into docs/performance.md)."""
-    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    command = " ".join([os.path.relpath(sys.executable), *sys.argv])
-    if os.environ.get("PYTHONPATH"):
-        command = f"PYTHONPATH={os.environ['PYTHONPATH']} {command}"
+    args, meta = args_of(data), data["meta"]
+    header, command, wall = meta["header"], meta["command"], meta["wall"]
+    o = revive(Outcome, data)
     c = o.ceiling
     hello = hello_us(o.rows)
     body = "\n".join(
@@ -1167,10 +1130,12 @@ def render(args: argparse.Namespace, o: Outcome, header: str, wall: float) -> tu
         "on 127.0.0.1, same client. Full figures, ratios and method: "
         "[`bench/results/openbao.md`](../bench/results/openbao.md).\n\n"
         f"{pivot_table(o.rows)}\n\n"
-        f"Crypto ceiling per core (this run, `cryptography`, keyless signing with {c.alg}): "
+        f"Crypto ceiling per core (this run, keyless's own `jose` and `envelope` code, keyless "
+        f"signing with {c.alg}): "
         f"exchange {c.exchange:,.0f}/s (RS256 verify of the assertion {c.verify_us:.0f} µs + "
         f"{c.alg} sign {c.sign_us:.0f} µs), read {c.read:,.0f}/s ({c.alg} verify of the access "
-        f"token {c.token_verify_us:.0f} µs + AES-256-GCM decrypt of {VALUE_BYTES} bytes "
+        f"token {c.token_verify_us:.0f} µs + envelope open (unwrap + AES-256-GCM) of "
+        f"{VALUE_BYTES} bytes "
         f"{c.aes_us:.1f} µs). *hello*: keyless `GET /healthz`, OpenBao `GET /v1/sys/health`.\n\n"
         "Targets (from the issue), this run:\n\n"
         f"{targets}\n\n"
@@ -1182,8 +1147,8 @@ def render(args: argparse.Namespace, o: Outcome, header: str, wall: float) -> tu
         "# keyless vs OpenBao: token exchange and secret read\n\n"
         f"{header}\n\n"
         f"- Command: `{command}` (wall time {wall / 60:.1f} min; load average at start "
-        f"{args.loadavg_start}, at end {load}: the machine is shared, so other work competes "
-        "for its 2 cores).\n"
+        f"{meta['load_start']}, at end {meta['load_end']}: the machine is shared, so other "
+        "work competes for its 2 cores).\n"
         "- Client: `bench/loadgen.py` for both systems, in this process on the same machine "
         "(raw asyncio keep-alive HTTP/1.1 over TLS 1.3, connections opened before timing, "
         "one request in flight per connection). One generator for both so that client cost, "
@@ -1235,11 +1200,13 @@ def render(args: argparse.Namespace, o: Outcome, header: str, wall: float) -> tu
         "high concurrency). Server CPU: /proc utime+stime of the server's process tree over "
         "the timed run, per 1000 requests; *req per CPU-s* = 1000 / that. Peak RSS: VmHWM "
         "(since the server started) after the cell.\n"
-        "- Crypto ceiling: in this process with `cryptography`, CPU time per operation as "
-        "keyless does it: RS256 (RSA-2048) verify of the assertion "
+        "- Crypto ceiling: in this process, CPU time per operation through keyless's own code "
+        "(`keyless.core.jose.verify_signature` / `sign_compact`, `keyless.core.envelope."
+        "RootKeys.open`): RS256 (RSA-2048) verify of the assertion "
         f"{c.verify_us:.1f} µs, {c.alg} sign of the access token {c.sign_us:.1f} µs, {c.alg} "
         f"verify of the access token (a read's bearer token) {c.token_verify_us:.1f} µs, "
-        f"AES-256-GCM decrypt of {VALUE_BYTES} bytes {c.aes_us:.2f} µs. Crypto per request: "
+        f"envelope open (data key unwrap + AES-256-GCM decrypt) of {VALUE_BYTES} bytes "
+        f"{c.aes_us:.2f} µs. Crypto per request: "
         f"exchange (assertion verify + sign) {c.exchange_us:.1f} µs, read (token verify + "
         f"decrypt) {c.read_us:.1f} µs, mixed {c.mixed_us(args.mix):.1f} µs. Ceiling per core: "
         f"exchange {c.exchange:,.0f}/s, read {c.read:,.0f}/s, mixed "
@@ -1306,11 +1273,7 @@ def update_docs(path: Path, summary: str) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-async def bench(args: argparse.Namespace, tmp: Path) -> Outcome:
-    loop, task = asyncio.get_running_loop(), asyncio.current_task()
-    assert task is not None
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, task.cancel)
+async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     t0 = time.perf_counter()
     tokens = ex.mint_pool(key, [ex.APP_SUBJECT], args.pool)
@@ -1360,19 +1323,22 @@ async def bench(args: argparse.Namespace, tmp: Path) -> Outcome:
     if args.profile_seconds > 0:
         log("profiling keyless (sqlite) under exchange and read load with py-spy ...")
         profiles = await profile_keyless(args, tmp, key, tokens)
-    return Outcome(rows, systems, ceiling, profiles, skipped)
+    reports = [SystemReport(s.name, s.logins, s.topup, s.notes) for s in systems]
+    return {
+        "rows": rows,
+        "systems": reports,
+        "ceiling": ceiling,
+        "profiles": profiles,
+        "skipped": skipped,
+    }
 
 
 def run_no_audit(args: argparse.Namespace) -> bool:
     return not args.skip_no_audit and any(w in args.workloads for w in NO_AUDIT_WORKLOADS)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seconds", type=float, default=6.0, help="timed duration per cell")
-    p.add_argument("--max-requests", type=int, default=500_000, help="request cap per cell")
-    p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per cell")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_cell_options(p, 6.0, "request", [1, 16, 64])
     p.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     p.add_argument(
         "--after-logins",
@@ -1416,61 +1382,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile-seconds", type=float, default=10.0, help="py-spy duration (0: no profile)"
     )
     p.add_argument("--pg-admin-url", default=rd.PG_ADMIN, help="where to create the throwaway DB")
-    p.add_argument("--out", type=Path, default=RESULTS, help="markdown output file")
-    p.add_argument("--chart", type=Path, default=CHART, help="PNG output file")
+    add_out(p, NAME)
+    p.add_argument("--chart", type=Path, help="PNG output file (default: --out with .png)")
     p.add_argument(
         "--docs", type=Path, default=DOCS, help="doc whose marked section gets the summary"
     )
-    args = p.parse_args(argv)
-    if args.seconds <= 0 or args.seconds > 600 or args.max_requests < 1:
-        p.error("need 0 < --seconds <= 600 and --max-requests >= 1")
+
+
+def validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    check_cell_options(p, args)
     if not 1 <= args.keyless_workers <= 32:
         p.error("need 1 <= --keyless-workers <= 32")
     if args.pool < 1 or args.mix < 1 or args.after_logins < 0:
         p.error("need --pool >= 1, --mix >= 1, --after-logins >= 0")
     if not 0 < args.topup_seconds <= 3600 or not 0 <= args.profile_seconds <= 120:
         p.error("need 0 < --topup-seconds <= 3600 and 0 <= --profile-seconds <= 120")
-    return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    atexit.register(ex.stop_all)
-    atexit.register(rd.pg_drop_all)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.default_int_handler)
+def header(args: argparse.Namespace) -> str:
     args.bao_version = peer.bao_version(peer.bao_binary()) if args.modes else "OpenBao n/a"
-    header = versions_line(args.bao_version)
-    args.loadavg_start = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    log(header)
-    started = time.monotonic()
-    import uvloop
-
-    try:
-        with (
-            tempfile.TemporaryDirectory(prefix="keyless-openbao-") as tmpdir,
-            asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
-        ):
-            outcome = runner.run(bench(args, Path(tmpdir)))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("\ninterrupted; servers stopped", file=sys.stderr)
-        return 130
-    finally:
-        ex.stop_all()
-        rd.pg_drop_all()
-    wall = time.monotonic() - started
-    report, summary = render(args, outcome, header, wall)
-    print()
-    print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    chart(outcome.rows, args.chart, header)
-    log(f"written to {args.out} and {args.chart}")
-    with contextlib.suppress(OSError):
-        if update_docs(args.docs, summary):
-            log(f"refreshed the marked section of {args.docs}")
-    return 0
+    libs = ["cryptography", "uvicorn", "uvloop", "starlette", "SQLAlchemy", "aiosqlite"]
+    return versions_line(libs, extra=args.bao_version)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+cleanup = rd.pg_drop_all
+
+
+def publish_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"chart": args.chart, "docs": args.docs}
+
+
+def publish(
+    data: dict[str, Any], out: Path, chart: Path | None = None, docs: Path | None = None
+) -> None:
+    """The chart (next to the markdown unless ``chart``) and, with ``docs``, its summary."""
+    chart_path = chart or out.with_suffix(".png")
+    rows = revive(list[Row], data["rows"])
+    draw_chart(rows, chart_path, data["meta"]["header"])
+    ex.log(f"chart written to {chart_path}")
+    if docs is not None:
+        with contextlib.suppress(OSError):
+            if update_docs(docs, render_all(data)[1]):
+                ex.log(f"refreshed the marked section of {docs}")

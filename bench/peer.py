@@ -32,12 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import exchange as ex
-import loadgen
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+
+from . import loadgen
+from . import server as ex
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".work" / "openbao-venv"
@@ -230,7 +231,7 @@ async def start_bao(binary: Path, mode: str, tmp: Path, timeout: float = 60.0) -
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=work, start_new_session=True
         )
-    ex._LIVE[proc.pid] = proc
+    loadgen.track(proc)
     ctx = ssl.create_default_context(cafile=str(cert))
     ctx.set_alpn_protocols(["http/1.1"])
     bao = Bao(mode, proc, port, work, log_path, work / "audit.log", ctx)

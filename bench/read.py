@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Secret read benchmark: ``GET /secrets/{name}`` on a real ``keyless serve``, 1 and 100k secrets.
 
 For each backend (``--backends``, default SQLite and PostgreSQL) this starts a real keyless
@@ -30,36 +29,26 @@ Every (backend, dataset, concurrency) cell is one bounded run (``--seconds``,
 
 Usage (from the repo root)::
 
-    .venv/bin/python bench/read.py                     # defaults: ~5 minutes
-    .venv/bin/python bench/read.py --seconds 3 --secrets 10000 --backends sqlite
+    .venv/bin/python -m bench read                     # defaults: ~5 minutes
+    .venv/bin/python -m bench read --seconds 3 --secrets 10000 --backends sqlite
 
-The markdown report is printed and written to ``bench/results/read.md``.
+Results: ``bench/results/read.json``, rendered to ``bench/results/read.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
-import datetime as dt
 import json
-import os
-import platform
 import random
-import signal
-import ssl
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, cast
 
-import exchange as ex
-import loadgen
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -76,9 +65,22 @@ from keyless.store.schema import secrets_table as secrets
 from keyless.store.sql import SqlStore
 from keyless.store.vault import _version_values
 
+from . import loadgen
+from . import server as ex
+from .report import (
+    add_cell_options,
+    add_out,
+    add_serve_arg,
+    args_of,
+    check_cell_options,
+    log_first_error,
+    revive,
+    versions_line,
+)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-RESULTS = HERE / "results" / "read.md"
+NAME = "read"
 VAULT = "bench"
 API_VERSION = "2026-04-01"
 OK = b'"value"'
@@ -366,9 +368,6 @@ class LoadReport:
     rss_after: float
 
 
-_SEEN_ERRORS: set[str] = set()
-
-
 async def measure(
     args: argparse.Namespace, b: Bench, n_secrets: int, names: list[str]
 ) -> list[Row]:
@@ -384,9 +383,7 @@ async def measure(
             0.0,
             None,
         )
-        if warm.first_error and warm.first_error not in _SEEN_ERRORS:
-            _SEEN_ERRORS.add(warm.first_error)
-            log(f"  warm-up error: {warm.first_error}")
+        log_first_error(warm.first_error, "warm-up error")
         seq0, ses0 = await audit_seq(b.store), await pg_sessions(b)
         result = await loadgen.run_load(
             ReadSession(b.target, names, b.token),
@@ -404,9 +401,7 @@ async def measure(
         row = Row(b.backend, n_secrets, conc, result, rss, seq1 - seq0, sessions)
         rows.append(row)
         log(format_row(row))
-        if result.first_error and result.first_error not in _SEEN_ERRORS:
-            _SEEN_ERRORS.add(result.first_error)
-            log(f"  first error: {result.first_error}")
+        log_first_error(result.first_error)
     return rows
 
 
@@ -478,13 +473,7 @@ async def run_backend(
             await asyncio.to_thread(setup_vault, server, tmp, key)
             b.token = await access_token(server, key)
             assert server.target is not None
-            b.target = loadgen.Target(
-                ex.HOST,
-                server.port,
-                server.target.tls,
-                server_hostname=ex.TLS_NAME,
-                host_header=f"{VAULT}.vault.localhost:{server.port}",
-            )
+            b.target = server.vault_target(VAULT)
             await load_secrets(b, 0, 1, args.value_bytes, 1)
             await sanity_check(b, args.value_bytes)
             log(f"{backend}: keyless pid {server.pid} on :{server.port}, checks passed")
@@ -539,13 +528,7 @@ async def run_backend(
     return rows, report, note
 
 
-async def bench(
-    args: argparse.Namespace, tmp: Path
-) -> tuple[list[Row], list[LoadReport], list[str]]:
-    loop, task = asyncio.get_running_loop(), asyncio.current_task()
-    assert task is not None
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, task.cancel)
+async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     rows: list[Row] = []
     loads: list[LoadReport] = []
@@ -556,33 +539,16 @@ async def bench(
         if report is not None:
             loads.append(report)
         notes.append(note)
-    return rows, loads, notes
+    return {"rows": rows, "loads": loads, "notes": notes}
 
 
-def versions_line() -> str:
-    def v(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "n/a"
+def header(args: argparse.Namespace) -> str:
+    args.pg_info = pg_version(args.pg_admin_url) if "postgresql" in args.backends else "n/a"
+    libs = ["cryptography", "uvicorn", "uvloop", "starlette", "SQLAlchemy", "aiosqlite", "psycopg"]
+    return versions_line(libs)
 
-    rev = os.environ.get("BENCH_KEYLESS_REV") or ex.keyless_rev()
-    libs = [
-        "cryptography",
-        "uvicorn",
-        "uvloop",
-        "starlette",
-        "SQLAlchemy",
-        "aiosqlite",
-        "psycopg",
-    ]
-    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return (
-        f"{when} · nproc={len(os.sched_getaffinity(0))} · keyless {rev} · "
-        f"Python {platform.python_version()} · "
-        + " · ".join(f"{name} {v(name)}" for name in libs)
-        + f" · {ssl.OPENSSL_VERSION} · {platform.system()} {platform.release()}"
-    )
+
+cleanup = pg_drop_all
 
 
 def pg_version(admin_url: str) -> str:
@@ -599,27 +565,21 @@ def pg_version(admin_url: str) -> str:
     return "PostgreSQL not reachable"
 
 
-def render(
-    args: argparse.Namespace,
-    rows: list[Row],
-    loads: list[LoadReport],
-    notes: list[str],
-    header: str,
-    wall: float,
-) -> str:
-    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    command = " ".join([os.path.relpath(sys.executable), *sys.argv])
-    if os.environ.get("PYTHONPATH"):
-        command = f"PYTHONPATH={os.environ['PYTHONPATH']} {command}"
+def render(data: dict[str, Any]) -> str:
+    """The markdown report, from the study's JSON."""
+    args, meta = args_of(data), data["meta"]
+    rows = revive(list[Row], data["rows"])
+    loads = revive(list[LoadReport], data["loads"])
+    notes = data["notes"]
     body = "\n".join(format_row(r) for r in rows)
     load_body = "\n".join(format_load(r) for r in loads)
     serve = " ".join(["", *args.serve_arg]) if args.serve_arg else ""
     return (
         "# keyless secret reads\n\n"
-        f"{header}\n\n"
-        f"- Command: `{command}` (wall time {wall:.0f} s; load average at start "
-        f"{args.loadavg_start}, at end {load}: the machine is shared, so other work competes "
-        "for its 2 cores)\n"
+        f"{meta['header']}\n\n"
+        f"- Command: `{meta['command']}` (wall time {meta['wall']:.0f} s; load average at "
+        f"start {meta['load_start']}, at end {meta['load_end']}: the machine is shared, so "
+        "other work competes for its 2 cores)\n"
         "- Server: `python -m keyless.cli.main --data-dir DIR serve --listen 127.0.0.1:PORT "
         f"--dev --signing-alg {args.signing_alg}{serve}` (one process, default settings, TLS "
         "with its own CA; its stdout and stderr go to a file); *sqlite*: the default "
@@ -665,12 +625,8 @@ def render(
     )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--seconds", type=float, default=10.0, help="timed duration per cell")
-    p.add_argument("--max-requests", type=int, default=500_000, help="read cap per cell")
-    p.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per cell")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_cell_options(p, 10.0, "read", [1, 64])
     p.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     p.add_argument("--secrets", type=int, default=100_000, help="secrets in the big dataset")
     p.add_argument("--pool", type=int, default=2000, help="distinct names read per cell")
@@ -690,58 +646,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per-txn", type=int, default=1000, help="secrets per transaction for the rest")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--signing-alg", choices=["RS256", "ES256"], default="RS256")
-    p.add_argument(
-        "--serve-arg",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="extra argument for `keyless serve` (repeatable): --serve-arg=--log-level=warning",
-    )
+    add_serve_arg(p)
     p.add_argument("--pg-admin-url", default=PG_ADMIN, help="where to create the throwaway DB")
-    p.add_argument("--out", type=Path, default=RESULTS, help="markdown output file")
-    args = p.parse_args(argv)
+    add_out(p, NAME)
+
+
+def validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.secrets < 2 or args.pool < 1 or args.value_bytes < 16:
         p.error("need --secrets >= 2, --pool >= 1, --value-bytes >= 16")
     if args.load_batch < 1 or args.txn_sample < 0 or args.per_txn < 2:
         p.error("need --load-batch >= 1, --txn-sample >= 0, --per-txn >= 2")
-    if args.seconds <= 0 or args.seconds > 600 or args.max_requests < 1:
-        p.error("need 0 < --seconds <= 600 and --max-requests >= 1")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    atexit.register(ex.stop_all)
-    atexit.register(pg_drop_all)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.default_int_handler)
-    header = versions_line()
-    args.loadavg_start = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    args.pg_info = pg_version(args.pg_admin_url) if "postgresql" in args.backends else "n/a"
-    log(header)
-    started = time.monotonic()
-    import uvloop
-
-    try:
-        with (
-            tempfile.TemporaryDirectory(prefix="keyless-read-") as tmpdir,
-            asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
-        ):
-            rows, loads, notes = runner.run(bench(args, Path(tmpdir)))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("\ninterrupted; servers stopped", file=sys.stderr)
-        return 130
-    finally:
-        ex.stop_all()
-        pg_drop_all()
-    report = render(args, rows, loads, notes, header, time.monotonic() - started)
-    print()
-    print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    log(f"written to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    check_cell_options(p, args)

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Soak: mixed token exchanges, secret reads and secret writes against one keyless for minutes.
 
 It measures stability, not peak: does the server keep answering, at a steady latency, without
@@ -8,9 +7,9 @@ growing memory, for ``--minutes`` (default 10) of continuous mixed load? Steps:
    ``/tmp/keyless-soak``) is what the server runs (``PYTHONPATH=SNAPSHOT/src``), so uncommitted
    edits in the work tree do not leak into the figures. ``--no-snapshot`` runs the work tree.
 2. ``keyless serve --dev`` on 127.0.0.1 (fresh temporary data dir, SQLite, TLS with its own
-   CA, ``KEYLESS_TOKEN_RATE_LIMIT=0`` as in ``bench/exchange.py``: one client on one IP), set
+   CA, ``KEYLESS_TOKEN_RATE_LIMIT=0`` as ``bench/server.py`` sets it: one client on one IP), set
    up through the admin CLI: an issuer with an uploaded JWKS, identity ``bench-app`` with one
-   federated credential (``bench/exchange.py``'s ``setup``), ``vault create soak``, ``role
+   federated credential (``bench/server.py``'s ``setup``), ``vault create soak``, ``role
    assign bench-app secrets-officer --scope /vaults/soak``.
 3. ``--concurrency`` (default 16) keep-alive HTTP/1.1 connections over TLS
    (``bench/loadgen.py``), one worker each, closed loop (or paced to ``--rate`` requests/s in
@@ -28,53 +27,44 @@ growing memory, for ``--minutes`` (default 10) of continuous mixed load? Steps:
 5. At the end: the read-back check, ``/healthz``, ``keyless audit verify`` (the hash chain of
    every event the run wrote), and the server's warning/error log lines.
 
-The report (per-``--window`` rows: requests, errors, p50/p99 per kind, RSS, server CPU) is
-printed and written to ``bench/results/soak.md``. Loopback only; it installs nothing.
+The results (per-``--window`` rows: requests, errors, p50/p99 per kind, RSS, server CPU) are
+written to ``bench/results/soak.json`` and rendered to ``bench/results/soak.md``. Loopback
+only; it installs nothing.
 
-    .venv/bin/python bench/soak.py                   # 10 minutes, the defaults
-    .venv/bin/python bench/soak.py --minutes 1 --out /tmp/soak.md
+    .venv/bin/python -m bench soak                   # 10 minutes, the defaults (make soak)
+    .venv/bin/python -m bench soak --minutes 1 --out /tmp/soak.md
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import contextlib
-import datetime as dt
 import json
 import math
 import os
-import platform
 import random
 import shutil
-import signal
-import ssl
 import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import exchange as ex
-import loadgen
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from . import loadgen
+from . import server as ex
+from .report import add_out, add_serve_arg, args_of, keyless_rev, log, revive, versions_line
+
+NAME = "soak"
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-RESULTS = HERE / "results" / "soak.md"
 SNAPSHOT = Path("/tmp/keyless-soak")
 VAULT = "soak"
 API_VERSION = "7.5"
 KINDS = ("exchange", "read", "write")
 NAMES_PER_WORKER = 4
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,29 +428,44 @@ def windows(run: Run, width: float) -> list[Window]:
     return out
 
 
-def versions_line(rev: str) -> str:
-    def v(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "n/a"
+@dataclass
+class Summary:
+    """What the report shows of a run (the JSON keeps this, not every request)."""
 
-    libs = ["cryptography", "uvicorn", "uvloop", "starlette", "SQLAlchemy", "aiosqlite"]
-    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return (
-        f"{when} · nproc={len(os.sched_getaffinity(0))} · keyless {rev} · "
-        f"Python {platform.python_version()} · "
-        + " · ".join(f"{name} {v(name)}" for name in libs)
-        + f" · {ssl.OPENSSL_VERSION} · {platform.system()} {platform.release()}"
+    elapsed: float
+    unanswered: int
+    done: int
+    totals: list[int]  # requests per kind
+    errs: list[int]  # errors per kind
+    kind_ms: list[list[float]]  # per kind: p50, p99, max of successful requests
+    windows: list[Window]
+    probes: list[Probe]
+    errors: dict[str, int]
+
+
+def summarise(run: Run, width: float) -> Summary:
+    lat_all = [sorted(s.latency for s in run.samples if s.kind == k and s.ok) for k in range(3)]
+    return Summary(
+        elapsed=run.elapsed,
+        unanswered=run.unanswered,
+        done=len(run.samples),
+        totals=[sum(1 for s in run.samples if s.kind == k) for k in range(3)],
+        errs=[sum(1 for s in run.samples if s.kind == k and not s.ok) for k in range(3)],
+        kind_ms=[
+            [pct(lat, 0.5), pct(lat, 0.99), lat[-1] * 1e3 if lat else float("nan")]
+            for lat in lat_all
+        ],
+        windows=windows(run, width),
+        probes=run.probes,
+        errors=run.errors,
     )
 
 
-def render(args: argparse.Namespace, run: Run, facts: dict[str, Any]) -> str:
-    rows = windows(run, args.window)
-    totals = [sum(1 for s in run.samples if s.kind == k) for k in range(3)]
-    errs = [sum(1 for s in run.samples if s.kind == k and not s.ok) for k in range(3)]
-    lat_all = [sorted(s.latency for s in run.samples if s.kind == k and s.ok) for k in range(3)]
-    done = len(run.samples)
+def render(data: dict[str, Any]) -> str:
+    """The markdown report, from the study's JSON."""
+    args, meta, facts = args_of(data), data["meta"], data["facts"]
+    run = revive(Summary, data["summary"])
+    rows, totals, errs, done = run.windows, run.totals, run.errs, run.done
     rss = [p.rss_mib for p in run.probes if not math.isnan(p.rss_mib)]
     first_rss = rss[0] if rss else float("nan")
     mid = [p.rss_mib for p in run.probes if p.t >= run.elapsed / 2 and not math.isnan(p.rss_mib)]
@@ -475,7 +480,7 @@ def render(args: argparse.Namespace, run: Run, facts: dict[str, Any]) -> str:
     lines = [
         "# keyless soak: mixed exchange / read / write load",
         "",
-        facts["header"],
+        meta["header"],
         "",
         f"**Verdict: {'PASS' if ok else 'FAIL'}**: {done:,} requests in "
         f"{run.elapsed / 60:.1f} min ({done / run.elapsed:,.0f}/s), {sum(errs)} errors, "
@@ -485,8 +490,8 @@ def render(args: argparse.Namespace, run: Run, facts: dict[str, Any]) -> str:
         f"server RSS {first_rss:.0f} MiB at start, {max(rss, default=float('nan')):.0f} max, "
         f"{rss[-1] if rss else float('nan'):.0f} at end.",
         "",
-        f"- Command: `{facts['command']}` (wall time {facts['wall']:.0f} s). Load average at "
-        f"start {facts['load_start']}, at end {facts['load_end']}. The machine has 2 cores and "
+        f"- Command: `{meta['command']}` (wall time {meta['wall']:.0f} s). Load average at "
+        f"start {meta['load_start']}, at end {meta['load_end']}. The machine has 2 cores and "
         "may be shared with other work, so absolute latencies and throughput here say little; "
         "what matters is the trend over time, the errors and the checks."
         + (f" **{args.note}**" if args.note else ""),
@@ -513,10 +518,10 @@ def render(args: argparse.Namespace, run: Run, facts: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|",
     ]
     for k in range(3):
-        mx = lat_all[k][-1] * 1e3 if lat_all[k] else float("nan")
+        p50, p99, mx = run.kind_ms[k]
         lines.append(
-            f"| {KINDS[k]} | {totals[k]:,} | {errs[k]} | {fmt_ms(pct(lat_all[k], 0.5))} "
-            f"| {fmt_ms(pct(lat_all[k], 0.99))} | {fmt_ms(mx)} |"
+            f"| {KINDS[k]} | {totals[k]:,} | {errs[k]} | {fmt_ms(p50)} | {fmt_ms(p99)} "
+            f"| {fmt_ms(mx)} |"
         )
     lines += [
         "",
@@ -583,11 +588,7 @@ def render(args: argparse.Namespace, run: Run, facts: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-async def soak(args: argparse.Namespace, tmp: Path) -> tuple[Run, dict[str, Any]]:
-    loop, task = asyncio.get_running_loop(), asyncio.current_task()
-    assert task is not None
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, task.cancel)
+async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = int(time.time())
     lifetime = min(24 * 3600 - 60, max(3600, int(args.minutes * 60) + 1800))
@@ -602,13 +603,7 @@ async def soak(args: argparse.Namespace, tmp: Path) -> tuple[Run, dict[str, Any]
             f"/vaults/{VAULT}",
         )  # fmt: skip
         assert server.target is not None
-        vault = loadgen.Target(
-            ex.HOST,
-            server.port,
-            server.target.tls,
-            server_hostname=ex.TLS_NAME,
-            host_header=f"{VAULT}.vault.localhost:{server.port}",
-        )
+        vault = server.vault_target(VAULT)
         s = Soak(args, server, vault, tokens)
         await s.refresh_bearer()
         await s.prime()
@@ -643,11 +638,10 @@ async def soak(args: argparse.Namespace, tmp: Path) -> tuple[Run, dict[str, Any]
         facts["problems"] = f"{count} warning/error lines" + (
             f"; first: `{first}`" if first else ""
         )
-    return run, facts
+    return {"summary": summarise(run, args.window), "facts": facts}
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minutes", type=float, default=10.0, help="duration of the load")
     p.add_argument("--concurrency", type=int, default=16, help="connections (one worker each)")
     p.add_argument("--rate", type=float, default=0.0, help="requests/s in all (0: closed loop)")
@@ -663,13 +657,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--no-snapshot", action="store_true", help="run the work tree, not a snapshot of HEAD"
     )
-    p.add_argument(
-        "--serve-arg",
-        action="append",
-        default=[],
-        metavar="ARG",
-        help="extra argument for `keyless serve` (repeatable)",
-    )
+    add_serve_arg(p)
     p.add_argument(
         "--shared-pct",
         type=float,
@@ -677,8 +665,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="flag windows where other processes used at least this much CPU (%% of a core)",
     )
     p.add_argument("--note", default="", help="a remark for the report (e.g. shared machine)")
-    p.add_argument("--out", type=Path, default=RESULTS, help="markdown output file")
-    args = p.parse_args(argv)
+    add_out(p, NAME)
+
+
+def validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     mix = args.mix.split(",")
     if len(mix) != 3 or not all(m.strip().replace(".", "", 1).isdigit() for m in mix):
         p.error("--mix takes three weights: exchange,read,write")
@@ -688,56 +678,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("need 0 < --minutes <= 1440 and 1 <= --concurrency <= 256")
     if args.window <= 0 or args.sample_seconds <= 0 or args.timeout <= 0 or args.pool < 1:
         p.error("need positive --window, --sample-seconds, --timeout, --pool")
-    return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    atexit.register(ex.stop_all)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.default_int_handler)
-    started = time.monotonic()
+def header(args: argparse.Namespace) -> str:
+    """The versions line; unless --no-snapshot, the server will run a clean snapshot of HEAD."""
     if args.no_snapshot:
-        rev = ex.keyless_rev()
+        rev = keyless_rev()
     else:
         head = snapshot_head(args.snapshot)
         os.environ["PYTHONPATH"] = str(args.snapshot / "src")
         rev = f"{head} (HEAD, as a clean git-archive snapshot in {args.snapshot})"
-    header = versions_line(rev)
-    load_start = " / ".join(f"{x:.2f}" for x in os.getloadavg())
-    log(header)
-    import uvloop
+    return versions_line(rev=rev)
 
-    try:
-        with (
-            tempfile.TemporaryDirectory(prefix="keyless-soak-") as tmpdir,
-            asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
-        ):
-            run, facts = runner.run(soak(args, Path(tmpdir)))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("\ninterrupted; server stopped", file=sys.stderr)
-        return 130
-    finally:
-        ex.stop_all()
-    command = " ".join([os.path.relpath(sys.executable), *sys.argv])
-    if os.environ.get("PYTHONPATH"):
-        command = f"PYTHONPATH={os.environ['PYTHONPATH']} {command}"
-    facts.update(
-        header=header,
-        command=command,
-        wall=time.monotonic() - started,
-        load_start=load_start,
-        load_end=" / ".join(f"{x:.2f}" for x in os.getloadavg()),
-    )
-    report = render(args, run, facts)
-    print()
-    print(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    log(f"written to {args.out}")
-    bad = any(s for s in run.samples if not s.ok) or run.unanswered
+
+def status(data: dict[str, Any]) -> int:
+    """1 if the soak failed: an error, a request left unanswered, a failed check."""
+    run, facts = data["summary"], data["facts"]
+    bad = sum(run["errs"]) or run["unanswered"]
     return 1 if bad or not facts["audit_verify"].get("ok") or facts["read_back_problems"] else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """HTTP stack benchmark: uvicorn (uvloop + httptools) vs granian (ASGI), one worker each.
 
+ARCHIVED: kept for the record of docs/adr/0001-http-server.md and bench/results/stack.md; it
+does not run any more (it imports ``loadgen`` as a top-level module, now ``bench.loadgen``).
+
 Both servers serve the same tiny raw-Starlette app, defined in this file (``create_app``):
 
 * ``GET /hello`` returns a small JSON document;

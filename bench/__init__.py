@@ -1,0 +1,10 @@
+"""keyless's benchmarks, one package: ``python -m bench STUDY [options]`` from the repo root.
+
+Studies (one module each): ``openbao`` (keyless vs OpenBao, ``make bench``), ``exchange``
+(token exchange with 100k trust policies), ``read`` (secret reads with 100k secrets), ``soak``
+(mixed load for minutes, ``make soak``). Shared: ``loadgen`` (the load generator), ``server``
+(starting, setting up and stopping keyless), ``peer`` (OpenBao), ``report`` (running a study,
+JSON results, the versions line). ``python -m bench render STUDY`` re-renders
+``bench/results/STUDY.md`` from ``bench/results/STUDY.json`` without re-running.
+``archive/`` holds retired studies (not run any more).
+"""

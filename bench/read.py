@@ -78,8 +78,6 @@ from .report import (
     versions_line,
 )
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 NAME = "read"
 VAULT = "bench"
 API_VERSION = "2026-04-01"

@@ -55,11 +55,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import loadgen
 from . import server as ex
-from .report import add_out, add_serve_arg, args_of, keyless_rev, log, revive, versions_line
+from .report import REPO, add_out, add_serve_arg, args_of, keyless_rev, log, revive, versions_line
 
 NAME = "soak"
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 SNAPSHOT = Path("/tmp/keyless-soak")
 VAULT = "soak"
 API_VERSION = "7.5"

@@ -10,9 +10,11 @@ output carries the exact values.
 from __future__ import annotations
 
 import json
+import queue
 import signal
 import socket
 import subprocess
+import threading
 import time
 import unicodedata
 from pathlib import Path
@@ -100,18 +102,28 @@ def test_audit_list_follow_escapes(hostile: tuple[RunningServer, Federated]) -> 
         stderr=subprocess.PIPE,
         text=True,
     )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    shown: list[str] = []
     try:
-        time.sleep(1.0)
+        # Events, not sleeps: the backlog first, then the event made while following.
+        while len(shown) < count:
+            shown.append(lines.get(timeout=30))
         fed.exchange(fed.test_token(sub="late\x1b[2J\nforged"))
-        time.sleep(1.5)
+        shown.append(lines.get(timeout=30))
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    lines = out.splitlines()
-    assert len(lines) == count + 1
-    assert "late\\x1b[2J\\nforged" in lines[-1]
-    assert _raw_controls(out) == []
+    assert lines.empty()  # one line per event: nothing forged a second line
+    assert "late\\x1b[2J\\nforged" in shown[-1]
+    assert _raw_controls("".join(shown)) == []
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
@@ -176,5 +188,10 @@ def test_server_log_lines_carry_no_raw_controls(hostile: tuple[RunningServer, Fe
         tls.sendall(raw)
         while tls.recv(65536):
             pass
-    time.sleep(0.5)
+    with server.client() as http:  # the access log line of this request ends the others'
+        http.get("/healthz", headers={"x-request-id": "escaping-last"})
+    deadline = time.monotonic() + 30
+    while "escaping-last" not in server.log and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling the log for a line, bounded: no timing assumption
+    assert "escaping-last" in server.log
     assert _raw_controls(server.log) == []

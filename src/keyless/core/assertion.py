@@ -105,15 +105,31 @@ def inspect(
 ) -> Unverified:
     """Parse ``token`` strictly and check that its issuer is registered and it names a key."""
     jws = parse_compact(token, max_size=max_size)
+    issuer = issuer_of(jws)
+    if not registered(issuer):
+        raise unregistered(issuer)
+    return with_kid(jws, issuer)
+
+
+def issuer_of(jws: CompactJWS) -> str:
+    """The token's ``iss`` claim; InvalidToken (reason ``issuer``) when it has none."""
     issuer = jws.payload.get("iss")
     if not isinstance(issuer, str) or not issuer:
         raise InvalidToken("assertion has no issuer (iss) claim", reason="issuer")
-    if not registered(issuer):
-        raise InvalidToken(
-            f"assertion issuer {echo(issuer)} is not registered",
-            reason="issuer",
-            detail={"issuer": clip(issuer)},
-        )
+    return issuer
+
+
+def unregistered(issuer: str) -> InvalidToken:
+    """The one error for "this issuer is not registered in the tenant"."""
+    return InvalidToken(
+        f"assertion issuer {echo(issuer)} is not registered",
+        reason="issuer",
+        detail={"issuer": clip(issuer)},
+    )
+
+
+def with_kid(jws: CompactJWS, issuer: str) -> Unverified:
+    """The token of registered ``issuer`` with the key id it names; InvalidToken without one."""
     kid = jws.kid
     if kid is None:
         raise InvalidToken(
@@ -133,16 +149,37 @@ def verify(
     max_lifetime: float = DEFAULT_MAX_LIFETIME,
 ) -> VerifiedAssertion:
     """Check the signature with ``key`` (the issuer's key for ``kid``), then the claims."""
-    issuer = unverified.issuer
-    where = {"issuer": clip(issuer), "kid": clip(unverified.kid)}
+    check_signature(unverified, key)
+    return check_claims(unverified, now=now, skew=skew, max_lifetime=max_lifetime)
+
+
+def _where(unverified: Unverified) -> dict[str, str]:
+    return {"issuer": clip(unverified.issuer), "kid": clip(unverified.kid)}
+
+
+def check_signature(unverified: Unverified, key: PublicKey) -> None:
+    """The signature, with ``key`` (the issuer's key for ``kid``); InvalidToken if it fails."""
     try:
         verify_signature(unverified.jws, key)
     except InvalidToken as exc:
         raise InvalidToken(
-            f"assertion from issuer {echo(issuer)} (kid {echo(unverified.kid)}): {exc.message}",
+            f"assertion from issuer {echo(unverified.issuer)} (kid {echo(unverified.kid)}): "
+            f"{exc.message}",
             reason="signature",
-            detail=where,
+            detail=_where(unverified),
         ) from exc
+
+
+def check_claims(
+    unverified: Unverified,
+    *,
+    now: float,
+    skew: float = DEFAULT_SKEW,
+    max_lifetime: float = DEFAULT_MAX_LIFETIME,
+) -> VerifiedAssertion:
+    """Times and required claims of a token whose signature ``check_signature`` accepted."""
+    issuer = unverified.issuer
+    where = _where(unverified)
     claims = unverified.jws.payload
 
     def fail(message: str, reason: str) -> InvalidToken:

@@ -13,6 +13,7 @@ from typing import Any
 from keyless.core import assertion, jose
 from keyless.core.audit import AuditEvent, AuditSink
 from keyless.core.clock import Clock
+from keyless.core.decision import AssertionPolicy, TokenDecision, check_token, decide
 from keyless.core.errors import InvalidToken, KeylessError, UnknownClient
 from keyless.core.federation import Federation
 from keyless.core.models import Identity, Tenant
@@ -96,20 +97,46 @@ class TokenService:
         self.clock = clock
         self.policy = policy
 
+    @property
+    def assertion_policy(self) -> AssertionPolicy:
+        p = self.policy
+        return AssertionPolicy(p.skew, p.max_assertion_lifetime, p.max_assertion_size)
+
+    async def check_token(self, tenant_id: str, token: str) -> TokenDecision:
+        """The token's own checks against the tenant's registered issuers (``decision``)."""
+        return await check_token(
+            token,
+            sources=self.federation.issuer_sources(tenant_id),
+            keys=self.federation.keys,
+            now=self.clock.now(),
+            policy=self.assertion_policy,
+        )
+
     async def exchange(self, req: ExchangeRequest) -> IssuedToken:
         workload: dict[str, Any] = {}
         actor: str | None = None
         try:
-            identity = self.federation.identity_by_client(req.tenant.id, req.client_id)
-            if identity is None:
+            snapshot = self.federation.snapshot
+            identity = snapshot.by_client.get(req.client_id)
+            if identity is None or identity.tenant_id != req.tenant.id:
                 raise UnknownClient(
                     f"application with identifier {req.client_id!r} was not found in the tenant"
                 )
             actor = identity.object_id
-            verified = await self.validate(req.tenant.id, req.assertion)
-            workload = workload_of(verified)
-            credential = self.federation.snapshot.trust.match(identity.object_id, verified)
-            issued = self._mint(req, identity, verified, credential.name, workload)
+            token = await check_token(
+                req.assertion,
+                sources=snapshot.registered.get(req.tenant.id, {}),
+                keys=self.federation.keys,
+                now=self.clock.now(),
+                policy=self.assertion_policy,
+            )
+            if token.verified is not None:
+                workload = workload_of(token.verified)
+            decision = decide(token, identity, snapshot.trust)
+            if decision.error is not None:
+                raise decision.error
+            assert token.verified is not None and decision.credential is not None
+            issued = self._mint(req, identity, token.verified, decision.credential.name, workload)
         except KeylessError as exc:
             reason = getattr(exc, "reason", exc.code)
             workload = workload or _unverified_workload(req.assertion)
@@ -117,23 +144,6 @@ class TokenService:
             raise
         await self._audit(req, actor, workload, "success", f"credential {issued.credential}")
         return issued
-
-    async def validate(self, tenant_id: str, token: str) -> assertion.VerifiedAssertion:
-        """Issuer registered, key by kid from that issuer only, signature, then times."""
-        unverified = assertion.inspect(
-            token,
-            registered=lambda iss: self.federation.is_registered(tenant_id, iss),
-            max_size=self.policy.max_assertion_size,
-        )
-        source = self.federation.key_source(tenant_id, unverified.issuer)
-        key = await self.federation.keys.key(source, unverified.kid)
-        return assertion.verify(
-            unverified,
-            key,
-            now=self.clock.now(),
-            skew=self.policy.skew,
-            max_lifetime=self.policy.max_assertion_lifetime,
-        )
 
     def _mint(
         self,

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from keyless.core.clock import Clock
@@ -148,6 +148,10 @@ class Federation:
 
     def identity_by_object(self, object_id: str) -> Identity | None:
         return self.snapshot.by_object.get(object_id)
+
+    def issuer_sources(self, tenant_id: str) -> Mapping[str, str]:
+        """The tenant's registered issuers: URL -> the id their keys are cached under."""
+        return self.snapshot.registered.get(tenant_id, {})
 
     def is_registered(self, tenant_id: str, issuer: str) -> bool:
         return issuer in self.snapshot.registered.get(tenant_id, {})

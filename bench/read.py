@@ -57,7 +57,7 @@ from keyless.core.audit import MemoryAuditSink
 from keyless.core.clock import SystemClock
 from keyless.core.ports import VaultStore
 from keyless.core.rbac import RbacIndex
-from keyless.core.secrets import SecretVersion
+from keyless.core.secrets import PropertyChanges, SecretVersion
 from keyless.core.vault import Call, VaultService
 from keyless.rootkey import load_root_keys
 from keyless.store.schema import audit_head, secret_versions
@@ -252,7 +252,9 @@ async def load_secrets(
         stop = min(first + count, start + batch)
         await asyncio.gather(
             *(
-                svc.set(call, VAULT, secret_name(i), {"value": secret_value(i, value_bytes)})
+                svc.set(
+                    call, VAULT, secret_name(i), secret_value(i, value_bytes), PropertyChanges()
+                )
                 for i in range(start, stop)
             )
         )

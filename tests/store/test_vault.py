@@ -15,8 +15,11 @@ from keyless.core.clock import ManualClock
 from keyless.core.envelope import RootKeys
 from keyless.core.errors import Conflict, Forbidden
 from keyless.core.models import Identity, Tenant
+from keyless.core.secrets import PropertyChanges
 from keyless.core.vault import Call, SecretNotFound, VaultService
 from keyless.store.sql import SqlStore
+
+ENABLED = frozenset({"enabled"})
 
 ROOT = RootKeys((os.urandom(32),))
 KNOWN = ["correct horse battery staple 0001", "pä$$wörd-ünïcode-0002", "x" * 25 * 1024]
@@ -37,9 +40,9 @@ async def env(store: SqlStore) -> tuple[VaultService, MemoryAuditSink, ManualClo
 
 async def test_versions_and_current(env) -> None:  # type: ignore[no-untyped-def]
     vault, _, clock, call = env
-    a = await vault.set(call, "kv0", "s", {"value": "one"})
+    a = await vault.set(call, "kv0", "s", "one", PropertyChanges())
     clock.advance(1)
-    b = await vault.set(call, "kv0", "s", {"value": "two", "tags": {"k": "v"}})
+    b = await vault.set(call, "kv0", "s", "two", PropertyChanges(tags={"k": "v"}))
     assert (await vault.get(call, "kv0", "s")).value == "two"
     assert (await vault.get(call, "kv0", "s", a.props.version)).value == "one"
     page = await vault.versions(call, "kv0", "s", after=None, limit=1)
@@ -50,21 +53,21 @@ async def test_versions_and_current(env) -> None:  # type: ignore[no-untyped-def
 
 async def test_soft_delete_window_and_purge(env, store: SqlStore) -> None:  # type: ignore[no-untyped-def]
     vault, _, clock, call = env
-    await vault.set(call, "kv0", "s", {"value": "v"})
+    await vault.set(call, "kv0", "s", "v", PropertyChanges())
     gone = await vault.delete(call, "kv0", "s")
     assert gone.state is not None and gone.state.purge_at == gone.state.deleted_at + 7 * 86400
     with pytest.raises(SecretNotFound):
         await vault.get(call, "kv0", "s")
     with pytest.raises(Conflict):
-        await vault.set(call, "kv0", "s", {"value": "again"})
+        await vault.set(call, "kv0", "s", "again", PropertyChanges())
     clock.advance(8 * 86400)
     assert await store.purge_expired_secrets(clock.now()) == 1
-    await vault.set(call, "kv0", "s", {"value": "fresh"})
+    await vault.set(call, "kv0", "s", "fresh", PropertyChanges())
 
 
 async def test_rbac_denies_by_default_and_audits(env, store: SqlStore) -> None:  # type: ignore[no-untyped-def]
     vault, audit, _, call = env
-    await vault.set(call, "kv0", "s", {"value": "v"})
+    await vault.set(call, "kv0", "s", "v", PropertyChanges())
     await store.create_identity(Identity("oid-1", "cid-1", "app", "t1", 0.0))
     reader = Call(Principal("t1", "oid-1", "cid-1", {"pod": "p-1"}), "req-2")
     with pytest.raises(Forbidden):
@@ -84,7 +87,7 @@ async def test_rbac_denies_by_default_and_audits(env, store: SqlStore) -> None: 
 async def test_no_value_in_clear_in_the_database(env, store: SqlStore, database_url: str) -> None:  # type: ignore[no-untyped-def]
     vault, audit, _, call = env
     for i, value in enumerate(KNOWN):
-        await vault.set(call, "kv0", f"s{i}", {"value": value})
+        await vault.set(call, "kv0", f"s{i}", value, PropertyChanges())
         await vault.backup(call, "kv0", f"s{i}")
     await store.close()
     if database_url.startswith("sqlite"):
@@ -104,7 +107,7 @@ async def test_no_value_in_clear_in_the_database(env, store: SqlStore, database_
 
 async def test_reads_are_served_from_the_cache_and_writes_are_seen(env, store: SqlStore) -> None:  # type: ignore[no-untyped-def]
     vault, _, clock, call = env
-    first = await vault.set(call, "kv0", "s", {"value": "one"})
+    first = await vault.set(call, "kv0", "s", "one", PropertyChanges())
     assert (await vault.get(call, "kv0", "s")).value == "one"
     calls = 0
     real = store.get_current_secret
@@ -118,13 +121,13 @@ async def test_reads_are_served_from_the_cache_and_writes_are_seen(env, store: S
     for _ in range(5):
         assert (await vault.get(call, "kv0", "s")).value == "one"
     assert calls == 0  # served from memory
-    await vault.set(call, "kv0", "s", {"value": "two"})
+    await vault.set(call, "kv0", "s", "two", PropertyChanges())
     assert (await vault.get(call, "kv0", "s")).value == "two"
     assert (await vault.get(call, "kv0", "s", first.props.version)).value == "one"
-    await vault.update(call, "kv0", "s", None, {"attributes": {"enabled": False}})
+    await vault.update(call, "kv0", "s", None, PropertyChanges(enabled=False, set_fields=ENABLED))
     with pytest.raises(Forbidden):
         await vault.get(call, "kv0", "s")
-    await vault.update(call, "kv0", "s", None, {"attributes": {"enabled": True}})
+    await vault.update(call, "kv0", "s", None, PropertyChanges(enabled=True, set_fields=ENABLED))
     clock.advance(1)
     await vault.delete(call, "kv0", "s")
     with pytest.raises(SecretNotFound):
@@ -145,12 +148,12 @@ async def test_another_process_write_is_seen_after_the_revision_check(env, store
             other_store, lambda: roles.index, MemoryAuditSink(), clock, lambda: ROOT
         )
         await mine.reload_if_changed()
-        await mine.set(call, "kv0", "s", {"value": "one"})
+        await mine.set(call, "kv0", "s", "one", PropertyChanges())
         assert (await mine.get(call, "kv0", "s")).value == "one"
         assert await mine.reload_if_changed()  # its own write moved the revision too
         assert (await mine.get(call, "kv0", "s")).value == "one"
         assert not await mine.reload_if_changed()
-        await other.set(call, "kv0", "s", {"value": "two"})
+        await other.set(call, "kv0", "s", "two", PropertyChanges())
         assert (await mine.get(call, "kv0", "s")).value == "one"  # cached until it looks
         assert await mine.reload_if_changed()
         assert (await mine.get(call, "kv0", "s")).value == "two"

@@ -7,12 +7,8 @@ the action, the target, the result and the reason. It never carries a token or a
 
 from __future__ import annotations
 
-import json
-import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-log = logging.getLogger("keyless.audit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,13 +42,6 @@ class AuditSink(Protocol):
     async def record(self, event: AuditEvent) -> None:
         """Persist the event; raising makes the request that caused it fail."""
         ...
-
-
-class LogAuditSink:
-    """Writes events as JSON log lines (logger ``keyless.audit``)."""
-
-    async def record(self, event: AuditEvent) -> None:
-        log.info("audit", extra={"event": json.dumps(event.as_dict(), sort_keys=True)})
 
 
 class MemoryAuditSink:

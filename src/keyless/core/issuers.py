@@ -31,11 +31,10 @@ from urllib.parse import urlsplit
 
 from keyless.core.clock import Clock
 from keyless.core.errors import InvalidRequest, InvalidToken, NotFound, Unavailable
-from keyless.core.jose import PublicKey, public_key_from_jwk
+from keyless.core.jose import PublicKey, has_private_members, public_key_from_jwk
 
 MAX_ISSUER_URL = 512
 MAX_KEYS = 100
-_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 
 Source = Literal["discovery", "file", "kubernetes"]
 SOURCES: tuple[Source, ...] = ("discovery", "file", "kubernetes")
@@ -231,7 +230,7 @@ def validate_jwks(data: Any) -> dict[str, Any]:
     for index, jwk in enumerate(keys):
         if not isinstance(jwk, dict):
             raise InvalidRequest(f"JWKS key #{index + 1} is not a JSON object")
-        if any(member in jwk for member in _PRIVATE_MEMBERS):
+        if has_private_members(jwk):
             raise InvalidRequest(
                 f"JWKS {_jwk_label(index, jwk)} holds private key material; upload public keys"
             )

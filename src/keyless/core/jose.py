@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,12 +217,21 @@ def public_jwk(key: PublicKey, kid: str, alg: str) -> dict[str, str]:
     }
 
 
+# JWK members that only a private (or symmetric) key has (RFC 7518 6.2.2, 6.3.2, 6.4.1).
+PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+
+
+def has_private_members(jwk: Mapping[str, Any]) -> bool:
+    """Whether ``jwk`` carries private key material (refused wherever a public key is read)."""
+    return any(member in jwk for member in PRIVATE_MEMBERS)
+
+
 def public_key_from_jwk(jwk: dict[str, Any]) -> PublicKey:
     """Import a public JWK (RSA, EC P-256/P-384, OKP Ed25519); private members are refused."""
     from jwt import PyJWK
     from jwt.exceptions import PyJWKError, PyJWTError
 
-    if any(member in jwk for member in ("d", "p", "q", "dp", "dq", "qi", "k")):
+    if has_private_members(jwk):
         raise InvalidToken("JWK holds private key material", reason="malformed")
     try:
         key = PyJWK(dict(jwk)).key

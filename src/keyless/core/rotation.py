@@ -83,8 +83,3 @@ class RotationManager:
         )
         await self.load(tenant_id)
         return done
-
-    async def tick(self) -> None:
-        """Periodic work: reload every tenant's keys and rotate those that are due."""
-        for tenant_id in self.tenants:
-            await self.rotate(tenant_id)

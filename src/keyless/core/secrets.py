@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 from keyless.core.errors import InvalidRequest
 
@@ -138,33 +137,12 @@ class Secret:
 
 @dataclass(frozen=True, slots=True)
 class PropertyChanges:
+    """Properties a request sets on a secret version, already validated (``validate_*``);
+    ``set_fields`` names those it gave, even as None (a dialect reads them from its body)."""
+
     content_type: str | None = None
     tags: dict[str, str] | None = None
     enabled: bool | None = None
     not_before: float | None = None
     expires: float | None = None
     set_fields: frozenset[str] = frozenset()
-
-    @classmethod
-    def from_body(cls, body: dict[str, Any]) -> PropertyChanges:
-        fields: set[str] = set()
-        attrs = body.get("attributes") or {}
-        if not isinstance(attrs, dict):
-            raise InvalidRequest("attributes must be an object")
-        enabled = attrs.get("enabled")
-        if enabled is not None and not isinstance(enabled, bool):
-            raise InvalidRequest("attributes.enabled must be a boolean")
-        for key, name in (("contentType", "content_type"), ("tags", "tags")):
-            if key in body:
-                fields.add(name)
-        for key, name in (("enabled", "enabled"), ("nbf", "not_before"), ("exp", "expires")):
-            if key in attrs:
-                fields.add(name)
-        return cls(
-            content_type=validate_content_type(body.get("contentType")),
-            tags=validate_tags(body.get("tags")) if "tags" in body else None,
-            enabled=enabled,
-            not_before=validate_time(attrs.get("nbf"), "nbf"),
-            expires=validate_time(attrs.get("exp"), "exp"),
-            set_fields=frozenset(fields),
-        )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets as random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from keyless.core import rbac
 from keyless.core.access import Principal
@@ -268,10 +268,11 @@ class VaultService:
 
         return await self._decide(call, rbac.GET_VALUE, v.name, name, work)
 
-    async def set(self, call: Call, vault: str, name: str, body: dict[str, Any]) -> Secret:
+    async def set(
+        self, call: Call, vault: str, name: str, value: str, changes: PropertyChanges
+    ) -> Secret:
         validate_secret_name(name)
-        value = validate_value(body.get("value"))
-        changes = PropertyChanges.from_body(body)
+        validate_value(value)
         v = await self._vault(call, vault)
 
         async def work() -> Secret:
@@ -295,10 +296,9 @@ class VaultService:
         return await self._decide(call, rbac.SET, v.name, name, work)
 
     async def update(
-        self, call: Call, vault: str, name: str, version: str | None, body: dict[str, Any]
+        self, call: Call, vault: str, name: str, version: str | None, changes: PropertyChanges
     ) -> Secret:
         validate_secret_name(name)
-        changes = PropertyChanges.from_body(body)
         v = await self._vault(call, vault)
 
         async def work() -> Secret:

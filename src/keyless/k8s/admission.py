@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from keyless.core import strictjson
 from keyless.core.errors import InvalidRequest
 
 API_VERSION = "admission.k8s.io/v1"
@@ -64,36 +65,18 @@ class AdmissionRequest:
         return self.kind == "Pod" and self.operation == "CREATE"
 
 
-class _Duplicate(ValueError):
-    pass
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Duplicate(key)
-        out[key] = value
-    return out
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"non-JSON number {name}")
-
-
 def decode(body: bytes) -> Any:
     """The JSON value of ``body``; :class:`MalformedReview` if it is not strict UTF-8 JSON
-    (Go's encoder, which the API server uses, never writes duplicates or ``NaN``)."""
+    (Go's encoder, which the API server uses, never writes duplicates or ``NaN``). Lone
+    surrogates pass here: they are refused with the review's uid (``_tree_problem``)."""
     try:
-        return json.loads(
-            body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
-        )
-    except _Duplicate as exc:
-        key = str(exc)[:64].encode("ascii", "backslashreplace").decode()
-        raise MalformedReview(f"the body has a duplicate JSON member {key!r}") from exc
-    except RecursionError as exc:  # [[[[… deeper than the parser goes
-        raise MalformedReview("the body nests too deeply to be an AdmissionReview") from exc
-    except (UnicodeDecodeError, ValueError) as exc:  # ValueError: also 5,000-digit integers
+        return strictjson.loads(body, lone_surrogates=True, overflow=True)
+    except strictjson.InvalidJson as exc:
+        if exc.problem == "duplicate" and exc.member is not None:
+            key = exc.member[:64].encode("ascii", "backslashreplace").decode()
+            raise MalformedReview(f"the body has a duplicate JSON member {key!r}") from exc
+        if exc.problem == "depth":
+            raise MalformedReview("the body nests too deeply to be an AdmissionReview") from exc
         raise MalformedReview("the body is not JSON: expected an AdmissionReview") from exc
 
 
@@ -165,24 +148,16 @@ def _tree_problem(root: object) -> str | None:
         if depth > MAX_DEPTH:
             return f"the AdmissionReview nests deeper than {MAX_DEPTH} levels"
         if isinstance(value, str):
-            if not _is_text(value):
+            if not strictjson.is_text(value):
                 return "the AdmissionReview holds a lone UTF-16 surrogate escape"
         elif isinstance(value, dict):
             for key, item in value.items():
-                if not _is_text(key):
+                if not strictjson.is_text(key):
                     return "the AdmissionReview holds a lone UTF-16 surrogate escape"
                 stack.append((item, depth + 1))
         elif isinstance(value, list):
             stack.extend((item, depth + 1) for item in value)
     return None
-
-
-def _is_text(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 # -- the pod: every field inject.py reads, with the type it expects --------------------------

@@ -185,26 +185,6 @@ def _config(
     )
 
 
-def _next_steps(services: Services, tls: TlsFiles | None) -> str:
-    s = services.settings
-    url, tenant = s.public_url, services.default_tenant
-    ca = f'--cacert "{tls.ca_cert.resolve()}" ' if tls else ""
-    dd = f" --data-dir {s.data_dir}" if s.data_dir != Path(".keyless") else ""
-    return "\n".join(
-        [
-            f"  issuer:    {tenant.issuer(url)}",
-            f"  discovery: {url}/default/v2.0/.well-known/openid-configuration",
-            f"  jwks:      {url}/default/discovery/v2.0/keys",
-            f"  vaults:    https://NAME.{s.vault_domain}:{s.public_port}",
-            *([f"  CA:        {tls.ca_cert.resolve()}"] if tls else []),
-            "  try:",
-            f"    curl {ca}{url}/default/v2.0/.well-known/openid-configuration",
-            f"    .venv/bin/keyless{dd} status",
-            f"    .venv/bin/keyless{dd} keys list",
-        ]
-    )
-
-
 async def serve(settings: Settings, *, worker: bool = False) -> int:
     """One server process. ``worker``: one of the extra processes of ``--workers``, serving
     only the public listener (the parent has the admin socket and starts the workers)."""

@@ -13,7 +13,14 @@ from keyless.api.keyvault.bodies import vault_url
 from keyless.core import rbac
 from keyless.core.access import admin_principal
 from keyless.core.errors import InvalidRequest
-from keyless.core.secrets import Secret, Vault
+from keyless.core.secrets import (
+    PropertyChanges,
+    Secret,
+    Vault,
+    validate_content_type,
+    validate_tags,
+    validate_value,
+)
 from keyless.core.vault import Call
 from keyless.logs import request_id
 
@@ -69,11 +76,13 @@ async def vault_list(request: Request) -> Response:
 async def secret_set(request: Request) -> Response:
     s = services_of(request)
     body = await json_body(request)
-    wire: dict[str, Any] = {"value": body.get("value"), "tags": body.get("tags") or {}}
-    if body.get("content_type") is not None:
-        wire["contentType"] = body["content_type"]
+    value = validate_value(body.get("value"))
+    changes = PropertyChanges(
+        content_type=validate_content_type(body.get("content_type")),
+        tags=validate_tags(body.get("tags") or {}),
+    )
     p = request.path_params
-    secret = await s.vaults.set(await _call(request), p["vault"], p["name"], wire)
+    secret = await s.vaults.set(await _call(request), p["vault"], p["name"], value, changes)
     return JSONResponse(_secret_view(Secret(secret.props)))
 
 

@@ -13,7 +13,46 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from keyless.core.secrets import Secret
+from keyless.core.errors import InvalidRequest
+from keyless.core.secrets import (
+    PropertyChanges,
+    Secret,
+    validate_content_type,
+    validate_tags,
+    validate_time,
+    validate_value,
+)
+
+
+def secret_value(body: dict[str, Any]) -> str:
+    """``value`` of a SecretSetParameters body."""
+    return validate_value(body.get("value"))
+
+
+def property_changes(body: dict[str, Any]) -> PropertyChanges:
+    """``contentType``, ``tags`` and ``attributes`` (enabled, nbf, exp) of a SecretSetParameters
+    or SecretUpdateParameters body; members it leaves out are not in ``set_fields``."""
+    fields: set[str] = set()
+    attrs = body.get("attributes") or {}
+    if not isinstance(attrs, dict):
+        raise InvalidRequest("attributes must be an object")
+    enabled = attrs.get("enabled")
+    if enabled is not None and not isinstance(enabled, bool):
+        raise InvalidRequest("attributes.enabled must be a boolean")
+    for key, name in (("contentType", "content_type"), ("tags", "tags")):
+        if key in body:
+            fields.add(name)
+    for key, name in (("enabled", "enabled"), ("nbf", "not_before"), ("exp", "expires")):
+        if key in attrs:
+            fields.add(name)
+    return PropertyChanges(
+        content_type=validate_content_type(body.get("contentType")),
+        tags=validate_tags(body.get("tags")) if "tags" in body else None,
+        enabled=enabled,
+        not_before=validate_time(attrs.get("nbf"), "nbf"),
+        expires=validate_time(attrs.get("exp"), "exp"),
+        set_fields=frozenset(fields),
+    )
 
 
 def vault_url(vault: str, vault_domain: str, port: int) -> str:

@@ -23,7 +23,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from keyless.api.forms import read_body
-from keyless.api.keyvault.bodies import bundle, deleted, item, kv_error
+from keyless.api.keyvault.bodies import (
+    bundle,
+    deleted,
+    item,
+    kv_error,
+    property_changes,
+    secret_value,
+)
 from keyless.api.keyvault.gateway import BASE, PRINCIPAL, VAULT
 from keyless.core import errors, strictjson
 from keyless.core.vault import Call, SecretNotFound, decode_backup
@@ -142,17 +149,18 @@ async def get_secret(request: Request) -> Response:
 
 async def set_secret(request: Request) -> Response:
     body = await _json(request)
+    value, changes = secret_value(body), property_changes(body)
     secret = await _services(request).vaults.set(
-        _call(request), request.scope[VAULT], request.path_params["name"], body
+        _call(request), request.scope[VAULT], request.path_params["name"], value, changes
     )
     return JSONResponse(bundle(secret, _ids(request), _days(request)))
 
 
 async def update_secret(request: Request) -> Response:
     p = request.path_params
-    body = await _json(request)
+    changes = property_changes(await _json(request))
     secret = await _services(request).vaults.update(
-        _call(request), request.scope[VAULT], p["name"], p.get("version") or None, body
+        _call(request), request.scope[VAULT], p["name"], p.get("version") or None, changes
     )
     return JSONResponse(bundle(secret, _ids(request), _days(request), value=False))
 

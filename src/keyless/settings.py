@@ -126,6 +126,16 @@ _FIELDS: dict[str, str] = {
 _ENV_ALIASES = {"KEYLESS_DATABASE": "database_url"}
 
 
+def tls_dir(data_dir: Path) -> Path:
+    """Where keyless keeps the TLS files it makes itself (server/tls.py)."""
+    return data_dir / "tls"
+
+
+def ca_path(data_dir: Path) -> Path:
+    """The CA certificate of keyless's own TLS files, which clients are told to trust."""
+    return tls_dir(data_dir) / "ca.pem"
+
+
 def env_name(field: str) -> str:
     return "KEYLESS_" + field.upper()
 

@@ -53,7 +53,7 @@ async def test_endpoint_settings() -> None:
     services = SimpleNamespace(
         settings=load_settings({"public_url": "https://keyless.example.com"}, {}),
         default_tenant=default,
-        tenants=_Tenants(default, other),
+        broker=SimpleNamespace(tenant=_Tenants(default, other).get),
     )
     ws = await _settings(services)  # type: ignore[arg-type]
     assert (ws.authority_host, ws.tenant_id, ws.ca_configmap) == (

@@ -13,12 +13,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
-from keyless.api import k8s, ops
+from keyless.api import k8s, ops, token
 from keyless.api.admin import audit, dev, federation, system, vault
 from keyless.api.admin.auditing import AdminAuditMiddleware
 from keyless.api.admin.errors import handle_keyless_error
+from keyless.api.context import Admin, Edge
 from keyless.api.dev import clusters
-from keyless.api.entra import discovery, token
+from keyless.api.entra import discovery
 from keyless.api.keyvault import secrets as kv_secrets
 from keyless.api.keyvault.bodies import kv_error
 from keyless.api.keyvault.gateway import KeyVaultAuth, VaultDispatcher
@@ -26,7 +27,6 @@ from keyless.api.observability import ObservabilityMiddleware
 from keyless.api.sync import LocalSync
 from keyless.core.errors import KeylessError
 from keyless.metrics import Metrics
-from keyless.server.services import Services
 
 log = logging.getLogger("keyless.api")
 
@@ -61,7 +61,7 @@ async def _kv_routing_error(request: Request, exc: Exception) -> Response:
     return kv_error(exc.status_code, code, exc.detail, headers=dict(exc.headers or {}))
 
 
-def _app(routes: list[BaseRoute], services: Services, metrics: Metrics, listener: str) -> Starlette:
+def _app(routes: list[BaseRoute], services: Edge, metrics: Metrics, listener: str) -> Starlette:
     app = Starlette(
         routes=routes,
         exception_handlers={
@@ -76,7 +76,7 @@ def _app(routes: list[BaseRoute], services: Services, metrics: Metrics, listener
     return app
 
 
-def public_app(services: Services, metrics: Metrics) -> ASGIApp:
+def public_app(services: Admin, metrics: Metrics) -> ASGIApp:
     routes: list[BaseRoute] = [*ops.routes, *discovery.routes, *token.routes]
     if services.settings.dev:
         routes += clusters.routes
@@ -91,17 +91,17 @@ def public_app(services: Services, metrics: Metrics) -> ASGIApp:
     )
     keyvault.state.services = services
     keyvault.state.metrics = metrics
-    keyvault.add_middleware(KeyVaultAuth, services=services)
+    keyvault.add_middleware(KeyVaultAuth, broker=services.broker, settings=services.settings)
     keyvault.add_middleware(ObservabilityMiddleware, metrics=metrics, listener="keyvault")
-    return LocalSync(VaultDispatcher(main, keyvault, services), services)
+    return LocalSync(VaultDispatcher(main, keyvault, services.settings), services)
 
 
-def webhook_app(services: Services, metrics: Metrics) -> ASGIApp:
+def webhook_app(services: Edge, metrics: Metrics) -> ASGIApp:
     """Only ``POST /k8s/mutate``: the API server is its one client (docs/kubernetes.md)."""
     return LocalSync(_app(list(k8s.routes), services, metrics, "webhook"), services)
 
 
-def admin_app(services: Services, metrics: Metrics) -> ASGIApp:
+def admin_app(services: Admin, metrics: Metrics) -> ASGIApp:
     app = _app(
         [*system.routes, *federation.routes, *dev.routes, *vault.routes, *audit.routes],
         services,

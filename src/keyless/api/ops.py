@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from keyless.server.services import Services
+from keyless.api.context import Admin
 
 log = logging.getLogger("keyless.ops")
 
@@ -19,7 +19,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    services: Services = request.app.state.services
+    services: Admin = request.app.state.services
     checks: dict[str, str] = {}
     try:
         await services.store.ping()

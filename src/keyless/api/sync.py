@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from keyless.server.services import Services
+from keyless.api.context import Edge
 
 
 class LocalSync:
-    def __init__(self, app: ASGIApp, services: Services) -> None:
+    def __init__(self, app: ASGIApp, services: Edge) -> None:
         self.app = app
         self.services = services
 

@@ -227,7 +227,7 @@ def ca(
     path: Annotated[bool, typer.Option("--path", help="print the file's path")] = False,
 ) -> None:
     """Print keyless's CA certificate (PEM), or its path."""
-    from keyless.server.tls import ca_path
+    from keyless.settings import ca_path
 
     g = globals_of(ctx)
     file = ca_path(g.data_dir).resolve()

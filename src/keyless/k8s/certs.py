@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from keyless.core.errors import KeylessError
-from keyless.server.tls import issue, pem_key, tls_dir
+from keyless.server.tls import issue, pem_key
+from keyless.settings import tls_dir
 
 
 @dataclass(frozen=True, slots=True)

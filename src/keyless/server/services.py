@@ -13,6 +13,7 @@ from keyless.core.auditcheckpoint import AuditCheckpoints
 from keyless.core.auditkey import AuditMac
 from keyless.core.auditlog import load_audit_key
 from keyless.core.auditsink import StoreAuditSink
+from keyless.core.broker import Broker
 from keyless.core.clock import Clock, SystemClock
 from keyless.core.devcluster import DevClusters
 from keyless.core.envelope import RootKeys
@@ -34,8 +35,7 @@ from keyless.k8s.lookup import ServiceAccountLookup
 from keyless.metrics import Metrics, MetricsAuditSink
 from keyless.net.fetch import HttpJwksFetcher
 from keyless.server.changes import LocalChanges
-from keyless.server.tls import ca_path
-from keyless.settings import Settings
+from keyless.settings import Settings, ca_path
 from keyless.store.sql import SqlStore
 
 log = logging.getLogger("keyless.server")
@@ -60,6 +60,7 @@ class Services:
     audit: AuditSink
     roles: RoleAssignments
     vaults: VaultService
+    broker: Broker = field(init=False)  # what every dialect calls (core/broker.py)
     _root_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     token_limiter: TokenBuckets | None = None  # per client IP on the token endpoint
     discovery_limiter: TokenBuckets | None = None  # per client IP on discovery and JWKS
@@ -139,6 +140,15 @@ class Services:
                 recovery_days=settings.recovery_days,
                 cache=SecretCache(settings.secret_cache_mb << 20),
             ),
+        )
+        services.broker = Broker(
+            tenants=tenants,
+            tokens=tokens,
+            keys=keys,
+            vaults=services.vaults,
+            audit=audit,
+            clock=clock,
+            public_url=settings.public_url,
         )
         services.token_limiter = TokenBuckets(
             settings.token_rate_limit, settings.token_rate_burst, clock

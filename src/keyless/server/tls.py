@@ -18,20 +18,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from keyless.settings import tls_dir
+
 
 @dataclass(frozen=True, slots=True)
 class TlsFiles:
     ca_cert: Path
     cert: Path
     key: Path
-
-
-def tls_dir(data_dir: Path) -> Path:
-    return data_dir / "tls"
-
-
-def ca_path(data_dir: Path) -> Path:
-    return tls_dir(data_dir) / "ca.pem"
 
 
 def write_private(path: Path, data: bytes) -> None:

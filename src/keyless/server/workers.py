@@ -8,7 +8,8 @@ own in-memory indexes and caches over the one shared store, kept in step by the 
 stops them all.
 
 A worker gets its settings from the parent on stdin and answers ``ready`` on stdout once it
-accepts connections (``python -m keyless.server.workers``).
+accepts connections (``python -m keyless.server.worker``, which imports ``run``: this module
+only spawns and watches, so ``run`` and it do not import each other).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ RESTART_BACKOFF = 1.0
 
 def _spawn(settings: Settings) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "keyless.server.workers"],
+        [sys.executable, "-m", "keyless.server.worker"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
@@ -99,16 +100,3 @@ class Workers:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-def main() -> int:
-    from keyless import logs
-    from keyless.server.run import run
-
-    settings: Settings = pickle.loads(sys.stdin.buffer.read())  # noqa: S301 - our parent's
-    logs.configure(settings.log_level)
-    return run(settings, worker=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,10 +15,10 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from keyless.api.context import Admin
 from keyless.core.audit import AuditEvent
 from keyless.core.errors import KeylessError
 from keyless.logs import request_id
-from keyless.server.services import Services
 
 log = logging.getLogger("keyless.audit")
 
@@ -29,7 +29,7 @@ ACTOR = "admin-socket"
 
 
 class AdminAuditMiddleware:
-    def __init__(self, app: ASGIApp, services: Services) -> None:
+    def __init__(self, app: ASGIApp, services: Admin) -> None:
         self.app = app
         self.services = services
 

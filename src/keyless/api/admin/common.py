@@ -6,15 +6,15 @@ from typing import Any
 
 from starlette.requests import Request
 
+from keyless.api.context import Admin
 from keyless.api.forms import read_body
 from keyless.core import strictjson
 from keyless.core.errors import InvalidRequest
 from keyless.core.models import Tenant
-from keyless.server.services import Services
 
 
-def services_of(request: Request) -> Services:
-    services: Services = request.app.state.services
+def services_of(request: Request) -> Admin:
+    services: Admin = request.app.state.services
     return services
 
 

@@ -12,7 +12,6 @@ from starlette.routing import Route
 from keyless.api.admin.common import json_body, services_of, tenant_of, text
 from keyless.core import devcluster
 from keyless.core.errors import InvalidRequest
-from keyless.core.explain import explain_token
 from keyless.core.issuers import SOURCES
 from keyless.core.trust import DEFAULT_AUDIENCE, FederatedCredential
 
@@ -169,8 +168,7 @@ async def credential_remove(request: Request) -> Response:
 async def explain(request: Request) -> Response:
     s, tenant = services_of(request), await tenant_of(request)
     body = await json_body(request)
-    report = await explain_token(
-        s.tokens,
+    report = await s.broker.explain(
         tenant,
         str(text(body, "token")),
         identity_name=text(body, "identity", optional=True),

@@ -8,13 +8,13 @@ from starlette.routing import Route
 
 from keyless import __version__
 from keyless.api.admin.common import json_body, text
+from keyless.api.context import Admin
 from keyless.core.models import SigningKeyRecord
-from keyless.server.services import Services
-from keyless.server.tls import ca_path
+from keyless.settings import ca_path
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
+def _services(request: Request) -> Admin:
+    services: Admin = request.app.state.services
     return services
 
 

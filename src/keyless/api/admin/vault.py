@@ -9,7 +9,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from keyless.api.admin.common import json_body, services_of, tenant_of, text
-from keyless.api.keyvault.bodies import vault_url
+from keyless.api.urls import vault_url
 from keyless.core import rbac
 from keyless.core.access import admin_principal
 from keyless.core.errors import InvalidRequest

@@ -10,10 +10,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from keyless.api.context import Edge
 from keyless.api.throttle import discovery_refusal
 from keyless.core import devcluster
 from keyless.core.models import DevCluster
-from keyless.server.services import Services
 
 
 async def _cluster(request: Request) -> DevCluster | Response | None:
@@ -24,7 +24,7 @@ async def _cluster(request: Request) -> DevCluster | Response | None:
             status_code=429,
             headers={"Retry-After": str(refused.retry_after)},
         )
-    services: Services = request.app.state.services
+    services: Edge = request.app.state.services
     return await services.dev_clusters.get(request.path_params["name"])
 
 
@@ -33,7 +33,7 @@ def _missing(name: str) -> Response:
 
 
 async def discovery(request: Request) -> Response:
-    services: Services = request.app.state.services
+    services: Edge = request.app.state.services
     cluster = await _cluster(request)
     if cluster is None:
         return _missing(request.path_params["name"])

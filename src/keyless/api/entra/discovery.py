@@ -11,11 +11,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from keyless.api.entra.errors import common_error, entra_error
+from keyless.api.context import broker_of
+from keyless.api.oautherrors import common_error, entra_error
 from keyless.api.throttle import discovery_refusal
 from keyless.core.errors import NotFound
 from keyless.core.models import Tenant
-from keyless.server.services import Services
 
 CACHE = "public, max-age=3600"
 
@@ -24,20 +24,18 @@ async def _tenant(request: Request) -> Tenant | Response:
     refused = discovery_refusal(request)
     if refused is not None:
         return common_error(refused)
-    services: Services = request.app.state.services
     name = request.path_params["tenant"]
     try:
-        return await services.tenants.get(name)
+        return await broker_of(request).tenant(name)
     except NotFound:
         return entra_error(400, "invalid_tenant", 90002, f"Tenant '{name[:64]}' not found.")
 
 
 async def openid_configuration(request: Request) -> Response:
-    services: Services = request.app.state.services
     tenant = await _tenant(request)
     if isinstance(tenant, Response):
         return tenant
-    base = services.settings.public_url
+    base = broker_of(request).public_url
     doc = {
         "issuer": tenant.issuer(base),
         "authorization_endpoint": f"{base}/{tenant.id}/oauth2/v2.0/authorize",
@@ -72,11 +70,10 @@ async def openid_configuration(request: Request) -> Response:
 
 
 async def jwks(request: Request) -> Response:
-    services: Services = request.app.state.services
     tenant = await _tenant(request)
     if isinstance(tenant, Response):
         return tenant
-    ring = services.keys.ring(tenant.id)
+    ring = broker_of(request).signing_keys(tenant.id)
     return JSONResponse(ring.jwks(), headers={"Cache-Control": CACHE})
 
 

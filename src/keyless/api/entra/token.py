@@ -1,6 +1,7 @@
-"""``POST /{tenant}/oauth2/v2.0/token``: Entra v2 client credentials with a client assertion.
+"""Entra v2 client credentials with a client assertion, on ``POST /{tenant}/oauth2/v2.0/token``.
 
-The same URL also serves RFC 8693 token exchange (``api/rfc8693``), chosen by grant_type.
+The same URL also serves RFC 8693 token exchange (``api/rfc8693``); ``api/token.py`` reads the
+form and picks the dialect by grant_type.
 
 SDK quirks pinned here:
 - azure-identity's Key Vault token request carries ``claims`` (CAE, ``xms_cc``); ignored.
@@ -12,18 +13,15 @@ SDK quirks pinned here:
 
 from __future__ import annotations
 
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from keyless.api.entra.errors import TOKEN_ERRORS, common_error, entra_error
-from keyless.api.forms import read_form, required
-from keyless.api.rfc8693 import exchange as rfc8693
+from keyless.api.forms import required
+from keyless.api.oautherrors import TOKEN_ERRORS, common_error, entra_error
 from keyless.core import errors
+from keyless.core.broker import Broker
 from keyless.core.exchange import ExchangeRequest
-from keyless.core.ratelimit import client_key
+from keyless.core.models import Tenant
 from keyless.logs import request_id
-from keyless.server.services import Services
 
 CLIENT_CREDENTIALS = "client_credentials"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -42,43 +40,31 @@ def render_error(exc: errors.KeylessError) -> Response:
     return common_error(exc)
 
 
-async def token(request: Request) -> Response:
-    services: Services = request.app.state.services
-    try:
-        if services.token_limiter is not None:
-            # Before the body is read or the tenant looked up: a flood costs one dict lookup.
-            services.token_limiter.take(client_key(request.client.host if request.client else None))
-        tenant = await services.tenants.get(request.path_params["tenant"])
-        fields = await read_form(request)
-        grant = required(fields, "grant_type")
-        if grant == rfc8693.GRANT:
-            return await rfc8693.handle(services, tenant, fields)
-        if grant != CLIENT_CREDENTIALS:
-            return entra_error(
-                400,
-                "unsupported_grant_type",
-                70003,
-                f"The app requested an unsupported grant type '{grant}'.",
-            )
-        if required(fields, "client_assertion_type") != JWT_BEARER:
-            raise errors.InvalidRequest(
-                f"client_assertion_type must be '{JWT_BEARER}' (keyless accepts only "
-                "federated client assertions, never client secrets)"
-            )
-        req = ExchangeRequest(
-            tenant=tenant,
-            client_id=required(fields, "client_id"),
-            # Token files written with `echo` end in a newline that SDKs send verbatim.
-            assertion=required(fields, "client_assertion").strip(),
-            resource=services.resources.from_scope(required(fields, "scope")),
-            grant=CLIENT_CREDENTIALS,
-            request_id=request_id.get(),
+async def client_credentials(broker: Broker, tenant: Tenant, fields: dict[str, str]) -> Response:
+    """The ``client_credentials`` grant; raises KeylessError for ``render_error``."""
+    grant = fields["grant_type"]
+    if grant != CLIENT_CREDENTIALS:
+        return entra_error(
+            400,
+            "unsupported_grant_type",
+            70003,
+            f"The app requested an unsupported grant type '{grant}'.",
         )
-        issued = await services.tokens.exchange(req)
-    except errors.KeylessError as exc:
-        if isinstance(exc, errors.NotFound) and not isinstance(exc, errors.UnknownClient):
-            return entra_error(400, "invalid_tenant", 90002, exc.message)
-        return render_error(exc)
+    if required(fields, "client_assertion_type") != JWT_BEARER:
+        raise errors.InvalidRequest(
+            f"client_assertion_type must be '{JWT_BEARER}' (keyless accepts only "
+            "federated client assertions, never client secrets)"
+        )
+    req = ExchangeRequest(
+        tenant=tenant,
+        client_id=required(fields, "client_id"),
+        # Token files written with `echo` end in a newline that SDKs send verbatim.
+        assertion=required(fields, "client_assertion").strip(),
+        resource=broker.resources.from_scope(required(fields, "scope")),
+        grant=CLIENT_CREDENTIALS,
+        request_id=request_id.get(),
+    )
+    issued = await broker.exchange(req)
     return JSONResponse(
         {
             "token_type": "Bearer",
@@ -88,6 +74,3 @@ async def token(request: Request) -> Response:
         },
         headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
     )
-
-
-routes = [Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"])]

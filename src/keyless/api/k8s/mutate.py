@@ -27,10 +27,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from keyless.api.context import Edge, edge_of
 from keyless.api.forms import read_body
 from keyless.core.errors import KeylessError, NotFound
 from keyless.k8s import admission, inject
-from keyless.server.services import Services
 
 log = logging.getLogger("keyless.k8s")
 UNIFORM_REFUSAL = (
@@ -40,9 +40,9 @@ UNIFORM_REFUSAL = (
 INTERNAL_REFUSAL = "keyless could not decide on this pod (internal error; see keyless's log)"
 
 
-async def _settings(services: Services) -> inject.WebhookSettings:
+async def _settings(services: Edge) -> inject.WebhookSettings:
     s = services.settings
-    tenant = await services.tenants.get(s.k8s_tenant) if s.k8s_tenant else services.default_tenant
+    tenant = await services.broker.tenant(s.k8s_tenant) if s.k8s_tenant else services.default_tenant
     return inject.WebhookSettings(
         authority_host=s.public_url,
         tenant_id=tenant.id,
@@ -50,16 +50,16 @@ async def _settings(services: Services) -> inject.WebhookSettings:
     )
 
 
-async def _check_identity(services: Services, identity: inject.WorkloadIdentity) -> None:
+async def _check_identity(services: Edge, identity: inject.WorkloadIdentity) -> None:
     if identity.client_id is None:
         return
     try:
-        tenant = await services.tenants.get(identity.tenant_id)
+        tenant = await services.broker.tenant(identity.tenant_id)
     except NotFound as exc:
         raise inject.InjectionError(
             f"tenant {identity.tenant_id[:64]!r} is not a keyless tenant"
         ) from exc
-    if services.federation.identity_by_client(tenant.id, identity.client_id) is None:
+    if services.broker.identity_by_client(tenant.id, identity.client_id) is None:
         raise inject.InjectionError(
             f"no keyless identity has client id {identity.client_id[:64]!r} in tenant "
             f"{identity.tenant_id[:64]!r} (client id from the {identity.source})"
@@ -67,7 +67,7 @@ async def _check_identity(services: Services, identity: inject.WorkloadIdentity)
 
 
 async def _identity_patch(
-    services: Services,
+    services: Edge,
     req: admission.AdmissionRequest,
     settings: inject.WebhookSettings,
     authenticated: bool,
@@ -87,7 +87,7 @@ async def _identity_patch(
     return patch
 
 
-async def _decide(services: Services, req: admission.AdmissionRequest) -> JSONResponse:
+async def _decide(services: Edge, req: admission.AdmissionRequest) -> JSONResponse:
     where = {"namespace": req.namespace, "pod": inject.pod_name(req.object), "uid": req.uid}
     authenticated = services.settings.webhook_client_ca is not None
     try:
@@ -111,7 +111,7 @@ async def _decide(services: Services, req: admission.AdmissionRequest) -> JSONRe
 
 
 async def mutate(request: Request) -> Response:
-    services: Services = request.app.state.services
+    services = edge_of(request)
     body = await read_body(request, admission.MAX_REVIEW_BYTES)
     try:
         req = admission.parse_review(body)  # MalformedReview: a 400, through the app's handler

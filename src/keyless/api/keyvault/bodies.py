@@ -55,10 +55,6 @@ def property_changes(body: dict[str, Any]) -> PropertyChanges:
     )
 
 
-def vault_url(vault: str, vault_domain: str, port: int) -> str:
-    return f"https://{vault}.{vault_domain}" + ("" if port == 443 else f":{port}")
-
-
 def _attributes(secret: Secret, recovery_days: int) -> dict[str, Any]:
     p = secret.props
     attrs: dict[str, Any] = {

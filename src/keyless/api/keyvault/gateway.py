@@ -13,13 +13,14 @@ from urllib.parse import quote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from keyless.api.keyvault.bodies import kv_error, vault_url
-from keyless.core.access import IdentityGone, VerifiedTokens
-from keyless.core.audit import AuditEvent
+from keyless.api.keyvault.bodies import kv_error
+from keyless.api.urls import vault_url
+from keyless.core.access import IdentityGone
+from keyless.core.broker import Broker
 from keyless.core.errors import NotFound, Unauthorized
 from keyless.core.resources import AZURE_KEY_VAULT
 from keyless.logs import request_id
-from keyless.server.services import Services
+from keyless.settings import Settings
 
 VAULT = "keyless.vault"
 BASE = "keyless.vault_base"
@@ -48,11 +49,11 @@ def _split_host(host: str) -> tuple[str, str | None]:
 class VaultDispatcher:
     """Routes vault traffic (by host or ``/vaults/NAME``) to the Key Vault app."""
 
-    def __init__(self, main: ASGIApp, keyvault: ASGIApp, services: Services) -> None:
+    def __init__(self, main: ASGIApp, keyvault: ASGIApp, settings: Settings) -> None:
         self.main = main
         self.keyvault = keyvault
-        self.suffix = "." + services.settings.vault_domain
-        self.public_url = services.settings.public_url
+        self.suffix = "." + settings.vault_domain
+        self.public_url = settings.public_url
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -85,29 +86,28 @@ class VaultDispatcher:
 class KeyVaultAuth:
     """The challenge, and access-token verification, ahead of routing and body parsing."""
 
-    def __init__(self, app: ASGIApp, services: Services) -> None:
+    def __init__(self, app: ASGIApp, broker: Broker, settings: Settings) -> None:
         self.app = app
-        self.services = services
-        settings = services.settings
+        self.broker = broker
+        self.settings = settings
         self.audiences = frozenset({settings.vault_resource, AZURE_KEY_VAULT})
-        self.verified = VerifiedTokens()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        s = self.services
-        vault = await s.vaults.lookup(scope[VAULT])
+        broker, settings = self.broker, self.settings
+        vault = await broker.vaults.lookup(scope[VAULT])
         if vault is None:
             await kv_error(404, "VaultNotFound", f"Vault {scope[VAULT][:40]!r} does not exist.")(
                 scope, receive, send
             )
             return
-        tenant = await s.tenants.get(vault.tenant_id)
+        tenant = await broker.tenant(vault.tenant_id)
         challenge = {
             "WWW-Authenticate": (
-                f'Bearer authorization="{s.settings.public_url}/{tenant.id}", '
-                f'resource="{s.settings.vault_resource}"'
+                f'Bearer authorization="{settings.public_url}/{tenant.id}", '
+                f'resource="{settings.vault_resource}"'
             )
         }
         auth = _header(scope, b"authorization") or ""
@@ -121,42 +121,22 @@ class KeyVaultAuth:
             )(scope, receive, send)
             return
         try:
-            principal = self.verified.verify(
+            principal = await broker.authenticate(
+                tenant,
                 token.strip(),
-                s.keys.ring(tenant.id),
-                issuer=tenant.issuer(s.settings.public_url),
-                tenant_id=tenant.id,
                 audiences=self.audiences,
-                now=s.clock.now(),
-                identities=s.federation,
+                target=f"/vaults/{vault.name}",
+                request_id=request_id.get(),
             )
-        except IdentityGone as exc:
-            # A genuine token of a deleted identity: an access decision, so it is audited.
-            await s.audit.record(
-                AuditEvent(
-                    time=s.clock.now(),
-                    request_id=request_id.get(),
-                    tenant_id=tenant.id,
-                    action="vault.access",
-                    target=f"/vaults/{vault.name}",
-                    result="failure",
-                    reason=f"{exc.code}: {exc.message}",
-                    actor=exc.principal.object_id,
-                    workload=dict(exc.principal.fed),
-                )
-            )
-            await kv_error(401, "Unauthorized", exc.message, headers=challenge)(
-                scope, receive, send
-            )
-            return
-        except (Unauthorized, NotFound) as exc:
+        except (IdentityGone, Unauthorized, NotFound) as exc:
+            # IdentityGone: a deleted identity's genuine token, audited by the broker.
             await kv_error(401, "Unauthorized", exc.message, headers=challenge)(
                 scope, receive, send
             )
             return
         scope[PRINCIPAL] = principal
         scope["keyless.vault_url"] = vault_url(
-            vault.name, s.settings.vault_domain, s.settings.public_port
+            vault.name, settings.vault_domain, settings.public_port
         )
         await self.app(scope, receive, send)
 

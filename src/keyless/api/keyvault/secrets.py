@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from keyless.api.context import broker_of
 from keyless.api.forms import read_body
 from keyless.api.keyvault.bodies import (
     bundle,
@@ -33,9 +34,9 @@ from keyless.api.keyvault.bodies import (
 )
 from keyless.api.keyvault.gateway import BASE, PRINCIPAL, VAULT
 from keyless.core import errors, strictjson
+from keyless.core.broker import Broker
 from keyless.core.vault import Call, SecretNotFound, decode_backup
 from keyless.logs import request_id
-from keyless.server.services import Services
 
 MAX_BODY = 64 * 1024
 MAX_RESTORE_BODY = 8 * 1024 * 1024
@@ -63,9 +64,8 @@ def _call(request: Request) -> Call:
     return Call(request.scope[PRINCIPAL], request_id.get())
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
+def _broker(request: Request) -> Broker:
+    return broker_of(request)
 
 
 def _ids(request: Request) -> str:
@@ -74,7 +74,7 @@ def _ids(request: Request) -> str:
 
 
 def _days(request: Request) -> int:
-    return _services(request).vaults.recovery_days
+    return _broker(request).vaults.recovery_days
 
 
 async def _json(request: Request, limit: int = MAX_BODY) -> dict[str, Any]:
@@ -141,7 +141,7 @@ async def handle_error(request: Request, exc: Exception) -> Response:
 
 async def get_secret(request: Request) -> Response:
     p = request.path_params
-    secret = await _services(request).vaults.get(
+    secret = await _broker(request).vaults.get(
         _call(request), request.scope[VAULT], p["name"], p.get("version") or None
     )
     return JSONResponse(bundle(secret, _ids(request), _days(request)))
@@ -150,7 +150,7 @@ async def get_secret(request: Request) -> Response:
 async def set_secret(request: Request) -> Response:
     body = await _json(request)
     value, changes = secret_value(body), property_changes(body)
-    secret = await _services(request).vaults.set(
+    secret = await _broker(request).vaults.set(
         _call(request), request.scope[VAULT], request.path_params["name"], value, changes
     )
     return JSONResponse(bundle(secret, _ids(request), _days(request)))
@@ -159,7 +159,7 @@ async def set_secret(request: Request) -> Response:
 async def update_secret(request: Request) -> Response:
     p = request.path_params
     changes = property_changes(await _json(request))
-    secret = await _services(request).vaults.update(
+    secret = await _broker(request).vaults.update(
         _call(request), request.scope[VAULT], p["name"], p.get("version") or None, changes
     )
     return JSONResponse(bundle(secret, _ids(request), _days(request), value=False))
@@ -167,7 +167,7 @@ async def update_secret(request: Request) -> Response:
 
 async def list_secrets(request: Request) -> Response:
     after, limit = _page_args(request)
-    page = await _services(request).vaults.list(
+    page = await _broker(request).vaults.list(
         _call(request), request.scope[VAULT], after=after, limit=limit
     )
     return JSONResponse(
@@ -183,7 +183,7 @@ async def list_secrets(request: Request) -> Response:
 async def list_versions(request: Request) -> Response:
     after, limit = _page_args(request)
     name = request.path_params["name"]
-    page = await _services(request).vaults.versions(
+    page = await _broker(request).vaults.versions(
         _call(request), request.scope[VAULT], name, after=after, limit=limit
     )
     return JSONResponse(
@@ -197,14 +197,14 @@ async def list_versions(request: Request) -> Response:
 
 
 async def delete_secret(request: Request) -> Response:
-    secret = await _services(request).vaults.delete(
+    secret = await _broker(request).vaults.delete(
         _call(request), request.scope[VAULT], request.path_params["name"]
     )
     return JSONResponse(deleted(secret, _ids(request), _days(request)))
 
 
 async def get_deleted(request: Request) -> Response:
-    secret = await _services(request).vaults.get_deleted(
+    secret = await _broker(request).vaults.get_deleted(
         _call(request), request.scope[VAULT], request.path_params["name"]
     )
     return JSONResponse(deleted(secret, _ids(request), _days(request)))
@@ -212,7 +212,7 @@ async def get_deleted(request: Request) -> Response:
 
 async def list_deleted(request: Request) -> Response:
     after, limit = _page_args(request)
-    page = await _services(request).vaults.list(
+    page = await _broker(request).vaults.list(
         _call(request), request.scope[VAULT], after=after, limit=limit, deleted=True
     )
     return JSONResponse(
@@ -224,21 +224,21 @@ async def list_deleted(request: Request) -> Response:
 
 
 async def recover(request: Request) -> Response:
-    secret = await _services(request).vaults.recover(
+    secret = await _broker(request).vaults.recover(
         _call(request), request.scope[VAULT], request.path_params["name"]
     )
     return JSONResponse(bundle(secret, _ids(request), _days(request), value=False))
 
 
 async def purge(request: Request) -> Response:
-    await _services(request).vaults.purge(
+    await _broker(request).vaults.purge(
         _call(request), request.scope[VAULT], request.path_params["name"]
     )
     return Response(status_code=204)
 
 
 async def backup(request: Request) -> Response:
-    blob = await _services(request).vaults.backup(
+    blob = await _broker(request).vaults.backup(
         _call(request), request.scope[VAULT], request.path_params["name"]
     )
     return JSONResponse({"value": base64.urlsafe_b64encode(blob).rstrip(b"=").decode()})
@@ -246,7 +246,7 @@ async def backup(request: Request) -> Response:
 
 async def restore(request: Request) -> Response:
     body = await _json(request, MAX_RESTORE_BODY)
-    secret = await _services(request).vaults.restore(
+    secret = await _broker(request).vaults.restore(
         _call(request), request.scope[VAULT], decode_backup(body.get("value"))
     )
     return JSONResponse(bundle(secret, _ids(request), _days(request), value=False))

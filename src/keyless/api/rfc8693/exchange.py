@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse, Response
 
-from keyless.api.entra.errors import TOKEN_ERRORS, common_error, entra_error
 from keyless.api.forms import required
+from keyless.api.oautherrors import TOKEN_ERRORS, common_error, entra_error
 from keyless.core import errors
+from keyless.core.broker import Broker
 from keyless.core.exchange import ExchangeRequest
 from keyless.core.models import Tenant
 from keyless.logs import request_id
-from keyless.server.services import Services
 
 GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_TYPES = frozenset(
@@ -36,19 +36,19 @@ def _render(exc: errors.KeylessError) -> Response:
     return common_error(exc)
 
 
-def _resource(services: Services, fields: dict[str, str]) -> str:
+def _resource(broker: Broker, fields: dict[str, str]) -> str:
     given = [n for n in ("audience", "resource", "scope") if fields.get(n)]
     if not given:
         raise errors.InvalidRequest("one of 'audience', 'resource' or 'scope' is required")
     if "scope" in given and len(given) == 1:
-        return services.resources.from_scope(fields["scope"])
-    targets = {services.resources.resolve(fields[n]) for n in given if n != "scope"}
+        return broker.resources.from_scope(fields["scope"])
+    targets = {broker.resources.resolve(fields[n]) for n in given if n != "scope"}
     if len(targets) != 1:
         raise errors.InvalidTarget("'audience' and 'resource' name different resources")
     return targets.pop()
 
 
-async def handle(services: Services, tenant: Tenant, fields: dict[str, str]) -> Response:
+async def handle(broker: Broker, tenant: Tenant, fields: dict[str, str]) -> Response:
     try:
         token_type = required(fields, "subject_token_type")
         if token_type not in JWT_TYPES:
@@ -65,11 +65,11 @@ async def handle(services: Services, tenant: Tenant, fields: dict[str, str]) -> 
             tenant=tenant,
             client_id=required(fields, "client_id"),
             assertion=required(fields, "subject_token").strip(),
-            resource=_resource(services, fields),
+            resource=_resource(broker, fields),
             grant="token-exchange",
             request_id=request_id.get(),
         )
-        issued = await services.tokens.exchange(req)
+        issued = await broker.exchange(req)
     except errors.KeylessError as exc:
         return _render(exc)
     return JSONResponse(

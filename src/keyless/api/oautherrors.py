@@ -1,4 +1,6 @@
-"""Entra-shaped error bodies: ``error``, ``error_description``, ``error_codes`` and ids."""
+"""OAuth 2.0 error bodies in Entra's shape (``error``, ``error_description``, ``error_codes``, ids),
+shared by the two token dialects on the same URL: Entra v2 (``api/entra``) and RFC 8693.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,42 @@
+"""``POST /{tenant}/oauth2/v2.0/token``: one URL, two token dialects, chosen by grant_type.
+
+``client_credentials`` is Entra v2 (``api/entra/token.py``), the RFC 8693 grant is
+``api/rfc8693``. What comes before the choice (the per-client throttle, the tenant, the form)
+is answered in Entra's error body, as the SDKs that call this URL expect.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from keyless.api.context import edge_of
+from keyless.api.entra import token as entra
+from keyless.api.forms import read_form, required
+from keyless.api.oautherrors import entra_error
+from keyless.api.rfc8693 import exchange as rfc8693
+from keyless.core import errors
+from keyless.core.ratelimit import client_key
+
+
+async def token(request: Request) -> Response:
+    edge = edge_of(request)
+    broker = edge.broker
+    try:
+        if edge.token_limiter is not None:
+            # Before the body is read or the tenant looked up: a flood costs one dict lookup.
+            edge.token_limiter.take(client_key(request.client.host if request.client else None))
+        tenant = await broker.tenant(request.path_params["tenant"])
+        fields = await read_form(request)
+        grant = required(fields, "grant_type")
+        if grant == rfc8693.GRANT:
+            return await rfc8693.handle(broker, tenant, fields)
+        return await entra.client_credentials(broker, tenant, fields)
+    except errors.KeylessError as exc:
+        if isinstance(exc, errors.NotFound) and not isinstance(exc, errors.UnknownClient):
+            return entra_error(400, "invalid_tenant", 90002, exc.message)
+        return entra.render_error(exc)
+
+
+routes = [Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"])]

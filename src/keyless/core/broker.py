@@ -1,0 +1,140 @@
+"""The broker: the few operations every wire dialect needs, each in one place.
+
+A dialect (``api/<dialect>/``) parses its wire format, calls the broker, and renders the
+answer; it never reaches past the broker into federation indexes, key rings or stores. So a
+new dialect (Vault, AWS, Google, SPIFFE) is one thin package over these operations:
+
+- ``tenant``: the tenant a request names (alias or id);
+- ``decide`` / ``explain``: a presented platform token against an identity's trust policies
+  (``core/decision.py``; explain prints the same decision the exchange acts on);
+- ``exchange``: that decision, then an access token, audited either way;
+- ``authenticate``: a bearer access token of a tenant, for a resource (a deleted identity's
+  token is refused and audited);
+- ``vaults``: read, write and list secrets, each authorized (RBAC) and audited in
+  ``VaultService``;
+- ``record``: append an audit event.
+
+The server builds one broker per process and hands it to every dialect's routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keyless.core.access import IdentityGone, Principal, VerifiedTokens
+from keyless.core.audit import AuditEvent, AuditSink
+from keyless.core.clock import Clock
+from keyless.core.decision import Decision, TokenDecision, decide
+from keyless.core.exchange import ExchangeRequest, IssuedToken, TokenService
+from keyless.core.explain import explain_token
+from keyless.core.keyring import KeyRing
+from keyless.core.models import Identity, Tenant
+from keyless.core.resources import Resources
+from keyless.core.rotation import RotationManager
+from keyless.core.tenants import Tenants
+from keyless.core.vault import VaultService
+
+
+class Broker:
+    def __init__(
+        self,
+        *,
+        tenants: Tenants,
+        tokens: TokenService,
+        keys: RotationManager,
+        vaults: VaultService,
+        audit: AuditSink,
+        clock: Clock,
+        public_url: str,
+    ) -> None:
+        self._tenants = tenants
+        self._tokens = tokens
+        self._keys = keys
+        self.vaults = vaults
+        self._audit = audit
+        self._clock = clock
+        self.public_url = public_url
+        self.resources: Resources = tokens.resources
+        self._verified = VerifiedTokens()
+
+    def now(self) -> float:
+        return self._clock.now()
+
+    # -- tenants and keyless's own keys ------------------------------------------------------
+
+    async def tenant(self, name_or_id: str) -> Tenant:
+        """The tenant, or NotFound (unknown names are answered from memory)."""
+        return await self._tenants.get(name_or_id)
+
+    def signing_keys(self, tenant_id: str) -> KeyRing:
+        """The tenant's key ring: its JWKS verifies every access token keyless issues."""
+        return self._keys.ring(tenant_id)
+
+    def issuer(self, tenant: Tenant) -> str:
+        return tenant.issuer(self.public_url)
+
+    # -- platform tokens ---------------------------------------------------------------------
+
+    def identity_by_client(self, tenant_id: str, client_id: str) -> Identity | None:
+        return self._tokens.federation.identity_by_client(tenant_id, client_id)
+
+    async def check_token(self, tenant_id: str, token: str) -> TokenDecision:
+        return await self._tokens.check_token(tenant_id, token)
+
+    async def decide(self, tenant: Tenant, identity: Identity, token: str) -> Decision:
+        """``token`` presented for ``identity``: accepted with a credential, or the reasons."""
+        checked = await self._tokens.check_token(tenant.id, token)
+        return decide(checked, identity, self._tokens.federation.snapshot.trust)
+
+    async def explain(
+        self, tenant: Tenant, token: str, *, identity_name: str | None = None
+    ) -> dict[str, Any]:
+        return await explain_token(self._tokens, tenant, token, identity_name=identity_name)
+
+    async def exchange(self, req: ExchangeRequest) -> IssuedToken:
+        return await self._tokens.exchange(req)
+
+    # -- access tokens -----------------------------------------------------------------------
+
+    async def authenticate(
+        self,
+        tenant: Tenant,
+        token: str,
+        *,
+        audiences: frozenset[str],
+        target: str,
+        request_id: str | None,
+    ) -> Principal:
+        """The principal of a bearer access token issued by ``tenant`` for one of
+        ``audiences``; Unauthorized otherwise. A genuine token of a deleted identity is an
+        access decision on ``target``, so it is audited before it is refused."""
+        try:
+            return self._verified.verify(
+                token,
+                self._keys.ring(tenant.id),
+                issuer=tenant.issuer(self.public_url),
+                tenant_id=tenant.id,
+                audiences=audiences,
+                now=self._clock.now(),
+                identities=self._tokens.federation,
+            )
+        except IdentityGone as exc:
+            await self._audit.record(
+                AuditEvent(
+                    time=self._clock.now(),
+                    request_id=request_id,
+                    tenant_id=tenant.id,
+                    action="vault.access",
+                    target=target,
+                    result="failure",
+                    reason=f"{exc.code}: {exc.message}",
+                    actor=exc.principal.object_id,
+                    workload=dict(exc.principal.fed),
+                )
+            )
+            raise
+
+    # -- audit -------------------------------------------------------------------------------
+
+    async def record(self, event: AuditEvent) -> None:
+        await self._audit.record(event)

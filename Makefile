@@ -28,10 +28,13 @@ kubectl:
 test: $(STAMP) kubectl
 	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
+# ruff, mypy (strict on core, the broker included) and the layering contracts in pyproject.toml
+# (lint-imports: core -> api/server/store, api -> server and dialect -> dialect are refused).
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The benchmarks are one package, `python -m bench STUDY` (openbao, exchange, read, soak); each
 # writes bench/results/STUDY.json and renders STUDY.md from it (`python -m bench render STUDY`).

@@ -509,6 +509,23 @@ def _answer_all(value: object) -> None:
             _well_formed(answer(value, sa, SETTINGS))
 
 
+@pytest.mark.parametrize(
+    "request_value",
+    [
+        pytest.param({"uid": "u1", 0: "x"}, id="int-member-name"),
+        pytest.param({"uid": "u1", "object": {None: 1}}, id="none-member-name-deeper"),
+        pytest.param({"uid": "u1", "object": {("a",): 1}}, id="tuple-member-name"),
+    ],
+)
+def test_a_decoded_review_with_non_string_member_names_is_refused(request_value: Any) -> None:
+    """JSON has only string member names, but read_review takes any decoded object (a fuzz
+    case once built one): it is refused with a reason, never an exception."""
+    review = {"apiVersion": admission.API_VERSION, "kind": "AdmissionReview"}
+    with pytest.raises(admission.RefusedReview, match="member name that is not a string"):
+        admission.read_review({**review, "request": request_value})
+    _answer_all({**review, "request": request_value})
+
+
 @FUZZ
 @given(value=json_values)
 def test_any_json_value_is_answered_or_a_400(value: Any) -> None:

@@ -152,6 +152,8 @@ def _tree_problem(root: object) -> str | None:
                 return "the AdmissionReview holds a lone UTF-16 surrogate escape"
         elif isinstance(value, dict):
             for key, item in value.items():
+                if not isinstance(key, str):  # decoded JSON has none; a caller's object may
+                    return "the AdmissionReview has a member name that is not a string"
                 if not strictjson.is_text(key):
                     return "the AdmissionReview holds a lone UTF-16 surrogate escape"
                 stack.append((item, depth + 1))

@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
+import pytest_asyncio
 
 from keyless.store.sql import SqlStore
+from tests.support.inprocess import InProcessFederated, federate, in_process
 from tests.support.server import ServerFactory
 
 PG_ADMIN_URL = os.environ.get(
@@ -83,3 +85,12 @@ def servers(tmp_path) -> Iterator[ServerFactory]:  # type: ignore[no-untyped-def
 def server(servers: ServerFactory):  # type: ignore[no-untyped-def]
     """One running keyless (SQLite, HTTPS, --dev) on a free port."""
     return servers.start(dev=True)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def ifed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[InProcessFederated]:
+    """One federated keyless in process per test module (tests/support/inprocess.py), on the
+    module's event loop: a module using it marks its tests
+    ``pytest.mark.asyncio(loop_scope="module")``. Its clock only moves when a test moves it."""
+    async with in_process(tmp_path_factory.mktemp("inproc"), dev=True) as kl:
+        yield await federate(kl)

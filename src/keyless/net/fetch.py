@@ -15,7 +15,7 @@ import asyncio
 import json
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -68,15 +68,19 @@ class HttpJwksFetcher:
         max_bytes: int = 256 * 1024,
         allow_networks: Iterable[Network] = (),
         resolver: Resolver | None = None,
+        mounts: Mapping[str, httpx.AsyncBaseTransport] | None = None,
     ) -> None:
         """``dev`` allows loopback (and plain http to it); ``allow_networks`` are the ranges an
-        operator allows besides globally routable addresses; ``resolver`` is a test seam."""
+        operator allows besides globally routable addresses; ``resolver`` is a test seam, and
+        so is ``mounts`` (httpx mounts, e.g. an in-process server's own origin to its ASGI app:
+        requests to a mounted origin skip the address policy)."""
         self._dev = dev
         self._extra_ca = extra_ca
         self._timeout = timeout
         self._max_bytes = max_bytes
         self.policy = AddressPolicy(allow_loopback=dev, allowed=allow_networks)
         self._resolver = resolver
+        self._mounts = dict(mounts or {})
         self._ssl = self._ssl_context()  # a bad extra CA fails at start, not at first fetch
         self._client: httpx.AsyncClient | None = None
 
@@ -102,6 +106,7 @@ class HttpJwksFetcher:
             )
             self._client = httpx.AsyncClient(
                 transport=PoolTransport(pool),
+                mounts=self._mounts or None,
                 timeout=httpx.Timeout(self._timeout),
                 follow_redirects=False,
                 # Proxies and CA bundles from the environment are not consulted: what keyless

@@ -73,8 +73,15 @@ class Services:
 
     @classmethod
     async def start(
-        cls, settings: Settings, clock: Clock | None = None, *, worker: bool = False
+        cls,
+        settings: Settings,
+        clock: Clock | None = None,
+        *,
+        worker: bool = False,
+        fetcher: HttpJwksFetcher | None = None,
     ) -> Services:
+        """``clock`` and ``fetcher`` are test seams (tests/support/inprocess.py): without them,
+        the system clock, and a fetcher that trusts this server's own CA (made by ``serve``)."""
         clock = clock or SystemClock()
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(settings.data_dir, 0o700)
@@ -93,10 +100,13 @@ class Services:
             period=settings.key_rotation_period,
             token_lifetime=settings.token_lifetime,
         )
-        tls_ca = None if settings.tls_cert or settings.insecure_http else ca_path(settings.data_dir)
-        fetcher = HttpJwksFetcher(
-            dev=settings.dev, extra_ca=tls_ca, allow_networks=settings.allow_issuer_networks
-        )
+        if fetcher is None:
+            own_ca = settings.tls_cert or settings.insecure_http
+            fetcher = HttpJwksFetcher(
+                dev=settings.dev,
+                extra_ca=None if own_ca else ca_path(settings.data_dir),
+                allow_networks=settings.allow_issuer_networks,
+            )
         # Issuers of source kubernetes: keys from the cluster keyless runs in (k8s/jwks.py).
         issuer_keys = IssuerKeys(fetcher, clock, kubernetes=KubeApiJwksFetcher())
         federation = Federation(store, issuer_keys, clock, dev=settings.dev)

@@ -2,6 +2,9 @@
 
 Each case asserts the status (never a 5xx), ``error``, ``error_codes`` and that no token
 was issued; descriptions echo what was presented and name the failing part.
+
+In process (tests/support/inprocess.py): time claims are set against keyless's injected
+clock, so "expired" and "not yet valid" are exact, not a race with the wall clock.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ import base64
 import hashlib
 import hmac
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,7 +21,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.support.federation import AUDIENCE, SUBJECT, TEST_ISSUER, TEST_KID, Federated
+from tests.support.federation import AUDIENCE, SUBJECT, TEST_ISSUER, TEST_KID
+from tests.support.inprocess import InProcessFederated as Federated
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 def b64(data: bytes) -> str:
@@ -30,27 +35,29 @@ def seg(obj: object) -> str:
     return b64(json.dumps(obj).encode())
 
 
+def now(f: Federated) -> int:
+    """keyless's now: the injected clock's."""
+    return int(f.clock.now())
+
+
 def _hs256_with_public_key(f: Federated) -> str:
     pem = f.key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    now = int(time.time())
     head = seg({"alg": "HS256", "kid": TEST_KID})
-    body = seg({"iss": TEST_ISSUER, "sub": SUBJECT, "aud": AUDIENCE, "exp": now + 600})
+    body = seg({"iss": TEST_ISSUER, "sub": SUBJECT, "aud": AUDIENCE, "exp": now(f) + 600})
     sig = hmac.new(pem, f"{head}.{body}".encode(), hashlib.sha256).digest()
     return f"{head}.{body}.{b64(sig)}"
 
 
 def _alg_none(f: Federated) -> str:
-    now = int(time.time())
     return (
         f"{seg({'alg': 'none', 'kid': TEST_KID})}."
-        f"{seg({'iss': TEST_ISSUER, 'sub': SUBJECT, 'aud': AUDIENCE, 'exp': now + 60})}."
+        f"{seg({'iss': TEST_ISSUER, 'sub': SUBJECT, 'aud': AUDIENCE, 'exp': now(f) + 60})}."
     )
 
 
 _OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-NOW = int(time.time())
 
 
 @dataclass(frozen=True)
@@ -67,25 +74,28 @@ class Case:
 CASES = [
     Case(
         "expired",
-        lambda f: f.test_token(exp=NOW - 400, iat=NOW - 1000, nbf=NOW - 1000),
+        lambda f: f.test_token(exp=now(f) - 400, iat=now(f) - 1000, nbf=now(f) - 1000),
         "invalid_client",
         700024,
         says="expired",
     ),
     Case(
         "not-yet-valid",
-        lambda f: f.test_token(nbf=NOW + 900, exp=NOW + 1800),
+        lambda f: f.test_token(nbf=now(f) + 900, exp=now(f) + 1800),
         "invalid_client",
         700024,
     ),
     Case(
         "iat-in-future",
-        lambda f: f.test_token(iat=NOW + 900, exp=NOW + 1800),
+        lambda f: f.test_token(iat=now(f) + 900, exp=now(f) + 1800),
         "invalid_client",
         700024,
     ),
     Case(
-        "lifetime-above-max", lambda f: f.test_token(exp=NOW + 3 * 86400), "invalid_client", 700024
+        "lifetime-above-max",
+        lambda f: f.test_token(exp=now(f) + 3 * 86400),
+        "invalid_client",
+        700024,
     ),
     Case("exp-missing", lambda f: f.test_token(exp=None), "invalid_request", 50027, 400),
     Case("sub-missing", lambda f: f.test_token(sub=None), "invalid_request", 50027, 400),
@@ -198,10 +208,10 @@ CASES = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_rejections(fed: Federated, case: Case) -> None:
+async def test_rejections(ifed: Federated, case: Case) -> None:
     form = dict(case.form or {})
-    assertion = case.token(fed)
-    response = fed.exchange(assertion, **form)
+    assertion = case.token(ifed)
+    response = await ifed.exchange(assertion, **form)
     body = response.json()
     assert response.status_code == case.status, body
     assert body["error"] == case.error
@@ -214,13 +224,13 @@ def test_rejections(fed: Federated, case: Case) -> None:
     assert "retry-after" not in response.headers
 
 
-def test_array_audience_with_the_right_value_passes(fed: Federated) -> None:
-    response = fed.exchange(fed.test_token(aud=["x", AUDIENCE]))
+async def test_array_audience_with_the_right_value_passes(ifed: Federated) -> None:
+    response = await ifed.exchange(ifed.test_token(aud=["x", AUDIENCE]))
     assert response.status_code == 200
 
 
-def test_rejection_describes_presented_issuer_subject_audience(fed: Federated) -> None:
-    body = fed.exchange(fed.test_token(sub="system:serviceaccount:demo:nope")).json()
+async def test_rejection_describes_presented_issuer_subject_audience(ifed: Federated) -> None:
+    body = (await ifed.exchange(ifed.test_token(sub="system:serviceaccount:demo:nope"))).json()
     desc = body["error_description"]
     assert TEST_ISSUER in desc and "system:serviceaccount:demo:nope" in desc
     assert AUDIENCE in desc
@@ -228,66 +238,62 @@ def test_rejection_describes_presented_issuer_subject_audience(fed: Federated) -
     assert SUBJECT not in desc.replace("system:serviceaccount:demo:nope", "")
 
 
-def test_missing_parameter_names_it(fed: Federated) -> None:
-    with fed.server.client() as http:
-        response = http.post(
-            fed.token_url.replace(fed.server.url, ""), data={"grant_type": "client_credentials"}
-        )
+async def test_missing_parameter_names_it(ifed: Federated) -> None:
+    response = await ifed.kl.public.post(ifed.token_path, data={"grant_type": "client_credentials"})
     body = response.json()
     assert response.status_code == 400 and body["error_codes"] == [900144]
     assert "'client_assertion_type'" in body["error_description"]
 
 
-def test_unknown_tenant(fed: Federated) -> None:
-    with fed.server.client() as http:
-        response = http.post(
-            "/no-such-tenant/oauth2/v2.0/token", data={"grant_type": "client_credentials"}
-        )
+async def test_unknown_tenant(ifed: Federated) -> None:
+    response = await ifed.kl.public.post(
+        "/no-such-tenant/oauth2/v2.0/token", data={"grant_type": "client_credentials"}
+    )
     assert response.status_code == 400 and response.json()["error_codes"] == [90002]
 
 
-def test_wrong_content_type_and_duplicates(fed: Federated) -> None:
-    with fed.server.client() as http:
-        path = f"/{fed.tenant_id}/oauth2/v2.0/token"
-        as_json = http.post(path, json={"grant_type": "client_credentials"})
-        dup = http.post(
-            path,
-            content="grant_type=a&grant_type=b",
-            headers={"content-type": "application/x-www-form-urlencoded"},
-        )
-        huge = http.post(
-            path,
-            content=b"a=" + b"x" * 70000,
-            headers={"content-type": "application/x-www-form-urlencoded"},
-        )
+async def test_wrong_content_type_and_duplicates(ifed: Federated) -> None:
+    http, path = ifed.kl.public, ifed.token_path
+    as_json = await http.post(path, json={"grant_type": "client_credentials"})
+    dup = await http.post(
+        path,
+        content="grant_type=a&grant_type=b",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    huge = await http.post(
+        path,
+        content=b"a=" + b"x" * 70000,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     for response in (as_json, dup, huge):
         assert response.status_code == 400 and response.json()["error"] == "invalid_request"
 
 
-def test_unreachable_issuer_is_90061(fed: Federated) -> None:
+async def test_unreachable_issuer_is_90061(ifed: Federated) -> None:
     dead = "http://127.0.0.1:9/dead-cluster"  # discard port: nothing listens
-    fed.server.cli("issuer", "add", dead, "--allow-unreachable")  # added despite the failed fetch
-    fed.server.cli("identity", "create", "deadapp")
-    fed.server.cli(
-        "federation", "add", "deadapp", "--name", "d", "--issuer", dead, "--subject", SUBJECT
+    call = ifed.kl.call
+    # `issuer add --allow-unreachable`: added despite the failed fetch
+    await call("POST", "/v1/issuers", {"url": dead, "allow_unreachable": True})
+    await call("POST", "/v1/identities", {"name": "deadapp"})
+    await call(
+        "POST",
+        "/v1/identities/deadapp/federated-credentials",
+        {"name": "d", "issuer": dead, "subject": SUBJECT},
     )
-    client = json.loads(fed.server.cli("--output", "json", "identity", "show", "deadapp").stdout)[
-        "client_id"
-    ]
+    client = (await call("GET", "/v1/identities/deadapp"))["client_id"]
     token = jwt.encode(
-        {"iss": dead, "sub": SUBJECT, "aud": AUDIENCE, "exp": int(time.time()) + 600},
+        {"iss": dead, "sub": SUBJECT, "aud": AUDIENCE, "exp": now(ifed) + 600},
         _OTHER_KEY,
         algorithm="RS256",
         headers={"kid": "k"},
     )
-    body = fed.exchange(token, client_id=client).json()
+    body = (await ifed.exchange(token, client_id=client)).json()
     assert body["error_codes"] == [90061], body
     assert dead in body["error_description"]
-    listed = json.loads(fed.server.cli("--output", "json", "issuer", "list").stdout)
+    listed = await call("GET", "/v1/issuers")
     entry = next(i for i in listed if i["url"] == dead)
     assert entry["last_error"] and entry["consecutive_failures"] >= 1
-    with fed.server.client() as http:
-        metrics = http.get("/metrics").text
+    metrics = (await ifed.kl.public.get("/metrics")).text
     line = next(
         ln
         for ln in metrics.splitlines()
@@ -297,22 +303,21 @@ def test_unreachable_issuer_is_90061(fed: Federated) -> None:
     assert 'keyless_audit_events_total{action="token.exchange.client_credentials"' in metrics
 
 
-def test_rfc8693_errors_use_rfc_codes(fed: Federated) -> None:
-    def post(**form: str) -> dict:
+async def test_rfc8693_errors_use_rfc_codes(ifed: Federated) -> None:
+    async def post(**form: str) -> dict:
         data = {
             "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
             "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-            "client_id": fed.client_id,
-            "subject_token": fed.test_token(),
+            "client_id": ifed.client_id,
+            "subject_token": ifed.test_token(),
             "audience": "https://vault.azure.net",
             **form,
         }
-        with fed.server.client() as http:
-            return http.post(fed.token_url.replace(fed.server.url, ""), data=data).json()
+        return (await ifed.kl.public.post(ifed.token_path, data=data)).json()
 
-    assert post(audience="https://nope")["error"] == "invalid_target"
-    expired = post(subject_token=fed.test_token(exp=NOW - 1000, iat=NOW - 2000))
+    assert (await post(audience="https://nope"))["error"] == "invalid_target"
+    expired = await post(subject_token=ifed.test_token(exp=now(ifed) - 1000, iat=now(ifed) - 2000))
     assert expired["error"] == "invalid_request" and expired["error_codes"] == [700024]
-    assert post(subject_token_type="urn:x")["error"] == "invalid_request"
-    assert post(client_id="nobody")["error"] == "invalid_client"
-    assert "access_token" in post()
+    assert (await post(subject_token_type="urn:x"))["error"] == "invalid_request"
+    assert (await post(client_id="nobody"))["error"] == "invalid_client"
+    assert "access_token" in await post()

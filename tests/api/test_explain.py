@@ -1,92 +1,82 @@
-"""``keyless explain`` names the near-miss: trailing slash, letter case, wrong audience."""
+"""``keyless explain`` names the near-miss: trailing slash, letter case, wrong audience.
+
+In process: the report comes from the admin API's ``/v1/explain`` (what the CLI posts) and the
+text is the CLI's own rendering of it (``render_explain``).
+"""
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
-from tests.support.federation import AUDIENCE, SUBJECT, TEST_ISSUER, Federated
+import pytest
+
+from keyless.cli.output import console, render_explain
+from tests.support.federation import AUDIENCE, SUBJECT, TEST_ISSUER
+from tests.support.inprocess import InProcessFederated as Federated
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-def _explain(fed: Federated, token: str, *args: str) -> str:
-    path = fed.token_file(token)
-    return fed.server.cli("explain", "--token", str(path), *args).stdout
-
-
-def test_near_misses_are_named(fed: Federated) -> None:
-    fed.server.cli("identity", "create", "nearmiss")
-    fed.server.cli("issuer", "add", TEST_ISSUER + "/", "--jwks-file", str(fed.tmp / "jwks.json"))
-    fed.server.cli(
-        "federation",
-        "add",
-        "nearmiss",
-        "--name",
-        "slash",
-        "--issuer",
-        TEST_ISSUER + "/",
-        "--subject",
-        SUBJECT,
+async def _report(fed: Federated, token: str, identity: str | None = None) -> dict[str, Any]:
+    """``keyless --output json explain --token FILE [--identity NAME]``."""
+    report: dict[str, Any] = await fed.kl.call(
+        "POST", "/v1/explain", {"token": token, "identity": identity}
     )
-    out = _explain(fed, fed.test_token(), "--identity", "nearmiss")
+    return report
+
+
+async def _explain(fed: Federated, token: str, identity: str | None = None) -> str:
+    """``keyless explain --token FILE [--identity NAME]``: the text the CLI prints."""
+    report = await _report(fed, token, identity)
+    with console.capture() as captured:
+        render_explain(report)
+    return captured.get()
+
+
+async def _credential(fed: Federated, identity: str, **body: Any) -> None:
+    """``keyless federation add IDENTITY --name ... --issuer ... --subject ...``."""
+    await fed.kl.call("POST", f"/v1/identities/{identity}/federated-credentials", body)
+
+
+async def test_near_misses_are_named(ifed: Federated) -> None:
+    call = ifed.kl.call
+    await call("POST", "/v1/identities", {"name": "nearmiss"})
+    await call("POST", "/v1/issuers", {"url": TEST_ISSUER + "/", "jwks": ifed.jwks})
+    await _credential(ifed, "nearmiss", name="slash", issuer=TEST_ISSUER + "/", subject=SUBJECT)
+    out = await _explain(ifed, ifed.test_token(), "nearmiss")
     assert "issuer differs only by a trailing slash" in out
     assert "REJECTED" in out
 
-    fed.server.cli("identity", "create", "casemiss")
-    fed.server.cli(
-        "federation",
-        "add",
-        "casemiss",
-        "--name",
-        "case",
-        "--issuer",
-        TEST_ISSUER,
-        "--subject",
-        SUBJECT.replace("app", "App"),
+    await call("POST", "/v1/identities", {"name": "casemiss"})
+    await _credential(
+        ifed, "casemiss", name="case", issuer=TEST_ISSUER, subject=SUBJECT.replace("app", "App")
     )
-    out = _explain(fed, fed.test_token(), "--identity", "casemiss")
+    out = await _explain(ifed, ifed.test_token(), "casemiss")
     assert "subject differs only in letter case" in out
 
-    fed.server.cli("identity", "create", "audmiss")
-    fed.server.cli(
-        "federation",
-        "add",
+    await call("POST", "/v1/identities", {"name": "audmiss"})
+    await _credential(
+        ifed,
         "audmiss",
-        "--name",
-        "aud",
-        "--issuer",
-        TEST_ISSUER,
-        "--subject",
-        SUBJECT,
-        "--audience",
-        AUDIENCE + "/",
+        name="aud",
+        issuer=TEST_ISSUER,
+        subject=SUBJECT,
+        audiences=[AUDIENCE + "/"],
     )
-    out = _explain(fed, fed.test_token(), "--identity", "audmiss")
+    out = await _explain(ifed, ifed.test_token(), "audmiss")
     assert f"audience '{AUDIENCE}' differs only by a trailing slash" in out
 
 
-def test_accepted_token_and_json_output(fed: Federated) -> None:
-    report = json.loads(
-        fed.server.cli(
-            "--output",
-            "json",
-            "explain",
-            "--token",
-            str(fed.token_file(fed.test_token())),
-            "--identity",
-            "app",
-        ).stdout
-    )
+async def test_accepted_token_and_json_output(ifed: Federated) -> None:
+    report = await _report(ifed, ifed.test_token(), "app")
     assert report["accepted"] is True
     assert report["identities"][0]["matched"] == "test-demo"
     assert all(c["passed"] for c in report["token_checks"])
 
 
-def test_signature_and_time_failures_are_reported(fed: Federated) -> None:
-    expired = fed.test_token(exp=1000, iat=500, nbf=500)
-    report = json.loads(
-        fed.server.cli(
-            "--output", "json", "explain", "--token", str(fed.token_file(expired))
-        ).stdout
-    )
+async def test_signature_and_time_failures_are_reported(ifed: Federated) -> None:
+    expired = ifed.test_token(exp=1000, iat=500, nbf=500)
+    report = await _report(ifed, expired)
     checks = {c["name"]: c for c in report["token_checks"]}
     assert checks["signature"]["passed"] is True
     assert checks["time and claims"]["passed"] is False

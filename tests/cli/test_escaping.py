@@ -143,6 +143,19 @@ def test_explain_escapes_the_presented_token(
         assert _raw_controls(result.stderr) == []
 
 
+def test_explain_command_end_to_end(hostile: tuple[RunningServer, Federated]) -> None:
+    """The command itself (token file, --identity, text and JSON output) against a real server;
+    what explain reports is tested in process (tests/api/test_explain.py)."""
+    server, fed = hostile
+    path = str(fed.token_file(fed.test_token()))
+    out = server.cli("explain", "--token", path, "--identity", "app").stdout
+    assert "matched by 'test-demo'" in out and "ACCEPTED" in out
+    report = json.loads(
+        server.cli("--output", "json", "explain", "--token", path, "--identity", "app").stdout
+    )
+    assert report["accepted"] is True and report["identities"][0]["matched"] == "test-demo"
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -1,9 +1,14 @@
-"""Hostile tokens against a live keyless: one table row per attack.
+"""Hostile tokens against keyless: one table row per attack.
 
 Every row asserts the exact protocol error (status, ``error`` and AADSTS code for the token
 endpoint; status and Key Vault ``error.code`` for the vault), that nothing was issued or
-served, and that the server answered quickly and below 500. ``tests/api/test_exchange_errors``
-is the ordinary negative matrix; this file is the attacker's.
+served, and that the server answered below 500. ``tests/api/test_exchange_errors`` is the
+ordinary negative matrix; this file is the attacker's.
+
+In process (tests/support/inprocess.py), with keyless's clock set to this module's ``NOW``: the
+tokens' time claims are exact against it. A hostile input that crashed the app would fail its
+row (ASGITransport raises the app's exceptions), and ``test_server_survived`` checks that
+nothing was logged as an error.
 """
 
 from __future__ import annotations
@@ -11,21 +16,29 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import inspect
 import json
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import jwt
 import pytest
+import pytest_asyncio
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from keyless.core.clock import ManualClock
 from keyless.core.jose import public_jwk
 from tests.hardening.tally import count
-from tests.support.federation import AUDIENCE, SUBJECT, TEST_ISSUER, TEST_KID, Federated
+from tests.support.federation import AUDIENCE, SUBJECT, TEST_ISSUER, TEST_KID
+from tests.support.inprocess import InProcessFederated as Federated
+from tests.support.inprocess import federate, in_process
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ATTACKER = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 ATTACKER_JWK = public_jwk(ATTACKER.public_key(), TEST_KID, "RS256")
@@ -34,8 +47,7 @@ ATTACKER_EC = ec.generate_private_key(ec.SECP256R1())
 # token signed for one tenant is a forgery in the other (tests/hardening/test_tenant_isolation
 # covers the other shapes of this).
 TENANT_B_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-NOW = int(time.time())
-MAX_SECONDS = 5.0
+NOW = int(time.time())  # keyless's clock stands here for the whole module (``fed``)
 
 
 def b64(data: bytes) -> str:
@@ -168,7 +180,7 @@ X5C = _self_signed_x5c()
 @dataclass(frozen=True)
 class Case:
     id: str
-    token: Callable[[Federated], str]
+    token: Callable[[Federated], str | Awaitable[str]]
     error: str
     code: int
     status: int = 401
@@ -177,11 +189,15 @@ class Case:
     tenant: str | None = None  # "tenant-b": post to the second tenant's token endpoint
 
 
-def bad_request(id: str, token: Callable[[Federated], str], code: int = 50027) -> Case:
+def bad_request(
+    id: str, token: Callable[[Federated], str | Awaitable[str]], code: int = 50027
+) -> Case:
     return Case(id, token, "invalid_request", code, 400)
 
 
-def refused(id: str, token: Callable[[Federated], str], code: int, **kw: Any) -> Case:
+def refused(
+    id: str, token: Callable[[Federated], str | Awaitable[str]], code: int, **kw: Any
+) -> Case:
     return Case(id, token, "invalid_client", code, 401, **kw)
 
 
@@ -371,65 +387,93 @@ CASES: list[Case] = [
 ]
 
 
-@pytest.fixture(scope="module")
-def identities(fed: Federated) -> dict[str, str]:
+class _Errors(logging.Handler):
+    """Records keyless logged at ERROR or above (the subprocess's "Traceback" in its log)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+ERRORS = _Errors()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def fed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Federated]:
+    """keyless in process, its clock at ``NOW``. The subprocess refilled the per-client-IP
+    token bucket in real time between rows; with time standing still the rows (over 100 token
+    requests from one address) would exhaust its burst, so the limiter, tested in
+    ``test_limits``, is off here."""
+    logger = logging.getLogger("keyless")
+    logger.addHandler(ERRORS)
+    try:
+        tmp = tmp_path_factory.mktemp("hostile")
+        async with in_process(tmp, ManualClock(NOW), dev=True, token_rate_limit=0) as kl:
+            yield await federate(kl)
+    finally:
+        logger.removeHandler(ERRORS)
+
+
+async def _resolve(token: str | Awaitable[str]) -> str:
+    return await token if inspect.isawaitable(token) else token
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def identities(fed: Federated) -> dict[str, str]:
     """Extra identities the replay rows name; ``tenant-b:app`` lives in a second tenant."""
-    cli = fed.server.cli
+    call = fed.kl.call
     out: dict[str, str] = {}
-    cli("identity", "create", "only-dev")
-    cli("federation", "add", "only-dev", "--name", "dev", "--issuer", fed.dev_issuer,
-        "--subject", SUBJECT)  # fmt: skip
-    cli("identity", "create", "other-sub")
-    cli("federation", "add", "other-sub", "--name", "t", "--issuer", fed.dev_issuer,
-        "--subject", "system:serviceaccount:other:app")  # fmt: skip
-    for name in ("only-dev", "other-sub"):
-        out[name] = json.loads(cli("--output", "json", "identity", "show", name).stdout)[
-            "client_id"
-        ]
-    out["tenant-b:app"] = tenant_b(fed)["client_id"]
+    for name, subject in (("only-dev", SUBJECT), ("other-sub", "system:serviceaccount:other:app")):
+        await call("POST", "/v1/identities", {"name": name})
+        await call(
+            "POST",
+            f"/v1/identities/{name}/federated-credentials",
+            {"name": "dev" if name == "only-dev" else "t", "issuer": fed.dev_issuer,
+             "subject": subject},
+        )  # fmt: skip
+        out[name] = (await call("GET", f"/v1/identities/{name}"))["client_id"]
+    out["tenant-b:app"] = (await tenant_b(fed))["client_id"]
     return out
 
 
 _TENANT_B: dict[str, dict[str, str]] = {}
 
 
-def tenant_b(fed: Federated) -> dict[str, str]:
+async def tenant_b(fed: Federated) -> dict[str, str]:
     """A second tenant that trusts the same issuer URL, kid and subject with a key of its own
     (``TENANT_B_KEY``, uploaded), with a vault and a secret."""
-    if fed.server.url in _TENANT_B:
-        return _TENANT_B[fed.server.url]
-    cli = fed.server.cli
-    created = json.loads(cli("--output", "json", "tenant", "create", "tenant-b").stdout)
-    again = json.loads(cli("--output", "json", "tenant", "create", "tenant-b").stdout)
+    if fed.tenant_id in _TENANT_B:
+        return _TENANT_B[fed.tenant_id]
+    call = fed.kl.call
+    created = await call("POST", "/v1/tenants", {"alias": "tenant-b"})
+    again = await call("POST", "/v1/tenants", {"alias": "tenant-b"})
     assert again["id"] == created["id"], "tenant create is idempotent"
-    jwks = fed.tmp / "jwks-b.json"
-    jwks.write_text(
-        json.dumps({"keys": [public_jwk(TENANT_B_KEY.public_key(), TEST_KID, "RS256")]})
+    jwks = {"keys": [public_jwk(TENANT_B_KEY.public_key(), TEST_KID, "RS256")]}
+    t = {"tenant": "tenant-b"}
+    await call("POST", "/v1/issuers", {"url": TEST_ISSUER, "jwks": jwks}, **t)
+    ident = await call("POST", "/v1/identities", {"name": "app"}, **t)
+    await call(
+        "POST",
+        "/v1/identities/app/federated-credentials",
+        {"name": "b", "issuer": TEST_ISSUER, "subject": SUBJECT},
+        **t,
     )
-    t = ("--tenant", "tenant-b")
-    cli("issuer", "add", TEST_ISSUER, "--jwks-file", str(jwks), *t)
-    ident = json.loads(cli("--output", "json", "identity", "create", "app", *t).stdout)
-    cli(
-        "federation", "add", "app", "--name", "b", "--issuer", TEST_ISSUER, "--subject", SUBJECT, *t
-    )
-    cli("vault", "create", "kvb", *t)
-    cli("secret", "set", "kvb", "crown", "--value", "tenant-b-crown-jewel-51", *t)
-    cli("role", "assign", "app", "secrets-user", "--scope", "/vaults/kvb", *t)
-    _TENANT_B[fed.server.url] = {"tenant_id": created["id"], "client_id": ident["client_id"]}
-    return _TENANT_B[fed.server.url]
-
-
-def timed_post(fed: Federated, path: str, form: dict[str, str]) -> tuple[httpx.Response, float]:
-    start = time.monotonic()
-    with fed.server.client() as http:
-        response = http.post(path, data=form)
-    return response, time.monotonic() - start
+    await call("POST", "/v1/vaults", {"name": "kvb"}, **t)
+    secret = {"value": "tenant-b-crown-jewel-51", "content_type": None, "tags": {}}
+    await call("PUT", "/v1/vaults/kvb/secrets/crown", secret, **t)
+    role = {"identity": "app", "role": "secrets-user", "scope": "/vaults/kvb"}
+    await call("POST", "/v1/roles", role, **t)
+    _TENANT_B[fed.tenant_id] = {"tenant_id": created["id"], "client_id": ident["client_id"]}
+    return _TENANT_B[fed.tenant_id]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_hostile_assertion(fed: Federated, identities: dict[str, str], case: Case) -> None:
-    assertion = case.token(fed)
-    tenant = tenant_b(fed)["tenant_id"] if case.tenant == "tenant-b" else fed.tenant_id
+async def test_hostile_assertion(fed: Federated, identities: dict[str, str], case: Case) -> None:
+    assertion = await _resolve(case.token(fed))
+    tenant = (await tenant_b(fed))["tenant_id"] if case.tenant == "tenant-b" else fed.tenant_id
     client = identities[case.client] if case.client else fed.client_id
     form = {
         "grant_type": "client_credentials",
@@ -439,10 +483,9 @@ def test_hostile_assertion(fed: Federated, identities: dict[str, str], case: Cas
         "scope": fed.vault_scope,
         **case.form,
     }
-    response, elapsed = timed_post(fed, f"/{tenant}/oauth2/v2.0/token", form)
+    response = await fed.kl.public.post(f"/{tenant}/oauth2/v2.0/token", data=form)
     count("hostile")
     assert response.status_code < 500
-    assert elapsed < MAX_SECONDS, f"{case.id} took {elapsed:.1f} s"
     body = response.json()
     assert "access_token" not in body, body
     assert (response.status_code, body["error"], body["error_codes"]) == (
@@ -456,23 +499,23 @@ def test_hostile_assertion(fed: Federated, identities: dict[str, str], case: Cas
         assert assertion.rsplit(".", 1)[-1] not in response.text or not assertion.rsplit(".")[-1]
 
 
-def test_controls_the_untouched_token_is_accepted(fed: Federated) -> None:
+async def test_controls_the_untouched_token_is_accepted(fed: Federated) -> None:
     """The rows above fail for the reason they name, not because the setup is broken."""
-    assert fed.exchange(fed.test_token()).status_code == 200
-    assert fed.exchange(fed.test_token(aud=["x", AUDIENCE])).status_code == 200
-    assert fed.exchange(raw(fed, HEAD, BODY)).status_code == 200
+    assert (await fed.exchange(fed.test_token())).status_code == 200
+    assert (await fed.exchange(fed.test_token(aud=["x", AUDIENCE]))).status_code == 200
+    assert (await fed.exchange(raw(fed, HEAD, BODY))).status_code == 200
 
 
-def test_controls_tenant_b_accepts_its_own_key(fed: Federated) -> None:
+async def test_controls_tenant_b_accepts_its_own_key(fed: Federated) -> None:
     """The cross-tenant rows are refused for the key, not because tenant B is misconfigured."""
-    b = tenant_b(fed)
-    _access_token(fed, fed.vault_scope, b["tenant_id"], b["client_id"])  # asserts the 200
+    b = await tenant_b(fed)
+    await _access_token(fed, fed.vault_scope, b["tenant_id"], b["client_id"])  # asserts the 200
 
 
 # -- access tokens presented to the vault ---------------------------------------------------
 
 
-def _access_token(
+async def _access_token(
     fed: Federated, scope: str, tenant: str | None = None, client: str | None = None
 ) -> str:
     """An access token of tenant A, or of ``tenant`` (B) signed with B's own issuer key."""
@@ -484,8 +527,7 @@ def _access_token(
         "client_assertion": fed.test_token(key=key),
         "scope": scope,
     }
-    with fed.server.client() as http:
-        response = http.post(f"/{tenant or fed.tenant_id}/oauth2/v2.0/token", data=form)
+    response = await fed.kl.public.post(f"/{tenant or fed.tenant_id}/oauth2/v2.0/token", data=form)
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
 
@@ -496,17 +538,16 @@ def _resign(token: str, key: Any, alg: str, **changes: Any) -> str:
     return jwt.encode({**payload, **changes}, key, algorithm=alg, headers={"kid": header["kid"]})
 
 
-def _vault_forged_none(fed: Federated, b: dict[str, str]) -> str:
-    token = _access_token(fed, fed.vault_scope, b["tenant_id"], b["client_id"])
+async def _vault_forged_none(fed: Federated, b: dict[str, str]) -> str:
+    token = await _access_token(fed, fed.vault_scope, b["tenant_id"], b["client_id"])
     body = token.split(".")[1]
     none = b64(json.dumps({**jwt.get_unverified_header(token), "alg": "none"}).encode())
     return f"{none}.{body}."
 
 
-def _vault_hs256_with_jwks(fed: Federated, b: dict[str, str]) -> str:
-    token = _access_token(fed, fed.vault_scope, b["tenant_id"], b["client_id"])
-    with fed.server.client() as http:
-        jwks = http.get(f"/{b['tenant_id']}/discovery/v2.0/keys").content
+async def _vault_hs256_with_jwks(fed: Federated, b: dict[str, str]) -> str:
+    token = await _access_token(fed, fed.vault_scope, b["tenant_id"], b["client_id"])
+    jwks = (await fed.kl.public.get(f"/{b['tenant_id']}/discovery/v2.0/keys")).content
     payload = jwt.decode(token, options={"verify_signature": False})
     head = b64(json.dumps({**jwt.get_unverified_header(token), "alg": "HS256"}).encode())
     body = b64(json.dumps(payload).encode())
@@ -514,15 +555,25 @@ def _vault_hs256_with_jwks(fed: Federated, b: dict[str, str]) -> str:
     return f"{head}.{body}.{b64(sig)}"
 
 
-def _vault_tid_swapped(fed: Federated, b: dict[str, str]) -> str:
-    token = _access_token(fed, fed.vault_scope)
+async def _vault_tid_swapped(fed: Federated, b: dict[str, str]) -> str:
+    token = await _access_token(fed, fed.vault_scope)
     head, _, sig = token.split(".")
     payload = jwt.decode(token, options={"verify_signature": False})
     payload.update(tid=b["tenant_id"], iss=payload["iss"].replace(fed.tenant_id, b["tenant_id"]))
     return f"{head}.{b64(json.dumps(payload).encode())}.{sig}"
 
 
-VAULT_CASES: list[tuple[str, Callable[[Federated, dict[str, str]], str]]] = [
+async def _vault_signature_stripped(fed: Federated, b: dict[str, str]) -> str:
+    token = await _access_token(fed, fed.vault_scope, b["tenant_id"], b["client_id"])
+    return token.rsplit(".", 1)[0] + "."
+
+
+async def _vault_resigned_by_attacker(fed: Federated, b: dict[str, str]) -> str:
+    token = await _access_token(fed, fed.vault_scope, b["tenant_id"], b["client_id"])
+    return _resign(token, ATTACKER, "RS256")
+
+
+VAULT_CASES: list[tuple[str, Callable[[Federated, dict[str, str]], str | Awaitable[str]]]] = [
     ("tenant-a-access-token-on-tenant-b-vault", lambda f, b: _access_token(f, f.vault_scope)),
     (
         "admin-audience-token-on-vault",
@@ -533,64 +584,50 @@ VAULT_CASES: list[tuple[str, Callable[[Federated, dict[str, str]], str]]] = [
     ("tid-and-iss-swapped-after-signing", _vault_tid_swapped),
     ("alg-none-access-token", _vault_forged_none),
     ("hs256-keyed-with-tenant-jwks", _vault_hs256_with_jwks),
-    (
-        "signature-stripped",
-        lambda f, b: (
-            _access_token(f, f.vault_scope, b["tenant_id"], b["client_id"]).rsplit(".", 1)[0] + "."
-        ),
-    ),
-    (
-        "resigned-by-attacker-same-kid",
-        lambda f, b: _resign(
-            _access_token(f, f.vault_scope, b["tenant_id"], b["client_id"]), ATTACKER, "RS256"
-        ),
-    ),
+    ("signature-stripped", _vault_signature_stripped),
+    ("resigned-by-attacker-same-kid", _vault_resigned_by_attacker),
     ("assertion-instead-of-access-token", lambda f, b: f.test_token(aud=f.vault_scope[:-9])),
     ("garbage", lambda f, b: "not.a.token"),
     ("oversized-just-under-header-cap", lambda f, b: "a" * 15_000),  # above: 431, test_limits
 ]
 
 
-@pytest.fixture(scope="module")
-def vault_b(fed: Federated, identities: dict[str, str]) -> dict[str, str]:
-    b = tenant_b(fed)
-    fed.server.cli("role", "assign", "app", "secrets-officer", "--scope", "/")  # tenant A: all
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def vault_b(fed: Federated, identities: dict[str, str]) -> dict[str, str]:
+    b = await tenant_b(fed)
+    role = {"identity": "app", "role": "secrets-officer", "scope": "/"}
+    await fed.kl.call("POST", "/v1/roles", role)  # tenant A: all
     return b
 
 
-def _read_crown(fed: Federated, token: str) -> httpx.Response:
-    with fed.server.client() as http:
-        return http.get(
-            "/vaults/kvb/secrets/crown?api-version=7.4",
-            headers={"authorization": f"Bearer {token}"},
-        )
+async def _read_crown(fed: Federated, token: str) -> httpx.Response:
+    return await fed.kl.public.get(
+        "/vaults/kvb/secrets/crown?api-version=7.4",
+        headers={"authorization": f"Bearer {token}"},
+    )
 
 
 @pytest.mark.parametrize("case", VAULT_CASES, ids=[c[0] for c in VAULT_CASES])
-def test_hostile_access_token_on_vault(
-    fed: Federated, vault_b: dict[str, str], case: tuple[str, Callable[..., str]]
+async def test_hostile_access_token_on_vault(
+    fed: Federated, vault_b: dict[str, str], case: tuple[str, Callable[..., Any]]
 ) -> None:
-    token = case[1](fed, vault_b)
-    start = time.monotonic()
-    response = _read_crown(fed, token)
+    token = await _resolve(case[1](fed, vault_b))
+    response = await _read_crown(fed, token)
     count("hostile")
-    assert time.monotonic() - start < MAX_SECONDS
     assert response.status_code == 401, response.text
     assert response.json()["error"]["code"] == "Unauthorized"
     assert "tenant-b-crown-jewel-51" not in response.text
     assert response.headers["www-authenticate"].startswith("Bearer authorization=")
 
 
-def test_vault_control_tenant_b_token_reads_its_secret(
+async def test_vault_control_tenant_b_token_reads_its_secret(
     fed: Federated, vault_b: dict[str, str]
 ) -> None:
-    token = _access_token(fed, fed.vault_scope, vault_b["tenant_id"], vault_b["client_id"])
-    response = _read_crown(fed, token)
+    token = await _access_token(fed, fed.vault_scope, vault_b["tenant_id"], vault_b["client_id"])
+    response = await _read_crown(fed, token)
     assert response.status_code == 200 and response.json()["value"] == "tenant-b-crown-jewel-51"
 
 
-def test_server_survived(fed: Federated) -> None:
-    with fed.server.client() as http:
-        assert http.get("/healthz").status_code == 200
-    assert fed.server.proc.poll() is None
-    assert "Traceback" not in fed.server.log
+async def test_server_survived(fed: Federated) -> None:
+    assert (await fed.kl.public.get("/healthz")).status_code == 200
+    assert [r.getMessage() for r in ERRORS.records] == []

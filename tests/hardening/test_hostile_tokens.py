@@ -35,8 +35,8 @@ from keyless.core.clock import ManualClock
 from keyless.core.jose import public_jwk
 from tests.hardening.tally import count
 from tests.support.federation import AUDIENCE, SUBJECT, TEST_ISSUER, TEST_KID
+from tests.support.inprocess import ErrorLog, federate, in_process
 from tests.support.inprocess import InProcessFederated as Federated
-from tests.support.inprocess import federate, in_process
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -387,18 +387,7 @@ CASES: list[Case] = [
 ]
 
 
-class _Errors(logging.Handler):
-    """Records keyless logged at ERROR or above (the subprocess's "Traceback" in its log)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-ERRORS = _Errors()
+ERRORS = ErrorLog()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyless.core.clock import ManualClock
 from tests.hardening.tally import count
-from tests.support.inprocess import InProcess, in_process
+from tests.support.inprocess import ErrorLog, InProcess, in_process
 from tests.support.oidc import SUBJECT, LocalIssuer, jwks_of, new_key, sign
 from tests.support.tenants import token_form
 
@@ -236,18 +236,7 @@ class World:
         return self.pairs[variant_id]
 
 
-class _Errors(logging.Handler):
-    """Records keyless logged at ERROR or above (the subprocess's "Traceback" in its log)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-ERRORS = _Errors()
+ERRORS = ErrorLog()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyless.core.jose import public_jwk
+from tests.support.oidc import AUDIENCE as AUDIENCE  # re-exported for the tests
+from tests.support.oidc import SUBJECT, sign
 from tests.support.server import RunningServer
 
 TEST_ISSUER = "https://issuer.test/clusters/a"
 TEST_KID = "test-key-1"
-SUBJECT = "system:serviceaccount:demo:app"
-AUDIENCE = "api://AzureADTokenExchange"
 
 
 @dataclass
@@ -68,22 +66,14 @@ class Federated:
         **claims: Any,
     ) -> str:
         """A token of TEST_ISSUER; ``claims`` override (None removes a claim)."""
-        now = int(time.time())
-        body: dict[str, Any] = {
-            "iss": TEST_ISSUER,
-            "sub": SUBJECT,
-            "aud": [AUDIENCE],
-            "iat": now,
-            "nbf": now,
-            "exp": now + 600,
-        }
-        for name, value in claims.items():
-            if value is None:
-                body.pop(name, None)
-            else:
-                body[name] = value
-        headers = {"kid": TEST_KID, **(header or {})}
-        return jwt.encode(body, key or self.key, algorithm=alg, headers=headers)
+        return sign(
+            key or self.key,
+            iss=claims.pop("iss", TEST_ISSUER),
+            kid=TEST_KID,
+            alg=alg,
+            header=header,
+            **claims,
+        )
 
     def exchange(
         self,

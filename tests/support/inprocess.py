@@ -15,6 +15,7 @@ test issuer with a key the test holds, and the two federated credentials.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -33,7 +33,8 @@ from keyless.net.fetch import HttpJwksFetcher
 from keyless.server.limits import BodyLimit
 from keyless.server.services import Services
 from keyless.settings import Settings, load_settings
-from tests.support.federation import AUDIENCE, SUBJECT, TEST_ISSUER, TEST_KID
+from tests.support.federation import SUBJECT, TEST_ISSUER, TEST_KID
+from tests.support.oidc import sign
 
 PUBLIC_URL = "https://localhost:8443"  # the settings' default public URL
 ADMIN_URL = "http://keyless"  # as the CLI's client names the admin socket
@@ -152,22 +153,15 @@ class InProcessFederated:
         **claims: Any,
     ) -> str:
         """A token of TEST_ISSUER issued at the clock's now; ``claims`` override (None drops)."""
-        now = int(self.clock.now())
-        body: dict[str, Any] = {
-            "iss": TEST_ISSUER,
-            "sub": SUBJECT,
-            "aud": [AUDIENCE],
-            "iat": now,
-            "nbf": now,
-            "exp": now + 600,
-        }
-        for name, value in claims.items():
-            if value is None:
-                body.pop(name, None)
-            else:
-                body[name] = value
-        headers = {"kid": TEST_KID, **(header or {})}
-        return jwt.encode(body, key or self.key, algorithm=alg, headers=headers)
+        return sign(
+            key or self.key,
+            iss=claims.pop("iss", TEST_ISSUER),
+            kid=TEST_KID,
+            alg=alg,
+            header=header,
+            now=self.clock.now(),
+            **claims,
+        )
 
     async def exchange(
         self,
@@ -212,3 +206,15 @@ async def federate(kl: InProcess) -> InProcessFederated:
     return InProcessFederated(
         kl, tenant["id"], ident["client_id"], ident["object_id"], dev_issuer, key, jwks
     )
+
+
+class ErrorLog(logging.Handler):
+    """Records of the ``keyless`` loggers at ERROR or above: in process, what a subprocess's
+    "Traceback" in its log was."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)

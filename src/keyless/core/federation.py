@@ -64,7 +64,7 @@ class AddedIssuer:
 
 
 async def _first_fetch(probe: JwksFetcher, url: str) -> str | None:
-    """Why the keys of discovery issuer ``url`` cannot be fetched now (None if they can).
+    """Why the keys of issuer ``url`` cannot be fetched now (None if they can).
 
     A refused address raises InvalidRequest: retrying later cannot help.
     """
@@ -204,14 +204,14 @@ class Federation:
         jwks: object | None,
         *,
         kubernetes_api: bool = False,
-        probe: JwksFetcher | None = None,
         allow_unreachable: bool = False,
     ) -> AddedIssuer:
         """Register (or re-key) an issuer: keys by discovery, from ``jwks``, or, with
         ``kubernetes_api``, from the Kubernetes API server keyless itself runs in.
 
-        A discovery issuer's keys are first fetched through ``probe``, before anything is
-        stored, so that a broken issuer is seen at once: an address the network policy refuses
+        The keys of an issuer that keyless fetches (discovery, Kubernetes API) are first
+        fetched with its source's fetcher, before anything is stored, so that a broken issuer
+        is seen at once: an address the network policy refuses
         is an InvalidRequest, whatever ``allow_unreachable`` says; a failed fetch is
         IssuerUnreachable and nothing is stored, unless ``allow_unreachable``, which stores it
         anyway and returns a warning (keyless keeps retrying in the background). Re-adding an
@@ -231,7 +231,8 @@ class Federation:
             updated_at=now,
         )
         problem = None
-        if record.source == "discovery" and probe is not None:
+        probe = None if record.jwks is not None else self.keys.fetcher_for(record.source)
+        if probe is not None:
             problem = await _first_fetch(probe, url)
         known = self.is_registered(tenant_id, url)
         if problem is not None and not allow_unreachable:
@@ -249,21 +250,9 @@ class Federation:
         if problem is None:
             status = await self.keys.refresh(cache_id)
             if status.consecutive_failures and status.last_error:
-                problem = status.last_error  # e.g. the Kubernetes API, or a flaky issuer
-                if record.kubernetes_api and not allow_unreachable:
-                    # Its first fetch could only run once it was stored: undo, as for discovery.
-                    if created:
-                        await self._store.remove_issuer(tenant_id, url)
-                        await self.reload()
-                        raise IssuerUnreachable(
-                            f"{problem}; issuer not added (--allow-unreachable adds it anyway)"
-                        )
-                    raise IssuerUnreachable(
-                        f"issuer {url} is already registered, but its keys cannot be fetched "
-                        f"now: {problem}"
-                    )
+                problem = status.last_error  # a flaky issuer, failing right after the probe
         else:
-            status = self.keys.status(cache_id)
+            status = self.keys.record_failure(cache_id, problem)
         warning = None
         if problem is not None:
             state = "added" if created else "already registered"

@@ -443,6 +443,11 @@ class IssuerKeys:
         # A caller that gives up (cancelled) must not cancel the fetch other callers share.
         await asyncio.shield(task)
 
+    def fetcher_for(self, source: Source) -> JwksFetcher | None:
+        """The fetcher of issuers of ``source`` (None for uploaded JWKS, or a source this
+        server has no fetcher for)."""
+        return self._fetchers.get(source)
+
     async def _run_fetch(self, entry: _Entry) -> None:
         entry.last_attempt = self._clock.now()
         fetcher = self._fetchers.get(entry.record.source)
@@ -475,6 +480,14 @@ class IssuerKeys:
         if not entry.consecutive_failures:
             entry.failing_since = self._clock.now()
         entry.consecutive_failures += 1
+
+    def record_failure(self, issuer: str, reason: str) -> IssuerStatus:
+        """A fetch of ``issuer``'s keys made just before it was registered (``issuer add``'s
+        first fetch) failed: count it as this index's own, so its status says why."""
+        entry = self._entry(issuer)
+        entry.last_attempt = self._clock.now()
+        self._failed(entry, reason)
+        return self.status(issuer)
 
     async def refresh(self, issuer: str) -> IssuerStatus:
         """Fetch now, whatever the rate limits (``keyless issuer refresh``); NotFound if unknown.

@@ -103,7 +103,6 @@ async def issuer_add(request: Request) -> Response:
         url,
         jwks,
         kubernetes_api=kubernetes_api,
-        probe=s.fetcher,
         allow_unreachable=allow_unreachable,
     )
     view = {"created": added.created, **_issuer_view(added.status)}

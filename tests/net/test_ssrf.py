@@ -12,8 +12,7 @@ from typing import Any
 import httpcore
 import pytest
 
-from keyless.core.errors import ConfigError, Unavailable
-from keyless.core.issuers import AddressRefused
+from keyless.core.errors import AddressRefused, ConfigError, Unavailable
 from keyless.net.addresses import Address, AddressPolicy, parse_ip_literal, parse_network
 from keyless.net.connect import GuardedBackend
 from keyless.net.fetch import HttpJwksFetcher

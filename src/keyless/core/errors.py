@@ -101,3 +101,21 @@ class RateLimited(KeylessError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class AddressRefused(Unavailable):
+    """A fetch refused by the server's network policy (a private, loopback, link-local or
+    metadata address, ...) before any connection was opened.
+
+    An ``Unavailable`` so that a refused refresh is recorded like any failed fetch (the issuer
+    keeps its last good keys); ``issuer add`` tells it apart, since retrying cannot help.
+    """
+
+    code = "address_refused"
+
+
+class IssuerUnreachable(InvalidRequest):
+    """``issuer add``: the first fetch of an issuer's keys failed, so it was not added
+    (an issuer that cannot be verified is refused like a bad request, not as a server fault)."""
+
+    code = "issuer_unreachable"

@@ -15,13 +15,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from keyless.core.clock import Clock
-from keyless.core.errors import Conflict, InvalidRequest, NotFound, Unavailable
-from keyless.core.issuers import (
+from keyless.core.errors import (
     AddressRefused,
+    Conflict,
+    InvalidRequest,
+    IssuerUnreachable,
+    NotFound,
+    Unavailable,
+)
+from keyless.core.issuers import (
     IssuerKeys,
     IssuerRecord,
     IssuerStatus,
-    IssuerUnreachable,
     JwksFetcher,
     parse_jwks,
     validate_issuer_url,

@@ -242,24 +242,6 @@ def validate_jwks(data: Any) -> dict[str, Any]:
     return {"keys": [dict(jwk) for jwk in keys]}
 
 
-class AddressRefused(Unavailable):
-    """A fetch refused by the server's network policy (a private, loopback, link-local or
-    metadata address, ...) before any connection was opened.
-
-    An ``Unavailable`` so that a refused refresh is recorded like any failed fetch (the issuer
-    keeps its last good keys); ``issuer add`` tells it apart, since retrying cannot help.
-    """
-
-    code = "address_refused"
-
-
-class IssuerUnreachable(InvalidRequest):
-    """``issuer add``: the first fetch of a discovery issuer's keys failed, so it was not added
-    (an issuer that cannot be verified is refused like a bad request, not as a server fault)."""
-
-    code = "issuer_unreachable"
-
-
 def is_loopback_host(host: str) -> bool:
     """True for ``localhost``, 127.0.0.0/8 and ::1 (brackets allowed)."""
     host = host.strip("[]").lower()

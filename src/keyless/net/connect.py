@@ -25,7 +25,7 @@ from typing import Protocol
 import httpcore
 import httpx
 
-from keyless.core.issuers import AddressRefused
+from keyless.core.errors import AddressRefused
 from keyless.net.addresses import Address, AddressPolicy, parse_ip_literal
 
 

@@ -23,8 +23,8 @@ import httpcore
 import httpx
 
 from keyless import __version__
-from keyless.core.errors import ConfigError, Unavailable
-from keyless.core.issuers import AddressRefused, is_loopback_host
+from keyless.core.errors import AddressRefused, ConfigError, Unavailable
+from keyless.core.issuers import is_loopback_host
 from keyless.net.addresses import AddressPolicy, Network
 from keyless.net.connect import GuardedBackend, PoolTransport, Resolver
 

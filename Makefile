@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install bench clean kubectl
+.PHONY: run test lint install bench clean kubectl coverage
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,8 +25,17 @@ kubectl:
 	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null; }
 
+# Three pytest-xdist workers, one test module each at a time (module fixtures start one server):
+# the end-to-end tests wait on their servers, so three keep two cores busy.
+PYTEST_WORKERS ?= 3
+PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+
 test: $(STAMP) kubectl
-	$(BIN)/python -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+	$(PYTEST); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
+
+# Line coverage of src/keyless over the whole suite, server subprocesses included.
+coverage: $(STAMP) kubectl
+	$(PYTEST) --cov=keyless --cov-report=term:skip-covered
 
 # ruff, mypy (strict on core, the broker included) and the layering contracts in pyproject.toml
 # (lint-imports: core -> api/server/store, api -> server and dialect -> dialect are refused).

@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 
 from keyless.store.sql import SqlStore
+from tests.hardening.tally import COUNTS
 from tests.support.inprocess import InProcessFederated, federate, in_process
 from tests.support.server import ServerFactory
 
@@ -94,3 +95,34 @@ async def ifed(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[InProc
     ``pytest.mark.asyncio(loop_scope="module")``. Its clock only moves when a test moves it."""
     async with in_process(tmp_path_factory.mktemp("inproc"), dev=True) as kl:
         yield await federate(kl)
+
+
+SUMMARY = {
+    "hostile": "hostile token cases",
+    "fuzz": "property-test (Hypothesis) examples",
+    "crash": "crash rounds (SIGKILL, restart, verify)",
+    "isolation": "tenant isolation checks (token endpoint, issuers, vaults, JWKS)",
+    "schemathesis": "schemathesis examples (requests from docs/openapi, live server)",
+    "schemathesis_2xx": "schemathesis examples answered 2xx",
+    "schemathesis_ops": "schemathesis operations exercised",
+    "schemathesis_ops_2xx": "schemathesis operations answered 2xx at least once",
+}
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A pytest-xdist worker hands its counts to the controller."""
+    output = getattr(session.config, "workeroutput", None)
+    if output is not None:
+        output["keyless_counts"] = dict(COUNTS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:  # type: ignore[no-untyped-def]
+    """The controller sums the counts of every worker (pytest-xdist hook)."""
+    COUNTS.update(getattr(node, "workeroutput", {}).get("keyless_counts", {}))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for key, label in SUMMARY.items():
+        if COUNTS[key]:
+            terminalreporter.write_line(f"{label}: {COUNTS[key]}")

@@ -171,7 +171,7 @@ def test_error_messages_are_escaped(
     hostile: tuple[RunningServer, Federated], args: list[str]
 ) -> None:
     server, _ = hostile
-    result = server.cli(*args, check=False)
+    result = server.cli(*args, check=False, process=True)  # what reaches a real terminal
     assert result.returncode != 0
     assert result.stderr.count("\n") == 1  # one line
     assert _raw_controls(result.stderr) == []

@@ -127,7 +127,7 @@ def test_cli_refusal_is_one_line_and_exit_1(prod: RunningServer) -> None:
             "issuer https://10.0.0.5/cluster refused: 10.0.0.5 is a private address "
             "(RFC 1918); allow it with --allow-issuer-network"
         )
-    text = prod.cli("issuer", "add", "https://169.254.169.254/", check=False)
+    text = prod.cli("issuer", "add", "https://169.254.169.254/", check=False, process=True)
     assert text.returncode == 1 and len(text.stderr.strip().splitlines()) == 1
     assert text.stderr.strip().endswith(
         "refused unless --allow-issuer-network names exactly 169.254.169.254/32"

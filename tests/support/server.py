@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.cli import run_cli
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -58,17 +60,23 @@ class RunningServer:
         )
 
     def cli(
-        self, *args: str, check: bool = True, input: str | None = None
+        self, *args: str, check: bool = True, input: str | None = None, process: bool = False
     ) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
-        result = subprocess.run(
-            [*keyless_cmd(), "--data-dir", str(self.data_dir), *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-            input=input,
-        )
+        """``keyless --data-dir DATA ARGS``: in this process (tests/support/cli.py), or as a
+        real subprocess with ``process=True`` where the process itself is what is tested."""
+        argv = ["--data-dir", str(self.data_dir), *args]
+        if process:
+            env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+            result = subprocess.run(
+                [*keyless_cmd(), *argv],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+                input=input,
+            )
+        else:
+            result = run_cli(argv, input)
         if check and result.returncode != 0:
             raise AssertionError(f"keyless {' '.join(args)} failed: {result.stderr}")
         return result

@@ -48,6 +48,9 @@ class AdminClient:
             raise CliError(message or f"server answered {response.status_code}")
         return data
 
+    def close(self) -> None:
+        self._http.close()
+
     def get(self, path: str, **params: Any) -> Any:
         return self.call("GET", path, params=params or None)
 

@@ -64,6 +64,7 @@ def _root(
         raise typer.BadParameter("--output must be text or json")
     chosen = data_dir or Path(os.environ.get("KEYLESS_DATA_DIR", ".keyless"))
     ctx.obj = Globals(chosen, output)
+    ctx.call_on_close(ctx.obj.close)
 
 
 @app.command()

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install bench clean kubectl coverage
+.PHONY: run test lint install bench clean kubectl shell-tools coverage
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,16 +25,25 @@ kubectl:
 	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null; }
 
+# tests/api/test_seed_script.py and tests/test_readme.py run bash scripts that use curl and jq.
+shell-tools:
+	@missing=""; for tool in curl jq; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian's$$missing for the script tests"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends$$missing >/dev/null; fi
+
 # Three pytest-xdist workers, one test module each at a time (module fixtures start one server):
 # the end-to-end tests wait on their servers, so three keep two cores busy.
 PYTEST_WORKERS ?= 3
 PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
-test: $(STAMP) kubectl
+test: $(STAMP) kubectl shell-tools
 	$(PYTEST); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 # Line coverage of src/keyless over the whole suite, server subprocesses included.
-coverage: $(STAMP) kubectl
+coverage: $(STAMP) kubectl shell-tools
 	$(PYTEST) --cov=keyless --cov-report=term:skip-covered
 
 # ruff, mypy (strict on core, the broker included) and the layering contracts in pyproject.toml

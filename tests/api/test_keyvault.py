@@ -172,7 +172,7 @@ def test_challenge_before_body_and_wrong_audience(officer: Federated) -> None:
         assert response.status_code == 401
         challenge = response.headers["www-authenticate"]
         assert challenge == (
-            f'Bearer authorization="{officer.server.url}/{officer.tenant_id}", '
+            f'Bearer authorization="{officer.server.url}/", '
             f'resource="https://vault.localhost:{officer.server.port}"'
         )
         assert response.json()["error"]["code"] == "Unauthorized"

@@ -1,4 +1,5 @@
-"""``POST /{tenant}/oauth2/v2.0/token``: one URL, two token dialects, chosen by grant_type.
+"""``POST /{tenant}/oauth2/v2.0/token`` (and GET with a form body, as Entra): one URL, two
+token dialects, chosen by grant_type.
 
 ``client_credentials`` is Entra v2 (``api/entra/token.py``), the RFC 8693 grant is
 ``api/rfc8693``. What comes before the choice (the per-client throttle, the tenant, the form)
@@ -39,4 +40,6 @@ async def token(request: Request) -> Response:
         return entra.render_error(exc)
 
 
-routes = [Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"])]
+# GET too: Entra answers a GET whose body is the form (the blog's script sends
+# ``curl -X GET … --form …``, a multipart body), so keyless does.
+routes = [Route("/{tenant}/oauth2/v2.0/token", token, methods=["GET", "POST"])]

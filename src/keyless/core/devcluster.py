@@ -27,6 +27,7 @@ from keyless.core.models import DevCluster
 _NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 _SUBDOMAIN = re.compile(r"(?=.{1,253}\Z)[a-z0-9]([a-z0-9.-]*[a-z0-9])?")
 DEFAULT_AUDIENCE = "api://AzureADTokenExchange"
+DEV_CLUSTER = "dev"  # made at start with --dev; `keyless dev token`'s default --cluster
 
 
 def validate_name(kind: str, value: str) -> str:

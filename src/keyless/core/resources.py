@@ -5,6 +5,15 @@ from __future__ import annotations
 from keyless.core.errors import InvalidRequest, InvalidTarget
 
 AZURE_KEY_VAULT = "https://vault.azure.net"
+# Key Vault's resource in each Azure cloud (public, China, US Government, Germany): scripts and
+# SDK callers written against Azure ask for these by name, and keyless's vault accepts tokens
+# for any of them as well as for its own resource (``https://VAULT_DOMAIN:PORT``).
+AZURE_KEY_VAULT_CLOUDS = (
+    AZURE_KEY_VAULT,
+    "https://vault.azure.cn",
+    "https://vault.usgovcloudapi.net",
+    "https://vault.microsoftazure.de",
+)
 ADMIN_AUDIENCE = "api://keyless-admin"
 _IGNORED_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})
 
@@ -12,11 +21,12 @@ _IGNORED_SCOPES = frozenset({"openid", "profile", "offline_access", "email"})
 class Resources:
     def __init__(self, vault_resource: str) -> None:
         self.vault = vault_resource
-        # resource -> kind; the public Key Vault resource is accepted for callers that ask
-        # for it by name (``get_token("https://vault.azure.net/.default")``).
+        # resource -> kind; the clouds' Key Vault resources are accepted for callers that ask
+        # for them by name (``get_token("https://vault.azure.net/.default")``, the blog's
+        # curl script's ``scope=https://vault.azure.net/.default``).
         self.known: dict[str, str] = {
             vault_resource: "keyvault",
-            AZURE_KEY_VAULT: "keyvault",
+            **dict.fromkeys(AZURE_KEY_VAULT_CLOUDS, "keyvault"),
             ADMIN_AUDIENCE: "admin",
         }
 

@@ -15,7 +15,7 @@ from keyless.core.auditlog import load_audit_key
 from keyless.core.auditsink import StoreAuditSink
 from keyless.core.broker import Broker
 from keyless.core.clock import Clock, SystemClock
-from keyless.core.devcluster import DevClusters
+from keyless.core.devcluster import DEV_CLUSTER, DevClusters
 from keyless.core.envelope import RootKeys
 from keyless.core.errors import Conflict, KeylessError
 from keyless.core.exchange import ExchangePolicy, TokenService
@@ -184,6 +184,10 @@ class Services:
             clock,
         )
         await services.checkpoint_if_due()  # the first one covers a log written before the key
+        if settings.dev:
+            # The development cluster exists from the start, so that `keyless issuer add
+            # PUBLIC_URL/dev/clusters/dev` finds its discovery document before any `dev token`.
+            await services.dev_clusters.ensure(DEV_CLUSTER)
         await federation.reload()
         await roles.reload()
         await services.vaults.reload_if_changed()

@@ -9,7 +9,7 @@ and must get the challenge, not a 400 about the body).
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -18,7 +18,7 @@ from keyless.api.urls import vault_url
 from keyless.core.access import IdentityGone
 from keyless.core.broker import Broker
 from keyless.core.errors import NotFound, Unauthorized
-from keyless.core.resources import AZURE_KEY_VAULT
+from keyless.core.resources import AZURE_KEY_VAULT_CLOUDS
 from keyless.logs import request_id
 from keyless.settings import Settings
 
@@ -46,6 +46,17 @@ def _split_host(host: str) -> tuple[str, str | None]:
     return name, f":{int(port)}"
 
 
+def _one_leading_slash(scope: Scope) -> Scope:
+    """``//TENANT/oauth2/v2.0/token`` as ``/TENANT/…``: AKS's webhook sets
+    ``AZURE_AUTHORITY_HOST=https://login.microsoftonline.com/`` (trailing slash), so scripts
+    that append ``/$AZURE_TENANT_ID/…`` send a doubled slash, which Entra accepts."""
+    path: str = scope["path"]
+    if not path.startswith("//"):
+        return scope
+    raw: bytes = scope.get("raw_path") or path.encode()
+    return {**scope, "path": "/" + path.lstrip("/"), "raw_path": b"/" + raw.lstrip(b"/")}
+
+
 class VaultDispatcher:
     """Routes vault traffic (by host or ``/vaults/NAME``) to the Key Vault app."""
 
@@ -57,6 +68,7 @@ class VaultDispatcher:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            scope = _one_leading_slash(scope)
             hostname, port = _split_host((_header(scope, b"host") or "").lower())
             if hostname.endswith(self.suffix) and "." not in hostname[: -len(self.suffix)]:
                 if port is None:
@@ -90,7 +102,21 @@ class KeyVaultAuth:
         self.app = app
         self.broker = broker
         self.settings = settings
-        self.audiences = frozenset({settings.vault_resource, AZURE_KEY_VAULT})
+        self.audiences = frozenset({settings.vault_resource, *AZURE_KEY_VAULT_CLOUDS})
+        # The challenge names no tenant: its ``authorization`` has an empty path. The SDKs take
+        # the challenge's tenant from that path's first segment and refuse one that differs
+        # from the credential's (azure-identity ``resolve_tenant``; azure-keyvault's
+        # challenge policy passes it as ``tenant_id``), so naming the tenant id would refuse a
+        # workload configured with the alias (``AZURE_TENANT_ID=default``) and the reverse.
+        # Without a tenant, each SDK asks its own configured tenant (Python: path "" -> None;
+        # Go azsecrets ``parseTenant``: ``strings.Split(url, "/")[3]`` -> "", which needs the
+        # trailing slash). The token's own tenant is checked here, whatever the SDK asked.
+        # Only scheme and host: a public URL's path prefix would be read as a tenant.
+        origin = urlsplit(settings.public_url)
+        self.challenge = (
+            f'Bearer authorization="{origin.scheme}://{origin.netloc}/", '
+            f'resource="{settings.vault_resource}"'
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,12 +130,7 @@ class KeyVaultAuth:
             )
             return
         tenant = await broker.tenant(vault.tenant_id)
-        challenge = {
-            "WWW-Authenticate": (
-                f'Bearer authorization="{settings.public_url}/{tenant.id}", '
-                f'resource="{settings.vault_resource}"'
-            )
-        }
+        challenge = {"WWW-Authenticate": self.challenge}
         auth = _header(scope, b"authorization") or ""
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from keyless.localresolve import resolving
 from tests.support.server import RunningServer, ServerFactory
 
 SCRIPT = Path(__file__).parent / "fixtures" / "seed.sh"
@@ -101,3 +102,32 @@ def test_blog_script_reads_the_secret(
     assert result.returncode == 0, result.stderr
     assert result.stdout == VALUE + "\n", (result.stdout, result.stderr)
     assert result.stderr == ""
+
+
+@pytest.mark.parametrize("tenant", ["default", "id"])
+@pytest.mark.parametrize("authority", ["aks-trailing-slash", "no-slash"])
+def test_azure_sdk_with_tenant_alias_or_id(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch, authority: str, tenant: str
+) -> None:
+    """The real SDK (DefaultAzureCredential + SecretClient) with ``AZURE_TENANT_ID=default``
+    passes its challenge check (the challenge names no tenant) as with the tenant id."""
+    from azure.identity import DefaultAzureCredential
+    from azure.keyvault.secrets import SecretClient
+    from azure.keyvault.secrets._shared.http_challenge_cache import clear
+
+    server = seeded.server
+    for name in list(os.environ):
+        if name.startswith(("AZURE_", "MSAL_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv(
+        "AZURE_AUTHORITY_HOST", server.url + ("/" if authority == "aks-trailing-slash" else "")
+    )
+    monkeypatch.setenv("AZURE_TENANT_ID", seeded.tenant_id if tenant == "id" else "default")
+    monkeypatch.setenv("AZURE_CLIENT_ID", seeded.client_id)
+    monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(seeded.token_file))
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca))
+    clear()  # the SDK's challenge cache is process-wide, keyed by host:port
+    with resolving("vault.localhost"), DefaultAzureCredential() as credential:
+        client = SecretClient(f"https://billing.vault.localhost:{server.port}", credential)
+        with client:
+            assert client.get_secret("db-password").value == VALUE

@@ -12,7 +12,7 @@ import typer
 
 from keyless.cli.client import seg
 from keyless.cli.context import globals_of
-from keyless.cli.output import emit, render_explain
+from keyless.cli.output import emit, render_explain, say
 from keyless.core.errors import KeylessError
 from keyless.text import printable
 
@@ -105,7 +105,29 @@ def issuer_add(
     warning = added.get("warning") if isinstance(added, dict) else None
     if warning:
         print(f"keyless: warning: {printable(warning)}", file=sys.stderr)
-    emit(added, g.output)
+    if g.output == "json" or not isinstance(added, dict):
+        emit(added, g.output)
+        return
+    say(_added_line(added))
+
+
+_SOURCES = {"discovery": "by discovery", "file": "from the uploaded JWKS"}
+
+
+def _added_line(added: dict[str, object]) -> str:
+    """``issuer URL added: 1 key by discovery (kid K)``: what was done and what it trusts now.
+
+    An issuer with no keys (added with --allow-unreachable) says so in words, never ``kids []``;
+    the reason is the warning on stderr."""
+    url = added.get("url")
+    done = "added" if added.get("created") else "already registered"
+    kids = [str(kid) for kid in added.get("kids") or ()]  # type: ignore[attr-defined]
+    source = _SOURCES.get(str(added.get("source")), f"from the {added.get('source')} API")
+    if not kids:
+        return f"issuer {url} {done}: no keys yet ({added.get('state')}; keyless keeps retrying)"
+    count = f"{len(kids)} key" + ("" if len(kids) == 1 else "s")
+    label = "kid" if len(kids) == 1 else "kids"
+    return f"issuer {url} {done}: {count} {source} ({label} {', '.join(kids)})"
 
 
 def _when(value: object) -> object:

@@ -25,11 +25,10 @@ import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from keyless.api.app import public_app
 from keyless.core.jose import public_jwk
-from keyless.server.limits import BodyLimit
+from tests.support.clients import client_at
 from tests.support.federation import SUBJECT
-from tests.support.inprocess import PUBLIC_URL, InProcessFederated, federate, in_process
+from tests.support.inprocess import InProcessFederated, federate, in_process
 from tests.support.oidc import sign
 from tests.support.server import RunningServer, ServerFactory
 
@@ -168,13 +167,6 @@ def test_idle_connection_is_closed(limited: RunningServer) -> None:
 # -- the token rate limit, on the injected clock --------------------------------------------
 
 
-def client_at(fed: InProcessFederated, host: str) -> httpx.AsyncClient:
-    """Another client of the same keyless (same services, same buckets) from address ``host``."""
-    app = BodyLimit(public_app(fed.kl.services, fed.kl.services.metrics))
-    transport = httpx.ASGITransport(app=app, client=(host, 40000))
-    return httpx.AsyncClient(transport=transport, base_url=PUBLIC_URL)
-
-
 @pytest.mark.asyncio(loop_scope="module")
 async def test_token_endpoint_rate_limit_per_client(ilimited: InProcessFederated) -> None:
     ilimited.clock.advance(60)  # whatever came before, this client's bucket is full
@@ -191,7 +183,7 @@ async def test_token_endpoint_rate_limit_per_client(ilimited: InProcessFederated
     assert "access_token" not in body
     # Other endpoints are not limited, and another client has a bucket of its own.
     assert (await ilimited.kl.public.get(f"/{ilimited.tenant_id}/discovery/v2.0/keys")).is_success
-    async with client_at(ilimited, "127.0.0.2") as other:
+    async with client_at(ilimited.kl, "127.0.0.2") as other:
         form = {
             "grant_type": "client_credentials",
             "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",

@@ -22,8 +22,9 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from tests.support.adminapi import federate_by_admin_api
 from tests.support.clients import client_at
-from tests.support.federation import Federated, federate
+from tests.support.federation import Federated
 from tests.support.inprocess import InProcess, in_process
 from tests.support.server import RunningServer, ServerFactory
 
@@ -52,7 +53,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     factory = ServerFactory(tmp)
     try:
         server = factory.start("--body-timeout", f"{BODY_TIMEOUT}s", dev=True)
-        fed = federate(server, tmp)
+        fed = federate_by_admin_api(server, tmp)
         with server.admin() as admin:  # the admin API itself: no CLI process per call
             assert admin.post("/v1/vaults", json={"name": VAULT}).status_code == 200
             role = {"identity": "app", "role": "secrets-officer", "scope": f"/vaults/{VAULT}"}

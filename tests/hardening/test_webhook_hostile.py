@@ -25,6 +25,7 @@ from keyless.k8s import admission, inject, manifests, names
 from tests.hardening.tally import count
 from tests.k8s.cases import AUTHORITY, FIXTURES, TENANT, answer
 from tests.k8s.webhook import Webhook, start_webhook
+from tests.support.adminapi import admin_call
 from tests.support.server import ServerFactory
 
 UID = "4b1f3c2a-9d8e-4f70-a6b5-c4d3e2f1a0b9"
@@ -44,8 +45,9 @@ def hook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Webhook, st
     env = {"KUBECONFIG": str(tmp / "no-kubeconfig"), "HOME": str(tmp)}
     try:
         webhook = start_webhook(factory, tmp, env=env)
-        made = webhook.server.cli("--output", "json", "identity", "create", "app")
-        yield webhook, json.loads(made.stdout)["client_id"]
+        with webhook.server.admin() as admin:  # the CLI's own admin API, without a process
+            made = admin_call(admin, "POST", "/v1/identities", {"name": "app"})
+        yield webhook, made["client_id"]
     finally:
         factory.stop_all()
         log = "".join(s.log for s in factory.running)

@@ -2,8 +2,9 @@
 
 Raw sockets where a client library would normalise the request away (two Host headers, an
 absolute-form target, a body shorter than its Content-Length): body read timeout, Host
-checks, strict JSON bodies on every listener, the discovery rate limit, and ``nextLink``
-built only from validated, encoded parts.
+checks, strict JSON bodies on every listener, and ``nextLink`` built only from validated,
+encoded parts. The discovery rate limit runs in process, on the injected clock: its buckets
+refill only when the test moves the clock.
 """
 
 from __future__ import annotations
@@ -13,17 +14,22 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import pytest_asyncio
 
-from tests.support.federation import Federated, federate
+from tests.support.adminapi import federate_by_admin_api
+from tests.support.clients import client_at
+from tests.support.federation import Federated
+from tests.support.inprocess import InProcess, in_process
 from tests.support.server import RunningServer, ServerFactory
 
 BODY_TIMEOUT = 1  # seconds (--body-timeout of the module's server)
+PATIENT_BODY_TIMEOUT = 60  # seconds (--body-timeout of the ``patient`` server)
 VAULT = "kv1"
 
 
@@ -47,7 +53,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     factory = ServerFactory(tmp)
     try:
         server = factory.start("--body-timeout", f"{BODY_TIMEOUT}s", dev=True)
-        fed = federate(server, tmp)
+        fed = federate_by_admin_api(server, tmp)
         with server.admin() as admin:  # the admin API itself: no CLI process per call
             assert admin.post("/v1/vaults", json={"name": VAULT}).status_code == 200
             role = {"identity": "app", "role": "secrets-officer", "scope": f"/vaults/{VAULT}"}
@@ -129,13 +135,14 @@ SLOW = {
     "no-body-byte-at-all": Slow(TOKEN_HEAD + "content-length: 10\r\n", ()),
     "chunked-never-ends": Slow(TOKEN_HEAD + "transfer-encoding: chunked\r\n", (b"5\r\ngrant\r\n",)),
     # A total, not an idle time: a byte every 0.3 s never lets a chunk gap reach the timeout.
-    "drip-fed": Slow(TOKEN_HEAD + "content-length: 100\r\n", (b"g",) * 20, gap=0.3),
+    # 40 bytes take the client 12 s: the server must cut it off long before it is done.
+    "drip-fed": Slow(TOKEN_HEAD + "content-length: 100\r\n", (b"g",) * 40, gap=0.3),
     # The vault answers 401 at once without reading the body; dripping the rest must not
     # hold the connection (each byte used to cancel the keep-alive timer).
     "drip-after-early-answer": Slow(
         "PUT /secrets/x HTTP/1.1\r\nhost: {vault}\r\ncontent-type: application/json\r\n"
         "content-length: 100\r\n",
-        (b"{",) * 20,
+        (b"{",) * 40,
         gap=0.3,
         vault=True,
     ),
@@ -148,51 +155,74 @@ SLOW = {
 }
 
 
-def drive(sock: socket.socket, parts: tuple[bytes, ...], gap: float, limit: float) -> bytes:
+def drive(
+    sock: socket.socket, parts: tuple[bytes, ...], gap: float, limit: float
+) -> tuple[bytes, int]:
     """Send ``parts`` one per ``gap`` seconds (going on after an answer, as a dripping client
-    would) while reading; return what arrived once the server closed the connection."""
+    would) while reading; once the server has closed the connection, return what arrived and
+    how many parts the client had not sent yet. ``limit`` is a hang guard: the test fails if
+    the server has not closed the connection by then."""
     deadline = time.monotonic() + limit
     pending, next_send, out = list(parts), time.monotonic(), b""
+    refused = False  # a send failed: the server has closed, what is left stays unsent
     while time.monotonic() < deadline:
         now = time.monotonic()
-        if pending and now >= next_send:
+        sending = bool(pending) and not refused
+        if sending and now >= next_send:
             try:
-                sock.sendall(pending.pop(0))
+                sock.sendall(pending[0])
             except OSError:
-                pending = []
+                refused, sending = True, False
+            else:
+                pending.pop(0)
             next_send = now + gap
-        wait = max(0.0, min(next_send if pending else deadline, deadline) - time.monotonic())
+        wait = max(0.0, min(next_send if sending else deadline, deadline) - time.monotonic())
         buffered = isinstance(sock, ssl.SSLSocket) and sock.pending()
         if not buffered and not select.select([sock], [], [], wait)[0]:
             continue
         try:
             chunk = sock.recv(65536)
         except (ConnectionResetError, ssl.SSLError, TimeoutError):
-            return out
+            return out, len(pending)
         if not chunk:
-            return out
+            return out, len(pending)
         out += chunk
     raise AssertionError(f"the server did not close the connection within {limit} s: {out!r}")
 
 
 @pytest.mark.parametrize("case", SLOW.values(), ids=SLOW.keys())
 def test_a_body_that_does_not_arrive_in_time_closes_the_connection(edge: Edge, case: Slow) -> None:
+    # Taken before connecting: the server's body timer starts after this, once the headers
+    # are in, so it cannot have fired before BODY_TIMEOUT has passed here.
+    start = time.monotonic()
     sock = admin_socket(edge.server) if case.admin else tls_socket(edge.server)
     with sock:
-        start = time.monotonic()
         sock.sendall((case.head.format(vault=edge.vault_host) + "\r\n").encode())
-        answer = drive(sock, case.parts, case.gap, limit=BODY_TIMEOUT + 5)
-        elapsed = time.monotonic() - start
-    assert elapsed < BODY_TIMEOUT + 1.5, elapsed
+        answer, unsent = drive(sock, case.parts, case.gap, limit=30)
+        waited = time.monotonic() - start
+    # The event: the server closed the connection while the body was still unfinished, and
+    # a dripping client still had bytes to send (it would have gone on for 12 s).
+    if case.gap:
+        assert unsent > 0, "the server held the connection until the client had finished"
     if case.vault:
         assert status_of(answer) == 401  # answered first, then cut off
     else:
         assert status_of(answer) == 408, answer[:300]
-        assert elapsed >= BODY_TIMEOUT * 0.9, elapsed
+        assert waited >= BODY_TIMEOUT * 0.9, waited  # not cut off before its time
+
+
+@pytest.fixture(scope="module")
+def patient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server whose body timeout is far beyond any pause a test makes."""
+    factory = ServerFactory(tmp_path_factory.mktemp("patient"))
+    try:
+        yield factory.start("--body-timeout", f"{PATIENT_BODY_TIMEOUT}s", dev=True)
+    finally:
+        factory.stop_all()
 
 
 @pytest.mark.parametrize("admin", [False, True], ids=["public", "admin"])
-def test_a_body_that_arrives_in_time_is_served(edge: Edge, admin: bool) -> None:
+def test_a_body_that_arrives_in_time_is_served(patient: RunningServer, admin: bool) -> None:
     if admin:
         head, body = "POST /v1/identities HTTP/1.1\r\nhost: keyless\r\n", b'{"name": "edge-ok"}'
     else:
@@ -201,10 +231,12 @@ def test_a_body_that_arrives_in_time_is_served(edge: Edge, admin: bool) -> None:
         f"{head}content-type: application/json\r\ncontent-length: {len(body)}\r\n"
         "connection: close\r\n\r\n"
     ).encode()
-    sock = admin_socket(edge.server) if admin else tls_socket(edge.server)
+    sock = admin_socket(patient) if admin else tls_socket(patient)
     with sock:
         sock.sendall(request)
-        time.sleep(BODY_TIMEOUT * 0.5)  # slow, but within the timeout
+        # The pause is the thing tested: a body that follows its headers after a while, but
+        # within the timeout (0.5 s of 60 s: no race), is read and answered.
+        time.sleep(0.5)
         answer = exchange_raw(sock, body)
     assert status_of(answer) in ((200, 201) if admin else (400,)), answer[:300]
 
@@ -446,13 +478,14 @@ def test_next_link_pages_through_every_secret(edge: Edge) -> None:
 # -- unauthenticated work: discovery rate limit ------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def throttled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    factory = ServerFactory(tmp_path_factory.mktemp("throttled"))
-    try:
-        yield factory.start("--discovery-rate-limit", "1", dev=True)
-    finally:
-        factory.stop_all()
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def throttled(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[InProcess]:
+    """keyless in process with a discovery rate limit of 1/s (burst 2); its clock stands still
+    unless a test moves it."""
+    async with in_process(
+        tmp_path_factory.mktemp("throttled"), dev=True, discovery_rate_limit=1
+    ) as kl:
+        yield kl
 
 
 DISCOVERY = {
@@ -464,29 +497,30 @@ DISCOVERY = {
 }
 
 
+@pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize(
     ("source", "path"),
     [(10 + i, path) for i, path in enumerate(DISCOVERY.values())],
     ids=DISCOVERY.keys(),
 )
-def test_discovery_is_rate_limited_per_client(
-    throttled: RunningServer, source: int, path: str
+async def test_discovery_is_rate_limited_per_client(
+    throttled: InProcess, source: int, path: str
 ) -> None:
     """1/s, burst 2: the third request in a row is a 429 with Retry-After. Each case comes
-    from its own loopback addresses, so each has its own buckets (and needs no sleep)."""
-
-    def client(last_octet: int) -> httpx.Client:
-        transport = httpx.HTTPTransport(
-            verify=throttled.ssl_context(), local_address=f"127.0.0.{last_octet}"
-        )
-        return httpx.Client(base_url=throttled.url, transport=transport, timeout=30)
-
-    with client(source) as http:
-        answers = [http.get(path) for _ in range(4)]
-    statuses = [a.status_code for a in answers]
-    assert statuses[0] == statuses[1] != 429 and statuses[2:] == [429, 429], statuses
-    assert int(answers[-1].headers["retry-after"]) >= 1
-    if not path.startswith("/dev/"):
-        assert answers[-1].json()["error"] == "temporarily_unavailable"
-    with client(source + 100) as other:  # another client is not limited by these
-        assert other.get(path).status_code == statuses[0]
+    from its own addresses, so each has its own buckets; the clock does not move between
+    requests, so no token comes back until the test advances it."""
+    async with client_at(throttled, f"127.0.0.{source}") as http:
+        answers = [await http.get(path) for _ in range(4)]
+        statuses = [a.status_code for a in answers]
+        assert statuses[0] == statuses[1] != 429 and statuses[2:] == [429, 429], statuses
+        assert answers[-1].headers["retry-after"] == "1"
+        if not path.startswith("/dev/"):
+            assert answers[-1].json()["error"] == "temporarily_unavailable"
+        async with client_at(throttled, f"127.0.0.{source + 100}") as other:
+            # another client is not limited by these
+            assert (await other.get(path)).status_code == statuses[0]
+        throttled.clock.advance(0.9)  # 1/s: not yet a token back
+        assert (await http.get(path)).status_code == 429
+        throttled.clock.advance(0.1)  # one
+        assert (await http.get(path)).status_code == statuses[0]
+        assert (await http.get(path)).status_code == 429

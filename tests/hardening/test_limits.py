@@ -289,3 +289,22 @@ async def test_stalled_issuer_does_not_stall_other_issuers(ilimited: InProcessFe
         assert "unreachable: no answer within" in status["last_error"], status
     finally:
         slow.close()
+
+
+def test_forwarded_headers_do_not_choose_the_rate_limited_address(servers: ServerFactory) -> None:
+    """The token rate limit keys on the TCP peer: a loopback client naming other addresses in
+    X-Forwarded-For / Forwarded (which uvicorn would trust from 127.0.0.1 by default) still
+    spends its own bucket."""
+    server = servers.start("--token-rate-limit", "1", "--token-rate-burst", "2", dev=True)
+    statuses = []
+    with server.client() as http:
+        for i in range(4):
+            forged = f"203.0.113.{i + 1}"
+            response = http.post(
+                "/default/oauth2/v2.0/token",
+                data={"grant_type": "client_credentials"},
+                headers={"X-Forwarded-For": forged, "Forwarded": f"for={forged}"},
+            )
+            statuses.append(response.status_code)
+    assert statuses[:2] == [400, 400], statuses  # the burst: refused for the form, not the rate
+    assert 429 in statuses[2:], statuses

@@ -182,6 +182,9 @@ def _config(
         lifespan="off",
         timeout_graceful_shutdown=DRAIN_SECONDS,
         server_header=False,
+        # The peer address is the TCP peer's: uvicorn would otherwise take X-Forwarded-For from
+        # loopback clients, so any local process could pick the address rate limits key on.
+        proxy_headers=False,
     )
 
 

@@ -13,7 +13,6 @@ import copy
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -446,7 +445,7 @@ def test_hostile_review(hook: tuple[Webhook, str], case: Hostile) -> None:
 
 FUZZ = settings(
     max_examples=300,
-    deadline=timedelta(seconds=2),
+    deadline=None,  # no wall-clock budget per example: a slow machine is not a failure
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

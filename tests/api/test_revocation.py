@@ -225,6 +225,20 @@ def test_every_worker_cuts_off_at_once(servers: ServerFactory) -> None:
             _assert_refused_as_gone(response, _audit_server(server), object_id)
         if name == "role-removed":
             _admin(server, "POST", "/v1/roles", ROLE)  # given back: served again
+    # The re-created identity: its own token is served, the old one's never (every worker).
+    new = _admin(server, "GET", "/v1/identities/app")
+    assert new["object_id"] != object_id
+    _admin(
+        server,
+        "POST",
+        "/v1/identities/app/federated-credentials",
+        {"name": "dev", "issuer": f"{server.url}/dev/clusters/dev", "subject": SUBJECT},
+    )
+    dev_token = _admin(server, "POST", "/v1/dev/token", DEV_TOKEN)["token"]
+    fresh = _exchange(server, new["client_id"], dev_token)
+    for _ in range(2 * workers):
+        assert _read(server, fresh).status_code == 200
+        assert _read(server, token).status_code == 401
 
 
 def test_other_replica_cuts_off_within_its_propagation_delay(

@@ -17,11 +17,10 @@ without its bearer token (``ignored_auth``).
 Bounded and repeatable: ``KEYLESS_TEST_SCHEMATHESIS_EXAMPLES`` examples per operation (default
 25), generated from a fixed seed per operation (a digest of its label: the sample does not shift
 when this file is edited, nor one operation's draws mirror another's), whatever the machine's
-speed. Time stands
-still (an injected clock): tokens and expiry are judged at one instant. The summary prints the
-number of requests sent (``schemathesis examples``). Loopback only: issuer URLs are pointed at a
-closed loopback port, and ``KUBECONFIG`` names no file, so nothing the fuzzer names is ever
-fetched.
+speed. Time stands still (an injected clock): tokens and expiry are judged at one instant. The
+summary prints the number of requests sent (``schemathesis examples``). Loopback only: issuer
+URLs are pointed at a closed loopback port, and ``KUBECONFIG`` names no file, so nothing the
+fuzzer names is ever fetched.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Forging the audit history, on a real server and a real database (SQLite and PostgreSQL).
+"""Forging the audit history, on keyless and a real database (SQLite and PostgreSQL).
 
 A writer to the database (no root key) edits, inserts, deletes, swaps and re-chains rows,
 recomputing every SHA-256 hash and the head as it goes, moves the head back, plants or edits
@@ -12,6 +12,10 @@ the database alone can prove.
 Also: a log written before the audit key existed (migrated from 0004) verifies with its
 unkeyed prefix reported and a checkpoint over it; a root key rotation keeps everything green;
 a deleted audit key row shows up after a restart.
+
+The forgeries run in process (tests/support/inprocess.py: the server's own ``Services`` and
+admin app on the same database), the exports made with the admin calls ``keyless audit export``
+makes. Real servers and the real CLI where a restart or the CLI's own output is what is tested.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ import dataclasses
 import json
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+import pytest_asyncio
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -39,9 +44,13 @@ from keyless.core.auditkey import AuditKey, AuditMac
 from keyless.store.schema import audit_checkpoints, audit_events, audit_head, audit_key
 from keyless.store.urls import DatabaseUrl
 from tests.hardening.tally import count
+from tests.support.inprocess import InProcess, in_process
 from tests.support.server import RunningServer, ServerFactory
 
 FIRST, SECOND = 12, 6  # events before the first export, and between the two exports
+PAGE = 1000  # the CLI's page size (keyless.cli.audit.PAGE)
+# The in-process cases share the module's event loop with its module-scoped keyless.
+in_proc = pytest.mark.asyncio(loop_scope="module")
 
 
 class Db:
@@ -164,7 +173,7 @@ def _forge_reason(at: int) -> Callable[[AuditRow], AuditEvent]:
 
 @dataclass
 class Live:
-    server: RunningServer
+    data_dir: Path  # the server's (its root key)
     db: Db
     e1: Path  # export with a checkpoint at seq FIRST
     e2: Path  # export with checkpoints at FIRST and E2_SEQ
@@ -181,7 +190,7 @@ class Live:
 
     def audit_key(self) -> AuditKey:
         """What a holder of the root key (and the database) can read."""
-        root = rootkey.load_root_keys(self.server.data_dir / "root.key", create=False)
+        root = rootkey.load_root_keys(self.data_dir / "root.key", create=False)
         with self.db.engine.connect() as conn:
             sealed = conn.execute(sa.select(audit_key.c.sealed)).scalar_one()
         return AuditKey.open(bytes(sealed), root)
@@ -216,18 +225,88 @@ def _setup(server: RunningServer, db: Db, tmp: Path) -> Live:
     server.cli("audit", "export", "--file", str(e1))
     _create_identities(server, [f"between-{i}" for i in range(SECOND)])
     server.cli("audit", "export", "--file", str(e2))
-    live = Live(server, db, e1, e2, old_head)
+    live = Live(server.data_dir, db, e1, e2, old_head)
     assert [c["seq"] for c in _exported_checkpoints(e2)] == [FIRST, live.e2_seq]
     live.snapshot = db.snapshot()
     return live
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def _live(
+# -- in process: the same, through the admin app ---------------------------------------------
+
+
+async def _create_identities_in(kl: InProcess, names: list[str]) -> None:
+    for name in names:
+        response = await kl.admin.post("/v1/identities?tenant=default", json={"name": name})
+        assert response.status_code in (200, 201), response.text
+
+
+async def _verify_in(kl: InProcess, against: Path | None = None) -> dict[str, Any]:
+    body = {"checkpoints": _exported_checkpoints(against)} if against else None
+    response = await kl.admin.post("/v1/audit/verify", json=body)
+    assert response.status_code == 200, response.text
+    report: dict[str, Any] = response.json()
+    return report
+
+
+async def _get(kl: InProcess, path: str, **params: int) -> dict[str, Any]:
+    response = await kl.admin.get(path, params=params)
+    assert response.status_code == 200, response.text
+    page: dict[str, Any] = response.json()
+    return page
+
+
+async def _export_in(kl: InProcess, file: Path) -> None:
+    """``keyless audit export --file FILE``: the admin calls it makes, the lines it writes."""
+    response = await kl.admin.post("/v1/audit/checkpoints")
+    assert response.status_code == 200, response.text
+    fresh = response.json()["checkpoint"]
+    upto = int(fresh["seq"]) if fresh else 0
+    lines: list[dict[str, Any]] = []
+    after = 0
+    while upto:
+        events = (await _get(kl, "/v1/audit", after=after, limit=PAGE))["events"]
+        lines += [e for e in events if int(e["seq"]) <= upto]
+        if not events or int(events[-1]["seq"]) >= upto or len(events) < PAGE:
+            break
+        after = int(events[-1]["seq"])
+    cursor = 0
+    while True:
+        page = await _get(kl, "/v1/audit/checkpoints", after=cursor, limit=PAGE, upto=upto)
+        lines += [{"checkpoint": cp} for cp in page["checkpoints"]]
+        cursor = int(page["next"])
+        if len(page["checkpoints"]) < PAGE:
+            break
+    file.write_text(
+        "".join(json.dumps(x, sort_keys=True, separators=(",", ":")) + "\n" for x in lines)
+    )
+
+
+async def _setup_in(kl: InProcess, db: Db, tmp: Path) -> Live:
+    await _create_identities_in(kl, [f"before-{i}" for i in range(FIRST)])
+    old_head = db.head()
+    assert old_head["seq"] == FIRST and old_head["mac"]
+    e1, e2 = tmp / "e1.jsonl", tmp / "e2.jsonl"
+    await _export_in(kl, e1)
+    await _create_identities_in(kl, [f"between-{i}" for i in range(SECOND)])
+    await _export_in(kl, e2)
+    live = Live(kl.data_dir, db, e1, e2, old_head)
+    assert [c["seq"] for c in _exported_checkpoints(e2)] == [FIRST, live.e2_seq]
+    live.snapshot = db.snapshot()
+    return live
+
+
+@dataclass
+class InLive:
+    kl: InProcess
+    live: Live
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=["sqlite", "postgresql"])
+async def _inproc(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Live]:
+) -> AsyncIterator[InLive]:
     tmp = tmp_path_factory.mktemp(f"tamper-{request.param}")
-    args: list[str] = []
+    flags: dict[str, str] = {}
     pg_name = None
     if request.param == "postgresql":
         admin_url = request.getfixturevalue("pg_server")
@@ -235,17 +314,15 @@ def _live(
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{pg_name}"')
         url = f"{admin_url.rsplit('/', 1)[0]}/{pg_name}"
-        args = ["--database", url]
+        flags = {"database_url": url}
     else:
         url = f"sqlite:///{tmp / 'data' / 'keyless.db'}"
-    factory = ServerFactory(tmp)
     db = None
     try:
-        server = factory.start(*args, dev=True, data_dir=tmp / "data")
-        db = Db(url)
-        yield _setup(server, db, tmp)
+        async with in_process(tmp, dev=True, **flags) as kl:
+            db = Db(url)
+            yield InLive(kl, await _setup_in(kl, db, tmp))
     finally:
-        factory.stop_all()
         if db is not None:
             db.close()
         if pg_name is not None:
@@ -254,10 +331,33 @@ def _live(
 
 
 @pytest.fixture
-def live(_live: Live) -> Iterator[Live]:
-    """The module's server, its audit tables put back as they were after each test."""
-    yield _live
-    _live.db.restore(_live.snapshot)
+def inproc(_inproc: InLive) -> Iterator[InLive]:
+    """The module's keyless in process, its audit tables put back as they were after each test."""
+    yield _inproc
+    _inproc.live.db.restore(_inproc.live.snapshot)
+
+
+@pytest.fixture(scope="module")
+def _cli_live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, Live]]:
+    """A real server (SQLite) for what the CLI itself prints; the checks behind its words run
+    in process on both databases."""
+    tmp = tmp_path_factory.mktemp("tamper-cli")
+    factory = ServerFactory(tmp)
+    db = None
+    try:
+        server = factory.start(dev=True, data_dir=tmp / "data")
+        db = Db(f"sqlite:///{tmp / 'data' / 'keyless.db'}")
+        yield server, _setup(server, db, tmp)
+    finally:
+        factory.stop_all()
+        if db is not None:
+            db.close()
+
+
+@pytest.fixture
+def cli_live(_cli_live: tuple[RunningServer, Live]) -> Iterator[tuple[RunningServer, Live]]:
+    yield _cli_live
+    _cli_live[1].db.restore(_cli_live[1].snapshot)
 
 
 # -- the forgeries -------------------------------------------------------------------------
@@ -419,15 +519,17 @@ CASES = {
 }
 
 
+@in_proc
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
-def test_a_forged_history_is_named(live: Live, case: Case) -> None:
-    assert _verify(live.server)["ok"]
+async def test_a_forged_history_is_named(inproc: InLive, case: Case) -> None:
+    kl, live = inproc.kl, inproc.live
+    assert (await _verify_in(kl))["ok"]
     case.tamper(live)
     against = {"e1": live.e1, "e2": live.e2}.get(case.against or "")
     if against is not None:
-        alone = _verify(live.server)
+        alone = await _verify_in(kl)
         assert alone["ok"], alone  # the database alone cannot show this one: the export can
-    report = _verify(live.server, against)
+    report = await _verify_in(kl, against)
     assert not report["ok"]
     problem = report["problem"]
     assert (problem["check"], problem["kind"], problem["seq"]) == (
@@ -439,10 +541,11 @@ def test_a_forged_history_is_named(live: Live, case: Case) -> None:
     count("audit forgeries")
 
 
-def test_the_cli_says_which_check_failed_and_where(live: Live) -> None:
+def test_the_cli_says_which_check_failed_and_where(cli_live: tuple[RunningServer, Live]) -> None:
+    server, live = cli_live
     _rewritten_with_the_root_key(True)(live)
-    assert live.server.cli("audit", "verify").returncode == 0
-    result = live.server.cli("audit", "verify", "--checkpoint", str(live.e1), check=False)
+    assert server.cli("audit", "verify").returncode == 0
+    result = server.cli("audit", "verify", "--checkpoint", str(live.e1), check=False)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "keyless: error: audit log verification failed: checkpoint check, mismatch at seq "
@@ -457,12 +560,28 @@ def _when(export: Path) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(signed))
 
 
-def test_a_checkpoint_is_never_signed_over_a_forged_head(live: Live) -> None:
+def test_a_checkpoint_is_never_signed_over_a_forged_head(
+    cli_live: tuple[RunningServer, Live],
+) -> None:
+    server, live = cli_live
     _reason_edited_and_rechained(live)
-    refused = live.server.cli("audit", "export", check=False)
+    refused = server.cli("audit", "export", check=False)
     assert refused.returncode == 1
     assert "no audit checkpoint signed: the head (seq" in refused.stderr
     assert "fails its keyed MAC" in refused.stderr
+
+
+@in_proc
+async def test_no_checkpoint_is_signed_over_a_forged_head_on_either_database(
+    inproc: InLive,
+) -> None:
+    """What the CLI test above prints, asked of the admin API on SQLite and PostgreSQL."""
+    _reason_edited_and_rechained(inproc.live)
+    refused = await inproc.kl.admin.post("/v1/audit/checkpoints")
+    assert 400 <= refused.status_code < 500, refused.text
+    message = refused.json()["error"]["message"]
+    assert "no audit checkpoint signed: the head (seq" in message
+    assert "fails its keyed MAC" in message
 
 
 # -- a log from before the key, root key rotation, a deleted key ---------------------------
@@ -578,14 +697,14 @@ def test_a_deleted_audit_key_shows_after_a_restart(
     count("audit forgeries", 2)
 
 
-def test_verify_refuses_malformed_exported_checkpoints(live: Live) -> None:
-    with live.server.admin() as admin:
-        for body, message in (
-            ({"checkpoints": "x"}, "'checkpoints' must be a list"),
-            ({"checkpoints": [{}] * 501}, "'checkpoints' must be a list of at most 500"),
-            ({"checkpoints": [{"seq": 1}]}, "'time' must be a number"),
-            ({"other": 1}, "unknown member 'other'"),
-        ):
-            response = admin.post("/v1/audit/verify", json=body)
-            assert response.status_code == 400, response.text
-            assert message in response.json()["error"]["message"]
+@in_proc
+async def test_verify_refuses_malformed_exported_checkpoints(inproc: InLive) -> None:
+    for body, message in (
+        ({"checkpoints": "x"}, "'checkpoints' must be a list"),
+        ({"checkpoints": [{}] * 501}, "'checkpoints' must be a list of at most 500"),
+        ({"checkpoints": [{"seq": 1}]}, "'time' must be a number"),
+        ({"other": 1}, "unknown member 'other'"),
+    ):
+        response = await inproc.kl.admin.post("/v1/audit/verify", json=body)
+        assert response.status_code == 400, response.text
+        assert message in response.json()["error"]["message"]

@@ -1,42 +1,49 @@
-"""Schemathesis against a live keyless: requests generated from docs/openapi/*.yaml.
+"""Schemathesis against keyless in process: requests generated from docs/openapi/*.yaml.
 
-Every operation of ``docs/openapi/public.yaml`` is sent over HTTPS to a real ``keyless serve
---dev`` (verifying its CA), and every operation of ``docs/openapi/admin.yaml`` over the real
-admin Unix socket (a ``requests`` adapter that connects to ``DATA_DIR/admin.sock``). Requests
-come from Schemathesis's generators, valid (positive) and invalid (negative) alike, steered
-often enough towards what exists (the tenant, vault ``sch``, its secrets, the dev cluster, a
-valid client assertion, a bearer token that holds ``secrets-officer``) that more than the
-404/401 paths run. Each response must be no 5xx, arrive within ``TIMEOUT`` (a hang fails), and
-conform to the description: status code, content type, headers, body schema; the Key Vault
-operations must also refuse the request without its bearer token (``ignored_auth``).
+Every operation of ``docs/openapi/public.yaml`` and of ``docs/openapi/admin.yaml`` is sent to
+keyless in process (tests/support/inprocess.py: the server's own ``Services`` and the apps
+``keyless serve`` builds, behind its limits) through Schemathesis's ASGI transport. That
+transport runs an app on an event loop of its own, which keyless's store and locks (bound to the
+loop they were made on) cannot share, so the app it is given is a ``Bridge``: each request is
+handed to the harness's httpx client (``ASGITransport``) on the event loop the ``Services`` live
+on. Requests come from Schemathesis's generators, valid (positive) and invalid (negative)
+alike, steered often enough towards what exists (the tenant, vault ``sch``, its secrets, the dev
+cluster, a valid client assertion, a bearer token that holds ``secrets-officer``) that more than
+the 404/401 paths run. Each response must be no 5xx (an exception escaping the app fails the
+case outright), arrive within ``TIMEOUT`` (a hang fails), and conform to the description: status
+code, content type, headers, body schema; the Key Vault operations must also refuse the request
+without its bearer token (``ignored_auth``).
 
-Bounded: ``KEYLESS_TEST_SCHEMATHESIS_EXAMPLES`` examples per operation (default 25) and a
-``BUDGET`` in seconds for the whole module, past which the remaining operations run 5
-examples each. The summary prints the number of requests sent (``schemathesis examples``).
-Loopback only: issuer URLs are pointed at a closed loopback port, and the server has no
-Kubernetes configuration, so nothing the fuzzer names is ever fetched.
+Bounded and repeatable: ``KEYLESS_TEST_SCHEMATHESIS_EXAMPLES`` examples per operation (default
+25), generated from a fixed seed per operation (a digest of its label: the sample does not shift
+when this file is edited, nor one operation's draws mirror another's), whatever the machine's
+speed. Time stands still (an injected clock): tokens and expiry are judged at one instant. The
+summary prints the number of requests sent (``schemathesis examples``). Loopback only: issuer
+URLs are pointed at a closed loopback port, and ``KUBECONFIG`` names no file, so nothing the
+fuzzer names is ever fetched.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
+import logging
 import os
-import socket
+import re
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import anyio
+import anyio.to_thread
+import httpx
 import pytest
-import requests
 import schemathesis
-import urllib3
-from hypothesis import HealthCheck, Phase, given, settings
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
-from requests.adapters import HTTPAdapter
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -48,14 +55,21 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.hardening.tally import count
-from tests.support.federation import SUBJECT, TEST_ISSUER, Federated, federate
-from tests.support.server import RunningServer, ServerFactory
+from tests.support.federation import SUBJECT, TEST_ISSUER
+from tests.support.inprocess import (
+    ADMIN_URL,
+    PUBLIC_URL,
+    ErrorLog,
+    InProcess,
+    InProcessFederated,
+    federate,
+    in_process,
+)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "openapi"
 PUBLIC = schemathesis.openapi.from_path(str(DOCS / "public.yaml"))
 ADMIN = schemathesis.openapi.from_path(str(DOCS / "admin.yaml"))
 EXAMPLES = int(os.environ.get("KEYLESS_TEST_SCHEMATHESIS_EXAMPLES", "25"))
-BUDGET = 90.0  # seconds for the module's requests; past it, operations get 5 examples
 TIMEOUT = 10.0  # per request: a hang is a failure
 VAULT = "sch"
 # Seeded secrets, each for the operations that leave it usable by the others (a delete of
@@ -68,6 +82,7 @@ SEEDED_FOR = {
     ("POST", "/vaults/{vault}/deletedsecrets/{name}/recover"): ("seed-gone",),
 }
 DELETED = ("seed-gone", "seed-purge", "seed-restore")
+REMOVABLE_ISSUER = "https://127.0.0.1:9/removable"  # added unreachable, for issuers/remove
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -75,131 +90,158 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-_STARTED: list[float] = []
 STATUSES: dict[str, list[int]] = {}  # operation -> status codes answered
+ERRORS = ErrorLog()  # ERROR records of the keyless loggers: the subprocess's "Traceback"
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------------------------
-# requests over the admin Unix socket.
+# Schemathesis's ASGI transport to keyless's event loop.
 # --------------------------------------------------------------------------------------------
 
 
-class _UnixConnection(urllib3.connection.HTTPConnection):
-    def __init__(self, path: str, **kw: Any) -> None:
-        super().__init__("localhost", **kw)
-        self._path = path
+class Bridge:
+    """An ASGI app for Schemathesis's ASGI transport: each request, read whole, is sent by the
+    harness's httpx client on the portal's event loop (where keyless's ``Services`` live) and
+    its answer replayed. A request unanswered within ``TIMEOUT`` raises, as an exception
+    escaping keyless's app would: the case fails."""
 
-    def _new_conn(self) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        timeout = self.timeout if isinstance(self.timeout, int | float) else TIMEOUT
-        sock.settimeout(timeout)
-        try:
-            sock.connect(self._path)
-        except OSError:
-            sock.close()
-            raise
-        return sock
+    def __init__(self, portal: BlockingPortal, client: httpx.AsyncClient) -> None:
+        self._portal = portal
+        self._client = client
 
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":  # keyless's lifetime is the fixture's, not this one's
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        host, port = scope["server"]
+        url = f"{scope['scheme']}://{host}:{port}{scope['raw_path'].decode('latin-1')}"
+        if scope["query_string"]:
+            url += "?" + scope["query_string"].decode("latin-1")
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
 
-class _UnixPool(urllib3.HTTPConnectionPool):
-    def __init__(self, path: str) -> None:
-        super().__init__("localhost", timeout=TIMEOUT)
-        self._path = path
+        async def forward() -> httpx.Response:
+            with anyio.fail_after(TIMEOUT):
+                return await self._client.request(
+                    scope["method"], url, headers=headers, content=body
+                )
 
-    def _new_conn(self) -> _UnixConnection:
-        return _UnixConnection(self._path, timeout=TIMEOUT)
-
-
-class UnixAdapter(HTTPAdapter):
-    """Every request of the session it is mounted on goes to one Unix socket."""
-
-    def __init__(self, path: str) -> None:
-        super().__init__()
-        self._pool = _UnixPool(path)
-
-    def get_connection_with_tls_context(self, *args: Any, **kw: Any) -> _UnixPool:
-        return self._pool
-
-    def close(self) -> None:
-        self._pool.close()
-        super().close()
+        answer = await anyio.to_thread.run_sync(self._portal.call, forward)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": answer.status_code,
+                "headers": [(k.encode("latin-1"), v.encode("latin-1"))
+                            for k, v in answer.headers.multi_items()],
+            }
+        )  # fmt: skip
+        await send({"type": "http.response.body", "body": answer.content})
 
 
 # --------------------------------------------------------------------------------------------
-# The live server.
+# keyless in process, seeded.
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass
 class Live:
-    server: RunningServer
-    fed: Federated
+    kl: InProcess
+    portal: BlockingPortal
+    fed: InProcessFederated
     bearer: str  # vault token of identity ``app`` (secrets-officer on /vaults/sch)
     bearer_no_role: str  # vault token of identity ``other`` (no role at all)
     other_client_id: str
     versions: dict[str, str]  # readable seeded secret -> its version
     backup: str  # a backup blob of seed-restore (purged: restorable once)
-    public: requests.Session
-    admin: requests.Session
+    public: Bridge
+    admin: Bridge
 
     @property
     def tenant_id(self) -> str:
         return self.fed.tenant_id
 
+    def run(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """An async call on the harness's event loop."""
+        return self.portal.call(fn)
+
+
+async def _seed(kl: InProcess) -> dict[str, Any]:
+    """What the subprocess fixture did with the CLI, through the admin API (as the CLI sends
+    it) and the public app."""
+    fed = await federate(kl)
+    call = kl.call
+    await call("POST", "/v1/vaults", {"name": VAULT})
+    await call("POST", "/v1/roles", {"identity": "app", "role": "secrets-officer",
+                                     "scope": f"/vaults/{VAULT}"})  # fmt: skip
+    for name in (*READABLE, "seed-doomed", *DELETED):
+        await call("PUT", f"/v1/vaults/{VAULT}/secrets/{name}", {"value": f"value of {name}"})
+    versions = {
+        name: (await call("GET", f"/v1/vaults/{VAULT}/secrets/{name}"))["version"]
+        for name in READABLE
+    }
+    bearer = (await fed.exchange(fed.test_token())).json()["access_token"]
+    auth = {"Authorization": f"Bearer {bearer}"}
+    backup = (
+        await kl.public.post(f"/vaults/{VAULT}/secrets/seed-restore/backup", headers=auth)
+    ).json()["value"]
+    for name in DELETED:
+        await call("DELETE", f"/v1/vaults/{VAULT}/secrets/{name}")
+    # seed-restore is purged, so that its backup restores once (then 409: it exists).
+    purged = await kl.public.delete(f"/vaults/{VAULT}/deletedsecrets/seed-restore", headers=auth)
+    assert purged.status_code == 204, purged.text
+    other_client = (await call("POST", "/v1/identities", {"name": "other"}))["client_id"]
+    await call(
+        "POST",
+        "/v1/identities/other/federated-credentials",
+        {"name": "t", "issuer": TEST_ISSUER, "subject": SUBJECT + "-other"},
+    )
+    await call("POST", "/v1/issuers", {"url": REMOVABLE_ISSUER, "allow_unreachable": True})
+    no_role = (
+        await fed.exchange(
+            fed.test_token(sub=SUBJECT + "-other", exp=int(kl.clock.now()) + 3600),
+            client_id=other_client,
+        )
+    ).json()["access_token"]
+    return {
+        "fed": fed,
+        "bearer": bearer,
+        "bearer_no_role": no_role,
+        "other_client_id": other_client,
+        "versions": versions,
+        "backup": backup,
+    }
+
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     tmp = tmp_path_factory.mktemp("schemathesis")
-    factory = ServerFactory(tmp)
-    # No Kubernetes configuration: the webhook never looks a service account up anywhere.
-    env = {"KUBECONFIG": str(tmp / "no-kubeconfig"), "KEYLESS_TOKEN_RATE_LIMIT": "0"}
-    public = requests.Session()
-    admin = requests.Session()
+    logger = logging.getLogger("keyless")
+    logger.addHandler(ERRORS)
     try:
-        server = factory.start(dev=True, env=env)
-        fed = federate(server, tmp)
-        cli = server.cli
-        cli("vault", "create", VAULT)
-        cli("role", "assign", "app", "secrets-officer", "--scope", f"/vaults/{VAULT}")
-        for name in (*READABLE, "seed-doomed", *DELETED):
-            cli("secret", "set", VAULT, name, "--value", f"value of {name}")
-        versions = {
-            name: json.loads(cli("--output", "json", "secret", "get", VAULT, name).stdout)[
-                "version"
-            ]
-            for name in READABLE
-        }
-        bearer = fed.exchange(fed.test_token()).json()["access_token"]
-        with server.client() as http:
-            backup = http.post(
-                f"/vaults/{VAULT}/secrets/seed-restore/backup",
-                headers={"Authorization": f"Bearer {bearer}"},
-            ).json()["value"]
-        for name in DELETED:
-            cli("secret", "delete", VAULT, name)
-        # seed-restore is purged, so that its backup restores once (then 409: it exists).
-        with server.client() as http:
-            purged = http.delete(
-                f"/vaults/{VAULT}/deletedsecrets/seed-restore",
-                headers={"Authorization": f"Bearer {bearer}"},
-            )
-            assert purged.status_code == 204, purged.text
-        other = cli("--output", "json", "identity", "create", "other").stdout
-        other_client = json.loads(other)["client_id"]
-        cli(
-            "federation", "add", "other", "--name", "t", "--issuer",
-            TEST_ISSUER, "--subject", SUBJECT + "-other",
-        )  # fmt: skip
-        no_role = fed.exchange(
-            fed.test_token(sub=SUBJECT + "-other", exp=int(time.time()) + 3600),
-            client_id=other_client,
-        ).json()["access_token"]
-        admin.mount("http://keyless", UnixAdapter(str(server.data_dir / "admin.sock")))
-        yield Live(server, fed, bearer, no_role, other_client, versions, backup, public, admin)
+        # No Kubernetes configuration: the webhook never looks a service account up anywhere.
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("KUBECONFIG", str(tmp / "no-kubeconfig"))
+            with (
+                start_blocking_portal() as portal,
+                portal.wrap_async_context_manager(
+                    in_process(tmp, dev=True, token_rate_limit=0)
+                ) as kl,
+            ):
+                seeded = portal.call(_seed, kl)
+                public, admin = Bridge(portal, kl.public), Bridge(portal, kl.admin)
+                # The schemas' app: where ``ignored_auth`` re-sends its probes.
+                env.setattr(PUBLIC, "app", public)
+                env.setattr(ADMIN, "app", admin)
+                yield Live(kl, portal, public=public, admin=admin, **seeded)
     finally:
-        public.close()
-        admin.close()
-        factory.stop_all()
+        logger.removeHandler(ERRORS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,6 +348,12 @@ def steer_admin(case: Any, data: st.DataObject, live: Live) -> None:
         # Registered ones (an uploaded JWKS; the dev cluster, on this server): refresh them.
         if path == "/v1/issuers/refresh" and _often(data, "registered issuer", 5):
             body["url"] = data.draw(st.sampled_from([TEST_ISSUER, live.fed.dev_issuer]))
+        # Nothing answers on the loopback port: an add succeeds only with allow_unreachable.
+        if path == "/v1/issuers" and _often(data, "allow unreachable", 5):
+            body["allow_unreachable"] = True
+        # The one registered for this (never the fixture's own issuers): removed once, then 404.
+        if path == "/v1/issuers/remove" and _often(data, "removable issuer", 3):
+            body["url"] = REMOVABLE_ISSUER
     if body is not None and path.endswith("/federated-credentials") and _often(data, "iss", 6):
         body["issuer"] = TEST_ISSUER
         if _often(data, "plain policy", 5):  # one subject, no condition: likely accepted
@@ -313,6 +361,8 @@ def steer_admin(case: Any, data: st.DataObject, live: Live) -> None:
                 body.pop(name, None)
             if not isinstance(body.get("subject"), str) or not body["subject"]:
                 body["subject"] = "system:serviceaccount:fuzz:sa"
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}", str(body.get("name"))):
+                body["name"] = "fuzz-credential"  # the generated one breaks the naming rule
     if body is not None and path == "/v1/roles" and _often(data, "role", 6):
         body["identity"] = "other"
         if _often(data, "scope", 5):
@@ -334,30 +384,23 @@ def _label(op: Any) -> str:
     return f"{op.method.upper()} {op.path}"
 
 
-def _examples() -> int:
-    if not _STARTED:
-        _STARTED.append(time.monotonic())
-    return EXAMPLES if time.monotonic() - _STARTED[0] < BUDGET else min(EXAMPLES, 5)
-
-
 def _run(op: Any, live: Live, *, admin: bool) -> None:
     strategy = st.one_of(
         op.as_strategy(generation_mode=GenerationMode.POSITIVE),
         op.as_strategy(generation_mode=GenerationMode.NEGATIVE),
     )
     checks = [*CHECKS, ignored_auth] if op.path.startswith("/vaults/") else CHECKS
-    base = "http://keyless" if admin else live.server.url
-    session = live.admin if admin else live.public
-    extra: dict[str, Any] = {} if admin else {"verify": str(live.server.ca)}
+    base = ADMIN_URL if admin else PUBLIC_URL
+    app = live.admin if admin else live.public
 
     @settings(
-        max_examples=_examples(),
+        max_examples=EXAMPLES,
         deadline=None,
         database=None,
-        derandomize=True,
         phases=[Phase.explicit, Phase.generate],
         suppress_health_check=list(HealthCheck),
     )
+    @seed(zlib.crc32(_label(op).encode()))
     @given(case=strategy, data=st.data())
     def check(case: Any, data: st.DataObject) -> None:
         headers = None
@@ -366,9 +409,7 @@ def _run(op: Any, live: Live, *, admin: bool) -> None:
         else:
             headers = steer_public(case, data, live) or None
         started = time.monotonic()
-        response = case.call(
-            base_url=base, session=session, headers=headers, timeout=TIMEOUT, **extra
-        )
+        response = case.call(base_url=base, app=app, headers=headers, timeout=TIMEOUT)
         count("schemathesis")
         STATUSES.setdefault(_label(op), []).append(response.status_code)
         if response.status_code < 300:
@@ -380,10 +421,9 @@ def _run(op: Any, live: Live, *, admin: bool) -> None:
             headers=headers,
             transport_kwargs={
                 "base_url": base,
-                "session": session,
+                "app": app,
                 "timeout": TIMEOUT,
                 "headers": headers,
-                **extra,
             },
         )
 
@@ -404,24 +444,22 @@ def test_dev_token_after_root_key_rotation(live: Live) -> None:
     """Found by this suite: a dev cluster cached before a root-key rotation kept its old
     wrapping, so ``keyless dev token`` answered 500 until the server restarted."""
     body = {"namespace": "demo", "service_account": "app"}
-    url = "http://keyless/v1/dev/token"
-    assert live.admin.post(url, json=body, timeout=TIMEOUT).status_code == 200
-    assert live.admin.post("http://keyless/v1/root-key/rotate", timeout=60).status_code == 200
-    after = live.admin.post(url, json=body, timeout=TIMEOUT)
+    admin = live.kl.admin
+    assert live.run(lambda: admin.post("/v1/dev/token", json=body)).status_code == 200
+    assert live.run(lambda: admin.post("/v1/root-key/rotate")).status_code == 200
+    after = live.run(lambda: admin.post("/v1/dev/token", json=body))
     assert after.status_code == 200, after.text
     token = after.json()["token"]
-    assert live.fed.exchange(token).status_code == 200  # still trusted: same cluster key
+    exchanged = live.run(lambda: live.fed.exchange(token))
+    assert exchanged.status_code == 200, exchanged.text  # still trusted: same cluster key
 
 
 def test_server_survived(live: Live) -> None:
-    """After all of it: still serving, nothing unhandled in its log, the audit chain intact."""
+    """After all of it: still serving, nothing logged at ERROR, the audit chain intact."""
     answered = sum(1 for codes in STATUSES.values() if any(c < 300 for c in codes))
     count("schemathesis_ops", len(STATUSES))
     count("schemathesis_ops_2xx", answered)
-    assert live.server.proc.poll() is None
-    with contextlib.closing(live.server.client()) as http:
-        assert http.get("/readyz").status_code == 200
-    assert "unhandled error" not in live.server.log, live.server.log[-3000:]
-    assert "Traceback" not in live.server.log, live.server.log[-3000:]
-    verify = live.admin.post("http://keyless/v1/audit/verify", timeout=60).json()
+    assert live.run(lambda: live.kl.public.get("/readyz")).status_code == 200
+    assert not ERRORS.records, [ERRORS.format(r) for r in ERRORS.records[-5:]]
+    verify = live.run(lambda: live.kl.admin.post("/v1/audit/verify")).json()
     assert verify["ok"], verify

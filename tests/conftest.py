@@ -102,7 +102,7 @@ SUMMARY = {
     "fuzz": "property-test (Hypothesis) examples",
     "crash": "crash rounds (SIGKILL, restart, verify)",
     "isolation": "tenant isolation checks (token endpoint, issuers, vaults, JWKS)",
-    "schemathesis": "schemathesis examples (requests from docs/openapi, live server)",
+    "schemathesis": "schemathesis examples (requests from docs/openapi, keyless in process)",
     "schemathesis_2xx": "schemathesis examples answered 2xx",
     "schemathesis_ops": "schemathesis operations exercised",
     "schemathesis_ops_2xx": "schemathesis operations answered 2xx at least once",

@@ -171,8 +171,9 @@ def test_challenge_before_body_and_wrong_audience(officer: Federated) -> None:
         )
         assert response.status_code == 401
         challenge = response.headers["www-authenticate"]
+        # The default tenant's vault names tenant `adfs` (api/tenancy.py challenge_tenant).
         assert challenge == (
-            f'Bearer authorization="{officer.server.url}/{officer.tenant_id}", '
+            f'Bearer authorization="{officer.server.url}/adfs", '
             f'resource="https://vault.localhost:{officer.server.port}"'
         )
         assert response.json()["error"]["code"] == "Unauthorized"

@@ -14,6 +14,7 @@ from urllib.parse import quote
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keyless.api.keyvault.bodies import kv_error
+from keyless.api.tenancy import challenge_tenant
 from keyless.api.urls import vault_url
 from keyless.core.access import IdentityGone
 from keyless.core.broker import Broker
@@ -86,10 +87,13 @@ class VaultDispatcher:
 class KeyVaultAuth:
     """The challenge, and access-token verification, ahead of routing and body parsing."""
 
-    def __init__(self, app: ASGIApp, broker: Broker, settings: Settings) -> None:
+    def __init__(
+        self, app: ASGIApp, broker: Broker, settings: Settings, default_tenant_id: str
+    ) -> None:
         self.app = app
         self.broker = broker
         self.settings = settings
+        self.default_tenant_id = default_tenant_id
         self.audiences = frozenset({settings.vault_resource, AZURE_KEY_VAULT})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -104,9 +108,14 @@ class KeyVaultAuth:
             )
             return
         tenant = await broker.tenant(vault.tenant_id)
+        # `adfs` for the default tenant's vaults, its id for the others' (api/tenancy.py says
+        # why both SDKs accept it). The resource has no trailing slash (Python appends
+        # "/.default") and keeps the port: Go requires the vault host to end with
+        # "." + its host:port (keyvault/internal challenge_policy.go).
         challenge = {
             "WWW-Authenticate": (
-                f'Bearer authorization="{settings.public_url}/{tenant.id}", '
+                f'Bearer authorization="{settings.public_url}/'
+                f'{challenge_tenant(self.default_tenant_id, tenant.id)}", '
                 f'resource="{settings.vault_resource}"'
             )
         }

@@ -1,7 +1,8 @@
 """``POST /{tenant}/oauth2/v2.0/token``: one URL, two token dialects, chosen by grant_type.
 
-The AD FS token endpoint (``/adfs/oauth2/token``, ``api/adfs``) is this same handler for the
-tenant ``adfs`` (the default tenant, ``api/tenancy.py``), which any tenant path may name too.
+AD FS's token URL (``/adfs/oauth2/token``, named by ``api/adfs``'s discovery document) is this
+same handler for the tenant ``adfs`` (the default tenant, ``api/tenancy.py``), which any tenant
+path may name too.
 
 ``client_credentials`` is Entra v2 (``api/entra/token.py``), the RFC 8693 grant is
 ``api/rfc8693``. What comes before the choice (the per-client throttle, the tenant, the form)

@@ -54,6 +54,7 @@ async def openid_configuration(request: Request) -> Response:
             "urn:ietf:params:oauth:grant-type:token-exchange",
         ],
         "scopes_supported": ["openid"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "oid", "tid", "azp"],
     }
     return JSONResponse(doc, headers={"Cache-Control": CACHE})
 

@@ -133,6 +133,13 @@ def test_go_sdk_request_sequence(fed: Federated, go_vault: str, http: httpx.Clie
     assert secret["value"] == VALUE
     assert secret["id"].startswith(f"{go_vault}/secrets/db-password/")
 
+    # The CSI provider's azsecrets (v0.13) sends api-version 7.4; any Azure form is served.
+    older = http.get(
+        url.replace(f"api-version={gosdk.AZSECRETS_API_VERSION}", "api-version=7.4"),
+        headers={**headers, "Authorization": f"Bearer {token}"},
+    )
+    assert older.status_code == 200 and older.json()["value"] == VALUE
+
     # 5. The tenant is cached with the scope, so later requests go out with the token at once
     #    (a challenge without a tenant would cost a probe before every request).
     assert not gosdk.needs_probe(challenge)
@@ -147,6 +154,7 @@ def test_go_sdk_request_sequence(fed: Federated, go_vault: str, http: httpx.Clie
         ("POST", "/adfs/oauth2/token", 200),
         ("GET", "/adfs/discovery/keys", 200),  # this test's own check of the signature
         ("GET", "/secrets/db-password/", 200),
+        ("GET", "/secrets/db-password/", 200),  # api-version 7.4
         ("GET", f"/secrets/db-password/{version}", 200),
     ]
 

@@ -280,6 +280,45 @@ def test_python_sdk_reads_with_the_adfs_challenge(
     assert client.get_secret("db-password").value == VALUE
 
 
+# The header shapes of keyvault/internal's challenge_policy_test.go (authScope, authResource,
+# authResourceScope, resourceScopeAuth), to check the transcription in tests/support/gosdk.py.
+T = "00000000-0000-0000-0000-000000000000"
+GO_CHALLENGES = {
+    "auth-scope": (
+        f'Bearer authorization="https://login.microsoftonline.com/{T}", '
+        'scope="https://vault.azure.net/.default"',
+        "https://vault.azure.net/.default",
+    ),
+    "auth-resource": (
+        f'Bearer authorization="https://login.microsoftonline.com/{T}", '
+        'resource="https://vault.azure.net"',
+        "https://vault.azure.net/.default",
+    ),
+    "auth-resource-scope": (
+        f'Bearer authorization="https://login.microsoftonline.com/{T}", '
+        'resource="https://managedhsm.azure.net" scope="https://vault.azure.net/.default"',
+        "https://vault.azure.net/.default",
+    ),
+    "resource-scope-auth": (
+        'Bearer resource="https://managedhsm.azure.net" scope="https://vault.azure.net/.default",'
+        f' authorization="https://login.microsoftonline.com/{T}"',
+        "https://vault.azure.net/.default",
+    ),
+}
+
+
+@pytest.mark.parametrize(("header", "scope"), GO_CHALLENGES.values(), ids=GO_CHALLENGES.keys())
+def test_go_challenge_parser_transcription(header: str, scope: str) -> None:
+    parsed = gosdk.parse_challenge(header, "https://kv.vault.azure.net/secrets/x/?api-version=7.6")
+    assert parsed == gosdk.Challenge(T, [scope])
+    assert gosdk.parse_tenant("") == ""
+    with pytest.raises(ValueError, match="doesn't match"):  # the port is part of the host
+        gosdk.parse_challenge(
+            'Bearer authorization="https://h/adfs", resource="https://vault.example"',
+            "https://kv.vault.example:8443/secrets/x/",
+        )
+
+
 def test_no_value_or_token_in_server_output(fed: Federated) -> None:
     """Runs last in this module: everything the server wrote so far, at any level."""
     output = fed.server.log

@@ -7,7 +7,7 @@
 - ``scope=https://vault.azure.net/.default`` and the sovereign clouds' Key Vault resources are
   accepted at the token endpoint, and their tokens by the vault, besides keyless's own resource;
 - ``/secrets/NAME/`` (trailing slash) answers the latest version;
-- the 401 challenge names no tenant, so the SDKs ask the tenant they are configured with, the
+- the 401 challenge names no tenant to the Python SDK, so it asks the tenant it is configured with, the
   alias or the id (see ``api/keyvault/gateway.py``).
 
 In process (tests/support/inprocess.py); ``tests/api/test_seed_script.py`` runs the blog's own
@@ -137,13 +137,18 @@ async def test_other_resources_are_still_refused(ifed: Federated, vault: str) ->
     assert response.status_code == 401 and "audience" in response.json()["error"]["message"]
 
 
-async def test_challenge_names_no_tenant(ifed: Federated, vault: str) -> None:
+async def test_python_sdk_challenge_names_no_tenant(ifed: Federated, vault: str) -> None:
     """azure-keyvault parses the tenant from the first path segment of ``authorization``
     (``HttpChallenge``: path ``/`` -> ``None``) and azure-identity refuses a tenant other than
-    the credential's; with none, both ``AZURE_TENANT_ID=default`` and the id work."""
+    the credential's; with none, both ``AZURE_TENANT_ID=default`` and the id work. The Python
+    SDK is known by its User-Agent (azure-core's ``UserAgentPolicy``: ``azsdk-python-…``)."""
+    from azure.core.pipeline.policies import UserAgentPolicy
     from azure.keyvault.secrets._shared.http_challenge import HttpChallenge
 
-    response = await ifed.kl.public.get(f"/vaults/{vault}/secrets/db-password?api-version=7.4")
+    agent = UserAgentPolicy(sdk_moniker="keyvault-secrets/4.9.0").user_agent
+    response = await ifed.kl.public.get(
+        f"/vaults/{vault}/secrets/db-password?api-version=7.4", headers={"user-agent": agent}
+    )
     assert response.status_code == 401
     header = response.headers["www-authenticate"]
     port = ifed.kl.settings.public_port

@@ -171,11 +171,23 @@ def test_challenge_before_body_and_wrong_audience(officer: Federated) -> None:
         )
         assert response.status_code == 401
         challenge = response.headers["www-authenticate"]
+        # httpx is no Azure SDK: the tenant id, as Entra names it (api/tenancy.py).
         assert challenge == (
-            f'Bearer authorization="{officer.server.url}/", '
+            f'Bearer authorization="https://localhost:{officer.server.port}/{officer.tenant_id}", '
             f'resource="https://vault.localhost:{officer.server.port}"'
         )
         assert response.json()["error"]["code"] == "Unauthorized"
+        # The Python SDK gets no tenant (id or alias both pass its check), the Go SDK `adfs`.
+        for agent, named in (
+            ("azsdk-python-keyvault-secrets/4.9.0 Python/3.11.2 (Linux)", ""),
+            ("myapp/1.0 azsdk-python-keyvault-secrets/4.9.0 Python/3.11.2", ""),
+            ("azsdk-go-azsecrets/v1.4.0 (go1.22.5; linux)", "adfs"),
+            ("azsdk-net-Security.KeyVault.Secrets/4.6.0", officer.tenant_id),
+        ):
+            probe = http.get(url, headers={"user-agent": agent})
+            assert probe.headers["www-authenticate"].startswith(
+                f'Bearer authorization="https://localhost:{officer.server.port}/{named}", '
+            ), agent
         admin_token = officer.exchange(
             officer.test_token(), scope="api://keyless-admin/.default"
         ).json()

@@ -10,7 +10,7 @@ import pytest
 
 from keyless.core import tenants as tenants_module
 from keyless.core.clock import ManualClock
-from keyless.core.errors import NotFound
+from keyless.core.errors import InvalidRequest, NotFound
 from keyless.core.models import Tenant
 from keyless.core.tenants import NEGATIVE_MAX, NEGATIVE_TTL, Tenants
 
@@ -119,3 +119,14 @@ def test_remembered_unknown_names_are_bounded(monkeypatch: pytest.MonkeyPatch) -
 
 def test_default_bounds_are_small() -> None:
     assert NEGATIVE_TTL <= 10 and NEGATIVE_MAX <= 10_000
+
+
+def test_the_adfs_alias_is_reserved() -> None:
+    """Public URLs map ``adfs`` to the default tenant (api/tenancy.py): no tenant may take it."""
+    store = CountingStore()
+    tenants = Tenants(store, ManualClock())
+    with pytest.raises(InvalidRequest, match="reserved"):
+        run(tenants.create("adfs"))
+    assert store.rows == []
+    tenant, created = run(tenants.create("adfs-team"))
+    assert created and tenant.alias == "adfs-team"

@@ -494,6 +494,8 @@ DISCOVERY = {
     "unknown-tenant": "/no-such-tenant/discovery/v2.0/keys",
     "dev-cluster": "/dev/clusters/dev/.well-known/openid-configuration",
     "dev-cluster-jwks": "/dev/clusters/dev/openid/v1/jwks",
+    "adfs-openid-configuration": "/adfs/.well-known/openid-configuration",
+    "adfs-jwks": "/adfs/discovery/keys",
 }
 
 

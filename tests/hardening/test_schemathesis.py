@@ -286,7 +286,8 @@ def steer_public(case: Any, data: st.DataObject, live: Live) -> dict[str, str]:
             headers["Authorization"] = f"Bearer {live.bearer}"
         elif which < 9:
             headers["Authorization"] = f"Bearer {live.bearer_no_role}"
-    token = path.endswith("/oauth2/v2.0/token") and isinstance(case.body, dict)
+    is_token = path.endswith("/oauth2/v2.0/token") or path == "/adfs/oauth2/token"
+    token = is_token and isinstance(case.body, dict)
     if token and _often(data, "valid grant", 5):
         fed = live.fed
         if data.draw(st.booleans(), label="rfc8693"):

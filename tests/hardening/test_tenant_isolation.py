@@ -529,11 +529,11 @@ async def test_access_token_of_one_tenant_is_refused_by_the_others_vault(
     assert other.status_code == 401, other.text
     assert other.json()["error"]["code"] == "Unauthorized"
     assert world.crowns[theirs] not in other.text
-    # The challenge names no tenant at all (so the SDK asks its own, alias or id; see
-    # api/keyvault/gateway.py): never the caller's, nor the vault's.
+    # To a client that is no Azure SDK the challenge names the vault's tenant, as Entra does
+    # (api/tenancy.py), never the caller's.
     challenge = other.headers["www-authenticate"]
-    assert world.tenants[theirs] not in challenge and world.tenants[mine] not in challenge
-    assert challenge.startswith(f'Bearer authorization="{world.kl.url}/", ')
+    assert world.tenants[mine] not in challenge
+    assert challenge.startswith(f'Bearer authorization="{world.kl.url}/{world.tenants[theirs]}", ')
 
 
 async def test_vault_wide_role_in_one_tenant_does_not_reach_the_other(world: World) -> None:

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from keyless.api import k8s, ops, token
+from keyless.api.adfs import discovery as adfs
 from keyless.api.admin import audit, dev, federation, system, vault
 from keyless.api.admin.auditing import AdminAuditMiddleware
 from keyless.api.admin.errors import handle_keyless_error
@@ -77,7 +78,7 @@ def _app(routes: list[BaseRoute], services: Edge, metrics: Metrics, listener: st
 
 
 def public_app(services: Admin, metrics: Metrics) -> ASGIApp:
-    routes: list[BaseRoute] = [*ops.routes, *discovery.routes, *token.routes]
+    routes: list[BaseRoute] = [*ops.routes, *discovery.routes, *token.routes, *adfs.routes]
     if services.settings.dev:
         routes += clusters.routes
     main = _app(routes, services, metrics, "public")
@@ -91,7 +92,12 @@ def public_app(services: Admin, metrics: Metrics) -> ASGIApp:
     )
     keyvault.state.services = services
     keyvault.state.metrics = metrics
-    keyvault.add_middleware(KeyVaultAuth, broker=services.broker, settings=services.settings)
+    keyvault.add_middleware(
+        KeyVaultAuth,
+        broker=services.broker,
+        settings=services.settings,
+        default_tenant_id=services.default_tenant.id,
+    )
     keyvault.add_middleware(ObservabilityMiddleware, metrics=metrics, listener="keyvault")
     return LocalSync(VaultDispatcher(main, keyvault, services.settings), services)
 

@@ -20,6 +20,9 @@ from keyless.core.models import Tenant
 from keyless.core.ports import TenantStore
 
 DEFAULT_ALIAS = "default"
+# The AD FS authority's tenant name: public URLs map it to the default tenant (api/tenancy.py),
+# so no tenant may take it as its alias.
+ADFS_ALIAS = "adfs"
 _ALIAS = re.compile(r"[a-z][a-z0-9-]{0,62}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 NEGATIVE_TTL = 5.0  # seconds an unknown tenant name is answered from memory
@@ -50,6 +53,11 @@ class Tenants:
             raise InvalidRequest(
                 f"tenant alias {alias[:64]!r} must be 1..63 of a-z, 0-9 and '-', "
                 "starting with a letter"
+            )
+        if alias == ADFS_ALIAS:
+            raise InvalidRequest(
+                f"tenant alias {alias!r} is reserved: it names the default tenant to AD FS "
+                "clients (docs/kubernetes.md)"
             )
         existing = await self._store.get_tenant(alias)
         if existing is not None:

@@ -11,8 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from keyless.api.context import broker_of
+from keyless.api.context import broker_of, edge_of
 from keyless.api.oautherrors import common_error, entra_error
+from keyless.api.tenancy import tenant_named
 from keyless.api.throttle import discovery_refusal
 from keyless.core.errors import NotFound
 from keyless.core.models import Tenant
@@ -26,7 +27,7 @@ async def _tenant(request: Request) -> Tenant | Response:
         return common_error(refused)
     name = request.path_params["tenant"]
     try:
-        return await broker_of(request).tenant(name)
+        return await tenant_named(edge_of(request), name)
     except NotFound:
         return entra_error(400, "invalid_tenant", 90002, f"Tenant '{name[:64]}' not found.")
 

@@ -14,6 +14,7 @@ from urllib.parse import quote, urlsplit
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keyless.api.keyvault.bodies import kv_error
+from keyless.api.tenancy import challenge_tenant
 from keyless.api.urls import vault_url
 from keyless.core.access import IdentityGone
 from keyless.core.broker import Broker
@@ -98,25 +99,17 @@ class VaultDispatcher:
 class KeyVaultAuth:
     """The challenge, and access-token verification, ahead of routing and body parsing."""
 
-    def __init__(self, app: ASGIApp, broker: Broker, settings: Settings) -> None:
+    def __init__(
+        self, app: ASGIApp, broker: Broker, settings: Settings, default_tenant_id: str
+    ) -> None:
         self.app = app
         self.broker = broker
         self.settings = settings
+        self.default_tenant_id = default_tenant_id
         self.audiences = frozenset({settings.vault_resource, *AZURE_KEY_VAULT_CLOUDS})
-        # The challenge names no tenant: its ``authorization`` has an empty path. The SDKs take
-        # the challenge's tenant from that path's first segment and refuse one that differs
-        # from the credential's (azure-identity ``resolve_tenant``; azure-keyvault's
-        # challenge policy passes it as ``tenant_id``), so naming the tenant id would refuse a
-        # workload configured with the alias (``AZURE_TENANT_ID=default``) and the reverse.
-        # Without a tenant, each SDK asks its own configured tenant (Python: path "" -> None;
-        # Go azsecrets ``parseTenant``: ``strings.Split(url, "/")[3]`` -> "", which needs the
-        # trailing slash). The token's own tenant is checked here, whatever the SDK asked.
         # Only scheme and host: a public URL's path prefix would be read as a tenant.
         origin = urlsplit(settings.public_url)
-        self.challenge = (
-            f'Bearer authorization="{origin.scheme}://{origin.netloc}/", '
-            f'resource="{settings.vault_resource}"'
-        )
+        self.origin = f"{origin.scheme}://{origin.netloc}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -130,7 +123,18 @@ class KeyVaultAuth:
             )
             return
         tenant = await broker.tenant(vault.tenant_id)
-        challenge = {"WWW-Authenticate": self.challenge}
+        # The tenant the challenge names depends on the SDK asking (api/tenancy.py says why).
+        # The resource has no trailing slash (Python appends "/.default") and keeps the port:
+        # Go requires the vault host to end with "." + its host:port (challenge_policy.go).
+        named = challenge_tenant(
+            _header(scope, b"user-agent") or "", self.default_tenant_id, tenant.id
+        )
+        challenge = {
+            "WWW-Authenticate": (
+                f'Bearer authorization="{self.origin}/{named}", '
+                f'resource="{settings.vault_resource}"'
+            )
+        }
         auth = _header(scope, b"authorization") or ""
         scheme, _, token = auth.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

@@ -1,0 +1,1 @@
+"""The AD FS authority shape the Azure SDK for Go uses with tenant ``adfs`` (docs/kubernetes.md)."""

@@ -1,0 +1,74 @@
+"""AD FS discovery: ``GET /adfs/.well-known/openid-configuration`` and ``/adfs/discovery/keys``.
+
+The Azure SDK for Go (azidentity) turns MSAL instance discovery off only for tenant ``adfs``;
+MSAL Go then treats ``https://HOST[:PORT]/adfs`` as an AD FS authority. What it does with
+this document (microsoft-authentication-library-for-go, ``apps/internal/oauth``):
+
+- ``resolvers.go`` ``openIDConfigurationEndpoint``: it GETs
+  ``https://{Host}/adfs/.well-known/openid-configuration`` (Host keeps the port; the query is
+  empty, so the URL ends in ``?``);
+- ``ops/authority/authority.go`` ``TenantDiscoveryResponse.Validate``: ``authorization_endpoint``,
+  ``token_endpoint`` and ``issuer`` must be non-empty (keyless has no authorize endpoint; the
+  URL is named only to satisfy this);
+- ``ValidateIssuerMatchesAuthority``: the issuer's scheme and host:port must be the authority's,
+  so the operator configures keyless's public URL as the authority host;
+- ``{tenant}`` in the endpoints is replaced by ``adfs``; none is written here.
+
+The tenant is the default tenant (``api/tenancy.py``): its issuer, its key ring. Unauthenticated,
+so rate-limited per client IP like the Entra discovery routes.
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from keyless.api.context import edge_of
+from keyless.api.oautherrors import common_error
+from keyless.api.tenancy import ADFS, ADFS_TOKEN_PATH
+from keyless.api.throttle import discovery_refusal
+
+CACHE = "public, max-age=3600"
+JWKS_PATH = f"/{ADFS}/discovery/keys"
+
+
+async def openid_configuration(request: Request) -> Response:
+    refused = discovery_refusal(request)
+    if refused is not None:
+        return common_error(refused)
+    edge = edge_of(request)
+    base = edge.broker.public_url
+    doc = {
+        # The `iss` of the tokens the token endpoint below issues (the default tenant's).
+        "issuer": edge.broker.issuer(edge.default_tenant),
+        "authorization_endpoint": f"{base}/{ADFS}/oauth2/authorize",
+        "token_endpoint": f"{base}{ADFS_TOKEN_PATH}",
+        "jwks_uri": f"{base}{JWKS_PATH}",
+        "response_types_supported": ["code", "id_token", "token id_token"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "grant_types_supported": [
+            "client_credentials",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ],
+        "scopes_supported": ["openid"],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "oid", "tid", "azp"],
+    }
+    return JSONResponse(doc, headers={"Cache-Control": CACHE})
+
+
+async def jwks(request: Request) -> Response:
+    refused = discovery_refusal(request)
+    if refused is not None:
+        return common_error(refused)
+    edge = edge_of(request)
+    ring = edge.broker.signing_keys(edge.default_tenant.id)
+    return JSONResponse(ring.jwks(), headers={"Cache-Control": CACHE})
+
+
+routes = [
+    Route(f"/{ADFS}/.well-known/openid-configuration", openid_configuration),
+    Route(JWKS_PATH, jwks),
+]

@@ -18,7 +18,8 @@ Client-side retry, which is what "clients retry to the survivor" means here: eac
 prefers one replica; a request that fails on a replica with a transport error or a 5xx is sent
 again to the other one (a write with the same value; up to ``ATTEMPTS`` tries, alternating),
 and a replica that failed is avoided for ``AVOID_SECONDS`` before it is tried again. A 4xx is
-an answer, never retried. Every failed attempt is recorded with its time and replica.
+an answer, never retried. Every failed attempt is recorded with its replica and the phases
+it was sent and failed in.
 
 At the end:
 
@@ -67,7 +68,6 @@ DOWN_WRITES = 8  # acknowledged by the survivor alone, after a client noticed th
 AFTER_WRITES = 8  # acknowledged by the restarted replica
 HANG_GUARD = 60.0  # seconds: a phase that never reaches its count fails instead of hanging
 BEFORE, DOWN, AFTER = 0, 1, 2  # the phases; DOWN starts just before the SIGKILL
-PHASES = {BEFORE: "before", DOWN: "down", AFTER: "after"}
 ISSUER = "https://issuer.test/clusters/replicas"
 KID = "replicas-1"
 VAULT = "kvr"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -276,7 +276,7 @@ def test_invalid_cidr_fails_at_start_with_one_line(value: str, fragment: str) ->
 class FakeResolver:
     """Answers from a table; each answer may be a list (same every time) or a callable."""
 
-    def __init__(self, table: dict[str, list[str] | Callable[[], list[str]]]) -> None:
+    def __init__(self, table: Mapping[str, list[str] | Callable[[], list[str]]]) -> None:
         self.table = table
         self.calls: list[str] = []
 

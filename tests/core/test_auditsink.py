@@ -25,15 +25,23 @@ def _event(n: int) -> AuditEvent:
 
 
 class FakeAppender:
-    """In-process AuditAppender: keeps batches, or fails while ``broken``."""
+    """In-process AuditAppender: keeps batches, or fails while ``broken``.
 
-    def __init__(self) -> None:
+    Each batch it is handed is put on ``entered`` first; while ``gate`` is clear it then waits
+    there, so a test holds a commit in flight for exactly as long as it needs to.
+    """
+
+    def __init__(self, *, held: bool = False) -> None:
         self.batches: list[list[AuditEvent]] = []
         self.broken = False
-        self.delay = 0.0
+        self.entered: asyncio.Queue[list[float]] = asyncio.Queue()
+        self.gate = asyncio.Event()
+        if not held:
+            self.gate.set()
 
     async def append_audit(self, events: list[AuditEvent]) -> list[int]:
-        await asyncio.sleep(self.delay)
+        self.entered.put_nowait([e.time for e in events])
+        await self.gate.wait()
         if self.broken:
             raise OSError("disk full")
         start = sum(len(b) for b in self.batches)
@@ -41,15 +49,31 @@ class FakeAppender:
         return list(range(start + 1, start + 1 + len(events)))
 
 
+async def _queued(sink: StoreAuditSink, n: int) -> asyncio.Task[None]:
+    """A task recording event ``n``, returned once the event is queued in the sink."""
+    queued = asyncio.Event()
+
+    async def record() -> None:
+        queued.set()  # record() queues the event before its first await: same step as this
+        await sink.record(_event(n))
+
+    task = asyncio.create_task(record())
+    await queued.wait()
+    return task
+
+
 async def test_events_are_appended_in_order_and_concurrent_ones_share_a_commit() -> None:
-    store = FakeAppender()
-    store.delay = 0.01
+    store = FakeAppender(held=True)
     sink = StoreAuditSink(store)
-    await sink.record(_event(0))
-    await asyncio.gather(*(sink.record(_event(n)) for n in range(1, 21)))
+    first = await _queued(sink, 0)
+    assert await store.entered.get() == [0.0]  # its commit is in flight...
+    waiting = [await _queued(sink, n) for n in range(1, 21)]  # ...while these are recorded
+    store.gate.set()
+    await asyncio.gather(first, *waiting)
     written = [e.time for batch in store.batches for e in batch]
     assert written == [float(n) for n in range(21)]
     assert len(store.batches) < 21  # the waiting ones went in together
+    assert [len(b) for b in store.batches] == [1, 20]  # all of them, in one commit
 
 
 async def test_fail_closed_refuses_the_request(caplog: pytest.LogCaptureFixture) -> None:
@@ -84,34 +108,32 @@ async def test_fail_open_logs_and_lets_the_request_succeed(
 
 
 async def test_a_cancelled_request_still_has_its_event_written_and_others_unaffected() -> None:
-    store = FakeAppender()
-    store.delay = 0.2
+    store = FakeAppender(held=True)
     sink = StoreAuditSink(store)
-    first = asyncio.create_task(sink.record(_event(1)))
-    await asyncio.sleep(0.01)
-    second = asyncio.create_task(sink.record(_event(2)))
-    third = asyncio.create_task(sink.record(_event(3)))
-    await asyncio.sleep(0.01)
+    first = await _queued(sink, 1)
+    assert await store.entered.get() == [1.0]  # the first commit is in flight
+    second = await _queued(sink, 2)
+    third = await _queued(sink, 3)
     first.cancel()
     second.cancel()  # waiting in the next batch, with the third
     for cancelled in (first, second):
         with pytest.raises(asyncio.CancelledError):
             await cancelled
+    store.gate.set()
     await third
     assert [[e.time for e in b] for b in store.batches] == [[1.0], [2.0, 3.0]]
 
 
 async def test_a_cancelled_writer_fails_its_batch_and_the_next() -> None:
-    store = FakeAppender()
-    store.delay = 0.2
+    store = FakeAppender(held=True)
     sink = StoreAuditSink(store)
-    first = asyncio.create_task(sink.record(_event(1)))
-    await asyncio.sleep(0.01)
-    second = asyncio.create_task(sink.record(_event(2)))
-    await asyncio.sleep(0.01)
+    first = await _queued(sink, 1)
+    assert await store.entered.get() == [1.0]  # the writer is inside the store's append
+    second = await _queued(sink, 2)
     assert sink._writer is not None
     sink._writer.cancel()  # as at shutdown
     results = await asyncio.gather(first, second, return_exceptions=True)
     assert all(isinstance(r, Unavailable) for r in results)
+    store.gate.set()
     await sink.record(_event(3))  # a new writer starts for the next event
     assert [[e.time for e in b] for b in store.batches] == [[3.0]]

@@ -4,8 +4,9 @@ fake API server: live GET on a cold cache, the watch-fed cache, 404, and no clus
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,18 +33,43 @@ def no_kube_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
 
 
-async def _wait(predicate, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline
-        await asyncio.sleep(0.02)
+HANG_GUARD = 10.0  # seconds: a bound on waiting for the watch, never a measure
+
+
+class ObservedServiceAccounts(KubeServiceAccounts):
+    """The real lookup, setting ``cache_changed`` whenever its watch-fed cache takes something
+    in: a watch event (``_apply``) or a new list (which replaces ``_cache``)."""
+
+    def __init__(self, configuration: Any = None) -> None:
+        self.cache_changed = asyncio.Event()
+        super().__init__(configuration)
+
+    @property
+    def _cache(self) -> dict[tuple[str, str], ServiceAccount]:
+        return self._observed_cache
+
+    @_cache.setter
+    def _cache(self, cache: dict[tuple[str, str], ServiceAccount]) -> None:
+        self._observed_cache = cache
+        self.cache_changed.set()
+
+    def _apply(self, kind: str, obj: dict[str, Any]) -> None:
+        super()._apply(kind, obj)
+        self.cache_changed.set()
+
+
+async def _until(lookup: ObservedServiceAccounts, predicate: Callable[[], bool]) -> None:
+    """Until ``predicate()`` holds, looked at again each time the cache takes something in."""
+    async with asyncio.timeout(HANG_GUARD):
+        while not predicate():
+            lookup.cache_changed.clear()
+            await lookup.cache_changed.wait()
 
 
 async def test_get_list_watch(api: FakeKubeApi, tmp_path: Path) -> None:
     api.put("demo", "app", {"azure.workload.identity/client-id": CLIENT})
     configuration = await load_configuration(api.kubeconfig(tmp_path / "kubeconfig"))
-    lookup = KubeServiceAccounts(configuration)
+    lookup = ObservedServiceAccounts(configuration)
     try:
         sa = await lookup.get("demo", "app")
         assert sa == ServiceAccount("demo", "app", {"azure.workload.identity/client-id": CLIENT})
@@ -51,7 +77,7 @@ async def test_get_list_watch(api: FakeKubeApi, tmp_path: Path) -> None:
         await asyncio.wait_for(lookup.synced.wait(), 10)
         api.put("demo", "app", {"azure.workload.identity/client-id": "changed"})
         # The change arrives by a watch event (or by the next list, between two watches).
-        await _wait(lambda: lookup._cache[("demo", "app")].annotations != sa.annotations)
+        await _until(lookup, lambda: lookup._cache[("demo", "app")].annotations != sa.annotations)
         gets = api.gets_of("demo", "app")
         changed = await lookup.get("demo", "app")
         assert changed is not None

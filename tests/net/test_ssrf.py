@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -276,7 +276,7 @@ def test_invalid_cidr_fails_at_start_with_one_line(value: str, fragment: str) ->
 class FakeResolver:
     """Answers from a table; each answer may be a list (same every time) or a callable."""
 
-    def __init__(self, table: dict[str, list[str] | Callable[[], list[str]]]) -> None:
+    def __init__(self, table: Mapping[str, list[str] | Callable[[], list[str]]]) -> None:
         self.table = table
         self.calls: list[str] = []
 
@@ -388,13 +388,18 @@ async def test_name_resolution_failure_and_timeout() -> None:
         await guarded.connect_tcp("nowhere.test", 443, timeout=1)
 
     class Hanging(FakeResolver):
-        async def resolve(self, host: str, port: int) -> list[Address]:
-            await asyncio.sleep(30)
-            return []
+        """A resolver that never answers: only the connect timeout can end the wait."""
 
-    hanging = GuardedBackend(AddressPolicy(), resolver=Hanging({}), inner=inner)
+        async def resolve(self, host: str, port: int) -> list[Address]:
+            self.calls.append(host)
+            await asyncio.Event().wait()  # never set
+            raise AssertionError("unreachable")
+
+    never = Hanging({})
+    hanging = GuardedBackend(AddressPolicy(), resolver=never, inner=inner)
     with pytest.raises(httpcore.ConnectTimeout):
-        await hanging.connect_tcp("slow.test", 443, timeout=0.2)
+        await hanging.connect_tcp("slow.test", 443, timeout=0.05)
+    assert never.calls == ["slow.test"]  # it was asked, and the timeout cut the wait
     assert inner.connects == []
 
 

@@ -22,10 +22,15 @@ def _events(n: int) -> list[AuditEvent]:
     return [AuditEvent(1.0, None, None, "secret.get", f"/s{i}", "success") for i in range(n)]
 
 
-async def _start(data_dir: Path, clock: ManualClock, **settings: object) -> Services:
+HANG_GUARD = 30.0  # seconds: a bound on waiting for the periodic task, never a measure
+
+
+async def _start(
+    data_dir: Path, clock: ManualClock, cls: type[Services] = Services, **settings: object
+) -> Services:
     # Plain HTTP: no listener is started here, and no TLS material is needed.
     config = Settings(data_dir=data_dir, insecure_http=True, **settings)  # type: ignore[arg-type]
-    return await Services.start(config, clock)
+    return await cls.start(config, clock)
 
 
 async def test_checkpoints_are_written_when_due(tmp_path: Path) -> None:
@@ -62,7 +67,16 @@ async def test_a_second_process_shares_the_key_and_the_periodic_task_signs(
     tmp_path: Path,
 ) -> None:
     clock = ManualClock()
-    first = await _start(tmp_path / "d", clock, key_rotation_period=20)
+    looked = asyncio.Event()
+
+    class Watched(Services):
+        """The real services, telling the test when a look for a due checkpoint is done."""
+
+        async def checkpoint_if_due(self) -> None:
+            await super().checkpoint_if_due()
+            looked.set()
+
+    first = await _start(tmp_path / "d", clock, Watched, key_rotation_period=20)
     await first.store.append_audit(_events(2))
     second = await _start(tmp_path / "d", clock, key_rotation_period=20)
     try:
@@ -73,16 +87,17 @@ async def test_a_second_process_shares_the_key_and_the_periodic_task_signs(
         checkpoint = await second.store.last_audit_checkpoint()
         assert checkpoint is not None and checkpoint.seq == 2  # signed at the second's start
 
-        clock.advance(SECONDS)
+        clock.advance(SECONDS)  # a checkpoint is due by time: the periodic task's next tick
+        looked.clear()
         stop = asyncio.Event()
         task = asyncio.create_task(_periodic(first, Metrics(), stop))
-        for _ in range(100):  # the task ticks every second (a 20 s rotation period / 20)
-            latest = await first.store.last_audit_checkpoint()
-            if latest is not None and latest.seq == 4:
-                break
-            await asyncio.sleep(0.05)
-        stop.set()
-        await task
+        try:
+            # The task ticks every second (a 20 s rotation period / 20): its first tick's look.
+            await asyncio.wait_for(looked.wait(), timeout=HANG_GUARD)
+        finally:
+            stop.set()
+            await task
+        latest = await first.store.last_audit_checkpoint()
         assert latest is not None and latest.seq == 4
     finally:
         await second.close()

@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from keyless.api.admin.common import json_body, services_of, tenant_of, text
+from keyless.api.context import Admin
 from keyless.core import devcluster
 from keyless.core.errors import InvalidRequest
 from keyless.core.issuers import SOURCES
@@ -83,6 +84,14 @@ def _dev_cluster_name(public_url: str, url: str) -> str | None:
         return None
 
 
+async def ensure_dev_cluster(s: Admin, url: str) -> None:
+    """Trusting a dev cluster before its first `keyless dev token` (the README's order): make
+    it now, so that its discovery document exists for the first fetch (also `apply`'s)."""
+    cluster = _dev_cluster_name(s.settings.public_url, url) if s.settings.dev else None
+    if cluster is not None:
+        await s.dev_clusters.ensure(cluster)
+
+
 async def issuer_add(request: Request) -> Response:
     """Register an issuer; a discovery issuer's keys are fetched first (see ``add_issuer``)."""
     s, tenant = services_of(request), await tenant_of(request)
@@ -93,11 +102,8 @@ async def issuer_add(request: Request) -> Response:
         raise InvalidRequest("'allow_unreachable' must be true or false")
     kubernetes_api = _kubernetes_api(body)
     jwks = body.get("jwks")
-    cluster = _dev_cluster_name(s.settings.public_url, url) if s.settings.dev else None
-    if cluster is not None and jwks is None and not kubernetes_api:
-        # Trusting a dev cluster before its first `keyless dev token` (the README's order):
-        # make it now, so that its discovery document exists for the first fetch.
-        await s.dev_clusters.ensure(cluster)
+    if jwks is None and not kubernetes_api:
+        await ensure_dev_cluster(s, url)
     added = await s.federation.add_issuer(
         tenant.id,
         url,

@@ -149,6 +149,29 @@ class RbacIndex:
         ]
 
 
+def explain_read(
+    index: RbacIndex, tenant_id: str, identity_id: str, target: tuple[str, ...]
+) -> dict[str, object]:
+    """Whether the identity may read the value of ``target`` (a vault: any secret in it), the
+    assignments that allow it, or else the narrowest role that would (``keyless explain``)."""
+    grants = index.granting(tenant_id, identity_id, GET_VALUE, target)
+    view: dict[str, object] = {
+        "action": GET_VALUE,
+        "resource": format_scope(target),
+        "allowed": bool(grants),
+        "granted_by": [{"role": r, "scope": s} for r, s in grants],
+    }
+    if not grants:
+        needed = narrowest_role(GET_VALUE)
+        assert needed is not None
+        view["would_allow"] = {
+            "role": needed.name,
+            "alias": needed.alias,
+            "scope": format_scope(target[:1]),
+        }
+    return view
+
+
 class RoleStore(Protocol):
     async def add_role_assignment(self, a: Assignment, now: float) -> bool: ...
     async def remove_role_assignment(self, a: Assignment) -> bool: ...

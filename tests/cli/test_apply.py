@@ -358,3 +358,27 @@ def test_refusals_are_one_line_and_change_nothing(
 def test_missing_file_is_one_line(server: RunningServer, tenant: str, tmp_path: Path) -> None:
     line = one_line_error(apply(server, tenant, tmp_path / "nope.yaml"))
     assert "no such file" in line
+
+
+def test_the_docs_example_is_the_walkthrough_and_applies(
+    server: RunningServer, tenant: str, tmp_path: Path
+) -> None:
+    """docs/examples/walkthrough.yaml, pointed at this server's port, applies and re-applies."""
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "walkthrough.yaml"
+    text = example.read_text().replace("https://localhost:8443", server.url)
+    vault = vault_name()  # vault names are global: this server has other tests' vaults
+    path = tmp_path / "walkthrough.yaml"
+    path.write_text(
+        text.replace("name: billing   ", f"name: {vault}   ").replace(
+            "/vaults/billing", f"/vaults/{vault}"
+        )
+    )
+    made = apply_json(server, tenant, path)
+    assert [(c["action"], c["kind"]) for c in made] == [
+        ("create", "issuer"),
+        ("create", "identity"),
+        ("create", "federated_credential"),
+        ("create", "vault"),
+        ("create", "role_assignment"),
+    ]
+    assert apply(server, tenant, path).stdout == "no changes\n"

@@ -308,3 +308,48 @@ def test_explain_exit_status_and_read_access(server: RunningServer, tmp_path: Pa
     assert "not found" in refused(server, "explain", "--token", good, "--vault", unique("nov"))
     assert "--secret needs --vault" in refused(server, "explain", "--token", good, "--secret", "s")
     assert "no such file" in refused(server, "explain", "--token", str(tmp_path / "missing"))
+
+
+def vault_read(server: RunningServer, tmp: Path, ident: str, sa: str, vault: str) -> int:
+    """A workload of ``ident`` (dev token of service account ``sa``) reads secret ``s``."""
+    token = Path(dev_token_file(server, tmp, sa)).read_text()
+    shown = js(server, "identity", "show", ident)
+    with server.client() as http:
+        answer = http.post(
+            f"/{shown['tenant_id']}/oauth2/v2.0/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": shown["client_id"],
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_assertion": token,
+                "scope": f"https://vault.localhost:{server.port}/.default",
+            },
+        )
+        assert answer.status_code == 200, answer.text
+        access = answer.json()["access_token"]
+        read = http.get(
+            f"/vaults/{vault}/secrets/s",
+            params={"api-version": "7.4"},
+            headers={"Authorization": f"Bearer {access}"},
+        )
+    return read.status_code
+
+
+def test_a_deleted_vaults_grants_do_not_reach_its_successor(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    ident, vault, sa = unique("i"), unique("v"), unique("sa")
+    server.cli("identity", "create", ident)
+    server.cli(
+        "federation", "add", ident, "--name", "c", "--issuer", f"{server.url}/dev/clusters/dev",
+        "--subject", f"system:serviceaccount:demo:{sa}",
+    )  # fmt: skip
+    server.cli("vault", "create", vault)
+    server.cli("secret", "set", vault, "s", "--value", "old")
+    server.cli("role", "assign", ident, "secrets-user", "--scope", f"/vaults/{vault}")
+    assert vault_read(server, tmp_path, ident, sa, vault) == 200
+
+    server.cli("vault", "delete", vault, "--force")
+    server.cli("vault", "create", vault)
+    server.cli("secret", "set", vault, "s", "--value", "new")
+    assert vault_read(server, tmp_path, ident, sa, vault) == 403

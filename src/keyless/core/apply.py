@@ -297,6 +297,7 @@ class Reconciler:
         elif kind == "vault":
             if action == "delete":
                 await self._vaults.delete_vault(call, change.name)
+                await self._roles.reload()  # its assignments went with it
             else:
                 await self._vaults.create_vault(tenant_id, change.name)
         elif kind == "role_assignment":

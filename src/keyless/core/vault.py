@@ -250,8 +250,10 @@ class VaultService:
         return True
 
     def forget_all(self) -> None:
-        """After a root key rotation: the cached rows were sealed under the old key."""
+        """After a root key rotation (the cached rows were sealed under the old key), or a
+        sibling worker's change (a vault it deleted must not be found here)."""
         self._cache.clear()
+        self._vaults.clear()
 
     # -- vaults ----------------------------------------------------------------------------
 

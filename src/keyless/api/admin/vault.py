@@ -82,6 +82,7 @@ async def vault_delete(request: Request) -> Response:
     vault, held = await s.vaults.delete_vault(
         await _call(request), request.path_params["vault"], force=force == "true"
     )
+    await s.roles.reload()  # its assignments are gone: no grant may outlive the vault
     return JSONResponse({"deleted": vault.name, "secrets_deleted": held})
 
 

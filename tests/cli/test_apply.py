@@ -34,6 +34,13 @@ def tenant(server: RunningServer) -> str:
     return alias
 
 
+@pytest.fixture(scope="module")
+def refusals_tenant(server: RunningServer) -> str:
+    """One tenant for every refusal: none of them changes anything (each test checks)."""
+    server.cli("tenant", "create", "refusals")
+    return "refusals"
+
+
 def jwks_file(directory: Path, kid: str = "k1") -> Path:
     key = ec.generate_private_key(ec.SECP256R1())
     path = directory / "keys" / "cluster-a-jwks.json"
@@ -87,16 +94,21 @@ def listing(server: RunningServer, tenant: str, *command: str) -> Any:
 
 
 def state(server: RunningServer, tenant: str) -> dict[str, Any]:
-    identities = [i["name"] for i in listing(server, tenant, "identity", "list")]
-    return {
-        "issuers": sorted(i["url"] for i in listing(server, tenant, "issuer", "list")),
-        "identities": identities,
-        "credentials": {
-            name: listing(server, tenant, "federation", "list", name) for name in identities
-        },
-        "vaults": [v["name"] for v in listing(server, tenant, "vault", "list")],
-        "roles": listing(server, tenant, "role", "list"),
-    }
+    """Everything apply may change in the tenant, read over the admin API (what the list
+    commands print with --output json)."""
+    q = {"tenant": tenant}
+    with server.admin() as admin:
+        identities = [i["name"] for i in admin.get("/v1/identities", params=q).json()]
+        return {
+            "issuers": sorted(i["url"] for i in admin.get("/v1/issuers", params=q).json()),
+            "identities": identities,
+            "credentials": {
+                name: admin.get(f"/v1/identities/{name}/federated-credentials", params=q).json()
+                for name in identities
+            },
+            "vaults": [v["name"] for v in admin.get("/v1/vaults", params=q).json()],
+            "roles": admin.get("/v1/roles", params=q).json(),
+        }
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
@@ -345,8 +357,9 @@ def test_json_document_works_like_yaml(server: RunningServer, tenant: str, tmp_p
     ],
 )
 def test_refusals_are_one_line_and_change_nothing(
-    server: RunningServer, tenant: str, tmp_path: Path, content: str, expected: str
+    server: RunningServer, refusals_tenant: str, tmp_path: Path, content: str, expected: str
 ) -> None:
+    tenant = refusals_tenant
     path = tmp_path / "bad.yaml"
     path.write_text(content)
     before = state(server, tenant)

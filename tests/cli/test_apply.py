@@ -395,3 +395,11 @@ def test_the_docs_example_is_the_walkthrough_and_applies(
         ("create", "role_assignment"),
     ]
     assert apply(server, tenant, path).stdout == "no changes\n"
+
+
+def test_document_on_stdin(server: RunningServer, tenant: str) -> None:
+    vault = vault_name()
+    doc = f"vaults: [{{name: {vault}}}]\n"
+    made = server.cli("apply", "-f", "-", "--tenant", tenant, input=doc)
+    assert made.stdout == f"created vault {vault}\n"
+    assert server.cli("apply", "-f", "-", "--tenant", tenant, input=doc).stdout == "no changes\n"

@@ -8,6 +8,7 @@ relative to the document's own directory, and sent inline as ``jwks``.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,9 +24,10 @@ Tenant = Annotated[str, typer.Option(help="tenant id or alias")]
 
 
 def load_document(path: Path) -> Any:
-    """The document at ``path`` (YAML, or JSON for a ``.json`` file), ``jwks_file``s inlined."""
+    """The document at ``path`` (YAML, or JSON for a ``.json`` file; ``-``: YAML on stdin,
+    ``jwks_file`` then relative to the working directory), ``jwks_file``s inlined."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise KeylessError(f"no such file: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -70,7 +72,7 @@ def _inline_jwks(base: Path, index: int, item: object) -> object:
 
 def apply(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Option("--file", "-f", help="YAML or JSON document")],
+    file: Annotated[Path, typer.Option("--file", "-f", help="YAML or JSON document ('-': stdin)")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="only say what would change")] = False,
     prune: Annotated[
         bool, typer.Option("--prune", help="also delete what the file does not name")

@@ -403,3 +403,18 @@ def test_document_on_stdin(server: RunningServer, tenant: str) -> None:
     made = server.cli("apply", "-f", "-", "--tenant", tenant, input=doc)
     assert made.stdout == f"created vault {vault}\n"
     assert server.cli("apply", "-f", "-", "--tenant", tenant, input=doc).stdout == "no changes\n"
+
+
+def test_a_change_failing_part_way_says_what_was_made(
+    server: RunningServer, tenant: str, tmp_path: Path
+) -> None:
+    taken = vault_name()
+    server.cli("vault", "create", taken)  # in the default tenant: the name is global
+    path = tmp_path / "keyless.yaml"
+    path.write_text(f"identities: [{{name: first}}]\nvaults: [{{name: {taken}}}]\n")
+    line = one_line_error(apply(server, tenant, path))
+    assert f"create vault {taken}: vault name {taken!r} is already taken" in line
+    assert "(1 change(s) made before it)" in line
+    assert state(server, tenant)["identities"] == ["first"]
+    path.write_text(f"identities: [{{name: first}}]\nvaults: [{{name: {taken}x}}]\n")
+    assert apply(server, tenant, path).stdout == f"created vault {taken}x\n"  # picks up

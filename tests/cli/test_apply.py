@@ -418,3 +418,29 @@ def test_a_change_failing_part_way_says_what_was_made(
     assert state(server, tenant)["identities"] == ["first"]
     path.write_text(f"identities: [{{name: first}}]\nvaults: [{{name: {taken}x}}]\n")
     assert apply(server, tenant, path).stdout == f"created vault {taken}x\n"  # picks up
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        (
+            "twice.yaml",
+            "vaults: []\nvaults: []\n",
+            "key 'vaults' is given twice (line 2, column 1)",
+        ),
+        ("twice.json", '{"vaults": [], "vaults": []}', "is not valid JSON"),
+        ("date.yaml", "identities: [{name: 2024-01-01}]", "quote it"),
+    ],
+    ids=["yaml-duplicate-key", "json-duplicate-member", "yaml-date"],
+)
+def test_documents_are_read_strictly(
+    server: RunningServer,
+    refusals_tenant: str,
+    tmp_path: Path,
+    name: str,
+    content: str,
+    expected: str,
+) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    assert expected in one_line_error(apply(server, refusals_tenant, path))

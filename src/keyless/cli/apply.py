@@ -18,9 +18,30 @@ import yaml
 from keyless.cli.client import seg
 from keyless.cli.context import globals_of
 from keyless.cli.output import emit, say
+from keyless.core import strictjson
 from keyless.core.errors import KeylessError
 
 Tenant = Annotated[str, typer.Option(help="tenant id or alias")]
+
+
+class _StrictLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no type hints here
+    """PyYAML's safe loader, refusing a key given twice in one mapping (it would keep the last
+    silently; the admin API refuses duplicate JSON members the same way)."""
+
+
+def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
 def load_document(path: Path) -> Any:
@@ -33,18 +54,36 @@ def load_document(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise KeylessError(f"cannot read {path}: {exc}") from None
     try:
-        doc = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        if path.suffix == ".json":
+            doc = strictjson.loads(text)
+        else:
+            doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a safe loader)
+    except strictjson.InvalidJson as exc:
+        raise KeylessError(f"{path} is not valid JSON: {exc.message}") from None
     except (ValueError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise KeylessError(f"{path} is not valid {_kind(path)}: {first}") from None
+        raise KeylessError(f"{path} is not valid {_kind(path)}: {_why(exc)}") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):
         raise KeylessError(f"{path}: expected a mapping of issuers, identities, vaults, ...")
+    try:
+        json.dumps(doc)
+    except (TypeError, ValueError) as exc:  # e.g. an unquoted date: YAML makes it a datetime
+        raise KeylessError(f"{path}: a value is not JSON data ({exc}); quote it") from None
     issuers = doc.get("issuers")
     if isinstance(issuers, list):
         doc["issuers"] = [_inline_jwks(path.parent, i, item) for i, item in enumerate(issuers)]
     return doc
+
+
+def _why(exc: Exception) -> str:
+    """One line: YAML's problem and where it is (PyYAML's own text spans several lines)."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if isinstance(problem, str) and mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _kind(path: Path) -> str:
@@ -61,9 +100,11 @@ def _inline_jwks(base: Path, index: int, item: object) -> object:
         raise KeylessError(f"issuers[{index}]: jwks_file or jwks, not both")
     file = base / raw
     try:
-        jwks = json.loads(file.read_text(encoding="utf-8"))
+        jwks = strictjson.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise KeylessError(f"issuers[{index}].jwks_file: no such file: {file}") from None
+    except strictjson.InvalidJson as exc:
+        raise KeylessError(f"issuers[{index}].jwks_file: {file}: {exc.message}") from None
     except (OSError, ValueError) as exc:
         raise KeylessError(f"issuers[{index}].jwks_file: cannot read {file}: {exc}") from None
     rest = {k: v for k, v in item.items() if k != "jwks_file"}

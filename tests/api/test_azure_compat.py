@@ -7,8 +7,8 @@
 - ``scope=https://vault.azure.net/.default`` and the sovereign clouds' Key Vault resources are
   accepted at the token endpoint, and their tokens by the vault, besides keyless's own resource;
 - ``/secrets/NAME/`` (trailing slash) answers the latest version;
-- the 401 challenge names no tenant to the Python SDK, so it asks the tenant it is configured with, the
-  alias or the id (see ``api/keyvault/gateway.py``).
+- the 401 challenge names no tenant to the Python SDK, so it asks the tenant it is configured
+  with, the alias or the id (see ``api/tenancy.py``).
 
 In process (tests/support/inprocess.py); ``tests/api/test_seed_script.py`` runs the blog's own
 script with bash, curl and jq against a real server.

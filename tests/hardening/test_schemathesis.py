@@ -83,6 +83,7 @@ SEEDED_FOR = {
 }
 DELETED = ("seed-gone", "seed-purge", "seed-restore")
 REMOVABLE_ISSUER = "https://127.0.0.1:9/removable"  # added unreachable, for issuers/remove
+FIXED = ("app", "other")  # the fixture's identities: never renamed
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -370,6 +371,21 @@ def steer_admin(case: Any, data: st.DataObject, live: Live) -> None:
             body["scope"] = data.draw(st.sampled_from(["/", f"/vaults/{VAULT}"]))
     if body is not None and path == "/v1/roles/remove":
         body["identity"] = "other"  # never the fixture's own assignments
+    # What removes or renames never reaches the fixture's vault or identities; apply never
+    # prunes here, and every issuer it names is on the closed loopback port (never fetched).
+    if params is not None and path == "/v1/vaults/{vault}" and method == "DELETE":
+        params["vault"] = "fuzz-doomed"
+    renaming = path == "/v1/identities/{name}" and method == "PATCH"
+    if renaming and body is not None and params is not None and params.get("name") in FIXED:
+        body["name"] = params["name"]
+    if body is not None and path in ("/v1/apply", "/v1/apply/plan"):
+        if path == "/v1/apply":
+            body["prune"] = False
+        doc = body.get("document")
+        issuers = doc.get("issuers") if isinstance(doc, dict) else None
+        for item in issuers if isinstance(issuers, list) else ():
+            if isinstance(item, dict) and "url" in item:
+                item["url"] = _loopback_issuer(item["url"])
 
 
 # --------------------------------------------------------------------------------------------

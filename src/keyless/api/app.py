@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 
 from keyless.api import k8s, ops, token
 from keyless.api.adfs import discovery as adfs
-from keyless.api.admin import audit, dev, federation, system, vault
+from keyless.api.admin import apply, audit, dev, federation, system, vault
 from keyless.api.admin.auditing import AdminAuditMiddleware
 from keyless.api.admin.errors import handle_keyless_error
 from keyless.api.context import Admin, Edge
@@ -109,7 +109,14 @@ def webhook_app(services: Edge, metrics: Metrics) -> ASGIApp:
 
 def admin_app(services: Admin, metrics: Metrics) -> ASGIApp:
     app = _app(
-        [*system.routes, *federation.routes, *dev.routes, *vault.routes, *audit.routes],
+        [
+            *system.routes,
+            *federation.routes,
+            *dev.routes,
+            *vault.routes,
+            *audit.routes,
+            *apply.routes,
+        ],
         services,
         metrics,
         "admin",

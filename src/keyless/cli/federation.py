@@ -229,18 +229,42 @@ def explain(
     ctx: typer.Context,
     token: Annotated[str, typer.Option(help="file holding the JWT ('-' for stdin)")],
     identity: Annotated[str | None, typer.Option(help="identity name")] = None,
+    vault: Annotated[
+        str | None, typer.Option(help="also say whether the identity may read this vault")
+    ] = None,
+    secret: Annotated[str | None, typer.Option(help="... this secret of --vault")] = None,
     tenant: Tenant = "default",
 ) -> None:
-    """Why a token is or is not accepted, per trust policy, with the nearest near-miss."""
+    """Why a token is or is not accepted, per trust policy, with the nearest near-miss; with
+    --vault [--secret], whether the identity's roles allow reading it.
+
+    Exit status 0 when the token is accepted (and, with --vault, an identity that accepts it
+    may read), 1 otherwise, so scripts can ask too."""
+    if secret is not None and vault is None:
+        raise KeylessError("--secret needs --vault")
     g = globals_of(ctx)
-    text = sys.stdin.read() if token == "-" else Path(token).read_text()
-    report = g.client().post(
-        f"/v1/explain{_q(tenant)}", {"token": text.strip(), "identity": identity}
-    )
+    text = _read_token(token)
+    body: dict[str, str | None] = {"token": text.strip(), "identity": identity}
+    if vault is not None:
+        body |= {"vault": vault, "secret": secret}
+    report = g.client().post(f"/v1/explain{_q(tenant)}", body)
     if g.output == "json":
         emit(report, "json")
     else:
         render_explain(report)
+    if not report["accepted"] or report.get("access_allowed") is False:
+        raise typer.Exit(1)
+
+
+def _read_token(token: str) -> str:
+    if token == "-":
+        return sys.stdin.read()
+    try:
+        return Path(token).read_text()
+    except FileNotFoundError:
+        raise KeylessError(f"no such file: {token}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeylessError(f"cannot read the token from {token}: {exc}") from None
 
 
 @dev_app.command("token")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from keyless.cli import audit, federation, k8s, vault
+from keyless.cli import apply, audit, env, federation, k8s, lifecycle, vault
 from keyless.cli.client import seg
 from keyless.cli.context import Globals, globals_of
 from keyless.cli.output import emit
@@ -37,6 +37,15 @@ app.add_typer(vault.vault_app, name="vault")
 app.add_typer(vault.secret_app, name="secret")
 app.add_typer(vault.role_app, name="role")
 app.add_typer(k8s.k8s_app, name="k8s")
+app.command("apply")(apply.apply)
+app.command("env")(env.env)
+vault.vault_app.command("delete")(lifecycle.vault_delete)
+vault.secret_app.command("recover")(lifecycle.secret_recover)
+vault.secret_app.command("purge")(lifecycle.secret_purge)
+tenant_app.command("list")(lifecycle.tenant_list)
+federation.identity_app.command("update")(lifecycle.identity_update)
+federation.federation_app.command("show")(lifecycle.federation_show)
+federation.federation_app.command("update")(lifecycle.federation_update)
 
 
 @app.command()

@@ -93,4 +93,21 @@ def render_explain(report: dict[str, Any]) -> None:
                 line("    ", check["passed"], f"{check['name']}: {check['reason']}")
                 if check.get("hint"):
                     say(f"          near miss: {check['hint']}")
+        if "access" in ident:
+            _render_access(ident["identity"], ident["access"])
     say("ACCEPTED" if report["accepted"] else "REJECTED")
+
+
+def _render_access(identity: str, access: dict[str, Any]) -> None:
+    """``explain --vault V [--secret S]``: may the identity read it, and by which role."""
+    where = access["resource"]
+    if access["allowed"]:
+        grants = ", ".join(f"{g['role']} on {g['scope']}" for g in access["granted_by"])
+        say(f"  read {where}: allowed by {grants}")
+        return
+    need = access["would_allow"]
+    say(
+        f"  read {where}: DENIED (no role assignment allows {access['action']}); "
+        f"{need['role']} on {need['scope']} would: "
+        f"keyless role assign {identity} {need['alias']} --scope {need['scope']}"
+    )

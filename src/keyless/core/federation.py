@@ -195,6 +195,19 @@ class Federation:
     async def list_identities(self, tenant_id: str) -> list[Identity]:
         return await self._store.list_identities(tenant_id)
 
+    async def rename_identity(self, tenant_id: str, name: str, new_name: str) -> Identity:
+        """``identity update NAME --name NEW``: the ids, credentials and roles stay."""
+        identity = await self.get_identity(tenant_id, name)
+        validate_identity_name(new_name)
+        if new_name == identity.name:
+            return identity
+        if await self._store.get_identity(tenant_id, new_name) is not None:
+            raise Conflict(f"an identity named {new_name!r} already exists")
+        if not await self._store.rename_identity(identity.object_id, new_name):
+            raise NotFound(f"identity {name!r} not found")
+        await self.reload()
+        return replace(identity, name=new_name)
+
     async def delete_identity(self, tenant_id: str, name: str) -> None:
         identity = await self.get_identity(tenant_id, name)
         await self._store.delete_identity(identity.object_id)
@@ -267,6 +280,10 @@ class Federation:
             )
         return AddedIssuer(created, replace(status, url=url), warning)
 
+    async def issuer_records(self, tenant_id: str) -> list[IssuerRecord]:
+        """The tenant's issuers as stored (their key source, an uploaded JWKS)."""
+        return [record for _, record in await self._store.list_issuers(tenant_id)]
+
     async def list_issuers(self, tenant_id: str) -> list[IssuerStatus]:
         return [
             replace(self.keys.status(_cache_id(tenant_id, record)), url=record.url)
@@ -336,6 +353,56 @@ class Federation:
     ) -> list[FederatedCredential]:
         identity = await self.get_identity(tenant_id, identity_name)
         return await self._store.list_credentials(identity.object_id)
+
+    async def get_credential(
+        self, tenant_id: str, identity_name: str, name: str
+    ) -> FederatedCredential:
+        for fc in await self.list_credentials(tenant_id, identity_name):
+            if fc.name == name:
+                return fc
+        raise NotFound(f"federated credential {name!r} of {identity_name!r} not found")
+
+    async def update_credential(
+        self,
+        tenant_id: str,
+        identity_name: str,
+        name: str,
+        *,
+        issuer: str | None = None,
+        subject: str | None = None,
+        subject_pattern: str | None = None,
+        audiences: Sequence[str] | None = None,
+        condition: str | None = None,
+        clear_condition: bool = False,
+    ) -> tuple[FederatedCredential, bool]:
+        """Change what is given of a credential, keep the rest: (credential, changed).
+
+        A new subject replaces the pattern and the other way round (a credential has one).
+        """
+        old = await self.get_credential(tenant_id, identity_name, name)
+        issuer = issuer if issuer is not None else old.issuer
+        if not self.is_registered(tenant_id, issuer):
+            raise InvalidRequest(
+                f"issuer {issuer} is not registered; add it first with `keyless issuer add`"
+            )
+        if subject is None and subject_pattern is None:
+            subject, subject_pattern = old.subject, old.subject_pattern
+        wanted = new_credential(
+            id=old.id,
+            identity_id=old.identity_id,
+            name=old.name,
+            issuer=issuer,
+            subject=subject,
+            subject_pattern=subject_pattern,
+            audiences=tuple(audiences) if audiences is not None else old.audiences,
+            condition=None if clear_condition else (condition or old.condition),
+        )
+        if not _differs(old, wanted):
+            return old, False
+        if not await self._store.update_credential(wanted):
+            raise NotFound(f"federated credential {name!r} of {identity_name!r} not found")
+        await self.reload()
+        return wanted, True
 
     async def remove_credential(self, tenant_id: str, identity_name: str, name: str) -> None:
         identity = await self.get_identity(tenant_id, identity_name)

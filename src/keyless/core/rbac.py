@@ -78,6 +78,12 @@ def role(name: str) -> Role:
     return found
 
 
+def narrowest_role(action: str) -> Role | None:
+    """The built-in role allowing ``action`` with the fewest other actions (least privilege)."""
+    allowing = [r for r in ROLES if action in r.actions]
+    return min(allowing, key=lambda r: len(r.actions)) if allowing else None
+
+
 def parse_scope(scope: str) -> tuple[str, ...]:
     """``/`` -> (), ``/vaults/V`` -> ("V",), ``/vaults/V/secrets/S`` -> ("V", "S")."""
     match = _SCOPE.fullmatch(scope)
@@ -115,9 +121,12 @@ class RbacIndex:
 
     def __init__(self, assignments: Iterable[Assignment] = ()) -> None:
         self._grants: dict[tuple[str, str], list[tuple[tuple[str, ...], frozenset[str]]]] = {}
+        self._named: dict[tuple[str, str], list[tuple[tuple[str, ...], frozenset[str], str]]] = {}
         for a in assignments:
-            self._grants.setdefault((a.tenant_id, a.identity_id), []).append(
-                (a.parts, role(a.role).actions)
+            r = role(a.role)
+            self._grants.setdefault((a.tenant_id, a.identity_id), []).append((a.parts, r.actions))
+            self._named.setdefault((a.tenant_id, a.identity_id), []).append(
+                (a.parts, r.actions, r.name)
             )
 
     def allowed(
@@ -128,6 +137,39 @@ class RbacIndex:
             if action in actions and target[: len(parts)] == parts:
                 return True
         return False
+
+    def granting(
+        self, tenant_id: str, identity_id: str, action: str, target: tuple[str, ...]
+    ) -> list[tuple[str, str]]:
+        """The (role, scope) assignments that grant ``action`` on ``target`` (``explain``)."""
+        return [
+            (name, format_scope(parts))
+            for parts, actions, name in self._named.get((tenant_id, identity_id), ())
+            if action in actions and target[: len(parts)] == parts
+        ]
+
+
+def explain_read(
+    index: RbacIndex, tenant_id: str, identity_id: str, target: tuple[str, ...]
+) -> dict[str, object]:
+    """Whether the identity may read the value of ``target`` (a vault: any secret in it), the
+    assignments that allow it, or else the narrowest role that would (``keyless explain``)."""
+    grants = index.granting(tenant_id, identity_id, GET_VALUE, target)
+    view: dict[str, object] = {
+        "action": GET_VALUE,
+        "resource": format_scope(target),
+        "allowed": bool(grants),
+        "granted_by": [{"role": r, "scope": s} for r, s in grants],
+    }
+    if not grants:
+        needed = narrowest_role(GET_VALUE)
+        assert needed is not None
+        view["would_allow"] = {
+            "role": needed.name,
+            "alias": needed.alias,
+            "scope": format_scope(target[:1]),
+        }
+    return view
 
 
 class RoleStore(Protocol):

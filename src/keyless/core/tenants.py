@@ -98,5 +98,11 @@ class Tenants:
         self._remember(tenant)
         return tenant
 
+    async def list(self) -> list[Tenant]:
+        tenants = await self._store.list_tenants()
+        for tenant in tenants:
+            self._remember(tenant)
+        return tenants
+
     def cached(self, id_or_alias: str) -> Tenant | None:
         return self._cache.get(id_or_alias)

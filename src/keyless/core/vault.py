@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from keyless.core import rbac
-from keyless.core.access import Principal
+from keyless.core.access import IdentityDirectory, Principal
 from keyless.core.audit import AuditEvent, AuditSink
 from keyless.core.backup import decode_backup, open_backup, seal_backup
 from keyless.core.clock import Clock
@@ -87,6 +87,7 @@ class VaultService:
         *,
         recovery_days: int = 90,
         cache: SecretCache | None = None,
+        identities: IdentityDirectory | None = None,
     ) -> None:
         self._store = store
         self._rbac = rbac_index
@@ -96,6 +97,7 @@ class VaultService:
         self.recovery_days = recovery_days
         self._vaults: dict[str, Vault] = {}
         self._cache = cache if cache is not None else SecretCache(32 << 20)
+        self._identities = identities  # names the caller in a refusal
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -127,7 +129,7 @@ class VaultService:
             raise Forbidden(
                 f"Caller is not authorized to perform action on resource. "
                 f"Caller: oid={p.object_id}; Action: '{action}'; "
-                f"Resource: '{where}'",
+                f"Resource: '{where}'. {self._remedy(p, action, target)}",
                 detail={"inner": "ForbiddenByRbac"},
             )
         if action in CHANGES:
@@ -143,6 +145,21 @@ class VaultService:
             raise
         await self._record(call, action, where, "success", "allowed")
         return result
+
+    def _remedy(self, p: Principal, action: str, target: tuple[str, ...]) -> str:
+        """The refusal names the identity and the narrowest role that would allow the action
+        (the Key Vault SDKs show the message as is; Azure's names only the object id)."""
+        identity = self._identities.identity_by_object(p.object_id) if self._identities else None
+        who = f"identity {identity.name!r}" if identity is not None else f"oid {p.object_id}"
+        grant = rbac.narrowest_role(action)
+        if grant is None:
+            return f"No built-in role allows {action}."
+        scope = rbac.format_scope(target[:1])
+        name = identity.name if identity is not None else p.object_id
+        return (
+            f"{who} has no role that allows it; the role {grant.name!r} ({grant.alias}) on "
+            f"{scope} would: keyless role assign {name} {grant.alias} --scope {scope}"
+        )
 
     async def _record(self, call: Call, action: str, target: str, result: str, reason: str) -> None:
         p = call.principal
@@ -229,11 +246,14 @@ class VaultService:
             return False
         self._cache.clear()
         self._cache.revision = revision
+        self._vaults.clear()  # a vault may have been deleted (and its name reused)
         return True
 
     def forget_all(self) -> None:
-        """After a root key rotation: the cached rows were sealed under the old key."""
+        """After a root key rotation (the cached rows were sealed under the old key), or a
+        sibling worker's change (a vault it deleted must not be found here)."""
         self._cache.clear()
+        self._vaults.clear()
 
     # -- vaults ----------------------------------------------------------------------------
 
@@ -254,6 +274,39 @@ class VaultService:
 
     async def list_vaults(self, tenant_id: str) -> list[Vault]:
         return await self._store.list_vaults(tenant_id)
+
+    async def count_secrets(self, tenant_id: str, name: str) -> int:
+        vault = await self.lookup(name)
+        if vault is None or vault.tenant_id != tenant_id:
+            raise NotFound(f"vault {name!r} not found")
+        return await self._store.count_secrets(vault.name)
+
+    async def delete_vault(
+        self, call: Call, name: str, *, force: bool = False
+    ) -> tuple[Vault, int]:
+        """Delete a vault: refused while it holds secrets (soft-deleted ones too) unless
+        ``force``, which deletes them with it. Role assignments on it go too. Audited as
+        ``vault/delete``; answers the vault and how many secrets went with it."""
+        v = await self._vault(call, name)
+        held = await self._store.count_secrets(v.name)
+        if held and not force:
+            raise Conflict(
+                f"vault {v.name!r} holds {held} secret(s) (soft-deleted ones included); "
+                "purge them first, or delete it with them: --force"
+            )
+        where = rbac.format_scope((v.name,))
+        await self._record(call, "vault/delete", where, "pending", "the outcome follows")
+        try:
+            if not await self._store.delete_vault(v.tenant_id, v.name):
+                raise NotFound(f"vault {name!r} not found")
+        except KeylessError as exc:
+            await self._record(call, "vault/delete", where, "failure", f"{exc.code}: {exc.message}")
+            raise
+        finally:
+            self._vaults.pop(v.name, None)
+            self._cache.clear()
+        await self._record(call, "vault/delete", where, "success", f"{held} secret(s) with it")
+        return v, held
 
     # -- secrets ---------------------------------------------------------------------------
 

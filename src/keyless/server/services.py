@@ -149,6 +149,7 @@ class Services:
                 lambda: services.root,
                 recovery_days=settings.recovery_days,
                 cache=SecretCache(settings.secret_cache_mb << 20),
+                identities=federation,
             ),
         )
         services.broker = Broker(

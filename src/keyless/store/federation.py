@@ -100,6 +100,20 @@ class FederationStoreMixin:
             await bump_revision(conn, "federation")
         return bool(result.rowcount)
 
+    async def rename_identity(self, object_id: str, name: str) -> bool:
+        """Give an identity a new name (its ids, credentials and roles stay); False if gone."""
+        try:
+            async with self.writer.begin() as conn:
+                result = await conn.execute(
+                    sa.update(identities)
+                    .where(identities.c.object_id == object_id)
+                    .values(name=name)
+                )
+                await bump_revision(conn, "federation")
+        except IntegrityError:
+            raise Conflict(f"an identity named {name!r} already exists") from None
+        return bool(result.rowcount)
+
     # -- issuers ---------------------------------------------------------------------------
 
     async def add_issuer(self, tenant_id: str, record: IssuerRecord) -> bool:
@@ -226,6 +240,24 @@ class FederationStoreMixin:
         async with self.engine.connect() as conn:
             result = await conn.stream(query)
             return [_credential(r) async for r in result]
+
+    async def update_credential(self, credential: FederatedCredential) -> bool:
+        """Replace the settings of the identity's credential of that name; False if none."""
+        c = federated_credentials.c
+        async with self.writer.begin() as conn:
+            result = await conn.execute(
+                sa.update(federated_credentials)
+                .where(c.identity_id == credential.identity_id, c.name == credential.name)
+                .values(
+                    issuer=credential.issuer,
+                    subject=credential.subject,
+                    subject_pattern=credential.subject_pattern,
+                    audiences=json.dumps(list(credential.audiences)),
+                    condition=credential.condition,
+                )
+            )
+            await bump_revision(conn, "federation")
+        return bool(result.rowcount)
 
     async def remove_credential(self, identity_id: str, name: str) -> bool:
         c = federated_credentials.c

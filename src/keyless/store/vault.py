@@ -91,6 +91,39 @@ class VaultStoreMixin:
             ).all()
         return [Vault(r.name, r.tenant_id, r.created_at) for r in rows]
 
+    async def count_secrets(self, vault: str) -> int:
+        """Secrets in the vault, soft-deleted ones included (they can still be recovered)."""
+        async with self.engine.connect() as conn:
+            count = (
+                await conn.execute(
+                    sa.select(sa.func.count()).select_from(secrets).where(secrets.c.vault == vault)
+                )
+            ).scalar_one()
+        return int(count)
+
+    async def delete_vault(self, tenant_id: str, name: str) -> bool:
+        """Delete a vault with every secret in it and every role assignment on it or below.
+
+        The assignments go too: a vault created later under the same name must not inherit
+        the grants of the one deleted.
+        """
+        ra = role_assignments.c
+        async with self.writer.begin() as conn:
+            await bump_revision(conn, "vault")  # other processes drop their caches
+            await conn.execute(sa.delete(secret_versions).where(secret_versions.c.vault == name))
+            await conn.execute(sa.delete(secrets).where(secrets.c.vault == name))
+            await conn.execute(
+                sa.delete(role_assignments).where(
+                    ra.tenant_id == tenant_id,
+                    sa.or_(ra.scope == f"/vaults/{name}", ra.scope.like(f"/vaults/{name}/%")),
+                )
+            )
+            await bump_revision(conn, "rbac")
+            result = await conn.execute(
+                sa.delete(vaults).where(vaults.c.name == name, vaults.c.tenant_id == tenant_id)
+            )
+        return bool(result.rowcount)
+
     # -- secrets ---------------------------------------------------------------------------
 
     async def put_secret_version(self, props: SecretVersion, sealed: bytes) -> None:

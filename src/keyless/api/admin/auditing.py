@@ -24,7 +24,7 @@ log = logging.getLogger("keyless.audit")
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # POST routes that change nothing (they carry a body to read, not a change to make).
-READ_ONLY = frozenset({"/v1/audit/verify", "/v1/explain"})
+READ_ONLY = frozenset({"/v1/audit/verify", "/v1/explain", "/v1/apply/plan"})
 ACTOR = "admin-socket"
 
 

@@ -10,10 +10,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from keyless.api.admin.common import json_body, services_of, tenant_of, text
-from keyless.core import devcluster
-from keyless.core.errors import InvalidRequest
+from keyless.api.context import Admin
+from keyless.core import devcluster, rbac, workloadenv
+from keyless.core.errors import InvalidRequest, NotFound
 from keyless.core.issuers import SOURCES
+from keyless.core.secrets import validate_secret_name
 from keyless.core.trust import DEFAULT_AUDIENCE, FederatedCredential
+from keyless.settings import ca_path
 
 
 def _credential_view(fc: FederatedCredential) -> dict[str, Any]:
@@ -43,6 +46,38 @@ async def identity_show(request: Request) -> Response:
     s, tenant = services_of(request), await tenant_of(request)
     identity = await s.federation.get_identity(tenant.id, request.path_params["name"])
     return JSONResponse(identity.view())
+
+
+async def identity_update(request: Request) -> Response:
+    """``{"name": NEW}``: rename (ids, credentials and role assignments stay)."""
+    s, tenant = services_of(request), await tenant_of(request)
+    body = await json_body(request)
+    unknown = set(body) - {"name"}
+    if unknown:
+        raise InvalidRequest(f"unknown member {sorted(unknown)[0]!r} in the request body")
+    identity = await s.federation.rename_identity(
+        tenant.id, request.path_params["name"], str(text(body, "name"))
+    )
+    return JSONResponse(identity.view())
+
+
+async def identity_env(request: Request) -> Response:
+    """``keyless env``: what a workload of the identity sets, per dialect."""
+    s, tenant = services_of(request), await tenant_of(request)
+    identity = await s.federation.get_identity(tenant.id, request.path_params["name"])
+    settings = s.settings
+    ca = None if settings.tls_cert or settings.insecure_http else ca_path(settings.data_dir)
+    server = workloadenv.Server(
+        public_url=settings.public_url,
+        vault_domain=settings.vault_domain,
+        port=settings.public_port,
+        ca_file=str(ca.resolve()) if ca is not None else None,
+    )
+    q = request.query_params
+    found = workloadenv.workload_env(
+        q.get("dialect", ""), identity, q.get("token_file", ""), server
+    )
+    return JSONResponse(found.view())
 
 
 async def identity_delete(request: Request) -> Response:
@@ -83,6 +118,14 @@ def _dev_cluster_name(public_url: str, url: str) -> str | None:
         return None
 
 
+async def ensure_dev_cluster(s: Admin, url: str) -> None:
+    """Trusting a dev cluster before its first `keyless dev token` (the README's order): make
+    it now, so that its discovery document exists for the first fetch (also `apply`'s)."""
+    cluster = _dev_cluster_name(s.settings.public_url, url) if s.settings.dev else None
+    if cluster is not None:
+        await s.dev_clusters.ensure(cluster)
+
+
 async def issuer_add(request: Request) -> Response:
     """Register an issuer; a discovery issuer's keys are fetched first (see ``add_issuer``)."""
     s, tenant = services_of(request), await tenant_of(request)
@@ -93,11 +136,8 @@ async def issuer_add(request: Request) -> Response:
         raise InvalidRequest("'allow_unreachable' must be true or false")
     kubernetes_api = _kubernetes_api(body)
     jwks = body.get("jwks")
-    cluster = _dev_cluster_name(s.settings.public_url, url) if s.settings.dev else None
-    if cluster is not None and jwks is None and not kubernetes_api:
-        # Trusting a dev cluster before its first `keyless dev token` (the README's order):
-        # make it now, so that its discovery document exists for the first fetch.
-        await s.dev_clusters.ensure(cluster)
+    if jwks is None and not kubernetes_api:
+        await ensure_dev_cluster(s, url)
     added = await s.federation.add_issuer(
         tenant.id,
         url,
@@ -156,6 +196,43 @@ async def credential_list(request: Request) -> Response:
     return JSONResponse([_credential_view(fc) for fc in creds])
 
 
+async def credential_show(request: Request) -> Response:
+    s, tenant = services_of(request), await tenant_of(request)
+    p = request.path_params
+    return JSONResponse(
+        _credential_view(await s.federation.get_credential(tenant.id, p["name"], p["credential"]))
+    )
+
+
+async def credential_update(request: Request) -> Response:
+    """Change what the body gives, keep the rest; ``"condition": null`` removes the condition."""
+    s, tenant = services_of(request), await tenant_of(request)
+    body = await json_body(request)
+    unknown = set(body) - {"issuer", "subject", "subject_pattern", "audiences", "condition"}
+    if unknown:
+        raise InvalidRequest(f"unknown member {sorted(unknown)[0]!r} in the request body")
+    audiences = body.get("audiences")
+    if audiences is not None and (
+        not isinstance(audiences, list)
+        or not audiences
+        or not all(isinstance(a, str) for a in audiences)
+    ):
+        raise InvalidRequest("'audiences' must be a non-empty list of strings")
+    p = request.path_params
+    fc, changed = await s.federation.update_credential(
+        tenant.id,
+        p["name"],
+        p["credential"],
+        issuer=text(body, "issuer", optional=True),
+        subject=text(body, "subject", optional=True),
+        subject_pattern=text(body, "subject_pattern", optional=True),
+        audiences=audiences,
+        condition=text(body, "condition", optional=True),
+        clear_condition="condition" in body and body["condition"] is None,
+    )
+    return JSONResponse({**_credential_view(fc), "changed": changed})
+
+
 async def credential_remove(request: Request) -> Response:
     s, tenant = services_of(request), await tenant_of(request)
     await s.federation.remove_credential(
@@ -172,6 +249,23 @@ async def explain(request: Request) -> Response:
         str(text(body, "token")),
         identity_name=text(body, "identity", optional=True),
     )
+    vault = text(body, "vault", optional=True)
+    secret = text(body, "secret", optional=True)
+    if secret is not None and vault is None:
+        raise InvalidRequest("'secret' needs 'vault'")
+    if vault is not None:
+        found = await s.vaults.lookup(vault.lower())
+        if found is None or found.tenant_id != tenant.id:
+            raise NotFound(f"vault {vault!r} not found in this tenant")
+        target = (found.name,) if secret is None else (found.name, validate_secret_name(secret))
+        for entry in report["identities"]:
+            identity = await s.federation.get_identity(tenant.id, entry["identity"])
+            entry["access"] = rbac.explain_read(
+                s.roles.index, tenant.id, identity.object_id, target
+            )
+        report["access_allowed"] = any(
+            e["accepted"] and e["access"]["allowed"] for e in report["identities"]
+        )
     return JSONResponse(report)
 
 
@@ -180,12 +274,24 @@ routes = [
     Route("/v1/identities", identity_list, methods=["GET"]),
     Route("/v1/identities/{name}", identity_show, methods=["GET"]),
     Route("/v1/identities/{name}", identity_delete, methods=["DELETE"]),
+    Route("/v1/identities/{name}", identity_update, methods=["PATCH"]),
+    Route("/v1/identities/{name}/env", identity_env, methods=["GET"]),
     Route("/v1/identities/{name}/federated-credentials", credential_add, methods=["POST"]),
     Route("/v1/identities/{name}/federated-credentials", credential_list, methods=["GET"]),
     Route(
         "/v1/identities/{name}/federated-credentials/{credential}",
         credential_remove,
         methods=["DELETE"],
+    ),
+    Route(
+        "/v1/identities/{name}/federated-credentials/{credential}",
+        credential_show,
+        methods=["GET"],
+    ),
+    Route(
+        "/v1/identities/{name}/federated-credentials/{credential}",
+        credential_update,
+        methods=["PATCH"],
     ),
     Route("/v1/issuers", issuer_add, methods=["POST"]),
     Route("/v1/issuers", issuer_list, methods=["GET"]),

@@ -50,6 +50,16 @@ async def tenant_create(request: Request) -> Response:
     )
 
 
+async def tenant_list(request: Request) -> Response:
+    s = _services(request)
+    return JSONResponse(
+        [
+            {"id": t.id, "alias": t.alias, "issuer": t.issuer(s.settings.public_url)}
+            for t in await s.tenants.list()
+        ]
+    )
+
+
 async def tenant_show(request: Request) -> Response:
     s = _services(request)
     tenant = await s.tenants.get(request.path_params["tenant"])
@@ -102,6 +112,7 @@ async def root_key_rotate(request: Request) -> Response:
 routes = [
     Route("/v1/status", status),
     Route("/v1/tenants", tenant_create, methods=["POST"]),
+    Route("/v1/tenants", tenant_list, methods=["GET"]),
     Route("/v1/tenants/{tenant}", tenant_show),
     Route("/v1/tenants/{tenant}/keys", keys_list),
     Route("/v1/tenants/{tenant}/keys/rotate", keys_rotate, methods=["POST"]),

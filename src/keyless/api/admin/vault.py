@@ -73,6 +73,19 @@ async def vault_list(request: Request) -> Response:
     return JSONResponse([_vault_view(request, v) for v in await s.vaults.list_vaults(tenant.id)])
 
 
+async def vault_delete(request: Request) -> Response:
+    """Refused while the vault holds secrets (soft-deleted ones too) unless ``?force=true``."""
+    s = services_of(request)
+    force = request.query_params.get("force", "false")
+    if force not in ("true", "false"):
+        raise InvalidRequest("'force' must be true or false")
+    vault, held = await s.vaults.delete_vault(
+        await _call(request), request.path_params["vault"], force=force == "true"
+    )
+    await s.roles.reload()  # its assignments are gone: no grant may outlive the vault
+    return JSONResponse({"deleted": vault.name, "secrets_deleted": held})
+
+
 async def secret_set(request: Request) -> Response:
     s = services_of(request)
     body = await json_body(request)
@@ -116,6 +129,22 @@ async def secret_delete(request: Request) -> Response:
     p = request.path_params
     secret = await s.vaults.delete(await _call(request), p["vault"], p["name"])
     return JSONResponse(_secret_view(secret))
+
+
+async def secret_recover(request: Request) -> Response:
+    """Undo a soft delete: the secret and all its versions are back."""
+    s = services_of(request)
+    p = request.path_params
+    secret = await s.vaults.recover(await _call(request), p["vault"], p["name"])
+    return JSONResponse(_secret_view(secret))
+
+
+async def secret_purge(request: Request) -> Response:
+    """Delete a soft-deleted secret for good (no recovery after this)."""
+    s = services_of(request)
+    p = request.path_params
+    await s.vaults.purge(await _call(request), p["vault"], p["name"])
+    return JSONResponse({"purged": p["name"], "vault": p["vault"]})
 
 
 def _assignment_body(body: dict[str, Any]) -> tuple[str, str, str]:
@@ -170,10 +199,13 @@ async def role_definitions(request: Request) -> Response:
 routes = [
     Route("/v1/vaults", vault_create, methods=["POST"]),
     Route("/v1/vaults", vault_list, methods=["GET"]),
+    Route("/v1/vaults/{vault}", vault_delete, methods=["DELETE"]),
     Route("/v1/vaults/{vault}/secrets", secret_list, methods=["GET"]),
     Route("/v1/vaults/{vault}/secrets/{name}", secret_set, methods=["PUT"]),
     Route("/v1/vaults/{vault}/secrets/{name}", secret_get, methods=["GET"]),
     Route("/v1/vaults/{vault}/secrets/{name}", secret_delete, methods=["DELETE"]),
+    Route("/v1/vaults/{vault}/secrets/{name}/recover", secret_recover, methods=["POST"]),
+    Route("/v1/vaults/{vault}/deleted-secrets/{name}", secret_purge, methods=["DELETE"]),
     Route("/v1/roles", role_assign, methods=["POST"]),
     Route("/v1/roles", role_list, methods=["GET"]),
     Route("/v1/roles/remove", role_remove, methods=["POST"]),

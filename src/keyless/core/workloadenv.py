@@ -1,0 +1,75 @@
+"""What a workload of an identity sets so that a dialect's unmodified SDK reaches keyless
+(``keyless env``; CONTRACT.md "One identity, every dialect").
+
+Pure: the server's addresses and CA file come in, the environment and the endpoints go out.
+A dialect keyless does not speak yet answers one line saying so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from keyless.core.errors import InvalidRequest
+from keyless.core.models import Identity
+
+DIALECTS = ("azure", "aws", "gcp", "vault")
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    public_url: str
+    vault_domain: str
+    port: int
+    ca_file: str | None  # keyless's own CA; None when the certificate is the operator's
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadEnv:
+    env: dict[str, str]
+    endpoints: dict[str, str] = field(default_factory=dict)
+
+    def view(self) -> dict[str, dict[str, str]]:
+        return {"env": dict(self.env), "endpoints": dict(self.endpoints)}
+
+
+def workload_env(dialect: str, identity: Identity, token_file: str, server: Server) -> WorkloadEnv:
+    if dialect == "azure":
+        return azure(identity, token_file, server)
+    if dialect in DIALECTS:
+        raise InvalidRequest(
+            f"dialect {dialect!r} is not yet supported by `keyless env` (azure is)"
+        )
+    raise InvalidRequest(f"unknown dialect {dialect!r}: one of {', '.join(DIALECTS)}")
+
+
+def azure(identity: Identity, token_file: str, server: Server) -> WorkloadEnv:
+    """``DefaultAzureCredential`` (WorkloadIdentityCredential) and ``SecretClient``.
+
+    The tenant is named by its id, never its alias: the Key Vault SDKs compare the tenant in
+    the 401 challenge with the credential's. The CA goes where each runtime looks: Python
+    requests (``REQUESTS_CA_BUNDLE``), OpenSSL-based clients and Go (``SSL_CERT_FILE``), Node
+    (``NODE_EXTRA_CA_CERTS``).
+    """
+    if not token_file:
+        raise InvalidRequest("--token-file: the path the workload reads its platform token from")
+    env = {
+        "AZURE_AUTHORITY_HOST": server.public_url,
+        "AZURE_TENANT_ID": identity.tenant_id,
+        "AZURE_CLIENT_ID": identity.client_id,
+        "AZURE_FEDERATED_TOKEN_FILE": token_file,
+    }
+    if server.ca_file is not None:
+        env |= {
+            "REQUESTS_CA_BUNDLE": server.ca_file,
+            "SSL_CERT_FILE": server.ca_file,
+            "NODE_EXTRA_CA_CERTS": server.ca_file,
+        }
+    suffix = "" if server.port == 443 else f":{server.port}"
+    return WorkloadEnv(
+        env,
+        {
+            "vault_domain": server.vault_domain,
+            "vault_url": f"https://VAULT.{server.vault_domain}{suffix}",
+            "token": f"{server.public_url}/{identity.tenant_id}/oauth2/v2.0/token",
+        },
+    )

@@ -1,0 +1,172 @@
+"""``keyless env IDENTITY --dialect azure --token-file PATH`` against a real server: bash evals
+the printed lines and the unmodified Azure SDK (``DefaultAzureCredential`` + ``SecretClient``)
+reads a secret with nothing else set; JSON output; one-line refusals; and a workload whose
+identity has no role gets a 403 that names the identity and the role that would allow it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import RunningServer, ServerFactory
+
+VAULT = "envtest"
+VALUE = "s3cr3t value with 'quotes' and $dollars"
+
+SDK_READ = textwrap.dedent(
+    """
+    import sys
+    from azure.core.exceptions import HttpResponseError
+    from azure.identity import DefaultAzureCredential
+    from azure.keyvault.secrets import SecretClient
+    from keyless.localresolve import resolving
+
+    with resolving("vault.localhost"):
+        client = SecretClient(sys.argv[1], DefaultAzureCredential())
+        try:
+            print(client.get_secret("greeting").value)
+        except HttpResponseError as exc:
+            print(f"status={exc.status_code} {exc.message}")
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    tmp = tmp_path_factory.mktemp("env")
+    factory = ServerFactory(tmp)
+    running = factory.start(dev=True)
+    doc = tmp / "keyless.yaml"
+    dev_issuer = f"{running.url}/dev/clusters/dev"
+    doc.write_text(
+        f"""
+issuers:
+  - url: {dev_issuer}
+identities:
+  - name: billing
+    federated_credentials:
+      - {{name: api, issuer: "{dev_issuer}", subject: "system:serviceaccount:billing:api"}}
+  - name: norole
+    federated_credentials:
+      - {{name: api, issuer: "{dev_issuer}", subject: "system:serviceaccount:other:api"}}
+vaults:
+  - name: {VAULT}
+role_assignments:
+  - {{identity: billing, role: secrets-user, scope: /vaults/{VAULT}}}
+"""
+    )
+    running.cli("apply", "-f", str(doc))
+    running.cli("secret", "set", VAULT, "greeting", "--value", VALUE)
+    yield running
+    factory.stop_all()
+
+
+def token_file(server: RunningServer, tmp: Path, namespace: str) -> Path:
+    token = server.cli(
+        "dev", "token", "--namespace", namespace, "--service-account", "api"
+    ).stdout.strip()
+    path = tmp / f"{namespace}-token"
+    path.write_text(token)
+    return path
+
+
+def run_workload(server: RunningServer, tmp: Path, exports: str) -> str:
+    """bash: ``eval`` the exports, then the SDK, with nothing else in the environment."""
+    env_file = tmp / "workload.env"
+    env_file.write_text(exports)
+    vault_url = f"https://{VAULT}.vault.localhost:{server.port}"
+    script = f'eval "$(cat {env_file})"; exec "$PYTHON" -c "$SDK_READ" "$VAULT_URL"'
+    result = subprocess.run(
+        ["bash", "-c", script],
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp),
+            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+            "PYTHON": sys.executable,
+            "SDK_READ": SDK_READ,
+            "VAULT_URL": vault_url,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip()
+
+
+def test_eval_of_env_lets_the_azure_sdk_read_the_secret(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    token = token_file(server, tmp_path, "billing")
+    out = server.cli("env", "billing", "--dialect", "azure", "--token-file", str(token))
+    lines = out.stdout.splitlines()
+    assert all(line.startswith("export ") for line in lines), out.stdout
+    names = [line.removeprefix("export ").split("=", 1)[0] for line in lines]
+    for needed in (
+        "AZURE_AUTHORITY_HOST",
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_ID",
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "NODE_EXTRA_CA_CERTS",
+    ):
+        assert needed in names
+    assert run_workload(server, tmp_path, out.stdout) == VALUE
+
+
+def test_json_output_has_env_and_endpoints(server: RunningServer, tmp_path: Path) -> None:
+    found = json.loads(
+        server.cli(
+            "--output", "json", "env", "billing", "--dialect", "azure", "--token-file", "/t"
+        ).stdout
+    )
+    identity = json.loads(server.cli("--output", "json", "identity", "show", "billing").stdout)
+    env = found["env"]
+    assert env["AZURE_AUTHORITY_HOST"] == server.url
+    assert env["AZURE_TENANT_ID"] == identity["tenant_id"]  # the id: the SDK's challenge check
+    assert env["AZURE_CLIENT_ID"] == identity["client_id"]
+    assert env["AZURE_FEDERATED_TOKEN_FILE"] == "/t"
+    assert env["REQUESTS_CA_BUNDLE"] == str(server.ca.resolve())
+    assert env["SSL_CERT_FILE"] == env["NODE_EXTRA_CA_CERTS"] == env["REQUESTS_CA_BUNDLE"]
+    assert found["endpoints"]["vault_domain"] == "vault.localhost"
+
+
+def test_a_workload_without_a_role_is_told_which_role_would_allow_it(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    token = token_file(server, tmp_path, "other")
+    out = server.cli("env", "norole", "--dialect", "azure", "--token-file", str(token))
+    answer = run_workload(server, tmp_path, out.stdout)
+    assert answer.startswith("status=403 "), answer
+    assert "identity 'norole'" in answer
+    assert "'Key Vault Secrets User' (secrets-user)" in answer
+    assert f"keyless role assign norole secrets-user --scope /vaults/{VAULT}" in answer
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["billing", "--dialect", "aws", "--token-file", "/t"], "'aws' is not yet supported"),
+        (["billing", "--dialect", "gcp", "--token-file", "/t"], "'gcp' is not yet supported"),
+        (["billing", "--dialect", "vault", "--token-file", "/t"], "'vault' is not yet supported"),
+        (["billing", "--dialect", "cobol", "--token-file", "/t"], "unknown dialect 'cobol'"),
+        (["nobody", "--dialect", "azure", "--token-file", "/t"], "identity 'nobody' not found"),
+        (["billing", "--dialect", "azure"], "--token-file"),
+    ],
+    ids=["aws", "gcp", "vault", "unknown-dialect", "unknown-identity", "no-token-file"],
+)
+def test_refusals_are_one_line(server: RunningServer, args: list[str], expected: str) -> None:
+    result = server.cli("env", *args, check=False)
+    assert result.returncode == 1, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("keyless: error: "), result.stderr
+    assert expected in lines[0]
+    assert result.stdout == ""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -108,12 +107,6 @@ def issuer_add(
     emit(added, g.output)
 
 
-def _when(value: object) -> object:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return value
-    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(value))
-
-
 @issuer_app.command("list")
 def issuer_list(ctx: typer.Context, tenant: Tenant = "default") -> None:
     """Issuers with the state of their keys: ok, stale or failing (since when, and why)."""
@@ -125,8 +118,7 @@ def issuer_list(ctx: typer.Context, tenant: Tenant = "default") -> None:
     rows = [
         {
             **row,
-            "since": _when(row.get("stale_since")),
-            "last_success": _when(row.get("last_success")),
+            "since": row.get("stale_since"),  # times: ISO 8601 and relative (cli/output.py)
             "kids": " ".join(row.get("kids") or ()),
         }
         for row in issuers

@@ -339,8 +339,10 @@ def find_data_dir(
         return DataDirChoice(Path(env["KEYLESS_DATA_DIR"]).expanduser(), "KEYLESS_DATA_DIR")
     local = cwd / ".keyless"
     if local.is_dir():
-        return DataDirChoice(Path(".keyless"), "./.keyless (it exists here)")
+        return DataDirChoice(Path(".keyless"), "./.keyless, found in the current directory")
     xdg = env.get("XDG_DATA_HOME", "")
     # The XDG spec: a relative XDG_DATA_HOME is invalid and is ignored.
     base = Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".local" / "share"
-    return DataDirChoice(base / "keyless", "the user's data directory")
+    return DataDirChoice(
+        base / "keyless", "the default: no --data-dir, KEYLESS_DATA_DIR or ./.keyless"
+    )

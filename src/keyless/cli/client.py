@@ -18,10 +18,10 @@ class CliError(KeylessError):
 class AdminClient:
     def __init__(self, data_dir: Path, timeout: float = 120.0, found_by: str = "") -> None:
         self.socket = data_dir / "admin.sock"
-        self._where = f"{data_dir}" + (f", chosen by {found_by}" if found_by else "")
+        self._where = f"{data_dir}" + (f" ({found_by})" if found_by else "")
         if not self.socket.exists():
             raise CliError(
-                f"no keyless server is running for {self._where} (no {self.socket}); "
+                f"no keyless server is running for {self._where}: no admin.sock there; "
                 "start one with `keyless serve`, or pick its data dir with --data-dir"
             )
         self._http = httpx.Client(
@@ -39,7 +39,7 @@ class AdminClient:
             raise CliError(f"cannot send this request: {exc}") from exc
         except httpx.ConnectError as exc:
             raise CliError(
-                f"no keyless server answers on {self.socket} ({self._where}): it has stopped; "
+                f"no keyless server answers on {self.socket}: it has stopped; "
                 "start one with `keyless serve`"
             ) from exc
         except httpx.TransportError as exc:

@@ -195,15 +195,22 @@ def federation_remove(
     )
 
 
+def _why(exc: Exception) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or type(exc).__name__
+
+
 def explain(
     ctx: typer.Context,
-    token: Annotated[str, typer.Option(help="file holding the JWT ('-' for stdin)")],
+    token: Annotated[Path, typer.Option(help="file holding the JWT ('-' for stdin)")],
     identity: Annotated[str | None, typer.Option(help="identity name")] = None,
     tenant: Tenant = "default",
 ) -> None:
     """Why a token is or is not accepted, per trust policy, with the nearest near-miss."""
     g = globals_of(ctx)
-    text = sys.stdin.read() if token == "-" else Path(token).read_text()
+    try:
+        text = sys.stdin.read() if str(token) == "-" else token.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeylessError(f"cannot read the token from {token}: {_why(exc)}") from exc
     report = g.client().post(
         f"/v1/explain{_q(tenant)}", {"token": text.strip(), "identity": identity}
     )

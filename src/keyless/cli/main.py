@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
@@ -192,7 +193,7 @@ def status(ctx: typer.Context) -> None:
     """Which server this CLI talks to (data dir and why, socket, public URL) and what it is."""
     g = globals_of(ctx)
     client = g.client()
-    found = {"data_dir_chosen_by": g.found_by, "admin_socket": str(client.socket.absolute())}
+    found = {"data_dir_from": g.found_by, "admin_socket": str(client.socket.absolute())}
     emit({**client.get("/v1/status"), **found}, g.output)
 
 
@@ -303,7 +304,7 @@ def _hoist_globals(argv: list[str]) -> list[str]:
 def _usage_line(exc: typer.TyperException) -> str:
     """click's usage error (unknown command or option, missing argument, bad value) as one
     line, with click's own suggestion ("Did you mean ...?") and where to find help."""
-    message = " ".join(exc.format_message().split())
+    message = " ".join(exc.format_message().split()).rstrip(".")
     ctx = getattr(exc, "ctx", None)
     command = getattr(ctx, "command_path", "") or "keyless"
     return f"{message} (see `{command} --help`)"
@@ -319,6 +320,11 @@ def main(argv: list[str] | None = None) -> None:
     (2: usage or configuration, 1: anything else); ``--debug`` shows the traceback as well."""
     args = _hoist_globals(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in _given
+    root_logger = logging.getLogger()
+    if not debug and not root_logger.handlers:
+        # A library's own warnings ("Config not found: ...") would be a second line on stderr;
+        # the command says what failed itself. `serve` installs its JSON log handler.
+        root_logger.addHandler(logging.NullHandler())
     try:
         code = app(args=args, prog_name="keyless", standalone_mode=False)
         if isinstance(code, int) and code:

@@ -127,6 +127,9 @@ def _tls(settings: Settings) -> TlsFiles | None:
     if settings.insecure_http:
         return None
     if settings.tls_cert and settings.tls_key:
+        for flag, file in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key)):
+            if not os.access(file, os.R_OK) or file.is_dir():  # say so at start, in one line
+                raise ConfigError(f"{flag} {file}: not a readable file")
         return TlsFiles(settings.tls_cert, settings.tls_cert, settings.tls_key)
     return ensure_tls(settings.data_dir, settings.public_url, settings.vault_domain)
 
@@ -204,9 +207,9 @@ async def serve(settings: Settings, *, worker: bool = False) -> int:
     only the public listener (the parent has the admin socket and starts the workers)."""
     tls = _tls(settings)  # before the services: the issuer fetcher trusts keyless's own CA
     hook = None if worker else _webhook_socket(settings)  # a bad client CA fails here
+    tcp = _tcp_socket(settings)  # a busy port fails here, in one line, before any work
     services = await Services.start(settings, worker=worker)
     metrics = services.metrics
-    tcp = _tcp_socket(settings)
     public = _Server(
         _config(
             public_app(services, metrics),

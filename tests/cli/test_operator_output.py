@@ -193,3 +193,19 @@ def test_when() -> None:
     assert when(1_800_000_000.5, now=1_800_000_120) == "2027-01-15T08:00:00Z (2 min ago)"
     assert when(None) == "" and when("not a time") == "not a time"
     assert when(1e300) == "1e+300"  # out of range: the number, not a traceback
+
+
+def test_every_admin_change_reads_as_a_command() -> None:
+    """A mutating admin route added later gets its entry in ACTIONS (or is read-only): its
+    audit events then read as the command that made it, not as the route."""
+    from keyless.api.admin import audit, dev, federation, system, vault
+    from keyless.api.admin.auditing import ACTIONS, MUTATING, READ_ONLY
+
+    changes = {
+        (method, route.path)
+        for module in (system, federation, dev, vault, audit)
+        for route in module.routes
+        for method in getattr(route, "methods", None) or ()
+        if method in MUTATING and route.path not in READ_ONLY
+    }
+    assert changes and changes <= set(ACTIONS), changes - set(ACTIONS)

@@ -108,6 +108,8 @@ def test_wrong_option(path: tuple[str, ...], command: Any) -> None:
 @pytest.mark.parametrize("path", GROUPS, ids=_ids(GROUPS))
 def test_wrong_option_and_unknown_command_of_a_group(path: tuple[str, ...]) -> None:
     one_line_error(run_cli([*path, "--no-such-option"]), "No such option: --no-such-option")
+    bare = run_cli(list(path))  # a group alone answers with its help, not an error
+    assert bare.returncode == 2 and "Usage: keyless" in bare.stdout and not bare.stderr
     unknown = run_cli([*path, "no-such-command"])
     assert unknown.returncode == 2
     one_line_error(unknown, "No such command 'no-such-command'")

@@ -339,6 +339,9 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(exc, KeylessError):
             _fail(exc.message, 2 if exc.code == "config" else 1)
         if isinstance(exc, typer.TyperException):  # click's usage errors
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
+                print(exc.format_message().rstrip(), end="\n" if exc.format_message() else "")
+                sys.exit(exc.exit_code)
             _fail(_usage_line(exc), exc.exit_code)
         if isinstance(exc, OSError):
             where = f"{exc.filename}: " if exc.filename else ""

@@ -69,6 +69,8 @@ def _root(
     output: Annotated[str, typer.Option(help="text or json")] = "text",
     debug: Annotated[bool, typer.Option("--debug", help="show the traceback of an error")] = False,
 ) -> None:
+    # --debug is read by main() before parsing (a usage error has a traceback too); declared
+    # here so that it is accepted and listed in --help.
     if output not in ("text", "json"):
         raise typer.BadParameter("--output must be text or json")
     choice = find_data_dir(data_dir, os.environ, Path.cwd(), Path.home())

@@ -314,3 +314,39 @@ def _validate_webhook(values: dict[str, Any]) -> None:
 
 def replace(settings: Settings, **changes: Any) -> Settings:
     return dataclasses.replace(settings, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class DataDirChoice:
+    """The data directory the CLI and ``serve`` use, and which rule chose it (for ``status``)."""
+
+    path: Path
+    found_by: str
+
+
+def find_data_dir(
+    flag: Path | None, env: Mapping[str, str], cwd: Path, home: Path, *, serving: bool = False
+) -> DataDirChoice:
+    """``--data-dir``, then ``KEYLESS_DATA_DIR``, then ``./.keyless`` if it exists, then the
+    user's data directory (``$XDG_DATA_HOME/keyless``, else ``~/.local/share/keyless``).
+
+    So ``keyless`` finds the same server from any directory, and a project that keeps its own
+    ``.keyless`` next to its code still gets that one when run from there. ``serve`` (``serving``)
+    uses the user's data directory only if it already exists: a first server with none of these
+    makes ``./.keyless`` (the contract's default), so two servers started in two directories
+    never share one by accident.
+    """
+    if flag is not None:
+        return DataDirChoice(flag.expanduser(), "--data-dir")
+    if env.get("KEYLESS_DATA_DIR"):
+        return DataDirChoice(Path(env["KEYLESS_DATA_DIR"]).expanduser(), "KEYLESS_DATA_DIR")
+    local = cwd / ".keyless"
+    if local.is_dir():
+        return DataDirChoice(Path(".keyless"), "./.keyless, found in the current directory")
+    xdg = env.get("XDG_DATA_HOME", "")
+    # The XDG spec: a relative XDG_DATA_HOME is invalid and is ignored.
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".local" / "share"
+    user = base / "keyless"
+    if serving and not user.is_dir():
+        return DataDirChoice(Path(".keyless"), "./.keyless, the default for a first server")
+    return DataDirChoice(user, "the default: no --data-dir, KEYLESS_DATA_DIR or ./.keyless")

@@ -42,12 +42,12 @@ def test_exchanges_and_admin_changes_are_listed_exported_and_verified(
 
     events = _events(server)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    created = next(e for e in events if e["action"] == "admin.POST /v1/identities")
-    assert created["target"] == "/v1/identities" and created["result"] == "success"
+    created = next(e for e in events if e["action"] == "identity create")
+    assert created["target"] == "app" and created["result"] == "success"
     assert created["actor"] == "admin-socket" and created["tenant_id"] == fed.tenant_id
     assert created["request_id"] and created["hash"] and created["prev_hash"]
-    added = [e for e in events if e["action"].endswith("/federated-credentials")]
-    assert [e["target"] for e in added] == ["/v1/identities/app/federated-credentials"] * 2
+    added = [e for e in events if e["action"] == "federation add"]
+    assert [e["target"] for e in added] == ["app dev-demo", "app test-demo"]
     ok, failed = (e for e in events if e["action"] == "token.exchange.client_credentials")
     assert ok["result"] == "success" and ok["actor"] == fed.object_id
     assert ok["workload"]["namespace"] == "demo" and ok["workload"]["pod"] == "app-7d9f"
@@ -58,6 +58,9 @@ def test_exchanges_and_admin_changes_are_listed_exported_and_verified(
 
     text = server.cli("audit", "list").stdout.splitlines()
     assert len(text) == len(events) and "token.exchange.client_credentials" in text[-1]
+    # For people: the identity by name, admin changes as the commands that made them.
+    assert any("client_credentials" in line and "identity=app" in line for line in text)
+    assert any("identity create app  by admin-socket" in line for line in text)
     assert [e["seq"] for e in _events(server, "--limit", "2")] == [1, 2]
     assert [e["seq"] for e in _events(server, "--after", str(len(events) - 1))] == [len(events)]
     assert _events(server, "--tenant", "default")[0]["tenant_id"] == fed.tenant_id
@@ -252,11 +255,11 @@ def test_follow_prints_new_events_until_sigterm(server: RunningServer) -> None:
     reader.start()
     try:
         first = json.loads(lines.get(timeout=30))
-        assert first["action"] == "admin.POST /v1/identities" and first["seq"] == 1
+        assert first["action"] == "identity create" and first["seq"] == 1
         server.cli("identity", "delete", "first")
         second = json.loads(lines.get(timeout=30))
-        assert second["action"] == "admin.DELETE /v1/identities/{name}"
-        assert second["target"] == "/v1/identities/first"
+        assert second["action"] == "identity delete"
+        assert second["target"] == "first"
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)

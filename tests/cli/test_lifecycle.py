@@ -93,14 +93,16 @@ def test_secret_recover_and_purge(server: RunningServer) -> None:
     assert "not found" in refused(server, "secret", "get", vault, "s")
     recovered = js(server, "secret", "recover", vault, "s")
     assert recovered["name"] == "s"
-    assert server.cli("secret", "get", vault, "s").stdout == "second\n"
+    assert (
+        server.cli("secret", "get", vault, "s").stdout == "second"
+    )  # piped: the exact value, no newline added
 
     server.cli("secret", "delete", vault, "s")
     assert js(server, "secret", "purge", vault, "s") == {"purged": "s", "vault": vault}
     assert "Deleted Secret not found" in refused(server, "secret", "recover", vault, "s")
     assert js(server, "secret", "list", vault, "--deleted") == []
     server.cli("secret", "set", vault, "s", "--value", "again")  # the name is free again
-    assert server.cli("secret", "get", vault, "s").stdout == "again\n"
+    assert server.cli("secret", "get", vault, "s").stdout == "again"
 
 
 # -- tenant list -------------------------------------------------------------------------------
@@ -307,7 +309,7 @@ def test_explain_exit_status_and_read_access(server: RunningServer, tmp_path: Pa
 
     assert "not found" in refused(server, "explain", "--token", good, "--vault", unique("nov"))
     assert "--secret needs --vault" in refused(server, "explain", "--token", good, "--secret", "s")
-    assert "no such file" in refused(server, "explain", "--token", str(tmp_path / "missing"))
+    assert "No such file" in refused(server, "explain", "--token", str(tmp_path / "missing"))
 
 
 def vault_read(server: RunningServer, tmp: Path, ident: str, sa: str, vault: str) -> int:

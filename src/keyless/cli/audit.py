@@ -47,9 +47,32 @@ def _when(t: float) -> str:
         return f"time={printable(t)}"
 
 
-def _line(event: dict[str, Any]) -> str:
-    """One event for people: seq, time, result, action, target, who, why.
+class _IdentityNames:
+    """Object id -> identity name, per tenant, asked of the server once per tenant listed."""
 
+    def __init__(self, client: AdminClient) -> None:
+        self._client = client
+        self._by_tenant: dict[str, dict[str, str]] = {}
+
+    def name(self, tenant_id: Any, object_id: Any) -> str | None:
+        if not isinstance(tenant_id, str) or not isinstance(object_id, str):
+            return None
+        names = self._by_tenant.get(tenant_id)
+        if names is None:
+            try:
+                listed = self._client.get("/v1/identities", tenant=tenant_id)
+            except KeylessError:  # a tenant since deleted: show the object id
+                listed = []
+            names = {i["object_id"]: i["name"] for i in listed if isinstance(i, dict)}
+            self._by_tenant[tenant_id] = names
+        return names.get(object_id)
+
+
+def _line(event: dict[str, Any], names: _IdentityNames | None = None) -> str:
+    """One event for people: seq, time, result, action and what it acted on, who, why.
+
+    The actor is named: ``identity=billing`` for a workload's identity (its object id when
+    no identity has it any more), ``by admin-socket`` for the local administrator.
     Every field is escaped (keyless.text): a subject, pod or secret name sent by a caller
     cannot start a new line, drive the terminal or reorder the text it is printed in.
     """
@@ -57,11 +80,14 @@ def _line(event: dict[str, Any]) -> str:
         f"{event['seq']:>6}",
         _when(float(event["time"])),
         f"{printable(event['result']):<7}",
-        printable(event["action"]),
-        printable(event["target"]),
+        f"{printable(event['action'])} {printable(event['target'])}".strip(),
     ]
-    if event.get("actor"):
-        parts.append(f"actor={printable(event['actor'])}")
+    actor = event.get("actor")
+    if actor == "admin-socket":
+        parts.append("by admin-socket")
+    elif actor:
+        name = names.name(event.get("tenant_id"), actor) if names else None
+        parts.append(f"identity={printable(name)}" if name else f"actor={printable(actor)}")
     workload = event.get("workload") or {}
     if not isinstance(workload, dict):
         workload = {"workload": workload}
@@ -104,6 +130,7 @@ def audit_list(
     g = globals_of(ctx)
     client = g.client()
     printed = 0
+    names = _IdentityNames(client)
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if follow else None
     try:
         for events in _pages(client, after, tenant, follow):
@@ -113,7 +140,7 @@ def audit_list(
                 if g.output == "json":
                     print(json.dumps(event, sort_keys=True, separators=(",", ":")))
                 else:
-                    print(_line(event))
+                    print(_line(event, names))
                 printed += 1
             sys.stdout.flush()
     except (KeyboardInterrupt, _Stop):

@@ -16,12 +16,13 @@ class CliError(KeylessError):
 
 
 class AdminClient:
-    def __init__(self, data_dir: Path, timeout: float = 120.0) -> None:
+    def __init__(self, data_dir: Path, timeout: float = 120.0, found_by: str = "") -> None:
         self.socket = data_dir / "admin.sock"
+        self._where = f"{data_dir}" + (f" ({found_by})" if found_by else "")
         if not self.socket.exists():
             raise CliError(
-                f"no keyless server is running for {data_dir} (no {self.socket}); "
-                "start one with `keyless serve`"
+                f"no keyless server is running for {self._where}: no admin.sock there; "
+                "start one with `keyless serve`, or pick its data dir with --data-dir"
             )
         self._http = httpx.Client(
             transport=httpx.HTTPTransport(uds=str(self.socket)),
@@ -36,6 +37,11 @@ class AdminClient:
             response = self._http.request(method, path, json=body, params=params)
         except httpx.InvalidURL as exc:
             raise CliError(f"cannot send this request: {exc}") from exc
+        except httpx.ConnectError as exc:
+            raise CliError(
+                f"no keyless server answers on {self.socket}: it has stopped; "
+                "start one with `keyless serve`"
+            ) from exc
         except httpx.TransportError as exc:
             raise CliError(
                 f"cannot reach the server on {self.socket}: {type(exc).__name__}"

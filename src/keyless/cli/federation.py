@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -130,12 +129,6 @@ def _added_line(added: dict[str, object]) -> str:
     return f"issuer {url} {done}: {count} {source} ({label} {', '.join(kids)})"
 
 
-def _when(value: object) -> object:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return value
-    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(value))
-
-
 @issuer_app.command("list")
 def issuer_list(ctx: typer.Context, tenant: Tenant = "default") -> None:
     """Issuers with the state of their keys: ok, stale or failing (since when, and why)."""
@@ -147,8 +140,7 @@ def issuer_list(ctx: typer.Context, tenant: Tenant = "default") -> None:
     rows = [
         {
             **row,
-            "since": _when(row.get("stale_since")),
-            "last_success": _when(row.get("last_success")),
+            "since": row.get("stale_since"),  # times: ISO 8601 and relative (cli/output.py)
             "kids": " ".join(row.get("kids") or ()),
         }
         for row in issuers
@@ -225,9 +217,13 @@ def federation_remove(
     )
 
 
+def _why(exc: Exception) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or type(exc).__name__
+
+
 def explain(
     ctx: typer.Context,
-    token: Annotated[str, typer.Option(help="file holding the JWT ('-' for stdin)")],
+    token: Annotated[Path, typer.Option(help="file holding the JWT ('-' for stdin)")],
     identity: Annotated[str | None, typer.Option(help="identity name")] = None,
     vault: Annotated[
         str | None, typer.Option(help="also say whether the identity may read this vault")
@@ -256,15 +252,11 @@ def explain(
         raise typer.Exit(1)
 
 
-def _read_token(token: str) -> str:
-    if token == "-":
-        return sys.stdin.read()
+def _read_token(token: Path) -> str:
     try:
-        return Path(token).read_text()
-    except FileNotFoundError:
-        raise KeylessError(f"no such file: {token}") from None
+        return sys.stdin.read() if str(token) == "-" else token.read_text()
     except (OSError, UnicodeDecodeError) as exc:
-        raise KeylessError(f"cannot read the token from {token}: {exc}") from None
+        raise KeylessError(f"cannot read the token from {token}: {_why(exc)}") from exc
 
 
 @dev_app.command("token")

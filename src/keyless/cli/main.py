@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import traceback
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -14,6 +16,7 @@ from keyless.cli.client import seg
 from keyless.cli.context import Globals, globals_of
 from keyless.cli.output import emit
 from keyless.core.errors import KeylessError
+from keyless.settings import find_data_dir
 from keyless.text import printable
 
 app = typer.Typer(
@@ -58,21 +61,30 @@ def demo() -> None:
 
 app.add_typer(audit.audit_app, name="audit")
 
-GLOBAL_OPTIONS = ("--data-dir", "--output")
+GLOBAL_OPTIONS = ("--data-dir", "--output")  # take a value
+GLOBAL_FLAGS = ("--debug",)
 
 
 @app.callback()
 def _root(
     ctx: typer.Context,
     data_dir: Annotated[
-        Path | None, typer.Option(help="Data directory [env KEYLESS_DATA_DIR]")
+        Path | None,
+        typer.Option(
+            help="Data directory [env KEYLESS_DATA_DIR, else ./.keyless if it exists, else "
+            "$XDG_DATA_HOME/keyless or ~/.local/share/keyless]"
+        ),
     ] = None,
     output: Annotated[str, typer.Option(help="text or json")] = "text",
+    debug: Annotated[bool, typer.Option("--debug", help="show the traceback of an error")] = False,
 ) -> None:
+    # --debug is read by main() before parsing (a usage error has a traceback too); declared
+    # here so that it is accepted and listed in --help.
     if output not in ("text", "json"):
         raise typer.BadParameter("--output must be text or json")
-    chosen = data_dir or Path(os.environ.get("KEYLESS_DATA_DIR", ".keyless"))
-    ctx.obj = Globals(chosen, output)
+    serving = ctx.invoked_subcommand == "serve"
+    choice = find_data_dir(data_dir, os.environ, Path.cwd(), Path.home(), serving=serving)
+    ctx.obj = Globals(choice.path, output, choice.found_by)
     ctx.call_on_close(ctx.obj.close)
 
 
@@ -182,8 +194,7 @@ def serve(
         "allow_issuer_network": allow_issuer_network or None,
     }
     g = globals_of(ctx)
-    if "--data-dir" in _given or "KEYLESS_DATA_DIR" not in os.environ:
-        flags["data_dir"] = g.data_dir
+    flags["data_dir"] = g.data_dir  # the CLI's own rule (settings.find_data_dir)
     settings = load_settings(flags, os.environ)
     logs.configure(settings.log_level)
     raise typer.Exit(run(settings))
@@ -191,9 +202,11 @@ def serve(
 
 @app.command()
 def status(ctx: typer.Context) -> None:
-    """Show what the running server is and where its files are."""
+    """Which server this CLI talks to (data dir and why, socket, public URL) and what it is."""
     g = globals_of(ctx)
-    emit(g.client().get("/v1/status"), g.output)
+    client = g.client()
+    found = {"data_dir_from": g.found_by, "admin_socket": str(client.socket.absolute())}
+    emit({**client.get("/v1/status"), **found}, g.output)
 
 
 @tenant_app.command("show")
@@ -271,14 +284,18 @@ _given: set[str] = set()
 
 
 def _hoist_globals(argv: list[str]) -> list[str]:
-    """Accept ``--data-dir``/``--output`` anywhere by moving them before the subcommand."""
+    """Accept ``--data-dir``/``--output``/``--debug`` anywhere by moving them before the
+    subcommand."""
     front: list[str] = []
     rest: list[str] = []
     i = 0
     while i < len(argv):
         arg = argv[i]
         name = arg.split("=", 1)[0]
-        if name in GLOBAL_OPTIONS:
+        if arg in GLOBAL_FLAGS:
+            _given.add(arg)
+            front.append(arg)
+        elif name in GLOBAL_OPTIONS:
             _given.add(name)
             if "=" in arg:
                 front.append(arg)
@@ -296,26 +313,53 @@ def _hoist_globals(argv: list[str]) -> list[str]:
     return front + rest
 
 
+def _usage_line(exc: typer.TyperException) -> str:
+    """click's usage error (unknown command or option, missing argument, bad value) as one
+    line, with click's own suggestion ("Did you mean ...?") and where to find help."""
+    message = " ".join(exc.format_message().split()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command_path", "") or "keyless"
+    return f"{message} (see `{command} --help`)"
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"keyless: error: {printable(message)}", file=sys.stderr)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run one command. Whatever goes wrong ends in one line on stderr and a non-zero status
+    (2: usage or configuration, 1: anything else); ``--debug`` shows the traceback as well."""
     args = _hoist_globals(list(sys.argv[1:] if argv is None else argv))
+    debug = "--debug" in _given
+    root_logger = logging.getLogger()
+    if not debug and not root_logger.handlers:
+        # A library's own warnings ("Config not found: ...") would be a second line on stderr;
+        # the command says what failed itself. `serve` installs its JSON log handler.
+        root_logger.addHandler(logging.NullHandler())
     try:
         code = app(args=args, prog_name="keyless", standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
-    except KeylessError as exc:
-        print(f"keyless: error: {printable(exc.message)}", file=sys.stderr)
-        sys.exit(2 if exc.code == "config" else 1)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        from click import ClickException
-
-        if isinstance(exc, ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        if isinstance(exc, KeylessError):
+            _fail(exc.message, 2 if exc.code == "config" else 1)
+        if isinstance(exc, typer.TyperException):  # click's usage errors
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare group: its help is the answer
+                print(exc.format_message().rstrip(), end="\n" if exc.format_message() else "")
+                sys.exit(exc.exit_code)
+            _fail(_usage_line(exc), exc.exit_code)
+        if isinstance(exc, OSError):
+            where = f"{exc.filename}: " if exc.filename else ""
+            _fail(f"{where}{exc.strerror or type(exc).__name__}", 1)
+        hint = "" if debug else " (run with --debug for the traceback)"
+        _fail(f"unexpected {type(exc).__name__}: {exc}{hint}", 1)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,18 @@
 Everything shown to people goes through :func:`keyless.text.printable` (names, subjects and
 pod names can come from a request) and is handed to Rich as plain ``Text``, never as markup,
 so ``[red]`` in a name is printed, not interpreted. JSON output is exact.
+
+For people, times (the API's epoch seconds) read as ISO 8601 UTC and relative to now
+("2026-12-07T06:12:33Z (3 min ago)"), and a table never cuts a word: every column is at least
+as wide as its longest word (an id, a URL, a kid), text with spaces wraps, and a table that
+needs more than the terminal's width is printed wider rather than truncated.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,8 +37,70 @@ def warn(message: object) -> None:
     print(printable(message), file=sys.stderr)
 
 
-def _cell(value: Any) -> Text:
-    return Text("" if value is None else printable(value))
+# Fields the admin API gives as epoch seconds (shown to people as ISO 8601 + relative).
+TIME_FIELDS = frozenset(
+    {
+        "created",
+        "updated",
+        "not_before",
+        "expires",
+        "deleted_at",
+        "purge_at",
+        "created_at",
+        "activated_at",
+        "retired_at",
+        "expires_at",
+        "since",
+        "stale_since",
+        "last_success",
+        "last_attempt",
+    }
+)
+
+
+def iso(t: float) -> str:
+    """Epoch seconds as ISO 8601 UTC, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def relative(t: float, now: float) -> str:
+    """``in 2 h``, ``3 min ago``, ``just now``: how far ``t`` is from ``now``, for people."""
+    delta = t - now
+    size = abs(delta)
+    if size < 1:
+        return "just now"
+    scales = (("s", 1, 90), ("min", 60, 90 * 60), ("h", 3600, 36 * 3600), ("d", 86400, None))
+    unit, amount = next(
+        (name, round(size / seconds))
+        for name, seconds, below in scales
+        if below is None or size < below
+    )
+    return f"in {amount} {unit}" if delta > 0 else f"{amount} {unit} ago"
+
+
+def when(value: Any, now: float | None = None) -> str:
+    """An API time for people: ``2026-12-07T06:12:33Z (3 min ago)``; anything else as is."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "" if value is None else printable(value)
+    try:
+        stamp = iso(value)
+    except (ValueError, OverflowError, OSError):  # out of range: show the number
+        return printable(value)
+    return f"{stamp} ({relative(value, time.time() if now is None else now)})"
+
+
+def _shown(key: Any, value: Any) -> str:
+    if key in TIME_FIELDS and value is not None:
+        return when(value)
+    return "" if value is None else printable(value)
+
+
+def _cell(value: Any, key: Any = None) -> Text:
+    return Text(_shown(key, value))
+
+
+def _longest_word(texts: list[Text]) -> int:
+    return max((len(word) for t in texts for word in t.plain.split()), default=0)
 
 
 def emit(
@@ -48,17 +116,22 @@ def emit(
             for row in rows:
                 say(row)
             return
+        cells = [
+            [_cell(row.get(c) if isinstance(row, dict) else row, c) for c in cols] for row in rows
+        ]
         table = Table()
-        for col in cols:
-            table.add_column(_cell(col))
-        for row in rows:
-            table.add_row(*(_cell(row.get(c) if isinstance(row, dict) else row) for c in cols))
-        console.print(table)
+        for i, col in enumerate(cols):
+            header = _cell(col)
+            column = [header, *(r[i] for r in cells)]
+            table.add_column(header, overflow="fold", min_width=_longest_word(column))
+        for r in cells:
+            table.add_row(*r)
+        console.print(table, crop=False)  # wider than the terminal rather than cut
         return
     if isinstance(data, dict):
         width = max((len(printable(k)) for k in data), default=0)
         for key, value in data.items():
-            say(f"{printable(key).ljust(width)}  {'' if value is None else printable(value)}")
+            say(f"{printable(key).ljust(width)}  {_shown(key, value)}")
         return
     say(data)
 

@@ -44,22 +44,51 @@ def _tags(tags: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _exact_text(raw: bytes, where: str) -> str:
+    """The bytes as they are (no newline stripped or translated): a secret value is text, so
+    they must be UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise KeylessError(
+            f"{where} is not UTF-8 text (byte {exc.start}): a secret value is text; "
+            "store binary data base64-encoded"
+        ) from exc
+
+
+def _read_value(file: Path) -> str:
+    if str(file) == "-":
+        return _exact_text(sys.stdin.buffer.read(), "standard input")
+    try:
+        return _exact_text(file.read_bytes(), str(file))
+    except OSError as exc:
+        raise KeylessError(f"cannot read {file}: {exc.strerror or exc}") from exc
+
+
 @secret_app.command("set")
 def secret_set(
     ctx: typer.Context,
     vault: str,
     name: str,
     value: Annotated[str | None, typer.Option(help="the value (prefer --file or stdin)")] = None,
-    file: Annotated[Path | None, typer.Option(help="read the value from FILE ('-': stdin)")] = None,
+    file: Annotated[
+        Path | None, typer.Option(help="the value is FILE's bytes, exactly ('-': stdin)")
+    ] = None,
+    value_from_stdin: Annotated[
+        bool,
+        typer.Option("--value-from-stdin", help="the value is standard input's bytes, exactly"),
+    ] = False,
     content_type: Annotated[str | None, typer.Option()] = None,
     tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None,
     tenant: Tenant = "default",
 ) -> None:
-    """Add a new version of a secret."""
-    if (value is None) == (file is None):
-        raise KeylessError("give exactly one of --value or --file")
+    """Add a new version of a secret (a trailing newline in a file or on stdin is kept)."""
+    if [value is not None, file is not None, value_from_stdin].count(True) != 1:
+        raise KeylessError("give exactly one of --value, --file or --value-from-stdin")
+    if value_from_stdin:
+        file = Path("-")
     if file is not None:
-        value = sys.stdin.read() if str(file) == "-" else file.read_text()
+        value = _read_value(file)
     g = globals_of(ctx)
     body: dict[str, Any] = {"value": value, "content_type": content_type, "tags": _tags(tag)}
     emit(
@@ -88,7 +117,7 @@ def secret_get(
         # For people: a value a workload wrote must not drive the terminal (lines stay lines).
         print(printable(secret["value"], keep="\n\t"))
     else:
-        print(secret["value"])  # piped: the exact value, for scripts
+        sys.stdout.write(secret["value"])  # piped: the exact value, nothing added, for scripts
 
 
 @secret_app.command("list")

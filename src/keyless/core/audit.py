@@ -7,6 +7,9 @@ the action, the target, the result and the reason. It never carries a token or a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -63,3 +66,32 @@ class TeeAuditSink:
     async def record(self, event: AuditEvent) -> None:
         for sink in self._sinks:
             await sink.record(event)
+
+
+# The events made durable while one operation runs (see :func:`operation`).
+_operation: ContextVar[list[AuditEvent] | None] = ContextVar("keyless_audit_op", default=None)
+
+
+@contextmanager
+def operation() -> Iterator[list[AuditEvent]]:
+    """Collect the events made durable while the code inside runs (the durable sink notes
+    each one with :func:`note_durable`).
+
+    One operation, one record: an edge that audits every request it serves (the admin
+    socket) records its own event only when the use case it called recorded none, e.g. a
+    ``secret set`` is the vault's pending/outcome pair, not that pair plus a route event.
+    The list is shared, not copied, so tasks started inside still add to it.
+    """
+    events: list[AuditEvent] = []
+    token = _operation.set(events)
+    try:
+        yield events
+    finally:
+        _operation.reset(token)
+
+
+def note_durable(event: AuditEvent) -> None:
+    """Called by the durable sink once ``event`` is written."""
+    events = _operation.get()
+    if events is not None:
+        events.append(event)

@@ -16,7 +16,7 @@ import asyncio
 import logging
 from typing import Protocol
 
-from keyless.core.audit import AuditEvent
+from keyless.core.audit import AuditEvent, note_durable
 from keyless.core.errors import AuditUnavailable
 
 log = logging.getLogger("keyless.audit")
@@ -50,6 +50,7 @@ class StoreAuditSink:
     async def record(self, event: AuditEvent) -> None:
         try:
             await self._append(event)
+            note_durable(event)
         except Exception as exc:
             # Never the event itself: its reason and workload may carry what a caller sent.
             extra = {"action": event.action, "target": event.target, "error": type(exc).__name__}

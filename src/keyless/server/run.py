@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -71,9 +72,22 @@ def _tcp_socket(settings: Settings) -> socket.socket:
     if settings.workers > 1:
         # Every worker binds the port; the kernel spreads new connections over them.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((settings.listen_host, settings.listen_port))
+    _bind(sock, settings.listen_host, settings.listen_port, "--listen")
     sock.set_inheritable(True)
     return sock
+
+
+def _bind(sock: socket.socket, host: str, port: int, flag: str) -> None:
+    """Bind, or fail at start with one line that says what to do (a busy port is common)."""
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        reason = exc.strerror or type(exc).__name__
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = f" (another server, maybe keyless: `keyless status`; or choose {flag} HOST:PORT)"
+        raise ConfigError(f"{flag}: cannot listen on {host}:{port}: {reason}{hint}") from exc
 
 
 def _webhook_socket(settings: Settings) -> socket.socket | None:
@@ -91,7 +105,7 @@ def _webhook_socket(settings: Settings) -> socket.socket | None:
     family = socket.AF_INET6 if ":" in settings.webhook_host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.webhook_host, settings.webhook_port))
+    _bind(sock, settings.webhook_host, settings.webhook_port, "--webhook-listen")
     return sock
 
 
@@ -113,6 +127,9 @@ def _tls(settings: Settings) -> TlsFiles | None:
     if settings.insecure_http:
         return None
     if settings.tls_cert and settings.tls_key:
+        for flag, file in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key)):
+            if not os.access(file, os.R_OK) or file.is_dir():  # say so at start, in one line
+                raise ConfigError(f"{flag} {file}: not a readable file")
         return TlsFiles(settings.tls_cert, settings.tls_cert, settings.tls_key)
     return ensure_tls(settings.data_dir, settings.public_url, settings.vault_domain)
 
@@ -193,9 +210,9 @@ async def serve(settings: Settings, *, worker: bool = False) -> int:
     only the public listener (the parent has the admin socket and starts the workers)."""
     tls = _tls(settings)  # before the services: the issuer fetcher trusts keyless's own CA
     hook = None if worker else _webhook_socket(settings)  # a bad client CA fails here
+    tcp = _tcp_socket(settings)  # a busy port fails here, in one line, before any work
     services = await Services.start(settings, worker=worker)
     metrics = services.metrics
-    tcp = _tcp_socket(settings)
     public = _Server(
         _config(
             public_app(services, metrics),

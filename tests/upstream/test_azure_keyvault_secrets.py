@@ -140,3 +140,15 @@ def test_upstream_tests_and_samples_pass_live(fed: Federated) -> None:
         assert len(ran) >= 2 * 9, (version.value, len(ran))
     samples = [k for k in outcomes if "::test_sample[" in k]  # run_samples.py, outside rootdir
     assert len(samples) == SAMPLES and all(outcomes[k]["outcome"] == "passed" for k in samples)
+
+    # They ran against this server: a vault per test class and worker, and per sample, each
+    # holding the secrets (live or deleted) its tests left behind.
+    vaults = json.loads(fed.server.cli("--output", "json", "vault", "list").stdout)
+    names = {v["name"] for v in vaults}
+    assert len(names) >= 4 + SAMPLES, names
+    for name in names:
+        left = [
+            json.loads(fed.server.cli("--output", "json", "secret", "list", name, *flag).stdout)
+            for flag in ((), ("--deleted",))
+        ]
+        assert any(left), f"vault {name} holds no secret"

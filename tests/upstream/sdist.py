@@ -62,14 +62,28 @@ def fetch(version: str | None = None) -> Path:
                 f"pip download {PACKAGE}=={version} (sdist) failed: "
                 f"{(download.stderr or download.stdout).strip()[-2000:]}"
             )
-        with tarfile.open(archives[0]) as archive:
-            archive.extractall(tmp, filter="data")
+        _unpack(archives[0], Path(tmp))
         unpacked = Path(tmp) / target.name
         if not (unpacked / "tests").is_dir():
             raise RuntimeError(f"{archives[0].name} has no {target.name}/tests")
         shutil.rmtree(target, ignore_errors=True)
         unpacked.rename(target)
     return target
+
+
+def _unpack(archive: Path, into: Path) -> None:
+    """Regular files and directories only, all inside INTO (tarfile's "data" filter, and the
+    same checks by hand on a Python 3.11 older than 3.11.4, which lacks it)."""
+    with tarfile.open(archive) as tar:
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(into, filter="data")
+            return
+        root = into.resolve()
+        for member in tar.getmembers():
+            inside = (root / member.name).resolve().is_relative_to(root)
+            if not inside or not (member.isfile() or member.isdir()):
+                raise RuntimeError(f"{archive.name}: refusing member {member.name!r}")
+        tar.extractall(into)  # noqa: S202 - every member checked above
 
 
 if __name__ == "__main__":

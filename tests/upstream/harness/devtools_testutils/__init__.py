@@ -14,7 +14,9 @@ live (both against Azure). This stand-in is a fourth: live against keyless, noth
   back for each test, shortened by :mod:`keyless_sleeps`.
 - The preparers' clients are pointed at a keyless vault made for the test class
   (:mod:`keyless_vaults`), with a WorkloadIdentityCredential that exchanges the federated token
-  of ``AZURE_FEDERATED_TOKEN_FILE`` at keyless's token endpoint (``AZURE_AUTHORITY_HOST``).
+  of ``AZURE_FEDERATED_TOKEN_FILE`` at keyless's token endpoint (``AZURE_AUTHORITY_HOST``);
+  they log HTTP (``logging_enable=True``) unless a test turns it off, as upstream's
+  ``create_client_from_credential`` builds them (the logging tests depend on it).
 - The sanitizer and matcher calls configure recordings; there are none, so they do nothing.
 """
 

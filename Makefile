@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install bench clean kubectl shell-tools coverage
+.PHONY: run test lint install bench clean kubectl shell-tools coverage upstream
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,11 +39,16 @@ shell-tools:
 PYTEST_WORKERS ?= 3
 PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
-test: $(STAMP) kubectl shell-tools
+# The Azure SDK team's own azure-keyvault-secrets tests and samples run live against keyless
+# (tests/upstream/): the sdist of the installed version, fetched once from PyPI into .upstream/.
+upstream: $(STAMP)
+	$(BIN)/python -m tests.upstream.sdist
+
+test: $(STAMP) kubectl shell-tools upstream
 	$(PYTEST); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 # Line coverage of src/keyless over the whole suite, server subprocesses included.
-coverage: $(STAMP) kubectl shell-tools
+coverage: $(STAMP) kubectl shell-tools upstream
 	$(PYTEST) --cov=keyless --cov-report=term:skip-covered
 
 # ruff, mypy (strict on core, the broker included) and the layering contracts in pyproject.toml
@@ -70,4 +75,4 @@ soak: $(STAMP)
 	$(BIN)/python -m bench soak $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) .keyless
+	rm -rf $(VENV) .keyless .upstream

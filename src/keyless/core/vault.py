@@ -395,7 +395,13 @@ class VaultService:
         v = await self._vault(call, vault)
 
         async def work() -> Page:
-            await self._live(v.name, name)
+            state = await self._store.get_secret_state(v.name, name)
+            if state is None:
+                # Key Vault lists the versions of a name it has never held (or has purged) as
+                # an empty page, not a 404: the SDK's samples list such a name's versions.
+                return Page([], None)
+            if state.deleted_at is not None:
+                raise not_found(name)
             rows = await self._store.list_secret_versions(
                 v.name, name, after=after, limit=limit + 1
             )

@@ -3,6 +3,9 @@
 SDK quirks pinned here (azure-keyvault-secrets 4.12):
 - ``get_secret(name)`` and ``update_secret_properties(name)`` use ``/secrets/NAME/`` (empty
   version): the trailing-slash routes are the latest-version routes;
+- every list page names ``nextLink``, null on the last page, as Key Vault's pages do; the
+  versions of a name the vault never held are an empty page, not a 404 (core/vault.py; the
+  SDK's samples list such a name's versions);
 - purge must answer 204 exactly; every other success is 200 (a 201 raises);
 - backup values are base64url, sent back unpadded;
 - any ``api-version`` in Azure's forms is accepted (the SDK sends ``7.0``..``7.6`` and dates

@@ -198,12 +198,12 @@ def test_when() -> None:
 def test_every_admin_change_reads_as_a_command() -> None:
     """A mutating admin route added later gets its entry in ACTIONS (or is read-only): its
     audit events then read as the command that made it, not as the route."""
-    from keyless.api.admin import audit, dev, federation, system, vault
+    from keyless.api.admin import apply, audit, dev, federation, system, vault
     from keyless.api.admin.auditing import ACTIONS, MUTATING, READ_ONLY
 
     changes = {
         (method, route.path)
-        for module in (system, federation, dev, vault, audit)
+        for module in (system, federation, dev, vault, audit, apply)
         for route in module.routes
         for method in getattr(route, "methods", None) or ()
         if method in MUTATING and route.path not in READ_ONLY

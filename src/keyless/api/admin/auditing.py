@@ -87,6 +87,24 @@ ACTIONS: dict[tuple[str, str], tuple[str, Callable[[Fields, Fields], str]]] = {
     ("DELETE", "/v1/vaults/{vault}/secrets/{name}"): ("secret delete", _name("vault", "name")),
     ("POST", "/v1/roles"): ("role assign", _assignment),
     ("POST", "/v1/roles/remove"): ("role remove", _assignment),
+    ("PATCH", "/v1/identities/{name}"): (
+        "identity update",
+        lambda p, b: " -> ".join(x for x in (_name("name")(p, {}), _name("name")(b, {})) if x),
+    ),
+    ("PATCH", "/v1/identities/{name}/federated-credentials/{credential}"): (
+        "federation update",
+        _name("name", "credential"),
+    ),
+    ("DELETE", "/v1/vaults/{vault}"): ("vault delete", _name("vault")),
+    ("POST", "/v1/vaults/{vault}/secrets/{name}/recover"): (
+        "secret recover",
+        _name("vault", "name"),
+    ),
+    ("DELETE", "/v1/vaults/{vault}/deleted-secrets/{name}"): (
+        "secret purge",
+        _name("vault", "name"),
+    ),
+    ("POST", "/v1/apply"): ("apply", _name()),
 }
 
 

@@ -127,3 +127,31 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for key, label in SUMMARY.items():
         if COUNTS[key]:
             terminalreporter.write_line(f"{label}: {COUNTS[key]}")
+
+
+# The longest modules start first: pytest-xdist (--dist loadfile) hands modules out in
+# collection order, so one of these collected last would run alone at the end of `make test`.
+SLOW_FIRST = (
+    "tests/upstream/",
+    "tests/hardening/test_schemathesis.py",
+    "tests/hardening/test_crash.py",
+    "tests/hardening/test_replicas_kill.py",
+    "tests/hardening/test_audit_tamper.py",
+    "tests/hardening/test_properties.py",
+    "tests/hardening/test_webhook_hostile.py",
+    "tests/cli/test_errors.py",
+    "tests/test_readme.py",
+    "tests/api/test_revocation.py",
+    "tests/api/test_keyvault.py",
+    "tests/cli/test_audit.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return next(
+            (i for i, prefix in enumerate(SLOW_FIRST) if path.startswith(prefix)), len(SLOW_FIRST)
+        )
+
+    items.sort(key=rank)  # stable: the order within a module and among the rest is kept

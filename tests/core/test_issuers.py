@@ -42,9 +42,15 @@ class FakeFetcher:
         self.answers: dict[str, dict[str, Any] | Exception] = {}
         self.calls: list[str] = []
         self.gates: dict[str, asyncio.Event] = {}
+        self._entered: dict[str, asyncio.Event] = {}
+
+    def entered(self, issuer: str = ISS) -> asyncio.Event:
+        """Set once a fetch of ``issuer`` has started (and waits at its gate, if any)."""
+        return self._entered.setdefault(issuer, asyncio.Event())
 
     async def fetch(self, issuer: str) -> dict[str, Any]:
         self.calls.append(issuer)
+        self.entered(issuer).set()
         gate = self.gates.get(issuer)
         if gate is not None:
             await gate.wait()
@@ -242,8 +248,7 @@ async def test_concurrent_cold_callers_share_one_fetch(
     fetcher.answers[ISS] = jwks(0, 1)
     fetcher.gates[ISS] = gate = asyncio.Event()
     calls = [asyncio.create_task(keys.key(ISS, kid)) for kid in ("k0", "k1", "k0", "zz")]
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await fetcher.entered().wait()  # the one fetch is in flight, held at its gate
     assert fetcher.count() == 1
     assert not any(call.done() for call in calls)
     gate.set()
@@ -260,9 +265,9 @@ async def test_cancelled_caller_does_not_cancel_the_shared_fetch(
     fetcher.gates[ISS] = gate = asyncio.Event()
     first = asyncio.create_task(keys.key(ISS, "k0"))
     second = asyncio.create_task(keys.key(ISS, "k0"))
-    await asyncio.sleep(0)
+    await fetcher.entered().wait()
     first.cancel()
-    await asyncio.sleep(0)
+    await asyncio.wait([first])  # the cancellation has reached the first caller
     gate.set()
     assert await second
     assert first.cancelled()
@@ -276,7 +281,7 @@ async def test_slow_issuer_does_not_block_others(fetcher: FakeFetcher, clock: Ma
     fetcher.answers[OTHER] = jwks(1)
     fetcher.gates[ISS] = gate = asyncio.Event()  # ISS hangs until released
     stuck = asyncio.create_task(keys.key(ISS, "k0"))
-    await asyncio.sleep(0)
+    await fetcher.entered().wait()  # ISS's fetch is in flight, held at its gate
     assert await asyncio.wait_for(keys.key(OTHER, "k1"), timeout=2)
     # a background refresh stuck on ISS does not hold up OTHER's either
     clock.advance(4000)

@@ -6,7 +6,6 @@ for the schedule, and through a real server over HTTPS for what users see."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from keyless.k8s.jwks import KubeApiJwksFetcher, in_cluster, locate
 from keyless.server.tls import ensure_tls
 from keyless.store.sql import SqlStore
 from tests.k8s.fakeapi import FakeKubeApi
+from tests.support.cli import run_cli
 from tests.support.server import RunningServer, ServerFactory, free_port
 
 ISS = "https://kubernetes.default.svc.cluster.local"
@@ -361,17 +361,8 @@ def run(server: RunningServer, env: dict[str, str], *args: str) -> Any:
 
 
 def cli(server: RunningServer, env: dict[str, str], *args: str) -> Any:
-    import subprocess
-
-    from tests.support.server import keyless_cmd
-
-    return subprocess.run(
-        [*keyless_cmd(), "--data-dir", str(server.data_dir), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **env},
-        timeout=120,
-    )
+    """The CLI in this process (tests/support/cli.py), ``env`` set while it runs."""
+    return run_cli(["--data-dir", str(server.data_dir), *args], env=env)
 
 
 def exchange(server: RunningServer, client_id: str, assertion: str) -> httpx.Response:

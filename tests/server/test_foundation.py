@@ -6,21 +6,33 @@ import json
 import signal
 import stat
 import subprocess
+from collections.abc import Iterator
 
 import httpx
+import pytest
 
-from tests.support.server import ServerFactory
+from tests.support.server import RunningServer, ServerFactory
 
 
-def test_discovery_and_jwks_over_https_with_curl(server) -> None:  # type: ignore[no-untyped-def]
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One server for the tests that only look at it (a start costs a second of CPU)."""
+    factory = ServerFactory(tmp_path_factory.mktemp("foundation"))
+    try:
+        yield factory.start(dev=True)
+    finally:
+        factory.stop_all()
+
+
+def test_discovery_and_jwks_over_https_with_curl(running: RunningServer) -> None:
     out = subprocess.run(
         [
             "curl",
             "-sS",
             "--fail",
             "--cacert",
-            str(server.ca),
-            f"{server.url}/default/v2.0/.well-known/openid-configuration",
+            str(running.ca),
+            f"{running.url}/default/v2.0/.well-known/openid-configuration",
         ],
         capture_output=True,
         text=True,
@@ -28,12 +40,12 @@ def test_discovery_and_jwks_over_https_with_curl(server) -> None:  # type: ignor
         check=True,
     ).stdout
     doc = json.loads(out)
-    tenant = json.loads(server.cli("--output", "json", "tenant", "show").stdout)
-    assert doc["issuer"] == f"{server.url}/{tenant['id']}/v2.0" == tenant["issuer"]
-    assert doc["token_endpoint"] == f"{server.url}/{tenant['id']}/oauth2/v2.0/token"
-    assert doc["jwks_uri"] == f"{server.url}/{tenant['id']}/discovery/v2.0/keys"
-    assert doc["authorization_endpoint"].startswith(server.url)
-    with server.client() as http:
+    tenant = json.loads(running.cli("--output", "json", "tenant", "show").stdout)
+    assert doc["issuer"] == f"{running.url}/{tenant['id']}/v2.0" == tenant["issuer"]
+    assert doc["token_endpoint"] == f"{running.url}/{tenant['id']}/oauth2/v2.0/token"
+    assert doc["jwks_uri"] == f"{running.url}/{tenant['id']}/discovery/v2.0/keys"
+    assert doc["authorization_endpoint"].startswith(running.url)
+    with running.client() as http:
         by_id = http.get(f"/{tenant['id']}/v2.0/.well-known/openid-configuration")
         assert by_id.json() == doc
         assert "max-age" in by_id.headers["cache-control"]
@@ -47,17 +59,17 @@ def test_discovery_and_jwks_over_https_with_curl(server) -> None:  # type: ignor
         assert missing.json()["error_codes"] == [90002]
 
 
-def test_plain_http_is_refused_on_the_tls_listener(server) -> None:  # type: ignore[no-untyped-def]
+def test_plain_http_is_refused_on_the_tls_listener(running: RunningServer) -> None:
     with httpx.Client(timeout=10) as http:
         try:
-            response = http.get(f"http://localhost:{server.port}/healthz")
+            response = http.get(f"http://localhost:{running.port}/healthz")
             assert response.status_code >= 400
         except httpx.HTTPError:
             pass
 
 
-def test_ops_endpoints_and_metrics(server) -> None:  # type: ignore[no-untyped-def]
-    with server.client() as http:
+def test_ops_endpoints_and_metrics(running: RunningServer) -> None:
+    with running.client() as http:
         assert http.get("/healthz").json() == {"status": "ok"}
         ready = http.get("/readyz")
         assert ready.status_code == 200
@@ -71,21 +83,21 @@ def test_ops_endpoints_and_metrics(server) -> None:  # type: ignore[no-untyped-d
     ) in metrics
     assert "keyless_http_request_duration_seconds_bucket" in metrics
     # The admin API is not on the public listener.
-    with server.client() as http:
+    with running.client() as http:
         assert http.get("/v1/status").status_code == 404
 
 
-def test_admin_socket_is_private_and_status_works(server) -> None:  # type: ignore[no-untyped-def]
-    sock = server.data_dir / "admin.sock"
+def test_admin_socket_is_private_and_status_works(running: RunningServer) -> None:
+    sock = running.data_dir / "admin.sock"
     assert stat.S_IMODE(sock.stat().st_mode) == 0o600
     for name in ("root.key", "keyless.db", "tls/ca-key.pem", "tls/server-key.pem"):
-        assert stat.S_IMODE((server.data_dir / name).stat().st_mode) == 0o600, name
-    assert stat.S_IMODE(server.data_dir.stat().st_mode) == 0o700
-    status = json.loads(server.cli("status", "--output", "json").stdout)
-    assert status["public_url"] == server.url and status["dev"] is True
-    assert server.cli("ca", "--path").stdout.strip() == str(server.ca.resolve())
-    assert server.cli("ca").stdout.startswith("-----BEGIN CERTIFICATE-----")
-    text = server.cli("tenant", "show").stdout
+        assert stat.S_IMODE((running.data_dir / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE(running.data_dir.stat().st_mode) == 0o700
+    status = json.loads(running.cli("status", "--output", "json").stdout)
+    assert status["public_url"] == running.url and status["dev"] is True
+    assert running.cli("ca", "--path").stdout.strip() == str(running.ca.resolve())
+    assert running.cli("ca").stdout.startswith("-----BEGIN CERTIFICATE-----")
+    text = running.cli("tenant", "show").stdout
     assert "alias" in text and "default" in text
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import subprocess
 import sys
 import threading
@@ -36,8 +37,12 @@ def _loop_running() -> bool:
     return True
 
 
-def _run(argv: list[str], stdin: str | None) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: list[str], stdin: str | None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     out, err = io.StringIO(), io.StringIO()
+    saved_env = {name: os.environ.get(name) for name in env or {}}
+    os.environ.update(env or {})
     fake_in = io.TextIOWrapper(io.BytesIO((stdin or "").encode()), encoding="utf-8")
     saved = sys.stdin, console._width, console._color_system
     code = 0
@@ -57,18 +62,25 @@ def _run(argv: list[str], stdin: str | None) -> subprocess.CompletedProcess[str]
     finally:
         sys.stdin, console._width, console._color_system = saved
         cli_main._given.clear()
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return subprocess.CompletedProcess(
         ["keyless", *argv], code, stdout=out.getvalue(), stderr=err.getvalue()
     )
 
 
-def run_cli(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """``keyless ARGV`` in process; on a thread of its own when an event loop runs here (a
-    command may call ``asyncio.run``)."""
+def run_cli(
+    argv: list[str], stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``keyless ARGV`` in process, with ``env`` added to the environment while it runs; on a
+    thread of its own when an event loop runs here (a command may call ``asyncio.run``)."""
     if not _loop_running():
-        return _run(argv, stdin)
+        return _run(argv, stdin, env)
     result: list[subprocess.CompletedProcess[str]] = []
-    worker = threading.Thread(target=lambda: result.append(_run(argv, stdin)))
+    worker = threading.Thread(target=lambda: result.append(_run(argv, stdin, env)))
     worker.start()
     worker.join()
     return result[0]

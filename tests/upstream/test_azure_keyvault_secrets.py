@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 PASSED = {"4.12.0": 1299}
 FLOOR = 1000
 SAMPLES = 8
-WORKERS = 2
+WORKERS = 0
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,9 @@ shell-tools:
 # Three pytest-xdist workers, one test module each at a time (module fixtures start one server):
 # the end-to-end tests wait on their servers, so three keep two cores busy.
 PYTEST_WORKERS ?= 3
-PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+# --no-loadscope-reorder: modules go out in collection order (tests/conftest.py puts the longest
+# first); xdist would otherwise sort them by test count and start the one-test upstream module last.
+PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The Azure SDK team's own azure-keyvault-secrets tests and samples run live against keyless
 # (tests/upstream/): the sdist of the installed version, fetched once from PyPI into .upstream/.

@@ -98,7 +98,7 @@ def test_serve_and_the_cli_find_the_same_server_from_anywhere(tmp_path: Path) ->
     def read() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            server.output.append(line)
+            server.add_line(line)
             if "keyless ready" in line:
                 ready.set()
         ready.set()

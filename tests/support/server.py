@@ -36,6 +36,7 @@ class RunningServer:
     insecure: bool = False
     output: list[str] = field(default_factory=list)
     _reader: threading.Thread | None = None
+    _lines: threading.Condition = field(default_factory=threading.Condition)
 
     @property
     def url(self) -> str:
@@ -99,6 +100,18 @@ class RunningServer:
     def log(self) -> str:
         return "".join(self.output)
 
+    def wait_for_log(self, text: str, timeout: float = 30) -> bool:
+        """Whether the server has written a line containing ``text``: the line is read by a
+        thread, after the request that caused it may already have been answered."""
+        with self._lines:
+            return self._lines.wait_for(lambda: text in self.log, timeout)
+
+    def add_line(self, line: str) -> None:
+        """The reader thread's: one line of the server's output."""
+        with self._lines:
+            self.output.append(line)
+            self._lines.notify_all()
+
 
 class ServerFactory:
     def __init__(self, tmp: Path) -> None:
@@ -137,7 +150,7 @@ class ServerFactory:
         def read() -> None:
             assert proc.stdout is not None
             for line in proc.stdout:
-                server.output.append(line)
+                server.add_line(line)
                 if "ready" in line and "keyless" in line:
                     ready.set()
             ready.set()

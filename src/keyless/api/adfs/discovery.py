@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from keyless.api.context import edge_of
 from keyless.api.oautherrors import common_error
+from keyless.api.oidcmeta import provider_metadata
 from keyless.api.tenancy import ADFS, ADFS_TOKEN_PATH
 from keyless.api.throttle import discovery_refusal
 
@@ -39,23 +40,14 @@ async def openid_configuration(request: Request) -> Response:
         return common_error(refused)
     edge = edge_of(request)
     base = edge.broker.public_url
-    doc = {
+    doc = provider_metadata(
         # The `iss` of the tokens the token endpoint below issues (the default tenant's).
-        "issuer": edge.broker.issuer(edge.default_tenant),
-        "authorization_endpoint": f"{base}/{ADFS}/oauth2/authorize",
-        "token_endpoint": f"{base}{ADFS_TOKEN_PATH}",
-        "jwks_uri": f"{base}{JWKS_PATH}",
-        "response_types_supported": ["code", "id_token", "token id_token"],
-        "subject_types_supported": ["pairwise"],
-        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
-        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
-        "grant_types_supported": [
-            "client_credentials",
-            "urn:ietf:params:oauth:grant-type:token-exchange",
-        ],
-        "scopes_supported": ["openid"],
-        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "oid", "tid", "azp"],
-    }
+        issuer=edge.broker.issuer(edge.default_tenant),
+        authorization=f"{base}/{ADFS}/oauth2/authorize",
+        token=f"{base}{ADFS_TOKEN_PATH}",
+        jwks=f"{base}{JWKS_PATH}",
+        claims=["sub", "iss", "aud", "exp", "iat", "nbf", "oid", "tid", "azp"],
+    )
     return JSONResponse(doc, headers={"Cache-Control": CACHE})
 
 

@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from keyless.api.context import broker_of, edge_of
 from keyless.api.oautherrors import common_error, entra_error
+from keyless.api.oidcmeta import provider_metadata
 from keyless.api.tenancy import tenant_named
 from keyless.api.throttle import discovery_refusal
 from keyless.core.errors import NotFound
@@ -37,36 +38,15 @@ async def openid_configuration(request: Request) -> Response:
     if isinstance(tenant, Response):
         return tenant
     base = broker_of(request).public_url
-    doc = {
-        "issuer": tenant.issuer(base),
-        "authorization_endpoint": f"{base}/{tenant.id}/oauth2/v2.0/authorize",
-        "token_endpoint": f"{base}/{tenant.id}/oauth2/v2.0/token",
-        "jwks_uri": f"{base}/{tenant.id}/discovery/v2.0/keys",
-        "response_types_supported": ["code", "id_token", "token id_token"],
-        "subject_types_supported": ["pairwise"],
-        "id_token_signing_alg_values_supported": ["RS256", "ES256"],
-        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
-        "grant_types_supported": [
-            "client_credentials",
-            "urn:ietf:params:oauth:grant-type:token-exchange",
-        ],
-        "scopes_supported": ["openid"],
-        "claims_supported": [
-            "sub",
-            "iss",
-            "aud",
-            "exp",
-            "iat",
-            "nbf",
-            "oid",
-            "tid",
-            "azp",
-            "appid",
-            "jti",
-            "fed",
-        ],
-        "tenant_region_scope": None,
-    }
+    claims = ["sub", "iss", "aud", "exp", "iat", "nbf", "oid", "tid", "azp", "appid", "jti", "fed"]
+    doc = provider_metadata(
+        issuer=tenant.issuer(base),
+        authorization=f"{base}/{tenant.id}/oauth2/v2.0/authorize",
+        token=f"{base}/{tenant.id}/oauth2/v2.0/token",
+        jwks=f"{base}/{tenant.id}/discovery/v2.0/keys",
+        claims=claims,
+    )
+    doc["tenant_region_scope"] = None
     return JSONResponse(doc, headers={"Cache-Control": CACHE})
 
 

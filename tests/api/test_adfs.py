@@ -320,8 +320,17 @@ def test_go_challenge_parser_transcription(header: str, scope: str) -> None:
         )
 
 
-def test_no_value_or_token_in_server_output(fed: Federated) -> None:
-    """Runs last in this module: everything the server wrote so far, at any level."""
+def test_no_value_or_token_in_server_output(
+    fed: Federated, go_vault: str, http: httpx.Client
+) -> None:
+    """Runs last in this module: everything the server wrote so far, at any level, after an
+    exchange and a read of its own (so the check has tokens and a value to look for however
+    the module's tests are spread over workers)."""
+    scope = f"https://vault.localhost:{fed.server.port}/.default"
+    token, _, _ = _go_token(http, fed, [scope])
+    url, headers = gosdk.secret_request(go_vault, "db-password")
+    read = http.get(url, headers={**headers, "Authorization": f"Bearer {token}"})
+    assert read.status_code == 200 and read.json()["value"] == VALUE
     output = fed.server.log
     assert TOKENS
     assert VALUE not in output

@@ -70,3 +70,13 @@ class AdminClient:
 def seg(value: str) -> str:
     """One path segment or query value, percent-encoded: a name cannot add a path or a query."""
     return quote(str(value), safe="")
+
+
+def tenant_query(tenant: str) -> str:
+    """``?tenant=T``, the query every tenant-scoped admin call carries."""
+    return f"?tenant={seg(tenant)}"
+
+
+def credential_path(identity: str, name: str, tenant: str) -> str:
+    """An identity's federated credential, in the admin API."""
+    return f"/v1/identities/{seg(identity)}/federated-credentials/{seg(name)}{tenant_query(tenant)}"

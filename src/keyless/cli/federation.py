@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from keyless.cli.client import seg
+from keyless.cli.client import credential_path, seg, tenant_query
 from keyless.cli.context import globals_of
 from keyless.cli.output import emit, render_explain, say
 from keyless.core.errors import KeylessError
@@ -23,8 +23,7 @@ dev_app = typer.Typer(no_args_is_help=True, help="Development helpers (server wi
 Tenant = Annotated[str, typer.Option(help="tenant id or alias")]
 
 
-def _q(tenant: str) -> str:
-    return f"?tenant={seg(tenant)}"
+_q = tenant_query
 
 
 @identity_app.command("create")
@@ -210,9 +209,7 @@ def federation_remove(
 ) -> None:
     g = globals_of(ctx)
     emit(
-        g.client().delete(
-            f"/v1/identities/{seg(identity)}/federated-credentials/{seg(name)}{_q(tenant)}"
-        ),
+        g.client().delete(credential_path(identity, name, tenant)),
         g.output,
     )
 

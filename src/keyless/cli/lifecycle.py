@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from keyless.cli.client import seg
+from keyless.cli.client import credential_path, seg, tenant_query
 from keyless.cli.context import globals_of
 from keyless.cli.output import emit
 from keyless.core.errors import KeylessError
@@ -15,8 +15,7 @@ from keyless.core.errors import KeylessError
 Tenant = Annotated[str, typer.Option(help="tenant id or alias")]
 
 
-def _q(tenant: str) -> str:
-    return f"?tenant={seg(tenant)}"
+_q = tenant_query
 
 
 def vault_delete(
@@ -78,9 +77,7 @@ def federation_show(
     """One federated credential of an identity."""
     g = globals_of(ctx)
     emit(
-        g.client().get(
-            f"/v1/identities/{seg(identity)}/federated-credentials/{seg(name)}{_q(tenant)}"
-        ),
+        g.client().get(credential_path(identity, name, tenant)),
         g.output,
     )
 
@@ -127,7 +124,7 @@ def federation_update(
     emit(
         g.client().call(
             "PATCH",
-            f"/v1/identities/{seg(identity)}/federated-credentials/{seg(name)}{_q(tenant)}",
+            credential_path(identity, name, tenant),
             body,
         ),
         g.output,

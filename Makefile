@@ -8,8 +8,11 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@# uv installs the same resolution as pip in seconds (pip took ~35 s of a fresh `make test`);
+	@# pip stays the fallback where uv cannot be had.
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv 2>/dev/null || true
+	@if [ -x $(BIN)/uv ]; then $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test]'; \
+	else $(BIN)/python -m pip install --quiet -e '.[test]'; fi
 	@touch $(STAMP)
 
 install: $(STAMP)

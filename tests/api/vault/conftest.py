@@ -98,14 +98,14 @@ class VaultKeyless:
         mount: str = "jwt",
         vault_namespace: str | None = None,
     ) -> str:
-        """A client token from ``PUT /v1/auth/{mount}/login`` for ``role``'s service account."""
-        sa = "app" if role == "app" else role
+        """A client token from ``PUT /v1/auth/{mount}/login`` for the service account named like
+        ``role`` in ``namespace`` (every role trusts its own name in every namespace)."""
         audience = KUBE_AUDIENCE if mount == "kubernetes" else "vault"
         headers = {"X-Vault-Namespace": vault_namespace} if vault_namespace else {}
         with self.http() as http:
             response = http.put(
                 f"/v1/auth/{mount}/login",
-                json={"role": role, "jwt": self.jwt(namespace, sa, audience=audience)},
+                json={"role": role, "jwt": self.jwt(namespace, role, audience=audience)},
                 headers=headers,
             )
         assert response.status_code == 200, response.text

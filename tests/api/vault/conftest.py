@@ -205,14 +205,19 @@ def _setup(server: RunningServer) -> None:
     cli("secret", "set", MOUNT, PLAIN_NAME, "--value", PLAIN_VALUE)
 
 
+def start(factory: ServerFactory, tmp: Path, *args: str, **kw: Any) -> VaultKeyless:
+    """``keyless serve --dev ARGS`` set up for Vault clients (``_setup``)."""
+    server = factory.start(*args, dev=True, **kw)
+    _setup(server)
+    return VaultKeyless(server, tmp, [PLAIN_VALUE])
+
+
 @pytest.fixture(scope="module")
 def kl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VaultKeyless]:
     """One keyless, set up for Vault clients, per test module."""
     tmp = tmp_path_factory.mktemp("vault")
     factory = ServerFactory(tmp)
     try:
-        server = factory.start(dev=True)
-        _setup(server)
-        yield VaultKeyless(server, tmp, [PLAIN_VALUE])
+        yield start(factory, tmp)
     finally:
         factory.stop_all()

@@ -1,12 +1,15 @@
-"""``keyless env IDENTITY --dialect azure --token-file PATH`` against a real server: bash evals
-the printed lines and the unmodified Azure SDK (``DefaultAzureCredential`` + ``SecretClient``)
-reads a secret with nothing else set; JSON output; one-line refusals; and a workload whose
-identity has no role gets a 403 that names the identity and the role that would allow it."""
+"""``keyless env IDENTITY --dialect azure|vault --token-file PATH`` against a real server: bash
+evals the printed lines and the unmodified Azure SDK (``DefaultAzureCredential`` +
+``SecretClient``) reads a secret with nothing else set; JSON output; one-line refusals; and a
+workload whose identity has no role gets a 403 that names the identity and the role that would
+allow it. For vault, the real ``bao`` CLI logs in and reads with only the printed variables, and
+a tenant other than the default one is the ``VAULT_NAMESPACE``."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -156,12 +159,19 @@ def test_a_workload_without_a_role_is_told_which_role_would_allow_it(
     [
         (["billing", "--dialect", "aws", "--token-file", "/t"], "'aws' is not yet supported"),
         (["billing", "--dialect", "gcp", "--token-file", "/t"], "'gcp' is not yet supported"),
-        (["billing", "--dialect", "vault", "--token-file", "/t"], "'vault' is not yet supported"),
         (["billing", "--dialect", "cobol", "--token-file", "/t"], "unknown dialect 'cobol'"),
         (["nobody", "--dialect", "azure", "--token-file", "/t"], "identity 'nobody' not found"),
         (["billing", "--dialect", "azure"], "--token-file"),
+        (["billing", "--dialect", "vault"], "--token-file"),
     ],
-    ids=["aws", "gcp", "vault", "unknown-dialect", "unknown-identity", "no-token-file"],
+    ids=[
+        "aws",
+        "gcp",
+        "unknown-dialect",
+        "unknown-identity",
+        "no-token-file",
+        "vault-no-token-file",
+    ],
 )
 def test_refusals_are_one_line(server: RunningServer, args: list[str], expected: str) -> None:
     result = server.cli("env", *args, check=False)
@@ -170,3 +180,28 @@ def test_refusals_are_one_line(server: RunningServer, args: list[str], expected:
     assert len(lines) == 1 and lines[0].startswith("keyless: error: "), result.stderr
     assert expected in lines[0]
     assert result.stdout == ""
+
+
+def test_vault_json_output_has_env_and_endpoints(server: RunningServer) -> None:
+    found = json.loads(
+        server.cli(
+            "--output", "json", "env", "billing", "--dialect", "vault", "--token-file", "/t"
+        ).stdout
+    )
+    assert found == {
+        "env": {"VAULT_ADDR": server.url, "VAULT_CACERT": str(server.ca.resolve())},
+        "endpoints": {
+            "jwt_login": "auth/jwt/login",
+            "kubernetes_login": "auth/kubernetes/login",
+            "role": "billing",
+            "token_file": "/t",
+        },
+    }  # the default tenant needs no namespace
+
+
+def test_vault_export_lines(server: RunningServer) -> None:
+    out = server.cli("env", "billing", "--dialect", "vault", "--token-file", "/t").stdout
+    assert out.splitlines() == [
+        f"export VAULT_ADDR={server.url}",
+        f"export VAULT_CACERT={shlex.quote(str(server.ca.resolve()))}",
+    ]

@@ -31,19 +31,22 @@ def _policies(role: str) -> list[str]:
 
 
 def _metadata(kind: str, role: str, workload: dict[str, Any]) -> dict[str, str]:
-    """What Vault's own auth methods put in a token's metadata, from the platform token."""
-    meta = {"role": role}
-    if kind == "kubernetes":
-        meta["service_account_name"] = str(workload.get("service_account", ""))
-        meta["service_account_namespace"] = str(workload.get("namespace", ""))
-        meta["service_account_uid"] = ""
-        meta["service_account_secret_name"] = ""
-    for key in ("namespace", "service_account", "pod", "cluster"):
-        value = workload.get(key)
-        if value and kind != "kubernetes":
-            meta[key] = str(value)
-    if kind == "kubernetes" and workload.get("pod"):
+    """What Vault's Kubernetes auth puts in a token's metadata, for every mount (the platform
+    token names the workload the same way whichever mount it came through); a ``jwt`` mount
+    adds the token's issuer and subject, as claim mappings would."""
+    meta = {
+        "role": role,
+        "service_account_name": str(workload.get("service_account", "")),
+        "service_account_namespace": str(workload.get("namespace", "")),
+        "service_account_uid": "",
+        "service_account_secret_name": "",
+    }
+    if workload.get("pod"):
         meta["pod_name"] = str(workload["pod"])
+    if kind == "jwt":
+        for key in ("iss", "sub"):
+            if workload.get(key):
+                meta[key] = str(workload[key])
     return meta
 
 

@@ -24,7 +24,7 @@ LIST_PAGE = 1000
 
 
 def _path(request: Request) -> tuple[str, str]:
-    return request.path_params["mount"], request.path_params["path"].strip("/")
+    return request.path_params["mount"], request.path_params.get("path", "").strip("/")
 
 
 def _version_meta(props: SecretVersion) -> dict[str, Any]:

@@ -66,6 +66,22 @@ async def seal_status(request: Request) -> Response:
     )
 
 
+async def leader(request: Request) -> Response:
+    """No HA cluster to lead (replicas share the database, not a Raft log): ``bao status``
+    reads this after the seal status."""
+    return JSONResponse(
+        {
+            "ha_enabled": False,
+            "is_self": False,
+            "active_time": "0001-01-01T00:00:00Z",
+            "leader_address": "",
+            "leader_cluster_address": "",
+            "performance_standby": False,
+            "performance_standby_last_remote_wal": 0,
+        }
+    )
+
+
 def _kv_mount(name: str) -> dict[str, Any]:
     return {
         "type": "kv",
@@ -118,6 +134,7 @@ async def ui_mount(request: Request) -> Response:
 routes = [
     Route("/sys/health", health, methods=["GET", "HEAD"]),
     Route("/sys/seal-status", seal_status, methods=["GET"]),
+    Route("/sys/leader", leader, methods=["GET"]),
     Route("/sys/mounts", mounts, methods=["GET"]),
     Route("/sys/internal/ui/mounts", ui_mounts, methods=["GET"]),
     Route("/sys/internal/ui/mounts/{path:path}", ui_mount, methods=["GET"]),

@@ -65,6 +65,9 @@ def test_jwt_login_json(kl: VaultKeyless) -> None:
     assert auth["accessor"] != auth["client_token"]
     assert auth["policies"] == auth["token_policies"] == ["default", "app"]
     assert auth["metadata"]["role"] == "app"
+    assert auth["metadata"]["service_account_name"] == "app"
+    assert auth["metadata"]["service_account_namespace"] == "payments"
+    assert auth["metadata"]["pod_name"] == "app-payments-1"
     assert auth["lease_duration"] == 3600
     assert auth["renewable"] is False
     assert auth["orphan"] is True
@@ -79,22 +82,8 @@ def test_jwt_login_table(kl: VaultKeyless) -> None:
     assert rows["token_renewable"] == "false"
     assert rows["token_policies"] == '["default" "app"]'
     assert rows["token_meta_role"] == "app"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="keyless bug: a jwt-mount login's metadata names the workload `namespace`, "
-    "`service_account`, `pod`, `cluster`; the contract (vault-wire.md) says "
-    "`service_account_name` and `service_account_namespace` for every login",
-)
-def test_jwt_login_metadata_names_the_service_account(kl: VaultKeyless) -> None:
-    jwt = kl.jwt("payments", "app")
-    out = kl.bao("write", "-format=json", "auth/jwt/login", "role=app",
-                 f"jwt=@{kl.jwt_file(jwt)}").stdout  # fmt: skip
-    auth = as_json(out)["auth"]
-    kl.secrets_seen.append(auth["client_token"])
-    assert auth["metadata"]["service_account_name"] == "app"
-    assert auth["metadata"]["service_account_namespace"] == "payments"
+    assert rows["token_meta_service_account_namespace"] == "billing"
+    assert rows["token_meta_service_account_name"] == "app"
 
 
 def test_kubernetes_login_with_the_api_server_audience(kl: VaultKeyless) -> None:
@@ -143,6 +132,7 @@ def test_token_lookup(kl: VaultKeyless) -> None:
     assert rfc3339(data["expire_time"]) > rfc3339(data["issue_time"])
     assert data["policies"] == ["default", "app"]
     assert data["meta"]["role"] == "app"
+    assert data["meta"]["service_account_namespace"] == "lookup-ns"
     assert data["path"] == "auth/jwt/login"
     assert data["display_name"] == "jwt-app"
     assert data["renewable"] is False and data["orphan"] is True and data["num_uses"] == 0
@@ -203,12 +193,6 @@ def test_kv_list(kl: VaultKeyless, app: str) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keyless bug: `bao kv list secret` sends GET /v1/secret/metadata?list=true (and LIST "
-    "/v1/secret/metadata): keyless answers 500 (the `/{mount}/metadata` route has no `path` "
-    "parameter, kv._path raises KeyError)",
-)
 def test_kv_list_mount_root(kl: VaultKeyless, app: str) -> None:
     kl.bao("kv", "put", "secret/rooted/a", f"v={kl.remember('root-list-z9')}", token=app)
     top = as_json(kl.bao("kv", "list", "-format=json", "secret", token=app).stdout)
@@ -372,12 +356,6 @@ def test_token_revoke_self_then_refused(kl: VaultKeyless, app: str) -> None:
     kl.bao("kv", "get", f"secret/{PLAIN_NAME}", token=app)  # other tokens are untouched
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="keyless gap: `bao status` reads GET /v1/sys/seal-status, then GET /v1/sys/leader, "
-    'which keyless answers 404 (OpenBao without HA: 200 {"ha_enabled": false}); the CLI '
-    "then exits 1",
-)
 def test_status(kl: VaultKeyless) -> None:
     status = as_json(kl.bao("status", "-format=json").stdout)
     assert status["initialized"] is True and status["sealed"] is False

@@ -51,10 +51,11 @@ def test_jwt_login(kl: VaultKeyless) -> None:
     assert c.token == auth["client_token"]  # use_token: hvac keeps it
     assert auth["policies"] == ["default", "app"]
     assert auth["metadata"]["role"] == "app"
+    assert auth["metadata"]["service_account_namespace"] == "orders"
     assert auth["renewable"] is False and auth["lease_duration"] == 3600
     assert c.is_authenticated()
     looked = c.lookup_token()["data"]
-    assert looked["meta"]["role"] == "app"
+    assert looked["meta"]["service_account_namespace"] == "orders"
     assert looked["path"] == "auth/jwt/login" and looked["type"] == "service"
     assert isinstance(looked["ttl"], int) and 60 <= looked["ttl"] <= 3600
 

@@ -449,7 +449,7 @@ def test_bearer_works_like_x_vault_token(kl: VaultKeyless) -> None:
         bearer = {"Authorization": f"Bearer {token}"}
         lookup = http.get("/v1/auth/token/lookup-self", headers=bearer)
         assert lookup.status_code == 200, lookup.text
-        assert lookup.json()["data"]["meta"]["role"] == "reader"
+        assert lookup.json()["data"]["meta"]["service_account_namespace"] == "bearer"
         read = http.get(f"/v1/{MOUNT}/data/{PLAIN_NAME}", headers=bearer)
         assert read.status_code == 200
         same = http.get(f"/v1/{MOUNT}/data/{PLAIN_NAME}", headers=token_headers(token))

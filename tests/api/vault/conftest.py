@@ -213,11 +213,14 @@ def start(factory: ServerFactory, tmp: Path, *args: str, **kw: Any) -> VaultKeyl
 
 
 @pytest.fixture(scope="module")
-def kl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VaultKeyless]:
-    """One keyless, set up for Vault clients, per test module."""
+def kl(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VaultKeyless]:
+    """One keyless, set up for Vault clients, per test module; a module's ``SERVER_ARGS`` are
+    added to ``keyless serve``."""
     tmp = tmp_path_factory.mktemp("vault")
     factory = ServerFactory(tmp)
     try:
-        yield start(factory, tmp)
+        yield start(factory, tmp, *getattr(request.module, "SERVER_ARGS", ()))
     finally:
         factory.stop_all()

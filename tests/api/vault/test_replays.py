@@ -41,6 +41,13 @@ from tests.api.vault.conftest import (
 )
 
 GO_CLIENT = {"X-Vault-Request": "true"}  # api.Client sets it on every request
+# Vault's two default auth mounts, one more per cluster (a path with '/'), one for CI's JWTs.
+SERVER_ARGS = (
+    "--vault-auth-mount", "jwt",
+    "--vault-auth-mount", "kubernetes",
+    "--vault-auth-mount", "kubernetes/cluster-a=kubernetes",
+    "--vault-auth-mount", "ci=jwt",
+)  # fmt: skip
 
 
 def go_json(body: dict[str, Any]) -> bytes:
@@ -394,6 +401,27 @@ def test_sys_mounts_lists_visible_vaults(kl: VaultKeyless) -> None:
     assert listed[f"{MOUNT}/"]["type"] == "kv"
     assert listed[f"{MOUNT}/"]["options"]["version"] == "2"
     assert f"{MOUNT_B}/" not in listed
+
+
+def test_configured_auth_mounts(kl: VaultKeyless) -> None:
+    """``--vault-auth-mount``: every mount decides the same way (the identity's trust policies);
+    the mount names the login's path; a mount not configured has no route."""
+    with kl.http() as http:
+        for mount, audience in (("kubernetes/cluster-a", KUBE_AUDIENCE), ("ci", "vault")):
+            login = vault_login(http, "PUT", mount, kl.jwt("mounts-ns", "app", audience=audience))
+            assert login.status_code == 200, login.text
+            auth = login.json()["auth"]
+            kl.secrets_seen.append(auth["client_token"])
+            assert auth["metadata"]["service_account_namespace"] == "mounts-ns"
+            lookup = http.get(
+                "/v1/auth/token/lookup-self", headers=token_headers(auth["client_token"])
+            )
+            assert lookup.json()["data"]["path"] == f"auth/{mount}/login"
+        refused = vault_login(http, "PUT", "kubernetes/cluster-a", kl.jwt(audience="other"))
+        assert refused.status_code == 403
+        unknown = vault_login(http, "PUT", "cluster-z", kl.jwt())
+        assert unknown.status_code == 404
+        assert unknown.json()["errors"][0].startswith('no handler for route "auth/cluster-z/login"')
 
 
 # -- one secret, every dialect ------------------------------------------------------------------

@@ -115,6 +115,7 @@ class VaultKeyless:
 
     def remember(self, value: str) -> str:
         """A secret value written by a test: it must never appear in the server's output."""
+        assert len(value) >= 8, "too short to tell a leak from a chance match"
         self.secrets_seen.append(value)
         return value
 

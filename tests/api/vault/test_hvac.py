@@ -154,7 +154,9 @@ def test_delete_undelete_destroy(kl: VaultKeyless, app: hvac.Client) -> None:
 
 def test_update_metadata(kl: VaultKeyless, app: hvac.Client) -> None:
     kv = app.secrets.kv.v2
-    kv.create_or_update_secret(path="hv/meta", secret={"v": kl.remember("m-o6")}, mount_point=MOUNT)
+    kv.create_or_update_secret(
+        path="hv/meta", secret={"v": kl.remember("hv-meta-o6")}, mount_point=MOUNT
+    )
     kv.update_metadata(path="hv/meta", custom_metadata={"owner": "team-a"}, mount_point=MOUNT)
     meta = kv.read_secret_metadata(path="hv/meta", mount_point=MOUNT)["data"]
     assert meta["custom_metadata"] == {"owner": "team-a"}
@@ -176,7 +178,7 @@ def test_patch(kl: VaultKeyless, app: hvac.Client) -> None:
 def test_check_and_set(kl: VaultKeyless, app: hvac.Client) -> None:
     kv = app.secrets.kv.v2
     kv.create_or_update_secret(
-        path="hv/cas", secret={"v": kl.remember("cas-q8")}, cas=0, mount_point=MOUNT
+        path="hv/cas", secret={"v": kl.remember("hv-cas-q8")}, cas=0, mount_point=MOUNT
     )
     with pytest.raises(InvalidRequest) as mismatch:
         kv.create_or_update_secret(path="hv/cas", secret={"v": "x"}, cas=0, mount_point=MOUNT)
@@ -184,14 +186,16 @@ def test_check_and_set(kl: VaultKeyless, app: hvac.Client) -> None:
     with pytest.raises(InvalidRequest):
         kv.create_or_update_secret(path="hv/cas", secret={"v": "x"}, cas=5, mount_point=MOUNT)
     done = kv.create_or_update_secret(
-        path="hv/cas", secret={"v": kl.remember("cas-r9")}, cas=1, mount_point=MOUNT
+        path="hv/cas", secret={"v": kl.remember("hv-cas-r9")}, cas=1, mount_point=MOUNT
     )
     assert done["data"]["version"] == 2
 
 
 def test_delete_metadata_and_all_versions(kl: VaultKeyless, app: hvac.Client) -> None:
     kv = app.secrets.kv.v2
-    kv.create_or_update_secret(path="hv/gone", secret={"v": kl.remember("g-s1")}, mount_point=MOUNT)
+    kv.create_or_update_secret(
+        path="hv/gone", secret={"v": kl.remember("hv-gone-s1")}, mount_point=MOUNT
+    )
     kv.delete_metadata_and_all_versions(path="hv/gone", mount_point=MOUNT)
     with pytest.raises(InvalidPath):
         kv.read_secret_metadata(path="hv/gone", mount_point=MOUNT)
@@ -217,7 +221,7 @@ def test_bad_token_is_forbidden(kl: VaultKeyless) -> None:
 
 def test_identity_without_a_role_is_forbidden(kl: VaultKeyless, app: hvac.Client) -> None:
     app.secrets.kv.v2.create_or_update_secret(
-        path="hv/private", secret={"v": kl.remember("priv-t2")}, mount_point=MOUNT
+        path="hv/private", secret={"v": kl.remember("hv-priv-t2")}, mount_point=MOUNT
     )
     nobody = jwt_client(kl, "nobody")
     assert nobody.is_authenticated()  # the login is the trust policy's; KV calls are RBAC's

@@ -427,10 +427,8 @@ def test_configured_auth_mounts(kl: VaultKeyless) -> None:
 # -- one secret, every dialect ------------------------------------------------------------------
 
 
-def test_azure_sdk_reads_what_vault_wrote(kl: VaultKeyless) -> None:
-    """``{"data": {"value": s}}`` written through Vault is the plain string s for Key Vault."""
-    value = kl.remember("azure-reads-this-5e")
-    write(kl, "from-vault", {"value": value})
+def azure_client(kl: VaultKeyless) -> SecretClient:
+    """The Azure SDK as a workload of identity ``app`` uses it (Azure's audience)."""
     jwt = kl.jwt("azure-ns", "app", audience="api://AzureADTokenExchange")
     tenant = json.loads(kl.server.cli("--output", "json", "tenant", "show").stdout)["id"]
     app = json.loads(kl.server.cli("--output", "json", "identity", "show", "app").stdout)
@@ -441,12 +439,47 @@ def test_azure_sdk_reads_what_vault_wrote(kl: VaultKeyless) -> None:
         authority=kl.addr,
         connection_verify=kl.ca,
     )
+    return SecretClient(
+        f"https://{MOUNT}.vault.localhost:{kl.server.port}", credential, connection_verify=kl.ca
+    )
+
+
+def test_azure_sdk_reads_what_vault_wrote(kl: VaultKeyless) -> None:
+    """``{"data": {"value": s}}`` written through Vault is the plain string s for Key Vault."""
+    value = kl.remember("azure-reads-this-5e")
+    write(kl, "from-vault", {"value": value})
     with resolving("vault.localhost"):
-        client = SecretClient(
-            f"https://{MOUNT}.vault.localhost:{kl.server.port}", credential, connection_verify=kl.ca
-        )
-        secret = client.get_secret("from-vault")
+        secret = azure_client(kl).get_secret("from-vault")
     assert secret.value == value
+
+
+def test_names_with_slashes_in_every_dialect(kl: VaultKeyless) -> None:
+    """docs/vault-api.md: the keyless CLI and role scopes name ``team-a/db/creds`` as Vault does;
+    Key Vault's API cannot, and its list leaves it out."""
+    pair = {"username": "a", "pw": kl.remember("slashed-pw-8h")}
+    write(kl, "team-a/db/creds", pair)
+    shown = kl.server.cli("secret", "get", MOUNT, "team-a/db/creds").stdout
+    assert json.loads(shown) == pair
+    cli = kl.server.cli
+    cli("identity", "create", "scoped")
+    cli(
+        "federation", "add", "scoped", "--name", "vault", "--issuer",
+        f"{kl.addr}/dev/clusters/dev", "--subject-pattern", "system:serviceaccount:*:scoped",
+        "--audience", "vault",
+    )  # fmt: skip
+    cli("role", "assign", "scoped", "secrets-user", "--scope",
+        f"/vaults/{MOUNT}/secrets/team-a/db/creds")  # fmt: skip
+    token = kl.login("scoped", "team-a")
+    with kl.http() as http:
+        mine = http.get(f"/v1/{MOUNT}/data/team-a/db/creds", headers=token_headers(token))
+        assert mine.status_code == 200, mine.text
+        assert mine.json()["data"]["data"] == pair
+        other = http.get(f"/v1/{MOUNT}/data/eso/api", headers=token_headers(token))
+        assert other.status_code == 403 and "eso-api-key-2b" not in other.text
+    with resolving("vault.localhost"):
+        names = {p.name for p in azure_client(kl).list_properties_of_secrets()}
+    assert PLAIN_NAME in names
+    assert not any("/" in name or name.startswith("team-a") for name in names if name)
 
 
 def test_vault_reads_what_keyless_cli_wrote(kl: VaultKeyless) -> None:

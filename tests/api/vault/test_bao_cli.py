@@ -172,6 +172,8 @@ def test_kv_put_get_versions_nested_path(kl: VaultKeyless, app: str) -> None:
     assert rows["password"] == second and rows["username"] == "app" and rows["version"] == "2"
     field = kl.bao("kv", "get", "-field=password", "secret/db/creds", token=app).stdout
     assert field == second
+    old = table(kl.bao("kv", "get", "-version=1", "secret/db/creds", token=app).stdout)
+    assert old["password"] == first and old["version"] == "1"
 
 
 def test_kv_get_missing(kl: VaultKeyless, app: str) -> None:

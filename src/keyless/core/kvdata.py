@@ -42,6 +42,11 @@ def from_object(data: object) -> tuple[str, str | None]:
     return json.dumps(data, ensure_ascii=False, separators=(",", ":")), JSON
 
 
+def subkeys(data: dict[str, Any]) -> dict[str, Any]:
+    """KV v2's ``subkeys``: the object's keys, nested objects kept, every leaf null."""
+    return {k: subkeys(v) if isinstance(v, dict) else None for k, v in data.items()}
+
+
 def merge_patch(target: dict[str, Any], patch: object) -> dict[str, Any]:
     """RFC 7396 JSON merge patch (KV v2's ``PATCH .../data/PATH``)."""
     if not isinstance(patch, dict):

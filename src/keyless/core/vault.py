@@ -294,6 +294,13 @@ class VaultService:
     async def list_vaults(self, tenant_id: str) -> list[Vault]:
         return await self._store.list_vaults(tenant_id)
 
+    def allows(self, principal: Principal, action: str, target: tuple[str, ...]) -> bool:
+        """Whether the principal's roles grant ``action`` on ``target`` (no audit: a question
+        about the caller's own permissions, Vault's ``capabilities-self``)."""
+        return principal.admin or self._rbac().allowed(
+            principal.tenant_id, principal.object_id, action, target
+        )
+
     async def visible_vaults(self, principal: Principal) -> list[Vault]:
         """The tenant's vaults on which the principal holds any role (the admin: all)."""
         vaults = await self._store.list_vaults(principal.tenant_id)

@@ -400,3 +400,55 @@ def test_no_token_or_value_in_the_server_log(kl: VaultKeyless) -> None:
     """Last in the module: everything the server wrote while the tests above ran."""
     assert len(kl.secrets_seen) > 10
     assert kl.leaked() == []
+
+
+def test_kv_put_after_metadata_delete_makes_the_name_anew(kl: VaultKeyless, app: str) -> None:
+    """Vault's metadata delete is for good: a later put is version 1 of a new secret (keyless
+    kept the deleted one recoverable until then, and purges it first, audited)."""
+    old, new = kl.remember("anew-old-k1"), kl.remember("anew-new-k1")
+    kl.bao("kv", "put", "secret/anew", f"v={old}", token=app)
+    kl.bao("kv", "put", "secret/anew", f"v={old}2", token=app)
+    kl.bao("kv", "metadata", "delete", "secret/anew", token=app)
+    written = as_json(kl.bao("kv", "put", "-format=json", "secret/anew", f"v={new}",
+                             token=app).stdout)  # fmt: skip
+    assert written["data"]["version"] == 1
+    meta = as_json(kl.bao("kv", "metadata", "get", "-format=json", "secret/anew",
+                          token=app).stdout)["data"]  # fmt: skip
+    assert list(meta["versions"]) == ["1"]
+    purged = [e for e in kl.audit() if e["action"] == "secrets/purge" and e["result"] == "success"]
+    assert any(e["target"] == "/vaults/secret/secrets/anew" for e in purged)
+
+
+def test_deletes_of_what_is_not_there_succeed_as_in_vault(kl: VaultKeyless, app: str) -> None:
+    for args in (
+        ("kv", "delete", "secret/never/was"),
+        ("kv", "metadata", "delete", "secret/never/was"),
+        ("kv", "undelete", "-versions=1", "secret/never/was"),
+        ("kv", "destroy", "-versions=1", "secret/never/was"),
+    ):
+        result = kl.bao(*args, token=app, check=False)
+        assert result.returncode == 0, (args, result.stderr)
+        assert result.stdout.startswith("Success!"), (args, result.stdout)
+
+
+def test_auth_list_and_token_capabilities(kl: VaultKeyless, app: str) -> None:
+    mounts = as_json(kl.bao("auth", "list", "-format=json", token=app).stdout)
+    assert {"jwt/", "kubernetes/", "token/"} <= set(mounts)
+    assert mounts["jwt/"]["type"] == "jwt" and mounts["kubernetes/"]["type"] == "kubernetes"
+    caps = kl.bao("token", "capabilities", "secret/data/anything", token=app).stdout.strip()
+    assert caps == "create, delete, patch, read, update"  # app is secrets-officer on secret
+    reader = login(kl, "reader", "team-x")
+    caps = kl.bao("token", "capabilities", "secret/data/anything", token=reader).stdout.strip()
+    assert caps == "read"
+    caps = kl.bao("token", "capabilities", "secret/destroy/anything", token=reader).stdout
+    assert caps.strip() == "deny"
+
+
+def test_config_and_subkeys(kl: VaultKeyless, app: str) -> None:
+    value = kl.remember("subkeys-m2")
+    kl.bao("kv", "put", "secret/shape", "user=u", f"pass={value}", token=app)
+    config = as_json(kl.bao("read", "-format=json", "secret/config", token=app).stdout)["data"]
+    assert config == {"cas_required": False, "delete_version_after": "0s", "max_versions": 0}
+    shape = as_json(kl.bao("read", "-format=json", "secret/subkeys/shape", token=app).stdout)
+    assert shape["data"]["subkeys"] == {"user": None, "pass": None}
+    assert value not in json.dumps(shape)

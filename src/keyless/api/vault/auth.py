@@ -178,7 +178,7 @@ async def renew_self(request: Request) -> Response:
 
 
 routes = [
-    Route("/auth/token/lookup-self", lookup_self, methods=["GET"]),
+    Route("/auth/token/lookup-self", lookup_self, methods=["GET", "POST"]),
     Route("/auth/token/lookup", lookup, methods=["POST", "PUT"]),
     Route("/auth/token/revoke-self", revoke_self, methods=["POST", "PUT"]),
     Route("/auth/token/renew-self", renew_self, methods=["POST", "PUT"]),

@@ -9,6 +9,7 @@ version shows its ``deletion_time``), ``destroy`` wipes a version's value for go
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from starlette.requests import Request
@@ -17,10 +18,11 @@ from starlette.routing import Route
 
 from keyless.api.vault.wire import broker_of, call_of, envelope, read_json, rfc3339
 from keyless.core import errors, kvdata
-from keyless.core.secrets import PropertyChanges, SecretVersion, validate_tags
-from keyless.core.vault import Call, SecretUnavailable
+from keyless.core.secrets import PropertyChanges, Secret, SecretVersion, validate_tags
+from keyless.core.vault import Call, SecretNotFound, SecretUnavailable
 
 LIST_PAGE = 1000
+DELETED_BUT_RECOVERABLE = "ObjectIsDeletedButRecoverable"  # store/vault.py's Conflict
 
 
 def _path(request: Request) -> tuple[str, str]:
@@ -76,15 +78,28 @@ async def _write(
     request: Request, call: Call, mount: str, path: str, data: object, cas: int | None
 ) -> Response:
     value, content_type = kvdata.from_object(data)
-    secret = await broker_of(request).vaults.set(
-        call,
-        mount,
-        path,
-        value,
-        PropertyChanges(content_type=content_type),
-        expect=cas,
-        inherit_tags=True,
-    )
+    vaults = broker_of(request).vaults
+
+    async def put() -> Secret:
+        return await vaults.set(
+            call,
+            mount,
+            path,
+            value,
+            PropertyChanges(content_type=content_type),
+            expect=cas,
+            inherit_tags=True,
+        )
+
+    try:
+        secret = await put()
+    except errors.Conflict as exc:
+        if exc.detail.get("inner") != DELETED_BUT_RECOVERABLE:
+            raise
+        # Vault's metadata delete is for good, so a write makes the name anew (version 1);
+        # keyless kept the deleted secret recoverable until now: it is purged first (audited).
+        await vaults.purge(call, mount, path)
+        secret = await put()
     return JSONResponse(envelope(_version_meta(secret.props)))
 
 
@@ -120,10 +135,14 @@ async def patch(request: Request) -> Response:
 
 
 async def delete_latest(request: Request) -> Response:
+    """Deletes are idempotent, as in Vault: nothing there to delete is a 204 too."""
     mount, path = _path(request)
     call = await call_of(request, mount)
     vaults = broker_of(request).vaults
-    state, versions = await vaults.history(call, mount, path)
+    try:
+        state, versions = await vaults.history(call, mount, path)
+    except SecretNotFound:
+        return Response(status_code=204)
     current = next((v for v in versions if v.version == state.current_version), None)
     if current is not None:
         await vaults.set_enabled(call, mount, path, [current.number], False)
@@ -148,10 +167,11 @@ async def _versions_op(request: Request, op: str) -> Response:
     numbers = kvdata.version_numbers((await read_json(request)).get("versions"))
     call = await call_of(request, mount)
     vaults = broker_of(request).vaults
-    if op == "destroy":
-        await vaults.destroy(call, mount, path, numbers)
-    else:
-        await vaults.set_enabled(call, mount, path, numbers, op == "undelete")
+    with contextlib.suppress(SecretNotFound):  # idempotent, as in Vault
+        if op == "destroy":
+            await vaults.destroy(call, mount, path, numbers)
+        else:
+            await vaults.set_enabled(call, mount, path, numbers, op == "undelete")
     return Response(status_code=204)
 
 
@@ -244,8 +264,36 @@ async def write_metadata(request: Request) -> Response:
 async def delete_metadata(request: Request) -> Response:
     mount, path = _path(request)
     call = await call_of(request, mount)
-    await broker_of(request).vaults.delete(call, mount, path)
+    with contextlib.suppress(SecretNotFound):  # idempotent, as in Vault
+        await broker_of(request).vaults.delete(call, mount, path)
     return Response(status_code=204)
+
+
+async def config(request: Request) -> Response:
+    """The mount's KV settings: what keyless behaves by (every version kept, none expire)."""
+    mount, _ = _path(request)
+    call = await call_of(request, mount)
+    visible = await broker_of(request).vaults.visible_vaults(call.principal)
+    if mount not in {v.name for v in visible}:
+        raise errors.Forbidden(f"no role of this identity reaches the vault {mount[:64]!r}")
+    return JSONResponse(
+        envelope({"cas_required": False, "delete_version_after": "0s", "max_versions": 0})
+    )
+
+
+async def subkeys(request: Request) -> Response:
+    """The secret's keys without their values (nested objects as objects, leaves as null)."""
+    mount, path = _path(request)
+    number = kvdata.parse_version(request.query_params.get("version"))
+    call = await call_of(request, mount)
+    try:
+        secret = await broker_of(request).vaults.get(call, mount, path, number=number)
+    except SecretUnavailable as exc:
+        body = envelope({"subkeys": None, "metadata": _version_meta(exc.props)})
+        return JSONResponse(body, status_code=404)
+    assert secret.value is not None
+    keys = kvdata.subkeys(kvdata.as_object(secret.value, secret.props.content_type))
+    return JSONResponse(envelope({"subkeys": keys, "metadata": _version_meta(secret.props)}))
 
 
 routes = [
@@ -256,6 +304,8 @@ routes = [
     Route("/{mount}/delete/{path:path}", delete_versions, methods=["POST", "PUT"]),
     Route("/{mount}/undelete/{path:path}", undelete_versions, methods=["POST", "PUT"]),
     Route("/{mount}/destroy/{path:path}", destroy_versions, methods=["POST", "PUT"]),
+    Route("/{mount}/config", config, methods=["GET"]),
+    Route("/{mount}/subkeys/{path:path}", subkeys, methods=["GET"]),
     Route("/{mount}/metadata", list_keys, methods=["GET", "LIST"]),
     Route("/{mount}/metadata/{path:path}", metadata, methods=["GET"]),
     Route("/{mount}/metadata/{path:path}", list_keys, methods=["LIST"]),

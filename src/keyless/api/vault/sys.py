@@ -16,7 +16,9 @@ from starlette.routing import Route
 
 from keyless import __version__
 from keyless.api.context import edge_of
-from keyless.api.vault.wire import envelope, principal_of, vault_error
+from keyless.api.vault.wire import envelope, principal_of, read_json, vault_error
+from keyless.core import errors, rbac
+from keyless.core.access import Principal
 from keyless.core.models import Tenant
 
 VERSION = f"{__version__}+keyless"
@@ -131,11 +133,83 @@ async def ui_mount(request: Request) -> Response:
     return JSONResponse(envelope({"path": f"{vault}/", **_kv_mount(vault)}))
 
 
+def _auth_mount(path: str, kind: str) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "description": "token store (keyless access tokens)"
+        if kind == "token"
+        else f"keyless {kind} login (the identity's trust policies decide)",
+        "accessor": f"auth_{kind}_{uuid.uuid5(uuid.NAMESPACE_URL, path).hex[:8]}",
+        "config": {"default_lease_ttl": 0, "max_lease_ttl": 0, "token_type": "default-service"},
+        "local": False,
+        "seal_wrap": False,
+        "options": None,
+        "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"auth:{path}")),
+    }
+
+
+async def auth_mounts(request: Request) -> Response:
+    """The login mounts (``bao auth list``), and the token store every token belongs to."""
+    await principal_of(request)
+    listed = {
+        f"{path}/": _auth_mount(path, kind)
+        for path, kind in edge_of(request).settings.vault_auth_mounts
+    }
+    listed["token/"] = _auth_mount("token", "token")
+    return JSONResponse({**listed, **envelope(dict(listed))})
+
+
+# What each KV v2 path operation needs of keyless's roles (core/rbac.py), as capabilities.
+_KV_CAPABILITIES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "data": ((rbac.GET_VALUE, ("read",)), (rbac.SET, ("create", "update", "patch")),
+             (rbac.DELETE, ("delete",))),
+    "metadata": ((rbac.READ_METADATA, ("read", "list")), (rbac.UPDATE, ("update", "patch")),
+                 (rbac.DELETE, ("delete",))),
+    "subkeys": ((rbac.GET_VALUE, ("read",)),),
+    "delete": ((rbac.DELETE, ("update",)),),
+    "undelete": ((rbac.RECOVER, ("update",)),),
+    "destroy": ((rbac.PURGE, ("update",)),),
+}  # fmt: skip
+_SELF = ("auth/token/lookup-self", "auth/token/renew-self", "auth/token/revoke-self")
+
+
+def _capabilities(request: Request, principal: Principal, path: str) -> list[str]:
+    path = path.strip("/")
+    if path in _SELF:
+        return ["read", "update"] if path.endswith("lookup-self") else ["update"]
+    vault, _, rest = path.partition("/")
+    op, _, name = rest.partition("/")
+    table = _KV_CAPABILITIES.get(op)
+    if table is None:
+        return ["deny"]
+    target = (vault, name) if name else (vault,)
+    vaults = edge_of(request).broker.vaults
+    caps = [c for action, given in table if vaults.allows(principal, action, target) for c in given]
+    return sorted(set(caps)) or ["deny"]
+
+
+async def capabilities_self(request: Request) -> Response:
+    """``bao token capabilities PATH``: what the caller's roles allow on each path."""
+    principal = await principal_of(request)
+    body = await read_json(request)
+    paths = body.get("paths", body.get("path"))
+    if isinstance(paths, str):
+        paths = [paths]
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+        raise errors.InvalidRequest("missing paths")
+    found = {p: _capabilities(request, principal, p) for p in paths[:64]}
+    merged = sorted({c for caps in found.values() for c in caps})
+    data: dict[str, Any] = {**found, "capabilities": merged}
+    return JSONResponse({**data, **envelope(dict(data))})
+
+
 routes = [
     Route("/sys/health", health, methods=["GET", "HEAD"]),
     Route("/sys/seal-status", seal_status, methods=["GET"]),
     Route("/sys/leader", leader, methods=["GET"]),
     Route("/sys/mounts", mounts, methods=["GET"]),
+    Route("/sys/auth", auth_mounts, methods=["GET"]),
+    Route("/sys/capabilities-self", capabilities_self, methods=["POST", "PUT"]),
     Route("/sys/internal/ui/mounts", ui_mounts, methods=["GET"]),
     Route("/sys/internal/ui/mounts/{path:path}", ui_mount, methods=["GET"]),
 ]

@@ -63,6 +63,9 @@ class Settings:
     webhook_insecure_no_client_auth: bool = False  # explicit opt-out: a NetworkPolicy guards it
     # Ranges issuer key fetches may connect to besides global addresses (keyless.net.addresses).
     allow_issuer_networks: tuple[Network, ...] = ()
+    # The Vault dialect's auth mounts (``/v1/auth/MOUNT/login``): mount path -> type (jwt or
+    # kubernetes; the type shapes only the login's metadata, the trust policy decides).
+    vault_auth_mounts: tuple[tuple[str, str], ...] = (("jwt", "jwt"), ("kubernetes", "kubernetes"))
 
     @property
     def database(self) -> str:
@@ -122,6 +125,7 @@ _FIELDS: dict[str, str] = {
     "webhook_client_ca": "path",
     "webhook_insecure_no_client_auth": "bool",
     "allow_issuer_network": "networks",  # repeatable flag; env: comma-separated
+    "vault_auth_mount": "mounts",  # repeatable flag; env: comma-separated
 }
 _ENV_ALIASES = {"KEYLESS_DATABASE": "database_url"}
 
@@ -173,12 +177,41 @@ def _parse_networks(raw: Any, what: str) -> tuple[Network, ...]:
         raise ConfigError(str(exc)) from None
 
 
+_MOUNT = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")
+MOUNT_TYPES = ("jwt", "kubernetes")
+
+
+def _parse_mounts(raw: Any, what: str) -> tuple[tuple[str, str], ...]:
+    """``MOUNT[=TYPE]`` items: TYPE jwt or kubernetes (default: kubernetes for a mount path
+    whose first segment starts with ``kubernetes``, jwt otherwise)."""
+    items = [raw] if isinstance(raw, str) else list(raw)
+    out: dict[str, str] = {}
+    for text in (part.strip() for item in items for part in str(item).split(",")):
+        if not text:
+            continue
+        path, _, kind = text.partition("=")
+        path = path.strip().strip("/")
+        if path.startswith("auth/"):
+            path = path[len("auth/") :]
+        kind = kind.strip().lower() or ("kubernetes" if path.startswith("kubernetes") else "jwt")
+        if not _MOUNT.fullmatch(path) or path.split("/")[0] == "token":
+            raise ConfigError(f"{what}: {text!r} is not a Vault auth mount path like jwt or k8s/a")
+        if kind not in MOUNT_TYPES:
+            raise ConfigError(f"{what}: {text!r}: the mount type is jwt or kubernetes")
+        out[path] = kind
+    if not out:
+        raise ConfigError(f"{what}: no mount given")
+    return tuple(out.items())
+
+
 def _coerce(field: str, raw: Any, what: str) -> Any:
     kind = _FIELDS[field]
     if kind == "bool":
         return raw if isinstance(raw, bool) else _parse_bool(str(raw), what)
     if kind == "networks":
         return _parse_networks(raw, what)
+    if kind == "mounts":
+        return _parse_mounts(raw, what)
     text = str(raw)
     if kind == "path":
         return Path(text).expanduser()
@@ -245,6 +278,8 @@ def load_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         values["listen_host"], values["listen_port"] = _parse_listen(values.pop("listen"))
     if "allow_issuer_network" in values:
         values["allow_issuer_networks"] = values.pop("allow_issuer_network")
+    if "vault_auth_mount" in values:
+        values["vault_auth_mounts"] = values.pop("vault_auth_mount")
     if "webhook_listen" in values:
         host_port = _parse_listen(values.pop("webhook_listen"), "--webhook-listen")
         values["webhook_host"], values["webhook_port"] = host_port

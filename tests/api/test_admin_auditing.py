@@ -64,8 +64,8 @@ def _app(store: Appender) -> Starlette:
     )
     return Starlette(
         routes=[
-            Route("/v1/vaults/{vault}/secrets/{name}", vault_pair, methods=["PUT"]),
-            Route("/v1/vaults/{vault}/secrets/{name}", vault_dies, methods=["DELETE"]),
+            Route("/v1/vaults/{vault}/secrets/{name:path}", vault_pair, methods=["PUT"]),
+            Route("/v1/vaults/{vault}/secrets/{name:path}", vault_dies, methods=["DELETE"]),
             Route("/v1/roles", refused, methods=["POST"]),
             Route("/v1/identities", created, methods=["POST"]),
             Route("/v1/somewhere/{thing}", created, methods=["POST"]),

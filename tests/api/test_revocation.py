@@ -241,6 +241,55 @@ def test_every_worker_cuts_off_at_once(servers: ServerFactory) -> None:
         assert _read(server, token).status_code == 401
 
 
+def _vault_login(server: RunningServer) -> str:
+    """The Vault dialect's login (``PUT``, as ESO and Vault Agent send it) for identity app."""
+    _admin(
+        server,
+        "POST",
+        "/v1/identities/app/federated-credentials",
+        {"name": "vault", "issuer": f"{server.url}/dev/clusters/dev", "subject": SUBJECT,
+         "audiences": ["vault"]},
+    )  # fmt: skip
+    jwt = _admin(server, "POST", "/v1/dev/token", {**DEV_TOKEN, "audience": "vault"})["token"]
+    with server.client() as http:
+        response = http.put("/v1/auth/jwt/login", json={"role": "app", "jwt": jwt})
+    assert response.status_code == 200, response.text
+    return str(response.json()["auth"]["client_token"])
+
+
+def _vault_read(server: RunningServer, token: str) -> httpx.Response:
+    with server.client(headers={"X-Vault-Token": token}) as http:
+        return http.get("/v1/kv1/data/db")
+
+
+def test_revoke_self_cuts_off_every_worker_and_dialect_at_once(servers: ServerFactory) -> None:
+    """A Vault client token revoked with ``revoke-self`` through one worker is refused on the
+    very next request by every worker, through the Vault API (403) and the Key Vault API (401),
+    though every worker had verified it; the revocation is audited, and so is each refusal."""
+    workers = 2
+    server = servers.start("--workers", str(workers), "--token-rate-limit", "0", dev=True)
+    object_id, _ = _setup_server(server)
+    token = _vault_login(server)
+    for _ in range(2 * workers):
+        vault = _vault_read(server, token)
+        assert vault.status_code == 200, vault.text
+        assert vault.json()["data"]["data"] == {"value": VALUE}
+        assert _read(server, token).json()["value"] == VALUE  # the same token, Key Vault's API
+    with server.client(headers={"X-Vault-Token": token}) as http:
+        assert http.put("/v1/auth/token/revoke-self").status_code == 204
+    for _ in range(4 * workers):
+        refused = _vault_read(server, token)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["errors"] == ["permission denied", "access token was revoked"]
+        assert _read(server, token).status_code == 401
+    events = _audit_server(server)
+    revoked = [e for e in events if e["action"] == "token.revoke"]
+    assert len(revoked) == 1 and revoked[0]["actor"] == object_id
+    assert revoked[0]["workload"]["namespace"] == DEV_TOKEN["namespace"]
+    refusals = [e for e in events if "token_revoked" in (e.get("reason") or "")]
+    assert len(refusals) >= 8 * workers and all(e["result"] == "failure" for e in refusals)
+
+
 def test_other_replica_cuts_off_within_its_propagation_delay(
     servers: ServerFactory,
     make_pg_database,  # type: ignore[no-untyped-def]
@@ -262,6 +311,16 @@ def test_other_replica_cuts_off_within_its_propagation_delay(
     while _read(b, token).status_code != 200 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _read(b, token).status_code == 200
+    # A Vault token revoked through a: b refuses it within its propagation delay too.
+    vault_token = _vault_login(a)
+    assert _vault_read(b, vault_token).status_code == 200
+    with a.client(headers={"X-Vault-Token": vault_token}) as http:
+        assert http.put("/v1/auth/token/revoke-self").status_code == 204
+    revoked_at = time.monotonic()
+    while _vault_read(b, vault_token).status_code == 200:
+        assert time.monotonic() - revoked_at < 2 + 3, "replica b still serves a revoked token"
+        time.sleep(0.1)
+    assert _vault_read(b, vault_token).status_code == 403
     a.cli("identity", "delete", "app")
     cut_at = time.monotonic()
     assert _read(a, token).status_code == 401

@@ -1,12 +1,15 @@
-"""``keyless env IDENTITY --dialect azure --token-file PATH`` against a real server: bash evals
-the printed lines and the unmodified Azure SDK (``DefaultAzureCredential`` + ``SecretClient``)
-reads a secret with nothing else set; JSON output; one-line refusals; and a workload whose
-identity has no role gets a 403 that names the identity and the role that would allow it."""
+"""``keyless env IDENTITY --dialect azure|vault --token-file PATH`` against a real server: bash
+evals the printed lines and the unmodified Azure SDK (``DefaultAzureCredential`` +
+``SecretClient``) reads a secret with nothing else set; JSON output; one-line refusals; and a
+workload whose identity has no role gets a 403 that names the identity and the role that would
+allow it. For vault, the real ``bao`` CLI logs in and reads with only the printed variables, and
+a tenant other than the default one is the ``VAULT_NAMESPACE``."""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -156,12 +159,19 @@ def test_a_workload_without_a_role_is_told_which_role_would_allow_it(
     [
         (["billing", "--dialect", "aws", "--token-file", "/t"], "'aws' is not yet supported"),
         (["billing", "--dialect", "gcp", "--token-file", "/t"], "'gcp' is not yet supported"),
-        (["billing", "--dialect", "vault", "--token-file", "/t"], "'vault' is not yet supported"),
         (["billing", "--dialect", "cobol", "--token-file", "/t"], "unknown dialect 'cobol'"),
         (["nobody", "--dialect", "azure", "--token-file", "/t"], "identity 'nobody' not found"),
         (["billing", "--dialect", "azure"], "--token-file"),
+        (["billing", "--dialect", "vault"], "--token-file"),
     ],
-    ids=["aws", "gcp", "vault", "unknown-dialect", "unknown-identity", "no-token-file"],
+    ids=[
+        "aws",
+        "gcp",
+        "unknown-dialect",
+        "unknown-identity",
+        "no-token-file",
+        "vault-no-token-file",
+    ],
 )
 def test_refusals_are_one_line(server: RunningServer, args: list[str], expected: str) -> None:
     result = server.cli("env", *args, check=False)
@@ -170,3 +180,118 @@ def test_refusals_are_one_line(server: RunningServer, args: list[str], expected:
     assert len(lines) == 1 and lines[0].startswith("keyless: error: "), result.stderr
     assert expected in lines[0]
     assert result.stdout == ""
+
+
+def test_vault_json_output_has_env_and_endpoints(server: RunningServer) -> None:
+    found = json.loads(
+        server.cli(
+            "--output", "json", "env", "billing", "--dialect", "vault", "--token-file", "/t"
+        ).stdout
+    )
+    assert found == {
+        "env": {"VAULT_ADDR": server.url, "VAULT_CACERT": str(server.ca.resolve())},
+        "endpoints": {
+            "jwt_login": "auth/jwt/login",
+            "kubernetes_login": "auth/kubernetes/login",
+            "role": "billing",
+            "token_file": "/t",
+        },
+    }  # the default tenant needs no namespace
+
+
+def test_vault_export_lines(server: RunningServer) -> None:
+    out = server.cli("env", "billing", "--dialect", "vault", "--token-file", "/t").stdout
+    assert out.splitlines() == [
+        f"export VAULT_ADDR={server.url}",
+        f"export VAULT_CACERT={shlex.quote(str(server.ca.resolve()))}",
+    ]
+
+
+def run_bao(tmp: Path, exports: str, token: Path, role: str, read: str) -> str:
+    """bash: ``eval`` the exports, log in with the real ``bao`` CLI, then ``bao kv get``,
+    with nothing else in the environment (no VAULT_ADDR, no CA, no namespace)."""
+    env_file = tmp / "vault.env"
+    env_file.write_text(exports)
+    script = (
+        f'eval "$(cat {shlex.quote(str(env_file))})"'
+        f' && VAULT_TOKEN="$(bao write -field=token auth/jwt/login role={shlex.quote(role)}'
+        f' jwt=@{shlex.quote(str(token))})"'
+        f" && export VAULT_TOKEN && exec bao kv get {read}"
+    )
+    result = subprocess.run(
+        ["bash", "-c", script],
+        env={
+            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": str(tmp),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_eval_of_vault_env_lets_bao_log_in_and_read(server: RunningServer, tmp_path: Path) -> None:
+    token = token_file(server, tmp_path, "billing")
+    out = server.cli("env", "billing", "--dialect", "vault", "--token-file", str(token)).stdout
+    # a plain string secret is {"value": ...} in KV v2
+    read = run_bao(tmp_path, out, token, "billing", f"-field=value {VAULT}/greeting")
+    assert read == VALUE
+
+
+def test_vault_namespace_names_a_tenant_other_than_the_default(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """The worked example of docs/vault-api.md in tenant team-a: one subject pattern for every
+    namespace's eso-reader, audience vault, a JSON secret under a name with '/'."""
+    dev_issuer = f"{server.url}/dev/clusters/dev"
+    doc = tmp_path / "team-a.yaml"
+    doc.write_text(
+        f"""
+issuers:
+  - url: {dev_issuer}
+identities:
+  - name: eso-reader
+    federated_credentials:
+      - name: every-namespace
+        issuer: "{dev_issuer}"
+        subject_pattern: "system:serviceaccount:*:eso-reader"
+        audiences: [vault]
+vaults:
+  - name: team-a-kv
+role_assignments:
+  - {{identity: eso-reader, role: secrets-user, scope: /vaults/team-a-kv}}
+"""
+    )
+    server.cli("tenant", "create", "team-a")
+    server.cli("apply", "-f", str(doc), "--tenant", "team-a")
+    creds = tmp_path / "creds.json"
+    creds.write_text('{"username": "app", "password": "s3cr3t"}')
+    server.cli(
+        "secret", "set", "team-a-kv", "db/creds", "--file", str(creds),
+        "--content-type", "application/json", "--tenant", "team-a",
+    )  # fmt: skip
+    found = json.loads(
+        server.cli(
+            "--output", "json", "env", "eso-reader", "--dialect", "vault",
+            "--token-file", "/t", "--tenant", "team-a",
+        ).stdout
+    )  # fmt: skip
+    assert found["env"]["VAULT_NAMESPACE"] == "team-a"
+    assert found["endpoints"]["role"] == "eso-reader"
+
+    out = server.cli(
+        "env", "eso-reader", "--dialect", "vault", "--token-file", "/t", "--tenant", "team-a"
+    ).stdout
+    assert "export VAULT_NAMESPACE=team-a" in out.splitlines()
+    for namespace in ("team-b", "team-c"):  # one policy, every namespace's service account
+        token = tmp_path / f"{namespace}-token"
+        token.write_text(
+            server.cli(
+                "dev", "token", "--namespace", namespace, "--service-account", "eso-reader",
+                "--audience", "vault",
+            ).stdout.strip()
+        )  # fmt: skip
+        read = run_bao(tmp_path, out, token, "eso-reader", "-field=password team-a-kv/db/creds")
+        assert read == "s3cr3t"

@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
 from keyless.api import k8s, ops, token
@@ -26,6 +26,11 @@ from keyless.api.keyvault.bodies import kv_error
 from keyless.api.keyvault.gateway import KeyVaultAuth, VaultDispatcher
 from keyless.api.observability import ObservabilityMiddleware
 from keyless.api.sync import LocalSync
+from keyless.api.vault import auth as vault_auth
+from keyless.api.vault import kv as vault_kv
+from keyless.api.vault import sys as vault_sys
+from keyless.api.vault.wire import handle_error as vault_handle_error
+from keyless.api.vault.wire import vault_error
 from keyless.core.errors import KeylessError
 from keyless.metrics import Metrics
 
@@ -62,6 +67,30 @@ async def _kv_routing_error(request: Request, exc: Exception) -> Response:
     return kv_error(exc.status_code, code, exc.detail, headers=dict(exc.headers or {}))
 
 
+async def _vault_routing_error(request: Request, exc: Exception) -> Response:
+    """The same, in Vault's error body (404 names no route, as Vault's ``errors: []``)."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return vault_error(404, [])
+    response = vault_error(exc.status_code, ["unsupported operation"])
+    response.headers.update(dict(exc.headers or {}))
+    return response
+
+
+def _vault_app(services: Admin) -> Starlette:
+    """Vault / OpenBao's HTTP API under ``/v1`` (api/vault)."""
+    app = Starlette(
+        routes=[*vault_auth.routes, *vault_sys.routes, *vault_kv.routes],
+        exception_handlers={
+            HTTPException: _vault_routing_error,
+            KeylessError: vault_handle_error,
+            Exception: _unexpected,
+        },
+    )
+    app.state.services = services
+    return app
+
+
 def _app(routes: list[BaseRoute], services: Edge, metrics: Metrics, listener: str) -> Starlette:
     app = Starlette(
         routes=routes,
@@ -78,7 +107,13 @@ def _app(routes: list[BaseRoute], services: Edge, metrics: Metrics, listener: st
 
 
 def public_app(services: Admin, metrics: Metrics) -> ASGIApp:
-    routes: list[BaseRoute] = [*ops.routes, *discovery.routes, *token.routes, *adfs.routes]
+    routes: list[BaseRoute] = [
+        *ops.routes,
+        *discovery.routes,
+        *token.routes,
+        *adfs.routes,
+        Mount("/v1", app=_vault_app(services)),
+    ]
     if services.settings.dev:
         routes += clusters.routes
     main = _app(routes, services, metrics, "public")

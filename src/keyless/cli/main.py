@@ -158,6 +158,14 @@ def serve(
             "e.g. 10.0.0.0/8 for on-premises clusters",
         ),
     ] = None,
+    vault_auth_mount: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="MOUNT[=TYPE]",
+            help="a Vault-dialect auth mount, /v1/auth/MOUNT/login (repeatable; replaces the "
+            "default jwt and kubernetes); TYPE jwt or kubernetes",
+        ),
+    ] = None,
 ) -> None:
     """Start the server (prints a line with `ready` when it accepts requests)."""
     from keyless import logs
@@ -192,6 +200,7 @@ def serve(
         "webhook_client_ca": webhook_client_ca,
         "webhook_insecure_no_client_auth": webhook_insecure_no_client_auth,
         "allow_issuer_network": allow_issuer_network or None,
+        "vault_auth_mount": vault_auth_mount or None,
     }
     g = globals_of(ctx)
     flags["data_dir"] = g.data_dir  # the CLI's own rule (settings.find_data_dir)

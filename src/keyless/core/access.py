@@ -19,6 +19,12 @@ class Principal:
     client_id: str
     fed: dict[str, Any] = field(default_factory=dict)
     admin: bool = False  # the local admin socket: every action allowed, still audited
+    # From the access token (empty for the admin socket): its id (``jti``), times, and the
+    # login it came from (``via``, e.g. ``auth/kubernetes/login`` for the Vault dialect).
+    token_id: str = ""
+    issued_at: float = 0.0
+    expires_at: float = 0.0
+    via: str = ""
 
 
 class IdentityDirectory(Protocol):
@@ -27,14 +33,29 @@ class IdentityDirectory(Protocol):
     def identity_by_object(self, object_id: str) -> Identity | None: ...
 
 
-class IdentityGone(Unauthorized):
-    """The token is genuine, but the identity it was issued to was deleted since."""
-
-    code = "identity_gone"
+class Refused(Unauthorized):
+    """A genuine token refused for what happened since it was issued: an access decision on
+    a named principal, so it is audited before it is refused."""
 
     def __init__(self, message: str, principal: Principal) -> None:
         super().__init__(message)
         self.principal = principal
+
+
+class IdentityGone(Refused):
+    """The token is genuine, but the identity it was issued to was deleted since."""
+
+    code = "identity_gone"
+
+
+class TokenRevoked(Refused):
+    """The token is genuine, but it was revoked (Vault's ``revoke-self``)."""
+
+    code = "token_revoked"
+
+
+class RevokedTokens(Protocol):
+    def revoked(self, token_id: str) -> bool: ...
 
 
 def require_identity(principal: Principal, identities: IdentityDirectory) -> Principal:
@@ -101,8 +122,18 @@ def _verify(
     oid, azp = claims.get("oid"), claims.get("azp")
     if not isinstance(oid, str) or not isinstance(azp, str):
         raise Unauthorized("access token names no identity")
-    fed = claims.get("fed")
-    return Principal(tenant_id, oid, azp, fed if isinstance(fed, dict) else {}), exp, nbf
+    fed, jti, iat, via = claims.get("fed"), claims.get("jti"), claims.get("iat"), claims.get("via")
+    principal = Principal(
+        tenant_id,
+        oid,
+        azp,
+        fed if isinstance(fed, dict) else {},
+        token_id=jti if isinstance(jti, str) else "",
+        issued_at=float(iat) if isinstance(iat, int | float) else float(nbf),
+        expires_at=float(exp),
+        via=via if isinstance(via, str) else "",
+    )
+    return principal, exp, nbf
 
 
 def _check_times(exp: float, nbf: float, now: float, skew: int) -> None:
@@ -139,17 +170,22 @@ class VerifiedTokens:
         audiences: frozenset[str],
         now: float,
         identities: IdentityDirectory,
+        revoked: RevokedTokens | None = None,
         skew: int = 60,
     ) -> Principal:
-        """Verify (or recall) the token, then check that its identity still exists."""
+        """Verify (or recall) the token, then check that it was not revoked and that its
+        identity still exists."""
         expected = (issuer, tenant_id, audiences)
         hit = self._entries.get(token)
         if hit is not None and hit[0] is ring and hit[1] == expected:
             _check_times(hit[3], hit[4], now, skew)
-            return require_identity(hit[2], identities)
-        principal, exp, nbf = _verify(token, ring, issuer, tenant_id, audiences, now, skew)
-        if self.max_entries > 0:
-            if len(self._entries) >= self.max_entries:
-                del self._entries[next(iter(self._entries))]
-            self._entries[token] = (ring, expected, principal, exp, nbf)
+            principal = hit[2]
+        else:
+            principal, exp, nbf = _verify(token, ring, issuer, tenant_id, audiences, now, skew)
+            if self.max_entries > 0:
+                if len(self._entries) >= self.max_entries:
+                    del self._entries[next(iter(self._entries))]
+                self._entries[token] = (ring, expected, principal, exp, nbf)
+        if revoked is not None and revoked.revoked(principal.token_id):
+            raise TokenRevoked("access token was revoked", principal)
         return require_identity(principal, identities)

@@ -9,7 +9,7 @@ new dialect (Vault, AWS, Google, SPIFFE) is one thin package over these operatio
   (``core/decision.py``; explain prints the same decision the exchange acts on);
 - ``exchange``: that decision, then an access token, audited either way;
 - ``authenticate``: a bearer access token of a tenant, for a resource (a deleted identity's
-  token is refused and audited);
+  token, or a revoked one, is refused and audited); ``revoke``: one token, everywhere;
 - ``vaults``: read, write and list secrets, each authorized (RBAC) and audited in
   ``VaultService``;
 - ``record``: append an audit event.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from keyless.core.access import IdentityGone, Principal, VerifiedTokens
+from keyless.core.access import Principal, Refused, VerifiedTokens
 from keyless.core.audit import AuditEvent, AuditSink
 from keyless.core.clock import Clock
 from keyless.core.decision import Decision, TokenDecision, decide
@@ -30,6 +30,7 @@ from keyless.core.explain import explain_token
 from keyless.core.keyring import KeyRing
 from keyless.core.models import Identity, Tenant
 from keyless.core.resources import Resources
+from keyless.core.revocation import Revocations
 from keyless.core.rotation import RotationManager
 from keyless.core.tenants import Tenants
 from keyless.core.vault import VaultService
@@ -46,6 +47,7 @@ class Broker:
         audit: AuditSink,
         clock: Clock,
         public_url: str,
+        revocations: Revocations,
     ) -> None:
         self._tenants = tenants
         self._tokens = tokens
@@ -56,6 +58,7 @@ class Broker:
         self.public_url = public_url
         self.resources: Resources = tokens.resources
         self._verified = VerifiedTokens()
+        self.revocations = revocations
 
     def now(self) -> float:
         return self._clock.now()
@@ -117,8 +120,9 @@ class Broker:
                 audiences=audiences,
                 now=self._clock.now(),
                 identities=self._tokens.federation,
+                revoked=self.revocations,
             )
-        except IdentityGone as exc:
+        except Refused as exc:
             await self._audit.record(
                 AuditEvent(
                     time=self._clock.now(),
@@ -133,6 +137,26 @@ class Broker:
                 )
             )
             raise
+
+    def identity_by_name(self, tenant_id: str, name: str) -> Identity | None:
+        return self._tokens.federation.identity_by_name(tenant_id, name)
+
+    async def revoke(self, principal: Principal, *, request_id: str | None) -> None:
+        """Revoke the access token ``principal`` came from, everywhere, until it expires."""
+        await self.revocations.revoke(principal.token_id, principal.tenant_id, principal.expires_at)
+        await self._audit.record(
+            AuditEvent(
+                time=self._clock.now(),
+                request_id=request_id,
+                tenant_id=principal.tenant_id,
+                action="token.revoke",
+                target=principal.token_id,
+                result="success",
+                reason="revoked by its holder",
+                actor=principal.object_id,
+                workload=dict(principal.fed),
+            )
+        )
 
     # -- audit -------------------------------------------------------------------------------
 

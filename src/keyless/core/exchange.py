@@ -36,8 +36,12 @@ class ExchangeRequest:
     client_id: str
     assertion: str
     resource: str  # already resolved by ``Resources``
-    grant: str  # "client_credentials" | "token-exchange", for the audit trail
+    grant: str  # "client_credentials" | "token-exchange" | "vault-login", for the audit trail
     request_id: str | None = None
+    # The Vault dialect names the identity (its role) instead of a client id, and the login
+    # path the token came through (``auth/MOUNT/login``, the ``via`` claim lookup-self shows).
+    identity_name: str | None = None
+    via: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,8 @@ class IssuedToken:
     resource: str
     identity: Identity
     credential: str
+    token_id: str = ""  # the access token's ``jti`` (Vault's token accessor)
+    workload: dict[str, Any] | None = None  # the ``fed`` claim: who the platform token named
 
 
 def workload_of(verified: assertion.VerifiedAssertion) -> dict[str, Any]:
@@ -117,11 +123,16 @@ class TokenService:
         actor: str | None = None
         try:
             snapshot = self.federation.snapshot
-            identity = snapshot.by_client.get(req.client_id)
-            if identity is None or identity.tenant_id != req.tenant.id:
-                raise UnknownClient(
-                    f"application with identifier {req.client_id!r} was not found in the tenant"
-                )
+            if req.identity_name is not None:
+                identity = self.federation.identity_by_name(req.tenant.id, req.identity_name)
+                if identity is None:
+                    raise UnknownClient(f'role "{req.identity_name[:64]}" could not be found')
+            else:
+                identity = snapshot.by_client.get(req.client_id)
+                if identity is None or identity.tenant_id != req.tenant.id:
+                    raise UnknownClient(
+                        f"application with identifier {req.client_id!r} was not found in the tenant"
+                    )
             actor = identity.object_id
             token = await check_token(
                 req.assertion,
@@ -172,8 +183,12 @@ class TokenService:
             "fic": credential,
             "fed": workload,
         }
+        if req.via:
+            claims["via"] = req.via
         token = self.keys.ring(req.tenant.id).sign(claims)
-        return IssuedToken(token, lifetime, req.resource, identity, credential)
+        return IssuedToken(
+            token, lifetime, req.resource, identity, credential, str(claims["jti"]), workload
+        )
 
     async def _audit(
         self,

@@ -95,6 +95,8 @@ class Federation:
         self._dev = dev
         self._lock = asyncio.Lock()
         self.snapshot = Snapshot({}, {}, {}, TrustIndex(()), -1)
+        self._names: dict[tuple[str, str], Identity] = {}
+        self._names_of: Snapshot | None = None
 
     # -- indexes ---------------------------------------------------------------------------
 
@@ -153,6 +155,14 @@ class Federation:
 
     def identity_by_object(self, object_id: str) -> Identity | None:
         return self.snapshot.by_object.get(object_id)
+
+    def identity_by_name(self, tenant_id: str, name: str) -> Identity | None:
+        """By name (the Vault dialect's role), from an index built once per snapshot."""
+        snapshot = self.snapshot
+        if self._names_of is not snapshot:
+            self._names = {(i.tenant_id, i.name): i for i in snapshot.by_object.values()}
+            self._names_of = snapshot
+        return self._names.get((tenant_id, name))
 
     def issuer_sources(self, tenant_id: str) -> Mapping[str, str]:
         """The tenant's registered issuers: URL -> the id their keys are cached under."""

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from keyless.core.clock import Clock
 from keyless.core.errors import InvalidRequest, NotFound
+from keyless.core.secrets import NAME
 
 GET_VALUE = "secrets/getSecret"
 READ_METADATA = "secrets/readMetadata"
@@ -67,7 +68,8 @@ ROLES: tuple[Role, ...] = (
 _BY_NAME = {r.name.lower(): r for r in ROLES} | {r.alias: r for r in ROLES}
 
 _SEGMENT = r"[0-9a-zA-Z-]{1,127}"
-_SCOPE = re.compile(rf"/(?:vaults/({_SEGMENT})(?:/secrets/({_SEGMENT}))?)?")
+# A secret's name may hold '/' (a Vault KV path): the rest of the scope is the name.
+_SCOPE = re.compile(rf"/(?:vaults/({_SEGMENT})(?:/secrets/([0-9a-zA-Z_./-]{{1,127}}))?)?")
 
 
 def role(name: str) -> Role:
@@ -87,7 +89,7 @@ def narrowest_role(action: str) -> Role | None:
 def parse_scope(scope: str) -> tuple[str, ...]:
     """``/`` -> (), ``/vaults/V`` -> ("V",), ``/vaults/V/secrets/S`` -> ("V", "S")."""
     match = _SCOPE.fullmatch(scope)
-    if not match:
+    if not match or (match.group(2) is not None and not NAME.fullmatch(match.group(2))):
         raise InvalidRequest(
             f"scope {scope!r} is not /, /vaults/VAULT or /vaults/VAULT/secrets/SECRET"
         )
@@ -137,6 +139,16 @@ class RbacIndex:
             if action in actions and target[: len(parts)] == parts:
                 return True
         return False
+
+    def reach(self, tenant_id: str, identity_id: str) -> tuple[bool, frozenset[str]]:
+        """Where the identity holds any role: (on the whole tenant, the vaults named in its
+        scopes). What the Vault dialect's mount listing shows it, as Vault lists the mounts
+        a token's policies reach."""
+        grants = self._grants.get((tenant_id, identity_id), ())
+        return (
+            any(not parts for parts, _ in grants),
+            frozenset(parts[0] for parts, _ in grants if parts),
+        )
 
     def granting(
         self, tenant_id: str, identity_id: str, action: str, target: tuple[str, ...]

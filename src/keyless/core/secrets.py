@@ -7,8 +7,18 @@ from dataclasses import dataclass, field
 
 from keyless.core.errors import InvalidRequest
 
-NAME = re.compile(r"[0-9a-zA-Z-]{1,127}")
+# Key Vault's own rule: the only names its API (and so the Azure SDKs) can address.
+KEYVAULT_NAME = re.compile(r"[0-9a-zA-Z-]{1,127}")
+# Any dialect's: one or more '/'-separated segments (a Vault KV path such as ``db/creds``), at
+# most 127 characters in all. A Key Vault name is one of these.
+NAME = re.compile(r"(?!.*(?:^|/)\.{1,2}(?:/|$))[0-9a-zA-Z_.-]+(?:/[0-9a-zA-Z_.-]+)*")
+MAX_NAME = 127
 VAULT_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{1,22}[a-z0-9])")
+# Vault / OpenBao's own mount names: a vault is a KV v2 mount of the same name in the Vault
+# dialect (``/v1/VAULT/data/...``), so these would be shadowed there.
+RESERVED_VAULT_NAMES = frozenset(
+    {"auth", "sys", "identity", "cubbyhole", "database", "pki", "transit"}
+)
 VERSION = re.compile(r"[0-9a-f]{32}")
 MAX_VALUE_BYTES = 25 * 1024
 MAX_TAGS = 15
@@ -17,12 +27,27 @@ MAX_CONTENT_TYPE = 255
 
 
 def validate_secret_name(name: str) -> str:
-    if not NAME.fullmatch(name):
+    """A secret name in any dialect: Key Vault's names, and paths such as ``db/creds``."""
+    if len(name) > MAX_NAME or not NAME.fullmatch(name):
+        raise InvalidRequest(
+            f"invalid secret name {name[:140]!r}: 1-127 characters of 0-9, a-z, A-Z, '-', '_' "
+            "and '.', in segments separated by '/' (no empty, '.' or '..' segment)"
+        )
+    return name
+
+
+def validate_keyvault_name(name: str) -> str:
+    """The names Key Vault's API can address (its URLs have no room for '/')."""
+    if not KEYVAULT_NAME.fullmatch(name):
         raise InvalidRequest(
             f"The request URI contains an invalid name: {name[:140]!r}. "
             "Secret names are 1-127 characters of 0-9, a-z, A-Z and '-'."
         )
     return name
+
+
+def keyvault_addressable(name: str) -> bool:
+    return KEYVAULT_NAME.fullmatch(name) is not None
 
 
 def validate_vault_name(name: str) -> str:
@@ -31,6 +56,11 @@ def validate_vault_name(name: str) -> str:
             f"vault name {name[:40]!r} must be 3-24 characters of lowercase "
             "letters, digits and '-', starting and ending with a letter or "
             "digit (it is a DNS label)"
+        )
+    if name in RESERVED_VAULT_NAMES:
+        raise InvalidRequest(
+            f"vault name {name!r} is reserved: it is one of Vault's own mounts "
+            f"({', '.join(sorted(RESERVED_VAULT_NAMES))}), which the Vault dialect serves"
         )
     return name
 
@@ -110,6 +140,10 @@ class SecretVersion:
     expires: float | None
     created: float
     updated: float
+    # The version's ordinal within its name (1, 2, ...): Vault KV v2's version numbers. The
+    # store assigns it when the version is written; 0 until then.
+    number: int = 0
+    destroyed: bool = False  # its value was wiped for good (Vault KV v2 ``destroy``)
 
     def seal_context(self) -> str:
         return secret_seal_context(self.vault, self.name, self.version)

@@ -53,9 +53,13 @@ class SecretNotFound(NotFound):
 
 
 class SecretUnavailable(Forbidden):
-    """The version exists but is disabled, expired or not yet valid."""
+    """The version exists but is disabled, destroyed, expired or not yet valid."""
 
     code = "secret_unavailable"
+
+    def __init__(self, message: str, props: SecretVersion, *, inner: str) -> None:
+        super().__init__(message, detail={"inner": inner})
+        self.props = props  # the version's properties (Vault shows them with no data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,20 +186,29 @@ class VaultService:
 
     def _readable(self, props: SecretVersion) -> None:
         now = self._clock.now()
+        if props.destroyed:
+            raise SecretUnavailable(
+                "Operation get is not allowed on a destroyed secret version.",
+                props,
+                inner="SecretDestroyed",
+            )
         if not props.enabled:
             raise SecretUnavailable(
                 "Operation get is not allowed on a disabled secret.",
-                detail={"inner": "SecretDisabled"},
+                props,
+                inner="SecretDisabled",
             )
         if props.expires is not None and props.expires <= now:
             raise SecretUnavailable(
                 "Operation get is not allowed on an expired secret.",
-                detail={"inner": "SecretExpired"},
+                props,
+                inner="SecretExpired",
             )
         if props.not_before is not None and props.not_before > now:
             raise SecretUnavailable(
                 "Operation get is not allowed on a secret that is not valid yet.",
-                detail={"inner": "SecretNotYetValid"},
+                props,
+                inner="SecretNotYetValid",
             )
 
     async def _live(self, vault: str, name: str) -> SecretState:
@@ -205,9 +218,10 @@ class VaultService:
         return state
 
     async def _version(
-        self, vault: str, name: str, version: str | None
+        self, vault: str, name: str, version: str | None, number: int | None = None
     ) -> tuple[SecretVersion, bytes]:
-        """The current version or one by id, from the cache or else the store (then cached)."""
+        """The current version, or one by id or by number, from the cache or else the store
+        (then cached)."""
         if version:
             validate_version(version)
         cache = self._cache
@@ -221,6 +235,11 @@ class VaultService:
         state = current[0]
         if state.deleted_at is not None:
             raise not_found(name)
+        if number is not None and number != current[1].number:
+            found = await self._store.get_secret_version_by_number(vault, name, number)
+            if found is None:
+                raise not_found(f"{name} version {number}")
+            return found
         if not version:
             return current[1], current[2]
         hit = cache.version(vault, name, version)
@@ -275,6 +294,14 @@ class VaultService:
     async def list_vaults(self, tenant_id: str) -> list[Vault]:
         return await self._store.list_vaults(tenant_id)
 
+    async def visible_vaults(self, principal: Principal) -> list[Vault]:
+        """The tenant's vaults on which the principal holds any role (the admin: all)."""
+        vaults = await self._store.list_vaults(principal.tenant_id)
+        if principal.admin:
+            return vaults
+        everywhere, named = self._rbac().reach(principal.tenant_id, principal.object_id)
+        return [v for v in vaults if everywhere or v.name in named]
+
     async def count_secrets(self, tenant_id: str, name: str) -> int:
         vault = await self.lookup(name)
         if vault is None or vault.tenant_id != tenant_id:
@@ -310,32 +337,60 @@ class VaultService:
 
     # -- secrets ---------------------------------------------------------------------------
 
-    async def get(self, call: Call, vault: str, name: str, version: str | None = None) -> Secret:
+    async def get(
+        self,
+        call: Call,
+        vault: str,
+        name: str,
+        version: str | None = None,
+        *,
+        number: int | None = None,
+    ) -> Secret:
+        """The current version's value, or one version's by id (Key Vault) or by number
+        (Vault KV v2). A version that cannot be read (disabled, destroyed, expired, not yet
+        valid) is ``SecretUnavailable``, its properties in ``detail["props"]``."""
         validate_secret_name(name)
         v = await self._vault(call, vault)
 
         async def work() -> Secret:
-            props, sealed = await self._version(v.name, name, version)
+            props, sealed = await self._version(v.name, name, version, number)
             self._readable(props)
             return Secret(props, self._open(props, sealed))
 
         return await self._decide(call, rbac.GET_VALUE, v.name, name, work)
 
     async def set(
-        self, call: Call, vault: str, name: str, value: str, changes: PropertyChanges
+        self,
+        call: Call,
+        vault: str,
+        name: str,
+        value: str,
+        changes: PropertyChanges,
+        *,
+        expect: int | None = None,
+        inherit_tags: bool = False,
     ) -> Secret:
+        """A new current version; ``expect``: check-and-set on the current version's number
+        (0: only if the name holds none), refused with Conflict otherwise; ``inherit_tags``:
+        the new version keeps the current one's tags (Vault's custom metadata belongs to the
+        secret, not to one version)."""
         validate_secret_name(name)
         validate_value(value)
         v = await self._vault(call, vault)
 
         async def work() -> Secret:
             now = self._clock.now()
+            tags = changes.tags or {}
+            if inherit_tags and changes.tags is None:
+                current = await self._store.get_current_secret(v.name, name)
+                if current is not None and current[0].deleted_at is None:
+                    tags = current[1].tags
             props = SecretVersion(
                 vault=v.name,
                 name=name,
                 version=random.token_hex(16),
                 content_type=changes.content_type,
-                tags=changes.tags or {},
+                tags=tags,
                 enabled=True if changes.enabled is None else changes.enabled,
                 not_before=changes.not_before,
                 expires=changes.expires,
@@ -343,10 +398,64 @@ class VaultService:
                 updated=now,
             )
             sealed = self._root().seal(value.encode("utf-8", "surrogatepass"), props.seal_context())
-            await self._write(v.name, name, self._store.put_secret_version(props, sealed))
-            return Secret(props, value)
+            stored = await self._write(
+                v.name, name, self._store.put_secret_version(props, sealed, expect=expect)
+            )
+            return Secret(stored, value)
 
         return await self._decide(call, rbac.SET, v.name, name, work)
+
+    async def history(
+        self, call: Call, vault: str, name: str
+    ) -> tuple[SecretState, list[SecretVersion]]:
+        """The name's state and every version's properties, oldest first (Vault's metadata)."""
+        validate_secret_name(name)
+        v = await self._vault(call, vault)
+
+        async def work() -> tuple[SecretState, list[SecretVersion]]:
+            state = await self._live(v.name, name)
+            rows = await self._store.all_secret_versions(v.name, name)
+            return state, [props for props, _ in rows]
+
+        return await self._decide(call, rbac.READ_METADATA, v.name, name, work)
+
+    async def set_enabled(
+        self, call: Call, vault: str, name: str, numbers: list[int], enabled: bool
+    ) -> int:
+        """Disable (Vault's ``delete`` of versions: audited as secrets/delete) or enable again
+        (``undelete``: secrets/recover) the versions with these numbers; destroyed ones stay
+        as they are. Answers how many changed."""
+        validate_secret_name(name)
+        v = await self._vault(call, vault)
+
+        async def work() -> int:
+            await self._live(v.name, name)
+            changed = 0
+            now = self._clock.now()
+            for number in sorted(set(numbers)):
+                found = await self._store.get_secret_version_by_number(v.name, name, number)
+                if found is None or found[0].destroyed or found[0].enabled == enabled:
+                    continue
+                updated = replace(found[0], enabled=enabled, updated=now)
+                await self._write(v.name, name, self._store.update_secret_version(updated))
+                changed += 1
+            return changed
+
+        action = rbac.RECOVER if enabled else rbac.DELETE
+        return await self._decide(call, action, v.name, name, work)
+
+    async def destroy(self, call: Call, vault: str, name: str, numbers: list[int]) -> int:
+        """Wipe these versions' values for good (Vault's ``destroy``: audited as
+        secrets/purge); they stay listed as destroyed. Answers how many were destroyed."""
+        validate_secret_name(name)
+        v = await self._vault(call, vault)
+
+        async def work() -> int:
+            await self._live(v.name, name)
+            wiped = self._store.destroy_secret_versions(v.name, name, sorted(set(numbers)))
+            return await self._write(v.name, name, wiped)
+
+        return await self._decide(call, rbac.PURGE, v.name, name, work)
 
     async def update(
         self, call: Call, vault: str, name: str, version: str | None, changes: PropertyChanges
@@ -476,7 +585,9 @@ class VaultService:
                 "versions": [
                     {
                         "version": p.version,
-                        "value": self._open(p, sealed),
+                        "number": p.number,
+                        "destroyed": p.destroyed,
+                        "value": "" if p.destroyed else self._open(p, sealed),
                         "contentType": p.content_type,
                         "tags": p.tags,
                         "enabled": p.enabled,
@@ -499,7 +610,9 @@ class VaultService:
 
         async def work() -> Secret:
             rows: list[tuple[SecretVersion, bytes]] = []
-            for item in doc["versions"]:
+            for ordinal, item in enumerate(doc["versions"], start=1):
+                number = item.get("number")
+                destroyed = item.get("destroyed") is True
                 props = SecretVersion(
                     vault=v.name,
                     name=name,
@@ -511,17 +624,20 @@ class VaultService:
                     expires=validate_time(item.get("exp"), "exp"),
                     created=float(item["created"]),
                     updated=float(item["updated"]),
+                    # Backups made before versions were numbered: their order is the number.
+                    number=number if isinstance(number, int) and number > 0 else ordinal,
+                    destroyed=destroyed,
                 )
                 value = validate_value(item.get("value"))
-                rows.append(
-                    (
-                        props,
-                        self._root().seal(
-                            value.encode("utf-8", "surrogatepass"),
-                            secret_seal_context(v.name, name, props.version),
-                        ),
+                sealed = (
+                    b""
+                    if destroyed
+                    else self._root().seal(
+                        value.encode("utf-8", "surrogatepass"),
+                        secret_seal_context(v.name, name, props.version),
                     )
                 )
+                rows.append((props, sealed))
             current = str(doc["current"])
             restored = self._store.restore_secret(v.name, name, rows, current)
             await self._write(v.name, name, restored)

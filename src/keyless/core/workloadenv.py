@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from keyless.core.errors import InvalidRequest
 from keyless.core.models import Identity
+from keyless.core.tenants import DEFAULT_ALIAS
 
 DIALECTS = ("azure", "aws", "gcp", "vault")
 
@@ -32,14 +33,28 @@ class WorkloadEnv:
         return {"env": dict(self.env), "endpoints": dict(self.endpoints)}
 
 
-def workload_env(dialect: str, identity: Identity, token_file: str, server: Server) -> WorkloadEnv:
+def workload_env(
+    dialect: str,
+    identity: Identity,
+    token_file: str,
+    server: Server,
+    tenant_alias: str = DEFAULT_ALIAS,
+) -> WorkloadEnv:
+    """``tenant_alias``: the alias of the identity's tenant (the Vault dialect names it)."""
     if dialect == "azure":
         return azure(identity, token_file, server)
+    if dialect == "vault":
+        return vault(identity, token_file, server, tenant_alias)
     if dialect in DIALECTS:
         raise InvalidRequest(
-            f"dialect {dialect!r} is not yet supported by `keyless env` (azure is)"
+            f"dialect {dialect!r} is not yet supported by `keyless env` (azure and vault are)"
         )
     raise InvalidRequest(f"unknown dialect {dialect!r}: one of {', '.join(DIALECTS)}")
+
+
+def _need_token_file(token_file: str) -> None:
+    if not token_file:
+        raise InvalidRequest("--token-file: the path the workload reads its platform token from")
 
 
 def azure(identity: Identity, token_file: str, server: Server) -> WorkloadEnv:
@@ -50,8 +65,7 @@ def azure(identity: Identity, token_file: str, server: Server) -> WorkloadEnv:
     requests (``REQUESTS_CA_BUNDLE``), OpenSSL-based clients and Go (``SSL_CERT_FILE``), Node
     (``NODE_EXTRA_CA_CERTS``).
     """
-    if not token_file:
-        raise InvalidRequest("--token-file: the path the workload reads its platform token from")
+    _need_token_file(token_file)
     env = {
         "AZURE_AUTHORITY_HOST": server.public_url,
         "AZURE_TENANT_ID": identity.tenant_id,
@@ -71,5 +85,34 @@ def azure(identity: Identity, token_file: str, server: Server) -> WorkloadEnv:
             "vault_domain": server.vault_domain,
             "vault_url": f"https://VAULT.{server.vault_domain}{suffix}",
             "token": f"{server.public_url}/{identity.tenant_id}/oauth2/v2.0/token",
+        },
+    )
+
+
+def vault(
+    identity: Identity, token_file: str, server: Server, tenant_alias: str = DEFAULT_ALIAS
+) -> WorkloadEnv:
+    """The ``vault``/``bao`` CLI, hvac, Vault Agent and the other Vault API clients.
+
+    ``VAULT_ADDR`` is the public URL (the dialect is served under ``/v1/`` there) and
+    ``VAULT_CACERT`` keyless's own CA (read by the CLIs, the Go API client and hvac). A tenant
+    is a Vault namespace: ``VAULT_NAMESPACE`` (the CLIs send it as ``X-Vault-Namespace``) names
+    the alias, and only for a tenant that is not the default one, which needs none. The Vault
+    role is the identity's name; the platform token at ``token_file`` is the ``jwt`` of the
+    login (``bao write auth/jwt/login role=NAME jwt=@TOKEN_FILE``).
+    """
+    _need_token_file(token_file)
+    env = {"VAULT_ADDR": server.public_url}
+    if server.ca_file is not None:
+        env["VAULT_CACERT"] = server.ca_file
+    if tenant_alias != DEFAULT_ALIAS:
+        env["VAULT_NAMESPACE"] = tenant_alias
+    return WorkloadEnv(
+        env,
+        {
+            "jwt_login": "auth/jwt/login",
+            "kubernetes_login": "auth/kubernetes/login",
+            "role": identity.name,
+            "token_file": token_file,
         },
     )

@@ -153,6 +153,9 @@ class _BodyTimer:
             transport.close()
 
 
+LIST_LINE = b"LIST "
+
+
 class LimitedHttpTools(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header size cap, header and body read timeouts,
     and the Host checks that need the raw request target."""
@@ -169,6 +172,8 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._rejected = False
         self._in_body = False
         self._body_timer = _BodyTimer(self, self.body_timeout)
+        self._between_messages = True
+        self._list = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -182,6 +187,11 @@ class LimitedHttpTools(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._rejected:
             return
+        if self._between_messages and data[:5] == LIST_LINE:
+            # Vault's LIST method (hvac, Spring Cloud Vault): llhttp knows no such method and
+            # would refuse the request line, so it is parsed as GET and routed as LIST.
+            data = b"GET " + data[len(LIST_LINE) :]
+            self._list = True
         counting = self._awaiting_headers
         super().data_received(data)
         if counting and self._awaiting_headers and not self._rejected:
@@ -207,6 +217,7 @@ class LimitedHttpTools(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self._between_messages = False
         self._awaiting_headers = True
         self._header_bytes = 0
         self._arm()
@@ -226,9 +237,14 @@ class LimitedHttpTools(HttpToolsProtocol):
                 self._reject(b"400 Bad Request", problem, "BadParameter")
                 raise _HeaderLimitExceeded
         self._in_body = True
+        listing, self._list = self._list, False
         super().on_headers_complete()
+        if listing:
+            # The same scope object the request task was just given, before it runs.
+            self.scope["method"] = "LIST"
 
     def on_message_complete(self) -> None:
+        self._between_messages = True
         self._in_body = False
         self._body_timer.disarm()
         super().on_message_complete()

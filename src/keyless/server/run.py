@@ -167,6 +167,7 @@ async def _follow_config(services: Services, stop: asyncio.Event) -> None:
             await services.federation.reload_if_changed()
             await services.roles.reload_if_changed()
             await services.vaults.reload_if_changed()
+            await services.broker.revocations.reload_if_changed()
             await services.federation.keys.refresh_due()
         except Exception as exc:  # keep serving the indexes we have
             log.warning("configuration refresh failed", extra={"error": type(exc).__name__})

@@ -25,6 +25,7 @@ from keyless.core.models import Tenant
 from keyless.core.ratelimit import TokenBuckets
 from keyless.core.rbac import RoleAssignments
 from keyless.core.resources import Resources
+from keyless.core.revocation import Revocations
 from keyless.core.rotation import RotationManager
 from keyless.core.secretcache import SecretCache
 from keyless.core.tenants import Tenants
@@ -160,6 +161,7 @@ class Services:
             audit=audit,
             clock=clock,
             public_url=settings.public_url,
+            revocations=Revocations(store, clock),
         )
         services.token_limiter = TokenBuckets(
             settings.token_rate_limit, settings.token_rate_burst, clock
@@ -192,6 +194,7 @@ class Services:
         await federation.reload()
         await roles.reload()
         await services.vaults.reload_if_changed()
+        await services.broker.revocations.reload()
         services.local = LocalChanges(settings.data_dir / "changes")
         services._local_seen = services.local.value
         store.writer.on_change = services.changed
@@ -224,6 +227,7 @@ class Services:
             self.tenants.forget_unknown()  # a sibling worker may have created one
             await self.roles.reload_if_changed()
             await self.federation.reload_if_changed()
+            await self.broker.revocations.reload_if_changed()
             self._local_seen = value
 
     async def close(self) -> None:

@@ -145,9 +145,20 @@ secret_versions = sa.Table(
     sa.Column("expires", sa.Float),
     sa.Column("created", sa.Float, nullable=False),
     sa.Column("updated", sa.Float, nullable=False),
+    sa.Column("number", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("destroyed", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.ForeignKeyConstraint(
         ["vault", "name"], ["secrets.vault", "secrets.name"], ondelete="CASCADE"
     ),
+)
+
+# Access tokens revoked before they expire (Vault's revoke-self), kept until they expire.
+revoked_tokens = sa.Table(
+    "revoked_tokens",
+    metadata,
+    sa.Column("token_id", sa.String(64), primary_key=True),
+    sa.Column("tenant_id", sa.String(36), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
 )
 
 role_assignments = sa.Table(

@@ -21,6 +21,7 @@ from keyless.store.auditwriter import AuditWriter
 from keyless.store.engine import make_engine, writer_of
 from keyless.store.federation import FederationStoreMixin, bump_revision
 from keyless.store.schema import audit_key, dev_clusters, secret_versions, signing_keys, tenants
+from keyless.store.tokens import TokenStoreMixin
 from keyless.store.urls import DatabaseUrl
 from keyless.store.vault import VaultStoreMixin
 
@@ -53,7 +54,7 @@ def _key_values(rec: SigningKeyRecord) -> dict[str, Any]:
     }
 
 
-class SqlStore(FederationStoreMixin, VaultStoreMixin, AuditStoreMixin):
+class SqlStore(FederationStoreMixin, VaultStoreMixin, AuditStoreMixin, TokenStoreMixin):
     def __init__(self, url: DatabaseUrl) -> None:
         self.url = url
         self.engine = make_engine(url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -33,6 +34,8 @@ def _version(row: Any) -> SecretVersion:
         expires=row.expires,
         created=row.created,
         updated=row.updated,
+        number=row.number,
+        destroyed=bool(row.destroyed),
     )
 
 
@@ -53,6 +56,8 @@ def _version_values(v: SecretVersion, sealed: bytes) -> dict[str, Any]:
         "expires": v.expires,
         "created": v.created,
         "updated": v.updated,
+        "number": v.number,
+        "destroyed": v.destroyed,
     }
 
 
@@ -126,13 +131,44 @@ class VaultStoreMixin:
 
     # -- secrets ---------------------------------------------------------------------------
 
-    async def put_secret_version(self, props: SecretVersion, sealed: bytes) -> None:
-        """Add a version and make it current; refused while the name is soft-deleted."""
+    async def put_secret_version(
+        self, props: SecretVersion, sealed: bytes, *, expect: int | None = None
+    ) -> SecretVersion:
+        """Add a version and make it current; refused while the name is soft-deleted. The
+        version gets the next number of its name; with ``expect`` (check-and-set), only if
+        the current version's number is ``expect`` (0: only if the name holds no version)."""
+        c = secret_versions.c
         async with self.writer.begin() as conn:
             await bump_revision(conn, "vault")  # other processes drop their caches
             state = await _lock_state(conn, props.vault, props.name)
             if state is not None and state.deleted_at is not None:
                 raise _deleted_conflict(props.name)
+            last = (
+                await conn.execute(
+                    sa.select(sa.func.max(c.number)).where(
+                        c.vault == props.vault, c.name == props.name
+                    )
+                )
+            ).scalar() or 0
+            if expect is not None:
+                current = 0
+                if state is not None:
+                    current = (
+                        await conn.execute(
+                            sa.select(c.number).where(
+                                c.vault == props.vault,
+                                c.name == props.name,
+                                c.version == state.current_version,
+                            )
+                        )
+                    ).scalar() or 0
+                if current != expect:
+                    raise Conflict(
+                        "check-and-set parameter did not match the current version "
+                        f"(expected {expect}, current {current})",
+                        detail={"inner": "CheckAndSetMismatch"},
+                    )
+            props = replace(props, number=last + 1)
             if state is None:
                 await conn.execute(
                     sa.insert(secrets).values(
@@ -146,6 +182,35 @@ class VaultStoreMixin:
                     .values(current_version=props.version)
                 )
             await conn.execute(sa.insert(secret_versions).values(**_version_values(props, sealed)))
+        return props
+
+    async def get_secret_version_by_number(
+        self, vault: str, name: str, number: int
+    ) -> tuple[SecretVersion, bytes] | None:
+        c = secret_versions.c
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(secret_versions).where(
+                        c.vault == vault, c.name == name, c.number == number
+                    )
+                )
+            ).first()
+        return (_version(row), bytes(row.sealed_value)) if row else None
+
+    async def destroy_secret_versions(self, vault: str, name: str, numbers: list[int]) -> int:
+        """Wipe these versions' values for good (they stay listed, disabled and destroyed)."""
+        c = secret_versions.c
+        async with self.writer.begin() as conn:
+            await bump_revision(conn, "vault")  # other processes drop their caches
+            result = await conn.execute(
+                sa.update(secret_versions)
+                .where(
+                    c.vault == vault, c.name == name, c.number.in_(numbers), c.destroyed.is_(False)
+                )
+                .values(sealed_value=b"", destroyed=True, enabled=False)
+            )
+        return int(result.rowcount or 0)
 
     async def get_secret_state(self, vault: str, name: str) -> SecretState | None:
         async with self.engine.connect() as conn:
@@ -258,7 +323,7 @@ class VaultStoreMixin:
                 await conn.execute(
                     sa.select(secret_versions)
                     .where(c.vault == vault, c.name == name)
-                    .order_by(c.created, c.version)
+                    .order_by(c.number, c.created, c.version)
                 )
             ).all()
         return [(_version(r), bytes(r.sealed_value)) for r in rows]

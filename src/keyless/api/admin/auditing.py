@@ -83,8 +83,8 @@ ACTIONS: dict[tuple[str, str], tuple[str, Callable[[Fields, Fields], str]]] = {
     ("POST", "/v1/dev/token"): ("dev token", _service_account),
     ("POST", "/v1/audit/checkpoints"): ("audit checkpoint", _name()),
     ("POST", "/v1/vaults"): ("vault create", _name("name")),
-    ("PUT", "/v1/vaults/{vault}/secrets/{name}"): ("secret set", _name("vault", "name")),
-    ("DELETE", "/v1/vaults/{vault}/secrets/{name}"): ("secret delete", _name("vault", "name")),
+    ("PUT", "/v1/vaults/{vault}/secrets/{name:path}"): ("secret set", _name("vault", "name")),
+    ("DELETE", "/v1/vaults/{vault}/secrets/{name:path}"): ("secret delete", _name("vault", "name")),
     ("POST", "/v1/roles"): ("role assign", _assignment),
     ("POST", "/v1/roles/remove"): ("role remove", _assignment),
     ("PATCH", "/v1/identities/{name}"): (
@@ -96,11 +96,11 @@ ACTIONS: dict[tuple[str, str], tuple[str, Callable[[Fields, Fields], str]]] = {
         _name("name", "credential"),
     ),
     ("DELETE", "/v1/vaults/{vault}"): ("vault delete", _name("vault")),
-    ("POST", "/v1/vaults/{vault}/secrets/{name}/recover"): (
+    ("POST", "/v1/vaults/{vault}/secrets/{name:path}/recover"): (
         "secret recover",
         _name("vault", "name"),
     ),
-    ("DELETE", "/v1/vaults/{vault}/deleted-secrets/{name}"): (
+    ("DELETE", "/v1/vaults/{vault}/deleted-secrets/{name:path}"): (
         "secret purge",
         _name("vault", "name"),
     ),

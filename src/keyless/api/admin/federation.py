@@ -75,7 +75,7 @@ async def identity_env(request: Request) -> Response:
     )
     q = request.query_params
     found = workloadenv.workload_env(
-        q.get("dialect", ""), identity, q.get("token_file", ""), server
+        q.get("dialect", ""), identity, q.get("token_file", ""), server, tenant.alias
     )
     return JSONResponse(found.view())
 

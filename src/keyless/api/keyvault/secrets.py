@@ -38,7 +38,8 @@ from keyless.api.keyvault.bodies import (
 from keyless.api.keyvault.gateway import BASE, PRINCIPAL, VAULT
 from keyless.core import errors, strictjson
 from keyless.core.broker import Broker
-from keyless.core.vault import Call, SecretNotFound, decode_backup
+from keyless.core.secrets import Secret, keyvault_addressable, validate_keyvault_name
+from keyless.core.vault import Call, Page, SecretNotFound, decode_backup
 from keyless.logs import request_id
 
 MAX_BODY = 64 * 1024
@@ -64,7 +65,16 @@ def _api_version(request: Request) -> str:
 
 def _call(request: Request) -> Call:
     _api_version(request)  # every operation refuses a malformed one, as Azure does
+    name = request.path_params.get("name")
+    if name is not None:
+        validate_keyvault_name(name)  # Key Vault's own rule, stricter than keyless's
     return Call(request.scope[PRINCIPAL], request_id.get())
+
+
+def _addressable(page: Page) -> list[Secret]:
+    """A list page's secrets that Key Vault's API can name: a name holding '/', '_' or '.'
+    (written through the Vault dialect) has no Key Vault URL, so it is left out."""
+    return [s for s in page.items if keyvault_addressable(s.props.name)]
 
 
 def _broker(request: Request) -> Broker:
@@ -176,7 +186,8 @@ async def list_secrets(request: Request) -> Response:
     return JSONResponse(
         {
             "value": [
-                item(s, _ids(request), _days(request), with_version=False) for s in page.items
+                item(s, _ids(request), _days(request), with_version=False)
+                for s in _addressable(page)
             ],
             "nextLink": _next_link(request, "/secrets", page.next_after, limit),
         }
@@ -220,7 +231,9 @@ async def list_deleted(request: Request) -> Response:
     )
     return JSONResponse(
         {
-            "value": [deleted(s, _ids(request), _days(request), listing=True) for s in page.items],
+            "value": [
+                deleted(s, _ids(request), _days(request), listing=True) for s in _addressable(page)
+            ],
             "nextLink": _next_link(request, "/deletedsecrets", page.next_after, limit),
         }
     )

@@ -1,0 +1,141 @@
+"""``sys/health``, ``sys/seal-status``, ``sys/mounts`` and ``sys/internal/ui/mounts``.
+
+keyless is always initialized and unsealed (its root key is a file, not Shamir shares). The
+mounts a token sees are the tenant's vaults on which its identity holds any role, each a KV v2
+mount (consul-template and Spring Cloud Vault detect KV v2 through ``sys/internal/ui/mounts``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from keyless import __version__
+from keyless.api.context import edge_of
+from keyless.api.vault.wire import envelope, principal_of, vault_error
+from keyless.core.models import Tenant
+
+VERSION = f"{__version__}+keyless"
+
+
+def _cluster(tenant: Tenant) -> dict[str, str]:
+    return {"cluster_name": "keyless", "cluster_id": str(uuid.uuid5(uuid.NAMESPACE_URL, tenant.id))}
+
+
+async def health(request: Request) -> Response:
+    edge = edge_of(request)
+    body = {
+        "initialized": True,
+        "sealed": False,
+        "standby": False,
+        "performance_standby": False,
+        "replication_performance_mode": "disabled",
+        "replication_dr_mode": "disabled",
+        "server_time_utc": int(edge.broker.now()),
+        "version": VERSION,
+        "enterprise": False,
+        **_cluster(edge.default_tenant),
+    }
+    if request.method == "HEAD":
+        return Response(status_code=200, media_type="application/json")
+    return JSONResponse(body)
+
+
+async def seal_status(request: Request) -> Response:
+    edge = edge_of(request)
+    return JSONResponse(
+        {
+            "type": "shamir",
+            "initialized": True,
+            "sealed": False,
+            "t": 1,
+            "n": 1,
+            "progress": 0,
+            "nonce": "",
+            "version": VERSION,
+            "build_date": "",
+            "migration": False,
+            "recovery_seal": False,
+            "storage_type": "keyless",
+            **_cluster(edge.default_tenant),
+        }
+    )
+
+
+async def leader(request: Request) -> Response:
+    """No HA cluster to lead (replicas share the database, not a Raft log): ``bao status``
+    reads this after the seal status."""
+    return JSONResponse(
+        {
+            "ha_enabled": False,
+            "is_self": False,
+            "active_time": "0001-01-01T00:00:00Z",
+            "leader_address": "",
+            "leader_cluster_address": "",
+            "performance_standby": False,
+            "performance_standby_last_remote_wal": 0,
+        }
+    )
+
+
+def _kv_mount(name: str) -> dict[str, Any]:
+    return {
+        "type": "kv",
+        "description": f"keyless vault {name}",
+        "accessor": f"kv_{uuid.uuid5(uuid.NAMESPACE_URL, name).hex[:8]}",
+        "config": {"default_lease_ttl": 0, "max_lease_ttl": 0, "force_no_cache": False},
+        "options": {"version": "2"},
+        "local": False,
+        "seal_wrap": False,
+        "external_entropy_access": False,
+        "plugin_version": "",
+        "running_plugin_version": VERSION,
+        "running_sha256": "",
+        "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"vault:{name}")),
+    }
+
+
+async def _visible(request: Request) -> list[str]:
+    principal = await principal_of(request)
+    vaults = await edge_of(request).broker.vaults.visible_vaults(principal)
+    return [v.name for v in vaults]
+
+
+async def mounts(request: Request) -> Response:
+    """The visible vaults as KV v2 mounts (``bao secrets list``), at the top level and in
+    ``data``, as Vault answers."""
+    listed = {f"{name}/": _kv_mount(name) for name in await _visible(request)}
+    return JSONResponse({**listed, **envelope(dict(listed))})
+
+
+async def ui_mounts(request: Request) -> Response:
+    names = await _visible(request)
+    return JSONResponse(envelope({"secret": {f"{n}/": _kv_mount(n) for n in names}, "auth": {}}))
+
+
+async def ui_mount(request: Request) -> Response:
+    path = request.path_params["path"].strip("/")
+    vault = path.split("/", 1)[0]
+    if vault not in await _visible(request):
+        return vault_error(
+            403,
+            [
+                "preflight capability check returned 403, please ensure client's policies "
+                f'grant access to path "{vault[:64]}/"'
+            ],
+        )
+    return JSONResponse(envelope({"path": f"{vault}/", **_kv_mount(vault)}))
+
+
+routes = [
+    Route("/sys/health", health, methods=["GET", "HEAD"]),
+    Route("/sys/seal-status", seal_status, methods=["GET"]),
+    Route("/sys/leader", leader, methods=["GET"]),
+    Route("/sys/mounts", mounts, methods=["GET"]),
+    Route("/sys/internal/ui/mounts", ui_mounts, methods=["GET"]),
+    Route("/sys/internal/ui/mounts/{path:path}", ui_mount, methods=["GET"]),
+]

@@ -1,0 +1,69 @@
+"""``core/workloadenv.py`` on its own: what ``keyless env --dialect vault`` answers for every
+shape of server (keyless's CA or the operator's certificate) and tenant (default or not).
+The same answers through the real CLI and server: tests/cli/test_env.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from keyless.core.errors import InvalidRequest
+from keyless.core.models import Identity
+from keyless.core.workloadenv import Server, workload_env
+
+IDENTITY = Identity("oid-1", "cid-1", "eso-reader", "tid-1", 0.0)
+OWN_CA = Server("https://keyless.example:8443", "vault.example", 8443, "/data/tls/ca.pem")
+OPERATOR_CERT = Server("https://keyless.example", "vault.example", 443, None)
+
+
+@pytest.mark.parametrize(
+    ("server", "tenant_alias", "env"),
+    [
+        (
+            OWN_CA,
+            "default",
+            {"VAULT_ADDR": "https://keyless.example:8443", "VAULT_CACERT": "/data/tls/ca.pem"},
+        ),
+        (
+            OWN_CA,
+            "team-a",
+            {
+                "VAULT_ADDR": "https://keyless.example:8443",
+                "VAULT_CACERT": "/data/tls/ca.pem",
+                "VAULT_NAMESPACE": "team-a",
+            },
+        ),
+        (OPERATOR_CERT, "default", {"VAULT_ADDR": "https://keyless.example"}),
+        (
+            OPERATOR_CERT,
+            "team-a",
+            {"VAULT_ADDR": "https://keyless.example", "VAULT_NAMESPACE": "team-a"},
+        ),
+    ],
+    ids=["own-ca-default-tenant", "own-ca-other-tenant", "operator-cert", "operator-cert-tenant"],
+)
+def test_vault_env(server: Server, tenant_alias: str, env: dict[str, str]) -> None:
+    found = workload_env("vault", IDENTITY, "/var/run/secrets/tokens/vault", server, tenant_alias)
+    assert found.view() == {
+        "env": env,
+        "endpoints": {
+            "jwt_login": "auth/jwt/login",
+            "kubernetes_login": "auth/kubernetes/login",
+            "role": "eso-reader",
+            "token_file": "/var/run/secrets/tokens/vault",
+        },
+    }
+
+
+def test_the_tenant_defaults_to_the_default_one() -> None:
+    assert "VAULT_NAMESPACE" not in workload_env("vault", IDENTITY, "/t", OWN_CA).env
+
+
+def test_vault_needs_the_token_file() -> None:
+    with pytest.raises(InvalidRequest, match="--token-file"):
+        workload_env("vault", IDENTITY, "", OWN_CA)
+
+
+@pytest.mark.parametrize("dialect", ["aws", "gcp"])
+def test_other_dialects_say_which_are_supported(dialect: str) -> None:
+    with pytest.raises(InvalidRequest, match=r"not yet supported .*\(azure and vault are\)"):
+        workload_env(dialect, IDENTITY, "/t", OWN_CA)

@@ -280,9 +280,9 @@ async def start_keyless(
             raise RuntimeError(f"keyless /healthz: HTTP {status}: {body[:300]!r}")
         if no_audit and "KEYLESS_UNSAFE_NO_AUDIT" not in server.tail(200):
             raise RuntimeError(f"keyless did not say it runs without audit:\n{server.tail()}")
-        vault_api, notes = None, []
+        vault_api = None
         if not no_audit and wants_vault_api(args):
-            vault_api, notes = await vault_api_keyless(server, key, value_file, token)
+            vault_api = await vault_api_keyless(server, key, value_file, token)
     except BaseException:
         ex.stop_proc(server.proc)
         raise
@@ -307,8 +307,7 @@ async def start_keyless(
         vault_read=vault_read,
         vault_read_ok=vault_read_ok,
         workloads=("hello", *NO_AUDIT_WORKLOADS) if no_audit else ALL_WORKLOADS,
-        logins=2 + (vault_api is not None) + len(notes),  # + the dialect write's login
-        notes=notes,
+        logins=2 + (vault_api is not None),
         tail=server.tail,
     )
 
@@ -322,16 +321,12 @@ def wants_vault_api(args: argparse.Namespace) -> bool:
 
 async def vault_api_keyless(
     server: ex.Server, key: rsa.RSAPrivateKey, value_file: Path, k8s_token: str
-) -> tuple[VaultApi, list[str]]:
-    """keyless's side of the Vault-API rows, set up and checked (one login), and the notes
-    for the report."""
-    note = await asyncio.to_thread(vaultapi.setup_keyless, server, value_file)
+) -> VaultApi:
+    """keyless's side of the Vault-API rows, set up and checked (one login)."""
+    await asyncio.to_thread(vaultapi.setup_keyless, server, value_file)
     assert server.target is not None and server.target.tls is not None
     to = vaultapi.target(server.port, server.target.tls)
-    if note:
-        log(f"  {note}")
-        await vaultapi.write_through_dialect(to, k8s_token, secret_value())
-    return await vault_api_checked("keyless", to, key, k8s_token), [note] if note else []
+    return await vault_api_checked("keyless", to, key, k8s_token)
 
 
 async def vault_api_checked(
@@ -1392,8 +1387,7 @@ def vault_api_method(args: argparse.Namespace) -> str:
         f"holds that. The role is `{vaultapi.ROLE}` on both: on keyless an identity of that "
         "name with one federated credential for the same issuer, subject and audience and "
         f"`secrets-user` on the vault `{vaultapi.MOUNT}` holding `{vaultapi.SECRET_PATH}` "
-        "(set with `keyless secret set`, or written through the Vault dialect where the Notes "
-        "say so); on OpenBao a JWT role of that name bound like "
+        "(set with `keyless secret set`); on OpenBao a JWT role of that name bound like "
         f"`{peer.ROLE}` (same policy; batch tokens in raft-batch), the KV v2 mount "
         f"`{vaultapi.MOUNT}`. The same {VALUE_BYTES}-byte value on both, answered as "
         '`data.data = {"value": ...}`; success = 200 with `client_token` (login) or the value '

@@ -53,13 +53,13 @@ def target(port: int, tls: ssl.SSLContext) -> loadgen.Target:
     )
 
 
-def login_body(k8s_token: str, role: str = ROLE) -> bytes:
-    return json.dumps({"role": role, "jwt": k8s_token}, separators=(",", ":")).encode()
+def login_body(k8s_token: str) -> bytes:
+    return json.dumps({"role": ROLE, "jwt": k8s_token}, separators=(",", ":")).encode()
 
 
-def login_bytes(to: loadgen.Target, k8s_token: str, role: str = ROLE) -> bytes:
+def login_bytes(to: loadgen.Target, k8s_token: str) -> bytes:
     """One Vault JWT login, on the wire."""
-    body = login_body(k8s_token, role)
+    body = login_body(k8s_token)
     head = (
         f"{LOGIN_METHOD} {LOGIN_PATH} HTTP/1.1\r\nHost: {to.authority}\r\n"
         "X-Vault-Request: true\r\nContent-Type: application/json\r\n"
@@ -112,13 +112,9 @@ def client_token(status: int, body: bytes) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def setup_keyless(server: ex.Server, value_file: Path) -> str | None:
+def setup_keyless(server: ex.Server, value_file: Path) -> None:
     """Through keyless's admin CLI (the bench's issuer is already registered): the identity
-    named like OpenBao's role, its trust policy, the vault ``secret`` and ``app/db`` in it.
-
-    If ``keyless secret set`` cannot name ``app/db``, the bench's other identity (the
-    exchange rows') gets ``secrets-officer`` on the vault and the returned note says so:
-    ``write_through_dialect`` then stores the value (``bench`` stays ``secrets-user``)."""
+    named like OpenBao's role, its trust policy, the vault ``secret`` and ``app/db`` in it."""
     server.cli("identity", "create", ROLE)
     server.cli(
         "federation", "add", ROLE, "--name", "bench-vault", "--issuer", ex.ISSUER,
@@ -126,32 +122,7 @@ def setup_keyless(server: ex.Server, value_file: Path) -> str | None:
     )  # fmt: skip
     server.cli("vault", "create", MOUNT)
     server.cli("role", "assign", ROLE, "secrets-user", "--scope", f"/vaults/{MOUNT}")
-    try:
-        server.cli("secret", "set", MOUNT, SECRET_PATH, "--file", str(value_file))
-    except RuntimeError as exc:
-        server.cli(
-            "role", "assign", ex.APP_IDENTITY, "secrets-officer", "--scope", f"/vaults/{MOUNT}"
-        )  # fmt: skip
-        return (
-            f"`keyless secret set {MOUNT} {SECRET_PATH}` failed ({str(exc)[-200:]}); the "
-            f"value was written through the Vault dialect instead (`POST {READ_PATH}` as "
-            f"identity {ex.APP_IDENTITY}, secrets-officer on the vault)"
-        )
-    return None
-
-
-async def write_through_dialect(to: loadgen.Target, k8s_token: str, value: str) -> None:
-    """KV v2 write of ``{"value": value}`` (stored as the plain string) as the bench's other
-    identity: keyless's Vault dialect, when its CLI cannot name ``app/db``."""
-    token = client_token(*await fetch(to, login_bytes(to, k8s_token, ex.APP_IDENTITY)))
-    body = json.dumps({"data": {"value": value}}).encode()
-    raw = (
-        f"POST {READ_PATH} HTTP/1.1\r\nHost: {to.authority}\r\nX-Vault-Token: {token}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    status, answer = await fetch(to, raw)
-    if status != 200:
-        raise RuntimeError(f"keyless Vault-API write: HTTP {status}: {answer[:500]!r}")
+    server.cli("secret", "set", MOUNT, SECRET_PATH, "--file", str(value_file))
 
 
 def openbao_role(token_type: str, policy: str) -> dict[str, Any]:

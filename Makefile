@@ -4,20 +4,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install bench clean kubectl shell-tools coverage upstream
+.PHONY: run test lint install bench clean kubectl shell-tools coverage upstream bytecode
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@# uv installs the same resolution as pip in seconds (pip took ~35 s of a fresh `make test`);
-	@# pip stays the fallback where uv cannot be had.
+	@# pip stays the fallback where uv cannot be had. Bytecode is compiled at install, as pip
+	@# does: where PYTHONDONTWRITEBYTECODE is set (this machine), nothing would cache it later
+	@# and every process (each test's server) would compile SQLAlchemy & co. from source again.
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv 2>/dev/null || true
-	@if [ -x $(BIN)/uv ]; then $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[test]'; \
+	@if [ -x $(BIN)/uv ]; then \
+	  $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[test]'; \
 	else $(BIN)/python -m pip install --quiet -e '.[test]'; fi
 	@touch $(STAMP)
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) bytecode
 	$(BIN)/keyless serve --dev
 
 # The Kubernetes manifest tests render deploy/kubernetes with `kubectl kustomize`.
@@ -49,11 +52,16 @@ PYTEST := $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-l
 upstream: $(STAMP)
 	$(BIN)/python -m tests.upstream.sdist
 
-test: $(STAMP) kubectl shell-tools upstream
+# keyless's own modules, compiled once (an editable install is imported from src/): the
+# servers the tests start would otherwise each compile them again (PYTHONDONTWRITEBYTECODE).
+bytecode: $(STAMP)
+	@env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m compileall -q -j 0 src tests bench
+
+test: $(STAMP) kubectl shell-tools upstream bytecode
 	$(PYTEST); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 # Line coverage of src/keyless over the whole suite, server subprocesses included.
-coverage: $(STAMP) kubectl shell-tools upstream
+coverage: $(STAMP) kubectl shell-tools upstream bytecode
 	$(PYTEST) --cov=keyless --cov-report=term:skip-covered
 
 # ruff, mypy (strict on core, the broker included) and the layering contracts in pyproject.toml

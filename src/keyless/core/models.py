@@ -51,6 +51,8 @@ class Identity:
             "client_id": self.client_id,
             "object_id": self.object_id,
             "tenant_id": self.tenant_id,
+            # The same identity in the Vault dialect: the role of ``auth/MOUNT/login``.
+            "vault_role": self.name,
         }
 
 

@@ -226,9 +226,9 @@ class Live:
         sub = SUBJECT if role == "app" else SUBJECT + "-other"
         return self.fed.test_token(sub=sub, exp=int(self.kl.clock.now()) + 3600)
 
-    def fresh_vault_token(self) -> str:
-        """A new client token of ``app``, for a call that revokes the token it is sent with."""
-        return self.run(lambda: _vault_login(self.kl, "app", self.login_jwt()))
+    def fresh_vault_token(self, role: str = "app") -> str:
+        """A new client token of ``role``, for a call that revokes the token it is sent with."""
+        return self.run(lambda: _vault_login(self.kl, role, self.login_jwt(role)))
 
 
 async def _vault_login(kl: InProcess, role: str, jwt: str) -> str:
@@ -463,11 +463,12 @@ def steer_vault(case: Any, data: st.DataObject, live: Live) -> dict[str, str]:
         # As for Key Vault: mostly ``app``'s token, sometimes ``other``'s, sometimes none (and a
         # negative case of the headers drops it: Schemathesis's own missing-token probe).
         which = data.draw(st.integers(0, 9), label="vault token")
-        if which < 7:
-            fresh = path == REVOKING
-            headers["X-Vault-Token"] = live.fresh_vault_token() if fresh else live.vault_token
-        elif which < 9:
-            headers["X-Vault-Token"] = live.vault_token_no_role
+        if which < 9:
+            role = "app" if which < 7 else "other"
+            token = live.vault_token if role == "app" else live.vault_token_no_role
+            if path == REVOKING:  # never the fixture's own tokens
+                token = live.fresh_vault_token(role)
+            headers["X-Vault-Token"] = token
     return headers
 
 

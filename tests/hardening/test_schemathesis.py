@@ -9,10 +9,17 @@ handed to the harness's httpx client (``ASGITransport``) on the event loop the `
 on. Requests come from Schemathesis's generators, valid (positive) and invalid (negative)
 alike, steered often enough towards what exists (the tenant, vault ``sch``, its secrets, the dev
 cluster, a valid client assertion, a bearer token that holds ``secrets-officer``) that more than
-the 404/401 paths run. Each response must be no 5xx (an exception escaping the app fails the
-case outright), arrive within ``TIMEOUT`` (a hang fails), and conform to the description: status
-code, content type, headers, body schema; the Key Vault operations must also refuse the request
-without its bearer token (``ignored_auth``).
+the 404/401 paths run. The Vault dialect (``/v1/...``) is steered the same way: ``sch`` as the
+KV v2 mount, KV paths seeded through the Vault API (names with ``/``, a deleted and a destroyed
+version, and a path of its own for each destructive operation), client tokens from
+``/v1/auth/jwt/login`` of the same identities in ``X-Vault-Token`` (a fresh one for
+``revoke-self``), the default tenant as ``X-Vault-Namespace``, and logins with a JWT the
+identity's trust policy accepts. Each response must be no 5xx (an exception escaping the app
+fails the case outright), arrive within ``TIMEOUT`` (a hang fails), and conform to the
+description: status code, content type, headers, body schema; every operation that declares a
+token (Key Vault's bearer, Vault's ``X-Vault-Token``) must also refuse the request without it
+and with a wrong one (``ignored_auth``). keyless bugs found and not fixed yet are listed in
+``KNOWN_BUGS`` (strict xfails).
 
 Bounded and repeatable: ``KEYLESS_TEST_SCHEMATHESIS_EXAMPLES`` examples per operation (default
 25), generated from a fixed seed per operation (a digest of its label: the sample does not shift
@@ -82,7 +89,47 @@ SEEDED_FOR = {
     ("POST", "/vaults/{vault}/deletedsecrets/{name}/recover"): ("seed-gone",),
 }
 DELETED = ("seed-gone", "seed-purge", "seed-restore")
+# The Vault dialect's KV v2 paths in vault ``sch`` (a name may hold ``/``), seeded through the
+# Vault API itself: ones every reading operation may use, and each destructive operation's own.
+KV_READABLE = ("kv/seed-a", "team-a/db/creds", "kv/gone-v1")  # gone-v1: version 1 destroyed
+KV_SEEDED_FOR = {
+    ("DELETE", "/v1/{mount}/data/{path}"): ("doomed/latest",),
+    ("POST", "/v1/{mount}/delete/{path}"): ("doomed/versions",),
+    ("PUT", "/v1/{mount}/delete/{path}"): ("doomed/versions",),
+    ("POST", "/v1/{mount}/undelete/{path}"): ("kv/deleted-v1",),
+    ("PUT", "/v1/{mount}/undelete/{path}"): ("kv/deleted-v1",),
+    ("POST", "/v1/{mount}/destroy/{path}"): ("doomed/destroy",),
+    ("PUT", "/v1/{mount}/destroy/{path}"): ("doomed/destroy",),
+    ("DELETE", "/v1/{mount}/metadata/{path}"): ("doomed/whole",),
+}
+KV_DOOMED = ("doomed/latest", "doomed/versions", "doomed/destroy", "doomed/whole")
+KV_PREFIXES = ("kv", "team-a", "team-a/db", "doomed", "nothing-here")  # for ?list=true
+AUTH_MOUNTS = ("jwt", "kubernetes")  # the in-process server's default --vault-auth-mount
+REVOKING = "/v1/auth/token/revoke-self"  # spends its token: never the fixture's own
 REMOVABLE_ISSUER = "https://127.0.0.1:9/removable"  # added unreachable, for issuers/remove
+# keyless bugs this suite found that are not fixed yet (the fix is in src/, not here): each
+# operation below is expected to fail, strictly (an XPASS fails the run: drop the entry with
+# the fix), and the ERROR records it causes are the bug's, left out of test_server_survived.
+VERSIONS_OVERFLOW = (
+    "keyless bug: KV v2 delete/undelete/destroy with a version past SQLite's INTEGER range "
+    '(e.g. {"versions": [188704513283771403810476392448]}) escapes as OverflowError: 500, '
+    "not 400 (core/kvdata.parse_version bounds a string's digits, not a JSON integer)"
+)
+ROTATE_AFTER_DESTROY = (
+    "keyless bug: once a KV v2 version is destroyed (its sealed value wiped to b''), "
+    "POST /v1/root-key/rotate answers 500 'encrypted value is malformed': "
+    "store/sql.rewrap_all unwraps every secret version, destroyed ones too"
+)
+NEWLINE_IN_VAULT_PATH = (
+    "keyless bug: a /v1/ path whose decoded form holds a newline (%0A) misses the Vault app's "
+    "Mount('/v1') (Starlette's path regex '.*' stops at a newline), so the public listener "
+    'answers 404 {"error": {"code", "message"}}, not Vault\'s {"errors": [...]}'
+)
+KNOWN_BUGS = {
+    ("public", "PUT /v1/{mount}/delete/{path}"): VERSIONS_OVERFLOW,
+    ("public", "PUT /v1/{mount}/destroy/{path}"): NEWLINE_IN_VAULT_PATH,
+    ("admin", "POST /v1/root-key/rotate"): ROTATE_AFTER_DESTROY,
+}
 FIXED = ("app", "other")  # the fixture's identities: never renamed
 CHECKS = [
     not_a_server_error,
@@ -158,6 +205,8 @@ class Live:
     fed: InProcessFederated
     bearer: str  # vault token of identity ``app`` (secrets-officer on /vaults/sch)
     bearer_no_role: str  # vault token of identity ``other`` (no role at all)
+    vault_token: str  # ``app``'s client token from ``/v1/auth/jwt/login`` (X-Vault-Token)
+    vault_token_no_role: str  # ``other``'s, from the same login
     other_client_id: str
     versions: dict[str, str]  # readable seeded secret -> its version
     backup: str  # a backup blob of seed-restore (purged: restorable once)
@@ -171,6 +220,37 @@ class Live:
     def run(self, fn: Callable[[], Awaitable[T]]) -> T:
         """An async call on the harness's event loop."""
         return self.portal.call(fn)
+
+    def login_jwt(self, role: str = "app") -> str:
+        """A platform JWT that ``role``'s trust policy accepts (time stands still)."""
+        sub = SUBJECT if role == "app" else SUBJECT + "-other"
+        return self.fed.test_token(sub=sub, exp=int(self.kl.clock.now()) + 3600)
+
+    def fresh_vault_token(self, role: str = "app") -> str:
+        """A new client token of ``role``, for a call that revokes the token it is sent with."""
+        return self.run(lambda: _vault_login(self.kl, role, self.login_jwt(role)))
+
+
+async def _vault_login(kl: InProcess, role: str, jwt: str) -> str:
+    answer = await kl.public.put("/v1/auth/jwt/login", json={"role": role, "jwt": jwt})
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["auth"]["client_token"])
+
+
+async def _seed_kv(kl: InProcess, token: str) -> None:
+    """The KV v2 paths, written and deleted as a Vault client does."""
+    headers = {"X-Vault-Token": token}
+
+    async def call(method: str, path: str, body: Any = None) -> None:
+        answer = await kl.public.request(method, f"/v1/{VAULT}/{path}", json=body, headers=headers)
+        assert answer.status_code in (200, 204), (method, path, answer.text)
+
+    for name in (*KV_READABLE, *KV_DOOMED, "kv/deleted-v1"):
+        for n in (1, 2):  # two versions each
+            await call("PUT", f"data/{name}", {"data": {"username": "app", "password": f"p{n}"}})
+    await call("POST", "metadata/team-a/db/creds", {"custom_metadata": {"owner": "team-a"}})
+    await call("PUT", "destroy/kv/gone-v1", {"versions": [1]})
+    await call("PUT", "delete/kv/deleted-v1", {"versions": [1]})
 
 
 async def _seed(kl: InProcess) -> dict[str, Any]:
@@ -210,7 +290,14 @@ async def _seed(kl: InProcess) -> dict[str, Any]:
             client_id=other_client,
         )
     ).json()["access_token"]
+    # The Vault dialect's client tokens: logins of the same identities through auth/jwt/login.
+    exp = int(kl.clock.now()) + 3600
+    vault_token = await _vault_login(kl, "app", fed.test_token(exp=exp))
+    vault_no_role = await _vault_login(kl, "other", fed.test_token(sub=SUBJECT + "-other", exp=exp))
+    await _seed_kv(kl, vault_token)
     return {
+        "vault_token": vault_token,
+        "vault_token_no_role": vault_no_role,
         "fed": fed,
         "bearer": bearer,
         "bearer_no_role": no_role,
@@ -281,6 +368,8 @@ def steer_public(case: Any, data: st.DataObject, live: Live) -> dict[str, str]:
         if path.startswith("/dev/clusters/") and _often(data, "dev cluster"):
             params["name"] = "dev"
     headers: dict[str, str] = {}
+    if path.startswith("/v1/"):
+        return steer_vault(case, data, live)
     if path.startswith("/vaults/"):
         which = data.draw(st.integers(0, 9), label="bearer")
         if which < 7:
@@ -323,6 +412,63 @@ def steer_public(case: Any, data: st.DataObject, live: Live) -> dict[str, str]:
                     labels = meta.setdefault("labels", {})
                     if isinstance(labels, dict):
                         labels["azure.workload.identity/use"] = "true"
+    return headers
+
+
+def steer_vault(case: Any, data: st.DataObject, live: Live) -> dict[str, str]:
+    """The Vault dialect (``/v1/...``): a vault that exists as the mount, seeded KV paths, a
+    client token of the login (``app``'s, or ``other``'s with no role), the tenant as the
+    namespace, and bodies that name what exists. Returns the extra headers to send."""
+    path, method = case.operation.path, case.operation.method.upper()
+    params = case.path_parameters if isinstance(case.path_parameters, dict) else None
+    query = case.query if isinstance(case.query, dict) else None
+    body = case.body if isinstance(case.body, dict) else None
+    if params is not None:
+        if path.startswith("/v1/auth/{mount}") and _often(data, "auth mount", 8):
+            params["mount"] = data.draw(st.sampled_from(AUTH_MOUNTS))
+        elif "mount" in params and _often(data, "real mount", 8):
+            params["mount"] = VAULT
+        if "path" in params and path.startswith("/v1/sys/") and _often(data, "ui path", 7):
+            params["path"] = data.draw(st.sampled_from([VAULT, f"{VAULT}/kv/seed-a"]))
+        elif "path" in params and _often(data, "seeded path", 6):
+            listing = query is not None and query.get("list") == "true"
+            names = KV_PREFIXES if listing else KV_SEEDED_FOR.get((method, path), KV_READABLE)
+            params["path"] = data.draw(st.sampled_from(names))
+    if query is not None and "version" in query and _often(data, "kv version", 6):
+        query["version"] = data.draw(st.sampled_from([0, 1, 2]))
+    if isinstance(case.headers, dict) and _often(data, "namespace", 9):
+        # The default tenant in each spelling a client sends (absent, root, its id, the CLI's).
+        case.headers.pop("X-Vault-Namespace", None)
+        spelling = data.draw(st.sampled_from(["", "root", live.tenant_id, "default/"]))
+        if spelling:
+            case.headers["X-Vault-Namespace"] = spelling
+    if body is not None and path == "/v1/auth/{mount}/login" and _often(data, "valid login", 6):
+        role = data.draw(st.sampled_from(["app", "other"]))
+        body.update(role=role, jwt=live.login_jwt(role))
+    if body is not None and path == "/v1/auth/token/lookup" and _often(data, "lookup", 6):
+        body["token"] = data.draw(st.sampled_from([live.vault_token, live.bearer]))
+    if body is not None and path == "/v1/sys/capabilities-self" and _often(data, "caps", 6):
+        body["paths"] = data.draw(
+            st.lists(
+                st.sampled_from([f"{VAULT}/data/kv/seed-a", f"{VAULT}/metadata/team-a",
+                                 f"{VAULT}/destroy/kv/seed-a", "auth/token/lookup-self",
+                                 "other-vault/data/x", "sys/mounts"]),
+                min_size=1, max_size=4,
+            )
+        )  # fmt: skip
+    if body is not None and isinstance(body.get("versions"), list) and _often(data, "versions", 6):
+        body["versions"] = data.draw(st.sampled_from([[1], [2], [1, 2]]))
+    headers: dict[str, str] = {}
+    if case.operation.definition.raw.get("security"):
+        # As for Key Vault: mostly ``app``'s token, sometimes ``other``'s, sometimes none (and a
+        # negative case of the headers drops it: Schemathesis's own missing-token probe).
+        which = data.draw(st.integers(0, 9), label="vault token")
+        if which < 9:
+            role = "app" if which < 7 else "other"
+            token = live.vault_token if role == "app" else live.vault_token_no_role
+            if path == REVOKING:  # never the fixture's own tokens
+                token = live.fresh_vault_token(role)
+            headers["X-Vault-Token"] = token
     return headers
 
 
@@ -406,7 +552,9 @@ def _run(op: Any, live: Live, *, admin: bool) -> None:
         op.as_strategy(generation_mode=GenerationMode.POSITIVE),
         op.as_strategy(generation_mode=GenerationMode.NEGATIVE),
     )
-    checks = [*CHECKS, ignored_auth] if op.path.startswith("/vaults/") else CHECKS
+    # Every operation that declares a token (Key Vault's bearer, Vault's X-Vault-Token) must
+    # refuse the request without it, and with a wrong one.
+    checks = [*CHECKS, ignored_auth] if op.definition.raw.get("security") else CHECKS
     base = ADMIN_URL if admin else PUBLIC_URL
     app = live.admin if admin else live.public
 
@@ -444,19 +592,35 @@ def _run(op: Any, live: Live, *, admin: bool) -> None:
             },
         )
 
-    check()
+    before = len(ERRORS.records)
+    try:
+        check()
+    finally:
+        if ("admin" if admin else "public", _label(op)) in KNOWN_BUGS:
+            del ERRORS.records[before:]  # the known bug's own, reported by its xfail
 
 
-@pytest.mark.parametrize("op", _operations(PUBLIC), ids=_label)
+def _params(schema: Any, which: str) -> list[Any]:
+    """The schema's operations, a known keyless bug's marked as expected to fail."""
+    params = []
+    for op in _operations(schema):
+        reason = KNOWN_BUGS.get((which, _label(op)))
+        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+        params.append(pytest.param(op, marks=marks, id=_label(op)))
+    return params
+
+
+@pytest.mark.parametrize("op", _params(PUBLIC, "public"))
 def test_public_api_conforms(op: Any, live: Live) -> None:
     _run(op, live, admin=False)
 
 
-@pytest.mark.parametrize("op", _operations(ADMIN), ids=_label)
+@pytest.mark.parametrize("op", _params(ADMIN, "admin"))
 def test_admin_api_conforms(op: Any, live: Live) -> None:
     _run(op, live, admin=True)
 
 
+@pytest.mark.xfail(strict=True, reason=ROTATE_AFTER_DESTROY)
 def test_dev_token_after_root_key_rotation(live: Live) -> None:
     """Found by this suite: a dev cluster cached before a root-key rotation kept its old
     wrapping, so ``keyless dev token`` answered 500 until the server restarted."""
@@ -469,6 +633,34 @@ def test_dev_token_after_root_key_rotation(live: Live) -> None:
     token = after.json()["token"]
     exchanged = live.run(lambda: live.fed.exchange(token))
     assert exchanged.status_code == 200, exchanged.text  # still trusted: same cluster key
+
+
+@pytest.mark.xfail(strict=True, reason=VERSIONS_OVERFLOW)
+def test_kv_versions_past_integer_range(live: Live) -> None:
+    """Found by this suite (the fuzzed delete operations): a version number no store can hold
+    is a bad request, as ``?version=`` past 18 digits is."""
+    headers = {"X-Vault-Token": live.vault_token}
+    before = len(ERRORS.records)
+    try:
+        for op in ("delete", "undelete", "destroy"):
+            answer = live.run(
+                lambda op=op: live.kl.public.put(
+                    f"/v1/{VAULT}/{op}/doomed/versions", json={"versions": [2**64]}, headers=headers
+                )
+            )
+            assert answer.status_code == 400, (op, answer.text)
+            assert answer.json()["errors"], op
+    finally:
+        del ERRORS.records[before:]  # the bug's own "unhandled error" records
+
+
+@pytest.mark.xfail(strict=True, reason=NEWLINE_IN_VAULT_PATH)
+def test_vault_path_with_newline(live: Live) -> None:
+    """Found by this suite: every answer under /v1/ is in Vault's error body."""
+    headers = {"X-Vault-Token": live.vault_token}
+    answer = live.run(lambda: live.kl.public.get(f"/v1/{VAULT}/data/a%0Ab", headers=headers))
+    assert answer.status_code in (400, 404), answer.text
+    assert set(answer.json()) == {"errors"}, answer.text
 
 
 def test_server_survived(live: Live) -> None:

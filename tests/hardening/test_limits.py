@@ -251,6 +251,23 @@ class SlowIssuer:
 
 
 @pytest.mark.asyncio(loop_scope="module")
+async def test_vault_login_shares_the_token_rate_limit(ilimited: InProcessFederated) -> None:
+    """The Vault dialect's login is a token exchange: the same per-client bucket, refused in
+    Vault's body with Retry-After, and the bucket spent by one dialect is spent for the other."""
+    ilimited.clock.advance(60)  # a full bucket
+    body = {"role": "app", "jwt": ilimited.test_token()}
+    statuses = []
+    last: httpx.Response | None = None
+    for _ in range(BURST):
+        statuses.append((await ilimited.exchange(ilimited.test_token())).status_code)
+    for _ in range(2):
+        last = await ilimited.kl.public.put("/v1/auth/jwt/login", json=body)
+        statuses.append(last.status_code)
+    assert statuses == [200] * BURST + [429, 429], statuses
+    assert last is not None and last.headers["retry-after"] == "1"
+    assert last.json()["errors"] and "auth" not in last.json()
+
+
 async def test_stalled_issuer_does_not_stall_other_issuers(ilimited: InProcessFederated) -> None:
     """In process, on one event loop: an exchange waiting on a stalled issuer's keys must not
     hold up another issuer's exchanges, and is itself answered once the fetcher's own time

@@ -108,28 +108,10 @@ AUTH_MOUNTS = ("jwt", "kubernetes")  # the in-process server's default --vault-a
 REVOKING = "/v1/auth/token/revoke-self"  # spends its token: never the fixture's own
 REMOVABLE_ISSUER = "https://127.0.0.1:9/removable"  # added unreachable, for issuers/remove
 # keyless bugs this suite found that are not fixed yet (the fix is in src/, not here): each
-# operation below is expected to fail, strictly (an XPASS fails the run: drop the entry with
-# the fix), and the ERROR records it causes are the bug's, left out of test_server_survived.
-VERSIONS_OVERFLOW = (
-    "keyless bug: KV v2 delete/undelete/destroy with a version past SQLite's INTEGER range "
-    '(e.g. {"versions": [188704513283771403810476392448]}) escapes as OverflowError: 500, '
-    "not 400 (core/kvdata.parse_version bounds a string's digits, not a JSON integer)"
-)
-ROTATE_AFTER_DESTROY = (
-    "keyless bug: once a KV v2 version is destroyed (its sealed value wiped to b''), "
-    "POST /v1/root-key/rotate answers 500 'encrypted value is malformed': "
-    "store/sql.rewrap_all unwraps every secret version, destroyed ones too"
-)
-NEWLINE_IN_VAULT_PATH = (
-    "keyless bug: a /v1/ path whose decoded form holds a newline (%0A) misses the Vault app's "
-    "Mount('/v1') (Starlette's path regex '.*' stops at a newline), so the public listener "
-    'answers 404 {"error": {"code", "message"}}, not Vault\'s {"errors": [...]}'
-)
-KNOWN_BUGS = {
-    ("public", "PUT /v1/{mount}/delete/{path}"): VERSIONS_OVERFLOW,
-    ("public", "PUT /v1/{mount}/destroy/{path}"): NEWLINE_IN_VAULT_PATH,
-    ("admin", "POST /v1/root-key/rotate"): ROTATE_AFTER_DESTROY,
-}
+# operation named here is expected to fail, strictly (an XPASS fails the run: drop the entry
+# with the fix), and the ERROR records it causes are the bug's, left out of
+# test_server_survived. None today; the bugs it found are fixed and tested below.
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 FIXED = ("app", "other")  # the fixture's identities: never renamed
 CHECKS = [
     not_a_server_error,
@@ -620,7 +602,6 @@ def test_admin_api_conforms(op: Any, live: Live) -> None:
     _run(op, live, admin=True)
 
 
-@pytest.mark.xfail(strict=True, reason=ROTATE_AFTER_DESTROY)
 def test_dev_token_after_root_key_rotation(live: Live) -> None:
     """Found by this suite: a dev cluster cached before a root-key rotation kept its old
     wrapping, so ``keyless dev token`` answered 500 until the server restarted."""
@@ -635,26 +616,20 @@ def test_dev_token_after_root_key_rotation(live: Live) -> None:
     assert exchanged.status_code == 200, exchanged.text  # still trusted: same cluster key
 
 
-@pytest.mark.xfail(strict=True, reason=VERSIONS_OVERFLOW)
 def test_kv_versions_past_integer_range(live: Live) -> None:
     """Found by this suite (the fuzzed delete operations): a version number no store can hold
     is a bad request, as ``?version=`` past 18 digits is."""
     headers = {"X-Vault-Token": live.vault_token}
-    before = len(ERRORS.records)
-    try:
-        for op in ("delete", "undelete", "destroy"):
-            answer = live.run(
-                lambda op=op: live.kl.public.put(
-                    f"/v1/{VAULT}/{op}/doomed/versions", json={"versions": [2**64]}, headers=headers
-                )
+    for op in ("delete", "undelete", "destroy"):
+        answer = live.run(
+            lambda op=op: live.kl.public.put(
+                f"/v1/{VAULT}/{op}/doomed/versions", json={"versions": [2**64]}, headers=headers
             )
-            assert answer.status_code == 400, (op, answer.text)
-            assert answer.json()["errors"], op
-    finally:
-        del ERRORS.records[before:]  # the bug's own "unhandled error" records
+        )
+        assert answer.status_code == 400, (op, answer.text)
+        assert answer.json()["errors"], op
 
 
-@pytest.mark.xfail(strict=True, reason=NEWLINE_IN_VAULT_PATH)
 def test_vault_path_with_newline(live: Live) -> None:
     """Found by this suite: every answer under /v1/ is in Vault's error body."""
     headers = {"X-Vault-Token": live.vault_token}

@@ -4,6 +4,7 @@ admission webhook's listener (TCP, TLS, ``--webhook-listen``)."""
 from __future__ import annotations
 
 import logging
+import re
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -91,6 +92,14 @@ def _vault_app(services: Admin) -> Starlette:
     return app
 
 
+def _dotall(mount: Mount) -> Mount:
+    """Every ``/v1/...`` path reaches the Vault app, even one whose decoded path holds a newline
+    (``%0A``): Starlette's ``.*`` stops at one, and the main app would answer in its own error
+    body instead of Vault's."""
+    mount.path_regex = re.compile(mount.path_regex.pattern, re.DOTALL)
+    return mount
+
+
 def _app(routes: list[BaseRoute], services: Edge, metrics: Metrics, listener: str) -> Starlette:
     app = Starlette(
         routes=routes,
@@ -112,7 +121,7 @@ def public_app(services: Admin, metrics: Metrics) -> ASGIApp:
         *discovery.routes,
         *token.routes,
         *adfs.routes,
-        Mount("/v1", app=_vault_app(services)),
+        _dotall(Mount("/v1", app=_vault_app(services))),
     ]
     if services.settings.dev:
         routes += clusters.routes

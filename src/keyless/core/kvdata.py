@@ -19,6 +19,7 @@ from keyless.core.errors import InvalidRequest
 
 JSON = "application/json"
 VALUE = "value"
+MAX_VERSION = 10**18 - 1  # 18 digits, as for a version given as text: fits a 64-bit column
 
 
 def as_object(value: str, content_type: str | None) -> dict[str, Any]:
@@ -83,8 +84,15 @@ def parse_version(raw: object) -> int | None:
     if isinstance(raw, bool):
         raise InvalidRequest("version must be an integer")
     if isinstance(raw, int):
+        if raw > MAX_VERSION:
+            raise InvalidRequest(f"version {str(raw)[:20]!r} is out of range")
         number = raw
-    elif isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 18:
+    elif (
+        isinstance(raw, str)
+        and raw.isascii()
+        and raw.isdigit()
+        and len(raw) <= len(str(MAX_VERSION))
+    ):
         number = int(raw)
     else:
         raise InvalidRequest(f"version {str(raw)[:20]!r} is not an integer")

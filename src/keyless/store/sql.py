@@ -211,7 +211,7 @@ class SqlStore(FederationStoreMixin, VaultStoreMixin, AuditStoreMixin, TokenStor
                         secret_versions.c.name,
                         secret_versions.c.version,
                         secret_versions.c.sealed_value,
-                    )
+                    ).where(secret_versions.c.destroyed.is_(False))  # nothing left to re-wrap
                 )
             ).all()
             for row in rows:

@@ -46,7 +46,9 @@ def render(exc: errors.KeylessError) -> Response:
     if isinstance(exc, errors.InvalidRequest | errors.Conflict | errors.InvalidTarget):
         return vault_error(400, [exc.message])
     if isinstance(exc, errors.RateLimited):
-        return vault_error(429, [exc.message])
+        response = vault_error(429, [exc.message])
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     if isinstance(exc, errors.Unavailable):
         return vault_error(503, [exc.message])
     return vault_error(500, ["internal error"])

@@ -293,6 +293,20 @@ async def start_keyless(tmp: Path, key: rsa.RSAPrivateKey, token: str) -> ob.Sys
     return system
 
 
+async def start_keyless_workers(tmp: Path, workers: int) -> Cell:
+    """A second keyless, ``--workers N``, for its hello only (the OpenBao study's setting)."""
+    extra = ["--log-level", "warning", "--workers", str(workers)]
+    server = await ex.start_server("ES256", tmp, f"stack-w{workers}", extra)
+    assert server.target is not None
+    raw = loadgen.raw_bytes(loadgen.Req("GET", stackapps.HELLO_PATH), server.target)
+    status, body = await ob.rd.fetch_once(server.target, raw)
+    if status != 200 or body != stackapps.HELLO_BODY:
+        raise RuntimeError(f"keyless --workers {workers}: HTTP {status}: {body[:200]!r}")
+    what = f"`keyless serve --dev --workers {workers}`: GET /healthz (its own certificate)"
+    return Cell(f"keyless --workers {workers}", KEYLESS, "hello", what, server.target, raw,
+                HELLO_OK, server.pid)  # fmt: skip
+
+
 async def start_others(
     args: argparse.Namespace, tmp: Path, cert: Path, key: Path, tls: Any
 ) -> tuple[list[Cell], list[str]]:
@@ -411,7 +425,11 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         cert, cert_key = tls_dir / "server.pem", tls_dir / "server-key.pem"
         log("starting the other servers with keyless's certificate ...")
         others, skipped = await start_others(args, tmp, cert, cert_key, system.target.tls)
-        cells = keyless_cells(system) + others
+        cells = keyless_cells(system)
+        if args.keyless_workers > 1:
+            log(f"starting keyless --workers {args.keyless_workers} (hello only) ...")
+            cells.append(await start_keyless_workers(tmp, args.keyless_workers))
+        cells += others
         log(f"{len(cells)} cells, all answering; measuring ...")
         rows = await measure(args, cells)
     finally:
@@ -562,6 +580,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--layers", nargs="+", choices=list(stackapps.LAYERS), default=list(stackapps.LAYERS)
     )
     p.add_argument("--granian", nargs="*", choices=list(GRANIAN), default=list(GRANIAN))
+    p.add_argument(
+        "--keyless-workers",
+        type=int,
+        default=2,
+        help="also measure the hello of a keyless with this many --workers (1: not)",
+    )
     p.add_argument("--no-socketify", action="store_true", help="do not try socketify")
     p.add_argument("--json-seconds", type=float, default=0.2, help="timing budget per encode")
     p.add_argument("--start-timeout", type=float, default=30.0, help="per server, seconds")
@@ -572,6 +596,8 @@ def validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     check_cell_options(p, args)
     if not 1 <= args.rounds <= 10 or any(c < 1 for c in args.concurrency):
         p.error("need 1 <= --rounds <= 10 and concurrencies >= 1")
+    if not 1 <= args.keyless_workers <= 8:
+        p.error("need 1 <= --keyless-workers <= 8")
 
 
 def header(args: argparse.Namespace) -> str:

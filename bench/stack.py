@@ -25,7 +25,7 @@ the noise of this shared 2-core machine disturbs far less than requests/s.
 
 Usage (from the repo root)::
 
-    .venv/bin/python -m bench stack                    # defaults: ~4-5 minutes
+    .venv/bin/python -m bench stack                    # defaults: ~5-6 minutes
     .venv/bin/python -m bench stack --seconds 2 --rounds 1
 
 Writes ``bench/results/stack.json`` and renders ``bench/results/stack.md`` from it.
@@ -69,14 +69,17 @@ GRANIAN = {
     "granian asgi st": ("asgi", "granian_asgi_hello", ["--runtime-mode", "st"]),
     "granian rsgi": ("rsgi", "granian_rsgi_hello", []),
     "granian asgi keyless-stack": ("asgi", "granian_asgi_keyless", []),
+    "granian asgi fast-path": ("asgi", "granian_asgi_fast_path", []),
 }
 GRANIAN_WHAT = {
     "granian asgi": "bare ASGI hello",
     "granian asgi st": "bare ASGI hello, single-threaded Rust runtime (--runtime-mode st)",
     "granian rsgi": "RSGI hello (granian's own interface)",
     "granian asgi keyless-stack": "keyless's public middleware stack + /healthz, ASGI",
+    "granian asgi fast-path": "the fast-path layer (BodyLimit + pre-rendered hello), ASGI",
 }
 KEYLESS = "keyless"
+SIDE_LAYERS = ("+access-log", "fast-path")  # not steps of the chain: beside it
 
 
 # --------------------------------------------------------------------------------------------
@@ -497,7 +500,7 @@ def layer_table(rows: list[Row], conc: int) -> str:
     prev: str | None = None
     for layer in stackapps.LAYERS:
         row = idx.get((f"uvicorn {layer}", "hello", conc))
-        if row is not None and layer != "+access-log":
+        if row is not None and layer not in SIDE_LAYERS:
             steps.append((layer, row, prev))
             prev = layer
     if full is not None:
@@ -506,6 +509,10 @@ def layer_table(rows: list[Row], conc: int) -> str:
     if access is not None:
         base = "keyless-stack" if any(label == "keyless-stack" for label, _, _ in steps) else None
         steps.append(("keyless-stack +access-log (level info)", access, base))
+    fast = idx.get(("uvicorn fast-path", "hello", conc))
+    if fast is not None:
+        base = "bodylimit" if any(label == "bodylimit" for label, _, _ in steps) else None
+        steps.append(("fast-path (proposal, instead of starlette ... keyless-stack)", fast, base))
     us_of = {label: cpu_us(row.result) for label, row, _ in steps}
     for label, _, above in steps:
         us = us_of[label]
@@ -573,9 +580,9 @@ def render(data: dict[str, Any]) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_cell_options(p, 4.0, "request", [64, 1])
+    add_cell_options(p, 6.0, "request", [64, 1])
     p.set_defaults(warmup=0.5)
-    p.add_argument("--rounds", type=int, default=2, help="slices per cell (order alternates)")
+    p.add_argument("--rounds", type=int, default=3, help="slices per cell (order alternates)")
     p.add_argument(
         "--layers", nargs="+", choices=list(stackapps.LAYERS), default=list(stackapps.LAYERS)
     )

@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import secrets
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,8 @@ LAYERS: dict[str, str] = {
     "keyless-stack": "+ LocalSync + VaultDispatcher: keyless's public stack for a non-vault "
     "request",
     "+access-log": "+ the JSON access log at level info (keyless's default) to a file",
+    "fast-path": "BodyLimit + a hot-route fast path (no router): pre-rendered hello, request "
+    "id, the 2 metrics through cached children (a sketch of ADR 0002's proposal)",
 }
 
 
@@ -100,6 +104,36 @@ class _WithLifespan:
         await self.app(scope, receive, send)
 
 
+class FastPath:
+    """What a hot route would cost behind an exact-match table ahead of Starlette: the
+    response pre-rendered, the request id header, the two per-request metrics through
+    children looked up once (``labels()`` per request is what ObservabilityMiddleware pays),
+    the access log call kept (below its level here)."""
+
+    def __init__(self, metrics: Any, fallback: Any) -> None:
+        self.routes = {("GET", HELLO_PATH): HELLO_BODY}  # exact (method, path) matches
+        self.fallback = fallback  # everything else: the Starlette app as today
+        self.requests = metrics.requests.labels(HELLO_PATH, "GET", "200")
+        self.latency = metrics.latency.labels(HELLO_PATH, "GET")
+        self.log = logging.getLogger("keyless.access")
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = self.routes.get((scope["method"], scope["path"]))
+        if body is None:
+            await self.fallback(scope, receive, send)
+            return
+        started = time.perf_counter()
+        rid = secrets.token_hex(8).encode()
+        headers = [*HELLO_HEADERS, (b"x-request-id", rid)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        elapsed = time.perf_counter() - started
+        self.requests.inc()
+        self.latency.observe(elapsed)
+        if self.log.isEnabledFor(logging.INFO):
+            self.log.info("request", extra={"route": HELLO_PATH, "status": 200})
+
+
 def layer_app(layer: str) -> Any:
     """The ASGI app of ``layer`` (a key of ``LAYERS``)."""
     if layer not in LAYERS:
@@ -110,6 +144,10 @@ def layer_app(layer: str) -> Any:
 
     if layer == "bodylimit":
         return BodyLimit(asgi_hello)
+    if layer == "fast-path":
+        from keyless.metrics import Metrics
+
+        return BodyLimit(FastPath(Metrics(), layer_app("keyless-stack")))
     from starlette.applications import Starlette
     from starlette.routing import Route
 
@@ -139,6 +177,11 @@ def granian_asgi_hello() -> Any:
 
 def granian_rsgi_hello() -> Any:
     return rsgi_hello
+
+
+def granian_asgi_fast_path() -> Any:
+    """The ``fast-path`` layer on granian."""
+    return _WithLifespan(layer_app("fast-path"))
 
 
 def granian_asgi_keyless() -> Any:

@@ -63,15 +63,17 @@ def test_every_layer_has_a_description_and_an_app() -> None:
         stackapps.layer_app("nginx")
 
 
-async def _call(app: Any, host: bytes = b"localhost:8443") -> tuple[int, dict[bytes, bytes], bytes]:
+async def _call(
+    app: Any, host: bytes = b"localhost:8443", path: str = stackapps.HELLO_PATH
+) -> tuple[int, dict[bytes, bytes], bytes]:
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": "GET",
         "scheme": "https",
-        "path": stackapps.HELLO_PATH,
-        "raw_path": stackapps.HELLO_PATH.encode(),
+        "path": path,
+        "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
         "headers": [(b"host", host)],
@@ -120,6 +122,17 @@ async def test_granian_gets_the_keyless_stack_with_lifespan_answered() -> None:
     assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
 
 
+async def test_the_fast_path_leaves_other_requests_to_keylesss_stack() -> None:
+    app = stackapps.layer_app("fast-path")
+    status, headers, body = await _call(app)
+    assert (status, body) == (200, stackapps.HELLO_BODY) and len(headers[b"x-request-id"]) == 16
+    other = stackapps.HELLO_PATH + "/not-here"
+    status, _, body = await _call(app, path=other)
+    assert status == 404
+    status, _, body = await _call(stackapps.granian_asgi_fast_path())
+    assert (status, body) == (200, stackapps.HELLO_BODY)
+
+
 def test_slices_alternate_their_order() -> None:
     cells = ["keyless", "uvicorn asgi", "granian rsgi"]
     assert stack.slice_order(cells, 0) == cells
@@ -140,6 +153,7 @@ def test_the_layer_table_subtracts_each_step_from_the_one_above() -> None:
         _row("uvicorn keyless-stack", "layers", 180.0),
         _row("uvicorn +access-log", "layers", 230.0),
         _row("uvicorn asgi", "layers", 90.0, conc=1),
+        _row("uvicorn fast-path", "layers", 60.0),
     ]
     lines = stack.layer_table(rows, 64).splitlines()[2:]
     assert lines == [
@@ -148,6 +162,7 @@ def test_the_layer_table_subtracts_each_step_from_the_one_above() -> None:
         "| keyless-stack | 180.0 | +130.0 (vs asgi) | 90% |",
         "| keyless /healthz (the real server) | 200.0 | +20.0 (vs keyless-stack) | 100% |",
         "| keyless-stack +access-log (level info) | 230.0 | +50.0 (vs keyless-stack) | 115% |",
+        "| fast-path (proposal, instead of starlette ... keyless-stack) | 60.0 |  | 30% |",
     ]
 
 

@@ -321,10 +321,12 @@ async def start_others(
         ports[name] = port = ex.free_port()
         cmd = stackapps_cmd("uvicorn", layer, port, cert, key)
         specs.append((name, "layers", stackapps.LAYERS[layer], cmd))
-    for name in args.granian:
+    skipped = []
+    if args.granian and importlib.util.find_spec("granian") is None:
+        skipped.append("granian: not installed (`pip install -e '.[bench]'` has it)")
+    for name in args.granian if not skipped else []:
         ports[name] = port = ex.free_port()
         specs.append((name, "granian", GRANIAN_WHAT[name], granian_cmd(name, port, cert, key)))
-    skipped = []
     if not args.no_socketify:
         if importlib.util.find_spec("socketify") is None:
             skipped.append("socketify: not installed (`pip install -e '.[bench]'` has it)")

@@ -176,9 +176,3 @@ def test_the_report_renders_from_its_json_alone() -> None:
     assert "| granian rsgi | hello | **30.0** | 1,000 |" in text
     assert "| healthz | 15 | 2.00 | 2.20 | 0.10 | 2.10 |" in text
     assert "- x\n" in text
-
-
-def test_the_json_samples_encode_alike_with_both_encoders() -> None:
-    orjson = pytest.importorskip("orjson")
-    for body in stack.sample_bodies().values():
-        assert orjson.dumps(body) == json.dumps(body, separators=(",", ":")).encode()

@@ -67,3 +67,18 @@ def test_vault_needs_the_token_file() -> None:
 def test_other_dialects_say_which_are_supported(dialect: str) -> None:
     with pytest.raises(InvalidRequest, match=r"not yet supported .*\(azure and vault are\)"):
         workload_env(dialect, IDENTITY, "/t", OWN_CA)
+
+
+def test_vault_logins_follow_the_servers_auth_mounts() -> None:
+    """``--vault-auth-mount kubernetes/cluster-a ci=jwt``: the first mount of each type."""
+    from dataclasses import replace
+
+    server = replace(
+        OWN_CA,
+        vault_auth_mounts=(("kubernetes/cluster-a", "kubernetes"), ("ci", "jwt"), ("b", "jwt")),
+    )
+    endpoints = workload_env("vault", IDENTITY, "/t", server).endpoints
+    assert endpoints["kubernetes_login"] == "auth/kubernetes/cluster-a/login"
+    assert endpoints["jwt_login"] == "auth/ci/login"
+    only_k8s = replace(OWN_CA, vault_auth_mounts=(("k8s", "kubernetes"),))
+    assert "jwt_login" not in workload_env("vault", IDENTITY, "/t", only_k8s).endpoints

@@ -22,6 +22,8 @@ class Server:
     vault_domain: str
     port: int
     ca_file: str | None  # keyless's own CA; None when the certificate is the operator's
+    # The Vault dialect's auth mounts (``--vault-auth-mount``): path -> jwt or kubernetes.
+    vault_auth_mounts: tuple[tuple[str, str], ...] = (("jwt", "jwt"), ("kubernetes", "kubernetes"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,12 +109,9 @@ def vault(
         env["VAULT_CACERT"] = server.ca_file
     if tenant_alias != DEFAULT_ALIAS:
         env["VAULT_NAMESPACE"] = tenant_alias
-    return WorkloadEnv(
-        env,
-        {
-            "jwt_login": "auth/jwt/login",
-            "kubernetes_login": "auth/kubernetes/login",
-            "role": identity.name,
-            "token_file": token_file,
-        },
-    )
+    endpoints: dict[str, str] = {}
+    for kind in ("jwt", "kubernetes"):  # the first mount of each type the server has
+        path = next((p for p, k in server.vault_auth_mounts if k == kind), None)
+        if path is not None:
+            endpoints[f"{kind}_login"] = f"auth/{path}/login"
+    return WorkloadEnv(env, {**endpoints, "role": identity.name, "token_file": token_file})

@@ -174,6 +174,7 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._body_timer = _BodyTimer(self, self.body_timeout)
         self._between_messages = True
         self._list = False
+        self._head = b""  # the start of a request line that may yet be LIST
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -187,11 +188,16 @@ class LimitedHttpTools(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._rejected:
             return
-        if self._between_messages and data[:5] == LIST_LINE:
-            # Vault's LIST method (hvac, Spring Cloud Vault): llhttp knows no such method and
-            # would refuse the request line, so it is parsed as GET and routed as LIST.
-            data = b"GET " + data[len(LIST_LINE) :]
-            self._list = True
+        if self._between_messages:
+            data, self._head = self._head + data, b""
+            if len(data) < len(LIST_LINE) and LIST_LINE.startswith(data):
+                self._head = data  # "LI": wait for the rest of the method
+                return
+            if data.startswith(LIST_LINE):
+                # Vault's LIST method (hvac, Spring Cloud Vault): llhttp knows no such method
+                # and would refuse the request line, so it is parsed as GET, routed as LIST.
+                data = b"GET " + data[len(LIST_LINE) :]
+                self._list = True
         counting = self._awaiting_headers
         super().data_received(data)
         if counting and self._awaiting_headers and not self._rejected:

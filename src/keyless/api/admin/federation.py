@@ -72,6 +72,7 @@ async def identity_env(request: Request) -> Response:
         vault_domain=settings.vault_domain,
         port=settings.public_port,
         ca_file=str(ca.resolve()) if ca is not None else None,
+        vault_auth_mounts=settings.vault_auth_mounts,
     )
     q = request.query_params
     found = workloadenv.workload_env(

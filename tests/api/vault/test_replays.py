@@ -278,6 +278,10 @@ def test_mount_detection_of_an_invisible_vault_is_refused(kl: VaultKeyless) -> N
         )
     assert response.status_code == 403
     assert response.json()["errors"]
+    refused = [e for e in kl.audit() if e["action"] == "vault.mount"]
+    assert refused and refused[-1]["result"] == "failure"
+    assert refused[-1]["target"] == f"/vaults/{MOUNT}"
+    assert refused[-1]["workload"]["namespace"] == "demo"  # the refusal names the pod's namespace
 
 
 # -- Spring Cloud Vault -------------------------------------------------------------------------

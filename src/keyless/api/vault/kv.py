@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from keyless.api.vault.wire import broker_of, call_of, envelope, read_json, rfc3339
+from keyless.api.vault.wire import broker_of, call_of, envelope, read_json, refuse_mount, rfc3339
 from keyless.core import errors, kvdata
 from keyless.core.secrets import PropertyChanges, Secret, SecretVersion, validate_tags
 from keyless.core.vault import Call, SecretNotFound, SecretUnavailable
@@ -275,6 +275,7 @@ async def config(request: Request) -> Response:
     call = await call_of(request, mount)
     visible = await broker_of(request).vaults.visible_vaults(call.principal)
     if mount not in {v.name for v in visible}:
+        await refuse_mount(request, call.principal, mount)
         raise errors.Forbidden(f"no role of this identity reaches the vault {mount[:64]!r}")
     return JSONResponse(
         envelope({"cas_required": False, "delete_version_after": "0s", "max_versions": 0})

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from keyless import __version__
 from keyless.api.context import edge_of
-from keyless.api.vault.wire import envelope, principal_of, read_json, vault_error
+from keyless.api.vault.wire import envelope, principal_of, read_json, refuse_mount, vault_error
 from keyless.core import errors, rbac
 from keyless.core.access import Principal
 from keyless.core.models import Tenant
@@ -101,8 +101,8 @@ def _kv_mount(name: str) -> dict[str, Any]:
     }
 
 
-async def _visible(request: Request) -> list[str]:
-    principal = await principal_of(request)
+async def _visible(request: Request, principal: Principal | None = None) -> list[str]:
+    principal = principal or await principal_of(request)
     vaults = await edge_of(request).broker.vaults.visible_vaults(principal)
     return [v.name for v in vaults]
 
@@ -122,7 +122,9 @@ async def ui_mounts(request: Request) -> Response:
 async def ui_mount(request: Request) -> Response:
     path = request.path_params["path"].strip("/")
     vault = path.split("/", 1)[0]
-    if vault not in await _visible(request):
+    principal = await principal_of(request, f"/vaults/{vault[:64]}")
+    if vault not in await _visible(request, principal):
+        await refuse_mount(request, principal, vault)
         return vault_error(
             403,
             [

@@ -20,6 +20,7 @@ from keyless.api.context import edge_of
 from keyless.api.forms import read_body
 from keyless.core import errors, strictjson
 from keyless.core.access import Principal
+from keyless.core.audit import AuditEvent
 from keyless.core.broker import Broker
 from keyless.core.models import Tenant
 from keyless.core.resources import AZURE_KEY_VAULT_CLOUDS
@@ -128,6 +129,25 @@ async def principal_of(request: Request, target: str = "/v1") -> Principal:
         audiences=audiences,
         target=target,
         request_id=request_id.get(),
+    )
+
+
+async def refuse_mount(request: Request, principal: Principal, vault: str) -> None:
+    """The caller's identity holds no role on the vault it asked about as a mount: audited
+    (``vault.mount``, failure), then refused by the caller."""
+    broker = broker_of(request)
+    await broker.record(
+        AuditEvent(
+            time=broker.now(),
+            request_id=request_id.get(),
+            tenant_id=principal.tenant_id,
+            action="vault.mount",
+            target=f"/vaults/{vault[:64]}",
+            result="failure",
+            reason="denied: no role of this identity reaches the vault",
+            actor=principal.object_id,
+            workload=dict(principal.fed),
+        )
     )
 
 

@@ -355,7 +355,7 @@ class VaultService:
     ) -> Secret:
         """The current version's value, or one version's by id (Key Vault) or by number
         (Vault KV v2). A version that cannot be read (disabled, destroyed, expired, not yet
-        valid) is ``SecretUnavailable``, its properties in ``detail["props"]``."""
+        valid) is ``SecretUnavailable``, its properties in its ``props``."""
         validate_secret_name(name)
         v = await self._vault(call, vault)
 

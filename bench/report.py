@@ -154,10 +154,19 @@ def add_serve_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _markdown_path(text: str) -> Path:
+    """``--out`` names the markdown; the JSON is written beside it, so a ``.json`` path would
+    be overwritten by the markdown rendered from it."""
+    path = Path(text)
+    if path.suffix.lower() != ".md":
+        raise argparse.ArgumentTypeError(f"{text!r}: name the markdown file (FILE.md)")
+    return path
+
+
 def add_out(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument(
         "--out",
-        type=Path,
+        type=_markdown_path,
         default=RESULTS / f"{name}.md",
         help=f"markdown file (default bench/results/{name}.md); the JSON goes next to it (.json)",
     )

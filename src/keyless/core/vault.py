@@ -16,7 +16,13 @@ from typing import TypeVar
 from keyless.core import rbac
 from keyless.core.access import IdentityDirectory, Principal
 from keyless.core.audit import AuditEvent, AuditSink
-from keyless.core.backup import decode_backup, open_backup, seal_backup
+from keyless.core.backup import (
+    backup_doc,
+    decode_backup,
+    open_backup,
+    restored_versions,
+    seal_backup,
+)
 from keyless.core.clock import Clock
 from keyless.core.envelope import RootKeys
 from keyless.core.errors import (
@@ -33,11 +39,7 @@ from keyless.core.secrets import (
     SecretState,
     SecretVersion,
     Vault,
-    secret_seal_context,
-    validate_content_type,
     validate_secret_name,
-    validate_tags,
-    validate_time,
     validate_value,
     validate_vault_name,
     validate_version,
@@ -180,6 +182,9 @@ class VaultService:
                 workload=dict(p.fed),
             )
         )
+
+    def _seal(self, props: SecretVersion, value: str) -> bytes:
+        return self._root().seal(value.encode("utf-8", "surrogatepass"), props.seal_context())
 
     def _open(self, props: SecretVersion, sealed: bytes) -> str:
         return self._root().open(sealed, props.seal_context()).decode("utf-8", "surrogatepass")
@@ -404,7 +409,7 @@ class VaultService:
                 created=now,
                 updated=now,
             )
-            sealed = self._root().seal(value.encode("utf-8", "surrogatepass"), props.seal_context())
+            sealed = self._seal(props, value)
             stored = await self._write(
                 v.name, name, self._store.put_secret_version(props, sealed, expect=expect)
             )
@@ -586,27 +591,8 @@ class VaultService:
         async def work() -> bytes:
             state = await self._live(v.name, name)
             versions = await self._store.all_secret_versions(v.name, name)
-            doc = {
-                "name": name,
-                "current": state.current_version,
-                "versions": [
-                    {
-                        "version": p.version,
-                        "number": p.number,
-                        "destroyed": p.destroyed,
-                        "value": "" if p.destroyed else self._open(p, sealed),
-                        "contentType": p.content_type,
-                        "tags": p.tags,
-                        "enabled": p.enabled,
-                        "nbf": p.not_before,
-                        "exp": p.expires,
-                        "created": p.created,
-                        "updated": p.updated,
-                    }
-                    for p, sealed in versions
-                ],
-            }
-            return seal_backup(self._root(), doc)
+            opened = [(p, None if p.destroyed else self._open(p, sealed)) for p, sealed in versions]
+            return seal_backup(self._root(), backup_doc(name, state.current_version, opened))
 
         return await self._decide(call, rbac.BACKUP, v.name, name, work)
 
@@ -616,35 +602,10 @@ class VaultService:
         name = validate_secret_name(str(doc.get("name", "")))
 
         async def work() -> Secret:
-            rows: list[tuple[SecretVersion, bytes]] = []
-            for ordinal, item in enumerate(doc["versions"], start=1):
-                number = item.get("number")
-                destroyed = item.get("destroyed") is True
-                props = SecretVersion(
-                    vault=v.name,
-                    name=name,
-                    version=validate_version(str(item["version"])),
-                    content_type=validate_content_type(item.get("contentType")),
-                    tags=validate_tags(item.get("tags")),
-                    enabled=bool(item.get("enabled")),
-                    not_before=validate_time(item.get("nbf"), "nbf"),
-                    expires=validate_time(item.get("exp"), "exp"),
-                    created=float(item["created"]),
-                    updated=float(item["updated"]),
-                    # Backups made before versions were numbered: their order is the number.
-                    number=number if isinstance(number, int) and number > 0 else ordinal,
-                    destroyed=destroyed,
-                )
-                value = validate_value(item.get("value"))
-                sealed = (
-                    b""
-                    if destroyed
-                    else self._root().seal(
-                        value.encode("utf-8", "surrogatepass"),
-                        secret_seal_context(v.name, name, props.version),
-                    )
-                )
-                rows.append((props, sealed))
+            rows = [
+                (props, b"" if value is None else self._seal(props, value))
+                for props, value in restored_versions(doc, v.name, name)
+            ]
             current = str(doc["current"])
             restored = self._store.restore_secret(v.name, name, rows, current)
             await self._write(v.name, name, restored)

@@ -24,6 +24,10 @@ class ObservabilityMiddleware:
         self.app = app
         self.metrics = metrics
         self.listener = listener
+        # Metric children by label values, looked up once each (``labels()`` costs a lock and
+        # a dict build per call); the labels are route templates, so the maps stay small.
+        self._counts: dict[tuple[str, str, int], Any] = {}
+        self._latency: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,18 +52,27 @@ class ObservabilityMiddleware:
             elapsed = time.perf_counter() - started
             route = _route_of(scope)
             method = scope["method"]
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.latency.labels(route, method).observe(elapsed)
-            log.info(
-                "request",
-                extra={
-                    "listener": self.listener,
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "ms": round(elapsed * 1000, 2),
-                },
-            )
+            counter = self._counts.get((route, method, status))
+            if counter is None:
+                counter = self.metrics.requests.labels(route, method, str(status))
+                self._counts[(route, method, status)] = counter
+            counter.inc()
+            histogram = self._latency.get((route, method))
+            if histogram is None:
+                histogram = self.metrics.latency.labels(route, method)
+                self._latency[(route, method)] = histogram
+            histogram.observe(elapsed)
+            if log.isEnabledFor(logging.INFO):
+                log.info(
+                    "request",
+                    extra={
+                        "listener": self.listener,
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "ms": round(elapsed * 1000, 2),
+                    },
+                )
             request_id.reset(token)
 
 

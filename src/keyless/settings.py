@@ -181,6 +181,11 @@ _MOUNT = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")
 MOUNT_TYPES = ("jwt", "kubernetes")
 
 
+def default_mount_type(path: str) -> str:
+    """A Vault auth mount's type when none is said: ``kubernetes...`` is Kubernetes auth."""
+    return "kubernetes" if path.startswith("kubernetes") else "jwt"
+
+
 def _parse_mounts(raw: Any, what: str) -> tuple[tuple[str, str], ...]:
     """``MOUNT[=TYPE]`` items: TYPE jwt or kubernetes (default: kubernetes for a mount path
     whose first segment starts with ``kubernetes``, jwt otherwise)."""
@@ -193,7 +198,7 @@ def _parse_mounts(raw: Any, what: str) -> tuple[tuple[str, str], ...]:
         path = path.strip().strip("/")
         if path.startswith("auth/"):
             path = path[len("auth/") :]
-        kind = kind.strip().lower() or ("kubernetes" if path.startswith("kubernetes") else "jwt")
+        kind = kind.strip().lower() or default_mount_type(path)
         if not _MOUNT.fullmatch(path) or path.split("/")[0] == "token":
             raise ConfigError(f"{what}: {text!r} is not a Vault auth mount path like jwt or k8s/a")
         if kind not in MOUNT_TYPES:

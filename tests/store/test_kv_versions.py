@@ -3,35 +3,15 @@ what the Vault dialect stands on, on SQLite and PostgreSQL alike."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from keyless.core import rbac
-from keyless.core.access import admin_principal
-from keyless.core.audit import MemoryAuditSink
 from keyless.core.clock import ManualClock
-from keyless.core.envelope import RootKeys
 from keyless.core.errors import Conflict, InvalidRequest
-from keyless.core.models import Tenant
 from keyless.core.revocation import Revocations
 from keyless.core.secrets import PropertyChanges, validate_vault_name
-from keyless.core.vault import Call, SecretNotFound, SecretUnavailable, VaultService
+from keyless.core.vault import SecretNotFound, SecretUnavailable
 from keyless.store.sql import SqlStore
-
-ROOT = RootKeys((os.urandom(32),))
-
-
-@pytest.fixture
-async def env(store: SqlStore) -> tuple[VaultService, MemoryAuditSink, ManualClock, Call]:
-    await store.create_tenant(Tenant("t1", "default", 0.0))
-    clock = ManualClock()
-    audit = MemoryAuditSink()
-    roles = rbac.RoleAssignments(store, clock)
-    await roles.reload()
-    service = VaultService(store, lambda: roles.index, audit, clock, lambda: ROOT)
-    await service.create_vault("t1", "kv0")
-    return service, audit, clock, Call(admin_principal("t1"), "req-1")
 
 
 async def test_versions_are_numbered_in_write_order(env) -> None:  # type: ignore[no-untyped-def]

@@ -9,33 +9,18 @@ from pathlib import Path
 import pytest
 
 from keyless.core import rbac
-from keyless.core.access import Principal, admin_principal
+from keyless.core.access import Principal
 from keyless.core.audit import MemoryAuditSink
-from keyless.core.clock import ManualClock
-from keyless.core.envelope import RootKeys
 from keyless.core.errors import Conflict, Forbidden
-from keyless.core.models import Identity, Tenant
+from keyless.core.models import Identity
 from keyless.core.secrets import PropertyChanges
 from keyless.core.vault import Call, SecretNotFound, VaultService
 from keyless.store.sql import SqlStore
+from tests.store.conftest import ROOT
 
 ENABLED = frozenset({"enabled"})
 
-ROOT = RootKeys((os.urandom(32),))
 KNOWN = ["correct horse battery staple 0001", "pä$$wörd-ünïcode-0002", "x" * 25 * 1024]
-
-
-@pytest.fixture
-async def env(store: SqlStore) -> tuple[VaultService, MemoryAuditSink, ManualClock, Call]:
-    await store.create_tenant(Tenant("t1", "default", 0.0))
-    clock = ManualClock()
-    audit = MemoryAuditSink()
-    roles = rbac.RoleAssignments(store, clock)
-    await roles.reload()
-    service = VaultService(store, lambda: roles.index, audit, clock, lambda: ROOT, recovery_days=7)
-    service.roles = roles  # type: ignore[attr-defined]
-    await service.create_vault("t1", "kv0")
-    return service, audit, clock, Call(admin_principal("t1"), "req-1")
 
 
 async def test_versions_and_current(env) -> None:  # type: ignore[no-untyped-def]

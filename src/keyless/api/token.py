@@ -22,17 +22,15 @@ from keyless.api.forms import read_form, required
 from keyless.api.oautherrors import entra_error
 from keyless.api.rfc8693 import exchange as rfc8693
 from keyless.api.tenancy import ADFS, ADFS_TOKEN_PATH, tenant_named
+from keyless.api.throttle import spend_token_request
 from keyless.core import errors
-from keyless.core.ratelimit import client_key
 
 
 async def token(request: Request) -> Response:
     edge = edge_of(request)
     broker = edge.broker
     try:
-        if edge.token_limiter is not None:
-            # Before the body is read or the tenant looked up: a flood costs one dict lookup.
-            edge.token_limiter.take(client_key(request.client.host if request.client else None))
+        spend_token_request(request)  # before the body is read or the tenant looked up
         tenant = await tenant_named(edge, request.path_params.get("tenant", ADFS))
         fields = await read_form(request)
         grant = required(fields, "grant_type")

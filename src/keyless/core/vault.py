@@ -432,19 +432,24 @@ class VaultService:
         return await self._decide(call, rbac.READ_METADATA, v.name, name, work)
 
     async def set_enabled(
-        self, call: Call, vault: str, name: str, numbers: list[int], enabled: bool
+        self, call: Call, vault: str, name: str, numbers: list[int] | None, enabled: bool
     ) -> int:
         """Disable (Vault's ``delete`` of versions: audited as secrets/delete) or enable again
-        (``undelete``: secrets/recover) the versions with these numbers; destroyed ones stay
-        as they are. Answers how many changed."""
+        (``undelete``: secrets/recover) the versions with these numbers, or the current one
+        (None); destroyed ones stay as they are. Answers how many changed."""
         validate_secret_name(name)
         v = await self._vault(call, vault)
 
         async def work() -> int:
             await self._live(v.name, name)
+            if numbers is None:
+                current = await self._store.get_current_secret(v.name, name)
+                wanted = [current[1].number] if current is not None else []
+            else:
+                wanted = sorted(set(numbers))
             changed = 0
             now = self._clock.now()
-            for number in sorted(set(numbers)):
+            for number in wanted:
                 found = await self._store.get_secret_version_by_number(v.name, name, number)
                 if found is None or found[0].destroyed or found[0].enabled == enabled:
                     continue

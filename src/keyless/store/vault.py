@@ -187,15 +187,15 @@ class VaultStoreMixin:
     async def get_secret_version_by_number(
         self, vault: str, name: str, number: int
     ) -> tuple[SecretVersion, bytes] | None:
+        return await self._one_version(vault, name, secret_versions.c.number == number)
+
+    async def _one_version(
+        self, vault: str, name: str, which: sa.ColumnElement[bool]
+    ) -> tuple[SecretVersion, bytes] | None:
         c = secret_versions.c
+        query = sa.select(secret_versions).where(c.vault == vault, c.name == name, which)
         async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(secret_versions).where(
-                        c.vault == vault, c.name == name, c.number == number
-                    )
-                )
-            ).first()
+            row = (await conn.execute(query)).first()
         return (_version(row), bytes(row.sealed_value)) if row else None
 
     async def destroy_secret_versions(self, vault: str, name: str, numbers: list[int]) -> int:
@@ -224,16 +224,7 @@ class VaultStoreMixin:
     async def get_secret_version(
         self, vault: str, name: str, version: str
     ) -> tuple[SecretVersion, bytes] | None:
-        c = secret_versions.c
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(secret_versions).where(
-                        c.vault == vault, c.name == name, c.version == version
-                    )
-                )
-            ).first()
-        return (_version(row), bytes(row.sealed_value)) if row else None
+        return await self._one_version(vault, name, secret_versions.c.version == version)
 
     async def get_current_secret(
         self, vault: str, name: str

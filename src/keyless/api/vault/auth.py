@@ -16,12 +16,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from keyless.api.context import edge_of
-from keyless.api.vault.wire import envelope, principal_of, read_json, rfc3339, tenant_of
+from keyless.api.throttle import spend_token_request
+from keyless.api.vault.wire import (
+    envelope,
+    principal_of,
+    read_json,
+    rfc3339,
+    tenant_of,
+    token_audiences,
+    token_of,
+)
 from keyless.core import errors
 from keyless.core.access import Principal
 from keyless.core.exchange import ExchangeRequest
-from keyless.core.ratelimit import client_key
 from keyless.logs import request_id
+from keyless.settings import default_mount_type
 
 DEFAULT_POLICY = "default"
 
@@ -50,19 +59,20 @@ def _metadata(kind: str, role: str, workload: dict[str, Any]) -> dict[str, str]:
     return meta
 
 
-def _mount_kind(request: Request, mount: str) -> str:
-    for path, kind in edge_of(request).settings.vault_auth_mounts:
-        if path == mount:
-            return kind
-    raise errors.NotFound(f'no handler for route "auth/{mount[:64]}/login". route entry not found.')
+def _mounts(request: Request) -> dict[str, str]:
+    """The configured auth mounts (``--vault-auth-mount``): path -> jwt or kubernetes."""
+    return dict(edge_of(request).settings.vault_auth_mounts)
 
 
 async def login(request: Request) -> Response:
     edge = edge_of(request)
     mount = request.path_params["mount"].strip("/")
-    kind = _mount_kind(request, mount)
-    if edge.token_limiter is not None:
-        edge.token_limiter.take(client_key(request.client.host if request.client else None))
+    kind = _mounts(request).get(mount)
+    if kind is None:
+        raise errors.NotFound(
+            f'no handler for route "auth/{mount[:64]}/login". route entry not found.'
+        )
+    spend_token_request(request)
     body = await read_json(request)
     role, jwt = body.get("role"), body.get("jwt")
     if not isinstance(role, str) or not role:
@@ -102,20 +112,13 @@ async def login(request: Request) -> Response:
     return JSONResponse(envelope(auth=auth), headers={"Cache-Control": "no-store"})
 
 
-def _mount_of(via: str) -> tuple[str, str]:
-    mount = via.removeprefix("auth/").removesuffix("/login")
-    return mount, "kubernetes" if mount.startswith("kubernetes") else "jwt"
-
-
 def token_view(request: Request, principal: Principal, token: str) -> dict[str, Any]:
     """``lookup-self``'s data, from the token itself (nothing about it is stored)."""
     edge = edge_of(request)
     identity = edge.broker.identity_by_client(principal.tenant_id, principal.client_id)
     name = identity.name if identity is not None else principal.client_id
-    mount, kind = _mount_of(principal.via or "auth/token")
-    for path, configured in edge.settings.vault_auth_mounts:
-        if path == mount:
-            kind = configured
+    mount = (principal.via or "auth/token").removeprefix("auth/").removesuffix("/login")
+    kind = _mounts(request).get(mount) or default_mount_type(mount)
     now = edge.broker.now()
     ttl = max(0, int(principal.expires_at - now))
     return {
@@ -141,10 +144,7 @@ def token_view(request: Request, principal: Principal, token: str) -> dict[str, 
 
 async def lookup_self(request: Request) -> Response:
     principal = await principal_of(request)
-    token = (request.headers.get("x-vault-token") or "").strip() or (
-        (request.headers.get("authorization") or "").partition(" ")[2].strip()
-    )
-    return JSONResponse(envelope(token_view(request, principal, token)))
+    return JSONResponse(envelope(token_view(request, principal, token_of(request))))
 
 
 async def lookup(request: Request) -> Response:
@@ -155,11 +155,10 @@ async def lookup(request: Request) -> Response:
     other = body.get("token")
     if not isinstance(other, str) or not other.strip():
         raise errors.InvalidRequest("missing token")
-    edge = edge_of(request)
-    target = await edge.broker.authenticate(
+    target = await edge_of(request).broker.authenticate(
         await tenant_of(request),
         other.strip(),
-        audiences=frozenset({edge.settings.vault_resource}),
+        audiences=token_audiences(request),
         target="/v1/auth/token/lookup",
         request_id=request_id.get(),
     )

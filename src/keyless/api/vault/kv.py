@@ -10,6 +10,7 @@ version shows its ``deletion_time``), ``destroy`` wipes a version's value for go
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -40,21 +41,27 @@ def _version_meta(props: SecretVersion) -> dict[str, Any]:
     }
 
 
-async def read(request: Request) -> Response:
-    if request.query_params.get("list") == "true":
-        raise errors.InvalidRequest("list the keys at metadata/PATH, not data/PATH")
+async def _object(request: Request, field: str, shape: Callable[[dict[str, Any]], Any]) -> Response:
+    """A version's object (``?version=N`` or the current one), shaped into ``data[field]``
+    beside its metadata; a deleted (disabled), destroyed or expired version is a 404 with its
+    metadata and ``field`` null, as Vault answers."""
     mount, path = _path(request)
     number = kvdata.parse_version(request.query_params.get("version"))
     call = await call_of(request, mount)
     try:
         secret = await broker_of(request).vaults.get(call, mount, path, number=number)
     except SecretUnavailable as exc:
-        # A deleted (disabled), destroyed or expired version: 404 with its metadata, as Vault.
-        body = envelope({"data": None, "metadata": _version_meta(exc.props)})
+        body = envelope({field: None, "metadata": _version_meta(exc.props)})
         return JSONResponse(body, status_code=404)
     assert secret.value is not None
-    data = kvdata.as_object(secret.value, secret.props.content_type)
-    return JSONResponse(envelope({"data": data, "metadata": _version_meta(secret.props)}))
+    data = shape(kvdata.as_object(secret.value, secret.props.content_type))
+    return JSONResponse(envelope({field: data, "metadata": _version_meta(secret.props)}))
+
+
+async def read(request: Request) -> Response:
+    if request.query_params.get("list") == "true":
+        raise errors.InvalidRequest("list the keys at metadata/PATH, not data/PATH")
+    return await _object(request, "data", lambda data: data)
 
 
 def _cas(body: dict[str, Any]) -> int | None:
@@ -138,14 +145,8 @@ async def delete_latest(request: Request) -> Response:
     """Deletes are idempotent, as in Vault: nothing there to delete is a 204 too."""
     mount, path = _path(request)
     call = await call_of(request, mount)
-    vaults = broker_of(request).vaults
-    try:
-        state, versions = await vaults.history(call, mount, path)
-    except SecretNotFound:
-        return Response(status_code=204)
-    current = next((v for v in versions if v.version == state.current_version), None)
-    if current is not None:
-        await vaults.set_enabled(call, mount, path, [current.number], False)
+    with contextlib.suppress(SecretNotFound):
+        await broker_of(request).vaults.set_enabled(call, mount, path, None, False)
     return Response(status_code=204)
 
 
@@ -284,17 +285,7 @@ async def config(request: Request) -> Response:
 
 async def subkeys(request: Request) -> Response:
     """The secret's keys without their values (nested objects as objects, leaves as null)."""
-    mount, path = _path(request)
-    number = kvdata.parse_version(request.query_params.get("version"))
-    call = await call_of(request, mount)
-    try:
-        secret = await broker_of(request).vaults.get(call, mount, path, number=number)
-    except SecretUnavailable as exc:
-        body = envelope({"subkeys": None, "metadata": _version_meta(exc.props)})
-        return JSONResponse(body, status_code=404)
-    assert secret.value is not None
-    keys = kvdata.subkeys(kvdata.as_object(secret.value, secret.props.content_type))
-    return JSONResponse(envelope({"subkeys": keys, "metadata": _version_meta(secret.props)}))
+    return await _object(request, "subkeys", kvdata.subkeys)
 
 
 routes = [

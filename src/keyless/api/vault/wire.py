@@ -119,14 +119,17 @@ def token_of(request: Request) -> str:
     return token
 
 
+def token_audiences(request: Request) -> frozenset[str]:
+    """What a client token is for: the vault resource (so a Key Vault token serves too)."""
+    return frozenset({edge_of(request).settings.vault_resource, *AZURE_KEY_VAULT_CLOUDS})
+
+
 async def principal_of(request: Request, target: str = "/v1") -> Principal:
     """The caller, by its token (a keyless access token for the vault resource)."""
-    edge = edge_of(request)
-    audiences = frozenset({edge.settings.vault_resource, *AZURE_KEY_VAULT_CLOUDS})
-    return await edge.broker.authenticate(
+    return await edge_of(request).broker.authenticate(
         await tenant_of(request),
         token_of(request),
-        audiences=audiences,
+        audiences=token_audiences(request),
         target=target,
         request_id=request_id.get(),
     )

@@ -6,6 +6,15 @@ head, commit) instead of one event-loop round trip per statement through SQLAlch
 layer. The thread is the only one that runs these appends in this process, so batches commit
 in the order they were handed over.
 
+SQLite, on the event loop when it costs no waiting: a batch first tries to take the file lock
+and SQLite's write lock without blocking (``LOCK_NB``, ``busy_timeout=0``) and, if both are
+free, commits right there, on the caller's thread. That saves the hop to the thread and back
+(two wake-ups, ~100 us of CPU and ~0.1 ms per batch on this kind of machine) and the loop
+blocks only for the commit's own fsync (~0.15-0.3 ms). If another process or connection holds
+a lock, the batch lets the loop run other requests and tries again; after ``INLINE_FOR``
+seconds it waits for the locks on the thread, as before, so the loop never waits on another
+writer.
+
 SQLite: its own connection with the same pragmas as the engine's (WAL, synchronous=FULL), the
 write lock taken first with ``BEGIN IMMEDIATE``. PostgreSQL: a psycopg connection, the head row
 locked ``FOR UPDATE``. Either way every process sharing the database writes one chain.
@@ -32,6 +41,10 @@ from keyless.core.auditchain import GENESIS, AuditRow, seal, workload_json
 from keyless.core.auditkey import AuditKey, AuditMac
 from keyless.store.engine import sqlite_pragmas
 from keyless.store.urls import DatabaseUrl
+
+# How long (seconds) a batch keeps retrying to take the locks without blocking the loop before
+# it waits for them on the writer's thread.
+INLINE_FOR = 0.002
 
 # Constant text, values always bound (``%s`` becomes ``?`` for SQLite).
 _INSERT = (
@@ -74,7 +87,8 @@ class AuditWriter:
         self._sqlite = url.is_sqlite
         path = url.sqlite_path
         self._lock_path = f"{path}.audit-lock" if path and path != ":memory:" else None
-        self._conn: Any = None
+        self._conn: Any = None  # the thread's connection
+        self._inline: Any = None  # the event loop's (SQLite file only; busy_timeout=0)
         self._thread: ThreadPoolExecutor | None = None
         self._macs: AuditMac | None = None  # this thread's own keyed state
 
@@ -85,10 +99,12 @@ class AuditWriter:
     def _sql(self, text: str) -> str:
         return text.replace("%s", "?") if self._sqlite else text
 
-    def _connect(self) -> Any:
+    def _connect(self, *, wait: bool = True) -> Any:
         if self._sqlite:
             conn = sqlite3.connect(self._url.sqlite_path, check_same_thread=False)
             sqlite_pragmas(conn)  # the engine's: WAL, synchronous=FULL, busy timeout
+            if not wait:
+                conn.execute("PRAGMA busy_timeout=0")
             return conn
         import psycopg
 
@@ -121,11 +137,41 @@ class AuditWriter:
         finally:
             os.close(fd)
 
-    def _transaction(self, work: Callable[[Any, Any], Any], arg: Any) -> Any:
+    def _append_now(self, events: Sequence[AuditEvent]) -> list[int] | None:
+        """The batch appended on the caller's thread if no lock has to be waited for; None if
+        one is held (nothing written)."""
+        assert self._lock_path is not None
+        # Its own open file (as _locked's): flock excludes other appends of this process too.
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            seqs: list[int] = self._transaction(self._append_locked, events, inline=True)
+            return seqs
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", None) in (
+                sqlite3.SQLITE_BUSY,
+                sqlite3.SQLITE_LOCKED,
+            ):
+                return None  # another connection writes (rolled back by _transaction)
+            raise
+        finally:
+            os.close(fd)
+
+    def _transaction(
+        self, work: Callable[[Any, Any], Any], arg: Any, *, inline: bool = False
+    ) -> Any:
         """``work(cursor, arg)`` with the head locked, committed before this returns."""
-        if self._conn is None:
-            self._conn = self._connect()
-        conn = self._conn
+        conn = self._inline if inline else self._conn
+        if conn is None:
+            conn = self._connect(wait=not inline)
+            if inline:
+                self._inline = conn
+            else:
+                self._conn = conn
         cur = conn.cursor()
         try:
             if self._sqlite:
@@ -136,7 +182,7 @@ class AuditWriter:
             else:
                 conn.commit()
         except BaseException:
-            self._discard_transaction()
+            self._discard_transaction(inline)
             raise
         finally:
             with contextlib.suppress(Exception):
@@ -173,20 +219,36 @@ class AuditWriter:
         sealed: bytes = await self._run(self._locked, self._ensure_key_locked, make)
         return sealed
 
-    def _discard_transaction(self) -> None:
+    def _discard_transaction(self, inline: bool = False) -> None:
+        conn = self._inline if inline else self._conn
         try:
             if self._sqlite:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
             else:
-                self._conn.rollback()
+                conn.rollback()
         except Exception:  # a broken connection: the next append opens a new one
             with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = None
+                conn.close()
+            if inline:
+                self._inline = None
+            else:
+                self._conn = None
 
     async def append(self, events: Sequence[AuditEvent]) -> list[int]:
-        seqs: list[int] = await self._run(self._append, list(events))
+        """Committed (durable) before this returns."""
+        batch = list(events)
+        if self._lock_path is not None:
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + INLINE_FOR
+            while True:
+                now = self._append_now(batch)
+                if now is not None:
+                    return now
+                if loop.time() >= give_up:
+                    break
+                await asyncio.sleep(0)  # the other writer commits meanwhile; requests run
+        seqs: list[int] = await self._run(self._append, batch)
         return seqs
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -201,9 +263,16 @@ class AuditWriter:
                 self._conn.close()
             self._conn = None
 
+    def _close_inline(self) -> None:
+        if self._inline is not None:
+            with contextlib.suppress(Exception):
+                self._inline.close()
+            self._inline = None
+
     def close(self) -> None:
         """Waits for the appends already handed over; a later append starts a new thread."""
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.submit(self._close).result()
             thread.shutdown(wait=True)
+        self._close_inline()

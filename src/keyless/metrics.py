@@ -45,6 +45,23 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.audit_batch = Histogram(
+            "keyless_audit_batch_events",
+            "Audit events committed together (one transaction, one fsync)",
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+        )
+        self.audit_commit = Histogram(
+            "keyless_audit_commit_seconds",
+            "Time to append one batch of audit events durably",
+            registry=self.registry,
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1),
+        )
+
+    def audit_committed(self, events: int, seconds: float) -> None:
+        self.audit_batch.observe(events)
+        self.audit_commit.observe(seconds)
+
     def watch_issuers(self, statuses: Callable[[], Iterable[IssuerStatus]]) -> None:
         self.registry.register(_IssuerCollector(statuses))
 

@@ -301,6 +301,10 @@ async def test_unreachable_issuer_is_90061(ifed: Federated) -> None:
     )
     assert float(line.rsplit(" ", 1)[1]) >= 1
     assert 'keyless_audit_events_total{action="token.exchange.client_credentials"' in metrics
+    batches = next(
+        ln for ln in metrics.splitlines() if ln.startswith("keyless_audit_batch_events_count")
+    )
+    assert float(batches.rsplit(" ", 1)[1]) >= 1  # each audited decision committed in a batch
 
 
 async def test_rfc8693_errors_use_rfc_codes(ifed: Federated) -> None:

@@ -64,12 +64,15 @@ async def _queued(sink: StoreAuditSink, n: int) -> asyncio.Task[None]:
 
 async def test_events_are_appended_in_order_and_concurrent_ones_share_a_commit() -> None:
     store = FakeAppender(held=True)
-    sink = StoreAuditSink(store)
+    committed: list[tuple[int, float]] = []
+    sink = StoreAuditSink(store, committed=lambda n, s: committed.append((n, s)))
     first = await _queued(sink, 0)
     assert await store.entered.get() == [0.0]  # its commit is in flight...
     waiting = [await _queued(sink, n) for n in range(1, 21)]  # ...while these are recorded
     store.gate.set()
     await asyncio.gather(first, *waiting)
+    assert [n for n, _ in committed] == [1, 20]  # told each batch's size (metrics)
+    assert all(seconds >= 0 for _, seconds in committed)
     written = [e.time for batch in store.batches for e in batch]
     assert written == [float(n) for n in range(21)]
     assert len(store.batches) < 21  # the waiting ones went in together

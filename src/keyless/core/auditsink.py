@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from keyless.core.audit import AuditEvent, note_durable
@@ -34,9 +35,16 @@ class AuditWriteInterrupted(Exception):
 
 class StoreAuditSink:
     def __init__(
-        self, store: AuditAppender, *, fail_closed: bool = True, gather_window: float = 0.0
+        self,
+        store: AuditAppender,
+        *,
+        fail_closed: bool = True,
+        gather_window: float = 0.0,
+        committed: Callable[[int, float], None] | None = None,
     ) -> None:
         self._store = store
+        # Told the size of each committed batch and how long its append took (metrics).
+        self._committed = committed
         self.fail_closed = fail_closed
         # Under load (the last batch held several events) the writer may wait this long before
         # taking the next batch. Off by default: every event recorded while a batch commits
@@ -82,6 +90,8 @@ class StoreAuditSink:
             self._last_batch = len(batch)
             done, self._pending_done = self._pending_done, None
             assert done is not None
+            loop = asyncio.get_running_loop()
+            started = loop.time()
             try:
                 await self._store.append_audit(batch)
             except Exception as exc:
@@ -95,6 +105,8 @@ class StoreAuditSink:
                 raise
             else:
                 done.set_result(None)
+                if self._committed is not None:
+                    self._committed(len(batch), loop.time() - started)
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

@@ -117,7 +117,9 @@ class Services:
         )
         metrics = Metrics()
         audit: AuditSink = TeeAuditSink(
-            StoreAuditSink(store, fail_closed=settings.audit_fail_closed),
+            StoreAuditSink(
+                store, fail_closed=settings.audit_fail_closed, committed=metrics.audit_committed
+            ),
             MetricsAuditSink(metrics),
         )
         if settings.unsafe_no_audit:

@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from keyless.core.audit import AuditEvent
 from keyless.core.auditchain import (
@@ -15,6 +17,7 @@ from keyless.core.auditchain import (
     AuditRow,
     canonical,
     chain_hash,
+    normalized,
     seal,
 )
 from keyless.core.auditverify import verify_chain
@@ -62,6 +65,35 @@ def test_canonical_form_is_sorted_compact_json_with_seq() -> None:
     assert canonical(1, _event(0, workload={"a": (1, 2)})) == canonical(
         1, _event(0, workload={"a": [1, 2]})
     )
+
+
+_TEXT = st.text(st.characters(codec="ascii"), max_size=12) | st.text(max_size=6)
+_TIMES = st.floats(allow_nan=False, allow_infinity=False) | st.integers(0, 2**40) | st.just(1e16)
+
+
+@given(
+    fields=st.tuples(_TEXT, _TEXT, _TEXT, _TEXT),
+    optional=st.tuples(*(st.none() | _TEXT for _ in range(3))),
+    when=_TIMES,
+    workload=st.dictionaries(_TEXT, st.none() | _TEXT | st.integers(), max_size=4),
+    seq=st.integers(1, 2**62),
+)
+def test_canonical_is_json_dumps_of_the_stored_event_byte_for_byte(
+    fields: tuple[str, str, str, str],
+    optional: tuple[str | None, str | None, str | None],
+    when: float,
+    workload: dict[str, Any],
+    seq: int,
+) -> None:
+    """The usual event is written out without json.dumps (cheaper per append); the bytes must
+    stay exactly json's, or every stored hash would stop verifying."""
+    action, target, result, reason = fields
+    request_id, tenant_id, actor = optional
+    event = AuditEvent(when, request_id, tenant_id, action, target, result, reason, actor, workload)
+    body = normalized(event).as_dict() | {"seq": seq}
+    expected = json.dumps(body, sort_keys=True, separators=(",", ":")).encode("ascii")
+    assert canonical(seq, event) == expected
+    assert seal(GENESIS, seq, event).hash == chain_hash(GENESIS, seq, expected)
 
 
 def test_genesis_and_chain_hash() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -36,9 +37,13 @@ def _clean(text: str | None) -> str | None:
     return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
+_WORKLOAD = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def workload_json(workload: Mapping[str, Any]) -> str:
     """The stored form of the workload: sorted-key compact JSON, ASCII only."""
-    return json.dumps(workload, sort_keys=True, separators=(",", ":"), default=str)
+    return _WORKLOAD.encode(workload)
 
 
 def _plain(text: object) -> bool:
@@ -54,6 +59,14 @@ def _is_normal(event: AuditEvent) -> bool:
         all(type(t) is str and _plain(t) for t in required)
         and all(_plain(t) for t in optional)
         and all(type(k) is str and _plain(k) and _plain(v) for k, v in event.workload.items())
+    )
+
+
+def _is_usual(event: AuditEvent) -> bool:
+    """Normal, with its time a finite float and its workload a dict: written out directly."""
+    t = event.time
+    return (
+        type(t) is float and math.isfinite(t) and type(event.workload) is dict and _is_normal(event)
     )
 
 
@@ -78,9 +91,29 @@ def normalized(event: AuditEvent) -> AuditEvent:
 
 
 def canonical(seq: int, event: AuditEvent) -> bytes:
+    if _is_usual(event):
+        return _usual_canonical(seq, event)
     body = normalized(event).as_dict()
     body["seq"] = seq
-    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("ascii")
+    return _CANONICAL.encode(body).encode("ascii")
+
+
+_quote = json.encoder.encode_basestring_ascii  # json's own string encoder
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
+
+
+def _usual_canonical(seq: int, e: AuditEvent) -> bytes:
+    """``canonical`` of a usual event, byte for byte, without building the dict and sorting
+    its keys (a third of an append's CPU): the keys in json's sorted order, its encoders."""
+    return (
+        f'{{"action":{_quote(e.action)},"actor":{_text(e.actor)},"reason":{_quote(e.reason)},'
+        f'"request_id":{_text(e.request_id)},"result":{_quote(e.result)},"seq":{int(seq)},'
+        f'"target":{_quote(e.target)},"tenant_id":{_text(e.tenant_id)},'
+        f'"time":{float.__repr__(e.time)},"workload":{workload_json(e.workload)}}}'
+    ).encode("ascii")
 
 
 def chain_hash(prev_hash: str, seq: int, canonical: bytes) -> str:
@@ -133,8 +166,11 @@ class AuditRow:
 
 def seal(prev_hash: str, seq: int, event: AuditEvent, macs: AuditMac | None = None) -> AuditRow:
     """The row that appends ``event`` as number ``seq`` after a row whose hash is given."""
-    event = normalized(event)
-    hash_ = chain_hash(prev_hash, seq, canonical(seq, event))
+    if _is_usual(event):
+        hash_ = chain_hash(prev_hash, seq, _usual_canonical(seq, event))
+    else:
+        event = normalized(event)
+        hash_ = chain_hash(prev_hash, seq, canonical(seq, event))
     return AuditRow(seq, prev_hash, hash_, event, None if macs is None else macs.row(seq, hash_))
 
 

@@ -1150,7 +1150,7 @@ def draw_chart(rows: list[Row], path: Path, subtitle: str) -> None:
     workloads = [w for w in WORKLOADS if any(r.workload == w for r in rows)]
     systems = list(dict.fromkeys(r.system for r in rows))
     most = max((r.workers for r in rows), default=0)
-    # by the column's name without its " wN"; a keyless column with fewer workers: dash-dot
+    # by the column's name without its " wN"
     styles = {
         "keyless sqlite": ("tab:blue", "o", "-"),
         "keyless postgresql": ("tab:cyan", "s", "-"),
@@ -1171,10 +1171,10 @@ def draw_chart(rows: list[Row], path: Path, subtitle: str) -> None:
                 continue
             base, workers = _base_and_workers(system)
             color, marker, line = styles.get(base, styles.get(system, ("black", "x", ":")))
-            if 0 < workers < most:
-                line = "-."
             xs = [p[0] for p in pts]
             kw = {"color": color, "marker": marker, "linestyle": line, "label": system}
+            if 0 < workers < most:  # fewer workers than the judged columns: hollow, dash-dot
+                kw |= {"linestyle": "-.", "markerfacecolor": "none"}
             axes[0][col].plot(xs, [p[1] for p in pts], **kw)
             axes[1][col].plot(xs, [p[2] for p in pts], **kw)
         for r_i, ylabel in enumerate(("requests/s", "p99 latency, ms (log)")):

@@ -231,7 +231,9 @@ def section(profiles: list[Profile], top: int = TOP) -> str:
         f"py-spy `record --rate {RATE} --nonblocking` for {first.seconds:g} s per route on "
         "one process of a keyless sqlite server (a `--workers` worker when there is one; no "
         f"`--subprocesses`) under the bench's own load at c={CONCURRENCY}, same request bytes "
-        "as the cells. Own time = the sampled leaf frame; uvloop's native code (sockets, TLS, "
-        "HTTP parsing) has no Python frame and is counted as one line.\n\n"
+        "as the cells. Own time = the sampled leaf Python frame, with the native code it calls "
+        "(uvicorn's `send` includes uvloop's TLS encryption and socket write behind "
+        "`transport.write`); uvloop's own native code running from the loop (reads, TLS "
+        "records, HTTP parsing) has no Python frame and is counted as one line.\n\n"
     )
     return intro + "\n\n".join(route_section(p, top) for p in profiles)

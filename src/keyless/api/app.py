@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
@@ -26,6 +26,7 @@ from keyless.api.keyvault import secrets as kv_secrets
 from keyless.api.keyvault.bodies import kv_error
 from keyless.api.keyvault.gateway import KeyVaultAuth, VaultDispatcher
 from keyless.api.observability import ObservabilityMiddleware
+from keyless.api.responses import JSONResponse
 from keyless.api.sync import LocalSync
 from keyless.api.vault import auth as vault_auth
 from keyless.api.vault import kv as vault_kv

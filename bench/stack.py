@@ -35,11 +35,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
+import os
 import sys
 import time
 import timeit
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +82,7 @@ GRANIAN_WHAT = {
     "granian asgi fast-path": "the fast-path layer (BodyLimit + pre-rendered hello), ASGI",
 }
 KEYLESS = "keyless"
+BASELINE = "keyless baseline"  # --baseline-src
 SIDE_LAYERS = ("+access-log", "fast-path")  # not steps of the chain: beside it
 
 
@@ -296,6 +300,20 @@ async def start_keyless(tmp: Path, key: rsa.RSAPrivateKey, token: str) -> ob.Sys
     return system
 
 
+@contextlib.contextmanager
+def python_path(src: Path) -> Iterator[None]:
+    """Servers started inside import keyless from ``src`` (and the CLI calls that set them up)."""
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = f"{src.resolve()}{os.pathsep}{ex.REPO}"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
 async def start_keyless_workers(tmp: Path, workers: int) -> Cell:
     """A second keyless, ``--workers N``, for its hello only (the OpenBao study's setting)."""
     extra = ["--log-level", "warning", "--workers", str(workers)]
@@ -361,15 +379,15 @@ async def start_others(
     return cells, skipped
 
 
-def keyless_cells(system: ob.System) -> list[Cell]:
+def keyless_cells(system: ob.System, server: str = KEYLESS, tree: str = "") -> list[Cell]:
     assert system.vault_target is not None
-    what = "`keyless serve --dev --workers 1`"
+    what = f"`keyless serve --dev --workers 1`{tree}"
     return [
-        Cell(KEYLESS, KEYLESS, "hello", f"{what}: GET /healthz", system.target, system.hello,
+        Cell(server, KEYLESS, "hello", f"{what}: GET /healthz", system.target, system.hello,
              system.hello_ok, system.pid),
-        Cell(KEYLESS, KEYLESS, "kv-read", f"{what}: Key Vault GET /secrets/db, bearer token, "
+        Cell(server, KEYLESS, "kv-read", f"{what}: Key Vault GET /secrets/db, bearer token, "
              "audited", system.target, system.read, system.read_ok, system.pid),
-        Cell(KEYLESS, KEYLESS, "vault-read", f"{what}: Vault GET /v1/secret/data/app/db, "
+        Cell(server, KEYLESS, "vault-read", f"{what}: Vault GET /v1/secret/data/app/db, "
              "X-Vault-Token, audited", system.vault_target, system.vault_read,
              system.vault_read_ok, system.pid),
     ]  # fmt: skip
@@ -431,6 +449,12 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         log("starting the other servers with keyless's certificate ...")
         others, skipped = await start_others(args, tmp, cert, cert_key, system.target.tls)
         cells = keyless_cells(system)
+        if args.baseline_src is not None:
+            log(f"starting keyless from {args.baseline_src} (1 worker, the baseline) ...")
+            (tmp / "baseline").mkdir()
+            with python_path(args.baseline_src / "src"):
+                base = await start_keyless(tmp / "baseline", key, token)
+            cells += keyless_cells(base, BASELINE, f" from {args.baseline_src}")
         if args.keyless_workers > 1:
             log(f"starting keyless --workers {args.keyless_workers} (hello only) ...")
             cells.append(await start_keyless_workers(tmp, args.keyless_workers))
@@ -586,7 +610,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(warmup=0.5)
     p.add_argument("--rounds", type=int, default=3, help="slices per cell (order alternates)")
     p.add_argument(
-        "--layers", nargs="+", choices=list(stackapps.LAYERS), default=list(stackapps.LAYERS)
+        "--layers", nargs="*", choices=list(stackapps.LAYERS), default=list(stackapps.LAYERS)
     )
     p.add_argument("--granian", nargs="*", choices=list(GRANIAN), default=list(GRANIAN))
     p.add_argument(
@@ -596,6 +620,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also measure the hello of a keyless with this many --workers (1: not)",
     )
     p.add_argument("--no-socketify", action="store_true", help="do not try socketify")
+    p.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also run keyless from this tree (a checkout of an earlier commit: its src/ is "
+        "imported) for the same three cells, as 'keyless baseline': before and after in one run",
+    )
     p.add_argument("--json-seconds", type=float, default=0.2, help="timing budget per encode")
     p.add_argument("--start-timeout", type=float, default=30.0, help="per server, seconds")
     add_out(p, NAME)
@@ -607,6 +637,8 @@ def validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("need 1 <= --rounds <= 10 and concurrencies >= 1")
     if not 1 <= args.keyless_workers <= 8:
         p.error("need 1 <= --keyless-workers <= 8")
+    if args.baseline_src is not None and not (args.baseline_src / "src" / "keyless").is_dir():
+        p.error(f"--baseline-src {args.baseline_src}: no src/keyless in it")
 
 
 def header(args: argparse.Namespace) -> str:

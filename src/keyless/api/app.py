@@ -10,11 +10,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp
 
-from keyless.api import k8s, ops, token
+from keyless.api import fastpath, k8s, ops, token
 from keyless.api.adfs import discovery as adfs
 from keyless.api.admin import apply, audit, dev, federation, system, vault
 from keyless.api.admin.auditing import AdminAuditMiddleware
@@ -26,6 +26,7 @@ from keyless.api.keyvault import secrets as kv_secrets
 from keyless.api.keyvault.bodies import kv_error
 from keyless.api.keyvault.gateway import KeyVaultAuth, VaultDispatcher
 from keyless.api.observability import ObservabilityMiddleware
+from keyless.api.responses import JSONResponse
 from keyless.api.sync import LocalSync
 from keyless.api.vault import auth as vault_auth
 from keyless.api.vault import kv as vault_kv
@@ -115,13 +116,16 @@ def _app(routes: list[BaseRoute], services: Edge, metrics: Metrics, listener: st
     return app
 
 
-def public_app(services: Admin, metrics: Metrics) -> ASGIApp:
+def public_app(services: Admin, metrics: Metrics, *, fast_path: bool = True) -> ASGIApp:
+    """``fast_path``: the hot routes ahead of the routers (api/fastpath.py); off, every request
+    takes the routers, as the fast path's tests compare."""
+    vault_api = _vault_app(services)
     routes: list[BaseRoute] = [
         *ops.routes,
         *discovery.routes,
         *token.routes,
         *adfs.routes,
-        _dotall(Mount("/v1", app=_vault_app(services))),
+        _dotall(Mount(fastpath.VAULT_MOUNT, app=vault_api)),
     ]
     if services.settings.dev:
         routes += clusters.routes
@@ -143,7 +147,16 @@ def public_app(services: Admin, metrics: Metrics) -> ASGIApp:
         default_tenant_id=services.default_tenant.id,
     )
     keyvault.add_middleware(ObservabilityMiddleware, metrics=metrics, listener="keyvault")
-    return LocalSync(VaultDispatcher(main, keyvault, services.settings), services)
+    if not fast_path:
+        return LocalSync(VaultDispatcher(main, keyvault, services.settings), services)
+    return LocalSync(
+        VaultDispatcher(
+            fastpath.main_routes(main, vault_api),
+            fastpath.keyvault_routes(keyvault),
+            services.settings,
+        ),
+        services,
+    )
 
 
 def webhook_app(services: Edge, metrics: Metrics) -> ASGIApp:

@@ -7,8 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from starlette.responses import JSONResponse
-
+from keyless.api.responses import JSONResponse
 from keyless.core.errors import AuditUnavailable, KeylessError, RateLimited, Unavailable
 from keyless.logs import request_id
 

@@ -6,10 +6,11 @@ import logging
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.api.context import Admin
+from keyless.api.responses import JSONResponse
 
 log = logging.getLogger("keyless.ops")
 

@@ -21,12 +21,13 @@ so rate-limited per client IP like the Entra discovery routes.
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.api.context import edge_of
 from keyless.api.oautherrors import common_error
 from keyless.api.oidcmeta import provider_metadata
+from keyless.api.responses import JSONResponse
 from keyless.api.tenancy import ADFS, ADFS_TOKEN_PATH
 from keyless.api.throttle import discovery_refusal
 

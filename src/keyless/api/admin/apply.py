@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.api.admin.common import json_body, services_of, tenant_of
 from keyless.api.admin.errors import error_response
 from keyless.api.admin.federation import ensure_dev_cluster
+from keyless.api.responses import JSONResponse
 from keyless.core.access import admin_principal
 from keyless.core.apply import ApplyFailed, Document, Reconciler, parse_document
 from keyless.core.errors import InvalidRequest

@@ -4,10 +4,11 @@ and verify the log (chain, keyed MACs, head, checkpoints, and checkpoints from a
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.api.admin.common import json_body, services_of
+from keyless.api.responses import JSONResponse
 from keyless.core.auditcheckpoint import Checkpoint
 from keyless.core.auditlog import verify_log
 from keyless.core.errors import Conflict, InvalidRequest

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.api.admin.common import json_body, services_of, text
+from keyless.api.responses import JSONResponse
 from keyless.core.devcluster import DEFAULT_AUDIENCE
 from keyless.core.errors import InvalidRequest
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from keyless.api.responses import JSONResponse
 from keyless.core import errors
 
 STATUS: dict[type[errors.KeylessError], int] = {

@@ -6,11 +6,12 @@ import dataclasses
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.api.admin.common import json_body, services_of, tenant_of, text
 from keyless.api.context import Admin
+from keyless.api.responses import JSONResponse
 from keyless.core import devcluster, rbac, workloadenv
 from keyless.core.errors import InvalidRequest, NotFound
 from keyless.core.issuers import SOURCES

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless import __version__
 from keyless.api.admin.common import json_body, text
 from keyless.api.context import Admin
+from keyless.api.responses import JSONResponse
 from keyless.core.models import SigningKeyRecord
 from keyless.settings import ca_path
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.api.admin.common import json_body, services_of, tenant_of, text
+from keyless.api.responses import JSONResponse
 from keyless.api.urls import vault_url
 from keyless.core import rbac
 from keyless.core.access import admin_principal

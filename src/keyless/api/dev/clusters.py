@@ -7,10 +7,11 @@ IP with the tenants' discovery (``--discovery-rate-limit``).
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.api.context import Edge
+from keyless.api.responses import JSONResponse
 from keyless.api.throttle import discovery_refusal
 from keyless.core import devcluster
 from keyless.core.models import DevCluster

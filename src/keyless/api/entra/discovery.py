@@ -8,12 +8,13 @@ looked up, and unknown tenants are answered from memory (core/tenants.py).
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.api.context import broker_of, edge_of
 from keyless.api.oautherrors import common_error, entra_error
 from keyless.api.oidcmeta import provider_metadata
+from keyless.api.responses import JSONResponse
 from keyless.api.tenancy import tenant_named
 from keyless.api.throttle import discovery_refusal
 from keyless.core.errors import NotFound

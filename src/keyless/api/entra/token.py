@@ -13,10 +13,11 @@ SDK quirks pinned here:
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from keyless.api.forms import required
 from keyless.api.oautherrors import TOKEN_ERRORS, common_error, entra_error
+from keyless.api.responses import JSONResponse
 from keyless.core import errors
 from keyless.core.broker import Broker
 from keyless.core.exchange import ExchangeRequest

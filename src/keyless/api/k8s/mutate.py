@@ -24,11 +24,12 @@ from __future__ import annotations
 import logging
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.api.context import Edge, edge_of
 from keyless.api.forms import read_body
+from keyless.api.responses import JSONResponse
 from keyless.core.errors import KeylessError, NotFound
 from keyless.k8s import admission, inject
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.responses import JSONResponse
-
+from keyless.api.responses import JSONResponse
 from keyless.core.errors import InvalidRequest
 from keyless.core.secrets import (
     PropertyChanges,

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.api.context import broker_of
@@ -36,6 +36,7 @@ from keyless.api.keyvault.bodies import (
     secret_value,
 )
 from keyless.api.keyvault.gateway import BASE, PRINCIPAL, VAULT
+from keyless.api.responses import JSONResponse
 from keyless.core import errors, strictjson
 from keyless.core.broker import Broker
 from keyless.core.secrets import Secret, keyvault_addressable, validate_keyvault_name

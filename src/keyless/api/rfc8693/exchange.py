@@ -7,10 +7,11 @@ fields (``error_codes``, ``trace_id``) are kept so the cause is just as clear.
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from keyless.api.forms import required
 from keyless.api.oautherrors import TOKEN_ERRORS, common_error, entra_error
+from keyless.api.responses import JSONResponse
 from keyless.core import errors
 from keyless.core.broker import Broker
 from keyless.core.exchange import ExchangeRequest

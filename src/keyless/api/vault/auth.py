@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.api.context import edge_of
+from keyless.api.responses import JSONResponse
 from keyless.api.throttle import spend_token_request
 from keyless.api.vault.wire import (
     envelope,

@@ -14,9 +14,10 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
+from keyless.api.responses import JSONResponse
 from keyless.api.vault.wire import broker_of, call_of, envelope, read_json, refuse_mount, rfc3339
 from keyless.core import errors, kvdata
 from keyless.core.secrets import PropertyChanges, Secret, SecretVersion, validate_tags

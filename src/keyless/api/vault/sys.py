@@ -11,11 +11,12 @@ import uuid
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless import __version__
 from keyless.api.context import edge_of
+from keyless.api.responses import JSONResponse
 from keyless.api.vault.wire import envelope, principal_of, read_json, refuse_mount, vault_error
 from keyless.core import errors, rbac
 from keyless.core.access import Principal

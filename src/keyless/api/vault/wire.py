@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from keyless.api.context import edge_of
 from keyless.api.forms import read_body
+from keyless.api.responses import JSONResponse
 from keyless.core import errors, strictjson
 from keyless.core.access import Principal
 from keyless.core.audit import AuditEvent

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import ssl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager

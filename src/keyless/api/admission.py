@@ -52,20 +52,32 @@ class InFlight:
         self.count = 0
 
 
+def _retry_later(response: Response) -> Response:
+    response.headers["Retry-After"] = RETRY_AFTER
+    return response
+
+
 def entra_busy() -> Response:
-    return entra_error(503, "temporarily_unavailable", 50196, MESSAGE)
+    """Per request: Entra's body carries a trace id and a timestamp."""
+    return _retry_later(entra_error(503, "temporarily_unavailable", 50196, MESSAGE))
+
+
+# The other dialects' bodies never change: made once, by each dialect's own error renderer.
+_KEYVAULT = _retry_later(kv_render(Unavailable(MESSAGE)))
+_VAULT = _retry_later(vault_render(Unavailable(MESSAGE)))
+_KEYLESS = _retry_later(error_response(Unavailable(MESSAGE)))
 
 
 def keyvault_busy() -> Response:
-    return kv_render(Unavailable(MESSAGE))
+    return _KEYVAULT
 
 
 def vault_busy() -> Response:
-    return vault_render(Unavailable(MESSAGE))
+    return _VAULT
 
 
 def keyless_busy() -> Response:
-    return error_response(Unavailable(MESSAGE))
+    return _KEYLESS
 
 
 def match_route(routes: Collection[BaseRoute], scope: Scope) -> BaseRoute | None:
@@ -118,7 +130,7 @@ class Admission:
             route = match_route(self.routes, scope)
             response = self.busy(route, scope)
             if response is not None:
-                await self._refuse(route, scope, response, receive, send)
+                await self._refuse(route, scope, response, send)
                 return
             await self.app(scope, receive, send)  # a probe: never shed
             return
@@ -129,12 +141,7 @@ class Admission:
             gate.count -= 1
 
     async def _refuse(
-        self,
-        route: BaseRoute | None,
-        scope: Scope,
-        response: Response,
-        receive: Receive,
-        send: Send,
+        self, route: BaseRoute | None, scope: Scope, response: Response, send: Send
     ) -> None:
         template = getattr(route, "path", None)
         label = template if isinstance(template, str) else "unmatched"
@@ -144,5 +151,7 @@ class Admission:
         if counter is None:
             counter = self._children[label] = self._shed.labels(self.listener, label)
         counter.inc()
-        response.headers["Retry-After"] = RETRY_AFTER
-        await response(scope, receive, send)
+        # Sent as raw messages: the response may be shared, its header list must not be.
+        headers = list(response.raw_headers)
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})

@@ -90,6 +90,12 @@ def busy(servers: ServerFactory) -> RunningServer:
     )
 
 
+def _fresh(server: RunningServer) -> httpx.Client:
+    """A client that opens a connection per request: a shed connection is not read again
+    until Retry-After has passed (test_a_client_that_ignores_retry_after_is_held_to_it)."""
+    return server.client(limits=httpx.Limits(max_keepalive_connections=0))
+
+
 def _shed(response: httpx.Response) -> Any:
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] == "1"
@@ -98,7 +104,7 @@ def _shed(response: httpx.Response) -> Any:
 
 def test_over_the_limit_each_dialect_gets_503_with_retry_after(busy: RunningServer) -> None:
     port = busy.port
-    with _at_limit(busy, 2), busy.client() as client:
+    with _at_limit(busy, 2), _fresh(busy) as client:
         # The token endpoint (Entra v2, RFC 8693, AD FS): OAuth's temporarily_unavailable
         # (RFC 6749 5.2) with the fields of Entra's other error bodies.
         for path in (TOKEN_PATH, "/adfs/oauth2/token"):
@@ -131,7 +137,7 @@ def test_shed_requests_are_counted_and_logged_by_route_template(busy: RunningSer
     counter = "keyless_shed_requests_total"
     token_labels = 'listener="public",route="/{tenant}/oauth2/v2.0/token"'
     kv_labels = 'listener="keyvault",route="/secrets/{name}"'
-    with _at_limit(busy, 2), busy.client() as client:
+    with _at_limit(busy, 2), _fresh(busy) as client:
         for _ in range(3):
             _shed(client.post("/some-tenant/oauth2/v2.0/token", content=FORM))
         _shed(client.get("/vaults/kv/secrets/db?api-version=7.5"))
@@ -139,14 +145,14 @@ def test_shed_requests_are_counted_and_logged_by_route_template(busy: RunningSer
         assert _metric(busy, counter, kv_labels) == 1
         requests = 'method="POST",route="/{tenant}/oauth2/v2.0/token",status="503"'
         assert _metric(busy, "keyless_http_requests_total", requests) == 3
-    assert busy.wait_for_log('"status": 503')
+    assert busy.wait_for_log('"route": "/secrets/{name}", "status": 503')  # lines are batched
     lines = [json.loads(ln) for ln in busy.output if '"status": 503' in ln]
     assert {ln["route"] for ln in lines} == {"/{tenant}/oauth2/v2.0/token", "/secrets/{name}"}
     assert all("some-tenant" not in json.dumps(ln) for ln in lines)  # templates, no raw path
 
 
 def test_the_limit_frees_up_when_requests_finish(busy: RunningServer) -> None:
-    with busy.client() as client:
+    with _fresh(busy) as client:
         with _at_limit(busy, 2) as held:
             _shed(client.post(TOKEN_PATH, content=FORM))
             # The held requests were admitted: they finish with the handler's own answer.
@@ -155,6 +161,41 @@ def test_the_limit_frees_up_when_requests_finish(busy: RunningServer) -> None:
         response = client.post(TOKEN_PATH, content=FORM)
         assert response.status_code == 400  # the handler ran: no client assertion
         assert response.json()["error"] == "invalid_request"
+
+
+def _read_response(sock: socket.socket) -> tuple[int, dict[str, str]]:
+    """One response on a keep-alive connection: (status, headers)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(1)  # byte by byte: the next response must stay unread
+        assert chunk, "connection closed before a response"
+        data += chunk
+    lines = data.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:] if line)
+    length = int(headers["content-length"])
+    body = b""
+    while len(body) < length:
+        body += sock.recv(length - len(body))
+    return int(lines[0][9:12]), headers
+
+
+def test_a_client_that_ignores_retry_after_is_held_to_it(busy: RunningServer) -> None:
+    """The 503 goes out at once; the same connection's next request is read only once
+    Retry-After has passed. Another connection is answered meanwhile."""
+    request = f"GET /no/such/path HTTP/1.1\r\nHost: localhost:{busy.port}\r\n\r\n".encode()
+    with _at_limit(busy, 2), busy.client() as other:
+        raw = socket.create_connection(("127.0.0.1", busy.port), timeout=30)
+        with busy.ssl_context().wrap_socket(raw, server_hostname="localhost") as sock:
+            sock.sendall(request)
+            status, headers = _read_response(sock)
+            assert status == 503 and headers["retry-after"] == "1"
+            shed_at = time.monotonic()
+            sock.sendall(request)  # at once, as a client that ignores Retry-After
+            _shed(other.get("/no/such/path"))  # a fresh connection: answered at once
+            assert time.monotonic() - shed_at < 0.9
+            status, headers = _read_response(sock)
+            assert status == 503 and headers["retry-after"] == "1"
+            assert time.monotonic() - shed_at >= 0.95
 
 
 class _Credential:

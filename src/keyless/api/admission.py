@@ -16,6 +16,11 @@ busy process as alive (below the limit they count like any request: telling them
 a route lookup, which only a request over the limit pays). The admin socket and the webhook
 listener have no limit.
 
+A client that re-sends at once on the same connection instead of waiting ``Retry-After`` is
+held to it: the server does not read that connection again until the time has passed
+(server/limits.py), so a shed answer costs a hammering client its wait, not the server one
+loop turn after another.
+
 The 503 speaks the dialect of the URL, as the SDK that called it expects: the token endpoint
 (Entra v2, RFC 8693, AD FS) an OAuth error ``temporarily_unavailable`` (RFC 6749 5.2) in
 Entra's body, a vault host or ``/vaults/NAME`` Key Vault's error body, ``/v1/...`` Vault's
@@ -40,6 +45,9 @@ from keyless.core.errors import Unavailable
 from keyless.metrics import Metrics
 
 RETRY_AFTER = "1"
+# Scope key: the server's protocol (server/limits.py) puts here a function that, given
+# seconds, stops reading the connection for that long once the current response is sent.
+HOLD_READS = "keyless.hold_reads"
 MESSAGE = "the server is busy; retry after 1 second"
 
 
@@ -151,6 +159,9 @@ class Admission:
         if counter is None:
             counter = self._children[label] = self._shed.labels(self.listener, label)
         counter.inc()
+        hold = scope.get(HOLD_READS)
+        if hold is not None:  # the connection's next request waits out Retry-After
+            hold(float(RETRY_AFTER))
         # Sent as raw messages: the response may be shared, its header list must not be.
         headers = list(response.raw_headers)
         await send({"type": "http.response.start", "status": 503, "headers": headers})

@@ -430,22 +430,33 @@ async def drive(
     stall_grace: float = 30.0,
     shed: list[int] | None = None,
     honor_retry_after: bool = False,
+    not_before: dict[int, float] | None = None,
 ) -> tuple[int, int]:
     """Run all senders until ``seconds`` elapse or ``max_requests`` have been issued.
 
     Returns (issued, errors). If the server stalls, the run is cancelled ``stall_grace``
     seconds after the deadline and the requests still in flight count as errors. A sender's
     :class:`Shed` answers are counted in ``shed[0]`` (neither an error nor a latency); with
-    ``honor_retry_after`` that sender then waits its ``Retry-After`` (up to the deadline).
+    ``honor_retry_after`` that sender then waits its ``Retry-After``; a wait the deadline cuts
+    short is kept in ``not_before`` (sender index -> ``perf_counter`` time), so the next run on
+    the same connections (a timed run after its warm-up) waits it out before sending.
     """
     issued = errors = done = 0
     clock = time.perf_counter
     deadline = clock() + seconds
     shed_count = shed if shed is not None else [0]
+    waits = not_before if not_before is not None else {}
 
-    async def worker(send: Send) -> None:
+    async def worker(k: int, send: Send) -> None:
         nonlocal issued, errors, done
         while issued < max_requests and clock() < deadline:
+            until = waits.pop(k, 0.0)
+            if until > clock():
+                if until >= deadline:  # waits past this run: idle to its end, then stop
+                    waits[k] = until
+                    await asyncio.sleep(max(0.0, deadline - clock()))
+                    return
+                await asyncio.sleep(until - clock())
             i = issued
             issued = i + 1
             t0 = clock()
@@ -454,13 +465,13 @@ async def drive(
             if isinstance(ok, Shed):
                 shed_count[0] += 1
                 if honor_retry_after and ok.retry_after > 0:
-                    await asyncio.sleep(max(0.0, min(ok.retry_after, deadline - clock())))
+                    waits[k] = clock() + ok.retry_after
             elif not ok:
                 errors += 1
             elif lat is not None:
                 lat.append(clock() - t0)
 
-    tasks = [asyncio.ensure_future(worker(s)) for s in sends]
+    tasks = [asyncio.ensure_future(worker(k, s)) for k, s in enumerate(sends)]
     try:
         finished, _ = await asyncio.wait(tasks, timeout=seconds + stall_grace)
         for task in finished:
@@ -489,15 +500,19 @@ async def run_load(
     counted, but the first one is kept as ``first_error`` if the timed run has none.
     """
     sends = await session.open(concurrency)
+    waits: dict[int, float] = {}  # Retry-After waits a warm-up leaves to the timed run
     try:
-        await drive(sends, warmup, max(concurrency * 50, 500), None, stall_grace)
+        await drive(
+            sends, warmup, max(concurrency * 50, 500), None, stall_grace, None,
+            honor_retry_after, waits,
+        )  # fmt: skip
         warm_error, session.first_error = session.first_error, None
         lat: list[float] = []
         shed = [0]
         srv0 = tree_cpu_seconds(server_pid) if server_pid else 0.0
         cli0, t0 = time.process_time(), time.perf_counter()
         issued, errors = await drive(
-            sends, seconds, max_requests, lat, stall_grace, shed, honor_retry_after
+            sends, seconds, max_requests, lat, stall_grace, shed, honor_retry_after, waits
         )
         elapsed = time.perf_counter() - t0
         srv1 = tree_cpu_seconds(server_pid) if server_pid else 0.0

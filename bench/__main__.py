@@ -1,4 +1,4 @@
-"""``python -m bench STUDY [options]`` (openbao, exchange, read, soak, stack, audit);
+"""``python -m bench STUDY [options]`` (openbao, exchange, read, soak, stack, audit, overload);
 ``python -m bench render``."""
 
 from __future__ import annotations
@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import audit, exchange, openbao, read, report, soak, stack
+from . import audit, exchange, openbao, overload, read, report, soak, stack
 
-STUDIES: dict[str, Any] = {m.NAME: m for m in (openbao, exchange, read, soak, stack, audit)}
+STUDIES: dict[str, Any] = {
+    m.NAME: m for m in (openbao, exchange, read, soak, stack, audit, overload)
+}
 
 
 def publish(study: Any, data: dict[str, Any], out: Path, **extra: Any) -> None:

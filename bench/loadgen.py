@@ -10,6 +10,13 @@ enough HTTP/1.1: one request in flight per connection, ``Content-Length`` or chu
                             warmup=1.0, server_pid=proc.pid)
     result.rps, result.p50_ms, result.p99_ms, result.errors, result.first_error
 
+A session made with ``count_shed=True`` counts a 503 or 429 (the server shedding load or
+throttling) as *shed*, apart from successes and errors, so that an overload study can tell
+"refused at once, come back later" from "broken"; quantiles are over successes (answered
+requests) only. With ``honor_retry_after`` a connection that was shed waits what the
+response's ``Retry-After`` says (as azure-core's RetryPolicy does; never past the run's
+deadline) before its next request.
+
 Every run is bounded by a duration and a request count, and a stalled server cannot hang it:
 the whole run is cancelled ``stall_grace`` seconds after its deadline, and every request it
 left unanswered counts as an error. Request ``i`` of a run uses ``reqs[i % len(reqs)]``, so a
@@ -162,11 +169,16 @@ class RawConn:
         return cls(reader, writer)
 
     async def request(self, raw: bytes) -> tuple[int, bytes]:
+        status, _, body = await self.request_full(raw)
+        return status, body
+
+    async def request_full(self, raw: bytes) -> tuple[int, bytes, bytes]:
+        """(status, lower-cased response head, body)."""
         self.writer.write(raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
+        head = (await self.reader.readuntil(b"\r\n\r\n")).lower()
         status = int(head[9:12])
         length, chunked = None, False
-        for line in head.lower().split(b"\r\n")[1:]:
+        for line in head.split(b"\r\n")[1:]:
             if line.startswith(b"content-length:"):
                 length = int(line[15:])
             elif line.startswith(b"transfer-encoding:") and b"chunked" in line:
@@ -180,10 +192,10 @@ class RawConn:
                     break
                 body += await self.reader.readexactly(size + 2)
                 del body[-2:]
-            return status, bytes(body)
+            return status, head, bytes(body)
         if length is None:
             raise HTTPError("response without content-length")
-        return status, await self.reader.readexactly(length)
+        return status, head, await self.reader.readexactly(length)
 
     async def close(self) -> None:
         self.writer.close()
@@ -204,8 +216,20 @@ async def request_once(target: Target, req: Req, timeout: float = 10.0) -> tuple
 # Sessions: a set of connections, each driven by one worker.
 # --------------------------------------------------------------------------------------------
 
+SHED_STATUSES = frozenset({429, 503})
+
+
+@dataclass(frozen=True)
+class Shed:
+    """What a sender of a ``count_shed`` session returns for a 503/429: neither a success
+    nor an error. ``retry_after``: the response's ``Retry-After`` in seconds (0 if none)."""
+
+    status: int
+    retry_after: float = 0.0
+
+
 # A session's open() returns one "send(i) -> ok" callable per worker.
-Send = Callable[[int], Awaitable[bool]]
+Send = Callable[[int], Awaitable["bool | Shed"]]
 # Decides whether a response is a success: check(status, body).
 Check = Callable[[int, bytes], bool]
 
@@ -228,14 +252,28 @@ class Session(Protocol):
     async def close(self) -> None: ...
 
 
+def retry_after(head: bytes) -> float:
+    """A lower-cased response head's ``Retry-After`` in seconds (delta form), 0 if none."""
+    for line in head.split(b"\r\n")[1:]:
+        if line.startswith(b"retry-after:"):
+            value = line[12:].strip()
+            return float(value) if value.isdigit() else 0.0
+    return 0.0
+
+
 class RawSession:
-    """``concurrency`` keep-alive connections; request ``i`` sends ``reqs[i % len(reqs)]``."""
+    """``concurrency`` keep-alive connections; request ``i`` sends ``reqs[i % len(reqs)]``.
+
+    ``count_shed``: a 503 or 429 is :class:`Shed`, not an error (overload studies)."""
 
     name = "raw asyncio streams, HTTP/1.1 keep-alive"
 
-    def __init__(self, target: Target, reqs: list[Req], check: Check | bytes) -> None:
+    def __init__(
+        self, target: Target, reqs: list[Req], check: Check | bytes, *, count_shed: bool = False
+    ) -> None:
         if not reqs:
             raise ValueError("no requests to send")
+        self.count_shed = count_shed
         self.target = target
         self.check = expect_ok(check) if isinstance(check, bytes) else check
         self.payloads = [raw_bytes(r, target) for r in reqs]
@@ -254,13 +292,14 @@ class RawSession:
 
     def _sender(self, k: int) -> Send:
         payloads, check, n = self.payloads, self.check, len(self.payloads)
+        count_shed = self.count_shed
 
-        async def send(i: int) -> bool:
+        async def send(i: int) -> bool | Shed:
             conn = self.conns[k]
             try:
                 if conn is None:
                     conn = self.conns[k] = await RawConn.open(self.target)
-                status, body = await conn.request(payloads[i % n])
+                status, head, body = await conn.request_full(payloads[i % n])
             except (OSError, EOFError, ValueError, HTTPError, asyncio.LimitOverrunError) as exc:
                 # IncompleteReadError is an EOFError; ssl.SSLError is an OSError.
                 if conn is not None:
@@ -270,6 +309,8 @@ class RawSession:
                 return False
             if check(status, body):
                 return True
+            if count_shed and status in SHED_STATUSES:
+                return Shed(status, retry_after(head))
             self._note(f"HTTP {status}: {body[:2000].decode('utf-8', 'replace')}")
             return False
 
@@ -294,6 +335,7 @@ class RunResult:
     server_cpu: float
     client_cpu: float
     first_error: str | None = None
+    shed: int = 0  # 503/429 answers of a ``count_shed`` session: neither success nor error
     _sorted: list[float] | None = field(default=None, repr=False, compare=False)
     # Quantiles (ms) of a result read back from JSON, which keeps no latencies.
     _fixed: dict[float, float] | None = field(default=None, repr=False, compare=False)
@@ -302,6 +344,11 @@ class RunResult:
     def rps(self) -> float:
         """Successful requests per second."""
         return self.requests / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def shed_rps(self) -> float:
+        """Shed (503/429) answers per second."""
+        return self.shed / self.elapsed if self.elapsed > 0 else 0.0
 
     def pct_ms(self, q: float) -> float:
         """The ``q`` quantile (nearest rank) of successful requests' latency, in ms."""
@@ -333,8 +380,8 @@ class RunResult:
         return max(self.latencies) * 1000.0 if self.latencies else float("nan")
 
     def per_1k(self, cpu: float) -> float:
-        """CPU seconds per 1000 requests (successful or not)."""
-        done = self.requests + self.errors
+        """CPU seconds per 1000 requests (successful, shed or failed)."""
+        done = self.requests + self.errors + self.shed
         return cpu / done * 1000.0 if done else float("nan")
 
     def summary(self) -> dict[str, Any]:
@@ -342,6 +389,7 @@ class RunResult:
         return {
             "requests": self.requests,
             "errors": self.errors,
+            "shed": self.shed,
             "elapsed": self.elapsed,
             "server_cpu": self.server_cpu,
             "client_cpu": self.client_cpu,
@@ -357,7 +405,7 @@ class RunResult:
         fixed = {0.5: d["p50_ms"], 0.95: d["p95_ms"], 0.99: d["p99_ms"], 1.0: d["max_ms"]}
         return cls(
             d["requests"], d["errors"], d["elapsed"], [], d["server_cpu"], d["client_cpu"],
-            d["first_error"], _fixed=fixed,
+            d["first_error"], d.get("shed", 0), _fixed=fixed,
         )  # fmt: skip
 
     @classmethod
@@ -370,6 +418,7 @@ class RunResult:
             server_cpu=sum(p.server_cpu for p in parts),
             client_cpu=sum(p.client_cpu for p in parts),
             first_error=next((p.first_error for p in parts if p.first_error), None),
+            shed=sum(p.shed for p in parts),
         )
 
 
@@ -379,30 +428,50 @@ async def drive(
     max_requests: int,
     lat: list[float] | None,
     stall_grace: float = 30.0,
+    shed: list[int] | None = None,
+    honor_retry_after: bool = False,
+    not_before: dict[int, float] | None = None,
 ) -> tuple[int, int]:
     """Run all senders until ``seconds`` elapse or ``max_requests`` have been issued.
 
     Returns (issued, errors). If the server stalls, the run is cancelled ``stall_grace``
-    seconds after the deadline and the requests still in flight count as errors.
+    seconds after the deadline and the requests still in flight count as errors. A sender's
+    :class:`Shed` answers are counted in ``shed[0]`` (neither an error nor a latency); with
+    ``honor_retry_after`` that sender then waits its ``Retry-After``; a wait the deadline cuts
+    short is kept in ``not_before`` (sender index -> ``perf_counter`` time), so the next run on
+    the same connections (a timed run after its warm-up) waits it out before sending.
     """
     issued = errors = done = 0
     clock = time.perf_counter
     deadline = clock() + seconds
+    shed_count = shed if shed is not None else [0]
+    waits = not_before if not_before is not None else {}
 
-    async def worker(send: Send) -> None:
+    async def worker(k: int, send: Send) -> None:
         nonlocal issued, errors, done
         while issued < max_requests and clock() < deadline:
+            until = waits.pop(k, 0.0)
+            if until > clock():
+                if until >= deadline:  # waits past this run: idle to its end, then stop
+                    waits[k] = until
+                    await asyncio.sleep(max(0.0, deadline - clock()))
+                    return
+                await asyncio.sleep(until - clock())
             i = issued
             issued = i + 1
             t0 = clock()
             ok = await send(i)
             done += 1
-            if not ok:
+            if isinstance(ok, Shed):
+                shed_count[0] += 1
+                if honor_retry_after and ok.retry_after > 0:
+                    waits[k] = clock() + ok.retry_after
+            elif not ok:
                 errors += 1
             elif lat is not None:
                 lat.append(clock() - t0)
 
-    tasks = [asyncio.ensure_future(worker(s)) for s in sends]
+    tasks = [asyncio.ensure_future(worker(k, s)) for k, s in enumerate(sends)]
     try:
         finished, _ = await asyncio.wait(tasks, timeout=seconds + stall_grace)
         for task in finished:
@@ -422,6 +491,7 @@ async def run_load(
     warmup: float,
     server_pid: int | None,
     stall_grace: float = 30.0,
+    honor_retry_after: bool = False,
 ) -> RunResult:
     """Open ``concurrency`` connections, warm up, then one timed, bounded run.
 
@@ -430,26 +500,34 @@ async def run_load(
     counted, but the first one is kept as ``first_error`` if the timed run has none.
     """
     sends = await session.open(concurrency)
+    waits: dict[int, float] = {}  # Retry-After waits a warm-up leaves to the timed run
     try:
-        await drive(sends, warmup, max(concurrency * 50, 500), None, stall_grace)
+        await drive(
+            sends, warmup, max(concurrency * 50, 500), None, stall_grace, None,
+            honor_retry_after, waits,
+        )  # fmt: skip
         warm_error, session.first_error = session.first_error, None
         lat: list[float] = []
+        shed = [0]
         srv0 = tree_cpu_seconds(server_pid) if server_pid else 0.0
         cli0, t0 = time.process_time(), time.perf_counter()
-        issued, errors = await drive(sends, seconds, max_requests, lat, stall_grace)
+        issued, errors = await drive(
+            sends, seconds, max_requests, lat, stall_grace, shed, honor_retry_after, waits
+        )
         elapsed = time.perf_counter() - t0
         srv1 = tree_cpu_seconds(server_pid) if server_pid else 0.0
         cli1 = time.process_time()
     finally:
         await session.close()
     return RunResult(
-        requests=issued - errors,
+        requests=issued - errors - shed[0],
         errors=errors,
         elapsed=elapsed,
         latencies=lat,
         server_cpu=srv1 - srv0,
         client_cpu=cli1 - cli0,
         first_error=session.first_error or warm_error,
+        shed=shed[0],
     )
 
 

@@ -27,6 +27,14 @@ def test_flags_win_over_env_which_win_over_defaults() -> None:
     assert s.public_url == "https://localhost:9443"
 
 
+def test_max_in_flight_from_flag_or_env() -> None:
+    assert Settings().max_in_flight == 64
+    assert load_settings({}, {"KEYLESS_MAX_IN_FLIGHT": "0"}).max_in_flight == 0  # off
+    assert (
+        load_settings({"max_in_flight": "200"}, {"KEYLESS_MAX_IN_FLIGHT": "0"}).max_in_flight == 200
+    )
+
+
 def test_settings_are_frozen() -> None:
     with pytest.raises(AttributeError):
         Settings().dev = True  # type: ignore[misc]
@@ -51,6 +59,7 @@ def test_foreign_test_variables_are_ignored() -> None:
         ({"database_url": "mysql://x"}, {}, "is not sqlite:///PATH or postgresql"),
         ({}, {"KEYLESS_DEV": "maybe"}, "is not a boolean"),
         ({"colour": "blue"}, {}, "unknown option --colour"),
+        ({"max_in_flight": "-1"}, {}, "--max-in-flight: '-1' must be a whole number"),
     ],
     ids=[
         "unknown-env",
@@ -65,6 +74,7 @@ def test_foreign_test_variables_are_ignored() -> None:
         "bad-db",
         "bad-bool",
         "unknown-flag",
+        "negative-max-in-flight",
     ],
 )
 def test_bad_config_fails_with_one_line(flags: dict, env: dict, message: str) -> None:

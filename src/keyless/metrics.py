@@ -29,6 +29,18 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        self.shed = Counter(
+            "keyless_shed_requests_total",
+            "Requests answered 503 at once because --max-in-flight were in progress",
+            ["listener", "route"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "keyless_http_requests_in_flight",
+            "Public requests in progress in this process (what --max-in-flight limits), "
+            "this scrape included",
+            registry=self.registry,
+        )
         self.key_rotations = Counter(
             "keyless_signing_key_rotations_total",
             "Signing key rotations by this process",

@@ -49,6 +49,8 @@ class Settings:
     secret_cache_mb: int = 32  # sealed secrets kept in memory for reads; 0 disables
     token_rate_limit: int = 50  # token requests per second per client IP; 0 disables
     token_rate_burst: int = 100
+    # Public requests in progress per process; one more is answered 503 at once. 0 = no limit.
+    max_in_flight: int = 64
     workers: int = 1  # processes serving the public listener (SO_REUSEPORT), one event loop each
     header_timeout: int = 10  # seconds a client has to send its request headers
     body_timeout: int = 10  # seconds a client has to send its whole body, once headers are in
@@ -118,6 +120,7 @@ _FIELDS: dict[str, str] = {
     "body_timeout": "duration",
     "discovery_rate_limit": "count",
     "workers": "workers",
+    "max_in_flight": "count",
     "k8s_public_ca": "bool",
     "k8s_ca_configmap": "dnsname",
     "k8s_tenant": "str",

@@ -12,13 +12,21 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Scope
 
 from keyless.api import fastpath, k8s, ops, token
 from keyless.api.adfs import discovery as adfs
 from keyless.api.admin import apply, audit, dev, federation, system, vault
 from keyless.api.admin.auditing import AdminAuditMiddleware
 from keyless.api.admin.errors import handle_keyless_error
+from keyless.api.admission import (
+    Admission,
+    InFlight,
+    entra_busy,
+    keyless_busy,
+    keyvault_busy,
+    vault_busy,
+)
 from keyless.api.context import Admin, Edge
 from keyless.api.dev import clusters
 from keyless.api.entra import discovery
@@ -101,7 +109,13 @@ def _dotall(mount: Mount) -> Mount:
     return mount
 
 
-def _app(routes: list[BaseRoute], services: Edge, metrics: Metrics, listener: str) -> Starlette:
+def _app(
+    routes: list[BaseRoute],
+    services: Edge,
+    metrics: Metrics,
+    listener: str,
+    gate: InFlight | None = None,
+) -> Starlette:
     app = Starlette(
         routes=routes,
         exception_handlers={
@@ -112,8 +126,38 @@ def _app(routes: list[BaseRoute], services: Edge, metrics: Metrics, listener: st
     )
     app.state.services = services
     app.state.metrics = metrics
+    if gate is not None:  # inside observability: the access log sees a shed request
+        app.add_middleware(
+            Admission,
+            in_flight=gate,
+            routes=routes,
+            busy=_main_busy,
+            metrics=metrics,
+            listener=listener,
+        )
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, listener=listener)
     return app
+
+
+# Route objects compare by value and do not hash: kept by identity.
+_NEVER_SHED = frozenset(map(id, ops.routes))  # probes and metrics
+_TOKEN = frozenset(map(id, token.routes))
+
+
+def _main_busy(route: BaseRoute | None, scope: Scope) -> Response | None:
+    """The 503 of a shed request on the main app, in the dialect of its URL."""
+    if id(route) in _NEVER_SHED:
+        return None
+    path: str = scope["path"]
+    if path == "/v1" or path.startswith("/v1/"):
+        return vault_busy()
+    if id(route) in _TOKEN:
+        return entra_busy()
+    return keyless_busy()
+
+
+def _keyvault_busy(route: BaseRoute | None, scope: Scope) -> Response:
+    return keyvault_busy()
 
 
 def public_app(services: Admin, metrics: Metrics, *, fast_path: bool = True) -> ASGIApp:
@@ -129,7 +173,10 @@ def public_app(services: Admin, metrics: Metrics, *, fast_path: bool = True) -> 
     ]
     if services.settings.dev:
         routes += clusters.routes
-    main = _app(routes, services, metrics, "public")
+    # One limit for the whole listener of this process, whichever app a request reaches.
+    gate = InFlight(services.settings.max_in_flight)
+    metrics.in_flight.set_function(lambda: gate.count)
+    main = _app(routes, services, metrics, "public", gate)
     keyvault = Starlette(
         routes=list(kv_secrets.routes),
         exception_handlers={
@@ -145,6 +192,14 @@ def public_app(services: Admin, metrics: Metrics, *, fast_path: bool = True) -> 
         broker=services.broker,
         settings=services.settings,
         default_tenant_id=services.default_tenant.id,
+    )
+    keyvault.add_middleware(
+        Admission,
+        in_flight=gate,
+        routes=keyvault.routes,
+        busy=_keyvault_busy,
+        metrics=metrics,
+        listener="keyvault",
     )
     keyvault.add_middleware(ObservabilityMiddleware, metrics=metrics, listener="keyvault")
     if not fast_path:

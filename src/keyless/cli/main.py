@@ -126,6 +126,12 @@ def serve(
     workers: Annotated[
         str | None, typer.Option(help="processes serving the public port, 1..32 [1]")
     ] = None,
+    max_in_flight: Annotated[
+        str | None,
+        typer.Option(
+            help="public requests in progress per process; more get 503 + Retry-After, 0 = off [64]"
+        ),
+    ] = None,
     k8s_public_ca: Annotated[
         bool | None,
         typer.Option("--k8s-public-ca", help="webhook: the public URL's cert is publicly trusted"),
@@ -193,6 +199,7 @@ def serve(
         "body_timeout": body_timeout,
         "discovery_rate_limit": discovery_rate_limit,
         "workers": workers,
+        "max_in_flight": max_in_flight,
         "k8s_public_ca": k8s_public_ca,
         "k8s_ca_configmap": k8s_ca_configmap,
         "k8s_tenant": k8s_tenant,

@@ -17,6 +17,11 @@
   clock restarts while reading is paused (a full buffer, a pipelined request waiting its
   turn) or while the application has not yet asked for a body sent with
   ``Expect: 100-continue``. On both listeners (httptools for TCP, h11 for the admin socket).
+- Shed requests (``--max-in-flight``, api/admission.py): a connection that was just answered
+  503 + ``Retry-After`` is not read again until that time has passed (the 503 itself goes out
+  at once). A client that waits ``Retry-After``, as the Azure SDKs do, never notices; one
+  that re-sends at once on the same connection is held to it instead of spending the
+  server's CPU on one shed answer after another.
 - Host (RFC 9112 3.2): more than one ``Host`` header, none in an HTTP/1.1 request, one that
   is not ``host[:port]`` with a port in 1..65535, or one that differs from an absolute-form
   request target's authority is a 400 before routing (request text is reflected into URLs
@@ -37,6 +42,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from keyless.api.admission import HOLD_READS
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 2 * 1024 * 1024
@@ -175,6 +182,8 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._between_messages = True
         self._list = False
         self._head = b""  # the start of a request line that may yet be LIST
+        self._hold_for = 0.0  # seconds not to read after the current response (a shed one)
+        self._hold_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -183,6 +192,9 @@ class LimitedHttpTools(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self._body_timer.disarm()
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -223,6 +235,7 @@ class LimitedHttpTools(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.scope[HOLD_READS] = self._hold_reads  # type: ignore[literal-required]
         self._between_messages = False
         self._awaiting_headers = True
         self._header_bytes = 0
@@ -254,6 +267,23 @@ class LimitedHttpTools(HttpToolsProtocol):
         self._in_body = False
         self._body_timer.disarm()
         super().on_message_complete()
+
+    def _hold_reads(self, seconds: float) -> None:
+        """Called by admission control with the ``Retry-After`` of the 503 it is sending."""
+        self._hold_for = seconds
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # resumes reading, or starts a pipelined request
+        hold, self._hold_for = self._hold_for, 0.0
+        if hold <= 0 or self.pipeline or self.transport.is_closing():
+            return
+        self.flow.pause_reading()
+        self._hold_timer = self.loop.call_later(hold, self._release)
+
+    def _release(self) -> None:
+        self._hold_timer = None
+        if not self.transport.is_closing():
+            self.flow.resume_reading()
 
     def _arm(self) -> None:
         if self._header_timer is None:

@@ -1,4 +1,4 @@
-"""``python -m bench {openbao,exchange,read,soak,stack} [options]``; ``python -m bench render``."""
+"""``python -m bench {openbao,exchange,read,soak,stack,memory} [options]``; ``... render``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import exchange, openbao, read, report, soak, stack
+from . import exchange, memory, openbao, read, report, soak, stack
 
-STUDIES: dict[str, Any] = {m.NAME: m for m in (openbao, exchange, read, soak, stack)}
+STUDIES: dict[str, Any] = {m.NAME: m for m in (openbao, exchange, read, soak, stack, memory)}
 
 
 def publish(study: Any, data: dict[str, Any], out: Path, **extra: Any) -> None:

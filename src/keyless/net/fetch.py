@@ -17,16 +17,19 @@ import socket
 import ssl
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
-
-import httpcore
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from keyless import __version__
 from keyless.core.errors import AddressRefused, ConfigError, Unavailable
 from keyless.core.issuers import is_loopback_host
 from keyless.net.addresses import AddressPolicy, Network
-from keyless.net.connect import GuardedBackend, PoolTransport, Resolver
+
+if TYPE_CHECKING:
+    # httpx (and through it rich, pygments, click when installed) is imported at the first
+    # fetch: a serving process whose issuers' keys are uploaded never loads it.
+    import httpx
+
+    from keyless.net.connect import Resolver
 
 MAX_REDIRECTS = 3
 _DEFAULT_PORTS = {"https": 443, "http": 80}
@@ -97,6 +100,11 @@ class HttpJwksFetcher:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
+            import httpcore
+            import httpx
+
+            from keyless.net.connect import GuardedBackend, PoolTransport
+
             pool = httpcore.AsyncConnectionPool(
                 ssl_context=self._ssl,
                 max_connections=100,
@@ -136,6 +144,8 @@ class HttpJwksFetcher:
             ) from None
 
     async def _discover(self, issuer: str) -> dict[str, Any]:
+        import httpx
+
         try:
             config_url = httpx.URL(f"{issuer.rstrip('/')}/.well-known/openid-configuration")
         except httpx.InvalidURL:
@@ -170,6 +180,8 @@ class HttpJwksFetcher:
         return value
 
     async def _get(self, issuer: str, url: httpx.URL, what: str) -> bytes:
+        import httpx
+
         client = self._http()
         for _ in range(MAX_REDIRECTS + 1):
             try:
@@ -198,6 +210,8 @@ class HttpJwksFetcher:
     def _redirect_target(
         self, issuer: str, url: httpx.URL, response: httpx.Response, what: str
     ) -> httpx.URL:
+        import httpx
+
         location = response.headers.get("location", "")
         try:
             target = url.join(location)

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 from keyless.api.app import admin_app, public_app, webhook_app
 from keyless.core.errors import ConfigError
 from keyless.metrics import Metrics
+from keyless.server import heapdump
 from keyless.server.limits import (
     BODY_TIMEOUT,
     HEADER_TIMEOUT,
@@ -259,6 +260,7 @@ async def serve(settings: Settings, *, worker: bool = False) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, shutdown)
+    heapdump.install(loop, settings.data_dir)  # SIGUSR2 -> allocation sites, if tracing
     background = [
         asyncio.create_task(_periodic(services, metrics, stop)),
         asyncio.create_task(_follow_config(services, stop)),

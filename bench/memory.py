@@ -92,6 +92,7 @@ class Proc:
     role: str  # "parent" or "worker"
     rss: float  # MiB
     hwm: float  # MiB, peak RSS since the process started
+    threads: int = 0
 
 
 @dataclass
@@ -129,23 +130,27 @@ class RunNote:
     text: str
 
 
-def status_mib(pid: int) -> tuple[float, float]:
-    """(VmRSS, VmHWM) of one process in MiB; NaN if it is gone."""
+def status_mib(pid: int) -> tuple[float, float, int]:
+    """(VmRSS, VmHWM) of one process in MiB and its thread count; NaN, 0 if it is gone."""
     rss = hwm = float("nan")
+    threads = 0
     with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 rss = int(line.split()[1]) / 1024.0
             elif line.startswith("VmHWM:"):
                 hwm = int(line.split()[1]) / 1024.0
-    return rss, hwm
+            elif line.startswith("Threads:"):
+                threads = int(line.split()[1])
+    return rss, hwm, threads
 
 
 def sample(server: ex.Server) -> list[Proc]:
     procs = []
     for pid in sorted(loadgen.tree_pids(server.pid)):
-        rss, hwm = status_mib(pid)
-        procs.append(Proc(pid, "parent" if pid == server.pid else "worker", rss, hwm))
+        rss, hwm, threads = status_mib(pid)
+        role = "parent" if pid == server.pid else "worker"
+        procs.append(Proc(pid, role, rss, hwm, threads))
     return procs
 
 
@@ -232,7 +237,9 @@ async def run_server(
     dumps: list[Dump] | None = None,
 ) -> tuple[list[Point], str]:
     label = f"w{workers}" + ("-traced" if dumps is not None else "")
-    env = {"PYTHONTRACEMALLOC": "1"} if dumps is not None else None
+    env = dict(kv.split("=", 1) for kv in args.server_env)
+    if dumps is not None:
+        env["PYTHONTRACEMALLOC"] = "1"
     extra = ["--workers", str(workers), *args.serve_arg]
     server = await ex.start_server(args.signing_alg, tmp, label, extra, env=env)
     run = Run(args, server, workers)
@@ -322,7 +329,9 @@ def mb(mib: float) -> float:
 
 
 def format_point(pt: Point) -> str:
-    procs = " · ".join(f"{p.role} {p.rss:.1f} (peak {p.hwm:.1f})" for p in pt.procs)
+    procs = " · ".join(
+        f"{p.role} {p.rss:.1f} (peak {p.hwm:.1f}, {p.threads} threads)" for p in pt.procs
+    )
     rate = "" if math.isnan(pt.rate) else f"{pt.rate:,.0f}/s"
     return (
         f"| {pt.workers} | {pt.phase} | {rate} | {pt.errors} | {procs} | {pt.total:.1f} "
@@ -331,7 +340,7 @@ def format_point(pt: Point) -> str:
 
 
 TABLE_HEAD = (
-    "| workers | after | rate | errors | per process: RSS MiB (peak) | RSS sum MiB "
+    "| workers | after | rate | errors | per process: RSS MiB (peak, threads) | RSS sum MiB "
     "| highest peak MiB |\n|---:|---|---:|---:|---|---:|---:|"
 )
 
@@ -445,6 +454,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--tracemalloc-logins", type=int, default=20_000)
     add_serve_arg(p)
+    p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment variable of the server processes (repeatable): MALLOC_ARENA_MAX=2",
+    )
     add_out(p, NAME)
 
 
@@ -455,3 +471,5 @@ def validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error("need --secrets, --pool, --concurrency >= 1 and --max-seconds > 0")
     if args.value_bytes < 16:
         p.error("need --value-bytes >= 16")
+    if any("=" not in kv for kv in args.server_env):
+        p.error("--server-env takes NAME=VALUE")

@@ -213,7 +213,7 @@ async def serve(settings: Settings, *, worker: bool = False) -> int:
     tls = _tls(settings)  # before the services: the issuer fetcher trusts keyless's own CA
     hook = None if worker else _webhook_socket(settings)  # a bad client CA fails here
     tcp = _tcp_socket(settings)  # a busy port fails here, in one line, before any work
-    services = await Services.start(settings, worker=worker)
+    services = await Services.start(settings, worker=worker, migrate_in_child=True)
     metrics = services.metrics
     public = _Server(
         _config(

@@ -36,6 +36,7 @@ NOT_SERVING = (
     "typer",  # the CLI
     "yaml",  # `keyless apply`
     "kubernetes_asyncio",  # the webhook's service-account lookups, once it first needs one
+    "sqlalchemy.dialects.postgresql",  # with a PostgreSQL URL only (store/schema.py)
     "keyless.cli",
 )
 

@@ -47,3 +47,26 @@ async def test_store_open_says_what_failed(tmp_path: Path) -> None:
     bad.write_bytes(b"this is not an SQLite file" * 100)
     with pytest.raises(Unavailable, match=r"cannot be migrated: DatabaseError: "):
         await SqlStore.open(f"sqlite:///{bad}", migrate_in_child=True)
+
+
+def test_live_state_index_declared_for_alembic_matches_the_database(tmp_path: Path) -> None:
+    """schema.py declares the partial unique index on signing_keys for Alembic only
+    (migrations/env.py); Alembic finds the migrated database and that declaration equal."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from keyless.store.schema import metadata
+
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    migrate.upgrade(DatabaseUrl(url))  # runs env.py, which attaches the index
+    assert "ux_signing_keys_live_state" in {i.name for i in metadata.tables["signing_keys"].indexes}
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            diff = compare_metadata(MigrationContext.configure(conn), metadata)
+            found = sa.inspect(conn).get_indexes("signing_keys")
+    finally:
+        engine.dispose()
+    assert not [d for d in diff if "ux_signing_keys_live_state" in repr(d)], diff
+    live = next(i for i in found if i["name"] == "ux_signing_keys_live_state")
+    assert live["unique"] and live["column_names"] == ["tenant_id", "state"]

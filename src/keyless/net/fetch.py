@@ -84,18 +84,23 @@ class HttpJwksFetcher:
         self.policy = AddressPolicy(allow_loopback=dev, allowed=allow_networks)
         self._resolver = resolver
         self._mounts = dict(mounts or {})
-        self._ssl = self._ssl_context()  # a bad extra CA fails at start, not at first fetch
+        if extra_ca is not None:  # a bad extra CA fails at start, not at first fetch
+            self._load_extra_ca(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
         self._client: httpx.AsyncClient | None = None
 
+    def _load_extra_ca(self, ctx: ssl.SSLContext) -> None:
+        try:
+            ctx.load_verify_locations(cafile=str(self._extra_ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"extra CA {self._extra_ca} cannot be loaded: {type(exc).__name__}"
+            ) from exc
+
     def _ssl_context(self) -> ssl.SSLContext:
+        """Made at the first fetch: the system's CA store, parsed, holds ~2.5 MB."""
         ctx = ssl.create_default_context()
         if self._extra_ca is not None:
-            try:
-                ctx.load_verify_locations(cafile=str(self._extra_ca))
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(
-                    f"extra CA {self._extra_ca} cannot be loaded: {type(exc).__name__}"
-                ) from exc
+            self._load_extra_ca(ctx)
         return ctx
 
     def _http(self) -> httpx.AsyncClient:
@@ -106,7 +111,7 @@ class HttpJwksFetcher:
             from keyless.net.connect import GuardedBackend, PoolTransport
 
             pool = httpcore.AsyncConnectionPool(
-                ssl_context=self._ssl,
+                ssl_context=self._ssl_context(),
                 max_connections=100,
                 max_keepalive_connections=20,
                 keepalive_expiry=5.0,

@@ -3,41 +3,31 @@
 each process write its top allocation sites to ``DATA_DIR/tracemalloc-PID.txt``, and the sites
 that grew most since its previous dump. ``bench/memory.py --tracemalloc`` uses it.
 
-Without tracemalloc nothing is installed (and tracemalloc is not imported): tracing slows every
-allocation, so it is never on unless asked for. A dump names source lines and sizes only, no
-value held in memory.
+Without tracemalloc nothing is installed: tracing slows every allocation, so it is never on
+unless asked for. A dump names source lines and sizes only, no value held in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import sys
+import signal
+import tracemalloc
 from pathlib import Path
-from typing import Any
 
 TOP = 25
 
 
-def tracing() -> bool:
-    """Whether this interpreter was started with tracemalloc on (no import of it otherwise)."""
-    return bool(os.environ.get("PYTHONTRACEMALLOC")) or "tracemalloc" in sys._xoptions
-
-
 def install(loop: asyncio.AbstractEventLoop, data_dir: Path) -> None:
     """On SIGUSR2, dump this process's allocation sites (only when tracing)."""
-    if not tracing():
+    if not tracemalloc.is_tracing():
         return
-    import signal
-
-    previous: list[Any] = []
+    previous: list[tracemalloc.Snapshot] = []  # the last dump's, to show what grew since
     loop.add_signal_handler(signal.SIGUSR2, lambda: dump(data_dir, previous))
 
 
-def dump(data_dir: Path, previous: list[Any]) -> Path:
+def dump(data_dir: Path, previous: list[tracemalloc.Snapshot]) -> Path:
     """Write the top sites (and the growth since the last dump) to a file of this process."""
-    import tracemalloc
-
     snapshot = tracemalloc.take_snapshot().filter_traces(
         [tracemalloc.Filter(False, tracemalloc.__file__)]
     )

@@ -330,7 +330,9 @@ def mb(mib: float) -> float:
 
 def format_point(pt: Point) -> str:
     procs = " · ".join(
-        f"{p.role} {p.rss:.1f} (peak {p.hwm:.1f}, {p.threads} threads)" for p in pt.procs
+        f"{p.role} {p.rss:.1f} (peak {p.hwm:.1f}"
+        + (f", {p.threads} threads)" if p.threads else ")")  # results of before threads
+        for p in pt.procs
     )
     rate = "" if math.isnan(pt.rate) else f"{pt.rate:,.0f}/s"
     return (

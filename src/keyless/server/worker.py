@@ -24,10 +24,14 @@ from keyless.text import printable
 
 def exec_server(settings: Settings, *, debug: bool = False) -> None:
     """Become ``python -m keyless.server.worker --parent FD``; returns only where that cannot
-    be done (no ``memfd_create``: not Linux), and the caller then serves in this process."""
+    be done (no ``memfd_create``: not Linux, or refused by a sandbox), and the caller then
+    serves in this process."""
     if not hasattr(os, "memfd_create"):
         return
-    fd = os.memfd_create("keyless-settings", 0)
+    try:
+        fd = os.memfd_create("keyless-settings", 0)
+    except OSError:
+        return
     with open(fd, "wb", closefd=False) as f:
         f.write(pickle.dumps(settings))
     os.lseek(fd, 0, os.SEEK_SET)

@@ -100,6 +100,7 @@ def test_a_running_server_holds_no_cli_libraries(servers: ServerFactory, tmp_pat
     assert len(pids) >= 2, pids
     cmdline = Path(f"/proc/{server.proc.pid}/cmdline").read_bytes().split(b"\0")
     assert b"keyless.server.worker" in cmdline and b"--parent" in cmdline, cmdline
+    assert str(server.data_dir).encode() in cmdline  # ps still shows which server it is
     for pid in pids:
         maps = _mapped(pid)
         assert "_pydantic_core" not in maps, f"process {pid} maps pydantic_core"

@@ -39,7 +39,10 @@ def exec_server(settings: Settings, *, debug: bool = False) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     argv = [sys.executable, "-m", "keyless.server.worker", "--parent", str(fd)]
-    os.execv(sys.executable, argv + (["--debug"] if debug else []))  # noqa: S606 - no shell
+    argv += ["--debug"] if debug else []
+    # After "--", unread: the command as typed, so that ps still shows which server this is.
+    argv += ["--", "keyless", *sys.argv[1:]]
+    os.execv(sys.executable, argv)  # noqa: S606 - no shell
 
 
 def _serve(settings: Settings, debug: bool) -> int:
@@ -67,6 +70,8 @@ def _serve(settings: Settings, debug: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if "--" in args:
+        args = args[: args.index("--")]  # the rest is the command as typed, for ps
     if args[:1] == ["--parent"]:
         with open(int(args[1]), "rb") as f:
             settings: Settings = pickle.load(f)  # noqa: S301 - our own, from before the exec

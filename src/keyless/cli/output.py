@@ -12,24 +12,43 @@ needs more than the terminal's width is printed wider rather than truncated.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from keyless.text import printable
 
-console = Console(highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    # Rich is imported when something is printed for people: `keyless serve` loads this module
+    # with the CLI and prints nothing through it, so its processes never hold Rich.
+    from rich.console import Console
+    from rich.text import Text
+
+    console: Console
+
+
+@functools.cache
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def __getattr__(name: str) -> Any:
+    """``console``: the one Rich console, made on first use."""
+    if name == "console":
+        return _console()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def say(*parts: object, style: str | None = None) -> None:
     """One line for people: every part escaped, no markup."""
-    console.print(Text(" ".join(printable(p) for p in parts), style=style or ""))
+    from rich.text import Text
+
+    _console().print(Text(" ".join(printable(p) for p in parts), style=style or ""))
 
 
 def warn(message: object) -> None:
@@ -96,6 +115,8 @@ def _shown(key: Any, value: Any) -> str:
 
 
 def _cell(value: Any, key: Any = None) -> Text:
+    from rich.text import Text
+
     return Text(_shown(key, value))
 
 
@@ -119,6 +140,8 @@ def emit(
         cells = [
             [_cell(row.get(c) if isinstance(row, dict) else row, c) for c in cols] for row in rows
         ]
+        from rich.table import Table
+
         table = Table()
         for i, col in enumerate(cols):
             header = _cell(col)
@@ -126,7 +149,7 @@ def emit(
             table.add_column(header, overflow="fold", min_width=_longest_word(column))
         for r in cells:
             table.add_row(*r)
-        console.print(table, crop=False)  # wider than the terminal rather than cut
+        _console().print(table, crop=False)  # wider than the terminal rather than cut
         return
     if isinstance(data, dict):
         width = max((len(printable(k)) for k in data), default=0)
@@ -137,6 +160,10 @@ def emit(
 
 
 def render_explain(report: dict[str, Any]) -> None:
+    from rich.text import Text
+
+    console = _console()
+
     def mark(ok: bool) -> Text:
         return Text("pass", style="green") if ok else Text("FAIL", style="red")
 

@@ -29,12 +29,13 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from keyless import __version__
 from keyless.core.errors import Unavailable
+
+if TYPE_CHECKING:  # imported at the first fetch: a serving process that never fetches skips httpx
+    import httpx
 
 SERVICEACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 DISCOVERY_PATH = "/.well-known/openid-configuration"
@@ -153,6 +154,8 @@ class KubeApiReader:
         self._timeout = timeout
 
     async def get_json(self, path: str) -> dict[str, Any]:
+        import httpx
+
         where = f"GET {path} on the Kubernetes API ({self.server.origin})"
         headers = {"Accept": "application/json", "User-Agent": f"keyless/{__version__}"}
         if self.server.authorization:

@@ -17,16 +17,19 @@ import socket
 import ssl
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
-
-import httpcore
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from keyless import __version__
 from keyless.core.errors import AddressRefused, ConfigError, Unavailable
 from keyless.core.issuers import is_loopback_host
 from keyless.net.addresses import AddressPolicy, Network
-from keyless.net.connect import GuardedBackend, PoolTransport, Resolver
+
+if TYPE_CHECKING:
+    # httpx (and through it rich, pygments, click when installed) is imported at the first
+    # fetch: a serving process whose issuers' keys are uploaded never loads it.
+    import httpx
+
+    from keyless.net.connect import Resolver
 
 MAX_REDIRECTS = 3
 _DEFAULT_PORTS = {"https": 443, "http": 80}
@@ -81,24 +84,34 @@ class HttpJwksFetcher:
         self.policy = AddressPolicy(allow_loopback=dev, allowed=allow_networks)
         self._resolver = resolver
         self._mounts = dict(mounts or {})
-        self._ssl = self._ssl_context()  # a bad extra CA fails at start, not at first fetch
+        if extra_ca is not None:  # a bad extra CA fails at start, not at first fetch
+            self._load_extra_ca(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
         self._client: httpx.AsyncClient | None = None
 
+    def _load_extra_ca(self, ctx: ssl.SSLContext) -> None:
+        try:
+            ctx.load_verify_locations(cafile=str(self._extra_ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"extra CA {self._extra_ca} cannot be loaded: {type(exc).__name__}"
+            ) from exc
+
     def _ssl_context(self) -> ssl.SSLContext:
+        """Made at the first fetch: the system's CA store, parsed, holds ~2.5 MB."""
         ctx = ssl.create_default_context()
         if self._extra_ca is not None:
-            try:
-                ctx.load_verify_locations(cafile=str(self._extra_ca))
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(
-                    f"extra CA {self._extra_ca} cannot be loaded: {type(exc).__name__}"
-                ) from exc
+            self._load_extra_ca(ctx)
         return ctx
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
+            import httpcore
+            import httpx
+
+            from keyless.net.connect import GuardedBackend, PoolTransport
+
             pool = httpcore.AsyncConnectionPool(
-                ssl_context=self._ssl,
+                ssl_context=self._ssl_context(),
                 max_connections=100,
                 max_keepalive_connections=20,
                 keepalive_expiry=5.0,
@@ -136,6 +149,8 @@ class HttpJwksFetcher:
             ) from None
 
     async def _discover(self, issuer: str) -> dict[str, Any]:
+        import httpx
+
         try:
             config_url = httpx.URL(f"{issuer.rstrip('/')}/.well-known/openid-configuration")
         except httpx.InvalidURL:
@@ -170,6 +185,8 @@ class HttpJwksFetcher:
         return value
 
     async def _get(self, issuer: str, url: httpx.URL, what: str) -> bytes:
+        import httpx
+
         client = self._http()
         for _ in range(MAX_REDIRECTS + 1):
             try:
@@ -198,6 +215,8 @@ class HttpJwksFetcher:
     def _redirect_target(
         self, issuer: str, url: httpx.URL, response: httpx.Response, what: str
     ) -> httpx.URL:
+        import httpx
+
         location = response.headers.get("location", "")
         try:
             target = url.join(location)

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 from keyless.api.app import admin_app, public_app, webhook_app
 from keyless.core.errors import ConfigError
 from keyless.metrics import Metrics
+from keyless.server import heapdump
 from keyless.server.limits import (
     BODY_TIMEOUT,
     HEADER_TIMEOUT,
@@ -212,7 +213,7 @@ async def serve(settings: Settings, *, worker: bool = False) -> int:
     tls = _tls(settings)  # before the services: the issuer fetcher trusts keyless's own CA
     hook = None if worker else _webhook_socket(settings)  # a bad client CA fails here
     tcp = _tcp_socket(settings)  # a busy port fails here, in one line, before any work
-    services = await Services.start(settings, worker=worker)
+    services = await Services.start(settings, worker=worker, migrate_in_child=True)
     metrics = services.metrics
     public = _Server(
         _config(
@@ -259,6 +260,7 @@ async def serve(settings: Settings, *, worker: bool = False) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, shutdown)
+    heapdump.install(loop, settings.data_dir)  # SIGUSR2 -> allocation sites, if tracing
     background = [
         asyncio.create_task(_periodic(services, metrics, stop)),
         asyncio.create_task(_follow_config(services, stop)),

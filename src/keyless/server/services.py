@@ -80,6 +80,7 @@ class Services:
         *,
         worker: bool = False,
         fetcher: HttpJwksFetcher | None = None,
+        migrate_in_child: bool = False,
     ) -> Services:
         """``clock`` and ``fetcher`` are test seams (tests/support/inprocess.py): without them,
         the system clock, and a fetcher that trusts this server's own CA (made by ``serve``)."""
@@ -87,8 +88,11 @@ class Services:
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(settings.data_dir, 0o700)
         root = rootkey.load_root_keys(settings.root_key_path, create=settings.root_key_file is None)
-        # A --workers worker starts after its parent has migrated the schema.
-        store = await SqlStore.open(settings.database, migrate_schema=not worker)
+        # A --workers worker starts after its parent has migrated the schema; a server
+        # migrates in a child process (no Alembic resident in it), a test in process.
+        store = await SqlStore.open(
+            settings.database, migrate_schema=not worker, migrate_in_child=migrate_in_child
+        )
         tenants = Tenants(store, clock)
         default = await tenants.ensure_default()
         # Before any event is appended: every process MACs with the one key the first made.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +17,11 @@ from keyless.store.urls import DatabaseUrl
 
 if TYPE_CHECKING:  # imported when migrating only: worker processes never load Alembic
     from alembic.config import Config
+
+
+class MigrationFailed(Exception):
+    """``upgrade_in_child`` failed; the message is the child's ``Type: first line``."""
+
 
 _LOCK_ID = 0x6B65796C  # "keyl": serialises migrations of processes sharing PostgreSQL
 
@@ -74,3 +81,38 @@ def _upgrade(url: DatabaseUrl) -> str:
     finally:
         engine.dispose()
     return row[0] if row else "base"
+
+
+def upgrade_in_child(url: DatabaseUrl, timeout: float = 600.0) -> str:
+    """``upgrade`` in a short-lived child process (``python -m keyless.store.migrate``), so
+    that Alembic (~9 MB resident once imported) never enters a serving process. The URL goes
+    on stdin (it may hold a password; argv is visible to every local user), the revision comes
+    back on stdout, a failure as ``Type: message`` on the last line of stderr."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "keyless.store.migrate"],
+        input=url.raw,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        raise MigrationFailed(lines[-1] if lines else f"exit status {proc.returncode}")
+    return proc.stdout.strip()
+
+
+def main() -> int:
+    url = DatabaseUrl(sys.stdin.read())
+    try:
+        revision = upgrade(url)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"{type(exc).__name__}: {first}", file=sys.stderr)
+        return 1
+    print(revision)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

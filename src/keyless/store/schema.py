@@ -28,16 +28,24 @@ signing_keys = sa.Table(
     sa.Column("retired_at", sa.Float),
     sa.Column("sealed_private", sa.LargeBinary, nullable=False),
     sa.Column("public_jwk", sa.Text, nullable=False),
-    # At most one current and one next key per tenant: the rotation CAS relies on it.
-    sa.Index(
+    # At most one current and one next key per tenant (the rotation CAS relies on it): the
+    # partial unique index ``live_state_index`` below, made by migration 0001.
+)
+
+
+def live_state_index() -> sa.Index:
+    """The partial unique index on ``signing_keys``, declared for Alembic (migrations/env.py)
+    only: its ``postgresql_where`` loads SQLAlchemy's PostgreSQL dialect (~2 MB per process)
+    into every process that imports this module, SQLite servers included."""
+    return sa.Index(
         "ux_signing_keys_live_state",
-        "tenant_id",
-        "state",
+        signing_keys.c.tenant_id,
+        signing_keys.c.state,
         unique=True,
         sqlite_where=sa.text("state IN ('current', 'next')"),
         postgresql_where=sa.text("state IN ('current', 'next')"),
-    ),
-)
+    )
+
 
 identities = sa.Table(
     "identities",

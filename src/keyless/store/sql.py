@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 from typing import Any
 
 import sqlalchemy as sa
@@ -62,9 +63,18 @@ class SqlStore(FederationStoreMixin, VaultStoreMixin, AuditStoreMixin, TokenStor
         self.audit_writer = AuditWriter(url)
 
     @classmethod
-    async def open(cls, raw_url: str, *, migrate_schema: bool = True) -> SqlStore:
+    async def open(
+        cls, raw_url: str, *, migrate_schema: bool = True, migrate_in_child: bool = False
+    ) -> SqlStore:
+        """``migrate_in_child``: migrate in a child process (a server's: see
+        ``migrate.upgrade_in_child``)."""
         url = DatabaseUrl(raw_url)
-        if migrate_schema:
+        if migrate_schema and migrate_in_child:
+            try:
+                await asyncio.to_thread(migrate.upgrade_in_child, url)
+            except (migrate.MigrationFailed, OSError, subprocess.SubprocessError) as exc:
+                raise Unavailable(f"database {url.redacted()} cannot be migrated: {exc}") from exc
+        elif migrate_schema:
             try:
                 migrate.upgrade(url)
             except Exception as exc:

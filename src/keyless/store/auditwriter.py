@@ -89,6 +89,7 @@ class AuditWriter:
         self._lock_path = f"{path}.audit-lock" if path and path != ":memory:" else None
         self._conn: Any = None  # the thread's connection
         self._inline: Any = None  # the event loop's (SQLite file only; busy_timeout=0)
+        self._inline_fd: int | None = None  # its audit lock file
         self._thread: ThreadPoolExecutor | None = None
         self._macs: AuditMac | None = None  # this thread's own keyed state
 
@@ -141,12 +142,14 @@ class AuditWriter:
         """The batch appended on the caller's thread if no lock has to be waited for; None if
         one is held (nothing written)."""
         assert self._lock_path is not None
-        # Its own open file (as _locked's): flock excludes other appends of this process too.
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        # Its own open file, kept (``_locked`` opens one per call): flock then also excludes the
+        # thread's appends of this process; this path never runs twice at once (no await).
+        if self._inline_fd is None:
+            self._inline_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._inline_fd
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)
             return None
         try:
             seqs: list[int] = self._transaction(self._append_locked, events, inline=True)
@@ -159,7 +162,7 @@ class AuditWriter:
                 return None  # another connection writes (rolled back by _transaction)
             raise
         finally:
-            os.close(fd)
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _transaction(
         self, work: Callable[[Any, Any], Any], arg: Any, *, inline: bool = False
@@ -268,6 +271,9 @@ class AuditWriter:
             with contextlib.suppress(Exception):
                 self._inline.close()
             self._inline = None
+        if self._inline_fd is not None:
+            os.close(self._inline_fd)
+            self._inline_fd = None
 
     def close(self) -> None:
         """Waits for the appends already handed over; a later append starts a new thread."""

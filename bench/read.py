@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import random
 import sys
@@ -211,8 +212,15 @@ class BatchingStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    async def put_secret_version(self, props: SecretVersion, sealed: bytes) -> None:
-        self.rows.append((props, sealed))
+    async def put_secret_version(
+        self, props: SecretVersion, sealed: bytes, *, expect: int | None = None
+    ) -> SecretVersion:
+        """Queued as the first version of a new name (the bench loads fresh names only)."""
+        if expect not in (None, 0):
+            raise ValueError("the bench's batched load writes new names only")
+        first = dataclasses.replace(props, number=1)
+        self.rows.append((first, sealed))
+        return first
 
     async def flush(self) -> None:
         rows, self.rows = self.rows, []

@@ -135,8 +135,14 @@ def _app(
             metrics=metrics,
             listener=listener,
         )
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics, listener=listener)
     return app
+
+
+def _observed(app: ASGIApp, metrics: Metrics, listener: str) -> ASGIApp:
+    """``app`` inside the observability middleware, outside Starlette's
+    ``ServerErrorMiddleware``: the 500 of an unexpected error carries the request id too, and
+    its log line names it (``add_middleware`` would put observability inside it)."""
+    return ObservabilityMiddleware(app, metrics=metrics, listener=listener)
 
 
 # Route objects compare by value and do not hash: kept by identity.
@@ -201,13 +207,12 @@ def public_app(services: Admin, metrics: Metrics, *, fast_path: bool = True) -> 
         metrics=metrics,
         listener="keyvault",
     )
-    keyvault.add_middleware(ObservabilityMiddleware, metrics=metrics, listener="keyvault")
-    if not fast_path:
-        return LocalSync(VaultDispatcher(main, keyvault, services.settings), services)
+    public: ASGIApp = fastpath.main_routes(main, vault_api) if fast_path else main
+    vaults: ASGIApp = fastpath.keyvault_routes(keyvault) if fast_path else keyvault
     return LocalSync(
         VaultDispatcher(
-            fastpath.main_routes(main, vault_api),
-            fastpath.keyvault_routes(keyvault),
+            _observed(public, metrics, "public"),
+            _observed(vaults, metrics, "keyvault"),
             services.settings,
         ),
         services,
@@ -216,7 +221,8 @@ def public_app(services: Admin, metrics: Metrics, *, fast_path: bool = True) -> 
 
 def webhook_app(services: Edge, metrics: Metrics) -> ASGIApp:
     """Only ``POST /k8s/mutate``: the API server is its one client (docs/kubernetes.md)."""
-    return LocalSync(_app(list(k8s.routes), services, metrics, "webhook"), services)
+    app = _app(list(k8s.routes), services, metrics, "webhook")
+    return LocalSync(_observed(app, metrics, "webhook"), services)
 
 
 def admin_app(services: Admin, metrics: Metrics) -> ASGIApp:
@@ -233,6 +239,6 @@ def admin_app(services: Admin, metrics: Metrics) -> ASGIApp:
         metrics,
         "admin",
     )
-    # Innermost (inside observability), so that audit events carry the request id.
+    # Inside observability, so that audit events carry the request id.
     app.user_middleware.append(Middleware(AdminAuditMiddleware, services=services))
-    return LocalSync(app, services)
+    return LocalSync(_observed(app, metrics, "admin"), services)

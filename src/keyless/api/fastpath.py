@@ -7,7 +7,8 @@ app's), and handed to the very ``Route`` that walk would have found: the same ha
 Starlette's own ``request_response`` (its ``Request``, its exception-handler lookup), with the
 scope the router would have left (``route``, ``endpoint``, ``path_params``, ``app``, the mount's
 ``root_path``), inside the same middleware the app runs (``ServerErrorMiddleware`` with the
-app's 500 handler, then the app's own: ``ObservabilityMiddleware``, ``KeyVaultAuth``). What is
+app's 500 handler, then the app's own: ``Admission``, ``KeyVaultAuth``; the observability
+middleware wraps the fast path and the app alike, api/app.py). What is
 skipped is the walk and ``ExceptionMiddleware``, whose handler lookup the route's own wrapper
 repeats with the same handlers. Every other request, and every request whose path is not
 plainly one of these (a newline anywhere, ``HEAD``, an empty segment), goes to the app as

@@ -96,6 +96,7 @@ federated_credentials = sa.Table(
     sa.Column("condition", sa.Text),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.UniqueConstraint("identity_id", "name", name="uq_fic_identity_name"),
+    sa.Index("ix_fic_issuer", "issuer"),  # made by migration 0002
 )
 
 dev_clusters = sa.Table(

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.federation import federate
+from tests.support.procs import children
 from tests.support.server import ServerFactory
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -72,18 +73,6 @@ def test_the_check_sees_imports() -> None:
     assert "sqlalchemy" in _modules("import keyless.server.worker")
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
 def _mapped(pid: int) -> str:
     return Path(f"/proc/{pid}/maps").read_text()
 
@@ -96,7 +85,7 @@ def test_a_running_server_holds_no_cli_libraries(servers: ServerFactory, tmp_pat
     fed = federate(server, tmp_path)
     for _ in range(4):
         assert fed.exchange(fed.test_token()).status_code == 200
-    pids = [server.proc.pid, *_children(server.proc.pid)]
+    pids = [server.proc.pid, *children(server.proc.pid)]
     assert len(pids) >= 2, pids
     cmdline = Path(f"/proc/{server.proc.pid}/cmdline").read_bytes().split(b"\0")
     assert b"keyless.server.worker" in cmdline and b"--parent" in cmdline, cmdline

@@ -17,19 +17,8 @@ from azure.keyvault.secrets import SecretClient
 
 from keyless.localresolve import resolving
 from tests.support.federation import Federated, federate
+from tests.support.procs import children
 from tests.support.server import ServerFactory
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def _cpu_ticks(pid: int) -> int:
@@ -63,7 +52,7 @@ def test_two_workers_share_the_port_and_see_each_others_writes(
     fed: Federated, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = fed.server
-    workers = _children(server.proc.pid)
+    workers = children(server.proc.pid)
     assert len(workers) == 1, workers  # the parent plus one worker process
     before = {pid: _cpu_ticks(pid) for pid in [server.proc.pid, *workers]}
     credential = _credential(fed, monkeypatch)
@@ -104,13 +93,13 @@ def test_a_worker_that_dies_is_replaced(servers: ServerFactory) -> None:
     import time
 
     server = servers.start("--workers", "2", dev=True)
-    (worker,) = _children(server.proc.pid)
+    (worker,) = children(server.proc.pid)
     os.kill(worker, signal.SIGKILL)
     deadline = time.monotonic() + 30
     replaced: list[int] = []
     while time.monotonic() < deadline and not replaced:
         time.sleep(0.3)
-        replaced = [p for p in _children(server.proc.pid) if p != worker]
+        replaced = [p for p in children(server.proc.pid) if p != worker]
     assert replaced, server.log
     with server.client() as http:
         for _ in range(5):

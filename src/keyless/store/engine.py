@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from keyless.store.urls import DatabaseUrl
@@ -38,6 +39,7 @@ def _sqlite_begin(conn: sa.Connection) -> None:
 
 
 WRITE_OPTION = "keyless_write"
+BEGIN_TRIES = 4
 
 
 class Writer:
@@ -54,13 +56,28 @@ class Writer:
     @contextlib.asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncConnection]:
         changed = False
-        async with self._lock, self._engine.begin() as conn:
+        async with self._lock, contextlib.AsyncExitStack() as stack:
+            conn = await self._begun(stack)
             try:
                 yield conn
             finally:
                 changed = bool(conn.info.pop(CHANGED, False))
         if changed and self.on_change is not None:
             self.on_change()
+
+    async def _begun(self, stack: contextlib.AsyncExitStack) -> AsyncConnection:
+        """A write transaction begun. SQLite can refuse ``BEGIN IMMEDIATE`` with "database is
+        locked" without waiting out busy_timeout (a read snapshot another process's commit
+        made stale); nothing has run yet, so it is begun again, a few times, after a pause."""
+        for attempt in range(1, BEGIN_TRIES + 1):
+            try:
+                conn: AsyncConnection = await stack.enter_async_context(self._engine.begin())
+                return conn
+            except OperationalError as exc:
+                if attempt == BEGIN_TRIES or "database is locked" not in str(exc.orig):
+                    raise
+                await asyncio.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
 
 
 def mark_changed(conn: AsyncConnection) -> None:

@@ -178,18 +178,10 @@ async def run_server(
                 cell = Cell(workers, audited, workload, conc, row.result)
                 if audited:
                     after = await scrape(system.target, workers)
-                    cell.batches = (
-                        after["keyless_audit_batch_events_count"]
-                        - before["keyless_audit_batch_events_count"]
-                    )
-                    cell.events = (
-                        after["keyless_audit_batch_events_sum"]
-                        - before["keyless_audit_batch_events_sum"]
-                    )
-                    cell.commit_seconds = (
-                        after["keyless_audit_commit_seconds_sum"]
-                        - before["keyless_audit_commit_seconds_sum"]
-                    )
+                    d = {k: after[k] - before[k] for k in after}
+                    cell.batches = d["keyless_audit_batch_events_count"]
+                    cell.events = d["keyless_audit_batch_events_sum"]
+                    cell.commit_seconds = d["keyless_audit_commit_seconds_sum"]
                 cells.append(cell)
     finally:
         openbao.stop_system(system)

@@ -131,12 +131,16 @@ class AuditWriter:
         # SQLite: processes sharing the file (``--workers``) take turns through a file lock,
         # which wakes the next writer the moment it is free; SQLite's own busy handler would
         # have it sleep and poll (up to 100 ms a try) for the database's write lock.
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._open_lock()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             return self._transaction(work, arg)
         finally:
             os.close(fd)
+
+    def _open_lock(self) -> int:
+        assert self._lock_path is not None
+        return os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
 
     def _append_now(self, events: Sequence[AuditEvent]) -> list[int] | None:
         """The batch appended on the caller's thread if no lock has to be waited for; None if
@@ -145,7 +149,7 @@ class AuditWriter:
         # Its own open file, kept (``_locked`` opens one per call): flock then also excludes the
         # thread's appends of this process; this path never runs twice at once (no await).
         if self._inline_fd is None:
-            self._inline_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._inline_fd = self._open_lock()
         fd = self._inline_fd
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -58,6 +58,19 @@ class Settings:
     k8s_public_ca: bool = False  # the public URL's certificate is publicly trusted
     k8s_ca_configmap: str = "keyless-ca"  # ConfigMap (key ca.crt) mounted into injected pods
     k8s_tenant: str | None = None  # AZURE_TENANT_ID default for injected pods (id or alias)
+    # Running inside a cluster (docs/kubernetes.md). The namespace keyless runs in (None: the
+    # service account's namespace file) and the Service in front of it.
+    k8s_namespace: str | None = None
+    k8s_service: str = "keyless"
+    # Reconcile the keyless.dev custom resources (k8s/controller.py), into k8s_tenant's tenant.
+    k8s_controller: bool = False
+    # Serving certificate issued in-cluster from a CA kept in Secret keyless-ca of k8s_namespace;
+    # rotated; the webhook's caBundle and the CA ConfigMaps kept current (k8s/selftls.py).
+    k8s_issue_tls: bool = False
+    # One ExternalName Service per vault in this namespace, so NAME.VAULT_DOMAIN resolves.
+    k8s_vault_namespace: str | None = None
+    # Register the cluster keyless runs in as an issuer (keys from its API) at start.
+    k8s_trust_cluster: bool = False
     # The admission webhook's own TLS listener (None: not started); see docs/kubernetes.md.
     webhook_host: str | None = None
     webhook_port: int | None = None
@@ -124,6 +137,12 @@ _FIELDS: dict[str, str] = {
     "k8s_public_ca": "bool",
     "k8s_ca_configmap": "dnsname",
     "k8s_tenant": "str",
+    "k8s_namespace": "dnsname",
+    "k8s_service": "dnsname",
+    "k8s_controller": "bool",
+    "k8s_issue_tls": "bool",
+    "k8s_vault_namespace": "dnsname",
+    "k8s_trust_cluster": "bool",
     "webhook_listen": "listen",
     "webhook_client_ca": "path",
     "webhook_insecure_no_client_auth": "bool",
@@ -300,6 +319,8 @@ def _validate(values: dict[str, Any]) -> Settings:
         raise ConfigError("--tls-cert and --tls-key must be given together")
     if values.get("insecure_http") and values.get("tls_cert"):
         raise ConfigError("--insecure-http conflicts with --tls-cert/--tls-key")
+    if values.get("k8s_issue_tls") and (values.get("tls_cert") or values.get("insecure_http")):
+        raise ConfigError("--k8s-issue-tls conflicts with --tls-cert/--tls-key and --insecure-http")
     if values.get("unsafe_no_audit") and not values.get("dev"):
         raise ConfigError("KEYLESS_UNSAFE_NO_AUDIT is for measurement only and needs --dev")
     port = values.get("listen_port", DEFAULT_PORT)

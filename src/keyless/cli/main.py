@@ -142,6 +142,37 @@ def serve(
     k8s_tenant: Annotated[
         str | None, typer.Option(help="webhook: default AZURE_TENANT_ID (id or alias)")
     ] = None,
+    k8s_namespace: Annotated[
+        str | None, typer.Option(help="in-cluster: keyless's namespace [the pod's]")
+    ] = None,
+    k8s_service: Annotated[
+        str | None, typer.Option(help="in-cluster: the Service in front of keyless [keyless]")
+    ] = None,
+    k8s_controller: Annotated[
+        bool | None,
+        typer.Option("--k8s-controller", help="in-cluster: reconcile the keyless.dev resources"),
+    ] = None,
+    k8s_issue_tls: Annotated[
+        bool | None,
+        typer.Option(
+            "--k8s-issue-tls",
+            help="in-cluster: issue and rotate the serving certificate, patch the webhook's "
+            "caBundle (CA in Secret keyless-ca)",
+        ),
+    ] = None,
+    k8s_vault_namespace: Annotated[
+        str | None,
+        typer.Option(
+            help="in-cluster: one Service per vault in this namespace (the vault domain "
+            "is then NAMESPACE.svc)"
+        ),
+    ] = None,
+    k8s_trust_cluster: Annotated[
+        bool | None,
+        typer.Option(
+            "--k8s-trust-cluster", help="in-cluster: trust this cluster's tokens at start"
+        ),
+    ] = None,
     webhook_listen: Annotated[
         str | None, typer.Option(help="webhook: its own TLS listener HOST:PORT (e.g. 0.0.0.0:8444)")
     ] = None,
@@ -204,6 +235,12 @@ def serve(
         "k8s_public_ca": k8s_public_ca,
         "k8s_ca_configmap": k8s_ca_configmap,
         "k8s_tenant": k8s_tenant,
+        "k8s_namespace": k8s_namespace,
+        "k8s_service": k8s_service,
+        "k8s_controller": k8s_controller,
+        "k8s_issue_tls": k8s_issue_tls,
+        "k8s_vault_namespace": k8s_vault_namespace,
+        "k8s_trust_cluster": k8s_trust_cluster,
         "webhook_listen": webhook_listen,
         "webhook_client_ca": webhook_client_ca,
         "webhook_insecure_no_client_auth": webhook_insecure_no_client_auth,

@@ -88,6 +88,14 @@ async def _identity_patch(
     return patch
 
 
+async def _publish_ca(services: Edge, namespace: str) -> None:
+    """The CA ConfigMap the patch mounts exists in the pod's namespace (``--k8s-issue-tls``:
+    made at the namespace's first pod; without it the operator puts it there). Not on a dry
+    run: nothing is created for a pod that will not be."""
+    if services.ca_configmaps is not None:
+        await services.ca_configmaps.ensure(namespace)
+
+
 async def _decide(services: Edge, req: admission.AdmissionRequest) -> JSONResponse:
     where = {"namespace": req.namespace, "pod": inject.pod_name(req.object), "uid": req.uid}
     authenticated = services.settings.webhook_client_ca is not None
@@ -107,6 +115,12 @@ async def _decide(services: Edge, req: admission.AdmissionRequest) -> JSONRespon
         log.error("pod refused", extra={**where, "error": type(exc).__name__})
         message = INTERNAL_REFUSAL if authenticated else UNIFORM_REFUSAL
         return JSONResponse(admission.deny(req.uid, message, 500 if authenticated else 400))
+    if patch and settings.ca_configmap and not req.dry_run:
+        try:  # the pod mounts the CA ConfigMap: with --k8s-issue-tls keyless makes it
+            await _publish_ca(services, req.namespace)
+        except KeylessError as exc:
+            log.warning("pod refused", extra={**where, "reason": exc.code, "detail": exc.message})
+            return JSONResponse(admission.deny(req.uid, exc.message, 500))
     log.info("pod injected", extra={**where, "operations": len(patch)})
     return JSONResponse(admission.allow(req.uid, patch))
 

@@ -89,7 +89,7 @@ class CaConfigMaps:
     async def _ensure(self, namespace: str) -> None:
         created = await self._call("POST", _path(namespace), self.body(namespace))
         if isinstance(created, Answer) and created.ok:
-            log.info("CA ConfigMap created", extra={"namespace": namespace, "name": self.name})
+            log.info("CA ConfigMap created", extra={"namespace": namespace, "configmap": self.name})
             self._current.add(namespace)
             return
         if isinstance(created, Answer) and created.status == 409:
@@ -129,7 +129,7 @@ class CaConfigMaps:
             content_type="application/merge-patch+json",
         )
         if isinstance(done, Answer) and done.ok:
-            log.info("CA ConfigMap updated", extra={"namespace": namespace, "name": self.name})
+            log.info("CA ConfigMap updated", extra={"namespace": namespace, "configmap": self.name})
             self._current.add(namespace)
             return True
         log.warning(

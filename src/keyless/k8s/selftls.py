@@ -161,7 +161,7 @@ class SelfTls:
             await api.aclose()
             raise
         log.info(
-            "in-cluster TLS ready",
+            "in-cluster TLS set up",
             extra={"secret": tls.secret, "names": ",".join(tls.names)},
         )
         return tls

@@ -21,6 +21,7 @@ from keyless.k8s.kuberest import Answer, KubeRest, Unreachable
 from keyless.k8s.names import CA_KEY
 
 log = logging.getLogger("keyless.k8s")
+TIMEOUT = 3.0  # seconds per request: an admission makes at most three, within its 10 s
 MANAGED_BY_LABEL, MANAGED_BY = "app.kubernetes.io/managed-by", "keyless"
 
 
@@ -42,7 +43,7 @@ class CaConfigMaps:
         self.name = name
         self._pem = ca_pem.decode()
         self._current: set[str] = set()  # namespaces whose ConfigMap holds this CA
-        self._lock = asyncio.Lock()
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def body(self, namespace: str) -> dict[str, Any]:
         return {
@@ -73,7 +74,7 @@ class CaConfigMaps:
         self, method: str, path: str, body: Any = None, **kw: Any
     ) -> Answer | Unreachable:
         try:
-            return await self._api.request(method, path, body, **kw)
+            return await self._api.request(method, path, body, timeout=TIMEOUT, **kw)
         except Unreachable as exc:
             return exc
 
@@ -82,7 +83,8 @@ class CaConfigMaps:
         :class:`Unavailable` only when it cannot be made and is not there."""
         if namespace in self._current:
             return
-        async with self._lock:  # a burst of a namespace's first pods costs one create
+        # A burst of a namespace's first pods costs one create; other namespaces do not wait.
+        async with self._locks.setdefault(namespace, asyncio.Lock()):
             if namespace not in self._current:
                 await self._ensure(namespace)
 
@@ -146,13 +148,12 @@ class CaConfigMaps:
         if not (isinstance(listed, Answer) and listed.ok and isinstance(listed.body, dict)):
             log.warning("CA ConfigMaps not listed", extra={"error": _what(listed, "list")})
             return
-        async with self._lock:
-            fresh: set[str] = set()
-            for item in listed.body.get("items") or []:
-                meta = item.get("metadata") or {}
-                namespace = meta.get("namespace")
-                if meta.get("name") != self.name or not isinstance(namespace, str):
-                    continue
-                if await self._update(namespace, item):
-                    fresh.add(namespace)
-            self._current = fresh
+        fresh: set[str] = set()
+        for item in listed.body.get("items") or []:
+            meta = item.get("metadata") or {}
+            namespace = meta.get("namespace")
+            if meta.get("name") != self.name or not isinstance(namespace, str):
+                continue
+            if await self._update(namespace, item):
+                fresh.add(namespace)
+        self._current = fresh

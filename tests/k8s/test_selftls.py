@@ -27,6 +27,7 @@ from cryptography import x509
 from keyless.k8s.selfca import Ca
 from tests.k8s.fakeapi import FakeKubeApi
 from tests.k8s.webhook import ClientPki, Webhook, make_pki
+from tests.support.procs import children
 from tests.support.server import RunningServer, ServerFactory, free_port, keyless_cmd
 
 NS = "keyless"
@@ -317,6 +318,8 @@ def test_the_served_certificate_is_rotated_without_a_restart(cluster: InCluster)
     def on_disk() -> int:
         return x509.load_pem_x509_certificate(serving.read_bytes()).serial_number
 
+    workers = children(cluster.server.proc.pid)
+    assert len(workers) == 1  # the parent and one worker serve the port
     first = on_disk()
     lifetime = x509.load_pem_x509_certificate(serving.read_bytes())
     assert lifetime.not_valid_after_utc - dt.datetime.now(dt.UTC) <= dt.timedelta(seconds=LIFETIME)
@@ -328,6 +331,7 @@ def test_the_served_certificate_is_rotated_without_a_restart(cluster: InCluster)
 
     assert eventually(every_process_serves_it, timeout=8)
     assert cluster.server.proc.poll() is None  # the same processes
+    assert children(cluster.server.proc.pid) == workers
 
 
 def test_a_new_ca_in_the_secret_is_adopted_everywhere(cluster: InCluster) -> None:

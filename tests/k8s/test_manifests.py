@@ -452,6 +452,8 @@ def test_webhook_cert_signed_by_keyless_ca(tmp_path: Path) -> None:
         "keyless.identity.svc",
         "keyless.identity.svc.cluster.local",
         "keyless.example.com",
+        "keyless-vaults.svc",  # vaults are NAME.keyless-vaults.svc in the cluster
+        "*.keyless-vaults.svc",
     }
     assert (out / "tls.key").stat().st_mode & 0o077 == 0
     assert (out / "ca.crt").read_bytes() == (data / "tls" / "ca.pem").read_bytes()

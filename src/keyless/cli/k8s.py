@@ -31,6 +31,10 @@ def webhook_cert(
         list[str] | None,
         typer.Option("--name", help="another DNS name or IP (the public URL's host), repeatable"),
     ] = None,
+    vault_domain: Annotated[
+        str,
+        typer.Option(help="vaults are NAME.VAULT_DOMAIN: the certificate carries *.VAULT_DOMAIN"),
+    ] = "keyless-vaults.svc",
     out: Annotated[
         Path | None, typer.Option(help="write tls.crt, tls.key and ca.crt into this directory")
     ] = None,
@@ -44,7 +48,8 @@ def webhook_cert(
     from keyless.server.tls import write_private
 
     g = globals_of(ctx)
-    cert = issue_webhook_cert(g.data_dir, namespace, service, name)
+    vaults = [vault_domain.lower(), f"*.{vault_domain.lower()}"] if vault_domain else []
+    cert = issue_webhook_cert(g.data_dir, namespace, service, [*(name or []), *vaults])
     if secret:
         data = {
             "tls.crt": cert.cert_pem,

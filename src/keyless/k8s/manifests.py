@@ -111,7 +111,7 @@ def _deployment(v: Values) -> Obj:
             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
         },
     ]
-    mounts = [
+    mounts: list[Obj] = [
         {"name": "data", "mountPath": DATA_DIR},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, private to the pod
     ]
@@ -261,7 +261,9 @@ def _webhook(v: Values) -> Obj:
                 "failurePolicy": "Fail",
                 "matchPolicy": "Equivalent",
                 "reinvocationPolicy": "IfNeeded",
-                "sideEffects": "None",
+                # Admission may create the CA ConfigMap in the pod's namespace (tls=keyless),
+                # never on a dry run.
+                "sideEffects": "NoneOnDryRun",
                 "timeoutSeconds": 10,
             }
         ],

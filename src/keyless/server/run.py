@@ -265,6 +265,10 @@ async def serve(settings: Settings, *, worker: bool = False) -> int:
         asyncio.create_task(_periodic(services, metrics, stop)),
         asyncio.create_task(_follow_config(services, stop)),
     ]
+    if settings.k8s_controller and not worker:  # one controller per server (leased per cluster)
+        from keyless.k8s import controller
+
+        background.append(asyncio.create_task(controller.run(services, stop)))
     while not all(server.started for server in servers):
         if any(t.done() for t in tasks):
             break

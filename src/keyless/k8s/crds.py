@@ -68,7 +68,7 @@ def _columns(*first: Obj) -> list[Obj]:
     return [
         *first,
         {"name": "Ready", "type": "string", "jsonPath": _ready("status")},
-        {"name": "Reason", "type": "string", "jsonPath": _ready("reason"), "priority": 1},
+        {"name": "Reason", "type": "string", "jsonPath": _ready("reason")},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
 
@@ -337,13 +337,20 @@ def crds() -> list[Obj]:
     ]
 
 
-def kind_named(kind: str) -> Kind:
-    return next(k for k in KINDS if k.kind == kind)
+HEADER = """\
+# The keyless.dev custom resources (docs/kubernetes.md). Generated from src/keyless/k8s/crds.py:
+#   python -m keyless.k8s.crds > deploy/kubernetes/base/crds.yaml
+"""
 
 
-if __name__ == "__main__":  # regenerate deploy/kubernetes/base/crds.yaml
-    import sys
-
+def render() -> str:
+    """``deploy/kubernetes/base/crds.yaml``, as a test holds it."""
     from keyless.k8s.manifests import to_yaml
 
-    sys.stdout.write(to_yaml(crds()))
+    return HEADER + to_yaml(crds())
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.stdout.write(render())

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -50,6 +51,7 @@ log = logging.getLogger("keyless.k8s")
 ACTOR = "k8s-controller"
 DEBOUNCE = 0.2
 RESYNC = 60.0
+POLL = 2.0  # how often keyless's own revisions are compared (as the server follows them)
 WATCH_SECONDS = 300
 MAX_BACKOFF = 30.0
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -99,6 +101,7 @@ class Controller:
         dev: bool = False,
         holder: str = "",
         on_round: Callable[[str], None] | None = None,
+        state: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self._reconciler = reconciler
         self._federation = federation
@@ -108,6 +111,7 @@ class Controller:
         self._dev = dev
         self._holder = holder
         self._on_round = on_round  # metrics: "success" | "error"
+        self._state = state  # keyless's revisions: a change made elsewhere wakes a round
         # What each resource (by uid) made, fresher than its status until that is written;
         # forgotten when leadership changes hands (the status is then the record).
         self.claims: dict[str, Claim] = {}
@@ -302,14 +306,19 @@ class Controller:
         self, kube: CustomResources, custom: Any, kind: crds.Kind, stop: asyncio.Event
     ) -> None:
         """List, then watch from that list's resourceVersion; every event wakes a round. On a
-        watch's end, an error or 410 Gone: list again (with a growing pause after errors)."""
+        watch's end, an error or 410 Gone: list again (with a growing pause after errors),
+        and wake a round if the list differs from what the watch had seen."""
         from kubernetes_asyncio import watch
 
         backoff = 1.0
+        seen: dict[str, str] | None = None  # uid -> resourceVersion
         while not stop.is_set():
             try:
-                _, rv = await kube.list_items(kind)
-                self.wake.set()
+                items, rv = await kube.list_items(kind)
+                listed = {_uid(o): _rv(o) for o in items}
+                if listed != seen:
+                    self.wake.set()
+                seen = listed
                 backoff = 1.0
                 async with watch.Watch() as events:
                     stream = events.stream(
@@ -322,9 +331,15 @@ class Controller:
                         allow_watch_bookmarks=True,
                     )
                     async for event in stream:
-                        if event["type"] == "ERROR":
+                        kind_of = event["type"]
+                        if kind_of == "ERROR":
                             break  # 410 Gone (or another error): list again
-                        if event["type"] != "BOOKMARK":
+                        obj = event.get("raw_object") or {}
+                        if kind_of == "DELETED":
+                            seen.pop(_uid(obj), None)
+                        elif kind_of != "BOOKMARK":
+                            seen[_uid(obj)] = _rv(obj)
+                        if kind_of != "BOOKMARK":
                             self.wake.set()
             except asyncio.CancelledError:
                 raise
@@ -342,19 +357,30 @@ class Controller:
         *,
         debounce: float = DEBOUNCE,
         resync: float = RESYNC,
+        poll: float = POLL,
     ) -> None:
+        """A round on every wake (debounced), every ``resync`` seconds, and when keyless's
+        own state moved (``state``, looked at every ``poll`` seconds): an identity made with
+        the CLI that a RoleAssignment waited for, a vault emptied that a deletion waited for."""
         backoff = 1.0
+        mark = await self._state_mark()
+        last = time.monotonic()
         while not stop.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=resync)
+                await asyncio.wait_for(self.wake.wait(), timeout=poll)
             if stop.is_set():
                 return
+            quiet = not self.wake.is_set() and time.monotonic() - last < resync
+            if quiet and (await self._state_mark()) == mark:
+                continue
             await asyncio.sleep(debounce)  # a burst of events (kubectl apply -f dir) is one round
             self.wake.clear()
+            last = time.monotonic()
             if not leading():
                 continue
             try:
                 await self.reconcile(kube)
+                mark = await self._state_mark()
                 backoff = 1.0
                 if self._on_round:
                     self._on_round("success")
@@ -370,6 +396,22 @@ class Controller:
                     await asyncio.wait_for(stop.wait(), timeout=backoff)
                 backoff = min(MAX_BACKOFF, backoff * 2)
                 self.wake.set()
+
+    async def _state_mark(self) -> object:
+        if self._state is None:
+            return None
+        try:
+            return await self._state()
+        except Exception:  # the database is away: the next round says so
+            return None
+
+
+def _uid(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("uid", ""))
+
+
+def _rv(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
 
 
 def _ready_message(r: Resource, claim: Claim) -> str:
@@ -418,6 +460,11 @@ async def run(services: Services, stop: asyncio.Event) -> None:
         return services.default_tenant.id
 
     counter = services.metrics.k8s_reconciles
+    store = services.store
+
+    async def state() -> object:
+        return tuple([await store.get_revision(n) for n in ("federation", "rbac", "vault")])
+
     async with client.ApiClient(configuration) as api:
         custom = client.CustomObjectsApi(api)
         kube = CustomResources(custom)
@@ -431,6 +478,7 @@ async def run(services: Services, stop: asyncio.Event) -> None:
             dev=settings.dev,
             holder=holder,
             on_round=lambda result: counter.labels(result=result).inc(),
+            state=state,
         )
         elector = LeaderElector(
             client.CoordinationV1Api(api),

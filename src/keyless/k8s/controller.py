@@ -29,6 +29,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -138,19 +139,10 @@ class Controller:
                     except Exception as exc:
                         log.info(
                             "finalizer not added",
-                            extra={"resource": r.ref, "error": type(exc).__name__},
+                            extra={"resource": r.ref, "error": _why(exc)},
                         )
                         continue
-                    r = Resource.from_object(
-                        kind.kind,
-                        {
-                            **obj,
-                            "metadata": {
-                                **obj["metadata"],
-                                "finalizers": [*r.finalizers, crds.FINALIZER],
-                            },
-                        },
-                    )
+                    r = replace(r, finalizers=(*r.finalizers, crds.FINALIZER))
                 objects[r.uid] = (kind, obj)
                 resources.append(r)
         claims = {r.uid: self.claims.get(r.uid) or Claim.from_status(r.status) for r in resources}
@@ -275,9 +267,7 @@ class Controller:
                 try:
                     await kube.patch_status(kind, r.name, new)
                 except Exception as exc:  # written next round
-                    log.info(
-                        "status not written", extra={"resource": r.ref, "error": type(exc).__name__}
-                    )
+                    log.info("status not written", extra={"resource": r.ref, "error": _why(exc)})
 
     def _identity_status(self, tenant_id: str, r: Resource, name: str) -> dict[str, Any] | None:
         if r.kind != crds.IDENTITY.kind:
@@ -297,7 +287,7 @@ class Controller:
         except Exception as exc:  # tried again next round
             log.info(
                 "finalizer not removed",
-                extra={"resource": obj["metadata"].get("name"), "error": type(exc).__name__},
+                extra={"resource": obj["metadata"].get("name"), "error": _why(exc)},
             )
 
     # -- the loop --------------------------------------------------------------------------
@@ -344,7 +334,7 @@ class Controller:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("watch failed", extra={"kind": kind.kind, "error": type(exc).__name__})
+                log.warning("watch failed", extra={"kind": kind.kind, "error": _why(exc)})
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=backoff)
                 backoff = min(MAX_BACKOFF, backoff * 2)
@@ -370,6 +360,9 @@ class Controller:
                 await asyncio.wait_for(self.wake.wait(), timeout=poll)
             if stop.is_set():
                 return
+            if not leading():  # leadership, once taken, wakes a round (``leadership``)
+                self.wake.clear()
+                continue
             quiet = not self.wake.is_set() and time.monotonic() - last < resync
             if quiet and (await self._state_mark()) == mark:
                 continue
@@ -387,9 +380,7 @@ class Controller:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning(
-                    "controller round failed", extra={"error": f"{type(exc).__name__}: {exc}"[:300]}
-                )
+                log.warning("controller round failed", extra={"error": _why(exc)})
                 if self._on_round:
                     self._on_round("error")
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -404,6 +395,16 @@ class Controller:
             return await self._state()
         except Exception:  # the database is away: the next round says so
             return None
+
+
+def _why(exc: Exception) -> str:
+    """An error in one line, for the log: an API answer by its status, not its whole body."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        return f"the Kubernetes API answered {status} {getattr(exc, 'reason', '')}".strip()
+    if isinstance(exc, KeylessError):
+        return exc.message
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def _uid(obj: dict[str, Any]) -> str:

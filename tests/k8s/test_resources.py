@@ -4,6 +4,7 @@ the fake API server and a real keyless: tests/k8s/test_controller.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -220,7 +221,7 @@ def test_resources_without_the_finalizer_are_not_acted_on() -> None:
 
 
 def deleting(r: Resource) -> Resource:
-    return Resource(**{**{f: getattr(r, f) for f in r.__slots__}, "deleting": True})  # type: ignore[attr-defined]
+    return replace(r, deleting=True)
 
 
 def test_deletion_removes_exactly_what_the_resource_made() -> None:

@@ -136,8 +136,11 @@ def test_a_new_set_of_resources_plans_what_keyless_apply_would() -> None:
             ),
             "spec.federatedCredentials[0]: unknown field 'colour'",
         ),
-        (res("Vault", "a-name-much-too-long-for-a-vault"), "spec.name: vault name"),
-        (res("Vault", "sys"), "spec.name: vault name 'sys' is reserved"),
+        (
+            res("Vault", "a-name-much-too-long-for-a-vault"),
+            "metadata.name (set spec.name to name it otherwise): vault name",
+        ),
+        (res("Vault", "v", {"name": "sys"}), "spec.name: vault name 'sys' is reserved"),
         (
             res("RoleAssignment", "r", {"identity": "billing", "role": "owner", "scope": "/"}),
             "spec.role: unknown role 'owner'",

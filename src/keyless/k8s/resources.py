@@ -198,7 +198,10 @@ def parse_one(resource: Resource, *, dev: bool) -> Parsed:
     try:
         doc = parse_document({section: [item]}, dev=dev)
     except InvalidRequest as exc:
-        raise InvalidRequest(spec_message(exc.message)) from None
+        message = spec_message(exc.message)
+        if message.startswith("spec.name: ") and "name" not in resource.spec:
+            message = "metadata.name (set spec.name to name it otherwise): " + message[11:]
+        raise InvalidRequest(message) from None
     if doc.issuers:
         key = doc.issuers[0].url
     elif doc.identities:

@@ -24,7 +24,7 @@ from starlette.types import ASGIApp
 from keyless.api.app import admin_app, public_app, webhook_app
 from keyless.core.errors import ConfigError
 from keyless.metrics import Metrics
-from keyless.server import heapdump
+from keyless.server import heapdump, incluster
 from keyless.server.limits import (
     BODY_TIMEOUT,
     HEADER_TIMEOUT,
@@ -265,6 +265,8 @@ async def serve(settings: Settings, *, worker: bool = False) -> int:
         asyncio.create_task(_periodic(services, metrics, stop)),
         asyncio.create_task(_follow_config(services, stop)),
     ]
+    if not worker:
+        background += incluster.start(services, stop)  # vault Services, trusting the cluster
     while not all(server.started for server in servers):
         if any(t.done() for t in tasks):
             break

@@ -359,6 +359,12 @@ def _validate_vault_namespace(values: dict[str, Any]) -> None:
             f"--vault-domain {domain} does not fit --k8s-vault-namespace {namespace}: "
             f"give {namespace}.svc (the default), or {namespace}.svc.CLUSTER_DOMAIN"
         )
+    host = urlsplit(values.get("public_url", "")).hostname or ""
+    if host.endswith("." + domain):  # keyless's own host would be taken for a vault's
+        raise ConfigError(
+            f"--public-url {values['public_url']} is under the vault domain {domain}: "
+            "keyless's Service and the vaults' must be in different namespaces"
+        )
 
 
 def _validate_webhook(values: dict[str, Any]) -> None:

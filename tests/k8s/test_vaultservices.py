@@ -138,6 +138,13 @@ def test_a_vault_domain_that_does_not_fit_the_namespace_is_refused(domain: str) 
     assert "\n" not in str(err.value)
 
 
+def test_keyless_in_the_vault_namespace_is_refused() -> None:
+    """``keyless.keyless.svc`` would be read as the host of vault ``keyless``."""
+    flags = {"k8s_vault_namespace": "keyless", "public_url": "https://keyless.keyless.svc"}
+    with pytest.raises(ConfigError, match="different namespaces"):
+        load_settings(flags, {})
+
+
 def test_a_vault_namespace_with_a_dot_is_refused() -> None:
     with pytest.raises(ConfigError, match="not a namespace name"):
         load_settings({"k8s_vault_namespace": "a.b"}, {})

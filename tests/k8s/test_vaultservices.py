@@ -300,7 +300,9 @@ async def test_run_follows_changes_resyncs_and_survives_the_api(
             await until(lambda: any("not reconciled" in r.getMessage() for r in caplog.records))
             await asyncio.sleep(0.5)  # several failed passes: still one line
             api.deny.clear()
-            await until(lambda: any("answers again" in r.getMessage() for r in caplog.records))
+            await until(
+                lambda: any("again after a failure" in r.getMessage() for r in caplog.records)
+            )
         assert "ops" in services(api)
         warned = [r for r in caplog.records if "not reconciled" in r.getMessage()]
         assert len(warned) == 1

@@ -305,7 +305,7 @@ class VaultServices:
                         await self.reconcile()
                         seen, last_full = names, looked
                     if failing:
-                        log.info("vault Services: the Kubernetes API answers again")
+                        log.info("vault Services reconciled again after a failure")
                     failing = 0
                 except asyncio.CancelledError:
                     raise
@@ -313,12 +313,17 @@ class VaultServices:
                     if not failing:
                         log.warning("vault Services not reconciled", extra=_describe(exc))
                     failing += 1
-                wait = min(self._resync, self._poll * 2**failing) if failing else self._poll
+                if failing:  # backing off: pokes wait too, or every commit would retry
+                    wait = min(self._resync, self._poll * 2**failing)
+                    await asyncio.wait({stopping}, timeout=wait)
+                    continue
                 waking = asyncio.ensure_future(self._wake.wait())
-                await asyncio.wait({stopping, waking}, timeout=wait, return_when="FIRST_COMPLETED")
+                await asyncio.wait(
+                    {stopping, waking}, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED
+                )
                 waking.cancel()
                 gap = MIN_GAP_SECONDS - (time.monotonic() - looked)
-                if gap > 0 and not stop.is_set() and not failing:
+                if gap > 0 and not stop.is_set():
                     await asyncio.wait({stopping}, timeout=gap)
         finally:
             stopping.cancel()

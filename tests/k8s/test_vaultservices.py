@@ -201,10 +201,15 @@ def foreign(name: str, **spec: Any) -> dict[str, Any]:
     }
 
 
-async def test_reconcile_creates_then_changes_nothing(api: FakeKubeApi, tmp_path: Path) -> None:
+async def test_reconcile_creates_then_changes_nothing(
+    api: FakeKubeApi, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     k = await keeper(api, tmp_path, Vaults("billing", "hr"))
     try:
-        assert (await k.reconcile()).create == ("billing", "hr")
+        with caplog.at_level(logging.INFO, "keyless.k8s"):
+            assert (await k.reconcile()).create == ("billing", "hr")
+        (line,) = [r for r in caplog.records if r.getMessage() == "vault Services reconciled"]
+        assert getattr(line, "services_created", None) == 2
         made = services(api)
         assert sorted(made) == ["billing", "hr"]
         assert made["billing"]["spec"] == {"type": "ExternalName", "externalName": TARGET}

@@ -236,9 +236,10 @@ class VaultServices:
                 "vault Services reconciled",
                 extra={
                     "namespace": self.namespace,
-                    "created": len(todo.create),
-                    "repaired": len(todo.patch) + len(todo.replace),
-                    "deleted": len(todo.delete),
+                    # Not "created": a LogRecord attribute, which extra must not overwrite.
+                    "services_created": len(todo.create),
+                    "services_repaired": len(todo.patch) + len(todo.replace),
+                    "services_deleted": len(todo.delete),
                 },
             )
         return todo

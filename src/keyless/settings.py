@@ -323,6 +323,7 @@ def _validate(values: dict[str, Any]) -> Settings:
         raise ConfigError("--k8s-issue-tls conflicts with --tls-cert/--tls-key and --insecure-http")
     if values.get("unsafe_no_audit") and not values.get("dev"):
         raise ConfigError("KEYLESS_UNSAFE_NO_AUDIT is for measurement only and needs --dev")
+    _validate_vault_namespace(values)
     port = values.get("listen_port", DEFAULT_PORT)
     scheme = "http" if values.get("insecure_http") else "https"
     values.setdefault("public_url", f"{scheme}://localhost:{port}")
@@ -341,6 +342,29 @@ def _validate(values: dict[str, Any]) -> Settings:
         except ValueError as exc:
             raise ConfigError(f"--listen: {host!r} is not an IP address") from exc
     return Settings(**values)
+
+
+def _validate_vault_namespace(values: dict[str, Any]) -> None:
+    """With ``--k8s-vault-namespace NS`` a vault V is the Service V in NS, so its URL's host
+    is ``V.NS.svc`` (k8s/vaultservices.py): the vault domain is ``NS.svc`` (the default), or
+    ``NS.svc.CLUSTER_DOMAIN``; any other would name hosts that no cluster DNS answers."""
+    namespace = values.get("k8s_vault_namespace")
+    if not namespace:
+        return
+    if "." in namespace:
+        raise ConfigError(f"--k8s-vault-namespace: {namespace!r} is not a namespace name")
+    domain = values.setdefault("vault_domain", f"{namespace}.svc")
+    if domain != f"{namespace}.svc" and not domain.startswith(f"{namespace}.svc."):
+        raise ConfigError(
+            f"--vault-domain {domain} does not fit --k8s-vault-namespace {namespace}: "
+            f"give {namespace}.svc (the default), or {namespace}.svc.CLUSTER_DOMAIN"
+        )
+    host = urlsplit(values.get("public_url", "")).hostname or ""
+    if host.endswith("." + domain):  # keyless's own host would be taken for a vault's
+        raise ConfigError(
+            f"--public-url {values['public_url']} is under the vault domain {domain}: "
+            "keyless's Service and the vaults' must be in different namespaces"
+        )
 
 
 def _validate_webhook(values: dict[str, Any]) -> None:

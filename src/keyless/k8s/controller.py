@@ -30,7 +30,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keyless.core.access import Principal
@@ -55,7 +54,6 @@ RESYNC = 60.0
 POLL = 2.0  # how often keyless's own revisions are compared (as the server follows them)
 WATCH_SECONDS = 300
 MAX_BACKOFF = 30.0
-NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -428,12 +426,9 @@ def _ready_message(r: Resource, claim: Claim) -> str:
 
 
 def namespace_of(configured: str | None) -> str:
-    if configured:
-        return configured
-    try:
-        return NAMESPACE_FILE.read_text().strip() or "default"
-    except OSError:
-        return "default"
+    from keyless.k8s.kubeapi import own_namespace
+
+    return own_namespace(configured) or "default"
 
 
 async def run(services: Services, stop: asyncio.Event) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 from keyless.core.clock import Clock, SystemClock
 from keyless.core.errors import ConfigError, KeylessError
 from keyless.k8s.caconfigmaps import CaConfigMaps
+from keyless.k8s.kubeapi import NAMESPACE_FILE, own_namespace
 from keyless.k8s.kuberest import Answer, KubeRest, Unreachable
 from keyless.k8s.selfca import (
     CA_SECRET,
@@ -51,7 +52,6 @@ from keyless.settings import Settings, ca_path, tls_dir
 
 log = logging.getLogger("keyless.k8s")
 FLAG = "--k8s-issue-tls"
-NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 WEBHOOK_CONFIGURATION = "keyless"
 WEBHOOK_PATH = (
     f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{WEBHOOK_CONFIGURATION}"
@@ -64,12 +64,7 @@ RECHECK_ENV = "KEYLESS_TEST_TLS_RECHECK"
 
 
 def resolve_namespace(settings: Settings, namespace_file: Path = NAMESPACE_FILE) -> str:
-    if settings.k8s_namespace:
-        return settings.k8s_namespace
-    try:
-        found = namespace_file.read_text().strip()
-    except OSError:
-        found = ""
+    found = own_namespace(settings.k8s_namespace, namespace_file)
     if not found:
         raise ConfigError(
             f"{FLAG}: no --k8s-namespace and no {namespace_file} (not in a pod): "

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp
 from keyless.api.app import admin_app, public_app, webhook_app
 from keyless.core.errors import ConfigError
 from keyless.metrics import Metrics
-from keyless.server import heapdump, tlsreload
+from keyless.server import heapdump, incluster, tlsreload
 from keyless.server.limits import (
     BODY_TIMEOUT,
     HEADER_TIMEOUT,
@@ -296,10 +296,8 @@ async def _serve(settings: Settings, worker: bool, selftls: SelfTls | None) -> i
         background.append(asyncio.create_task(tlsreload.follow(tls, contexts, stop)))
     if selftls is not None:
         background.append(asyncio.create_task(selftls.run(stop)))
-    if settings.k8s_controller and not worker:  # one controller per server (leased per cluster)
-        from keyless.k8s import controller
-
-        background.append(asyncio.create_task(controller.run(services, stop)))
+    if not worker:  # vault Services, trusting the cluster, the controller
+        background += incluster.start(services, stop)
     while not all(server.started for server in servers):
         if any(t.done() for t in tasks):
             break

@@ -131,4 +131,3 @@ def test_sigint_or_a_second_sigterm_skips_the_delay(servers: ServerFactory) -> N
     second.proc.send_signal(signal.SIGTERM)
     assert first.proc.wait(30) == 0 and second.proc.wait(30) == 0
     assert time.monotonic() - started < 15
-

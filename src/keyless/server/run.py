@@ -20,6 +20,7 @@ import ssl
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -27,7 +28,7 @@ from starlette.types import ASGIApp
 from keyless.api.app import admin_app, public_app, webhook_app
 from keyless.core.errors import ConfigError
 from keyless.metrics import Metrics
-from keyless.server import heapdump
+from keyless.server import heapdump, tlsreload
 from keyless.server.drain import CloseWhileDraining, Shutdown
 from keyless.server.limits import (
     BODY_TIMEOUT,
@@ -42,6 +43,9 @@ from keyless.server.services import Services
 from keyless.server.tls import TlsFiles, ensure_tls
 from keyless.server.workers import READY, Workers
 from keyless.settings import Settings
+
+if TYPE_CHECKING:
+    from keyless.k8s.selftls import SelfTls
 
 log = logging.getLogger("keyless.server")
 DRAIN_SECONDS = 20
@@ -131,6 +135,10 @@ def _unix_socket(settings: Settings) -> socket.socket:
 def _tls(settings: Settings) -> TlsFiles | None:
     if settings.insecure_http:
         return None
+    if settings.k8s_issue_tls:  # written by the parent's SelfTls before anything listens
+        from keyless.k8s.selfca import serving_files
+
+        return serving_files(settings.data_dir)
     if settings.tls_cert and settings.tls_key:
         for flag, file in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key)):
             if not os.access(file, os.R_OK) or file.is_dir():  # say so at start, in one line
@@ -214,10 +222,25 @@ def _config(
 async def serve(settings: Settings, *, worker: bool = False) -> int:
     """One server process. ``worker``: one of the extra processes of ``--workers``, serving
     only the public listener (the parent has the admin socket and starts the workers)."""
+    selftls: SelfTls | None = None
+    if settings.k8s_issue_tls and not worker:  # only the parent talks to the Kubernetes API
+        from keyless.k8s.selftls import SelfTls
+
+        selftls = await SelfTls.start(settings)  # the CA and certificate, before listening
+    try:
+        return await _serve(settings, worker, selftls)
+    finally:
+        if selftls is not None:
+            await selftls.aclose()
+
+
+async def _serve(settings: Settings, worker: bool, selftls: SelfTls | None) -> int:
     tls = _tls(settings)  # before the services: the issuer fetcher trusts keyless's own CA
     hook = None if worker else _webhook_socket(settings)  # a bad client CA fails here
     tcp = _tcp_socket(settings)  # a busy port fails here, in one line, before any work
     services = await Services.start(settings, worker=worker, migrate_in_child=True)
+    if selftls is not None and not settings.k8s_public_ca:
+        services.ca_configmaps = selftls.configmaps  # the webhook publishes the CA per namespace
     metrics = services.metrics
     public = _Server(
         _config(
@@ -287,6 +310,14 @@ async def serve(settings: Settings, *, worker: bool = False) -> int:
         asyncio.create_task(_periodic(services, metrics, stop)),
         asyncio.create_task(_follow_config(services, stop)),
     ]
+    if tls is not None:  # every process serves the newest certificate on disk
+
+        def contexts() -> list[ssl.SSLContext]:
+            return [server.config.ssl for server in servers if server.config.ssl is not None]
+
+        background.append(asyncio.create_task(tlsreload.follow(tls, contexts, stop)))
+    if selftls is not None:
+        background.append(asyncio.create_task(selftls.run(stop)))
     while not all(server.started for server in servers):
         if any(t.done() for t in tasks):
             break

@@ -32,7 +32,7 @@ from keyless.core.tenants import Tenants
 from keyless.core.vault import VaultService
 from keyless.k8s.jwks import KubeApiJwksFetcher
 from keyless.k8s.kubeapi import KubeServiceAccounts
-from keyless.k8s.lookup import ServiceAccountLookup
+from keyless.k8s.lookup import CaPublisher, ServiceAccountLookup
 from keyless.metrics import Metrics, MetricsAuditSink
 from keyless.net.fetch import HttpJwksFetcher
 from keyless.server.changes import LocalChanges
@@ -66,6 +66,7 @@ class Services:
     token_limiter: TokenBuckets | None = None  # per client IP on the token endpoint
     discovery_limiter: TokenBuckets | None = None  # per client IP on discovery and JWKS
     k8s: ServiceAccountLookup = field(default_factory=KubeServiceAccounts)
+    ca_configmaps: CaPublisher | None = None  # --k8s-issue-tls: the CA ConfigMap per namespace
     local: LocalChanges | None = None  # shared with the other workers of this server
     _local_seen: int = 0
     _local_lock: asyncio.Lock = field(default_factory=asyncio.Lock)

@@ -318,6 +318,10 @@ async def _serve(settings: Settings, worker: bool, selftls: SelfTls | None) -> i
         background.append(asyncio.create_task(tlsreload.follow(tls, contexts, stop)))
     if selftls is not None:
         background.append(asyncio.create_task(selftls.run(stop)))
+    if settings.k8s_controller and not worker:  # one controller per server (leased per cluster)
+        from keyless.k8s import controller
+
+        background.append(asyncio.create_task(controller.run(services, stop)))
     while not all(server.started for server in servers):
         if any(t.done() for t in tasks):
             break

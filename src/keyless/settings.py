@@ -54,6 +54,9 @@ class Settings:
     workers: int = 1  # processes serving the public listener (SO_REUSEPORT), one event loop each
     header_timeout: int = 10  # seconds a client has to send its request headers
     body_timeout: int = 10  # seconds a client has to send its whole body, once headers are in
+    # After SIGTERM: seconds /readyz answers 503 while requests are still served, so that load
+    # balancers take this process out before it stops accepting (server/drain.py). 0 = none.
+    shutdown_delay: int = 5
     discovery_rate_limit: int = 50  # discovery/JWKS requests per second per client IP; 0 = off
     k8s_public_ca: bool = False  # the public URL's certificate is publicly trusted
     k8s_ca_configmap: str = "keyless-ca"  # ConfigMap (key ca.crt) mounted into injected pods
@@ -131,6 +134,7 @@ _FIELDS: dict[str, str] = {
     "token_rate_burst": "count",
     "header_timeout": "duration",
     "body_timeout": "duration",
+    "shutdown_delay": "delay",
     "discovery_rate_limit": "count",
     "workers": "workers",
     "max_in_flight": "count",
@@ -244,6 +248,14 @@ def _coerce(field: str, raw: Any, what: str) -> Any:
         return Path(text).expanduser()
     if kind == "duration":
         return raw if isinstance(raw, int) else parse_duration(text, what)
+    if kind == "delay":  # a duration that may be 0, at most 5 minutes
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            seconds = raw
+        else:
+            seconds = 0 if text.strip() in ("0", "0s") else parse_duration(text, what)
+        if not 0 <= seconds <= 300:
+            raise ConfigError(f"{what}: {text!r} must be 0 to 300 seconds")
+        return seconds
     if kind == "days":
         if not text.isdigit() or not 7 <= int(text) <= 90:
             raise ConfigError(f"{what}: {text!r} must be a whole number of days in 7..90")

@@ -66,6 +66,7 @@ class Admin(Edge, Protocol):
     vaults: VaultService
     audit_macs: AuditMac | None
     checkpoints: AuditCheckpoints | None
+    draining: bool  # the server is stopping: not ready, whatever else holds
 
     async def rotate_root_key(self) -> dict[str, object]: ...
 

@@ -1,7 +1,10 @@
 """Run the server: a TLS listener on TCP and the admin listener on a Unix socket, one loop
 (plus the admission webhook's TLS listener with ``--webhook-listen``).
 
-SIGTERM/SIGINT stop accepting, drain in-flight requests, and exit 0.
+SIGTERM: ``/readyz`` answers 503 while requests are still served for ``--shutdown-delay``
+(server/drain.py), then the listeners stop accepting, in-flight requests finish, idle
+connections are dropped, queued audit events are written, and the process exits 0. SIGINT does
+the same without the delay.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from keyless.api.app import admin_app, public_app, webhook_app
 from keyless.core.errors import ConfigError
 from keyless.metrics import Metrics
 from keyless.server import heapdump, incluster, tlsreload
+from keyless.server.drain import CloseWhileDraining, Shutdown
 from keyless.server.limits import (
     BODY_TIMEOUT,
     HEADER_TIMEOUT,
@@ -240,7 +244,7 @@ async def _serve(settings: Settings, worker: bool, selftls: SelfTls | None) -> i
     metrics = services.metrics
     public = _Server(
         _config(
-            public_app(services, metrics),
+            CloseWhileDraining(public_app(services, metrics), services),
             "httptools",
             tls,
             settings.header_timeout,
@@ -252,7 +256,7 @@ async def _serve(settings: Settings, worker: bool, selftls: SelfTls | None) -> i
     if hook is not None:
         webhook = _Server(
             _config(
-                webhook_app(services, metrics),
+                CloseWhileDraining(webhook_app(services, metrics), services),
                 "httptools",
                 tls,
                 settings.header_timeout,
@@ -272,17 +276,35 @@ async def _serve(settings: Settings, worker: bool, selftls: SelfTls | None) -> i
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     workers = Workers(settings)
+    delay = Shutdown(settings.shutdown_delay)
+    stopping: list[asyncio.Task[None]] = []
 
-    def shutdown() -> None:
-        if not worker:
-            log.info("shutting down: draining in-flight requests")
+    def stop_now() -> None:
         stop.set()
         workers.terminate()
         for server in servers:
             server.should_exit = True
 
+    async def stop_after_delay() -> None:
+        await delay.wait()
+        if not worker:
+            log.info("shutting down: draining in-flight requests")
+        stop_now()
+
+    def shutdown(signum: int) -> None:
+        if not delay.signal(signum):
+            return  # a second signal only cuts the delay short
+        services.draining = True  # /readyz 503, Connection: close (server/drain.py)
+        workers.terminate(signum)  # every worker turns not-ready now, and drains alike
+        if not worker and delay.delay > 0 and signum != signal.SIGINT:
+            log.info(
+                "shutting down: not ready; serving on during --shutdown-delay",
+                extra={"seconds": delay.delay},
+            )
+        stopping.append(asyncio.create_task(stop_after_delay()))
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, shutdown)
+        loop.add_signal_handler(sig, shutdown, sig)
     heapdump.install(loop, settings.data_dir)  # SIGUSR2 -> allocation sites, if tracing
     background = [
         asyncio.create_task(_periodic(services, metrics, stop)),
@@ -311,7 +333,7 @@ async def _serve(settings: Settings, worker: bool, selftls: SelfTls | None) -> i
             await workers.start()
         except (TimeoutError, RuntimeError) as exc:
             log.error("worker processes did not start", extra={"error": str(exc)})
-            shutdown()
+            stop_now()
             started = False
         background.append(asyncio.create_task(workers.supervise(stop)))
     if started and not worker:
@@ -344,8 +366,8 @@ async def _serve(settings: Settings, worker: bool, selftls: SelfTls | None) -> i
     finally:
         stop.set()
         await asyncio.to_thread(workers.stop, DRAIN_SECONDS + 5)
-        await asyncio.gather(*background)
-        await services.close()
+        await asyncio.gather(*background, *stopping)
+        await services.close()  # writes the audit events still queued first
         if not worker:
             with contextlib.suppress(FileNotFoundError):
                 settings.admin_socket.unlink()

@@ -177,7 +177,7 @@ def entry(resource: Resource) -> dict[str, Any]:
     return spec
 
 
-_PATH = re.compile(r"^(issuers|identities|vaults|role_assignments)\[0\]")
+_PATH = re.compile(r"\A(issuers|identities|vaults|role_assignments)\[0\]")
 
 
 def spec_message(message: str) -> str:

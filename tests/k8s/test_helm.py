@@ -1,0 +1,284 @@
+"""deploy/helm/keyless, linted and rendered by a real helm (``make helm``), renders the objects
+``keyless k8s manifests`` renders (``render(Values(...))``) for the same settings, each valid
+under the Kubernetes schema; values.schema.json and the chart's own checks refuse bad values."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from keyless.k8s.manifests import Values, render
+from tests.k8s.objects import Obj, by_identity, validate_all
+from tests.support.pki import make_pki
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "helm" / "keyless"
+HELM = ROOT / ".tools" / "bin" / "helm"
+PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"  # passes the schema's check
+
+
+def helm_binary() -> Path:
+    if HELM.is_file() and os.access(HELM, os.X_OK):
+        return HELM
+    if os.environ.get("CI"):
+        pytest.fail(f"helm is required in CI at {HELM} (make test runs make helm)")
+    pytest.skip(f"helm not installed at {HELM} (make helm)")
+
+
+@dataclass
+class Helm:
+    """The real helm, with its cache, config and data kept in a temporary directory."""
+
+    binary: Path
+    home: Path
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.home),
+            "HELM_CACHE_HOME": str(self.home / "cache"),
+            "HELM_CONFIG_HOME": str(self.home / "config"),
+            "HELM_DATA_HOME": str(self.home / "data"),
+        }
+        return subprocess.run(
+            [str(self.binary), *args], capture_output=True, text=True, timeout=60, env=env
+        )
+
+    def values_file(self, values: dict[str, Any]) -> Path:
+        path = self.home / f"values-{len(list(self.home.glob('values-*')))}.yaml"
+        path.write_text(yaml.safe_dump(values))
+        return path
+
+    def template(
+        self, values: dict[str, Any], namespace: str = "keyless", *args: str
+    ) -> subprocess.CompletedProcess[str]:
+        values_file = str(self.values_file(values))
+        return self.run(
+            "template", "keyless", str(CHART), "-n", namespace, "-f", values_file, *args
+        )
+
+    def objects(self, values: dict[str, Any], namespace: str = "keyless") -> list[Obj]:
+        result = self.template(values, namespace)
+        assert result.returncode == 0, result.stderr
+        return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+    def lint(self, values: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return self.run("lint", "--strict", str(CHART), "-f", str(self.values_file(values)))
+
+
+@pytest.fixture(scope="module")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    return Helm(helm_binary(), tmp_path_factory.mktemp("helm"))
+
+
+@pytest.fixture(scope="module")
+def pems(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
+    """Two CA certificates (PEM): keyless's, and the API server's client CA."""
+    keyless = make_pki(tmp_path_factory.mktemp("ca"), ca_name="keyless CA", dns=["keyless"])
+    client = make_pki(tmp_path_factory.mktemp("client-ca"), ca_name="front-proxy", dns=["api"])
+    return keyless.ca.read_bytes(), client.ca.read_bytes()
+
+
+@dataclass(frozen=True)
+class Case:
+    """Chart values, the namespace released into, and the keyless Values that must render
+    the same objects."""
+
+    chart: dict[str, Any]
+    values: Values
+    create_namespace: bool = False
+
+    @property
+    def expected(self) -> list[Obj]:
+        objects = render(self.values)
+        if self.create_namespace:
+            return objects
+        # `helm install --create-namespace` makes the release's namespace, and Helm will not
+        # adopt one the chart renders too: the chart leaves it out unless asked.
+        release_ns = ("Namespace", self.values.namespace)
+        return [o for o in objects if (o["kind"], o["metadata"]["name"]) != release_ns]
+
+
+def cases(ca: bytes, client_ca: bytes) -> dict[str, Case]:
+    sources = ["172.16.0.0/28", "fd00:10::/64"]
+    return {
+        "default-sqlite": Case({}, Values()),
+        "postgresql": Case({"postgresql": {"enabled": True}}, Values(postgresql=True)),
+        "postgresql-2-replicas": Case(
+            {"postgresql": {"enabled": True}, "replicas": 2}, Values(postgresql=True, replicas=2)
+        ),
+        "webhook-without-client-auth": Case(
+            {"webhook": {"clientAuth": False, "sources": sources}},
+            Values(client_auth=False, webhook_sources=tuple(sources)),
+        ),
+        "operator-values": Case(
+            {
+                "image": {"repository": "registry.example:5000/team/keyless", "tag": "1.2.3"},
+                "publicUrl": "https://keyless.example.com/",
+                "extraEnv": {"KEYLESS_MAX_IN_FLIGHT": "128", "KEYLESS_LOG_LEVEL": "debug"},
+                "ca": {"bundle": ca.decode(), "workloadNamespaces": ["demo", "billing"]},
+                "webhook": {"clientCA": client_ca.decode()},
+                "createNamespace": True,
+            },
+            Values(
+                namespace="identity",
+                image="registry.example:5000/team/keyless:1.2.3",
+                public_url="https://keyless.example.com",
+                ca_bundle=ca,
+                workload_namespaces=("demo", "billing"),
+                extra_env={"KEYLESS_LOG_LEVEL": "debug", "KEYLESS_MAX_IN_FLIGHT": "128"},
+                client_ca=client_ca,
+            ),
+            create_namespace=True,
+        ),
+    }
+
+
+CASE_IDS = list(cases(b"", b""))
+
+
+@pytest.mark.parametrize("name", CASE_IDS)
+def test_chart_renders_what_keyless_renders(
+    helm: Helm, pems: tuple[bytes, bytes], name: str
+) -> None:
+    case = cases(*pems)[name]
+    rendered = helm.objects(case.chart, case.values.namespace)
+    validate_all(rendered)
+    assert by_identity(rendered) == by_identity(case.expected)
+    lint = helm.lint(case.chart)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicas": 0}, "at '/replicas': minimum: got 0, want 1"),
+        ({"replica": 2}, "additional properties 'replica' not allowed"),
+        ({"publicUrl": "http://keyless.example.com"}, "at '/publicUrl'"),
+        ({"publicUrl": "https://keyless.example.com/path"}, "at '/publicUrl'"),
+        ({"postgresql": {"enabled": "yes"}}, "at '/postgresql/enabled': got string, want boolean"),
+        ({"extraEnv": {"KEYLESS_MAX_IN_FLIGHT": 128}}, "got number, want string"),
+        ({"ca": {"bundle": "not a certificate"}}, "at '/ca/bundle'"),
+        ({"ca": {"workloadNamespaces": ["Demo"]}}, "at '/ca/workloadNamespaces/0'"),
+        (
+            {"webhook": {"clientAuth": False, "sources": ["10.0.0.0/33"]}},
+            "at '/webhook/sources/0'",
+        ),
+        ({"image": {"repository": "keyless:1.0"}}, "at '/image/repository'"),
+        ({"webhook": {"clientAuth": False, "sources": ["::/0"]}}, "at '/webhook/sources/0'"),
+        (
+            {"webhook": {"clientAuth": False}},
+            "at '/webhook/sources': minItems: got 0, want 1",
+        ),
+        (
+            {"webhook": {"sources": ["10.0.0.0/28"]}},
+            "at '/webhook/sources': maxItems: got 1, want 0",
+        ),
+        (
+            {"webhook": {"clientAuth": False, "sources": ["10.0.0.0/28"], "clientCA": PEM}},
+            "at '/webhook/clientCA': maxLength",
+        ),
+        ({"ca": {"workloadNamespaces": ["demo"]}}, "at '/ca/bundle': minLength: got 0, want 1"),
+    ],
+    ids=[
+        "replicas-0",
+        "unknown-key",
+        "http-url",
+        "url-with-path",
+        "not-a-boolean",
+        "env-number",
+        "bundle-not-pem",
+        "namespace-not-dns",
+        "not-a-cidr",
+        "tag-in-repository",
+        "everyone-v6",
+        "no-sources",
+        "sources-with-auth",
+        "client-ca-without-auth",
+        "namespaces-without-bundle",
+    ],
+)
+def test_schema_refuses_bad_values(helm: Helm, values: dict[str, Any], message: str) -> None:
+    result = helm.template(values)
+    assert result.returncode == 1 and result.stdout == ""
+    assert "values don't meet the specifications of the schema" in result.stderr
+    assert message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"webhook": {"clientAuth": False}}, "webhook.clientAuth=false needs webhook.sources"),
+        ({"webhook": {"sources": ["10.0.0.0/28"]}}, "webhook.sources needs webhook.clientAuth"),
+        (
+            {"webhook": {"clientAuth": False, "sources": ["10.0.0.0/28", "0.0.0.0/0"]}},
+            "webhook.sources 0.0.0.0/0 would let every pod in",
+        ),
+        (
+            {"webhook": {"clientAuth": False, "sources": ["::/0"]}},
+            "webhook.sources ::/0 would let every pod in",
+        ),
+        (
+            {"webhook": {"clientAuth": False, "sources": ["10.0.0.0/28"], "clientCA": PEM}},
+            "webhook.clientCA conflicts with webhook.clientAuth=false",
+        ),
+        ({"ca": {"workloadNamespaces": ["demo"]}}, "ca.workloadNamespaces needs ca.bundle"),
+        (
+            {"extraEnv": {"KEYLESS_PUBLIC_URL": "https://elsewhere"}},
+            "extraEnv.KEYLESS_PUBLIC_URL is set by the chart itself",
+        ),
+    ],
+    ids=[
+        "no-sources",
+        "sources-with-auth",
+        "everyone-v4",
+        "everyone-v6",
+        "client-ca-without-auth",
+        "namespaces-without-bundle",
+        "env-set-by-chart",
+    ],
+)
+def test_chart_refuses_conflicting_values(helm: Helm, values: dict[str, Any], message: str) -> None:
+    """The combinations `keyless k8s manifests` refuses, refused in its words by the templates
+    too, where an install skips the schema."""
+    result = helm.template(values, "keyless", "--skip-schema-validation")
+    assert result.returncode == 1 and result.stdout == ""
+    assert message in result.stderr, result.stderr
+
+
+def test_lint_refuses_conflicting_values(helm: Helm) -> None:
+    """helm lint only logs a template's `fail`: the schema is what makes it refuse."""
+    result = helm.lint({"webhook": {"clientAuth": False}})
+    assert result.returncode == 1
+    assert "at '/webhook/sources': minItems: got 0, want 1" in result.stdout
+
+
+def test_chart_version_follows_the_package() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert chart["apiVersion"] == "v2" and chart["name"] == "keyless"
+    assert chart["appVersion"] == project["version"]
+    # The default image is the chart's appVersion, as keyless's own default is its version.
+    assert Values().image == f"keyless:{project['version']}"
+
+
+def test_notes_say_what_to_create_next(helm: Helm) -> None:
+    result = helm.run(
+        "install", "keyless", str(CHART), "-n", "identity", "--dry-run=client",
+        "--set", "publicUrl=https://keyless.example.com:8443",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.partition("NOTES:")[2]
+    assert "pods reach it at https://keyless.example.com:8443." in notes
+    assert (
+        "keyless k8s webhook-cert --namespace identity --name keyless.example.com --secret" in notes
+    )
+    assert "create configmap keyless-webhook-client-ca" in notes
+    assert "no caBundle yet" in notes

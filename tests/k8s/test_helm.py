@@ -4,6 +4,7 @@ under the Kubernetes schema; values.schema.json and the chart's own checks refus
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tomllib
@@ -282,3 +283,24 @@ def test_notes_say_what_to_create_next(helm: Helm) -> None:
     )
     assert "create configmap keyless-webhook-client-ca" in notes
     assert "no caBundle yet" in notes
+
+
+def _leaves(schema: dict[str, Any], values: dict[str, Any], path: str = "") -> list[str]:
+    """The schema's properties missing from values.yaml (global aside), recursively."""
+    missing = []
+    for key, sub in schema.get("properties", {}).items():
+        if key == "global":
+            continue
+        if key not in values:
+            missing.append(path + key)
+        elif isinstance(values[key], dict) and "properties" in sub:
+            missing += _leaves(sub, values[key], f"{path}{key}.")
+    return missing
+
+
+def test_values_yaml_shows_every_value_the_schema_allows() -> None:
+    """values.yaml is the documentation: every value has its default and comment there (and
+    the schema refuses any key it does not name, extraEnv's variables aside)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert _leaves(schema, values) == []

@@ -108,36 +108,63 @@ class Case:
 
 
 def cases(ca: bytes, client_ca: bytes) -> dict[str, Case]:
-    sources = ["172.16.0.0/28", "fd00:10::/64"]
+    cidrs = ["172.16.0.0/28", "fd00:10::/64"]
+    public = "https://Keyless.Example.com:8443"
     return {
-        "default-sqlite": Case({}, Values()),
-        "postgresql": Case({"postgresql": {"enabled": True}}, Values(postgresql=True)),
+        "default": Case({}, Values()),
+        "postgresql": Case({"storage": "postgresql"}, Values(postgresql=True)),
         "postgresql-2-replicas": Case(
-            {"postgresql": {"enabled": True}, "replicas": 2}, Values(postgresql=True, replicas=2)
+            {"storage": "postgresql", "replicas": 2}, Values(postgresql=True, replicas=2)
         ),
         "webhook-without-client-auth": Case(
-            {"webhook": {"clientAuth": False, "sources": sources}},
-            Values(client_auth=False, webhook_sources=tuple(sources)),
+            {"webhook": {"clientAuth": False, "sourceCIDRs": cidrs}},
+            Values(client_auth=False, webhook_sources=tuple(cidrs)),
         ),
         "operator-values": Case(
             {
-                "image": {"repository": "registry.example:5000/team/keyless", "tag": "1.2.3"},
+                "image": "registry.example:5000/team/keyless:1.2.3",
                 "publicUrl": "https://keyless.example.com/",
                 "extraEnv": {"KEYLESS_MAX_IN_FLIGHT": "128", "KEYLESS_LOG_LEVEL": "debug"},
-                "ca": {"bundle": ca.decode(), "workloadNamespaces": ["demo", "billing"]},
                 "webhook": {"clientCA": client_ca.decode()},
+                "vaultsNamespace": "vaults",
+                "controller": False,
+                "trustCluster": False,
                 "createNamespace": True,
             },
             Values(
                 namespace="identity",
                 image="registry.example:5000/team/keyless:1.2.3",
                 public_url="https://keyless.example.com",
-                ca_bundle=ca,
-                workload_namespaces=("demo", "billing"),
                 extra_env={"KEYLESS_LOG_LEVEL": "debug", "KEYLESS_MAX_IN_FLIGHT": "128"},
                 client_ca=client_ca,
+                vaults_namespace="vaults",
+                controller=False,
+                trust_cluster=False,
             ),
             create_namespace=True,
+        ),
+        "tls-secret": Case(
+            {
+                "tls": {
+                    "mode": "secret",
+                    "caBundle": ca.decode(),
+                    "workloadNamespaces": ["demo", "billing"],
+                }
+            },
+            Values(tls="secret", ca_bundle=ca, workload_namespaces=("demo", "billing")),
+        ),
+        "tls-secret-no-bundle": Case({"tls": {"mode": "secret"}}, Values(tls="secret")),
+        "tls-secret-no-controller": Case(
+            {"tls": {"mode": "secret"}, "controller": False},
+            Values(tls="secret", controller=False),
+        ),
+        "tls-cert-manager": Case(
+            {"tls": {"mode": "cert-manager"}, "publicUrl": public},
+            Values(tls="cert-manager", public_url=public, namespace="identity"),
+        ),
+        "tls-cert-manager-issuer": Case(
+            {"tls": {"mode": "cert-manager", "certManagerIssuer": "ClusterIssuer/corp-ca"}},
+            Values(tls="cert-manager", cert_manager_issuer=("ClusterIssuer", "corp-ca")),
         ),
     }
 
@@ -162,48 +189,61 @@ def test_chart_renders_what_keyless_renders(
     [
         ({"replicas": 0}, "at '/replicas': minimum: got 0, want 1"),
         ({"replica": 2}, "additional properties 'replica' not allowed"),
+        ({"storage": "postgres"}, "at '/storage'"),
         ({"publicUrl": "http://keyless.example.com"}, "at '/publicUrl'"),
         ({"publicUrl": "https://keyless.example.com/path"}, "at '/publicUrl'"),
-        ({"postgresql": {"enabled": "yes"}}, "at '/postgresql/enabled': got string, want boolean"),
+        ({"controller": "yes"}, "at '/controller': got string, want boolean"),
         ({"extraEnv": {"KEYLESS_MAX_IN_FLIGHT": 128}}, "got number, want string"),
-        ({"ca": {"bundle": "not a certificate"}}, "at '/ca/bundle'"),
-        ({"ca": {"workloadNamespaces": ["Demo"]}}, "at '/ca/workloadNamespaces/0'"),
+        ({"image": "Keyless:1.0"}, "at '/image'"),
+        ({"vaultsNamespace": "Vaults"}, "at '/vaultsNamespace'"),
+        ({"tls": {"mode": "acme"}}, "at '/tls/mode'"),
+        ({"tls": {"mode": "secret", "caBundle": "not a certificate"}}, "at '/tls/caBundle'"),
         (
-            {"webhook": {"clientAuth": False, "sources": ["10.0.0.0/33"]}},
-            "at '/webhook/sources/0'",
-        ),
-        ({"image": {"repository": "keyless:1.0"}}, "at '/image/repository'"),
-        ({"webhook": {"clientAuth": False, "sources": ["::/0"]}}, "at '/webhook/sources/0'"),
-        (
-            {"webhook": {"clientAuth": False}},
-            "at '/webhook/sources': minItems: got 0, want 1",
+            {"tls": {"mode": "cert-manager", "certManagerIssuer": "corp-ca"}},
+            "at '/tls/certManagerIssuer'",
         ),
         (
-            {"webhook": {"sources": ["10.0.0.0/28"]}},
-            "at '/webhook/sources': maxItems: got 1, want 0",
+            {"webhook": {"clientAuth": False, "sourceCIDRs": ["10.0.0.0/33"]}},
+            "at '/webhook/sourceCIDRs/0'",
         ),
         (
-            {"webhook": {"clientAuth": False, "sources": ["10.0.0.0/28"], "clientCA": PEM}},
+            {"webhook": {"clientAuth": False, "sourceCIDRs": ["::/0"]}},
+            "at '/webhook/sourceCIDRs/0'",
+        ),
+        ({"webhook": {"clientAuth": False}}, "at '/webhook/sourceCIDRs': minItems: got 0, want 1"),
+        ({"webhook": {"sourceCIDRs": ["10.0.0.0/28"]}}, "at '/webhook/sourceCIDRs': maxItems"),
+        (
+            {"webhook": {"clientAuth": False, "sourceCIDRs": ["10.0.0.0/28"], "clientCA": PEM}},
             "at '/webhook/clientCA': maxLength",
         ),
-        ({"ca": {"workloadNamespaces": ["demo"]}}, "at '/ca/bundle': minLength: got 0, want 1"),
+        ({"tls": {"caBundle": PEM}}, "at '/tls/caBundle': maxLength"),
+        (
+            {"tls": {"mode": "secret", "workloadNamespaces": ["demo"]}},
+            "at '/tls/caBundle': minLength: got 0, want 1",
+        ),
+        ({"tls": {"certManagerIssuer": "Issuer/x"}}, "at '/tls/certManagerIssuer': maxLength"),
     ],
     ids=[
         "replicas-0",
         "unknown-key",
+        "storage",
         "http-url",
         "url-with-path",
         "not-a-boolean",
         "env-number",
-        "bundle-not-pem",
+        "image-uppercase",
         "namespace-not-dns",
+        "tls-mode",
+        "bundle-not-pem",
+        "issuer-without-kind",
         "not-a-cidr",
-        "tag-in-repository",
         "everyone-v6",
         "no-sources",
         "sources-with-auth",
         "client-ca-without-auth",
+        "bundle-without-secret-mode",
         "namespaces-without-bundle",
+        "issuer-without-cert-manager",
     ],
 )
 def test_schema_refuses_bad_values(helm: Helm, values: dict[str, Any], message: str) -> None:
@@ -214,42 +254,68 @@ def test_schema_refuses_bad_values(helm: Helm, values: dict[str, Any], message: 
 
 
 @pytest.mark.parametrize(
-    ("values", "message"),
+    ("values", "message", "namespace"),
     [
-        ({"webhook": {"clientAuth": False}}, "webhook.clientAuth=false needs webhook.sources"),
-        ({"webhook": {"sources": ["10.0.0.0/28"]}}, "webhook.sources needs webhook.clientAuth"),
         (
-            {"webhook": {"clientAuth": False, "sources": ["10.0.0.0/28", "0.0.0.0/0"]}},
-            "webhook.sources 0.0.0.0/0 would let every pod in",
+            {"webhook": {"clientAuth": False}},
+            "webhook.clientAuth=false needs webhook.sourceCIDRs",
+            "keyless",
         ),
         (
-            {"webhook": {"clientAuth": False, "sources": ["::/0"]}},
-            "webhook.sources ::/0 would let every pod in",
+            {"webhook": {"sourceCIDRs": ["10.0.0.0/28"]}},
+            "webhook.sourceCIDRs needs webhook.clientAuth=false",
+            "keyless",
         ),
         (
-            {"webhook": {"clientAuth": False, "sources": ["10.0.0.0/28"], "clientCA": PEM}},
+            {"webhook": {"clientAuth": False, "sourceCIDRs": ["10.0.0.0/28", "0.0.0.0/0"]}},
+            "webhook.sourceCIDRs 0.0.0.0/0 would let every pod in",
+            "keyless",
+        ),
+        (
+            {"webhook": {"clientAuth": False, "sourceCIDRs": ["10.0.0.0/28"], "clientCA": PEM}},
             "webhook.clientCA conflicts with webhook.clientAuth=false",
+            "keyless",
         ),
-        ({"ca": {"workloadNamespaces": ["demo"]}}, "ca.workloadNamespaces needs ca.bundle"),
+        (
+            {"tls": {"mode": "cert-manager", "caBundle": PEM}},
+            "tls.caBundle is for tls.mode=secret (with tls.mode=cert-manager",
+            "keyless",
+        ),
+        (
+            {"tls": {"mode": "secret", "workloadNamespaces": ["demo"]}},
+            "tls.workloadNamespaces needs tls.caBundle",
+            "keyless",
+        ),
+        (
+            {"tls": {"certManagerIssuer": "Issuer/corp"}},
+            "tls.certManagerIssuer is Issuer/NAME or ClusterIssuer/NAME, with tls.mode=cert",
+            "keyless",
+        ),
+        ({}, "vaultsNamespace must not be the release's namespace", "keyless-vaults"),
         (
             {"extraEnv": {"KEYLESS_PUBLIC_URL": "https://elsewhere"}},
             "extraEnv.KEYLESS_PUBLIC_URL is set by the chart itself",
+            "keyless",
         ),
     ],
     ids=[
         "no-sources",
         "sources-with-auth",
         "everyone-v4",
-        "everyone-v6",
         "client-ca-without-auth",
+        "bundle-without-secret-mode",
         "namespaces-without-bundle",
+        "issuer-without-cert-manager",
+        "vaults-in-release-namespace",
         "env-set-by-chart",
     ],
 )
-def test_chart_refuses_conflicting_values(helm: Helm, values: dict[str, Any], message: str) -> None:
+def test_chart_refuses_conflicting_values(
+    helm: Helm, values: dict[str, Any], message: str, namespace: str
+) -> None:
     """The combinations `keyless k8s manifests` refuses, refused in its words by the templates
     too, where an install skips the schema."""
-    result = helm.template(values, "keyless", "--skip-schema-validation")
+    result = helm.template(values, namespace, "--skip-schema-validation")
     assert result.returncode == 1 and result.stdout == ""
     assert message in result.stderr, result.stderr
 
@@ -258,7 +324,7 @@ def test_lint_refuses_conflicting_values(helm: Helm) -> None:
     """helm lint only logs a template's `fail`: the schema is what makes it refuse."""
     result = helm.lint({"webhook": {"clientAuth": False}})
     assert result.returncode == 1
-    assert "at '/webhook/sources': minItems: got 0, want 1" in result.stdout
+    assert "at '/webhook/sourceCIDRs': minItems: got 0, want 1" in result.stdout
 
 
 def test_chart_version_follows_the_package() -> None:
@@ -273,16 +339,23 @@ def test_chart_version_follows_the_package() -> None:
 def test_notes_say_what_to_create_next(helm: Helm) -> None:
     result = helm.run(
         "install", "keyless", str(CHART), "-n", "identity", "--dry-run=client",
-        "--set", "publicUrl=https://keyless.example.com:8443",
+        "--set", "publicUrl=https://keyless.example.com:8443", "--set", "tls.mode=secret",
+        "--set", "storage=postgresql",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     notes = result.stdout.partition("NOTES:")[2]
-    assert "pods reach it at https://keyless.example.com:8443." in notes
-    assert (
-        "keyless k8s webhook-cert --namespace identity --name keyless.example.com --secret" in notes
-    )
-    assert "create configmap keyless-webhook-client-ca" in notes
+    assert "pods reach it at https://keyless.example.com:8443," in notes
+    assert "keyless k8s webhook-cert --namespace identity --name keyless.example.com" in notes
+    assert "--vault-domain keyless-vaults.svc --secret | kubectl apply -f -" in notes
     assert "no caBundle yet" in notes
+    assert "create configmap keyless-webhook-client-ca" in notes
+    assert "Secrets keyless-database (key url" in notes
+
+    default = helm.run("install", "keyless", str(CHART), "-n", "keyless", "--dry-run=client")
+    assert default.returncode == 0, default.stderr
+    notes = default.stdout.partition("NOTES:")[2]
+    assert "webhook-cert" not in notes and "keyless-database" not in notes
+    assert "keyless issuer list" in notes
 
 
 def _leaves(schema: dict[str, Any], values: dict[str, Any], path: str = "") -> list[str]:

@@ -93,6 +93,7 @@ def test_cli_manifests_with_operator_values(tmp_path: Path) -> None:
     webhook = keyed[("MutatingWebhookConfiguration", "keyless")]["webhooks"][0]
     assert base64.b64decode(webhook["clientConfig"]["caBundle"]) == ca.read_bytes()
     assert webhook["clientConfig"]["service"]["namespace"] == "identity"
+    assert "--tls-cert" in container["args"]  # a CA bundle given: the operator's Secret
     binding = keyed[("ClusterRoleBinding", "keyless-serviceaccount-reader")]
     assert binding["subjects"][0]["namespace"] == "identity"
     configmaps = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "ConfigMap"}
@@ -123,12 +124,135 @@ def test_webhook_configuration() -> None:
     ]
 
 
-def test_rbac_reads_service_accounts_and_nothing_more() -> None:
-    objects = render()
-    roles = [o for o in objects if o["kind"] in ("Role", "ClusterRole")]
-    assert [r["rules"] for r in roles] == [
-        [{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "list", "watch"]}]
+def _rules(objects: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    return {
+        (o["kind"], o["metadata"]["name"]): o["rules"]
+        for o in objects
+        if o["kind"] in ("Role", "ClusterRole")
+    }
+
+
+def test_rbac_grants_each_feature_only_what_it_uses() -> None:
+    rules = _rules(render())
+    assert rules[("ClusterRole", "keyless-serviceaccount-reader")] == [
+        {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "list", "watch"]}
     ]
+    # Nothing may read every Secret: the CA's Secret is named, creating one cannot be named.
+    secrets = [
+        r
+        for rs in rules.values()
+        for r in rs
+        if "secrets" in r["resources"] and r["verbs"] != ["create"]
+    ]
+    assert secrets == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "verbs": ["get", "update"],
+            "resourceNames": ["keyless-ca"],
+        }
+    ]
+    assert all(
+        r.get("resourceNames") == ["keyless"]
+        for r in rules[("ClusterRole", "keyless-tls")]
+        if "mutatingwebhookconfigurations" in r["resources"]
+    )
+    vault_services = by_key(render())[("Role", "keyless-vaults")]
+    assert vault_services["metadata"]["namespace"] == "keyless-vaults"
+    assert vault_services["rules"][0]["resources"] == ["services"]
+    # Without the controller and with operator-made TLS, those grants are gone.
+    lean = _rules(render(Values(controller=False, tls="secret")))
+    assert set(lean) == {
+        ("ClusterRole", "keyless-serviceaccount-reader"),
+        ("Role", "keyless-vaults"),
+    }
+    for kind, name in [(k.replace("Role", "RoleBinding"), n) for k, n in rules]:
+        binding = by_key(render())[(kind, name)]
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "keyless", "namespace": "keyless"}
+        ]
+
+
+@pytest.mark.parametrize("tls", ["keyless", "cert-manager", "secret"])
+def test_tls_modes(tls: str) -> None:
+    objects = render(Values(tls=tls))
+    validate_all(objects)
+    keyed = by_key(objects)
+    args = _args(objects)
+    webhook = keyed[("MutatingWebhookConfiguration", "keyless")]
+    pod = keyed[("Deployment", "keyless")]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    if tls == "keyless":
+        assert "--k8s-issue-tls" in args and "--tls-cert" not in args and "tls" not in volumes
+        assert "caBundle" not in webhook["webhooks"][0]["clientConfig"]
+    else:
+        assert "--k8s-issue-tls" not in args
+        assert volumes["tls"]["secret"]["secretName"] == "keyless-tls"
+    certificates = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Certificate"}
+    if tls == "cert-manager":
+        annotations = webhook["metadata"]["annotations"]
+        assert annotations == {"cert-manager.io/inject-ca-from": "keyless/keyless-tls"}
+        names_ = certificates["keyless-tls"]["spec"]["dnsNames"]
+        assert {"keyless.keyless.svc", "keyless-vaults.svc", "*.keyless-vaults.svc"} <= set(names_)
+        assert certificates["keyless-ca"]["spec"]["isCA"] is True
+    else:
+        assert not certificates
+
+
+def test_cert_manager_with_the_operators_issuer() -> None:
+    objects = render(Values(tls="cert-manager", cert_manager_issuer=("ClusterIssuer", "corp")))
+    kinds = sorted(o["kind"] for o in objects if o["apiVersion"].startswith("cert-manager"))
+    assert kinds == ["Certificate"]
+    (cert,) = [o for o in objects if o["kind"] == "Certificate"]
+    assert cert["spec"]["issuerRef"] == {
+        "kind": "ClusterIssuer",
+        "name": "corp",
+        "group": "cert-manager.io",
+    }
+
+
+def test_in_cluster_features_are_switched_on() -> None:
+    args = _args(render())
+    assert args[args.index("--vault-domain") + 1] == "keyless-vaults.svc"
+    assert args[args.index("--k8s-vault-namespace") + 1] == "keyless-vaults"
+    assert "--k8s-controller" in args and "--k8s-trust-cluster" in args
+    pod = by_key(render())[("Deployment", "keyless")]["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert (
+        env["KEYLESS_K8S_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    )
+    off = _args(render(Values(controller=False, trust_cluster=False)))
+    assert "--k8s-controller" not in off and "--k8s-trust-cluster" not in off
+
+
+def test_high_availability_with_postgresql() -> None:
+    keyed = by_key(render(Values(postgresql=True)))
+    deployment = keyed[("Deployment", "keyless")]["spec"]
+    assert deployment["replicas"] >= 2
+    assert deployment["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    pod = deployment["template"]["spec"]
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert pod["terminationGracePeriodSeconds"] >= 15
+    assert keyed[("PodDisruptionBudget", "keyless")]["spec"]["maxUnavailable"] == 1
+    assert pod["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_base_files_are_generated_from_render() -> None:
+    """deploy/kubernetes/base is render()'s output: `python deploy/kubernetes/regenerate.py`."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("regenerate", DEPLOY / "regenerate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, content in module.files(render()).items():
+        assert (DEPLOY / "base" / name).read_text() == content, (
+            f"deploy/kubernetes/base/{name} is stale: run python deploy/kubernetes/regenerate.py"
+        )
 
 
 def test_deployment_hardening() -> None:
@@ -297,6 +421,8 @@ def test_webhook_cert_signed_by_keyless_ca(tmp_path: Path) -> None:
         "keyless.identity.svc",
         "keyless.identity.svc.cluster.local",
         "keyless.example.com",
+        "keyless-vaults.svc",  # vaults are NAME.keyless-vaults.svc in the cluster
+        "*.keyless-vaults.svc",
     }
     assert (out / "tls.key").stat().st_mode & 0o077 == 0
     assert (out / "ca.crt").read_bytes() == (data / "tls" / "ca.pem").read_bytes()

@@ -31,6 +31,10 @@ def webhook_cert(
         list[str] | None,
         typer.Option("--name", help="another DNS name or IP (the public URL's host), repeatable"),
     ] = None,
+    vault_domain: Annotated[
+        str,
+        typer.Option(help="vaults are NAME.VAULT_DOMAIN: the certificate carries *.VAULT_DOMAIN"),
+    ] = "keyless-vaults.svc",
     out: Annotated[
         Path | None, typer.Option(help="write tls.crt, tls.key and ca.crt into this directory")
     ] = None,
@@ -44,7 +48,8 @@ def webhook_cert(
     from keyless.server.tls import write_private
 
     g = globals_of(ctx)
-    cert = issue_webhook_cert(g.data_dir, namespace, service, name)
+    vaults = [vault_domain.lower(), f"*.{vault_domain.lower()}"] if vault_domain else []
+    cert = issue_webhook_cert(g.data_dir, namespace, service, [*(name or []), *vaults])
     if secret:
         data = {
             "tls.crt": cert.cert_pem,
@@ -104,9 +109,29 @@ def manifests(
         list[str] | None,
         typer.Option(help="with --webhook-no-client-auth: the control plane's CIDR, repeatable"),
     ] = None,
+    tls: Annotated[
+        str | None,
+        typer.Option(
+            help="serving certificate: keyless (issued in-cluster), cert-manager, or secret "
+            "(Secret keyless-tls you make) [keyless; secret with --ca-bundle]"
+        ),
+    ] = None,
+    cert_manager_issuer: Annotated[
+        str | None,
+        typer.Option(help="with --tls cert-manager: KIND/NAME of your issuer [a CA made here]"),
+    ] = None,
+    vaults_namespace: Annotated[
+        str, typer.Option(help="namespace of the per-vault Services (vault domain NS.svc)")
+    ] = "keyless-vaults",
+    controller: Annotated[
+        bool, typer.Option(help="reconcile the keyless.dev custom resources (with their CRDs)")
+    ] = True,
+    trust_cluster: Annotated[
+        bool, typer.Option(help="trust this cluster's service-account tokens at start")
+    ] = True,
 ) -> None:
     """Print the manifests (the deploy/kubernetes base, or its postgresql overlay) as YAML."""
-    from keyless.k8s.manifests import Values, render, to_yaml
+    from keyless.k8s.manifests import TLS_MODES, Values, render, to_yaml
 
     g = globals_of(ctx)
     pem: bytes | None = None
@@ -117,8 +142,25 @@ def manifests(
             raise KeylessError(f"cannot read --ca-bundle {ca_bundle}: {exc.strerror}") from exc
         if b"-----BEGIN CERTIFICATE-----" not in pem:
             raise KeylessError(f"--ca-bundle {ca_bundle} is not a PEM certificate")
+    mode = tls or ("secret" if pem is not None else "keyless")
+    if mode not in TLS_MODES:
+        raise KeylessError(f"--tls must be one of {', '.join(TLS_MODES)}, not {mode!r}")
+    if pem is not None and mode != "secret":
+        raise KeylessError(
+            f"--ca-bundle is for --tls secret (with --tls {mode} keyless's CA is "
+            "not known before it runs)"
+        )
     if workload_namespace and pem is None:
         raise KeylessError("--workload-namespace needs --ca-bundle (the ConfigMap's content)")
+    issuer: tuple[str, str] | None = None
+    if cert_manager_issuer is not None:
+        kind, _, name = cert_manager_issuer.partition("/")
+        if mode != "cert-manager" or kind not in ("Issuer", "ClusterIssuer") or not name:
+            raise KeylessError(
+                "--cert-manager-issuer is Issuer/NAME or ClusterIssuer/NAME, with "
+                "--tls cert-manager"
+            )
+        issuer = (kind, name)
     client_ca = _webhook_client_auth(webhook_client_ca, webhook_no_client_auth, webhook_source_cidr)
     values = Values(
         namespace=namespace,
@@ -131,6 +173,11 @@ def manifests(
         client_auth=not webhook_no_client_auth,
         client_ca=client_ca,
         webhook_sources=tuple(webhook_source_cidr or ()),
+        tls=mode,
+        cert_manager_issuer=issuer,
+        vaults_namespace=vaults_namespace,
+        controller=controller,
+        trust_cluster=trust_cluster,
     )
     objects = render(values)
     if g.output == "json":

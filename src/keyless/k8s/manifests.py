@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from keyless.k8s import names
 
@@ -27,8 +28,19 @@ ROOT_KEY_DIR = "/etc/keyless/root-key"
 PORT = 8443
 WEBHOOK_PORT = 8444
 WEBHOOK_NAME = "pods.keyless.dev"
+CRD_GROUP = "keyless.dev"
+CRD_PLURALS = ("issuers", "identities", "vaults", "roleassignments")
 CLIENT_CA_CONFIGMAP = "keyless-webhook-client-ca"
 CLIENT_CA_DIR = "/etc/keyless/webhook-client-ca"
+
+
+TLS_MODES = ("keyless", "cert-manager", "secret")
+VAULTS_NAMESPACE = "keyless-vaults"
+CA_SECRET = "keyless-ca"  # keyless's CA with tls=keyless (k8s/selftls.py)
+LEASE = "keyless-controller"  # the controller's leader lease (k8s/leader.py)
+# terminationGracePeriodSeconds: after SIGTERM keyless keeps serving, not ready, for its
+# --shutdown-delay while the endpoints drop it, then drains in-flight requests and the audit log.
+GRACE_SECONDS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +48,18 @@ class Values:
     namespace: str = "keyless"
     image: str = "keyless:0.1.0"
     public_url: str | None = None  # default https://keyless.NAMESPACE.svc
-    ca_bundle: bytes | None = None  # PEM of keyless's CA: webhook caBundle, keyless-ca ConfigMaps
-    workload_namespaces: tuple[str, ...] = ()  # where to put the keyless-ca ConfigMap
+    # How keyless gets its serving certificate: "keyless" issues it in-cluster from a CA kept
+    # in Secret keyless-ca and patches the webhook's caBundle; "cert-manager" has cert-manager
+    # issue Secret keyless-tls (and inject the caBundle); "secret": the operator provides
+    # Secret keyless-tls and the caBundle (``ca_bundle``).
+    tls: str = "keyless"
+    cert_manager_issuer: tuple[str, str] | None = None  # (kind, name); None: a CA made here
+    ca_bundle: bytes | None = None  # tls=secret: PEM of the CA, webhook caBundle and ConfigMaps
+    workload_namespaces: tuple[str, ...] = ()  # tls=secret: where to put the CA ConfigMap
     ca_configmap: str = names.DEFAULT_CA_CONFIGMAP
+    vaults_namespace: str = VAULTS_NAMESPACE  # one Service per vault: NAME.VAULTS_NS.svc
+    controller: bool = True  # reconcile the keyless.dev custom resources
+    trust_cluster: bool = True  # trust this cluster's service-account tokens at start
     postgresql: bool = False
     replicas: int | None = None  # default 1, or 3 with PostgreSQL
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -46,9 +67,25 @@ class Values:
     client_ca: bytes | None = None  # PEM for the keyless-webhook-client-ca ConfigMap
     webhook_sources: tuple[str, ...] = ()  # without client auth: CIDRs allowed to the webhook
 
+    def __post_init__(self) -> None:
+        if self.tls not in TLS_MODES:
+            raise ValueError(f"tls must be one of {', '.join(TLS_MODES)}, not {self.tls!r}")
+
     @property
     def url(self) -> str:
         return self.public_url or f"https://{APP}.{self.namespace}.svc"
+
+    @property
+    def vault_domain(self) -> str:
+        return f"{self.vaults_namespace}.svc"
+
+    @property
+    def dns_names(self) -> list[str]:
+        """The names the serving certificate carries (as k8s/selftls.py issues them)."""
+        base = [APP, f"{APP}.{self.namespace}", f"{APP}.{self.namespace}.svc"]
+        base += [f"{APP}.{self.namespace}.svc.cluster.local"]
+        host = urlsplit(self.url).hostname or ""
+        return list(dict.fromkeys([*base, host, self.vault_domain, f"*.{self.vault_domain}"]))
 
 
 def _meta(name: str, namespace: str | None = None, **extra: Any) -> Obj:
@@ -69,22 +106,38 @@ def _deployment(v: Values) -> Obj:
     env: list[Obj] = [
         {"name": "KEYLESS_DATA_DIR", "value": DATA_DIR},
         {"name": "KEYLESS_PUBLIC_URL", "value": v.url},
+        {
+            "name": "KEYLESS_K8S_NAMESPACE",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        },
     ]
     mounts = [
         {"name": "data", "mountPath": DATA_DIR},
-        {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, private to the pod
     ]
     volumes: list[Obj] = [
         {"name": "data", "persistentVolumeClaim": {"claimName": "keyless-data"}},
-        {"name": "tls", "secret": {"secretName": "keyless-tls"}},
         {"name": "tmp", "emptyDir": {}},
     ]
-    webhook_auth = ["--webhook-insecure-no-client-auth"]
+    args = ["serve", "--listen", f"0.0.0.0:{PORT}"]
+    if v.tls == "keyless":
+        args.append("--k8s-issue-tls")
+    else:  # Secret keyless-tls, from the operator or from cert-manager
+        args += ["--tls-cert", f"{TLS_DIR}/tls.crt", "--tls-key", f"{TLS_DIR}/tls.key"]
+        mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+        volumes.append({"name": "tls", "secret": {"secretName": "keyless-tls"}})
+    args += ["--webhook-listen", f"0.0.0.0:{WEBHOOK_PORT}"]
     if v.client_auth:
-        webhook_auth = ["--webhook-client-ca", f"{CLIENT_CA_DIR}/{names.CA_KEY}"]
+        args += ["--webhook-client-ca", f"{CLIENT_CA_DIR}/{names.CA_KEY}"]
         mounts.append({"name": "webhook-client-ca", "mountPath": CLIENT_CA_DIR, "readOnly": True})
         volumes.append({"name": "webhook-client-ca", "configMap": {"name": CLIENT_CA_CONFIGMAP}})
+    else:
+        args.append("--webhook-insecure-no-client-auth")
+    args += ["--vault-domain", v.vault_domain, "--k8s-vault-namespace", v.vaults_namespace]
+    if v.controller:
+        args.append("--k8s-controller")
+    if v.trust_cluster:
+        args.append("--k8s-trust-cluster")
     strategy: Obj = {"type": "Recreate"}  # one SQLite writer at a time
     pod_extra: Obj = {}
     if v.postgresql:
@@ -98,32 +151,28 @@ def _deployment(v: Values) -> Obj:
         mounts.append({"name": "root-key", "mountPath": ROOT_KEY_DIR, "readOnly": True})
         volumes[0] = {"name": "data", "emptyDir": {}}
         volumes.append({"name": "root-key", "secret": {"secretName": "keyless-root-key"}})
+        # A rollout starts a new replica and waits for it to be ready before stopping an old
+        # one, so the webhook (failurePolicy Fail) always has a ready replica.
         strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
-        pod_extra["topologySpreadConstraints"] = [
-            {
-                "maxSkew": 1,
-                "topologyKey": "kubernetes.io/hostname",
-                "whenUnsatisfiable": "ScheduleAnyway",
-                "labelSelector": {"matchLabels": dict(LABELS)},
+        pod_extra["affinity"] = {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {"matchLabels": dict(LABELS)},
+                        },
+                    }
+                ]
             }
-        ]
+        }
     env += [{"name": k, "value": val} for k, val in sorted(v.extra_env.items())]
     container: Obj = {
         "name": APP,
         "image": v.image,
         "command": ["keyless"],
-        "args": [
-            "serve",
-            "--listen",
-            f"0.0.0.0:{PORT}",
-            "--tls-cert",
-            f"{TLS_DIR}/tls.crt",
-            "--tls-key",
-            f"{TLS_DIR}/tls.key",
-            "--webhook-listen",
-            f"0.0.0.0:{WEBHOOK_PORT}",
-            *webhook_auth,
-        ],
+        "args": args,
         "env": env,
         "ports": [
             {"name": "https", "containerPort": PORT},
@@ -156,6 +205,7 @@ def _deployment(v: Values) -> Obj:
                 "metadata": {"labels": dict(LABELS)},
                 "spec": {
                     "serviceAccountName": APP,
+                    "terminationGracePeriodSeconds": GRACE_SECONDS,
                     "securityContext": {
                         "runAsNonRoot": True,
                         "runAsUser": 65532,
@@ -181,12 +231,17 @@ def _webhook(v: Values) -> Obj:
             "port": WEBHOOK_PORT,
         }
     }
-    if v.ca_bundle:
+    meta = _meta(APP)
+    if v.tls == "secret" and v.ca_bundle:
         client["caBundle"] = base64.b64encode(v.ca_bundle).decode()
+    elif v.tls == "cert-manager":  # cert-manager's cainjector fills the caBundle
+        meta["annotations"] = {"cert-manager.io/inject-ca-from": f"{v.namespace}/keyless-tls"}
+    # tls=keyless: keyless patches the caBundle itself (k8s/selftls.py); `kubectl apply` of
+    # these objects again leaves it alone (the field is not in them).
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
-        "metadata": _meta(APP),
+        "metadata": meta,
         "webhooks": [
             {
                 "name": WEBHOOK_NAME,
@@ -238,36 +293,37 @@ def _network_policy(v: Values) -> Obj:
     }
 
 
-def render(v: Values | None = None) -> list[Obj]:
-    v = v or Values()
+def _rule(groups: list[str], resources: list[str], verbs: list[str], *names: str) -> Obj:
+    rule: Obj = {"apiGroups": groups, "resources": resources, "verbs": verbs}
+    if names:
+        rule["resourceNames"] = list(names)
+    return rule
+
+
+def _role(kind: str, name: str, namespace: str | None, rules: list[Obj], sa_ns: str) -> list[Obj]:
+    """A (Cluster)Role and its binding to keyless's service account."""
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": kind,
+        "metadata": _meta(name, namespace),
+        "rules": rules,
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": f"{kind}Binding",
+        "metadata": _meta(name, namespace),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": APP, "namespace": sa_ns}],
+    }
+    return [role, binding]
+
+
+def _rbac(v: Values) -> list[Obj]:
     ns = v.namespace
-    objects: list[Obj] = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(ns)},
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(APP, ns)},
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": _meta("keyless-serviceaccount-reader"),
-            # The webhook reads service accounts' annotations: get, list, watch; nothing more.
-            "rules": [
-                {
-                    "apiGroups": [""],
-                    "resources": ["serviceaccounts"],
-                    "verbs": ["get", "list", "watch"],
-                }
-            ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": _meta("keyless-serviceaccount-reader"),
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "keyless-serviceaccount-reader",
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": APP, "namespace": ns}],
-        },
+    # The webhook reads service accounts' annotations: get, list, watch; nothing more.
+    sa_reader = [_rule([""], ["serviceaccounts"], ["get", "list", "watch"])]
+    objects = _role("ClusterRole", "keyless-serviceaccount-reader", None, sa_reader, ns)
+    objects.append(
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
@@ -280,7 +336,113 @@ def render(v: Values | None = None) -> list[Obj]:
                 "name": "system:service-account-issuer-discovery",
             },
             "subjects": [{"kind": "ServiceAccount", "name": APP, "namespace": ns}],
-        },
+        }
+    )
+    if v.controller:
+        kinds = list(CRD_PLURALS)
+        controller = [
+            _rule([CRD_GROUP], kinds, ["get", "list", "watch", "update", "patch"]),
+            _rule([CRD_GROUP], [f"{k}/status" for k in kinds], ["get", "update", "patch"]),
+            _rule([CRD_GROUP], [f"{k}/finalizers" for k in kinds], ["update"]),
+        ]
+        objects += _role("ClusterRole", "keyless-controller", None, controller, ns)
+    if v.tls == "keyless":
+        # Its own webhook's caBundle, and the CA ConfigMap in the namespaces of injected pods
+        # (create cannot be limited to a name; the others are).
+        tls = [
+            _rule(
+                ["admissionregistration.k8s.io"],
+                ["mutatingwebhookconfigurations"],
+                ["get", "patch", "update"],
+                APP,
+            ),
+            _rule([""], ["configmaps"], ["create", "list", "watch"]),
+            _rule([""], ["configmaps"], ["get", "update", "patch"], v.ca_configmap),
+        ]
+        objects += _role("ClusterRole", "keyless-tls", None, tls, ns)
+    own: list[Obj] = []
+    if v.tls == "keyless":  # the CA lives in a Secret only keyless reads
+        own += [
+            _rule([""], ["secrets"], ["create"]),
+            _rule([""], ["secrets"], ["get", "update"], CA_SECRET),
+        ]
+    if v.controller:  # one replica reconciles at a time
+        own += [
+            _rule(["coordination.k8s.io"], ["leases"], ["create"]),
+            _rule(["coordination.k8s.io"], ["leases"], ["get", "update"], LEASE),
+        ]
+    if own:
+        objects += _role("Role", APP, ns, own, ns)
+    vault_services = [
+        _rule([""], ["services"], ["get", "list", "watch", "create", "update", "patch", "delete"])
+    ]
+    objects += _role("Role", "keyless-vaults", v.vaults_namespace, vault_services, ns)
+    return objects
+
+
+def _cert_manager(v: Values) -> list[Obj]:
+    """cert-manager issues Secret keyless-tls: from the operator's issuer, or from a CA made
+    here (a self-signed root in Secret keyless-ca, and an Issuer over it)."""
+    ns = v.namespace
+    objects: list[Obj] = []
+    issuer_ref = {"kind": "Issuer", "name": "keyless-ca", "group": "cert-manager.io"}
+    if v.cert_manager_issuer is not None:
+        kind, name = v.cert_manager_issuer
+        issuer_ref = {"kind": kind, "name": name, "group": "cert-manager.io"}
+    else:
+        objects += [
+            {
+                "apiVersion": "cert-manager.io/v1",
+                "kind": "Issuer",
+                "metadata": _meta("keyless-selfsigned", ns),
+                "spec": {"selfSigned": {}},
+            },
+            {
+                "apiVersion": "cert-manager.io/v1",
+                "kind": "Certificate",
+                "metadata": _meta("keyless-ca", ns),
+                "spec": {
+                    "isCA": True,
+                    "commonName": "keyless CA",
+                    "secretName": CA_SECRET,
+                    "duration": "87600h",
+                    "privateKey": {"algorithm": "ECDSA", "size": 256},
+                    "issuerRef": {"kind": "Issuer", "name": "keyless-selfsigned"},
+                },
+            },
+            {
+                "apiVersion": "cert-manager.io/v1",
+                "kind": "Issuer",
+                "metadata": _meta("keyless-ca", ns),
+                "spec": {"ca": {"secretName": CA_SECRET}},
+            },
+        ]
+    objects.append(
+        {
+            "apiVersion": "cert-manager.io/v1",
+            "kind": "Certificate",
+            "metadata": _meta("keyless-tls", ns),
+            "spec": {
+                "secretName": "keyless-tls",
+                "dnsNames": v.dns_names,
+                "duration": "2160h",
+                "renewBefore": "720h",
+                "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+                "issuerRef": issuer_ref,
+            },
+        }
+    )
+    return objects
+
+
+def render(v: Values | None = None) -> list[Obj]:
+    v = v or Values()
+    ns = v.namespace
+    objects: list[Obj] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(ns)},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(v.vaults_namespace)},
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(APP, ns)},
+        *_rbac(v),
         {
             "apiVersion": "v1",
             "kind": "Service",
@@ -325,7 +487,9 @@ def render(v: Values | None = None) -> list[Obj]:
         )
     if not v.client_auth:
         objects.append(_network_policy(v))
-    if v.ca_bundle:
+    if v.tls == "cert-manager":
+        objects += _cert_manager(v)
+    if v.tls == "secret" and v.ca_bundle:
         for workload_ns in v.workload_namespaces:
             objects.append(
                 {

@@ -112,6 +112,8 @@ def clean_env() -> dict[str, str]:
         "COLUMNS": "200",
         "PYTHONUNBUFFERED": "1",
         "KEYLESS_TOKEN_RATE_LIMIT": "0",
+        # Nothing balances load in front of a bench server: stopped, it stops at once.
+        "KEYLESS_SHUTDOWN_DELAY": "0",
     }
 
 

@@ -35,6 +35,21 @@ def test_max_in_flight_from_flag_or_env() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("raw", "seconds"), [("0", 0), ("0s", 0), ("7", 7), ("7s", 7), ("2m", 120), ("300", 300)]
+)
+def test_shutdown_delay_may_be_zero(raw: str, seconds: int) -> None:
+    assert Settings().shutdown_delay == 5
+    assert load_settings({}, {"KEYLESS_SHUTDOWN_DELAY": raw}).shutdown_delay == seconds
+    assert load_settings({"shutdown_delay": raw}, {}).shutdown_delay == seconds
+
+
+@pytest.mark.parametrize("raw", ["301", "6m", "-1", "soon", ""])
+def test_shutdown_delay_out_of_range(raw: str) -> None:
+    with pytest.raises(ConfigError, match="--shutdown-delay"):
+        load_settings({"shutdown_delay": raw}, {})
+
+
 def test_settings_are_frozen() -> None:
     with pytest.raises(AttributeError):
         Settings().dev = True  # type: ignore[misc]

@@ -41,6 +41,12 @@ class Metrics:
             "this scrape included",
             registry=self.registry,
         )
+        self.k8s_reconciles = Counter(
+            "keyless_k8s_reconcile_total",
+            "Rounds of the keyless.dev controller (--k8s-controller) by result",
+            ["result"],
+            registry=self.registry,
+        )
         self.key_rotations = Counter(
             "keyless_signing_key_rotations_total",
             "Signing key rotations by this process",

@@ -54,6 +54,9 @@ class Settings:
     workers: int = 1  # processes serving the public listener (SO_REUSEPORT), one event loop each
     header_timeout: int = 10  # seconds a client has to send its request headers
     body_timeout: int = 10  # seconds a client has to send its whole body, once headers are in
+    # After SIGTERM: seconds /readyz answers 503 while requests are still served, so that load
+    # balancers take this process out before it stops accepting (server/drain.py). 0 = none.
+    shutdown_delay: int = 5
     discovery_rate_limit: int = 50  # discovery/JWKS requests per second per client IP; 0 = off
     k8s_public_ca: bool = False  # the public URL's certificate is publicly trusted
     k8s_ca_configmap: str = "keyless-ca"  # ConfigMap (key ca.crt) mounted into injected pods
@@ -131,6 +134,7 @@ _FIELDS: dict[str, str] = {
     "token_rate_burst": "count",
     "header_timeout": "duration",
     "body_timeout": "duration",
+    "shutdown_delay": "delay",
     "discovery_rate_limit": "count",
     "workers": "workers",
     "max_in_flight": "count",
@@ -244,6 +248,14 @@ def _coerce(field: str, raw: Any, what: str) -> Any:
         return Path(text).expanduser()
     if kind == "duration":
         return raw if isinstance(raw, int) else parse_duration(text, what)
+    if kind == "delay":  # a duration that may be 0, at most 5 minutes
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            seconds = raw
+        else:
+            seconds = 0 if text.strip() in ("0", "0s") else parse_duration(text, what)
+        if not 0 <= seconds <= 300:
+            raise ConfigError(f"{what}: {text!r} must be 0 to 300 seconds")
+        return seconds
     if kind == "days":
         if not text.isdigit() or not 7 <= int(text) <= 90:
             raise ConfigError(f"{what}: {text!r} must be a whole number of days in 7..90")
@@ -323,6 +335,7 @@ def _validate(values: dict[str, Any]) -> Settings:
         raise ConfigError("--k8s-issue-tls conflicts with --tls-cert/--tls-key and --insecure-http")
     if values.get("unsafe_no_audit") and not values.get("dev"):
         raise ConfigError("KEYLESS_UNSAFE_NO_AUDIT is for measurement only and needs --dev")
+    _validate_vault_namespace(values)
     port = values.get("listen_port", DEFAULT_PORT)
     scheme = "http" if values.get("insecure_http") else "https"
     values.setdefault("public_url", f"{scheme}://localhost:{port}")
@@ -341,6 +354,29 @@ def _validate(values: dict[str, Any]) -> Settings:
         except ValueError as exc:
             raise ConfigError(f"--listen: {host!r} is not an IP address") from exc
     return Settings(**values)
+
+
+def _validate_vault_namespace(values: dict[str, Any]) -> None:
+    """With ``--k8s-vault-namespace NS`` a vault V is the Service V in NS, so its URL's host
+    is ``V.NS.svc`` (k8s/vaultservices.py): the vault domain is ``NS.svc`` (the default), or
+    ``NS.svc.CLUSTER_DOMAIN``; any other would name hosts that no cluster DNS answers."""
+    namespace = values.get("k8s_vault_namespace")
+    if not namespace:
+        return
+    if "." in namespace:
+        raise ConfigError(f"--k8s-vault-namespace: {namespace!r} is not a namespace name")
+    domain = values.setdefault("vault_domain", f"{namespace}.svc")
+    if domain != f"{namespace}.svc" and not domain.startswith(f"{namespace}.svc."):
+        raise ConfigError(
+            f"--vault-domain {domain} does not fit --k8s-vault-namespace {namespace}: "
+            f"give {namespace}.svc (the default), or {namespace}.svc.CLUSTER_DOMAIN"
+        )
+    host = urlsplit(values.get("public_url", "")).hostname or ""
+    if host.endswith("." + domain):  # keyless's own host would be taken for a vault's
+        raise ConfigError(
+            f"--public-url {values['public_url']} is under the vault domain {domain}: "
+            "keyless's Service and the vaults' must be in different namespaces"
+        )
 
 
 def _validate_webhook(values: dict[str, Any]) -> None:

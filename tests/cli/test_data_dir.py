@@ -87,7 +87,7 @@ def test_serve_and_the_cli_find_the_same_server_from_anywhere(tmp_path: Path) ->
     proc = subprocess.Popen(
         [*keyless_cmd(), "serve", "--dev", "--listen", f"127.0.0.1:{port}"],  # no --data-dir
         cwd=home,
-        env=_env(XDG_DATA_HOME=str(xdg)),
+        env=_env(XDG_DATA_HOME=str(xdg), KEYLESS_SHUTDOWN_DELAY="0"),  # stopped by SIGTERM
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -140,3 +140,32 @@ async def test_a_cancelled_writer_fails_its_batch_and_the_next() -> None:
     store.gate.set()
     await sink.record(_event(3))  # a new writer starts for the next event
     assert [[e.time for e in b] for b in store.batches] == [[3.0]]
+
+
+async def test_flush_waits_for_events_whose_requests_stopped_waiting() -> None:
+    """A server stopping writes what is queued before it closes its store (server/services.py):
+    the events of requests cut off by the drain timeout are still written, after ones in flight."""
+    store = FakeAppender(held=True)
+    sink = StoreAuditSink(store)
+    first = await _queued(sink, 0)
+    assert await store.entered.get() == [0.0]
+    later = [await _queued(sink, n) for n in (1, 2)]
+    for task in (first, *later):
+        task.cancel()  # the requests are gone; their events are not
+    flushed = asyncio.create_task(sink.flush())
+    await asyncio.sleep(0.01)
+    assert not flushed.done()  # the commit in flight holds it
+    store.gate.set()
+    await flushed
+    assert [e.time for batch in store.batches for e in batch] == [0.0, 1.0, 2.0]
+    await sink.flush()  # nothing queued: returns at once
+
+
+async def test_flush_does_not_raise_a_failed_write() -> None:
+    store = FakeAppender()
+    store.broken = True
+    sink = StoreAuditSink(store)
+    task = await _queued(sink, 0)
+    await sink.flush()  # the failure is the request's, not the flusher's
+    with pytest.raises(Unavailable):
+        await task

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from keyless.k8s import crds
 from keyless.k8s.manifests import Values, render
 from tests.k8s.objects import Obj, by_identity, validate_all
 from tests.support.pki import make_pki
@@ -65,8 +66,8 @@ class Helm:
             "template", "keyless", str(CHART), "-n", namespace, "-f", values_file, *args
         )
 
-    def objects(self, values: dict[str, Any], namespace: str = "keyless") -> list[Obj]:
-        result = self.template(values, namespace)
+    def objects(self, values: dict[str, Any], namespace: str, *args: str) -> list[Obj]:
+        result = self.template(values, namespace, *args)
         assert result.returncode == 0, result.stderr
         return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
@@ -177,7 +178,10 @@ def test_chart_renders_what_keyless_renders(
     helm: Helm, pems: tuple[bytes, bytes], name: str
 ) -> None:
     case = cases(*pems)[name]
-    rendered = helm.objects(case.chart, case.values.namespace)
+    # Helm keeps CRDs out of templates (crds/, installed whatever the values say): render()
+    # carries them with the controller, so they are asked for then.
+    include_crds = ["--include-crds"] if case.values.controller else []
+    rendered = helm.objects(case.chart, case.values.namespace, *include_crds)
     validate_all(rendered)
     assert by_identity(rendered) == by_identity(case.expected)
     lint = helm.lint(case.chart)
@@ -325,6 +329,20 @@ def test_lint_refuses_conflicting_values(helm: Helm) -> None:
     result = helm.lint({"webhook": {"clientAuth": False}})
     assert result.returncode == 1
     assert "at '/webhook/sourceCIDRs': minItems: got 0, want 1" in result.stdout
+
+
+def test_chart_crds_are_keyless_crds() -> None:
+    """crds/ is a copy of the generated deploy/kubernetes/base/crds.yaml (Helm reads CRDs from
+    that folder only, untemplated)."""
+    base = ROOT / "deploy" / "kubernetes" / "base" / "crds.yaml"
+    (chart_file,) = (CHART / "crds").iterdir()
+    in_chart = [d for d in yaml.safe_load_all(chart_file.read_text()) if d]
+    assert in_chart == [d for d in yaml.safe_load_all(base.read_text()) if d], (
+        f"{chart_file.relative_to(ROOT)} differs from {base.relative_to(ROOT)}: copy it over "
+        "(keeping the chart file's header)"
+    )
+    assert in_chart == crds.crds()
+    assert {c["spec"]["names"]["kind"] for c in in_chart} == {k.kind for k in crds.KINDS}
 
 
 def test_chart_version_follows_the_package() -> None:

@@ -107,7 +107,7 @@ def test_webhook_configuration() -> None:
     webhook = by_key(render())[("MutatingWebhookConfiguration", "keyless")]["webhooks"][0]
     assert webhook["objectSelector"] == {"matchLabels": {"azure.workload.identity/use": "true"}}
     assert webhook["failurePolicy"] == "Fail"
-    assert webhook["sideEffects"] == "None"
+    assert webhook["sideEffects"] == "NoneOnDryRun"  # the CA ConfigMap, never on a dry run
     assert webhook["reinvocationPolicy"] == "IfNeeded"
     assert webhook["admissionReviewVersions"] == ["v1"]
     assert 1 <= webhook["timeoutSeconds"] <= 30

@@ -99,29 +99,33 @@ class Federated:
             return http.get(f"/{self.tenant_id}/discovery/v2.0/keys").json()
 
 
-def federate(server: RunningServer, tmp: Path) -> Federated:
-    """Register the dev cluster and the test issuer; identity ``app`` trusts both."""
+def federate(server: RunningServer, tmp: Path, *, dev_cluster: bool = True) -> Federated:
+    """Register the dev cluster and the test issuer; identity ``app`` trusts both (only the
+    test issuer without ``dev_cluster``: a server whose public URL is not its own address,
+    behind a load balancer, could not fetch its dev cluster's keys from its own URL)."""
     cli = server.cli
     tenant = json.loads(cli("--output", "json", "tenant", "show").stdout)
     ident = json.loads(cli("--output", "json", "identity", "create", "app").stdout)
-    cli("dev", "token", "--namespace", "demo", "--service-account", "app")  # makes cluster
     dev_issuer = f"{server.url}/dev/clusters/dev"
-    cli("issuer", "add", dev_issuer)
+    if dev_cluster:
+        cli("dev", "token", "--namespace", "demo", "--service-account", "app")  # makes cluster
+        cli("issuer", "add", dev_issuer)
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwks = tmp / "jwks.json"
     jwks.write_text(json.dumps({"keys": [public_jwk(key.public_key(), TEST_KID, "RS256")]}))
     cli("issuer", "add", TEST_ISSUER, "--jwks-file", str(jwks))
-    cli(
-        "federation",
-        "add",
-        "app",
-        "--name",
-        "dev-demo",
-        "--issuer",
-        dev_issuer,
-        "--subject",
-        SUBJECT,
-    )
+    if dev_cluster:
+        cli(
+            "federation",
+            "add",
+            "app",
+            "--name",
+            "dev-demo",
+            "--issuer",
+            dev_issuer,
+            "--subject",
+            SUBJECT,
+        )
     cli(
         "federation",
         "add",

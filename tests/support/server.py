@@ -139,7 +139,9 @@ class ServerFactory:
             *(["--dev"] if dev else []),
             *args,
         ]
-        full_env = {**os.environ, **(env or {})}
+        # No --shutdown-delay unless a test asks for one: every test stops its servers with
+        # SIGTERM, and nothing balances load in front of them (tests/server/test_roll.py does).
+        full_env = {"KEYLESS_SHUTDOWN_DELAY": "0", **os.environ, **(env or {})}
         full_env.pop("KEYLESS_DATA_DIR", None)
         proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env

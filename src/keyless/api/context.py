@@ -30,7 +30,7 @@ from keyless.core.rbac import RoleAssignments
 from keyless.core.rotation import RotationManager
 from keyless.core.tenants import Tenants
 from keyless.core.vault import VaultService
-from keyless.k8s.lookup import ServiceAccountLookup
+from keyless.k8s.lookup import CaPublisher, ServiceAccountLookup
 from keyless.net.fetch import HttpJwksFetcher
 from keyless.settings import Settings
 from keyless.store.sql import SqlStore
@@ -43,6 +43,7 @@ class Edge(Protocol):
     token_limiter: TokenBuckets | None  # per client IP on the token endpoint
     discovery_limiter: TokenBuckets | None  # per client IP on discovery and JWKS
     k8s: ServiceAccountLookup
+    ca_configmaps: CaPublisher | None  # --k8s-issue-tls: publishes the CA where pods mount it
     dev_clusters: DevClusters
 
     async def follow_local(self) -> None:
@@ -65,6 +66,7 @@ class Admin(Edge, Protocol):
     vaults: VaultService
     audit_macs: AuditMac | None
     checkpoints: AuditCheckpoints | None
+    draining: bool  # the server is stopping: not ready, whatever else holds
 
     async def rotate_root_key(self) -> dict[str, object]: ...
 

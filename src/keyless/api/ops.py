@@ -21,6 +21,9 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     services: Admin = request.app.state.services
+    if services.draining:
+        # Stopping: load balancers take this replica out while it still serves (--shutdown-delay).
+        return JSONResponse({"status": "not ready", "checks": {"shutdown": "draining"}}, 503)
     checks: dict[str, str] = {}
     try:
         await services.store.ping()

@@ -120,6 +120,10 @@ def serve(
     body_timeout: Annotated[
         str | None, typer.Option(help="time to send a request body after its headers [10s]")
     ] = None,
+    shutdown_delay: Annotated[
+        str | None,
+        typer.Option(help="after SIGTERM, /readyz 503 but serving for this long, 0 = off [5s]"),
+    ] = None,
     discovery_rate_limit: Annotated[
         str | None, typer.Option(help="discovery/JWKS requests/s per client IP, 0 = off [50]")
     ] = None,
@@ -229,6 +233,7 @@ def serve(
         "token_rate_burst": token_rate_burst,
         "header_timeout": header_timeout,
         "body_timeout": body_timeout,
+        "shutdown_delay": shutdown_delay,
         "discovery_rate_limit": discovery_rate_limit,
         "workers": workers,
         "max_in_flight": max_in_flight,

@@ -9,6 +9,10 @@ of what the document does not name, in an order in which each one can be made;
 ``Reconciler.apply`` makes them through the same use cases the admin commands call, so every
 rule (names, CEL conditions, issuer probes) is the commands' own. Nothing the document does not
 name is ever deleted without ``prune``; a vault that still holds secrets is never pruned.
+
+The Kubernetes controller (``k8s/controller.py``) plans with the same code: its document is
+the live custom resources, and instead of ``prune`` it names exactly what to delete
+(:class:`Removals`: the objects of the resources being deleted, which it made itself).
 """
 
 from __future__ import annotations
@@ -31,7 +35,16 @@ from keyless.core.issuers import IssuerRecord
 from keyless.core.rbac import RoleAssignments
 from keyless.core.vault import Call, VaultService
 
-__all__ = ["ApplyFailed", "Change", "Current", "Document", "Reconciler", "parse_document", "plan"]
+__all__ = [
+    "ApplyFailed",
+    "Change",
+    "Current",
+    "Document",
+    "Reconciler",
+    "Removals",
+    "parse_document",
+    "plan",
+]
 
 
 # -- the current state and the plan --------------------------------------------------------
@@ -45,6 +58,23 @@ class Current:
     credentials: dict[str, dict[str, CredentialSpec]]  # identity name -> credential name -> spec
     vaults: dict[str, int]  # name -> secrets it holds
     assignments: set[tuple[str, str, str]]  # identity name, canonical role, scope
+
+
+@dataclass(frozen=True, slots=True)
+class Removals:
+    """Exactly these objects are to be deleted (those that exist and the document does not
+    name); everything else is left alone, as without ``prune``."""
+
+    issuers: frozenset[str] = frozenset()
+    identities: frozenset[str] = frozenset()
+    credentials: frozenset[tuple[str, str]] = frozenset()  # identity name, credential name
+    vaults: frozenset[str] = frozenset()
+    assignments: frozenset[tuple[str, str, str]] = frozenset()  # identity, canonical role, scope
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.issuers or self.identities or self.credentials or self.vaults or self.assignments
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,14 +109,18 @@ def _credential_differs(want: CredentialSpec, have: CredentialSpec) -> str:
     return ", ".join(changed)
 
 
-def plan(doc: Document, current: Current, *, prune: bool) -> list[Change]:
+def plan(
+    doc: Document, current: Current, *, prune: bool, remove: Removals | None = None
+) -> list[Change]:
     """The changes, in the order they can be made: creations and updates (issuers,
-    identities, credentials, vaults, roles), then with ``prune`` deletions (roles,
-    credentials, identities, vaults, issuers). Refuses (one line) a document whose references
-    cannot hold: a credential's issuer, an assignment's identity or vault that will not exist.
+    identities, credentials, vaults, roles), then with ``prune`` (or for what ``remove``
+    names) deletions (roles, credentials, identities, vaults, issuers). Refuses (one line) a
+    document whose references cannot hold: a credential's issuer, an assignment's identity or
+    vault that will not exist.
     """
+    remove = _removable(doc, current, remove) if remove and not prune else Removals()
     changes: list[Change] = []
-    issuers_after = set(current.issuers) | {i.url for i in doc.issuers}
+    issuers_after = set(current.issuers) - remove.issuers | {i.url for i in doc.issuers}
     if prune:
         issuers_after = {i.url for i in doc.issuers}
     for spec in doc.issuers:
@@ -96,7 +130,9 @@ def plan(doc: Document, current: Current, *, prune: bool) -> list[Change]:
         elif why := _issuer_differs(spec, have):
             changes.append(Change("update", "issuer", spec.url, why))
 
-    identities_after = set(current.credentials) | {i.name for i in doc.identities}
+    identities_after = set(current.credentials) - remove.identities | {
+        i.name for i in doc.identities
+    }
     if prune:
         identities_after = {i.name for i in doc.identities}
     for ident in doc.identities:
@@ -117,7 +153,7 @@ def plan(doc: Document, current: Current, *, prune: bool) -> list[Change]:
             elif why := _credential_differs(cred, old):
                 changes.append(Change("update", "federated_credential", label, why))
 
-    vaults_after = set(current.vaults) | set(doc.vaults)
+    vaults_after = set(current.vaults) - remove.vaults | set(doc.vaults)
     if prune:
         vaults_after = set(doc.vaults)
     for name in doc.vaults:
@@ -141,6 +177,8 @@ def plan(doc: Document, current: Current, *, prune: bool) -> list[Change]:
                 Change("create", "role_assignment", _assignment_label(identity, role, scope))
             )
 
+    if remove:
+        return changes + _removals(remove, current)
     if not prune:
         return changes
     wanted_assignments = set(doc.assignments)
@@ -166,6 +204,53 @@ def plan(doc: Document, current: Current, *, prune: bool) -> list[Change]:
     for url in sorted(set(current.issuers) - issuers_after):
         changes.append(Change("delete", "issuer", url))
     return changes
+
+
+def _removable(doc: Document, current: Current, remove: Removals) -> Removals:
+    """What of ``remove`` exists and is not named by the document."""
+    named_creds = {(i.name, c.name) for i in doc.identities for c in i.credentials}
+    identities = remove.identities & set(current.credentials) - {i.name for i in doc.identities}
+    return Removals(
+        issuers=remove.issuers & set(current.issuers) - {i.url for i in doc.issuers},
+        identities=identities,
+        credentials=frozenset(
+            (ident, cred)
+            for ident, cred in remove.credentials - named_creds
+            if ident not in identities and cred in current.credentials.get(ident, {})
+        ),
+        vaults=remove.vaults & set(current.vaults) - set(doc.vaults),
+        assignments=remove.assignments & current.assignments - set(doc.assignments),
+    )
+
+
+def _removals(remove: Removals, current: Current) -> list[Change]:
+    """Deletions of exactly what ``remove`` names, in an order in which each can be made
+    (an identity's credentials and role assignments go with it, as ``identity delete``)."""
+    changes = [
+        Change("delete", "role_assignment", _assignment_label(*a))
+        for a in sorted(remove.assignments)
+        if a[0] not in remove.identities and not _on_vault(a[2], remove.vaults)
+    ]
+    changes += [
+        Change("delete", "federated_credential", f"{ident}/{cred}")
+        for ident, cred in sorted(remove.credentials)
+    ]
+    changes += [Change("delete", "identity", name) for name in sorted(remove.identities)]
+    for name in sorted(remove.vaults):
+        if held := current.vaults[name]:
+            raise InvalidRequest(
+                f"vault {name!r} holds {held} secret(s): delete them, or the vault with them "
+                f"(`keyless vault delete {name} --force`)"
+            )
+        changes.append(Change("delete", "vault", name))
+    changes += [Change("delete", "issuer", url) for url in sorted(remove.issuers)]
+    return changes
+
+
+def _on_vault(scope: str, vaults: frozenset[str]) -> bool:
+    """Whether an assignment's scope is in one of ``vaults`` (it goes with the vault)."""
+    parts = rbac.parse_scope(scope)
+    return bool(parts) and parts[0] in vaults
 
 
 def _assignment_label(identity: str, role: str, scope: str) -> str:
@@ -229,8 +314,10 @@ class Reconciler:
         }
         return Current(issuers, creds, vaults, assignments)
 
-    async def plan(self, tenant_id: str, doc: Document, *, prune: bool) -> list[Change]:
-        return plan(doc, await self.current(tenant_id), prune=prune)
+    async def plan(
+        self, tenant_id: str, doc: Document, *, prune: bool, remove: Removals | None = None
+    ) -> list[Change]:
+        return plan(doc, await self.current(tenant_id), prune=prune, remove=remove)
 
     async def apply(self, call: Call, doc: Document, *, prune: bool) -> list[Change]:
         """Make the planned changes in order; the first failure stops (ApplyFailed)."""
@@ -239,7 +326,7 @@ class Reconciler:
         done: list[Change] = []
         for change in changes:
             try:
-                await self._make(call, doc, change)
+                await self.make(call, doc, change)
             except KeylessError as exc:
                 made = f"{len(done)} change(s) made before it" if done else "nothing changed"
                 raise ApplyFailed(
@@ -250,7 +337,8 @@ class Reconciler:
             done.append(change)
         return done
 
-    async def _make(self, call: Call, doc: Document, change: Change) -> None:
+    async def make(self, call: Call, doc: Document, change: Change) -> None:
+        """Make one planned change (``doc`` is the document it was planned from)."""
         tenant_id = call.principal.tenant_id
         fed = self._federation
         kind, action = change.kind, change.action

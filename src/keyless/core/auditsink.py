@@ -13,6 +13,7 @@ event is durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -69,6 +70,14 @@ class StoreAuditSink:
                 log.error("audit log write failed; request refused", extra=extra)
                 raise AuditUnavailable("audit log cannot be written; request refused") from exc
             log.warning("audit log write failed; request allowed (audit fail-open)", extra=extra)
+
+    async def flush(self) -> None:
+        """Return once every event recorded so far is written (or its write has failed)."""
+        while self._writer is not None and not self._writer.done():
+            # Shielded: the writer goes on if the caller is cancelled; its failures are the
+            # requests' (delivered through their futures), not the caller's.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._writer)
 
     async def _append(self, event: AuditEvent) -> None:
         done = self._pending_done

@@ -27,6 +27,20 @@ WATCH_SECONDS = 300  # the server ends each watch after this; we then list again
 MAX_BACKOFF = 30
 
 
+NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def own_namespace(configured: str | None, namespace_file: Path = NAMESPACE_FILE) -> str | None:
+    """keyless's namespace: ``--k8s-namespace``, else its pod's service-account namespace,
+    else None (not in a pod)."""
+    if configured:
+        return configured
+    try:
+        return namespace_file.read_text().strip() or None
+    except OSError:
+        return None
+
+
 def default_kubeconfig() -> Path | None:
     first = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
     path = Path(first).expanduser() if first else Path.home() / ".kube" / "config"

@@ -25,6 +25,15 @@ class ServiceAccountLookup(Protocol):
     async def aclose(self) -> None: ...
 
 
+class CaPublisher(Protocol):
+    """Where keyless publishes its CA for injected pods (``--k8s-issue-tls``)."""
+
+    async def ensure(self, namespace: str) -> None:
+        """The CA ConfigMap exists in ``namespace``. Raises :class:`Unavailable` when it
+        neither exists nor can be made (a pod mounting it would never start)."""
+        ...
+
+
 class NoCluster:
     """keyless is not connected to a Kubernetes API: only self-describing pods work."""
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from keyless.k8s import names
+from keyless.k8s import crds, names
 
 Obj = dict[str, Any]
 APP = "keyless"
@@ -28,8 +28,6 @@ ROOT_KEY_DIR = "/etc/keyless/root-key"
 PORT = 8443
 WEBHOOK_PORT = 8444
 WEBHOOK_NAME = "pods.keyless.dev"
-CRD_GROUP = "keyless.dev"
-CRD_PLURALS = ("issuers", "identities", "vaults", "roleassignments")
 CLIENT_CA_CONFIGMAP = "keyless-webhook-client-ca"
 CLIENT_CA_DIR = "/etc/keyless/webhook-client-ca"
 
@@ -111,7 +109,7 @@ def _deployment(v: Values) -> Obj:
             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
         },
     ]
-    mounts = [
+    mounts: list[Obj] = [
         {"name": "data", "mountPath": DATA_DIR},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, private to the pod
     ]
@@ -261,7 +259,9 @@ def _webhook(v: Values) -> Obj:
                 "failurePolicy": "Fail",
                 "matchPolicy": "Equivalent",
                 "reinvocationPolicy": "IfNeeded",
-                "sideEffects": "None",
+                # Admission may create the CA ConfigMap in the pod's namespace (tls=keyless),
+                # never on a dry run.
+                "sideEffects": "NoneOnDryRun",
                 "timeoutSeconds": 10,
             }
         ],
@@ -339,11 +339,12 @@ def _rbac(v: Values) -> list[Obj]:
         }
     )
     if v.controller:
-        kinds = list(CRD_PLURALS)
+        # Finalizers are set by replacing the object; status by a merge patch.
+        kinds = [k.plural for k in crds.KINDS]
         controller = [
-            _rule([CRD_GROUP], kinds, ["get", "list", "watch", "update", "patch"]),
-            _rule([CRD_GROUP], [f"{k}/status" for k in kinds], ["get", "update", "patch"]),
-            _rule([CRD_GROUP], [f"{k}/finalizers" for k in kinds], ["update"]),
+            _rule([crds.GROUP], kinds, ["get", "list", "watch", "update"]),
+            _rule([crds.GROUP], [f"{k}/status" for k in kinds], ["patch"]),
+            _rule([crds.GROUP], [f"{k}/finalizers" for k in kinds], ["update"]),
         ]
         objects += _role("ClusterRole", "keyless-controller", None, controller, ns)
     if v.tls == "keyless":
@@ -489,6 +490,8 @@ def render(v: Values | None = None) -> list[Obj]:
         objects.append(_network_policy(v))
     if v.tls == "cert-manager":
         objects += _cert_manager(v)
+    if v.controller:
+        objects += crds.crds()
     if v.tls == "secret" and v.ca_bundle:
         for workload_ns in v.workload_namespaces:
             objects.append(

@@ -1,7 +1,10 @@
 """Run the server: a TLS listener on TCP and the admin listener on a Unix socket, one loop
 (plus the admission webhook's TLS listener with ``--webhook-listen``).
 
-SIGTERM/SIGINT stop accepting, drain in-flight requests, and exit 0.
+SIGTERM: ``/readyz`` answers 503 while requests are still served for ``--shutdown-delay``
+(server/drain.py), then the listeners stop accepting, in-flight requests finish, idle
+connections are dropped, queued audit events are written, and the process exits 0. SIGINT does
+the same without the delay.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import ssl
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -24,7 +28,8 @@ from starlette.types import ASGIApp
 from keyless.api.app import admin_app, public_app, webhook_app
 from keyless.core.errors import ConfigError
 from keyless.metrics import Metrics
-from keyless.server import heapdump
+from keyless.server import heapdump, incluster, tlsreload
+from keyless.server.drain import CloseWhileDraining, Shutdown
 from keyless.server.limits import (
     BODY_TIMEOUT,
     HEADER_TIMEOUT,
@@ -38,6 +43,9 @@ from keyless.server.services import Services
 from keyless.server.tls import TlsFiles, ensure_tls
 from keyless.server.workers import READY, Workers
 from keyless.settings import Settings
+
+if TYPE_CHECKING:
+    from keyless.k8s.selftls import SelfTls
 
 log = logging.getLogger("keyless.server")
 DRAIN_SECONDS = 20
@@ -127,6 +135,10 @@ def _unix_socket(settings: Settings) -> socket.socket:
 def _tls(settings: Settings) -> TlsFiles | None:
     if settings.insecure_http:
         return None
+    if settings.k8s_issue_tls:  # written by the parent's SelfTls before anything listens
+        from keyless.k8s.selfca import serving_files
+
+        return serving_files(settings.data_dir)
     if settings.tls_cert and settings.tls_key:
         for flag, file in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key)):
             if not os.access(file, os.R_OK) or file.is_dir():  # say so at start, in one line
@@ -210,14 +222,29 @@ def _config(
 async def serve(settings: Settings, *, worker: bool = False) -> int:
     """One server process. ``worker``: one of the extra processes of ``--workers``, serving
     only the public listener (the parent has the admin socket and starts the workers)."""
+    selftls: SelfTls | None = None
+    if settings.k8s_issue_tls and not worker:  # only the parent talks to the Kubernetes API
+        from keyless.k8s.selftls import SelfTls
+
+        selftls = await SelfTls.start(settings)  # the CA and certificate, before listening
+    try:
+        return await _serve(settings, worker, selftls)
+    finally:
+        if selftls is not None:
+            await selftls.aclose()
+
+
+async def _serve(settings: Settings, worker: bool, selftls: SelfTls | None) -> int:
     tls = _tls(settings)  # before the services: the issuer fetcher trusts keyless's own CA
     hook = None if worker else _webhook_socket(settings)  # a bad client CA fails here
     tcp = _tcp_socket(settings)  # a busy port fails here, in one line, before any work
     services = await Services.start(settings, worker=worker, migrate_in_child=True)
+    if selftls is not None and not settings.k8s_public_ca:
+        services.ca_configmaps = selftls.configmaps  # the webhook publishes the CA per namespace
     metrics = services.metrics
     public = _Server(
         _config(
-            public_app(services, metrics),
+            CloseWhileDraining(public_app(services, metrics), services),
             "httptools",
             tls,
             settings.header_timeout,
@@ -229,7 +256,7 @@ async def serve(settings: Settings, *, worker: bool = False) -> int:
     if hook is not None:
         webhook = _Server(
             _config(
-                webhook_app(services, metrics),
+                CloseWhileDraining(webhook_app(services, metrics), services),
                 "httptools",
                 tls,
                 settings.header_timeout,
@@ -249,22 +276,50 @@ async def serve(settings: Settings, *, worker: bool = False) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     workers = Workers(settings)
+    delay = Shutdown(settings.shutdown_delay)
+    stopping: list[asyncio.Task[None]] = []
 
-    def shutdown() -> None:
-        if not worker:
-            log.info("shutting down: draining in-flight requests")
+    def stop_now() -> None:
         stop.set()
         workers.terminate()
         for server in servers:
             server.should_exit = True
 
+    async def stop_after_delay() -> None:
+        await delay.wait()
+        if not worker:
+            log.info("shutting down: draining in-flight requests")
+        stop_now()
+
+    def shutdown(signum: int) -> None:
+        if not delay.signal(signum):
+            return  # a second signal only cuts the delay short
+        services.draining = True  # /readyz 503, Connection: close (server/drain.py)
+        workers.terminate(signum)  # every worker turns not-ready now, and drains alike
+        if not worker and delay.delay > 0 and signum != signal.SIGINT:
+            log.info(
+                "shutting down: not ready; serving on during --shutdown-delay",
+                extra={"seconds": delay.delay},
+            )
+        stopping.append(asyncio.create_task(stop_after_delay()))
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, shutdown)
+        loop.add_signal_handler(sig, shutdown, sig)
     heapdump.install(loop, settings.data_dir)  # SIGUSR2 -> allocation sites, if tracing
     background = [
         asyncio.create_task(_periodic(services, metrics, stop)),
         asyncio.create_task(_follow_config(services, stop)),
     ]
+    if tls is not None:  # every process serves the newest certificate on disk
+
+        def contexts() -> list[ssl.SSLContext]:
+            return [server.config.ssl for server in servers if server.config.ssl is not None]
+
+        background.append(asyncio.create_task(tlsreload.follow(tls, contexts, stop)))
+    if selftls is not None:
+        background.append(asyncio.create_task(selftls.run(stop)))
+    if not worker:  # vault Services, trusting the cluster, the controller
+        background += incluster.start(services, stop)
     while not all(server.started for server in servers):
         if any(t.done() for t in tasks):
             break
@@ -278,7 +333,7 @@ async def serve(settings: Settings, *, worker: bool = False) -> int:
             await workers.start()
         except (TimeoutError, RuntimeError) as exc:
             log.error("worker processes did not start", extra={"error": str(exc)})
-            shutdown()
+            stop_now()
             started = False
         background.append(asyncio.create_task(workers.supervise(stop)))
     if started and not worker:
@@ -311,8 +366,8 @@ async def serve(settings: Settings, *, worker: bool = False) -> int:
     finally:
         stop.set()
         await asyncio.to_thread(workers.stop, DRAIN_SECONDS + 5)
-        await asyncio.gather(*background)
-        await services.close()
+        await asyncio.gather(*background, *stopping)
+        await services.close()  # writes the audit events still queued first
         if not worker:
             with contextlib.suppress(FileNotFoundError):
                 settings.admin_socket.unlink()

@@ -32,7 +32,7 @@ from keyless.core.tenants import Tenants
 from keyless.core.vault import VaultService
 from keyless.k8s.jwks import KubeApiJwksFetcher
 from keyless.k8s.kubeapi import KubeServiceAccounts
-from keyless.k8s.lookup import ServiceAccountLookup
+from keyless.k8s.lookup import CaPublisher, ServiceAccountLookup
 from keyless.metrics import Metrics, MetricsAuditSink
 from keyless.net.fetch import HttpJwksFetcher
 from keyless.server.changes import LocalChanges
@@ -66,11 +66,14 @@ class Services:
     token_limiter: TokenBuckets | None = None  # per client IP on the token endpoint
     discovery_limiter: TokenBuckets | None = None  # per client IP on discovery and JWKS
     k8s: ServiceAccountLookup = field(default_factory=KubeServiceAccounts)
+    ca_configmaps: CaPublisher | None = None  # --k8s-issue-tls: the CA ConfigMap per namespace
     local: LocalChanges | None = None  # shared with the other workers of this server
     _local_seen: int = 0
     _local_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     audit_macs: AuditMac | None = None  # the audit key's MACs, for verify (core/auditkey.py)
     checkpoints: AuditCheckpoints | None = None  # signed audit checkpoints
+    durable_audit: StoreAuditSink | None = None  # the audit sink that writes to the store
+    draining: bool = False  # stopping (server/drain.py): /readyz answers 503
 
     @classmethod
     async def start(
@@ -120,12 +123,10 @@ class Services:
             public_url=settings.public_url, token_lifetime=settings.token_lifetime
         )
         metrics = Metrics()
-        audit: AuditSink = TeeAuditSink(
-            StoreAuditSink(
-                store, fail_closed=settings.audit_fail_closed, committed=metrics.audit_committed
-            ),
-            MetricsAuditSink(metrics),
+        durable = StoreAuditSink(
+            store, fail_closed=settings.audit_fail_closed, committed=metrics.audit_committed
         )
+        audit: AuditSink = TeeAuditSink(durable, MetricsAuditSink(metrics))
         if settings.unsafe_no_audit:
             log.warning("KEYLESS_UNSAFE_NO_AUDIT: nothing is audited (for measurement only)")
             audit = MetricsAuditSink(metrics)
@@ -184,6 +185,7 @@ class Services:
             await services._rewrap_and_finish(root)
         for tenant in await store.list_tenants():
             await keys.load(tenant.id)
+        services.durable_audit = durable
         services.audit_macs = audit_key.macs()
         services.checkpoints = AuditCheckpoints(
             store,
@@ -237,6 +239,10 @@ class Services:
             self._local_seen = value
 
     async def close(self) -> None:
+        if self.durable_audit is not None:
+            # Events still queued (a request cut off by the drain timeout) are written before
+            # the store closes.
+            await self.durable_audit.flush()
         if self.local is not None:
             self.local.close()
         await self.k8s.aclose()

@@ -59,9 +59,11 @@ def server_names(public_url: str, vault_domain: str) -> list[x509.GeneralName]:
     return names
 
 
-def _new_ca(now: dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def new_ca(
+    now: dt.datetime, common_name: str = "keyless local CA"
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keyless local CA")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -86,6 +88,7 @@ def issue(
     ca: x509.Certificate,
     names: list[x509.GeneralName],
     now: dt.datetime,
+    lifetime: dt.timedelta = dt.timedelta(days=397),
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
@@ -95,7 +98,7 @@ def issue(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=397))
+        .not_valid_after(now + lifetime)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -119,7 +122,7 @@ def ensure_tls(data_dir: Path, public_url: str, vault_domain: str) -> TlsFiles:
         assert isinstance(loaded, ec.EllipticCurvePrivateKey)
         ca_key = loaded
     else:
-        ca_key, ca = _new_ca(now)
+        ca_key, ca = new_ca(now)
         write_private(ca_key_path, pem_key(ca_key))
         write_private(files.ca_cert, ca.public_bytes(serialization.Encoding.PEM))
     names = server_names(public_url, vault_domain)

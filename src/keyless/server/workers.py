@@ -54,6 +54,7 @@ class Workers:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.stopping = False  # once told to stop, a worker that exits is not started again
 
     async def start(self) -> None:
         for _ in range(self.settings.workers - 1):
@@ -72,23 +73,25 @@ class Workers:
                 return
             for i, proc in enumerate(self.procs):
                 code = proc.poll()
-                if code is None:
+                if code is None or self.stopping:
                     continue
                 log.error("worker process exited; starting another", extra={"exit": code})
                 await asyncio.sleep(RESTART_BACKOFF)
-                if stop.is_set():
+                if stop.is_set() or self.stopping:
                     return
                 fresh = _spawn(self.settings)
                 self.procs[i] = fresh
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(asyncio.to_thread(_await_ready, fresh), START_SECONDS)
 
-    def terminate(self) -> None:
-        """SIGTERM to every worker: each stops accepting and drains its requests."""
+    def terminate(self, signum: int = signal.SIGTERM) -> None:
+        """The parent's stop signal to every worker: each turns not-ready, waits out the same
+        ``--shutdown-delay`` (none for SIGINT), stops accepting and drains its requests."""
+        self.stopping = True
         for proc in self.procs:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
+                    proc.send_signal(signum)
 
     def stop(self, timeout: float) -> None:
         """``terminate``, then SIGKILL what is left after ``timeout``."""

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from keyless.core.errors import Conflict
 from keyless.core.rbac import Assignment
 from keyless.core.secrets import SecretState, SecretVersion, Vault
+from keyless.store.engine import mark_changed
 from keyless.store.federation import bump_revision
 from keyless.store.schema import role_assignments, secret_versions, vaults
 from keyless.store.schema import secrets_table as secrets
@@ -75,6 +76,9 @@ class VaultStoreMixin:
                         name=vault.name, tenant_id=vault.tenant_id, created_at=vault.created_at
                     )
                 )
+                # No cache holds a vault not yet made, but the set of vaults moved: the
+                # writer's on_change tells the in-cluster vault Services (server/incluster.py).
+                mark_changed(conn)
             return vault
         except IntegrityError:
             existing = await self.get_vault(vault.name)

@@ -88,6 +88,21 @@ async def _identity_patch(
     return patch
 
 
+async def _publish_ca(
+    services: Edge,
+    req: admission.AdmissionRequest,
+    settings: inject.WebhookSettings,
+    patch: list[inject.Json],
+) -> None:
+    """With ``--k8s-issue-tls``, the CA ConfigMap that the patch mounts exists in the pod's
+    namespace (made at the namespace's first pod; otherwise the operator puts it there). Not
+    on a dry run: nothing is made for a pod that will not be."""
+    publisher = services.ca_configmaps
+    if publisher is None or not patch or not settings.ca_configmap or req.dry_run:
+        return
+    await publisher.ensure(req.namespace)
+
+
 async def _decide(services: Edge, req: admission.AdmissionRequest) -> JSONResponse:
     where = {"namespace": req.namespace, "pod": inject.pod_name(req.object), "uid": req.uid}
     authenticated = services.settings.webhook_client_ca is not None
@@ -107,6 +122,14 @@ async def _decide(services: Edge, req: admission.AdmissionRequest) -> JSONRespon
         log.error("pod refused", extra={**where, "error": type(exc).__name__})
         message = INTERNAL_REFUSAL if authenticated else UNIFORM_REFUSAL
         return JSONResponse(admission.deny(req.uid, message, 500 if authenticated else 400))
+    try:
+        await _publish_ca(services, req, settings, patch)
+    except KeylessError as exc:
+        log.warning("pod refused", extra={**where, "reason": exc.code, "detail": exc.message})
+        return JSONResponse(admission.deny(req.uid, exc.message, 500))
+    except Exception as exc:  # never a 500
+        log.error("pod refused", extra={**where, "error": type(exc).__name__})
+        return JSONResponse(admission.deny(req.uid, INTERNAL_REFUSAL, 500))
     log.info("pod injected", extra={**where, "operations": len(patch)})
     return JSONResponse(admission.allow(req.uid, patch))
 

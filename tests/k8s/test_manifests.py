@@ -19,11 +19,11 @@ from cryptography import x509
 from keyless.k8s import names
 from keyless.k8s.manifests import PORT, WEBHOOK_PORT, Values, render
 from keyless.server.tls import ensure_tls
+from tests.k8s.objects import K8S_VERSION, by_key, normalized, validate_all
 from tests.support.server import keyless_cmd
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy" / "kubernetes"
-K8S_VERSION = "1.33.0"
 
 
 def kubectl() -> str:
@@ -41,37 +41,6 @@ def kustomize(path: Path) -> list[dict[str, Any]]:
     )
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-def by_key(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    keyed = {(o["kind"], o["metadata"]["name"]): o for o in objects}
-    assert len(keyed) == len(objects), "two objects share a kind and name"
-    return keyed
-
-
-def normalized(value: Any) -> Any:
-    """Lists of named entries (env, volumes, mounts) sorted by name: a strategic merge patch
-    puts the overlay's entries first, which changes nothing for Kubernetes here (no env entry
-    refers to another with $(NAME))."""
-    if isinstance(value, dict):
-        return {k: normalized(v) for k, v in value.items()}
-    if isinstance(value, list):
-        items = [normalized(v) for v in value]
-        if items and all(isinstance(i, dict) and "name" in i for i in items):
-            return sorted(items, key=lambda i: str(i["name"]))
-        return items
-    return value
-
-
-BUILT_IN = ("v1", "apps/", "policy/", "rbac.", "admissionregistration.", "networking.", "apiext")
-
-
-def validate_all(objects: list[dict[str, Any]]) -> None:
-    """Every built-in object against the Kubernetes schema (custom resources such as
-    cert-manager's have no schema there; their shape is asserted where they are made)."""
-    for obj in objects:
-        if obj["apiVersion"].startswith(BUILT_IN):
-            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
 
 
 @pytest.mark.parametrize(

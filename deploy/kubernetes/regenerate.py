@@ -1,4 +1,5 @@
-"""Write deploy/kubernetes/base/*.yaml from ``keyless.k8s.manifests.render()``.
+"""Write deploy/kubernetes/base/*.yaml from ``keyless.k8s.manifests.render()``, and the Helm
+chart's copy of the CRDs (deploy/helm/keyless/crds/, which Helm reads untemplated).
 
 The base is generated, not edited: change ``src/keyless/k8s/manifests.py`` and run
 ``python deploy/kubernetes/regenerate.py`` (tests/k8s/test_manifests.py fails until the files
@@ -13,6 +14,13 @@ from pathlib import Path
 from keyless.k8s.manifests import Obj, render, to_yaml
 
 BASE = Path(__file__).resolve().parent / "base"
+CHART_CRDS = BASE.parents[1] / "helm" / "keyless" / "crds" / "keyless.dev.yaml"
+CHART_HEADER = (
+    "# The keyless.dev CRDs, as deploy/kubernetes/base/crds.yaml (generated from\n"
+    "# src/keyless/k8s/crds.py by deploy/kubernetes/regenerate.py). Helm installs crds/ before\n"
+    "# the templates on a first install and never upgrades or deletes them:\n"
+    "# kubectl apply -f deploy/helm/keyless/crds/ after a keyless upgrade.\n"
+)
 HEADER = (
     "# Generated from src/keyless/k8s/manifests.py by deploy/kubernetes/regenerate.py: edit\n"
     "# that, not this. docs/kubernetes.md explains every object; `keyless k8s manifests` renders\n"
@@ -48,9 +56,16 @@ def files(objects: list[Obj]) -> dict[str, str]:
     return out
 
 
+def chart_crds() -> str:
+    from keyless.k8s.crds import crds
+
+    return CHART_HEADER + to_yaml(crds())
+
+
 def main() -> int:
     for name, content in files(render()).items():
         (BASE / name).write_text(content)
+    CHART_CRDS.write_text(chart_crds())
     return 0
 
 

@@ -339,8 +339,8 @@ def test_chart_crds_are_keyless_crds() -> None:
     (chart_file,) = (CHART / "crds").iterdir()
     in_chart = [d for d in yaml.safe_load_all(chart_file.read_text()) if d]
     assert in_chart == [d for d in yaml.safe_load_all(base.read_text()) if d], (
-        f"{chart_file.relative_to(ROOT)} differs from {base.relative_to(ROOT)}: copy it over "
-        "(keeping the chart file's header)"
+        f"{chart_file.relative_to(ROOT)} differs from {base.relative_to(ROOT)}: run "
+        "python deploy/kubernetes/regenerate.py"
     )
     assert in_chart == crds.crds()
     assert {c["spec"]["names"]["kind"] for c in in_chart} == {k.kind for k in crds.KINDS}

@@ -253,6 +253,17 @@ def test_base_files_are_generated_from_render() -> None:
         assert (DEPLOY / "base" / name).read_text() == content, (
             f"deploy/kubernetes/base/{name} is stale: run python deploy/kubernetes/regenerate.py"
         )
+    assert module.CHART_CRDS.read_text() == module.chart_crds(), (
+        "the Helm chart's CRDs are stale: run python deploy/kubernetes/regenerate.py"
+    )
+
+
+def test_vaults_namespace_is_not_keyless_own() -> None:
+    with pytest.raises(ValueError, match="must not be keyless's own"):
+        Values(vaults_namespace="keyless")
+    result = _manifests("--namespace", "idp", "--vaults-namespace", "idp")
+    assert result.returncode != 0
+    assert "--vaults-namespace must differ from --namespace (idp)" in result.stderr
 
 
 def test_deployment_hardening() -> None:

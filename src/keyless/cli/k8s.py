@@ -162,6 +162,11 @@ def manifests(
             )
         issuer = (kind, name)
     client_ca = _webhook_client_auth(webhook_client_ca, webhook_no_client_auth, webhook_source_cidr)
+    if vaults_namespace == namespace:
+        raise KeylessError(
+            f"--vaults-namespace must differ from --namespace ({namespace}): keyless's own "
+            "Service would be taken for a vault"
+        )
     values = Values(
         namespace=namespace,
         image=image,

@@ -54,7 +54,6 @@ class Values:
     cert_manager_issuer: tuple[str, str] | None = None  # (kind, name); None: a CA made here
     ca_bundle: bytes | None = None  # tls=secret: PEM of the CA, webhook caBundle and ConfigMaps
     workload_namespaces: tuple[str, ...] = ()  # tls=secret: where to put the CA ConfigMap
-    ca_configmap: str = names.DEFAULT_CA_CONFIGMAP
     vaults_namespace: str = VAULTS_NAMESPACE  # one Service per vault: NAME.VAULTS_NS.svc
     controller: bool = True  # reconcile the keyless.dev custom resources
     trust_cluster: bool = True  # trust this cluster's service-account tokens at start
@@ -68,6 +67,11 @@ class Values:
     def __post_init__(self) -> None:
         if self.tls not in TLS_MODES:
             raise ValueError(f"tls must be one of {', '.join(TLS_MODES)}, not {self.tls!r}")
+        if self.vaults_namespace == self.namespace:
+            raise ValueError(
+                f"the vaults' namespace must not be keyless's own ({self.namespace}): its "
+                "Service would be taken for a vault"
+            )
 
     @property
     def url(self) -> str:
@@ -358,7 +362,7 @@ def _rbac(v: Values) -> list[Obj]:
                 APP,
             ),
             _rule([""], ["configmaps"], ["create", "list", "watch"]),
-            _rule([""], ["configmaps"], ["get", "update", "patch"], v.ca_configmap),
+            _rule([""], ["configmaps"], ["get", "update", "patch"], names.DEFAULT_CA_CONFIGMAP),
         ]
         objects += _role("ClusterRole", "keyless-tls", None, tls, ns)
     own: list[Obj] = []
@@ -498,7 +502,7 @@ def render(v: Values | None = None) -> list[Obj]:
                 {
                     "apiVersion": "v1",
                     "kind": "ConfigMap",
-                    "metadata": _meta(v.ca_configmap, workload_ns),
+                    "metadata": _meta(names.DEFAULT_CA_CONFIGMAP, workload_ns),
                     "data": {names.CA_KEY: v.ca_bundle.decode()},
                 }
             )

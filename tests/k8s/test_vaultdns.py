@@ -12,13 +12,8 @@ verified against keyless's CA by the names in the URLs.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from keyless.k8s import vaultservices as vs
 from keyless.k8s.trust import TRUST_CLUSTER_ACTOR
 from tests.k8s.fakeapi import FakeKubeApi
+from tests.k8s.incluster import audit, cli_json, sdk_read, trusted, until
 from tests.support.oidc import jwks_of, new_key, sign
 from tests.support.server import RunningServer, ServerFactory, free_port
 
@@ -37,7 +33,6 @@ TARGET = "keyless.keyless.svc.cluster.local"
 SUBJECT = "system:serviceaccount:billing:api"
 SECRET_VALUE = "in-cluster-s3cret-91b2"
 KID = "cluster-key-1"
-HANG_GUARD = 30.0  # seconds: a bound on waiting, never a measure
 
 
 @dataclass
@@ -79,29 +74,8 @@ def cluster(kube: FakeKubeApi, tmp_path_factory: pytest.TempPathFactory) -> Iter
         factory.stop_all()
 
 
-def until(what: str, predicate: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + HANG_GUARD
-    while not (found := predicate()):
-        assert time.monotonic() < deadline, f"not within {HANG_GUARD}s: {what}"
-        time.sleep(0.05)
-    return found
-
-
 def services(kube: FakeKubeApi) -> dict[str, Any]:
     return {o["metadata"]["name"]: o for o in kube.objects("services", NS)}
-
-
-def cli_json(server: RunningServer, *args: str) -> Any:
-    return json.loads(server.cli("--output", "json", *args).stdout)
-
-
-def trusted(server: RunningServer, issuer: str) -> list[dict[str, Any]]:
-    return [i for i in cli_json(server, "issuer", "list") if i["url"] == issuer]
-
-
-def audit(server: RunningServer) -> list[dict[str, Any]]:
-    out = server.cli("--output", "json", "audit", "list", "--limit", "1000").stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
@@ -127,32 +101,7 @@ def read_secret(cluster: Cluster, server: RunningServer, vault_url: str, authori
         "REQUESTS_CA_BUNDLE": str(server.ca),
         "SSL_CERT_FILE": str(server.ca),
     }
-    script = textwrap.dedent(
-        f"""
-        import socket
-
-        _getaddrinfo = socket.getaddrinfo
-
-        def getaddrinfo(host, port, *args, **kwargs):
-            # The cluster's DNS (every *.svc name) and the keyless Service's port 443.
-            if isinstance(host, str) and host.lower().endswith(".svc"):
-                host, port = "127.0.0.1", {server.port} if port in (443, "443") else port
-            return _getaddrinfo(host, port, *args, **kwargs)
-
-        socket.getaddrinfo = getaddrinfo
-
-        from azure.identity import DefaultAzureCredential
-        from azure.keyvault.secrets import SecretClient
-
-        client = SecretClient({vault_url!r}, DefaultAzureCredential())
-        print(client.get_secret("db-password").value)
-        """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout.strip()
+    return sdk_read(env, server.port, vault_url, "db-password")
 
 
 def test_the_cluster_is_trusted_at_start(cluster: Cluster, server: RunningServer) -> None:

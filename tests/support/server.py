@@ -143,10 +143,26 @@ class ServerFactory:
         # SIGTERM, and nothing balances load in front of them (tests/server/test_roll.py does).
         full_env = {"KEYLESS_SHUTDOWN_DELAY": "0", **os.environ, **(env or {})}
         full_env.pop("KEYLESS_DATA_DIR", None)
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env
+        return self.launch(
+            cmd, full_env, data_dir, port, insecure="--insecure-http" in args, timeout=timeout
         )
-        server = RunningServer(proc, data_dir, port, insecure="--insecure-http" in args)
+
+    def launch(
+        self,
+        cmd: list[str],
+        env: dict[str, str],
+        data_dir: Path,
+        port: int,
+        *,
+        insecure: bool = False,
+        timeout: float = 60,
+    ) -> RunningServer:
+        """Run exactly ``cmd`` with exactly ``env`` (a server whose command line the test
+        builds itself, e.g. from a rendered Deployment) and wait for its ready line."""
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        server = RunningServer(proc, data_dir, port, insecure=insecure)
         ready = threading.Event()
 
         def read() -> None:

@@ -43,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyless.k8s import crds, manifests, names
 from keyless.k8s.trust import TRUST_CLUSTER_ACTOR
+from tests.k8s import rbac
 from tests.k8s.cases import FIXTURES, Case, patched_pod
 from tests.k8s.fakeapi import FakeKubeApi
 from tests.k8s.incluster import PodProcess, audit_lines, sa_token, until
@@ -521,3 +522,35 @@ def test_sigterm_makes_it_unready_at_once_and_it_drains(cluster: Cluster) -> Non
     assert get("/healthz") == 200  # still serving while the Service drops it
     assert server.proc.wait(timeout=manifests.GRACE_SECONDS) == 0
     assert time.monotonic() - started < manifests.GRACE_SECONDS
+
+
+# -- permissions -------------------------------------------------------------------------------
+
+
+def test_every_kubernetes_request_was_granted_by_the_rendered_rbac(cluster: Cluster) -> None:
+    """Every request keyless made to the (fake) API server along the whole path, allowed by
+    the Roles and ClusterRoles that render() binds to keyless's service account: what the fake
+    answered, a real cluster would have answered too."""
+    rules = rbac.grants(manifests.render(), NS, manifests.APP)
+    made = list(cluster.kube.requests)
+    assert len(made) > 20, made  # the path went through the API
+    assert rbac.denied(made, rules) == []
+    # The evaluator refuses what the manifests do not grant.
+    assert rbac.denied(
+        [
+            "GET /api/v1/namespaces/billing/secrets/db",
+            "GET /api/v1/namespaces/keyless/secrets",
+            "PATCH /apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/other",
+            "DELETE /apis/keyless.dev/v1alpha1/vaults/billing",
+            "GET /api/v1/namespaces/billing/services/x",
+            "GET /version",
+        ],
+        rules,
+    ) == [
+        "get secrets db in billing",
+        "list secrets * in keyless",
+        "patch mutatingwebhookconfigurations.admissionregistration.k8s.io other",
+        "delete vaults.keyless.dev billing",
+        "get services x in billing",
+        "get /version",
+    ]

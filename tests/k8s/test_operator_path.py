@@ -230,7 +230,15 @@ def test_keyless_sets_itself_up_in_the_cluster(cluster: Cluster) -> None:
     assert secret is not None and "ca.key" in secret["data"]
     # What `keyless ca` prints, and the CA the serving certificate chains to.
     assert server.ca.read_text() == ca
-    assert cluster.https(ca, server.port, SERVICE_HOST, "GET", "/readyz").status_code == 200
+    # The kubelet's probes, as rendered (port "https" is the --listen port; no verification).
+    container = deployment_container()
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}["https"] == manifests.PORT
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        get = container[probe]["httpGet"]
+        assert (get["port"], get["scheme"]) == ("https", "HTTPS")
+        with httpx.Client(verify=False, timeout=10) as kubelet:  # noqa: S501 - as the kubelet
+            answer = kubelet.get(f"https://127.0.0.1:{server.port}{get['path']}")
+        assert answer.status_code == 200, (probe, answer.text)
     # The public listener's certificate, verified for the Service's name and a vault's.
     for host in (SERVICE_HOST, f"billing.{VAULTS_NS}.svc"):
         cert = served_certificate(server.port, host, ca)

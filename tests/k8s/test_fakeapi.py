@@ -4,7 +4,6 @@ driven by the real ``kubernetes_asyncio`` client (so a test against it means som
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +18,9 @@ GROUP, VERSION, PLURAL = "keyless.dev", "v1alpha1", "vaults"
 MERGE = "application/merge-patch+json"
 
 
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeKubeApi]:
-    api = FakeKubeApi().start()
-    try:
-        yield api
-    finally:
-        api.stop()
-
-
-def run(fake: FakeKubeApi, tmp_path: Path, body: Any) -> Any:
+def run(kube: FakeKubeApi, tmp_path: Path, body: Any) -> Any:
     async def go() -> Any:
-        conf = await load_configuration(fake.kubeconfig(tmp_path / "kubeconfig"))
+        conf = await load_configuration(kube.kubeconfig(tmp_path / "kubeconfig"))
         async with client.ApiClient(conf) as api:
             return await body(api)
 
@@ -41,7 +31,7 @@ def vault(name: str) -> dict[str, Any]:
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Vault", "metadata": {"name": name}}
 
 
-def test_custom_objects_lifecycle(fake: FakeKubeApi, tmp_path: Path) -> None:
+def test_custom_objects_lifecycle(kube: FakeKubeApi, tmp_path: Path) -> None:
     async def body(api: Any) -> None:
         custom = client.CustomObjectsApi(api)
         made = await custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, vault("a"))
@@ -85,20 +75,20 @@ def test_custom_objects_lifecycle(fake: FakeKubeApi, tmp_path: Path) -> None:
             await custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, "a")
         assert gone.value.status == 404
 
-    run(fake, tmp_path, body)
-    kinds = [e[1] for e in fake.events if e[2]["metadata"]["name"] == "a" and e[3][1] == PLURAL]
+    run(kube, tmp_path, body)
+    kinds = [e[1] for e in kube.events if e[2]["metadata"]["name"] == "a" and e[3][1] == PLURAL]
     assert kinds[0] == "ADDED" and kinds[-1] == "DELETED"
 
 
-def test_list_watch_selectors_and_denials(fake: FakeKubeApi, tmp_path: Path) -> None:
-    fake.create_obj(
+def test_list_watch_selectors_and_denials(kube: FakeKubeApi, tmp_path: Path) -> None:
+    kube.create_obj(
         {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {"name": "mine", "namespace": "x", "labels": {"owner": "keyless"}},
         }
     )
-    fake.create_obj(
+    kube.create_obj(
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "other", "namespace": "x"}}
     )
 
@@ -106,7 +96,7 @@ def test_list_watch_selectors_and_denials(fake: FakeKubeApi, tmp_path: Path) -> 
         core = client.CoreV1Api(api)
         listed = await core.list_config_map_for_all_namespaces(label_selector="owner=keyless")
         assert [i.metadata.name for i in listed.items] == ["mine"]
-        fake.create_obj(
+        kube.create_obj(
             {
                 "apiVersion": "v1",
                 "kind": "ConfigMap",
@@ -124,7 +114,7 @@ def test_list_watch_selectors_and_denials(fake: FakeKubeApi, tmp_path: Path) -> 
                 timeout_seconds=1,
             ):
                 seen.append(f"{event['type']} {event['object'].metadata.name}")
-        fake.deny.add(("POST", "configmaps"))
+        kube.deny.add(("POST", "configmaps"))
         try:
             with pytest.raises(ApiException) as denied:
                 await core.create_namespaced_config_map(
@@ -132,7 +122,7 @@ def test_list_watch_selectors_and_denials(fake: FakeKubeApi, tmp_path: Path) -> 
                 )
             assert denied.value.status == 403
         finally:
-            fake.deny.clear()
+            kube.deny.clear()
         return seen
 
-    assert run(fake, tmp_path, body) == ["ADDED later"]
+    assert run(kube, tmp_path, body) == ["ADDED later"]

@@ -108,7 +108,11 @@ def test_the_cluster_is_trusted_at_start(cluster: Cluster, server: RunningServer
     found = until("the cluster's issuer registered", lambda: trusted(server, cluster.kube.issuer))
     assert len(found) == 1
     assert found[0]["source"] == "kubernetes"
-    events = [e for e in audit(server) if e["action"] == "issuer add"]
+    # The event follows the registration (a moment later, from the same task).
+    events = until(
+        "the registration's audit event",
+        lambda: [e for e in audit(server) if e["action"] == "issuer add"],
+    )
     assert [(e["target"], e["actor"], e["result"]) for e in events] == [
         (cluster.kube.issuer, TRUST_CLUSTER_ACTOR, "success")
     ]

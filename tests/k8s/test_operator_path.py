@@ -46,7 +46,7 @@ from keyless.k8s.trust import TRUST_CLUSTER_ACTOR
 from tests.k8s import rbac
 from tests.k8s.cases import FIXTURES, Case, patched_pod
 from tests.k8s.fakeapi import FakeKubeApi
-from tests.k8s.incluster import PodProcess, audit_lines, sa_token, until
+from tests.k8s.incluster import PodProcess, audit, audit_lines, cli_json, sa_token, trusted, until
 from tests.k8s.webhook import ClientPki, make_pki
 from tests.support.oidc import AUDIENCE, jwks_of, new_key
 from tests.support.server import RunningServer, ServerFactory, free_port, keyless_cmd
@@ -91,12 +91,23 @@ def command_line(container: Obj, *, port: int, webhook_port: int, client_ca: Pat
     return [*keyless_cmd(), *args]
 
 
-def environment(container: Obj, *, data_dir: Path, kubeconfig: Path, home: Path) -> dict[str, str]:
+def environment(container: Obj, *, data_dir: Path, kubeconfig: Path) -> dict[str, str]:
     """The container's env as the kubelet would set it (the downward API's namespace), the
-    data directory (the PVC's mount) a temporary one; plus what a pod has by other means:
-    ``KUBECONFIG`` for the in-cluster config (the fake API), and the process's own PATH, HOME
-    and PYTHONPATH (the image's). Nothing of the test runner's environment leaks in."""
-    env: dict[str, str] = {}
+    data directory (the PVC's mount) a temporary one, over the image's own (Containerfile:
+    ENV, and HOME the keyless user's, the data directory); plus what a pod has by other means:
+    ``KUBECONFIG`` for the in-cluster config (the fake API), and PATH and PYTHONPATH (made
+    absolute: keyless runs in the data directory, the image's WORKDIR) for the image's
+    installed keyless. Nothing else of the test runner's environment leaks in."""
+    env: dict[str, str] = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": os.pathsep.join(
+            os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p
+        ),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "HOME": str(data_dir),
+        "KUBECONFIG": str(kubeconfig),
+    }
     for var in container["env"]:
         if "value" in var:
             env[var["name"]] = var["value"]
@@ -105,12 +116,6 @@ def environment(container: Obj, *, data_dir: Path, kubeconfig: Path, home: Path)
             env[var["name"]] = NS
     assert env["KEYLESS_DATA_DIR"] == manifests.DATA_DIR
     env["KEYLESS_DATA_DIR"] = str(data_dir)
-    env.update(
-        KUBECONFIG=str(kubeconfig),
-        PATH=os.environ.get("PATH", ""),
-        HOME=str(home),
-        PYTHONPATH=os.environ.get("PYTHONPATH", ""),
-    )
     return env
 
 
@@ -129,7 +134,12 @@ class Cluster:
         """``kubectl -n keyless exec deploy/keyless -- keyless ARGS``: the CLI in keyless's
         container (its environment; the data directory found through KEYLESS_DATA_DIR)."""
         done = subprocess.run(
-            [*keyless_cmd(), *args], env=self.env, capture_output=True, text=True, timeout=60
+            [*keyless_cmd(), *args],
+            env=self.env,
+            cwd=self.server.data_dir,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         if check:
             assert done.returncode == 0, f"keyless {' '.join(args)}: {done.stderr}"
@@ -189,11 +199,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         container = deployment_container()
         port, webhook_port = free_port(), free_port()
         data_dir = tmp / "var-lib-keyless"
+        data_dir.mkdir()  # the volume, mounted
         env = environment(
-            container, data_dir=data_dir, kubeconfig=kube.kubeconfig(tmp / "kubeconfig"), home=tmp
+            container, data_dir=data_dir, kubeconfig=kube.kubeconfig(tmp / "kubeconfig")
         )
         cmd = command_line(container, port=port, webhook_port=webhook_port, client_ca=api_server.ca)
-        server = factory.launch(cmd, env, data_dir, port)
+        server = factory.launch(cmd, env, data_dir, port, cwd=data_dir)
         yield Cluster(kube, key, api_server, server, env, webhook_port, tmp)
     finally:
         factory.stop_all()
@@ -260,11 +271,9 @@ def test_keyless_sets_itself_up_in_the_cluster(cluster: Cluster) -> None:
     own = until("ConfigMap keyless-ca", lambda: kube.get_obj("configmaps", "keyless-ca", NS))
     assert own["data"] == {names.CA_KEY: ca}
     # `kubectl -n keyless exec deploy/keyless -- keyless issuer list`: source kubernetes.
-    issuers = until(
-        "the cluster's issuer registered",
-        lambda: [i for i in cluster.exec_json("issuer", "list") if i["url"] == CLUSTER_ISSUER],
-    )
-    assert [(i["source"], i.get("state", "ok")) for i in issuers] == [("kubernetes", "ok")]
+    until("the cluster's issuer registered", lambda: trusted(server, CLUSTER_ISSUER))
+    issuers = [i for i in cluster.exec_json("issuer", "list") if i["url"] == CLUSTER_ISSUER]
+    assert [(i["source"], i["state"]) for i in issuers] == [("kubernetes", "ok")]
 
 
 # -- 3. declare an identity --------------------------------------------------------------------
@@ -301,7 +310,7 @@ def test_the_example_resources_become_ready(cluster: Cluster) -> None:
     assert issuer is not None and issuer["status"]["created"] is False
     # `kubectl get identity billing -o jsonpath='{.status.clientId}'`
     status = cluster.get("Identity", "billing")["status"]  # type: ignore[index]
-    identity = cluster.exec_json("identity", "show", "billing")
+    identity = cli_json(cluster.server, "identity", "show", "billing")
     assert status["clientId"] == identity["client_id"]
     assert status["objectId"] == identity["object_id"]
     cluster.state["identity"] = identity
@@ -311,7 +320,7 @@ def test_the_example_resources_become_ready(cluster: Cluster) -> None:
         "type": "ExternalName",
         "externalName": f"keyless.{NS}.svc.cluster.local",
     }
-    assert {v["name"]: v["url"] for v in cluster.exec_json("vault", "list")} == {
+    assert {v["name"]: v["url"] for v in cli_json(cluster.server, "vault", "list")} == {
         "billing": VAULT_URL
     }
 
@@ -319,7 +328,7 @@ def test_the_example_resources_become_ready(cluster: Cluster) -> None:
 def test_a_secret_is_set_in_keyless_container(cluster: Cluster) -> None:
     """Docs: secret values never go into a resource; `keyless secret set` in the container."""
     cluster.exec("secret", "set", "billing", SECRET_NAME, "--value", SECRET_VALUE)
-    shown = cluster.exec_json("secret", "get", "billing", SECRET_NAME)
+    shown = cli_json(cluster.server, "secret", "get", "billing", SECRET_NAME)
     assert shown["value"] == SECRET_VALUE
 
 
@@ -370,7 +379,7 @@ def test_a_labelled_pod_is_injected(cluster: Cluster) -> None:
     kubernetes_validate.validate(pod, "1.33.0", strict=True)
     container = pod["spec"]["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"]}
-    tenant = cluster.exec_json("tenant", "show")
+    tenant = cli_json(cluster.server, "tenant", "show")
     assert env["AZURE_CLIENT_ID"] == client_id
     assert env["AZURE_TENANT_ID"] == tenant["id"] == cluster.state["identity"]["tenant_id"]
     assert env["AZURE_AUTHORITY_HOST"] == f"https://{SERVICE_HOST}"
@@ -497,12 +506,14 @@ def test_deleting_the_role_assignment_revokes_the_pods_access(
     kube.delete_obj(PLURALS["RoleAssignment"], READS)
     # The finalizer holds the resource until keyless has deleted the assignment.
     until("the RoleAssignment to go", lambda: cluster.get("RoleAssignment", READS) is None)
-    roles = {(r["identity"], r["role"], r["scope"]) for r in cluster.exec_json("role", "list")}
+    roles = {
+        (r["identity"], r["role"], r["scope"]) for r in cli_json(cluster.server, "role", "list")
+    }
     assert ("billing", "Key Vault Secrets User", "/vaults/billing") not in roles
     assert ("billing", "Key Vault Reader", "/") in roles  # the other example stays
     # The pod's next read, with the access token it already holds, is refused.
     assert pod.read() == {"status": 403, "code": "Forbidden"}
-    events = audit_lines(cluster.exec("audit", "list", "--output", "json").stdout)
+    events = audit(cluster.server)
     removed = [
         e
         for e in events
@@ -510,7 +521,7 @@ def test_deleting_the_role_assignment_revokes_the_pods_access(
         and e["workload"].get("resource") == f"RoleAssignment/{READS}"
     ]
     assert [e["result"] for e in removed] == ["success"]
-    assert cluster.exec("audit", "verify").returncode == 0
+    assert cluster.server.cli("audit", "verify").returncode == 0
 
 
 # -- 6. stay up --------------------------------------------------------------------------------
@@ -530,6 +541,12 @@ def test_sigterm_makes_it_unready_at_once_and_it_drains(cluster: Cluster) -> Non
     assert get("/healthz") == 200  # still serving while the Service drops it
     assert server.proc.wait(timeout=manifests.GRACE_SECONDS) == 0
     assert time.monotonic() - started < manifests.GRACE_SECONDS
+    # `kubectl logs deploy/keyless` over the whole path: not one warning or error.
+    assert server._reader is not None
+    server._reader.join(timeout=5)
+    records = [json.loads(line) for line in server.output if line.startswith("{")]
+    assert len(records) > 20
+    assert [r for r in records if r["level"] not in ("info", "debug")] == []
 
 
 # -- permissions -------------------------------------------------------------------------------

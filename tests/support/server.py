@@ -156,11 +156,12 @@ class ServerFactory:
         *,
         insecure: bool = False,
         timeout: float = 60,
+        cwd: Path | None = None,
     ) -> RunningServer:
-        """Run exactly ``cmd`` with exactly ``env`` (a server whose command line the test
-        builds itself, e.g. from a rendered Deployment) and wait for its ready line."""
+        """Run exactly ``cmd`` with exactly ``env`` (in ``cwd``; a server whose command line
+        the test builds itself, e.g. from a rendered Deployment) and wait for its ready line."""
         proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd
         )
         server = RunningServer(proc, data_dir, port, insecure=insecure)
         ready = threading.Event()

@@ -314,3 +314,16 @@ def test_missing_parameters_are_validation_errors_in_xml(fed: Federated) -> None
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("text/xml")
     assert "<Code>ValidationError</Code>" in response.text
+
+
+def test_identity_show_names_the_role_arn(fed: Federated) -> None:
+    shown = json.loads(fed.server.cli("--output", "json", "identity", "show", "app").stdout)
+    assert (
+        shown["aws_role_arn"]
+        == role_arn(fed)
+        == (f"arn:aws:iam::{awsnames.account_id(fed.tenant_id)}:role/app")
+    )
+    assert awsnames.parse_role_arn(shown["aws_role_arn"]) == (
+        awsnames.account_id(fed.tenant_id),
+        "app",
+    )

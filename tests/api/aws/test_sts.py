@@ -177,7 +177,10 @@ def test_web_identity_refusals(
     fed: Federated, claims: dict[str, Any], code: str, status: int
 ) -> None:
     bad = fed.test_token(**{"aud": [STS], **claims})
-    assert _refused(lambda: _assume(fed, bad))[:2] == (code, status)
+    session = f"refused-{code}"
+    assert _refused(lambda: _assume(fed, bad, RoleSessionName=session))[:2] == (code, status)
+    event = [e for e in _audit(fed) if e["action"] == "token.exchange.aws-sts"][-1]
+    assert event["result"] == "failure" and event["workload"]["session"] == session
 
 
 def test_tampered_web_identity_token(fed: Federated, token: str) -> None:

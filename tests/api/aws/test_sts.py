@@ -330,3 +330,44 @@ def test_identity_show_names_the_role_arn(fed: Federated) -> None:
         awsnames.account_id(fed.tenant_id),
         "app",
     )
+
+
+def test_another_tenants_account_names_its_own_identity(fed: Federated) -> None:
+    cli = fed.server.cli
+    team = json.loads(cli("--output", "json", "tenant", "create", "team-aws").stdout)
+    cli(
+        "issuer",
+        "add",
+        TEST_ISSUER,
+        "--jwks-file",
+        str(fed.tmp / "jwks.json"),
+        "--tenant",
+        "team-aws",
+    )
+    cli("identity", "create", "app", "--tenant", "team-aws")
+    cli(
+        "federation",
+        "add",
+        "app",
+        "--tenant",
+        "team-aws",
+        "--name",
+        "aws",
+        "--issuer",
+        TEST_ISSUER,
+        "--subject",
+        SUBJECT,
+        "--audience",
+        STS,
+    )
+    token = fed.test_token(aud=[STS])
+    theirs = awsnames.role_arn(team["id"], "app")
+    assert theirs != role_arn(fed)
+    creds = _creds(_assume(fed, token, theirs))
+    caller = _sts(fed, **creds).get_caller_identity()
+    assert caller["Account"] == awsnames.account_id(team["id"])
+    assert caller["Arn"] == f"arn:aws:sts::{caller['Account']}:assumed-role/app/sess-1"
+    # The default tenant's app is another identity: its session says so.
+    mine = _sts(fed, **_creds(_assume(fed, token))).get_caller_identity()
+    assert mine["Account"] == awsnames.account_id(fed.tenant_id) != caller["Account"]
+    assert mine["UserId"] != caller["UserId"]

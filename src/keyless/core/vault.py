@@ -537,14 +537,19 @@ class VaultService:
 
         return await self._decide(call, rbac.READ_METADATA, v.name, name, work)
 
-    async def delete(self, call: Call, vault: str, name: str) -> Secret:
+    async def delete(
+        self, call: Call, vault: str, name: str, *, recovery_days: int | None = None
+    ) -> Secret:
+        """Soft delete: recoverable until purged, ``recovery_days`` from now (the server's
+        window unless the dialect's request names one, as Secrets Manager's does)."""
         validate_secret_name(name)
         v = await self._vault(call, vault)
+        days = self.recovery_days if recovery_days is None else recovery_days
 
         async def work() -> Secret:
             props, _ = await self._version(v.name, name, None)
             now = self._clock.now()
-            purge_at = now + self.recovery_days * 86400
+            purge_at = now + days * 86400
             marked = self._store.mark_secret_deleted(v.name, name, now, purge_at)
             if not await self._write(v.name, name, marked):
                 raise not_found(name)

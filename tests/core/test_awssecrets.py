@@ -75,7 +75,7 @@ def test_a_name_ending_like_a_suffix_is_a_partial_arn_unless_it_is_its_suffix() 
         "no-vault-part",
         "/leading",
         "trailing/",
-        f"arn:aws:secretsmanager:us-east-1:123456789012:secret:v/s"
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:v/s"
         if ACCOUNT != "123456789012"
         else "x",
     ],

@@ -74,3 +74,10 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise SmError(
             "SerializationException", f"The request body is refused: {exc.message}"
         ) from exc
+
+
+def sm_busy() -> Response:
+    """Admission control's 503 on the Secrets Manager path: botocore retries a 503."""
+    response = aws_error("ServiceUnavailable", "the server is busy; retry after 1 second", 503)
+    response.headers["Retry-After"] = "1"
+    return response

@@ -29,6 +29,7 @@ from keyless.api.admission import (
 )
 from keyless.api.aws import secretsmanager as aws_secretsmanager
 from keyless.api.aws import sts as aws_sts
+from keyless.api.aws.smwire import aws_error as sm_error
 from keyless.api.aws.smwire import sm_busy
 from keyless.api.aws.wire import error_response, sts_busy, sts_error
 from keyless.api.context import Admin, Edge
@@ -107,8 +108,17 @@ def _vault_app(services: Admin) -> Starlette:
 
 
 async def _aws_routing_error(request: Request, exc: Exception) -> Response:
-    """The router's 404/405 under ``/aws`` in STS's XML error body."""
+    """The router's 404/405 under ``/aws`` in STS's XML error body (Secrets Manager's JSON
+    one under its path)."""
     assert isinstance(exc, HTTPException)
+    if request.url.path.startswith(SECRETS_MANAGER_PATH):
+        response = sm_error(
+            "UnknownOperationException" if exc.status_code == 405 else "NotFound",
+            "Secrets Manager takes POST requests at its endpoint",
+            exc.status_code,
+        )
+        response.headers.update(dict(exc.headers or {}))
+        return response
     code = "InvalidAction" if exc.status_code == 404 else "MethodNotAllowed"
     return error_response(exc.status_code, code, exc.detail)
 

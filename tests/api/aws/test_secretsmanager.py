@@ -197,6 +197,9 @@ def test_unsigned_and_unknown_requests(fed: Federated, env: dict[str, str]) -> N
             content=b'{"SecretId": "billing/cert"}',
             headers=headers,
         )
+        wrong_method = http.get(awsnames.SECRETS_MANAGER_PATH + "/")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["__type"] == "UnknownOperationException"
     assert response.status_code in (400, 403)
     assert response.headers["content-type"].startswith("application/x-amz-json-1.1")
     assert response.json()["__type"] == "MissingAuthenticationTokenException"

@@ -381,13 +381,17 @@ class VaultService:
         *,
         expect: int | None = None,
         inherit_tags: bool = False,
+        version: str | None = None,
     ) -> Secret:
         """A new current version; ``expect``: check-and-set on the current version's number
         (0: only if the name holds none), refused with Conflict otherwise; ``inherit_tags``:
         the new version keeps the current one's tags (Vault's custom metadata belongs to the
-        secret, not to one version)."""
+        secret, not to one version); ``version``: the new version's id, when the dialect's
+        client names it (Secrets Manager's ClientRequestToken), else a random one."""
         validate_secret_name(name)
         validate_value(value)
+        if version is not None:
+            validate_version(version)
         v = await self._vault(call, vault)
 
         async def work() -> Secret:
@@ -400,7 +404,7 @@ class VaultService:
             props = SecretVersion(
                 vault=v.name,
                 name=name,
-                version=random.token_hex(16),
+                version=version or random.token_hex(16),
                 content_type=changes.content_type,
                 tags=tags,
                 enabled=True if changes.enabled is None else changes.enabled,

@@ -36,8 +36,9 @@ out["arn"] = made["ARN"]
 out["first"] = made["VersionId"]
 got = sm.get_secret_value(SecretId="billing/db/password")
 out["get"] = [got["SecretString"], got["VersionStages"], got["ARN"], str(got["CreatedDate"])]
-second = sm.put_secret_value(SecretId=made["ARN"], SecretString="two")
-out["put"] = second["VersionStages"]
+token = "5d8a4c1e-3b7f-4e2a-9c6d-1f0e2b3a4c5d"
+second = sm.put_secret_value(SecretId=made["ARN"], SecretString="two", ClientRequestToken=token)
+out["put"] = [second["VersionStages"], second["VersionId"] == token]
 out["current"] = sm.get_secret_value(SecretId=made["ARN"])["SecretString"]
 prev = sm.get_secret_value(SecretId="billing/db/password", VersionStage="AWSPREVIOUS")
 out["previous"] = [prev["SecretString"], prev["VersionId"]]
@@ -117,7 +118,7 @@ def test_boto3_reads_and_writes_secrets(fed: Federated, flow: dict[str, Any]) ->
     value, stages, got_arn, created = flow["get"]
     assert (value, stages, got_arn) == ("one", ["AWSCURRENT"], arn)
     assert created.startswith("20")  # botocore parsed the epoch number as a datetime
-    assert flow["put"] == ["AWSCURRENT"] and flow["current"] == "two"
+    assert flow["put"] == [["AWSCURRENT"], True] and flow["current"] == "two"
     assert flow["previous"] == ["one", flow["first"]]
     assert flow["by_version"] == "one" and flow["partial_arn"] == "two"
     assert flow["binary"] is True

@@ -347,3 +347,29 @@ async def test_version_ids_list(world: World) -> None:
 
 async def test_errors_map_to_aws_codes() -> None:
     assert error_code(SmError("ResourceExistsException", "x")) == ("ResourceExistsException", 400)
+
+
+async def test_client_request_token_is_the_version_and_makes_retries_idempotent(
+    world: World,
+) -> None:
+    token = "0b0c6d2e-8f43-4c1a-9a57-3d2f1e0a9b11"
+    made = await world.op(
+        "CreateSecret", {"Name": "billing/tok", "SecretString": "a", "ClientRequestToken": token}
+    )
+    assert made["VersionId"] == token
+    again = "6f0b1f7e-2a8b-4c4e-8e55-0c9c4d7f2a10"
+    body = {"SecretId": "billing/tok", "SecretString": "b", "ClientRequestToken": again}
+    first = await world.op("PutSecretValue", body)
+    retry = await world.op("PutSecretValue", body)  # a retry: no new version
+    assert first == retry and first["VersionId"] == again
+    versions = await world.op("ListSecretVersionIds", {"SecretId": "billing/tok"})
+    assert [v["VersionId"] for v in versions["Versions"]] == [again, token]
+    got = await world.op("GetSecretValue", {"SecretId": "billing/tok", "VersionId": token})
+    assert got["SecretString"] == "a"
+    changed = {**body, "SecretString": "c"}
+    assert await world.refused("PutSecretValue", changed) == "ResourceExistsException"
+    odd = await world.op(
+        "PutSecretValue",
+        {"SecretId": "billing/tok", "SecretString": "d", "ClientRequestToken": "x" * 40},
+    )
+    assert odd["VersionId"] not in (token, again)  # not a UUID: keyless picks the version

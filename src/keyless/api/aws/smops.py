@@ -135,6 +135,18 @@ def _new_value(body: dict[str, Any], *, required: bool) -> tuple[str, str | None
     return None
 
 
+def _token_version(body: dict[str, Any]) -> str | None:
+    """The version a ClientRequestToken names: AWS makes the token the new version's id
+    (boto3 sends a fresh UUID per call, the same one on its retries); a token that is not a
+    UUID (or 32 hex digits) gets a random keyless version instead."""
+    token = body.get("ClientRequestToken")
+    if token is None:
+        return None
+    if not isinstance(token, str) or not 32 <= len(token) <= 64:
+        raise errors.InvalidRequest("ClientRequestToken must be 32 to 64 characters")
+    return aws.keyless_version(token)
+
+
 def _kms(body: dict[str, Any]) -> None:
     """Values are sealed under keyless's root key; only AWS's default key name is accepted."""
     kms = body.get("KmsKeyId")
@@ -424,7 +436,15 @@ async def create_secret(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
         content_type=content_type, tags=validate_tags(tags), enabled=given is not None
     )
     try:
-        secret = await ctx.vaults.set(ctx.call, ref.vault, ref.name, value, changes, expect=0)
+        secret = await ctx.vaults.set(
+            ctx.call,
+            ref.vault,
+            ref.name,
+            value,
+            changes,
+            expect=0,
+            version=_token_version(body) if given is not None else None,
+        )
     except errors.Conflict as exc:
         inner = exc.detail.get("inner")
         if inner == DELETED_BUT_RECOVERABLE:
@@ -450,17 +470,42 @@ async def _put(
     value: str,
     content_type: str | None,
     tags: dict[str, str] | None,
+    version: str | None = None,
 ) -> dict[str, Any]:
     """A new current version of a secret that exists: check-and-set on the version read, so
-    a secret deleted or rewritten meanwhile is not recreated behind the caller's back."""
+    a secret deleted or rewritten meanwhile is not recreated behind the caller's back. A
+    version the request's token names already exists: a retry, answered as the first time
+    when it carries the same value, refused otherwise (AWS's idempotency)."""
     current, versions = await _history(ctx, ref)
     now = _current(current, versions)
+    if version is not None and any(p.version == version for p in versions):
+        held = await ctx.vaults.get(ctx.call, ref.vault, ref.name, version)
+        if held.value != value or held.props.content_type != content_type:
+            raise SmError(
+                "ResourceExistsException",
+                "You can't modify an existing version, you can only create a new version.",
+            )
+        previous = aws.previous_version(_staged(versions), current)
+        return {
+            **ctx.ids(ref),
+            "VersionId": aws.version_id(version),
+            "VersionStages": aws.version_stages(
+                held.props, current, previous.version if previous else None
+            ),
+        }
     changes = PropertyChanges(
         content_type=content_type, tags=validate_tags(tags) if tags is not None else None
     )
     try:
         secret = await ctx.vaults.set(
-            ctx.call, ref.vault, ref.name, value, changes, expect=now.number, inherit_tags=True
+            ctx.call,
+            ref.vault,
+            ref.name,
+            value,
+            changes,
+            expect=now.number,
+            inherit_tags=True,
+            version=version,
         )
     except errors.Conflict as exc:
         if exc.detail.get("inner") == DELETED_BUT_RECOVERABLE:
@@ -478,7 +523,7 @@ async def put_secret_value(ctx: Context, body: dict[str, Any]) -> dict[str, Any]
     _version_stages(body)
     given = _new_value(body, required=True)
     assert given is not None
-    return await _put(ctx, ref, given[0], given[1], None)
+    return await _put(ctx, ref, given[0], given[1], None, _token_version(body))
 
 
 async def update_secret(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
@@ -495,7 +540,7 @@ async def update_secret(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
     if described is not None:
         tags[aws.DESCRIPTION_TAG] = described
     if given is not None:
-        out = await _put(ctx, ref, given[0], given[1], tags)
+        out = await _put(ctx, ref, given[0], given[1], tags, _token_version(body))
         out.pop("VersionStages")
         return out
     await ctx.vaults.update(

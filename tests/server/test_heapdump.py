@@ -13,7 +13,7 @@ from tests.support.federation import federate
 from tests.support.server import ServerFactory
 
 
-def _dump(pid: int, data_dir: Path, timeout: float = 30.0) -> str:
+def _dump(pid: int, data_dir: Path, timeout: float = 120.0) -> str:
     path = data_dir / f"tracemalloc-{pid}.txt"
     path.unlink(missing_ok=True)
     os.kill(pid, signal.SIGUSR2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 
 import pytest
 from hypothesis import given
@@ -213,3 +214,37 @@ def test_bad_filters_are_refused(bad: object) -> None:
 def test_words_split_as_aws_search_does() -> None:
     assert aws.words("credsDatabase#892") == ["creds", "database", "892"]
     assert aws.words("My_Secret") == ["my", "secret"]
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(JSONISH)
+def test_parsers_raise_only_keyless_refusals(value: object) -> None:
+    for parse in (
+        lambda v: aws.parse_secret_id(TENANT, v),
+        aws.parse_filters,
+        aws.Cursor.parse,
+        aws.parse_tags,
+        lambda v: aws.max_results(v),
+        lambda v: aws.recovery_days(v, None),
+        lambda v: aws.recovery_days(None, v),
+    ):
+        with contextlib.suppress(InvalidRequest, NotFound):
+            parse(value)
+
+
+@given(st.text(max_size=80))
+def test_secret_ids_from_any_text(text: str) -> None:
+    for candidate in (text, f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:{text}"):
+        try:
+            ref = aws.parse_secret_id(TENANT, candidate)
+        except (InvalidRequest, NotFound):
+            continue
+        assert ref.vault and ref.name and f"{ref.vault}/{ref.name}" in candidate

@@ -7,6 +7,7 @@ through ``VaultService`` (RBAC, audit). The wire and the real SDKs are test_secr
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -373,3 +374,31 @@ async def test_client_request_token_is_the_version_and_makes_retries_idempotent(
         {"SecretId": "billing/tok", "SecretString": "d", "ClientRequestToken": "x" * 40},
     )
     assert odd["VersionId"] not in (token, again)  # not a UUID: keyless picks the version
+
+
+HOSTILE: list[Any] = [None, True, -1, "x", [1], {"a": 1}]
+MEMBERS = [
+    "SecretId", "Name", "SecretString", "SecretBinary", "VersionId", "VersionStage",
+    "VersionStages", "ClientRequestToken", "Description", "KmsKeyId", "Tags", "TagKeys",
+    "Filters", "MaxResults", "NextToken", "SecretIdList", "RecoveryWindowInDays",
+    "ForceDeleteWithoutRecovery", "IncludePlannedDeletion", "IncludeDeprecated", "SortOrder",
+    "AddReplicaRegions",
+]  # fmt: skip
+
+
+async def test_hostile_members_are_refusals_never_crashes(world: World) -> None:
+    """Every member of every operation, given each wrong type, is answered or refused with a
+    keyless error (an AWS code), never an unexpected exception (a 500)."""
+    await world.op("CreateSecret", {"Name": "billing/fuzz", "SecretString": "f"})
+    for name in smops.OPERATIONS:
+        for member in MEMBERS:
+            for value in HOSTILE:
+                base: dict[str, Any] = {"SecretId": "billing/fuzz", "Name": "billing/fuzz2"}
+                with contextlib.suppress(KeylessError):
+                    await world.op(name, {**base, member: value})
+                if name == "CreateSecret":  # keep the name free for the next case
+                    with contextlib.suppress(KeylessError):
+                        await world.op(
+                            "DeleteSecret",
+                            {"SecretId": "billing/fuzz2", "ForceDeleteWithoutRecovery": True},
+                        )

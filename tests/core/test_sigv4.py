@@ -15,7 +15,7 @@ import botocore.auth
 import pytest
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from keyless.core import sigv4
@@ -266,8 +266,10 @@ def botocore_requests(
     return method, path, headers, params, body
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(botocore_requests(), st.booleans())
+@example(("GET", "/", {}, [("", " ")], b""), False)  # botocore sends a space as "+", signs "%20"
+@example(("GET", "/a/./b/../c//", {"x-a": "  two  spaces\t"}, [("k", "a+b")], b""), True)
 def test_botocore_signed_requests_verify(
     monkeypatch_time: None,
     drawn: tuple[str, str, dict[str, str], list[tuple[str, str]], bytes],

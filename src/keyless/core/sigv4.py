@@ -7,8 +7,8 @@ tests/core/data/sigv4/):
 - the path as sent on the wire (before any decoding), dot segments and empty segments removed,
   then URI-encoded once more (``%`` included: the spec encodes each segment twice, and a
   client sends it encoded once);
-- query parameters decoded, re-encoded strictly (only ``A-Za-z0-9-_.~`` kept), sorted by
-  encoded name then value; a parameter without ``=`` has an empty value;
+- query parameters decoded (``+`` as a space), re-encoded strictly (only ``A-Za-z0-9-_.~``
+  kept), sorted by encoded name then value; a parameter without ``=`` has an empty value;
 - only the headers ``SignedHeaders`` names, lower-cased, values trimmed with inner runs of
   whitespace collapsed to one space, repeated headers joined with ``,`` in the order received;
 - the payload hash: ``x-amz-content-sha256`` when the client sent it (it must then be the body's
@@ -231,13 +231,19 @@ def _strict(value: bytes) -> str:
     return quote(value, safe="-_.~")
 
 
+def _decode(text: str) -> bytes:
+    """A query name or value decoded as a form decodes it: ``+`` is a space (botocore puts a
+    space in a URL's query as ``+`` and signs it as ``%20``); a literal plus comes as ``%2B``."""
+    return unquote_to_bytes(text.replace("+", "%20"))
+
+
 def canonical_query(raw_query: str) -> str:
     pairs: list[tuple[str, str]] = []
     for item in raw_query.split("&") if raw_query else ():
         if not item:
             continue
         key, _, value = item.partition("=")
-        pairs.append((_strict(unquote_to_bytes(key)), _strict(unquote_to_bytes(value))))
+        pairs.append((_strict(_decode(key)), _strict(_decode(value))))
     return "&".join(f"{k}={v}" for k, v in sorted(pairs))
 
 

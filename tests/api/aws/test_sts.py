@@ -371,3 +371,16 @@ def test_another_tenants_account_names_its_own_identity(fed: Federated) -> None:
     mine = _sts(fed, **_creds(_assume(fed, token))).get_caller_identity()
     assert mine["Account"] == awsnames.account_id(fed.tenant_id) != caller["Account"]
     assert mine["UserId"] != caller["UserId"]
+
+
+def test_aws_cli_shows_the_refusal_code(fed: Federated) -> None:
+    wrong = fed.token_file(fed.test_token(aud=[STS], sub="system:serviceaccount:demo:intruder"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "awscli", "sts", "get-caller-identity"],
+        env=aws_env(fed, wrong, role_arn(fed)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "(AccessDenied)" in proc.stderr and "AssumeRoleWithWebIdentity" in proc.stderr

@@ -1,0 +1,125 @@
+"""The EKS-style injection through a running keyless's webhook listener (client certificate
+required), service accounts read from the fake Kubernetes API through ``kubernetes_asyncio``:
+the role's identity is checked in keyless, pods without a role (or whose account cannot be
+read) are admitted untouched, and the opt-out label is honoured without a lookup."""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from keyless.core import awsnames
+from keyless.k8s import names
+from tests.k8s.cases import FIXTURES, Case, patched_pod
+from tests.k8s.fakeapi import FakeKubeApi
+from tests.k8s.webhook import Webhook
+from tests.support.federation import Federated
+
+
+def aws_case(service_account: str, *, labels: dict[str, str] | None = None) -> Case:
+    """The recorded aws-basic review with a fresh uid, for ``service_account`` in demo."""
+    path = FIXTURES / "aws-basic.json"
+    data = copy.deepcopy(json.loads(path.read_text()))
+    request = data["review"]["request"]
+    request["uid"] = str(uuid.uuid4())
+    pod = request["object"]
+    pod["spec"]["serviceAccountName"] = pod["spec"]["serviceAccount"] = service_account
+    pod["metadata"]["labels"].update(labels or {})
+    return Case("aws-basic", path, data)
+
+
+def review_of(webhook: Webhook, case: Case) -> dict[str, Any]:
+    response = webhook.post(case.review)
+    assert response.status_code == 200, response.text
+    review = response.json()
+    assert review["response"]["uid"] == case.review["request"]["uid"]
+    return review
+
+
+def _env(pod: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
+
+
+def test_role_of_a_keyless_identity_is_injected(
+    webhook: Webhook, fed: Federated, kube: FakeKubeApi
+) -> None:
+    arn = awsnames.role_arn(fed.tenant_id, "app")
+    kube.put("demo", "aws-app", {names.ROLE_ARN_ANNOTATION: arn})
+    case = aws_case("aws-app")
+    review = review_of(webhook, case)
+    assert review["response"]["allowed"] is True, review["response"].get("status")
+    pod = patched_pod(case, review)
+    kubernetes_validate.validate(pod, "1.33.0", strict=True)
+    env = _env(pod)
+    assert env["AWS_ROLE_ARN"] == arn
+    assert env["AWS_WEB_IDENTITY_TOKEN_FILE"] == names.AWS_TOKEN_FILE
+    assert env["AWS_ENDPOINT_URL_STS"] == f"{fed.server.url}/aws/sts"
+    assert env["AWS_ENDPOINT_URL_SECRETS_MANAGER"] == f"{fed.server.url}/aws/secretsmanager"
+    assert env["AWS_DEFAULT_REGION"] == env["AWS_REGION"] == "us-east-1"
+    assert env["AWS_CA_BUNDLE"] == names.CA_FILE
+    assert not any(name.startswith("AZURE_") for name in env)
+
+
+def test_role_naming_no_identity_is_refused(
+    webhook: Webhook, fed: Federated, kube: FakeKubeApi
+) -> None:
+    arn = awsnames.role_arn(fed.tenant_id, "ghost")
+    kube.put("demo", "aws-ghost", {names.ROLE_ARN_ANNOTATION: arn})
+    response = review_of(webhook, aws_case("aws-ghost"))["response"]
+    assert response["allowed"] is False and "patch" not in response
+    message = response["status"]["message"]
+    assert f"no keyless identity is named 'ghost' in tenant '{fed.tenant_id}'" in message
+    assert "service account demo/aws-ghost" in message
+
+
+def test_role_of_another_account_is_refused(
+    webhook: Webhook, fed: Federated, kube: FakeKubeApi
+) -> None:
+    kube.put("demo", "aws-real", {names.ROLE_ARN_ANNOTATION: "arn:aws:iam::111122223333:role/app"})
+    response = review_of(webhook, aws_case("aws-real"))["response"]
+    assert response["allowed"] is False
+    account = awsnames.account_id(fed.tenant_id)
+    assert f"keyless's roles are arn:aws:iam::{account}:role/NAME" in response["status"]["message"]
+
+
+@pytest.mark.parametrize("account", ["aws-plain", "aws-missing"])
+def test_pod_without_a_role_is_admitted_untouched(
+    webhook: Webhook, fed: Federated, kube: FakeKubeApi, account: str
+) -> None:
+    """No label, and a service account without a role, or none the webhook can find: not
+    refused (it is any pod of the cluster), and not patched."""
+    kube.put("demo", "aws-plain", {names.AWS_AUDIENCE_ANNOTATION: "sts.amazonaws.com"})
+    case = aws_case(account)
+    review = review_of(webhook, case)
+    assert review["response"] == {"uid": case.review["request"]["uid"], "allowed": True}
+
+
+def test_opted_out_pod_is_not_looked_up(
+    webhook: Webhook, fed: Federated, kube: FakeKubeApi
+) -> None:
+    case = aws_case("aws-optout", labels={names.AWS_SKIP_LABEL: "true"})
+    review = review_of(webhook, case)
+    assert review["response"] == {"uid": case.review["request"]["uid"], "allowed": True}
+    assert kube.gets_of("demo", "aws-optout") == 0
+
+
+def test_labelled_pod_gets_both(webhook: Webhook, fed: Federated, kube: FakeKubeApi) -> None:
+    kube.put(
+        "demo",
+        "aws-both",
+        {
+            names.CLIENT_ID_ANNOTATION: fed.client_id,
+            names.ROLE_ARN_ANNOTATION: awsnames.role_arn(fed.tenant_id, "app"),
+        },
+    )
+    case = aws_case("aws-both", labels={names.USE_LABEL: "true"})
+    review = review_of(webhook, case)
+    assert review["response"]["allowed"] is True, review["response"].get("status")
+    env = _env(patched_pod(case, review))
+    assert env["AZURE_CLIENT_ID"] == fed.client_id
+    assert env["AWS_ROLE_ARN"] == awsnames.role_arn(fed.tenant_id, "app")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from keyless.core import awsnames
 from tests.support.server import RunningServer, ServerFactory
 
 VAULT = "envtest"
@@ -157,20 +158,20 @@ def test_a_workload_without_a_role_is_told_which_role_would_allow_it(
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["billing", "--dialect", "aws", "--token-file", "/t"], "'aws' is not yet supported"),
         (["billing", "--dialect", "gcp", "--token-file", "/t"], "'gcp' is not yet supported"),
         (["billing", "--dialect", "cobol", "--token-file", "/t"], "unknown dialect 'cobol'"),
         (["nobody", "--dialect", "azure", "--token-file", "/t"], "identity 'nobody' not found"),
         (["billing", "--dialect", "azure"], "--token-file"),
         (["billing", "--dialect", "vault"], "--token-file"),
+        (["billing", "--dialect", "aws"], "--token-file"),
     ],
     ids=[
-        "aws",
         "gcp",
         "unknown-dialect",
         "unknown-identity",
         "no-token-file",
         "vault-no-token-file",
+        "aws-no-token-file",
     ],
 )
 def test_refusals_are_one_line(server: RunningServer, args: list[str], expected: str) -> None:
@@ -295,3 +296,39 @@ role_assignments:
         )  # fmt: skip
         read = run_bao(tmp_path, out, token, "eso-reader", "-field=password team-a-kv/db/creds")
         assert read == "s3cr3t"
+
+
+def test_aws_json_output_has_env_and_endpoints(server: RunningServer) -> None:
+    found = json.loads(
+        server.cli(
+            "--output", "json", "env", "billing", "--dialect", "aws", "--token-file", "/t"
+        ).stdout
+    )
+    tenant = json.loads(server.cli("--output", "json", "tenant", "show").stdout)
+    role = awsnames.role_arn(tenant["id"], "billing")
+    assert found == {
+        "env": {
+            "AWS_ROLE_ARN": role,
+            "AWS_WEB_IDENTITY_TOKEN_FILE": "/t",
+            "AWS_ROLE_SESSION_NAME": "billing",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL_STS": f"{server.url}/aws/sts",
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER": f"{server.url}/aws/secretsmanager",
+            "AWS_CA_BUNDLE": str(server.ca.resolve()),
+        },
+        "endpoints": {
+            "sts": f"{server.url}/aws/sts",
+            "secretsmanager": f"{server.url}/aws/secretsmanager",
+            "role_arn": role,
+        },
+    }
+
+
+def test_aws_export_lines(server: RunningServer) -> None:
+    out = server.cli("env", "billing", "--dialect", "aws", "--token-file", "/t w").stdout
+    lines = out.splitlines()
+    assert "export AWS_WEB_IDENTITY_TOKEN_FILE='/t w'" in lines
+    assert f"export AWS_ENDPOINT_URL_STS={server.url}/aws/sts" in lines
+    assert "export AWS_DEFAULT_REGION=us-east-1" in lines
+    assert len(lines) == 8 and all(line.startswith("export AWS_") for line in lines)

@@ -27,6 +27,8 @@ from keyless.api.admission import (
     keyvault_busy,
     vault_busy,
 )
+from keyless.api.aws import sts as aws_sts
+from keyless.api.aws.wire import error_response, sts_busy, sts_error
 from keyless.api.context import Admin, Edge
 from keyless.api.dev import clusters
 from keyless.api.entra import discovery
@@ -41,6 +43,7 @@ from keyless.api.vault import kv as vault_kv
 from keyless.api.vault import sys as vault_sys
 from keyless.api.vault.wire import handle_error as vault_handle_error
 from keyless.api.vault.wire import vault_error
+from keyless.core.awsnames import STS_PATH
 from keyless.core.errors import KeylessError
 from keyless.metrics import Metrics
 
@@ -94,6 +97,32 @@ def _vault_app(services: Admin) -> Starlette:
         exception_handlers={
             HTTPException: _vault_routing_error,
             KeylessError: vault_handle_error,
+            Exception: _unexpected,
+        },
+    )
+    app.state.services = services
+    return app
+
+
+async def _aws_routing_error(request: Request, exc: Exception) -> Response:
+    """The router's 404/405 under ``/aws`` in STS's XML error body."""
+    assert isinstance(exc, HTTPException)
+    code = "InvalidAction" if exc.status_code == 404 else "MethodNotAllowed"
+    return error_response(exc.status_code, code, exc.detail)
+
+
+async def _aws_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, KeylessError)
+    return sts_error(exc)
+
+
+def _aws_app(services: Admin) -> Starlette:
+    """AWS's APIs under ``/aws`` (api/aws): STS, then Secrets Manager."""
+    app = Starlette(
+        routes=[*aws_sts.routes],
+        exception_handlers={
+            HTTPException: _aws_routing_error,
+            KeylessError: _aws_error,
             Exception: _unexpected,
         },
     )
@@ -157,6 +186,8 @@ def _main_busy(route: BaseRoute | None, scope: Scope) -> Response | None:
     path: str = scope["path"]
     if path == "/v1" or path.startswith("/v1/"):
         return vault_busy()
+    if path.startswith(STS_PATH):
+        return sts_busy()
     if id(route) in _TOKEN:
         return entra_busy()
     return keyless_busy()
@@ -176,6 +207,7 @@ def public_app(services: Admin, metrics: Metrics, *, fast_path: bool = True) -> 
         *token.routes,
         *adfs.routes,
         _dotall(Mount(fastpath.VAULT_MOUNT, app=vault_api)),
+        Mount("/aws", app=_aws_app(services)),
     ]
     if services.settings.dev:
         routes += clusters.routes

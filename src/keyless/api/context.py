@@ -18,6 +18,7 @@ from starlette.requests import Request
 from keyless.core.audit import AuditSink
 from keyless.core.auditcheckpoint import AuditCheckpoints
 from keyless.core.auditkey import AuditMac
+from keyless.core.awssession import SessionKeys
 from keyless.core.broker import Broker
 from keyless.core.clock import Clock
 from keyless.core.devcluster import DevClusters
@@ -45,6 +46,7 @@ class Edge(Protocol):
     k8s: ServiceAccountLookup
     ca_configmaps: CaPublisher | None  # --k8s-issue-tls: publishes the CA where pods mount it
     dev_clusters: DevClusters
+    aws_sessions: SessionKeys  # AWS session credentials, derived from the root key
 
     async def follow_local(self) -> None:
         """Catch up with what another worker of this server changed."""

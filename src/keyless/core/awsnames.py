@@ -9,6 +9,7 @@ restart gives the same one). The AWS endpoints are paths of keyless's public URL
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 
@@ -39,3 +40,10 @@ def parse_role_arn(arn: str) -> tuple[str, str]:
     if match is None:
         raise InvalidRequest(f"{arn!r} is not a role ARN like arn:aws:iam::123456789012:role/NAME")
     return match.group(1), match.group(2)
+
+
+def role_id(object_id: str) -> str:
+    """The role's unique id as AWS shows it (``AROA`` + 17 of ``A-Z2-7``), from the identity's
+    object id: the ``AssumedRoleId``/``UserId`` prefix before ``:SESSION``."""
+    digest = hashlib.sha256(b"keyless-aws-role-id:" + object_id.encode()).digest()
+    return "AROA" + base64.b32encode(digest[:15]).decode("ascii")[:17]

@@ -69,6 +69,10 @@ class Broker:
         """The tenant, or NotFound (unknown names are answered from memory)."""
         return await self._tenants.get(name_or_id)
 
+    async def tenants(self) -> list[Tenant]:
+        """Every tenant (a store read: for the rare lookup by something other than a name)."""
+        return await self._tenants.list()
+
     def signing_keys(self, tenant_id: str) -> KeyRing:
         """The tenant's key ring: its JWKS verifies every access token keyless issues."""
         return self._keys.ring(tenant_id)

@@ -42,6 +42,10 @@ class ExchangeRequest:
     # path the token came through (``auth/MOUNT/login``, the ``via`` claim lookup-self shows).
     identity_name: str | None = None
     via: str | None = None
+    # AWS STS: the session name the client chose (``RoleSessionName``), recorded with the
+    # workload (audit event and ``fed`` claim), and a shorter lifetime (``DurationSeconds``).
+    session: str | None = None
+    lifetime: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +147,8 @@ class TokenService:
             )
             if token.verified is not None:
                 workload = workload_of(token.verified)
+                if req.session:
+                    workload["session"] = req.session
             decision = decide(token, identity, snapshot.trust)
             if decision.error is not None:
                 raise decision.error
@@ -151,6 +157,8 @@ class TokenService:
         except KeylessError as exc:
             reason = getattr(exc, "reason", exc.code)
             workload = workload or _unverified_workload(req.assertion)
+            if req.session:
+                workload["session"] = req.session
             await self._audit(req, actor, workload, "failure", f"{reason}: {exc.message}")
             raise
         await self._audit(req, actor, workload, "success", f"credential {issued.credential}")
@@ -166,6 +174,8 @@ class TokenService:
     ) -> IssuedToken:
         now = int(self.clock.now())
         lifetime = self.policy.token_lifetime
+        if req.lifetime is not None:
+            lifetime = max(1, min(lifetime, req.lifetime))
         claims = {
             "aud": req.resource,
             "iss": req.tenant.issuer(self.policy.public_url),

@@ -13,6 +13,7 @@ from keyless.core.auditcheckpoint import AuditCheckpoints
 from keyless.core.auditkey import AuditMac
 from keyless.core.auditlog import load_audit_key
 from keyless.core.auditsink import StoreAuditSink
+from keyless.core.awssession import SessionKeys
 from keyless.core.broker import Broker
 from keyless.core.clock import Clock, SystemClock
 from keyless.core.devcluster import DEV_CLUSTER, DevClusters
@@ -74,6 +75,7 @@ class Services:
     checkpoints: AuditCheckpoints | None = None  # signed audit checkpoints
     durable_audit: StoreAuditSink | None = None  # the audit sink that writes to the store
     draining: bool = False  # stopping (server/drain.py): /readyz answers 503
+    aws_sessions: SessionKeys = field(init=False)  # AWS session credentials (core/awssession.py)
 
     @classmethod
     async def start(
@@ -170,6 +172,7 @@ class Services:
             public_url=settings.public_url,
             revocations=Revocations(store, clock),
         )
+        services.aws_sessions = SessionKeys(lambda: services.root)
         services.token_limiter = TokenBuckets(
             settings.token_rate_limit, settings.token_rate_burst, clock
         )

@@ -57,6 +57,10 @@ identities:
   - name: billing
     federated_credentials:
       - {{name: api, issuer: "{dev_issuer}", subject: "system:serviceaccount:billing:api"}}
+      - name: aws
+        issuer: "{dev_issuer}"
+        subject: "system:serviceaccount:billing:api"
+        audiences: [sts.amazonaws.com]
   - name: norole
     federated_credentials:
       - {{name: api, issuer: "{dev_issuer}", subject: "system:serviceaccount:other:api"}}
@@ -72,9 +76,9 @@ role_assignments:
     factory.stop_all()
 
 
-def token_file(server: RunningServer, tmp: Path, namespace: str) -> Path:
+def token_file(server: RunningServer, tmp: Path, namespace: str, *audience: str) -> Path:
     token = server.cli(
-        "dev", "token", "--namespace", namespace, "--service-account", "api"
+        "dev", "token", "--namespace", namespace, "--service-account", "api", *audience
     ).stdout.strip()
     path = tmp / f"{namespace}-token"
     path.write_text(token)
@@ -332,3 +336,48 @@ def test_aws_export_lines(server: RunningServer) -> None:
     assert f"export AWS_ENDPOINT_URL_STS={server.url}/aws/sts" in lines
     assert "export AWS_DEFAULT_REGION=us-east-1" in lines
     assert len(lines) == 8 and all(line.startswith("export AWS_") for line in lines)
+
+
+BOTO3_WHOAMI = textwrap.dedent(
+    """
+    import json
+    import boto3
+
+    print(json.dumps(boto3.client("sts").get_caller_identity()))
+    """
+)
+
+
+def run_aws(tmp: Path, exports: str, *command: str) -> str:
+    """bash: ``eval`` the exports, then ``command``, with nothing else in the environment (no
+    keys, an empty HOME, no AWS config or credentials file)."""
+    env_file = tmp / "aws.env"
+    env_file.write_text(exports)
+    script = f'eval "$(cat {shlex.quote(str(env_file))})"; exec "$@"'
+    result = subprocess.run(
+        ["bash", "-c", script, "bash", *command],
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp),
+            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip()
+
+
+def test_eval_of_aws_env_lets_boto3_and_the_aws_cli_assume_the_role(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    token = token_file(server, tmp_path, "billing", "--audience", "sts.amazonaws.com")
+    out = server.cli("env", "billing", "--dialect", "aws", "--token-file", str(token)).stdout
+    tenant = json.loads(server.cli("--output", "json", "tenant", "show").stdout)
+    account = awsnames.account_id(tenant["id"])
+    session = f"arn:aws:sts::{account}:assumed-role/billing/billing"
+    found = json.loads(run_aws(tmp_path, out, sys.executable, "-c", BOTO3_WHOAMI))
+    assert (found["Account"], found["Arn"]) == (account, session)
+    cli = run_aws(tmp_path, out, sys.executable, "-m", "awscli", "sts", "get-caller-identity")
+    assert json.loads(cli)["Arn"] == session

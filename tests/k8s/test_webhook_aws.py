@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
+import textwrap
 import uuid
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -18,7 +23,7 @@ from keyless.k8s import names
 from tests.k8s.cases import FIXTURES, Case, patched_pod
 from tests.k8s.fakeapi import FakeKubeApi
 from tests.k8s.webhook import Webhook
-from tests.support.federation import Federated
+from tests.support.federation import SUBJECT, Federated
 
 
 def aws_case(service_account: str, *, labels: dict[str, str] | None = None) -> Case:
@@ -123,3 +128,65 @@ def test_labelled_pod_gets_both(webhook: Webhook, fed: Federated, kube: FakeKube
     env = _env(patched_pod(case, review))
     assert env["AZURE_CLIENT_ID"] == fed.client_id
     assert env["AWS_ROLE_ARN"] == awsnames.role_arn(fed.tenant_id, "app")
+
+
+@pytest.fixture(scope="module")
+def aws_trust(fed: Federated) -> str:
+    """Identity ``app`` also trusts the dev cluster's demo/app with AWS's audience."""
+    fed.server.cli(
+        "federation", "add", "app", "--name", "dev-aws", "--issuer", fed.dev_issuer,
+        "--subject", SUBJECT, "--audience", awsnames.STS_AUDIENCE,
+    )  # fmt: skip
+    return awsnames.role_arn(fed.tenant_id, "app")
+
+
+def test_injected_pod_assumes_its_role_with_boto3(
+    webhook: Webhook, fed: Federated, kube: FakeKubeApi, aws_trust: str, tmp_path: Path
+) -> None:
+    """What the kubelet would do with the patched pod (the projected token, with the audience
+    the volume asks for, and the CA ConfigMap's ca.crt written at the mounted paths, mapped
+    onto a temporary directory), then unmodified boto3 with the pod's environment only."""
+    kube.put("demo", "app-aws", {names.ROLE_ARN_ANNOTATION: aws_trust})
+    case = aws_case("app-aws")
+    review = review_of(webhook, case)
+    assert review["response"]["allowed"] is True, review["response"].get("status")
+    pod = patched_pod(case, review)
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == names.AWS_TOKEN_VOLUME)
+    audience = volume["projected"]["sources"][0]["serviceAccountToken"]["audience"]
+    root = tmp_path / "pod-root"
+
+    def on_disk(path: str) -> Path:
+        mapped = root / path.lstrip("/")
+        mapped.parent.mkdir(parents=True, exist_ok=True)
+        return mapped
+
+    on_disk(names.AWS_TOKEN_FILE).write_text(fed.dev_token("--audience", audience) + "\n")
+    on_disk(names.CA_FILE).write_text(fed.server.ca.read_text())
+    process_env = {
+        name: str(on_disk(value)) if value.startswith("/var/run/secrets/") else value
+        for name, value in _env(pod).items()
+    }
+    process_env.update(
+        PATH=os.environ.get("PATH", ""),
+        HOME=str(tmp_path),
+        AWS_CONFIG_FILE=str(tmp_path / "no-config"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-credentials"),
+        AWS_EC2_METADATA_DISABLED="true",
+    )
+    script = textwrap.dedent(
+        """
+        import json
+        import boto3
+
+        print(json.dumps(boto3.client("sts").get_caller_identity()))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=process_env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout)
+    account = awsnames.account_id(fed.tenant_id)
+    assert found["Account"] == account
+    # No AWS_ROLE_SESSION_NAME is injected (as upstream): botocore names the session itself.
+    assert found["Arn"].startswith(f"arn:aws:sts::{account}:assumed-role/app/botocore-session-")

@@ -149,7 +149,7 @@ def test_after_the_eks_webhook_keyless_adds_its_own_and_fixes_the_token() -> Non
             ],
             "volumes": [
                 awsinject.token_volume(
-                    awsinject.AwsRole(ARN, "billing", "sts.amazonaws.com", 81234, False, "")
+                    awsinject.AwsRole(ARN, "billing", TENANT, "sts.amazonaws.com", 81234, False, "")
                 )
             ],
         },
@@ -257,6 +257,12 @@ def test_the_role_account_follows_the_pods_tenant() -> None:
         inject.mutation_patch(_pod(), sa, SETTINGS)
     pod = _pod({names.KEYLESS_TENANT_ID_ANNOTATION: other})
     assert inject.mutation_patch(pod, sa, SETTINGS)
+    # Or the adapter found the account's tenant (as STS finds it) and says so in the settings.
+    found = inject.WebhookSettings(
+        AUTHORITY, TENANT, aws_accounts=((awsnames.account_id(other), other),)
+    )
+    role = inject.aws_role(_pod(), sa, found)
+    assert role is not None and role.tenant_id == other
 
 
 def test_opted_out_or_no_role_is_never_patched_even_if_called_directly() -> None:

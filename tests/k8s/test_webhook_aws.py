@@ -88,8 +88,31 @@ def test_role_of_another_account_is_refused(
     kube.put("demo", "aws-real", {names.ROLE_ARN_ANNOTATION: "arn:aws:iam::111122223333:role/app"})
     response = review_of(webhook, aws_case("aws-real"))["response"]
     assert response["allowed"] is False
-    account = awsnames.account_id(fed.tenant_id)
-    assert f"keyless's roles are arn:aws:iam::{account}:role/NAME" in response["status"]["message"]
+    message = response["status"]["message"]
+    assert "no keyless tenant has the AWS account 111122223333" in message
+    assert f"roles are arn:aws:iam::{awsnames.account_id(fed.tenant_id)}:role/NAME" in message
+
+
+def test_role_of_another_tenant_is_found_by_its_account(
+    webhook: Webhook, fed: Federated, kube: FakeKubeApi
+) -> None:
+    """As STS does: the role's account names its tenant; no tenant annotation is needed."""
+    cli = fed.server.cli
+    team = json.loads(cli("--output", "json", "tenant", "create", "team-b").stdout)
+    cli("identity", "create", "reports", "--tenant", "team-b")
+    arn = awsnames.role_arn(team["id"], "reports")
+    kube.put("demo", "aws-team-b", {names.ROLE_ARN_ANNOTATION: arn})
+    case = aws_case("aws-team-b")
+    review = review_of(webhook, case)
+    assert review["response"]["allowed"] is True, review["response"].get("status")
+    assert _env(patched_pod(case, review))["AWS_ROLE_ARN"] == arn
+    kube.put("demo", "aws-team-b-x", {names.ROLE_ARN_ANNOTATION: arn.replace("reports", "app")})
+    response = review_of(webhook, aws_case("aws-team-b-x"))["response"]
+    assert response["allowed"] is False  # app is the default tenant's, not team-b's
+    assert (
+        f"no keyless identity is named 'app' in tenant '{team['id']}'"
+        in (response["status"]["message"])
+    )
 
 
 @pytest.mark.parametrize("account", ["aws-plain", "aws-missing"])

@@ -20,10 +20,10 @@ the container defines itself is left alone.
 
 Where keyless differs from upstream, on purpose:
 
-- the role is checked: an ARN that is not ``arn:aws:iam::ACCOUNT:role/NAME`` with the
-  tenant's own ACCOUNT refuses the pod (upstream injects anything and the pod fails later, at
-  its first AWS call); the identity NAME is checked by the webhook's adapter, like the Azure
-  client id;
+- the role is checked: an ARN that is not ``arn:aws:iam::ACCOUNT:role/NAME`` with the AWS
+  ACCOUNT of a keyless tenant refuses the pod (upstream injects anything and the pod fails
+  later, at its first AWS call); the identity NAME is checked by the webhook's adapter, like
+  the Azure client id;
 - ``token-expiration`` that is not a whole number refuses the pod (upstream silently uses the
   default); values outside 600..86400 are brought into it, as upstream does for short ones;
 - the default expiration has no random jitter (upstream spreads 86400 over 79200..86400), so
@@ -64,6 +64,7 @@ class AwsRole:
 
     role_arn: str
     identity_name: str  # the keyless identity the role names
+    tenant_id: str  # the tenant whose AWS account the role's is
     audience: str
     expiration: int
     regional_sts: bool
@@ -142,11 +143,17 @@ def token_expiration(pod: Mapping[str, Any], sa_annotations: Mapping[str, str], 
 
 
 def role(
-    pod: Mapping[str, Any], sa_annotations: Mapping[str, str], sa: str, tenant_id: str
+    pod: Mapping[str, Any],
+    sa_annotations: Mapping[str, str],
+    sa: str,
+    tenant_id: str,
+    other_accounts: Mapping[str, str] | None = None,
 ) -> AwsRole | None:
     """The role the pod's service account names, or None when it names none (or the pod opted
-    out). ``sa``: "service account NS/NAME", for messages. Raises :class:`AwsInjectionError`
-    for an ARN that is not one of the tenant's roles."""
+    out). ``sa``: "service account NS/NAME", for messages. The role's account must be the AWS
+    account of ``tenant_id`` (the pod's tenant) or one of ``other_accounts`` (account: tenant
+    id), as STS finds a role's tenant by its account. Raises :class:`AwsInjectionError` for an
+    ARN that is not a role of one of these tenants."""
     arn = sa_annotations.get(names.ROLE_ARN_ANNOTATION, "")
     if not arn or opted_out(pod):
         return None
@@ -155,20 +162,31 @@ def role(
         account, identity = awsnames.parse_role_arn(arn)
     except InvalidRequest as exc:
         raise AwsInjectionError(f"{exc.message} ({source})") from exc
-    expected = awsnames.account_id(tenant_id)
-    if account != expected:
+    home = awsnames.account_id(tenant_id)
+    tenants = {**(other_accounts or {}), home: tenant_id}
+    if account not in tenants:
         raise AwsInjectionError(
-            f"role {arn[:160]!r} ({source}) is not a keyless role: keyless's roles are "
-            f"arn:aws:iam::{expected}:role/NAME in tenant {tenant_id}"
+            f"role {arn[:160]!r} ({source}) is not a keyless role: no keyless tenant has the "
+            f"AWS account {account} (tenant {tenant_id}'s roles are "
+            f"arn:aws:iam::{home}:role/NAME)"
         )
     return AwsRole(
         role_arn=arn,
         identity_name=identity,
+        tenant_id=tenants[account],
         audience=sa_annotations.get(names.AWS_AUDIENCE_ANNOTATION) or awsnames.STS_AUDIENCE,
         expiration=token_expiration(pod, sa_annotations, sa),
         regional_sts=sa_annotations.get(names.REGIONAL_STS_ANNOTATION, "") in _TRUE,
         source=source,
     )
+
+
+def role_account(sa_annotations: Mapping[str, str]) -> str | None:
+    """The account of the role the annotations name, if they name a well-formed one."""
+    try:
+        return awsnames.parse_role_arn(sa_annotations.get(names.ROLE_ARN_ANNOTATION, ""))[0]
+    except InvalidRequest:
+        return None
 
 
 def token_volume(aws: AwsRole) -> Json:

@@ -80,6 +80,9 @@ class WebhookSettings:
     audience: str = names.DEFAULT_AUDIENCE
     ca_configmap: str | None = names.DEFAULT_CA_CONFIGMAP  # None: publicly trusted certificate
     aws_region: str = awsnames.DEFAULT_REGION  # AWS_DEFAULT_REGION / AWS_REGION of AWS pods
+    # Other tenants' AWS accounts, (account, tenant id), a role may name besides the pod's
+    # tenant's own (the webhook's adapter finds the one a service account's role names).
+    aws_accounts: tuple[tuple[str, str], ...] = ()
 
     def aws(self) -> awsinject.AwsSettings:
         ca = names.CA_FILE if self.ca_configmap else None
@@ -348,14 +351,16 @@ def check_pod(pod: Mapping[str, Any], settings: WebhookSettings) -> None:
 def aws_role(
     pod: Mapping[str, Any], sa: ServiceAccount | None, settings: WebhookSettings
 ) -> awsinject.AwsRole | None:
-    """The IAM role the pod's service account names (``eks.amazonaws.com/role-arn``), checked
-    against the pod's tenant; None when there is none, the pod opted out, or every container
-    is skipped. Raises :class:`InjectionError` for a role that is not the tenant's."""
+    """The IAM role the pod's service account names (``eks.amazonaws.com/role-arn``), of the
+    pod's tenant or of one of ``settings.aws_accounts``; None when there is none, the pod opted
+    out, or every container is skipped. Raises :class:`InjectionError` for a role that is no
+    keyless tenant's."""
     if sa is None or not awsinject.targets(pod):
         return None
     where = f"service account {sa.namespace}/{sa.name}"
+    tenant = tenant_of(pod, sa, settings)
     try:
-        role = awsinject.role(pod, sa.annotations, where, tenant_of(pod, sa, settings))
+        role = awsinject.role(pod, sa.annotations, where, tenant, dict(settings.aws_accounts))
     except awsinject.AwsInjectionError as exc:
         raise InjectionError(exc.message) from exc
     return role

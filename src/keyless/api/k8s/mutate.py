@@ -28,6 +28,7 @@ anything else, even an unexpected error, is ``allowed: false`` with a reason.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from starlette.requests import Request
@@ -37,8 +38,9 @@ from starlette.routing import Route
 from keyless.api.context import Edge, edge_of
 from keyless.api.forms import read_body
 from keyless.api.responses import JSONResponse
+from keyless.core import awsnames
 from keyless.core.errors import KeylessError, NotFound
-from keyless.k8s import admission, inject
+from keyless.k8s import admission, awsinject, inject
 
 log = logging.getLogger("keyless.k8s")
 UNIFORM_REFUSAL = (
@@ -84,7 +86,7 @@ async def _check_role(
     role = inject.aws_role(pod, sa, settings)
     if role is None:
         return
-    tenant_id = inject.tenant_of(pod, sa, settings)
+    tenant_id = role.tenant_id
     try:
         tenant = await services.broker.tenant(tenant_id)
     except NotFound as exc:
@@ -94,6 +96,25 @@ async def _check_role(
             f"no keyless identity is named {role.identity_name[:128]!r} in tenant "
             f"{tenant_id[:64]!r} (role {role.role_arn[:160]!r} from the {role.source})"
         )
+
+
+async def _role_tenant(
+    services: Edge,
+    pod: inject.Json,
+    sa: inject.ServiceAccount | None,
+    settings: inject.WebhookSettings,
+) -> inject.WebhookSettings:
+    """``settings`` knowing the tenant of the role the service account names, when that is
+    not the pod's own tenant: as STS does, any tenant whose AWS account the role's is. Only
+    then are the tenants read (from the store): the usual role, the pod's tenant's, costs
+    nothing."""
+    account = awsinject.role_account(sa.annotations) if sa is not None else None
+    if account is None or account == awsnames.account_id(inject.tenant_of(pod, sa, settings)):
+        return settings
+    for tenant in await services.broker.tenants():
+        if awsnames.account_id(tenant.id) == account:
+            return dataclasses.replace(settings, aws_accounts=((account, tenant.id),))
+    return settings
 
 
 async def _service_account(
@@ -135,6 +156,7 @@ async def _identity_patch(
     for an authenticated caller only, on keyless's identities."""
     pod = req.object
     sa = await _service_account(services, req)
+    settings = await _role_tenant(services, pod, sa, settings)
     patch = inject.mutation_patch(pod, sa, settings)
     if patch and authenticated:  # an empty patch (reinvocation, all skipped) names no one new
         if inject.azure_applies(pod):

@@ -7,7 +7,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import jsonpatch
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keyless.core import awsnames
 from keyless.k8s import awsinject, inject, names
@@ -293,3 +296,48 @@ def test_reinvocation_after_the_role_changed_replaces_the_volume_in_place() -> N
     ops = inject.mutation_patch(pod, sa, SETTINGS)
     index = [v["name"] for v in pod["spec"]["volumes"]].index("aws-iam-token")
     assert [(op["op"], op["path"]) for op in ops] == [("replace", f"/spec/volumes/{index}")]
+
+
+ANNOTATION_TEXT = st.text(max_size=40) | st.sampled_from(["600", "-1", "86401", "a,b,app", ARN])
+ROLE = st.sampled_from([ARN, f"arn:aws:iam::{ACCOUNT}:role/p/x"]) | ANNOTATION_TEXT
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pod_annotations=st.dictionaries(
+        st.sampled_from(
+            [names.AWS_EXPIRATION_ANNOTATION, names.AWS_SKIP_CONTAINERS_ANNOTATION, "other"]
+        ),
+        ANNOTATION_TEXT,
+    ),
+    role=ROLE,
+    sa_annotations=st.dictionaries(
+        st.sampled_from(
+            [
+                names.AWS_AUDIENCE_ANNOTATION,
+                names.REGIONAL_STS_ANNOTATION,
+                names.AWS_EXPIRATION_ANNOTATION,
+            ]
+        ),
+        ANNOTATION_TEXT,
+    ),
+)
+def test_any_annotations_give_a_valid_patch_or_a_refusal(
+    pod_annotations: dict[str, str], role: str, sa_annotations: dict[str, str]
+) -> None:
+    """Whatever the annotations hold: a refusal (InjectionError), or a patch whose pod has the
+    token volume with an expiration in 600..86400, and which a reinvocation leaves alone."""
+    pod = _pod(pod_annotations)
+    sa = inject.ServiceAccount("demo", "app", {**sa_annotations, names.ROLE_ARN_ANNOTATION: role})
+    try:
+        ops = inject.mutation_patch(pod, sa, SETTINGS)
+    except inject.InjectionError:
+        return
+    if not ops:  # no role named, or the only container skipped
+        assert not role or "app" in awsinject.skip_containers(pod)
+        return
+    patched = jsonpatch.JsonPatch(ops).apply(pod)
+    token = _volume(patched, "aws-iam-token")["projected"]["sources"][0]["serviceAccountToken"]
+    assert 600 <= token["expirationSeconds"] <= 86400
+    assert _env(patched["spec"]["containers"][0])["AWS_ROLE_ARN"] == role
+    assert inject.mutation_patch(patched, sa, SETTINGS) == []

@@ -27,7 +27,10 @@ from keyless.api.admission import (
     keyvault_busy,
     vault_busy,
 )
+from keyless.api.aws import secretsmanager as aws_secretsmanager
 from keyless.api.aws import sts as aws_sts
+from keyless.api.aws.smwire import aws_error as sm_error
+from keyless.api.aws.smwire import sm_busy
 from keyless.api.aws.wire import error_response, sts_busy, sts_error
 from keyless.api.context import Admin, Edge
 from keyless.api.dev import clusters
@@ -43,7 +46,7 @@ from keyless.api.vault import kv as vault_kv
 from keyless.api.vault import sys as vault_sys
 from keyless.api.vault.wire import handle_error as vault_handle_error
 from keyless.api.vault.wire import vault_error
-from keyless.core.awsnames import STS_PATH
+from keyless.core.awsnames import SECRETS_MANAGER_PATH, STS_PATH
 from keyless.core.errors import KeylessError
 from keyless.metrics import Metrics
 
@@ -105,8 +108,17 @@ def _vault_app(services: Admin) -> Starlette:
 
 
 async def _aws_routing_error(request: Request, exc: Exception) -> Response:
-    """The router's 404/405 under ``/aws`` in STS's XML error body."""
+    """The router's 404/405 under ``/aws`` in STS's XML error body (Secrets Manager's JSON
+    one under its path)."""
     assert isinstance(exc, HTTPException)
+    if request.url.path.startswith(SECRETS_MANAGER_PATH):
+        response = sm_error(
+            "UnknownOperationException" if exc.status_code == 405 else "NotFound",
+            "Secrets Manager takes POST requests at its endpoint",
+            exc.status_code,
+        )
+        response.headers.update(dict(exc.headers or {}))
+        return response
     code = "InvalidAction" if exc.status_code == 404 else "MethodNotAllowed"
     return error_response(exc.status_code, code, exc.detail)
 
@@ -119,7 +131,7 @@ async def _aws_error(request: Request, exc: Exception) -> Response:
 def _aws_app(services: Admin) -> Starlette:
     """AWS's APIs under ``/aws`` (api/aws): STS, then Secrets Manager."""
     app = Starlette(
-        routes=[*aws_sts.routes],
+        routes=[*aws_sts.routes, *aws_secretsmanager.routes],
         exception_handlers={
             HTTPException: _aws_routing_error,
             KeylessError: _aws_error,
@@ -188,6 +200,8 @@ def _main_busy(route: BaseRoute | None, scope: Scope) -> Response | None:
         return vault_busy()
     if path.startswith(STS_PATH):
         return sts_busy()
+    if path.startswith(SECRETS_MANAGER_PATH):
+        return sm_busy()
     if id(route) in _TOKEN:
         return entra_busy()
     return keyless_busy()

@@ -381,13 +381,17 @@ class VaultService:
         *,
         expect: int | None = None,
         inherit_tags: bool = False,
+        version: str | None = None,
     ) -> Secret:
         """A new current version; ``expect``: check-and-set on the current version's number
         (0: only if the name holds none), refused with Conflict otherwise; ``inherit_tags``:
         the new version keeps the current one's tags (Vault's custom metadata belongs to the
-        secret, not to one version)."""
+        secret, not to one version); ``version``: the new version's id, when the dialect's
+        client names it (Secrets Manager's ClientRequestToken), else a random one."""
         validate_secret_name(name)
         validate_value(value)
+        if version is not None:
+            validate_version(version)
         v = await self._vault(call, vault)
 
         async def work() -> Secret:
@@ -400,7 +404,7 @@ class VaultService:
             props = SecretVersion(
                 vault=v.name,
                 name=name,
-                version=random.token_hex(16),
+                version=version or random.token_hex(16),
                 content_type=changes.content_type,
                 tags=tags,
                 enabled=True if changes.enabled is None else changes.enabled,
@@ -537,14 +541,19 @@ class VaultService:
 
         return await self._decide(call, rbac.READ_METADATA, v.name, name, work)
 
-    async def delete(self, call: Call, vault: str, name: str) -> Secret:
+    async def delete(
+        self, call: Call, vault: str, name: str, *, recovery_days: int | None = None
+    ) -> Secret:
+        """Soft delete: recoverable until purged, ``recovery_days`` from now (the server's
+        window unless the dialect's request names one, as Secrets Manager's does)."""
         validate_secret_name(name)
         v = await self._vault(call, vault)
+        days = self.recovery_days if recovery_days is None else recovery_days
 
         async def work() -> Secret:
             props, _ = await self._version(v.name, name, None)
             now = self._clock.now()
-            purge_at = now + self.recovery_days * 86400
+            purge_at = now + days * 86400
             marked = self._store.mark_secret_deleted(v.name, name, now, purge_at)
             if not await self._write(v.name, name, marked):
                 raise not_found(name)

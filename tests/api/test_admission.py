@@ -122,6 +122,11 @@ def test_over_the_limit_each_dialect_gets_503_with_retry_after(busy: RunningServ
         # The Vault API: {"errors": [...]}.
         body = _shed(client.get("/v1/secret/data/app", headers={"X-Vault-Token": "x"}))
         assert body == {"errors": ["the server is busy; retry after 1 second"]}
+        # AWS STS: its XML ServiceUnavailable, which botocore retries.
+        sts = client.post("/aws/sts", data={"Action": "GetCallerIdentity", "Version": "2011-06-15"})
+        assert sts.status_code == 503 and sts.headers["retry-after"] == "1"
+        assert sts.headers["content-type"].startswith("text/xml")
+        assert "<Code>ServiceUnavailable</Code>" in sts.text
         # Anything else: keyless's own body.
         for path in ("/default/v2.0/.well-known/openid-configuration", "/no/such/path"):
             assert _shed(client.get(path))["error"]["code"] == "unavailable"

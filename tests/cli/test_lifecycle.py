@@ -141,7 +141,8 @@ def test_identity_update_renames_and_keeps_ids_roles_and_credentials(
         SUBJECT,
     )
     renamed = js(server, "identity", "update", old, "--name", new)
-    assert renamed == {**made, "name": new, "vault_role": new}
+    arn = made["aws_role_arn"].removesuffix(f"/{old}") + f"/{new}"
+    assert renamed == {**made, "name": new, "vault_role": new, "aws_role_arn": arn}
     assert "not found" in refused(server, "identity", "show", old)
     assert js(server, "identity", "show", new)["client_id"] == made["client_id"]
     assert {"identity": new, "role": "Key Vault Reader", "scope": f"/vaults/{vault}"} in js(

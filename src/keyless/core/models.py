@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from keyless.core import awsnames
+
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
@@ -53,6 +55,8 @@ class Identity:
             "tenant_id": self.tenant_id,
             # The same identity in the Vault dialect: the role of ``auth/MOUNT/login``.
             "vault_role": self.name,
+            # ... and in the AWS dialect: the role of ``AssumeRoleWithWebIdentity``.
+            "aws_role_arn": awsnames.role_arn(self.tenant_id, self.name),
         }
 
 

@@ -35,11 +35,33 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federated]:
         fed = federate(server, tmp)
         cli = server.cli
         for issuer, name in ((fed.dev_issuer, "dev-aws"), (TEST_ISSUER, "test-aws")):
-            cli("federation", "add", "app", "--name", name, "--issuer", issuer,
-                "--subject", SUBJECT, "--audience", awsnames.STS_AUDIENCE)
+            cli(
+                "federation",
+                "add",
+                "app",
+                "--name",
+                name,
+                "--issuer",
+                issuer,
+                "--subject",
+                SUBJECT,
+                "--audience",
+                awsnames.STS_AUDIENCE,
+            )
         cli("identity", "create", "other")
-        cli("federation", "add", "other", "--name", "aws", "--issuer", TEST_ISSUER,
-            "--subject", OTHER_SUBJECT, "--audience", awsnames.STS_AUDIENCE)
+        cli(
+            "federation",
+            "add",
+            "other",
+            "--name",
+            "aws",
+            "--issuer",
+            TEST_ISSUER,
+            "--subject",
+            OTHER_SUBJECT,
+            "--audience",
+            awsnames.STS_AUDIENCE,
+        )
         yield fed
     finally:
         factory.stop_all()
@@ -49,7 +71,9 @@ def role_arn(fed: Federated, name: str = "app") -> str:
     return awsnames.role_arn(fed.tenant_id, name)
 
 
-def aws_env(fed: Federated, token_file: Path, role: str, session: str = "test-session") -> dict[str, str]:
+def aws_env(
+    fed: Federated, token_file: Path, role: str, session: str = "test-session"
+) -> dict[str, str]:
     home = fed.tmp / "empty-home"
     home.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BOTO"))}

@@ -55,7 +55,10 @@ def _validation(field: str, value: str, constraint: str) -> errors.InvalidReques
 async def _params(request: Request) -> tuple[dict[str, str], bytes]:
     """The query's and the form body's parameters (each name once) and the raw body."""
     body = await read_body(request, MAX_BODY)
-    pairs = parse_qsl(request.url.query, keep_blank_values=True, max_num_fields=64)
+    try:
+        pairs = parse_qsl(request.url.query, keep_blank_values=True, max_num_fields=64)
+    except ValueError as exc:
+        raise errors.InvalidRequest("the query string has too many parameters") from exc
     if body:
         ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if ctype != "application/x-www-form-urlencoded":
@@ -63,7 +66,9 @@ async def _params(request: Request) -> tuple[dict[str, str], bytes]:
         try:
             pairs += parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=64)
         except (UnicodeDecodeError, ValueError) as exc:
-            raise errors.InvalidRequest("the body is not valid urlencoded UTF-8") from exc
+            raise errors.InvalidRequest(
+                "the body is not urlencoded UTF-8 of at most 64 parameters"
+            ) from exc
     params: dict[str, str] = {}
     for key, value in pairs:
         if key in params:

@@ -343,7 +343,9 @@ BOTO3_WHOAMI = textwrap.dedent(
     import json
     import boto3
 
-    print(json.dumps(boto3.client("sts").get_caller_identity()))
+    me = boto3.client("sts").get_caller_identity()
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId="envtest/greeting")
+    print(json.dumps({"me": me, "value": secret["SecretString"]}))
     """
 )
 
@@ -369,7 +371,7 @@ def run_aws(tmp: Path, exports: str, *command: str) -> str:
     return result.stdout.strip()
 
 
-def test_eval_of_aws_env_lets_boto3_and_the_aws_cli_assume_the_role(
+def test_eval_of_aws_env_lets_boto3_and_the_aws_cli_read_the_secret(
     server: RunningServer, tmp_path: Path
 ) -> None:
     token = token_file(server, tmp_path, "billing", "--audience", "sts.amazonaws.com")
@@ -378,6 +380,12 @@ def test_eval_of_aws_env_lets_boto3_and_the_aws_cli_assume_the_role(
     account = awsnames.account_id(tenant["id"])
     session = f"arn:aws:sts::{account}:assumed-role/billing/billing"
     found = json.loads(run_aws(tmp_path, out, sys.executable, "-c", BOTO3_WHOAMI))
-    assert (found["Account"], found["Arn"]) == (account, session)
+    assert (found["me"]["Account"], found["me"]["Arn"]) == (account, session)
+    assert found["value"] == VALUE
     cli = run_aws(tmp_path, out, sys.executable, "-m", "awscli", "sts", "get-caller-identity")
     assert json.loads(cli)["Arn"] == session
+    read = run_aws(
+        tmp_path, out, sys.executable, "-m", "awscli", "secretsmanager", "get-secret-value",
+        "--secret-id", f"{VAULT}/greeting", "--query", "SecretString", "--output", "text",
+    )  # fmt: skip
+    assert read == VALUE

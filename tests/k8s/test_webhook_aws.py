@@ -153,17 +153,25 @@ def test_labelled_pod_gets_both(webhook: Webhook, fed: Federated, kube: FakeKube
     assert env["AWS_ROLE_ARN"] == awsnames.role_arn(fed.tenant_id, "app")
 
 
+SECRET_VALUE = "s3cret-via-secrets-manager-41d9"
+
+
 @pytest.fixture(scope="module")
 def aws_trust(fed: Federated) -> str:
-    """Identity ``app`` also trusts the dev cluster's demo/app with AWS's audience."""
-    fed.server.cli(
+    """Identity ``app`` also trusts the dev cluster's demo/app with AWS's audience, and may
+    read the vault ``awsvault``."""
+    cli = fed.server.cli
+    cli(
         "federation", "add", "app", "--name", "dev-aws", "--issuer", fed.dev_issuer,
         "--subject", SUBJECT, "--audience", awsnames.STS_AUDIENCE,
     )  # fmt: skip
+    cli("vault", "create", "awsvault")
+    cli("secret", "set", "awsvault", "db-password", "--value", SECRET_VALUE)
+    cli("role", "assign", "app", "secrets-user", "--scope", "/vaults/awsvault")
     return awsnames.role_arn(fed.tenant_id, "app")
 
 
-def test_injected_pod_assumes_its_role_with_boto3(
+def test_injected_pod_reads_a_secret_with_boto3(
     webhook: Webhook, fed: Federated, kube: FakeKubeApi, aws_trust: str, tmp_path: Path
 ) -> None:
     """What the kubelet would do with the patched pod (the projected token, with the audience
@@ -201,7 +209,10 @@ def test_injected_pod_assumes_its_role_with_boto3(
         import json
         import boto3
 
-        print(json.dumps(boto3.client("sts").get_caller_identity()))
+        me = boto3.client("sts").get_caller_identity()
+        sm = boto3.client("secretsmanager")
+        value = sm.get_secret_value(SecretId="awsvault/db-password")["SecretString"]
+        print(json.dumps({"me": me, "value": value}))
         """
     )
     result = subprocess.run(
@@ -210,6 +221,8 @@ def test_injected_pod_assumes_its_role_with_boto3(
     assert result.returncode == 0, result.stderr[-3000:]
     found = json.loads(result.stdout)
     account = awsnames.account_id(fed.tenant_id)
-    assert found["Account"] == account
+    assert found["me"]["Account"] == account
     # No AWS_ROLE_SESSION_NAME is injected (as upstream): botocore names the session itself.
-    assert found["Arn"].startswith(f"arn:aws:sts::{account}:assumed-role/app/botocore-session-")
+    arn = found["me"]["Arn"]
+    assert arn.startswith(f"arn:aws:sts::{account}:assumed-role/app/botocore-session-")
+    assert found["value"] == SECRET_VALUE

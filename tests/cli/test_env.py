@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from keyless.core import awsnames
 from tests.support.server import RunningServer, ServerFactory
 
 VAULT = "envtest"
@@ -56,6 +57,10 @@ identities:
   - name: billing
     federated_credentials:
       - {{name: api, issuer: "{dev_issuer}", subject: "system:serviceaccount:billing:api"}}
+      - name: aws
+        issuer: "{dev_issuer}"
+        subject: "system:serviceaccount:billing:api"
+        audiences: [sts.amazonaws.com]
   - name: norole
     federated_credentials:
       - {{name: api, issuer: "{dev_issuer}", subject: "system:serviceaccount:other:api"}}
@@ -71,9 +76,9 @@ role_assignments:
     factory.stop_all()
 
 
-def token_file(server: RunningServer, tmp: Path, namespace: str) -> Path:
+def token_file(server: RunningServer, tmp: Path, namespace: str, *audience: str) -> Path:
     token = server.cli(
-        "dev", "token", "--namespace", namespace, "--service-account", "api"
+        "dev", "token", "--namespace", namespace, "--service-account", "api", *audience
     ).stdout.strip()
     path = tmp / f"{namespace}-token"
     path.write_text(token)
@@ -157,20 +162,20 @@ def test_a_workload_without_a_role_is_told_which_role_would_allow_it(
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["billing", "--dialect", "aws", "--token-file", "/t"], "'aws' is not yet supported"),
         (["billing", "--dialect", "gcp", "--token-file", "/t"], "'gcp' is not yet supported"),
         (["billing", "--dialect", "cobol", "--token-file", "/t"], "unknown dialect 'cobol'"),
         (["nobody", "--dialect", "azure", "--token-file", "/t"], "identity 'nobody' not found"),
         (["billing", "--dialect", "azure"], "--token-file"),
         (["billing", "--dialect", "vault"], "--token-file"),
+        (["billing", "--dialect", "aws"], "--token-file"),
     ],
     ids=[
-        "aws",
         "gcp",
         "unknown-dialect",
         "unknown-identity",
         "no-token-file",
         "vault-no-token-file",
+        "aws-no-token-file",
     ],
 )
 def test_refusals_are_one_line(server: RunningServer, args: list[str], expected: str) -> None:
@@ -295,3 +300,92 @@ role_assignments:
         )  # fmt: skip
         read = run_bao(tmp_path, out, token, "eso-reader", "-field=password team-a-kv/db/creds")
         assert read == "s3cr3t"
+
+
+def test_aws_json_output_has_env_and_endpoints(server: RunningServer) -> None:
+    found = json.loads(
+        server.cli(
+            "--output", "json", "env", "billing", "--dialect", "aws", "--token-file", "/t"
+        ).stdout
+    )
+    tenant = json.loads(server.cli("--output", "json", "tenant", "show").stdout)
+    role = awsnames.role_arn(tenant["id"], "billing")
+    assert found == {
+        "env": {
+            "AWS_ROLE_ARN": role,
+            "AWS_WEB_IDENTITY_TOKEN_FILE": "/t",
+            "AWS_ROLE_SESSION_NAME": "billing",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL_STS": f"{server.url}/aws/sts",
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER": f"{server.url}/aws/secretsmanager",
+            "AWS_CA_BUNDLE": str(server.ca.resolve()),
+        },
+        "endpoints": {
+            "sts": f"{server.url}/aws/sts",
+            "secretsmanager": f"{server.url}/aws/secretsmanager",
+            "role_arn": role,
+        },
+    }
+
+
+def test_aws_export_lines(server: RunningServer) -> None:
+    out = server.cli("env", "billing", "--dialect", "aws", "--token-file", "/t w").stdout
+    lines = out.splitlines()
+    assert "export AWS_WEB_IDENTITY_TOKEN_FILE='/t w'" in lines
+    assert f"export AWS_ENDPOINT_URL_STS={server.url}/aws/sts" in lines
+    assert "export AWS_DEFAULT_REGION=us-east-1" in lines
+    assert len(lines) == 8 and all(line.startswith("export AWS_") for line in lines)
+
+
+BOTO3_WHOAMI = textwrap.dedent(
+    """
+    import json
+    import boto3
+
+    me = boto3.client("sts").get_caller_identity()
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId="envtest/greeting")
+    print(json.dumps({"me": me, "value": secret["SecretString"]}))
+    """
+)
+
+
+def run_aws(tmp: Path, exports: str, *command: str) -> str:
+    """bash: ``eval`` the exports, then ``command``, with nothing else in the environment (no
+    keys, an empty HOME, no AWS config or credentials file)."""
+    env_file = tmp / "aws.env"
+    env_file.write_text(exports)
+    script = f'eval "$(cat {shlex.quote(str(env_file))})"; exec "$@"'
+    result = subprocess.run(
+        ["bash", "-c", script, "bash", *command],
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp),
+            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip()
+
+
+def test_eval_of_aws_env_lets_boto3_and_the_aws_cli_read_the_secret(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    token = token_file(server, tmp_path, "billing", "--audience", "sts.amazonaws.com")
+    out = server.cli("env", "billing", "--dialect", "aws", "--token-file", str(token)).stdout
+    tenant = json.loads(server.cli("--output", "json", "tenant", "show").stdout)
+    account = awsnames.account_id(tenant["id"])
+    session = f"arn:aws:sts::{account}:assumed-role/billing/billing"
+    found = json.loads(run_aws(tmp_path, out, sys.executable, "-c", BOTO3_WHOAMI))
+    assert (found["me"]["Account"], found["me"]["Arn"]) == (account, session)
+    assert found["value"] == VALUE
+    cli = run_aws(tmp_path, out, sys.executable, "-m", "awscli", "sts", "get-caller-identity")
+    assert json.loads(cli)["Arn"] == session
+    read = run_aws(
+        tmp_path, out, sys.executable, "-m", "awscli", "secretsmanager", "get-secret-value",
+        "--secret-id", f"{VAULT}/greeting", "--query", "SecretString", "--output", "text",
+    )  # fmt: skip
+    assert read == VALUE

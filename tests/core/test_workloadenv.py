@@ -4,8 +4,11 @@ The same answers through the real CLI and server: tests/cli/test_env.py."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from keyless.core import awsnames
 from keyless.core.errors import InvalidRequest
 from keyless.core.models import Identity
 from keyless.core.workloadenv import Server, workload_env
@@ -63,10 +66,62 @@ def test_vault_needs_the_token_file() -> None:
         workload_env("vault", IDENTITY, "", OWN_CA)
 
 
-@pytest.mark.parametrize("dialect", ["aws", "gcp"])
-def test_other_dialects_say_which_are_supported(dialect: str) -> None:
-    with pytest.raises(InvalidRequest, match=r"not yet supported .*\(azure and vault are\)"):
-        workload_env(dialect, IDENTITY, "/t", OWN_CA)
+def test_other_dialects_say_which_are_supported() -> None:
+    with pytest.raises(InvalidRequest, match=r"not yet supported .*\(azure, aws and vault are\)"):
+        workload_env("gcp", IDENTITY, "/t", OWN_CA)
+
+
+AWS_TOKEN = "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"
+
+
+@pytest.mark.parametrize(
+    ("server", "ca"),
+    [(OWN_CA, {"AWS_CA_BUNDLE": "/data/tls/ca.pem"}), (OPERATOR_CERT, {})],
+    ids=["own-ca", "operator-cert"],
+)
+def test_aws_env(server: Server, ca: dict[str, str]) -> None:
+    account = awsnames.account_id("tid-1")
+    role = f"arn:aws:iam::{account}:role/eso-reader"
+    base = server.public_url
+    assert workload_env("aws", IDENTITY, AWS_TOKEN, server).view() == {
+        "env": {
+            "AWS_ROLE_ARN": role,
+            "AWS_WEB_IDENTITY_TOKEN_FILE": AWS_TOKEN,
+            "AWS_ROLE_SESSION_NAME": "eso-reader",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",  # the only one botocore reads
+            "AWS_ENDPOINT_URL_STS": f"{base}/aws/sts",
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER": f"{base}/aws/secretsmanager",
+            **ca,
+        },
+        "endpoints": {
+            "sts": f"{base}/aws/sts",
+            "secretsmanager": f"{base}/aws/secretsmanager",
+            "role_arn": role,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "session"),
+    [
+        ("ab", "ab"),
+        ("a", "keyless-a"),
+        ("x" * 64, "x" * 64),
+        ("y" * 65, ("keyless-" + "y" * 65)[:64]),
+    ],
+    ids=["two", "one", "sixty-four", "longer"],
+)
+def test_aws_session_name_is_one_sts_accepts(name: str, session: str) -> None:
+    identity = Identity("oid-1", "cid-1", name, "tid-1", 0.0)
+    found = workload_env("aws", identity, "/t", OWN_CA).env["AWS_ROLE_SESSION_NAME"]
+    assert found == session
+    assert re.fullmatch(r"[\w+=,.@-]{2,64}", found)
+
+
+def test_aws_needs_the_token_file() -> None:
+    with pytest.raises(InvalidRequest, match="--token-file"):
+        workload_env("aws", IDENTITY, "", OWN_CA)
 
 
 def test_vault_logins_follow_the_servers_auth_mounts() -> None:

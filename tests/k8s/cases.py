@@ -58,7 +58,7 @@ def load_cases() -> list[Case]:
 def run_pure(case: Case) -> dict[str, Any]:
     """What the webhook answers for ``case``, computed by the pure functions alone.
 
-    Mirrors ``api/k8s/mutate.py`` minus the identity check, which needs a running keyless.
+    Mirrors ``api/k8s/mutate.py`` minus the identity checks, which need a running keyless.
     """
     return answer(case.review, case.service_account, case.settings())
 
@@ -72,7 +72,7 @@ def answer(
         req = admission.read_review(value)
     except admission.RefusedReview as exc:
         return admission.deny(exc.uid, exc.message)
-    if not req.is_pod_create or not inject.selected(req.object):
+    if not req.is_pod_create or not inject.considered(req.object):
         return admission.allow(req.uid)
     try:
         inject.check_pod(req.object, settings)

@@ -23,12 +23,13 @@ _NAME_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 def env(
     ctx: typer.Context,
     identity: Annotated[str, typer.Argument(help="identity name, client id or object id")],
-    dialect: Annotated[str, typer.Option(help="azure or vault (aws, gcp: not yet)")] = "azure",
+    dialect: Annotated[str, typer.Option(help="azure, aws or vault (gcp: not yet)")] = "azure",
     token_file: Annotated[
         str,
         typer.Option(
             help="where the workload reads its platform token "
-            "(e.g. /var/run/secrets/azure/tokens/azure-identity-token; for vault, the "
+            "(e.g. /var/run/secrets/azure/tokens/azure-identity-token; for aws, "
+            "/var/run/secrets/eks.amazonaws.com/serviceaccount/token; for vault, the "
             "jwt of the login)"
         ),
     ] = "",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from keyless.core import awsnames
 from keyless.core.errors import InvalidRequest
 from keyless.core.models import Identity
 from keyless.core.tenants import DEFAULT_ALIAS
@@ -47,9 +48,11 @@ def workload_env(
         return azure(identity, token_file, server)
     if dialect == "vault":
         return vault(identity, token_file, server, tenant_alias)
+    if dialect == "aws":
+        return aws(identity, token_file, server)
     if dialect in DIALECTS:
         raise InvalidRequest(
-            f"dialect {dialect!r} is not yet supported by `keyless env` (azure and vault are)"
+            f"dialect {dialect!r} is not yet supported by `keyless env` (azure, aws and vault are)"
         )
     raise InvalidRequest(f"unknown dialect {dialect!r}: one of {', '.join(DIALECTS)}")
 
@@ -115,3 +118,41 @@ def vault(
         if path is not None:
             endpoints[f"{kind}_login"] = f"auth/{path}/login"
     return WorkloadEnv(env, {**endpoints, "role": identity.name, "token_file": token_file})
+
+
+def session_name(identity: Identity) -> str:
+    """``AWS_ROLE_SESSION_NAME``: the identity's name, which STS's ``[\\w+=,.@-]{2,64}``
+    accepts as it is (identity names are ``[A-Za-z0-9][A-Za-z0-9._-]{0,127}``) unless it is one
+    character long or longer than 64."""
+    name = identity.name
+    return name if 2 <= len(name) <= 64 else f"keyless-{name}"[:64]
+
+
+def aws(identity: Identity, token_file: str, server: Server) -> WorkloadEnv:
+    """botocore/boto3, the AWS CLI and the other AWS SDKs' web identity provider
+    (``AssumeRoleWithWebIdentity``), then Secrets Manager, all by environment alone.
+
+    The role is the identity's (``arn:aws:iam::ACCOUNT:role/NAME``, ACCOUNT the tenant's). The
+    endpoints are paths of the public URL, read by every current SDK (botocore >= 1.31) from
+    ``AWS_ENDPOINT_URL_STS`` and ``AWS_ENDPOINT_URL_SECRETS_MANAGER``. botocore reads the
+    region only from ``AWS_DEFAULT_REGION`` and the other SDKs from ``AWS_REGION``: both are
+    set, as the EKS webhook does. ``AWS_CA_BUNDLE`` is read by botocore and the AWS CLI (the
+    Go, Java and JS SDKs honour it too).
+    """
+    _need_token_file(token_file)
+    base = server.public_url.rstrip("/")
+    sts = base + awsnames.STS_PATH
+    secretsmanager = base + awsnames.SECRETS_MANAGER_PATH
+    role = awsnames.role_arn(identity.tenant_id, identity.name)
+    env = {
+        "AWS_ROLE_ARN": role,
+        "AWS_WEB_IDENTITY_TOKEN_FILE": token_file,
+        "AWS_ROLE_SESSION_NAME": session_name(identity),
+        "AWS_REGION": awsnames.DEFAULT_REGION,
+        "AWS_DEFAULT_REGION": awsnames.DEFAULT_REGION,
+        "AWS_ENDPOINT_URL_STS": sts,
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER": secretsmanager,
+    }
+    if server.ca_file is not None:
+        env["AWS_CA_BUNDLE"] = server.ca_file
+    return WorkloadEnv(env, {"sts": sts, "secretsmanager": secretsmanager, "role_arn": role})

@@ -1,5 +1,5 @@
 """What the webhook does to a pod: pure functions from (pod, service account, settings) to a
-JSON Patch (RFC 6902).
+JSON Patch (RFC 6902). Two injections, each applied on its own or both in one patch:
 
 Azure-compatible: a selected pod (label ``azure.workload.identity/use: "true"``) gets, in every
 container and init container not listed in ``azure.workload.identity/skip-containers``, the
@@ -8,12 +8,19 @@ as azure-workload-identity v1.6.0 lays them out. keyless adds its CA (from a Con
 ``REQUESTS_CA_BUNDLE``/``SSL_CERT_FILE``/``NODE_EXTRA_CA_CERTS``) unless the public URL has a
 publicly trusted certificate.
 
+EKS-compatible (:mod:`keyless.k8s.awsinject`): a pod whose service account carries
+``eks.amazonaws.com/role-arn`` gets what the amazon-eks-pod-identity-webhook injects, plus
+keyless's AWS endpoints and the same CA, whether or not it carries the Azure label (the EKS
+webhook selects no pods by label; which pods keyless is sent is its
+MutatingWebhookConfiguration's choice).
+
 Safety rules, each pinned by a fixture in ``tests/k8s/fixtures``:
 
 - a variable the container already defines (by name, ``value`` or ``valueFrom``) is left alone;
 - a volume or mount is never duplicated: one of ours that is already there is replaced in place
   when it differs and left alone when it does not, so a reinvocation yields an empty patch;
-- an unselected pod is never patched;
+- a pod that is neither selected nor has a service account naming an IAM role is never
+  patched, and the Azure injection is never applied to an unselected pod;
 - ephemeral containers are not touched (they cannot exist at pod creation, and are added later
   through the ``pods/ephemeralcontainers`` subresource, which the webhook does not intercept);
 - ``hostNetwork`` pods are injected like any other: a token file and variables need no pod
@@ -29,8 +36,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from keyless.core import awsnames
 from keyless.core.errors import InvalidRequest
-from keyless.k8s import names
+from keyless.k8s import awsinject, names
 
 Json = dict[str, Any]
 _INT = re.compile(r"[+-]?[0-9]+")  # what Go's strconv.ParseInt(s, 10, 64) accepts
@@ -71,6 +79,14 @@ class WebhookSettings:
     tenant_id: str  # AZURE_TENANT_ID when neither pod nor service account names one
     audience: str = names.DEFAULT_AUDIENCE
     ca_configmap: str | None = names.DEFAULT_CA_CONFIGMAP  # None: publicly trusted certificate
+    aws_region: str = awsnames.DEFAULT_REGION  # AWS_DEFAULT_REGION / AWS_REGION of AWS pods
+    # Other tenants' AWS accounts, (account, tenant id), a role may name besides the pod's
+    # tenant's own (the webhook's adapter finds the one a service account's role names).
+    aws_accounts: tuple[tuple[str, str], ...] = ()
+
+    def aws(self) -> awsinject.AwsSettings:
+        ca = names.CA_FILE if self.ca_configmap else None
+        return awsinject.AwsSettings(self.authority_host, ca, self.aws_region)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +102,17 @@ def selected(pod: Mapping[str, Any]) -> bool:
     """The objectSelector's rule, re-checked: never patch a pod that is not opted in."""
     labels = (pod.get("metadata") or {}).get("labels") or {}
     return labels.get(names.USE_LABEL) == "true"
+
+
+def azure_applies(pod: Mapping[str, Any]) -> bool:
+    """The Azure injection applies: the pod is selected and not every container is skipped."""
+    return selected(pod) and bool(_targets(pod))
+
+
+def considered(pod: Mapping[str, Any]) -> bool:
+    """Whether the webhook looks at the pod at all: selected (Azure), or not opted out of the
+    EKS-style injection (which depends on its service account)."""
+    return selected(pod) or not awsinject.opted_out(pod)
 
 
 def _annotations(pod: Mapping[str, Any]) -> Mapping[str, str]:
@@ -155,6 +182,17 @@ def _targets(pod: Mapping[str, Any]) -> list[tuple[str, int, Json]]:
     ]
 
 
+def tenant_of(pod: Mapping[str, Any], sa: ServiceAccount | None, settings: WebhookSettings) -> str:
+    """The pod's tenant (for Azure and AWS alike): the pod's ``keyless.dev/tenant-id``, else
+    the service account's ``azure.workload.identity/tenant-id``, else the operator's default."""
+    sa_ann: Mapping[str, str] = sa.annotations if sa is not None else {}
+    return (
+        _annotations(pod).get(names.KEYLESS_TENANT_ID_ANNOTATION)
+        or sa_ann.get(names.TENANT_ID_ANNOTATION)
+        or settings.tenant_id
+    )
+
+
 def workload_identity(
     pod: Mapping[str, Any], sa: ServiceAccount | None, settings: WebhookSettings
 ) -> WorkloadIdentity:
@@ -162,11 +200,7 @@ def workload_identity(
     account's ``azure.workload.identity/*`` ones, else (tenant only) the operator's default."""
     pod_ann = _annotations(pod)
     sa_ann: Mapping[str, str] = sa.annotations if sa is not None else {}
-    tenant = (
-        pod_ann.get(names.KEYLESS_TENANT_ID_ANNOTATION)
-        or sa_ann.get(names.TENANT_ID_ANNOTATION)
-        or settings.tenant_id
-    )
+    tenant = tenant_of(pod, sa, settings)
     if pod_ann.get(names.KEYLESS_CLIENT_ID_ANNOTATION):
         client = pod_ann[names.KEYLESS_CLIENT_ID_ANNOTATION]
         source = f"pod annotation {names.KEYLESS_CLIENT_ID_ANNOTATION}"
@@ -314,32 +348,87 @@ def check_pod(pod: Mapping[str, Any], settings: WebhookSettings) -> None:
             _check_mount(container, name, mount_path)
 
 
+def aws_role(
+    pod: Mapping[str, Any], sa: ServiceAccount | None, settings: WebhookSettings
+) -> awsinject.AwsRole | None:
+    """The IAM role the pod's service account names (``eks.amazonaws.com/role-arn``), of the
+    pod's tenant or of one of ``settings.aws_accounts``; None when there is none, the pod opted
+    out, or every container is skipped. Raises :class:`InjectionError` for a role that is no
+    keyless tenant's."""
+    if sa is None or not awsinject.targets(pod):
+        return None
+    where = f"service account {sa.namespace}/{sa.name}"
+    tenant = tenant_of(pod, sa, settings)
+    try:
+        role = awsinject.role(pod, sa.annotations, where, tenant, dict(settings.aws_accounts))
+    except awsinject.AwsInjectionError as exc:
+        raise InjectionError(exc.message) from exc
+    return role
+
+
+def _container_plan(
+    pod: Mapping[str, Any],
+    identity: WorkloadIdentity | None,
+    role: awsinject.AwsRole | None,
+    settings: WebhookSettings,
+) -> list[tuple[str, int, Json, list[Json], list[tuple[str, str]]]]:
+    """(list key, index, container, variables to add, mounts wanted) per mutated container,
+    in the pod's order: the Azure injection's, then the AWS one's, then the CA."""
+    azure = {(k, i) for k, i, _ in _targets(pod)} if identity is not None else set()
+    aws = {(k, i) for k, i, _ in awsinject.targets(pod)} if role is not None else set()
+    azure_env = _desired_env(identity, settings) if identity is not None else []
+    azure_volume = _existing_token_volume(pod, token_volume_name(pod))
+    spec = pod.get("spec") or {}
+    plan = []
+    for key in ("initContainers", "containers"):
+        for i, container in enumerate(spec.get(key) or []):
+            if (key, i) not in azure | aws:
+                continue
+            existing = {e.get("name") for e in container.get("env") or []}
+            env: list[Json] = []
+            mounts: list[tuple[str, str]] = []
+            if (key, i) in azure:
+                env += [e for e in azure_env if e["name"] not in existing]
+                mounts.append((azure_volume, names.TOKEN_MOUNT_PATH))
+            if role is not None and (key, i) in aws:
+                env += awsinject.container_env(container, role, settings.aws())
+                mounts.append((names.AWS_TOKEN_VOLUME, names.AWS_TOKEN_MOUNT_PATH))
+            if settings.ca_configmap:
+                mounts.append((names.CA_VOLUME, names.CA_MOUNT_PATH))
+            plan.append((key, i, container, env, mounts))
+    return plan
+
+
 def mutation_patch(
     pod: Mapping[str, Any], sa: ServiceAccount | None, settings: WebhookSettings
 ) -> list[Json]:
-    """The JSON Patch that injects ``pod``; empty if the pod is not selected or is already
-    injected. Raises :class:`InjectionError` when a selected pod cannot be injected."""
-    targets = _targets(pod)
-    if not selected(pod) or not targets:
-        # Not opted in, or nothing to mount into (every container skipped): leave it as it is.
+    """The JSON Patch that injects ``pod``: the Azure injection when the pod is selected, the
+    AWS one when its service account names an IAM role, both when both hold. Empty when
+    neither applies or the pod is already injected. Raises :class:`InjectionError` when the
+    pod cannot be injected."""
+    # Not opted in, or nothing to mount into (every container skipped): no Azure injection.
+    azure_on = azure_applies(pod)
+    identity = workload_identity(pod, sa, settings) if azure_on else None
+    expiration = token_expiration(pod, sa) if azure_on else 0
+    role = aws_role(pod, sa, settings)
+    if identity is None and role is None:
         return []
-    identity = workload_identity(pod, sa, settings)
-    expiration = token_expiration(pod, sa)
     spec = pod.get("spec") or {}
     patch = _Patch()
-    volume_name = _existing_token_volume(pod, token_volume_name(pod))
-    mounts = _mounts(volume_name, settings)
     volumes = spec.get("volumes") or []
-    wanted_volumes = [
-        (_index(volumes, volume_name), _token_volume(volume_name, expiration, settings.audience))
-    ]
+    wanted_volumes: list[tuple[int, Json]] = []
+    if identity is not None:
+        name = _existing_token_volume(pod, token_volume_name(pod))
+        volume = _token_volume(name, expiration, settings.audience)
+        wanted_volumes.append((_index(volumes, name), volume))
+    if role is not None:
+        aws_volume = awsinject.token_volume(role)
+        wanted_volumes.append((_index(volumes, names.AWS_TOKEN_VOLUME), aws_volume))
     if settings.ca_configmap:
         wanted_volumes.append((_index(volumes, names.CA_VOLUME), _ca_volume(settings.ca_configmap)))
-    env = _desired_env(identity, settings)
-    for key, i, container in targets:
+    for key, i, container, env, mounts in _container_plan(pod, identity, role, settings):
         path = f"/spec/{key}/{i}"
-        existing = {e.get("name") for e in container.get("env") or []}
-        patch.append_all(container, "env", path, [e for e in env if e["name"] not in existing])
+        patch.append_all(container, "env", path, env)
         current = container.get("volumeMounts") or []
         wanted_mounts: list[tuple[int, Json]] = []
         for name, mount_path in mounts:

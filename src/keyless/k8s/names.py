@@ -40,3 +40,31 @@ DEFAULT_CA_CONFIGMAP = "keyless-ca"
 # Python (requests, and azure-core through it), OpenSSL-based runtimes (Python ssl, Go,
 # curl) and Node.js each read a different variable.
 CA_ENV = ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS")
+
+# -- amazon-eks-pod-identity-webhook (aws/amazon-eks-pod-identity-webhook, pkg/handler) -----
+# Service accounts annotated with an IAM role get what the EKS webhook injects, so pods
+# written for IRSA run unchanged; keyless adds its endpoints and CA (k8s/awsinject.py).
+EKS_PREFIX = "eks.amazonaws.com"
+ROLE_ARN_ANNOTATION = f"{EKS_PREFIX}/role-arn"  # service account; required to inject
+AWS_AUDIENCE_ANNOTATION = f"{EKS_PREFIX}/audience"  # service account
+REGIONAL_STS_ANNOTATION = f"{EKS_PREFIX}/sts-regional-endpoints"  # service account, "true"
+AWS_EXPIRATION_ANNOTATION = f"{EKS_PREFIX}/token-expiration"  # pod or service account
+AWS_SKIP_CONTAINERS_ANNOTATION = f"{EKS_PREFIX}/skip-containers"  # pod, "a,b"
+AWS_SKIP_LABEL = f"{EKS_PREFIX}/skip-pod-identity-webhook"  # pod label: never injected
+
+AWS_ROLE_ARN = "AWS_ROLE_ARN"
+AWS_WEB_IDENTITY_TOKEN_FILE = "AWS_WEB_IDENTITY_TOKEN_FILE"
+AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"  # botocore reads only this one
+AWS_REGION = "AWS_REGION"  # the other SDKs (Go, Java, JS v3) read this one
+AWS_STS_REGIONAL_ENDPOINTS = "AWS_STS_REGIONAL_ENDPOINTS"
+AWS_ENDPOINT_URL_STS = "AWS_ENDPOINT_URL_STS"  # keyless: botocore >= 1.31, every current SDK
+AWS_ENDPOINT_URL_SECRETS_MANAGER = "AWS_ENDPOINT_URL_SECRETS_MANAGER"
+AWS_CA_BUNDLE = "AWS_CA_BUNDLE"
+
+AWS_TOKEN_VOLUME = "aws-iam-token"
+AWS_TOKEN_MOUNT_PATH = "/var/run/secrets/eks.amazonaws.com/serviceaccount"
+AWS_TOKEN_FILE_PATH = "token"
+AWS_TOKEN_FILE = f"{AWS_TOKEN_MOUNT_PATH}/{AWS_TOKEN_FILE_PATH}"
+AWS_MIN_EXPIRATION = 600  # kube-apiserver's minimum; upstream raises shorter values to it
+AWS_MAX_EXPIRATION = 86400
+AWS_DEFAULT_EXPIRATION = 86400

@@ -3,9 +3,16 @@ v1 out.
 
 The rules live in :mod:`keyless.k8s.inject`; this adapter reads the review (its whole shape is
 checked by :mod:`keyless.k8s.admission` first), makes the refusals that depend on the pod
-alone, asks the service account lookup (unless the pod names its identity itself), checks that
-the identity exists in keyless, and answers ``allowed`` with the patch, or ``allowed: false``
-with a message that ``kubectl`` shows to whoever created the pod.
+alone, asks the service account lookup, checks that the identity exists in keyless (the Azure
+client id, or the identity an ``eks.amazonaws.com/role-arn`` names), and answers ``allowed``
+with the patch, or ``allowed: false`` with a message that ``kubectl`` shows to whoever created
+the pod.
+
+Which pods: every pod creation the MutatingWebhookConfiguration sends, except those carrying
+the EKS webhook's opt-out label ``eks.amazonaws.com/skip-pod-identity-webhook``. A pod with the
+Azure label is refused when its service account cannot be read (unless it names its client id
+itself); any other pod is only injected for AWS, when its service account can be read and
+names a role, and is admitted untouched otherwise.
 
 What the message may say depends on who can be asking. With ``--webhook-client-ca`` only the
 API server gets past TLS, and refusals name their cause (service account missing, client id
@@ -21,6 +28,7 @@ anything else, even an unexpected error, is ``allowed: false`` with a reason.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from starlette.requests import Request
@@ -30,8 +38,9 @@ from starlette.routing import Route
 from keyless.api.context import Edge, edge_of
 from keyless.api.forms import read_body
 from keyless.api.responses import JSONResponse
+from keyless.core import awsnames
 from keyless.core.errors import KeylessError, NotFound
-from keyless.k8s import admission, inject
+from keyless.k8s import admission, awsinject, inject
 
 log = logging.getLogger("keyless.k8s")
 UNIFORM_REFUSAL = (
@@ -67,6 +76,76 @@ async def _check_identity(services: Edge, identity: inject.WorkloadIdentity) -> 
         )
 
 
+async def _check_role(
+    services: Edge,
+    pod: inject.Json,
+    sa: inject.ServiceAccount | None,
+    settings: inject.WebhookSettings,
+) -> None:
+    """The IAM role's identity exists in keyless (its account was checked with the patch)."""
+    role = inject.aws_role(pod, sa, settings)
+    if role is None:
+        return
+    tenant_id = role.tenant_id
+    try:
+        tenant = await services.broker.tenant(tenant_id)
+    except NotFound as exc:
+        raise inject.InjectionError(f"tenant {tenant_id[:64]!r} is not a keyless tenant") from exc
+    if services.broker.identity_by_name(tenant.id, role.identity_name) is None:
+        raise inject.InjectionError(
+            f"no keyless identity is named {role.identity_name[:128]!r} in tenant "
+            f"{tenant_id[:64]!r} (role {role.role_arn[:160]!r} from the {role.source})"
+        )
+
+
+async def _role_tenant(
+    services: Edge,
+    pod: inject.Json,
+    sa: inject.ServiceAccount | None,
+    settings: inject.WebhookSettings,
+) -> inject.WebhookSettings:
+    """``settings`` knowing the tenant of the role the service account names, when that is
+    not the pod's own tenant: as STS does, any tenant whose AWS account the role's is. Only
+    then are the tenants read (from the store): the usual role, the pod's tenant's, costs
+    nothing."""
+    account = awsinject.role_account(sa.annotations) if sa is not None else None
+    if account is None or account == awsnames.account_id(inject.tenant_of(pod, sa, settings)):
+        return settings
+    for tenant in await services.broker.tenants():
+        if awsnames.account_id(tenant.id) == account:
+            return dataclasses.replace(settings, aws_accounts=((account, tenant.id),))
+    return settings
+
+
+async def _service_account(
+    services: Edge, req: admission.AdmissionRequest
+) -> inject.ServiceAccount | None:
+    """The pod's service account. A selected pod that names its client id itself
+    (``keyless.dev/client-id``) is not looked up at all, so it gets no AWS injection. The Azure
+    injection of any other selected pod needs it: without it the pod is refused. Otherwise only
+    an IAM role may come of it, and a lookup that fails leaves the pod without the AWS
+    injection, as the EKS webhook does when its cache misses (the pod was not opted in by a
+    label: refusing it would block every pod of the cluster while the API server is
+    unreachable)."""
+    pod = req.object
+    name = inject.service_account_name(pod)
+    if inject.selected(pod) and not inject.needs_lookup(pod):
+        return None
+    if inject.azure_applies(pod):
+        sa = await services.k8s.get(req.namespace, name)
+        if sa is None:
+            raise inject.InjectionError(f"service account {req.namespace}/{name} not found")
+        return sa
+    try:
+        return await services.k8s.get(req.namespace, name)
+    except Exception as exc:  # Unavailable, or the lookup's own failure
+        log.info(
+            "service account not read: no AWS injection",
+            extra={"namespace": req.namespace, "uid": req.uid, "error": type(exc).__name__},
+        )
+        return None
+
+
 async def _identity_patch(
     services: Edge,
     req: admission.AdmissionRequest,
@@ -76,15 +155,13 @@ async def _identity_patch(
     """The patch once the pod's own checks passed: what depends on the service account and,
     for an authenticated caller only, on keyless's identities."""
     pod = req.object
-    sa: inject.ServiceAccount | None = None
-    if inject.needs_lookup(pod):
-        name = inject.service_account_name(pod)
-        sa = await services.k8s.get(req.namespace, name)
-        if sa is None:
-            raise inject.InjectionError(f"service account {req.namespace}/{name} not found")
+    sa = await _service_account(services, req)
+    settings = await _role_tenant(services, pod, sa, settings)
     patch = inject.mutation_patch(pod, sa, settings)
     if patch and authenticated:  # an empty patch (reinvocation, all skipped) names no one new
-        await _check_identity(services, inject.workload_identity(pod, sa, settings))
+        if inject.azure_applies(pod):
+            await _check_identity(services, inject.workload_identity(pod, sa, settings))
+        await _check_role(services, pod, sa, settings)
     return patch
 
 
@@ -142,7 +219,7 @@ async def mutate(request: Request) -> Response:
     except admission.RefusedReview as exc:
         log.info("review refused", extra={"uid": exc.uid, "reason": exc.code})
         return JSONResponse(admission.deny(exc.uid, exc.message))
-    if not req.is_pod_create or not inject.selected(req.object):
+    if not req.is_pod_create or not inject.considered(req.object):
         return JSONResponse(admission.allow(req.uid))
     return await _decide(services, req)
 

@@ -21,6 +21,10 @@ DEFAULT_REGION = (
     "us-east-1"  # what keyless tells workloads; any region a client signs with is accepted
 )
 STS_AUDIENCE = "sts.amazonaws.com"
+# The audience of the keyless access token inside an AWS session token. No other dialect
+# accepts it and no token endpoint issues it, so a session token is no bearer token elsewhere:
+# like AWS's, it is useless without its secret key.
+SESSION_AUDIENCE = "urn:keyless:aws:session"
 _ROLE_ARN = re.compile(r"arn:aws:iam::(\d{12}):role/(?:[\w+=,.@-]+/)*([\w+=,.@-]{1,128})")
 
 

@@ -384,3 +384,29 @@ def test_aws_cli_shows_the_refusal_code(fed: Federated) -> None:
     )
     assert proc.returncode != 0
     assert "(AccessDenied)" in proc.stderr and "AssumeRoleWithWebIdentity" in proc.stderr
+
+
+def test_a_session_token_is_no_bearer_token_elsewhere(fed: Federated, token: str) -> None:
+    """The SessionToken carries a keyless access token, but for an audience only the AWS
+    dialect accepts: like AWS's own, it is useless without its secret key."""
+    fed.server.cli("vault", "create", "bearer-check")
+    fed.server.cli("role", "assign", "app", "secrets-officer", "--scope", "/vaults/bearer-check")
+    session_token = _assume(fed, token)["Credentials"]["SessionToken"]
+    with fed.server.client() as http:
+        keyvault = http.get(
+            "/vaults/bearer-check/secrets?api-version=7.4",
+            headers={"authorization": f"Bearer {session_token}"},
+        )
+        vault_api = http.get(
+            "/v1/bearer-check/metadata/?list=true", headers={"x-vault-token": session_token}
+        )
+    assert keyvault.status_code == 401, keyvault.text
+    assert vault_api.status_code == 403, vault_api.text  # Vault's answer to a bad token
+    # The same identity's own Key Vault token (the Entra exchange) is accepted there.
+    entra = fed.exchange(fed.test_token()).json()["access_token"]
+    with fed.server.client() as http:
+        ok = http.get(
+            "/vaults/bearer-check/secrets?api-version=7.4",
+            headers={"authorization": f"Bearer {entra}"},
+        )
+    assert ok.status_code == 200, ok.text

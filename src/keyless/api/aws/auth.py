@@ -103,7 +103,7 @@ async def authenticate_session(
         principal = await broker.authenticate(
             tenant,
             token,
-            audiences=frozenset({edge.settings.vault_resource}),
+            audiences=frozenset({awsnames.SESSION_AUDIENCE}),
             target=target or f"/aws/{service}",
             request_id=request_id.get(),
         )

@@ -63,8 +63,8 @@ async def endpoint(request: Request) -> Response:
         return aws_error("InvalidRequestException", exc.message, 400, rid)
     try:
         session = await authenticate_session(request, raw, SERVICE)
-    except AwsAuthError as exc:
-        return aws_error(exc.aws_code, exc.message, exc.status, rid)
+    except AwsAuthError as exc:  # JSON services answer every authentication failure with 400
+        return aws_error(exc.aws_code, exc.message, 400, rid)
     name = operation(request.headers.get("x-amz-target"))
     op = OPERATIONS.get(name or "")
     if name is None or op is None:

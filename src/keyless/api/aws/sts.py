@@ -166,7 +166,7 @@ async def assume_role_with_web_identity(request: Request, params: dict[str, str]
             tenant=tenant,
             client_id="",
             assertion=token,
-            resource=edge.settings.vault_resource,
+            resource=awsnames.SESSION_AUDIENCE,
             grant="aws-sts",
             request_id=request_id.get(),
             identity_name=name,

@@ -168,6 +168,7 @@ def cases(ca: bytes, client_ca: bytes) -> dict[str, Case]:
             {"tls": {"mode": "cert-manager", "certManagerIssuer": "ClusterIssuer/corp-ca"}},
             Values(tls="cert-manager", cert_manager_issuer=("ClusterIssuer", "corp-ca")),
         ),
+        "no-aws-webhook": Case({"webhook": {"aws": False}}, Values(aws_webhook=False)),
     }
 
 

@@ -132,6 +132,25 @@ def _rules(objects: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str
     }
 
 
+def test_the_aws_entry_sends_every_other_pod_and_never_blocks_one() -> None:
+    hooks = {
+        w["name"]: w
+        for w in by_key(render())[("MutatingWebhookConfiguration", "keyless")]["webhooks"]
+    }
+    azure, aws = hooks["pods.keyless.dev"], hooks["aws.keyless.dev"]
+    assert aws["clientConfig"] == azure["clientConfig"] and aws["rules"] == azure["rules"]
+    assert aws["failurePolicy"] == "Ignore" and azure["failurePolicy"] == "Fail"
+    # No pod goes to both: labelled pods are the Azure entry's (which injects AWS as well).
+    assert {"key": "azure.workload.identity/use", "operator": "NotIn", "values": ["true"]} in aws[
+        "objectSelector"
+    ]["matchExpressions"]
+    skipped = aws["namespaceSelector"]["matchExpressions"][0]
+    assert skipped["operator"] == "NotIn" and {"kube-system", "keyless"} <= set(skipped["values"])
+    off = by_key(render(Values(aws_webhook=False)))[("MutatingWebhookConfiguration", "keyless")]
+    assert [w["name"] for w in off["webhooks"]] == ["pods.keyless.dev"]
+    assert "--no-aws-webhook" in _manifests("--help").stdout
+
+
 def test_rbac_grants_each_feature_only_what_it_uses() -> None:
     rules = _rules(render())
     assert rules[("ClusterRole", "keyless-serviceaccount-reader")] == [

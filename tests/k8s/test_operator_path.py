@@ -264,9 +264,9 @@ def test_keyless_sets_itself_up_in_the_cluster(cluster: Cluster) -> None:
             and o
         ),
     )
-    assert [base64.b64decode(w["clientConfig"]["caBundle"]).decode() for w in mwc["webhooks"]] == [
-        ca
-    ]
+    # Every entry (pods.keyless.dev, and aws.keyless.dev for EKS-style injection) trusts it.
+    bundles = [base64.b64decode(w["clientConfig"]["caBundle"]).decode() for w in mwc["webhooks"]]
+    assert bundles == [ca] * len(mwc["webhooks"]) and len(bundles) == 2
     # ... and the ConfigMap keyless-ca in keyless's own namespace.
     own = until("ConfigMap keyless-ca", lambda: kube.get_obj("configmaps", "keyless-ca", NS))
     assert own["data"] == {names.CA_KEY: ca}

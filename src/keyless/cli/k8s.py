@@ -129,6 +129,13 @@ def manifests(
     trust_cluster: Annotated[
         bool, typer.Option(help="trust this cluster's service-account tokens at start")
     ] = True,
+    aws_webhook: Annotated[
+        bool,
+        typer.Option(
+            help="also send every pod (failurePolicy Ignore) for EKS-style injection of service "
+            "accounts annotated eks.amazonaws.com/role-arn"
+        ),
+    ] = True,
 ) -> None:
     """Print the manifests (the deploy/kubernetes base, or its postgresql overlay) as YAML."""
     from keyless.k8s.manifests import TLS_MODES, Values, render, to_yaml
@@ -183,6 +190,7 @@ def manifests(
         vaults_namespace=vaults_namespace,
         controller=controller,
         trust_cluster=trust_cluster,
+        aws_webhook=aws_webhook,
     )
     objects = render(values)
     if g.output == "json":

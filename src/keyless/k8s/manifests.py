@@ -28,6 +28,7 @@ ROOT_KEY_DIR = "/etc/keyless/root-key"
 PORT = 8443
 WEBHOOK_PORT = 8444
 WEBHOOK_NAME = "pods.keyless.dev"
+AWS_WEBHOOK_NAME = "aws.keyless.dev"
 CLIENT_CA_CONFIGMAP = "keyless-webhook-client-ca"
 CLIENT_CA_DIR = "/etc/keyless/webhook-client-ca"
 
@@ -57,6 +58,9 @@ class Values:
     vaults_namespace: str = VAULTS_NAMESPACE  # one Service per vault: NAME.VAULTS_NS.svc
     controller: bool = True  # reconcile the keyless.dev custom resources
     trust_cluster: bool = True  # trust this cluster's service-account tokens at start
+    # A second webhook entry sends every pod (not only labelled ones): EKS-style injection for
+    # service accounts annotated eks.amazonaws.com/role-arn, as the EKS webhook does.
+    aws_webhook: bool = True
     postgresql: bool = False
     replicas: int | None = None  # default 1, or 3 with PostgreSQL
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -240,35 +244,56 @@ def _webhook(v: Values) -> Obj:
         meta["annotations"] = {"cert-manager.io/inject-ca-from": f"{v.namespace}/keyless-tls"}
     # tls=keyless: keyless patches the caBundle itself (k8s/selftls.py); `kubectl apply` of
     # these objects again leaves it alone (the field is not in them).
+    pods: Obj = {
+        "name": WEBHOOK_NAME,
+        "admissionReviewVersions": ["v1"],
+        "clientConfig": client,
+        "rules": [
+            {
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "operations": ["CREATE"],
+                "resources": ["pods"],
+                "scope": "Namespaced",
+            }
+        ],
+        # Opt-in, as upstream since v1.0.0: only pods carrying the label are sent.
+        "objectSelector": {"matchLabels": {names.USE_LABEL: "true"}},
+        "failurePolicy": "Fail",
+        "matchPolicy": "Equivalent",
+        "reinvocationPolicy": "IfNeeded",
+        # Admission may create the CA ConfigMap in the pod's namespace (tls=keyless), never on
+        # a dry run.
+        "sideEffects": "NoneOnDryRun",
+        "timeoutSeconds": 10,
+    }
+    webhooks = [pods]
+    if v.aws_webhook:
+        # The EKS pod identity webhook's way: every pod is sent (a label selector cannot see
+        # the service account's eks.amazonaws.com/role-arn annotation) and a keyless outage
+        # never blocks pods (Ignore); labelled pods go to the entry above only.
+        aws = {**pods, "name": AWS_WEBHOOK_NAME, "failurePolicy": "Ignore"}
+        aws["objectSelector"] = {
+            "matchExpressions": [
+                {"key": names.USE_LABEL, "operator": "NotIn", "values": ["true"]},
+                {"key": names.AWS_SKIP_LABEL, "operator": "DoesNotExist"},
+            ]
+        }
+        aws["namespaceSelector"] = {
+            "matchExpressions": [
+                {
+                    "key": "kubernetes.io/metadata.name",
+                    "operator": "NotIn",
+                    "values": ["kube-system", v.namespace],
+                }
+            ]
+        }
+        webhooks.append(aws)
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
         "metadata": meta,
-        "webhooks": [
-            {
-                "name": WEBHOOK_NAME,
-                "admissionReviewVersions": ["v1"],
-                "clientConfig": client,
-                "rules": [
-                    {
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "operations": ["CREATE"],
-                        "resources": ["pods"],
-                        "scope": "Namespaced",
-                    }
-                ],
-                # Opt-in, as upstream since v1.0.0: only pods carrying the label are sent.
-                "objectSelector": {"matchLabels": {names.USE_LABEL: "true"}},
-                "failurePolicy": "Fail",
-                "matchPolicy": "Equivalent",
-                "reinvocationPolicy": "IfNeeded",
-                # Admission may create the CA ConfigMap in the pod's namespace (tls=keyless),
-                # never on a dry run.
-                "sideEffects": "NoneOnDryRun",
-                "timeoutSeconds": 10,
-            }
-        ],
+        "webhooks": webhooks,
     }
 
 

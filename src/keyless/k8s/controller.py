@@ -370,8 +370,10 @@ class Controller:
             if not leading():
                 continue
             try:
-                await self.reconcile(kube)
+                # The mark is taken before the round reads keyless's state: a change made while
+                # the round runs (an identity created with the CLI) wakes the next round.
                 mark = await self._state_mark()
+                await self.reconcile(kube)
                 backoff = 1.0
                 if self._on_round:
                     self._on_round("success")

@@ -142,7 +142,16 @@ def test_identity_update_renames_and_keeps_ids_roles_and_credentials(
     )
     renamed = js(server, "identity", "update", old, "--name", new)
     arn = made["aws_role_arn"].removesuffix(f"/{old}") + f"/{new}"
-    assert renamed == {**made, "name": new, "vault_role": new, "aws_role_arn": arn}
+    # Every dialect's name of the identity follows it (CONTRACT.md "One identity, every dialect").
+    email = made["gcp_service_account"].replace(f"{old}@", f"{new}@", 1)
+    assert email.endswith("@default.iam.gserviceaccount.com")
+    assert renamed == {
+        **made,
+        "name": new,
+        "vault_role": new,
+        "aws_role_arn": arn,
+        "gcp_service_account": email,
+    }
     assert "not found" in refused(server, "identity", "show", old)
     assert js(server, "identity", "show", new)["client_id"] == made["client_id"]
     assert {"identity": new, "role": "Key Vault Reader", "scope": f"/vaults/{vault}"} in js(

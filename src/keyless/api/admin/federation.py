@@ -12,9 +12,10 @@ from starlette.routing import Route
 from keyless.api.admin.common import json_body, services_of, tenant_of, text
 from keyless.api.context import Admin
 from keyless.api.responses import JSONResponse
-from keyless.core import devcluster, rbac, workloadenv
+from keyless.core import devcluster, gcpnames, rbac, workloadenv
 from keyless.core.errors import InvalidRequest, NotFound
 from keyless.core.issuers import SOURCES
+from keyless.core.models import Identity, Tenant
 from keyless.core.secrets import validate_secret_name
 from keyless.core.trust import DEFAULT_AUDIENCE, FederatedCredential
 from keyless.settings import ca_path
@@ -31,22 +32,31 @@ def _credential_view(fc: FederatedCredential) -> dict[str, Any]:
     }
 
 
+def _identity_view(identity: Identity, tenant: Tenant) -> dict[str, Any]:
+    """The identity and its names in every dialect (the Google one needs the tenant's alias)."""
+    return {
+        **identity.view(),
+        "gcp_service_account": gcpnames.service_account(identity.name, tenant.alias),
+    }
+
+
 async def identity_create(request: Request) -> Response:
     s, tenant = services_of(request), await tenant_of(request)
     body = await json_body(request)
     identity = await s.federation.create_identity(tenant.id, str(text(body, "name")))
-    return JSONResponse(identity.view())
+    return JSONResponse(_identity_view(identity, tenant))
 
 
 async def identity_list(request: Request) -> Response:
     s, tenant = services_of(request), await tenant_of(request)
-    return JSONResponse([i.view() for i in await s.federation.list_identities(tenant.id)])
+    identities = await s.federation.list_identities(tenant.id)
+    return JSONResponse([_identity_view(i, tenant) for i in identities])
 
 
 async def identity_show(request: Request) -> Response:
     s, tenant = services_of(request), await tenant_of(request)
     identity = await s.federation.get_identity(tenant.id, request.path_params["name"])
-    return JSONResponse(identity.view())
+    return JSONResponse(_identity_view(identity, tenant))
 
 
 async def identity_update(request: Request) -> Response:
@@ -59,7 +69,7 @@ async def identity_update(request: Request) -> Response:
     identity = await s.federation.rename_identity(
         tenant.id, request.path_params["name"], str(text(body, "name"))
     )
-    return JSONResponse(identity.view())
+    return JSONResponse(_identity_view(identity, tenant))
 
 
 async def identity_env(request: Request) -> Response:

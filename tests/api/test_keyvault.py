@@ -200,6 +200,9 @@ def test_challenge_before_body_and_wrong_audience(officer: Federated) -> None:
         assert path_form.status_code == 401
         unknown = http.get(f"{officer.server.url}/vaults/nope/secrets/x")
         assert unknown.status_code == 404
+        # Answered before routing, yet named in the metrics (and access log), not "unmatched".
+        metrics = http.get(f"{officer.server.url}/metrics").text
+        assert 'route="keyvault:unauthenticated"' in metrics and 'status="401"' in metrics
 
 
 # -- RBAC matrix ----------------------------------------------------------------------------

@@ -96,6 +96,12 @@ class VaultDispatcher:
         await self.main(scope, receive, send)
 
 
+class _Answered:
+    """What the access log and metrics name a request answered before routing by."""
+
+    path = "keyvault:unauthenticated"
+
+
 class KeyVaultAuth:
     """The challenge, and access-token verification, ahead of routing and body parsing."""
 
@@ -116,6 +122,9 @@ class KeyVaultAuth:
             await self.app(scope, receive, send)
             return
         broker, settings = self.broker, self.settings
+        # Named so (not "unmatched") in the access log and metrics until the router, if the
+        # request gets that far, names its route.
+        scope["route"] = _Answered
         vault = await broker.vaults.lookup(scope[VAULT])
         if vault is None:
             await kv_error(404, "VaultNotFound", f"Vault {scope[VAULT][:40]!r} does not exist.")(

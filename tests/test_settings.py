@@ -39,7 +39,7 @@ def test_max_in_flight_from_flag_or_env() -> None:
     ("raw", "seconds"), [("0", 0), ("0s", 0), ("7", 7), ("7s", 7), ("2m", 120), ("300", 300)]
 )
 def test_shutdown_delay_may_be_zero(raw: str, seconds: int) -> None:
-    assert Settings().shutdown_delay == 5
+    assert Settings().shutdown_delay == 0  # a plain `keyless serve` stops at once
     assert load_settings({}, {"KEYLESS_SHUTDOWN_DELAY": raw}).shutdown_delay == seconds
     assert load_settings({"shutdown_delay": raw}, {}).shutdown_delay == seconds
 

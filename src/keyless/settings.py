@@ -55,8 +55,9 @@ class Settings:
     header_timeout: int = 10  # seconds a client has to send its request headers
     body_timeout: int = 10  # seconds a client has to send its whole body, once headers are in
     # After SIGTERM: seconds /readyz answers 503 while requests are still served, so that load
-    # balancers take this process out before it stops accepting (server/drain.py). 0 = none.
-    shutdown_delay: int = 5
+    # balancers take this process out before it stops accepting (server/drain.py). 0 = none:
+    # the default, so a plain `keyless serve` stops at once; the Kubernetes manifests set 5.
+    shutdown_delay: int = 0
     discovery_rate_limit: int = 50  # discovery/JWKS requests per second per client IP; 0 = off
     k8s_public_ca: bool = False  # the public URL's certificate is publicly trusted
     k8s_ca_configmap: str = "keyless-ca"  # ConfigMap (key ca.crt) mounted into injected pods

@@ -235,6 +235,9 @@ def test_in_cluster_features_are_switched_on() -> None:
     assert args[args.index("--vault-domain") + 1] == "keyless-vaults.svc"
     assert args[args.index("--k8s-vault-namespace") + 1] == "keyless-vaults"
     assert "--k8s-controller" in args and "--k8s-trust-cluster" in args
+    # A stopping replica serves on, not ready, for 5 s while the endpoints drop it (keyless's
+    # own default is 0, for a plain `keyless serve`), well inside the grace period.
+    assert args[args.index("--shutdown-delay") + 1] == "5s"
     pod = by_key(render())[("Deployment", "keyless")]["spec"]["template"]["spec"]
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert (

@@ -528,7 +528,7 @@ def test_deleting_the_role_assignment_revokes_the_pods_access(
 
 
 def test_sigterm_makes_it_unready_at_once_and_it_drains(cluster: Cluster) -> None:
-    """The manifests rely on the default --shutdown-delay: not ready at once, still serving."""
+    """The manifests' --shutdown-delay: not ready at once, still serving."""
     server = cluster.server
     ca = cluster.ca_pem()
     server.proc.send_signal(signal.SIGTERM)

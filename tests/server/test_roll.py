@@ -34,7 +34,7 @@ from tests.support.federation import Federated, federate
 from tests.support.loadbalancer import LoadBalancer
 from tests.support.server import RunningServer, ServerFactory, free_port
 
-SHUTDOWN_DELAY = 2  # seconds, --shutdown-delay of the replicas (the default is 5)
+SHUTDOWN_DELAY = 2  # seconds, --shutdown-delay of the replicas (the manifests set 5)
 SETTLE = 1.5  # seconds of load on both replicas before and after each roll
 VAULT = "kv1"
 # Refused, reset, or closed before any byte of an answer: a request that never reached keyless

@@ -122,7 +122,9 @@ def serve(
     ] = None,
     shutdown_delay: Annotated[
         str | None,
-        typer.Option(help="after SIGTERM, /readyz 503 but serving for this long, 0 = off [5s]"),
+        typer.Option(
+            help="after SIGTERM, /readyz 503 but serving for this long [0: off; manifests: 5s]"
+        ),
     ] = None,
     discovery_rate_limit: Annotated[
         str | None, typer.Option(help="discovery/JWKS requests/s per client IP, 0 = off [50]")

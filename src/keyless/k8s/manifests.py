@@ -40,6 +40,7 @@ LEASE = "keyless-controller"  # the controller's leader lease (k8s/leader.py)
 # terminationGracePeriodSeconds: after SIGTERM keyless keeps serving, not ready, for its
 # --shutdown-delay while the endpoints drop it, then drains in-flight requests and the audit log.
 GRACE_SECONDS = 30
+SHUTDOWN_DELAY = 5  # seconds a stopping replica serves on, not ready, while endpoints drop it
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +145,7 @@ def _deployment(v: Values) -> Obj:
         args.append("--k8s-controller")
     if v.trust_cluster:
         args.append("--k8s-trust-cluster")
+    args += ["--shutdown-delay", f"{SHUTDOWN_DELAY}s"]
     strategy: Obj = {"type": "Recreate"}  # one SQLite writer at a time
     pod_extra: Obj = {}
     if v.postgresql:

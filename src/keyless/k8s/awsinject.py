@@ -42,7 +42,7 @@ from typing import Any
 
 from keyless.core import awsnames
 from keyless.core.errors import InvalidRequest
-from keyless.k8s import names
+from keyless.k8s import containers, names
 
 Json = dict[str, Any]
 _INT = re.compile(r"[+-]?[0-9]+")  # what Go's strconv.ParseInt(s, 10, 64) accepts
@@ -107,14 +107,7 @@ def skip_containers(pod: Mapping[str, Any]) -> frozenset[str]:
 
 def targets(pod: Mapping[str, Any]) -> list[tuple[str, int, Json]]:
     """(list key, index, container) for every container the AWS injection mutates."""
-    spec = pod.get("spec") or {}
-    skip = skip_containers(pod)
-    return [
-        (key, i, c)
-        for key in ("initContainers", "containers")
-        for i, c in enumerate(spec.get(key) or [])
-        if c.get("name") not in skip
-    ]
+    return containers.targets(pod, skip_containers(pod))
 
 
 def _expiration(where: str, raw: str) -> int:

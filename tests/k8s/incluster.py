@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import json
 import select
+import socket
+import ssl
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
+from tests.k8s.webhook import ClientPki
 from tests.support.oidc import AUDIENCE, sign
 from tests.support.server import RunningServer
 
@@ -173,3 +179,23 @@ class PodProcess:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def served(
+    port: int, hostname: str, ca: Path | str, client: ClientPki | None = None
+) -> x509.Certificate:
+    """The certificate a listener presents for ``hostname`` (SNI), the handshake verified
+    against ``ca`` (a file, or PEM text)."""
+    if isinstance(ca, Path):
+        ctx = ssl.create_default_context(cafile=str(ca))
+    else:
+        ctx = ssl.create_default_context(cadata=ca)
+    if client is not None:
+        ctx.load_cert_chain(client.cert, client.key)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname=hostname) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)

@@ -24,7 +24,6 @@ import copy
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import time
@@ -46,7 +45,16 @@ from keyless.k8s.trust import TRUST_CLUSTER_ACTOR
 from tests.k8s import rbac
 from tests.k8s.cases import FIXTURES, Case, patched_pod
 from tests.k8s.fakeapi import FakeKubeApi
-from tests.k8s.incluster import PodProcess, audit, audit_lines, cli_json, sa_token, trusted, until
+from tests.k8s.incluster import (
+    PodProcess,
+    audit,
+    audit_lines,
+    cli_json,
+    sa_token,
+    served,
+    trusted,
+    until,
+)
 from tests.k8s.webhook import ClientPki, make_pki
 from tests.support.oidc import AUDIENCE, jwks_of, new_key
 from tests.support.server import RunningServer, ServerFactory, free_port, keyless_cmd
@@ -218,18 +226,6 @@ def ready_condition(obj: Obj | None) -> Obj:
     return {}
 
 
-def served_certificate(port: int, host: str, ca_pem: str) -> x509.Certificate:
-    """The certificate served for ``host`` (SNI), the handshake verified against ``ca_pem``."""
-    ctx = ssl.create_default_context(cadata=ca_pem)
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        ctx.wrap_socket(raw, server_hostname=host) as conn,
-    ):
-        der = conn.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der)
-
-
 # -- 1. install, 2. check it -------------------------------------------------------------------
 
 
@@ -252,7 +248,7 @@ def test_keyless_sets_itself_up_in_the_cluster(cluster: Cluster) -> None:
         assert answer.status_code == 200, (probe, answer.text)
     # The public listener's certificate, verified for the Service's name and a vault's.
     for host in (SERVICE_HOST, f"billing.{VAULTS_NS}.svc"):
-        cert = served_certificate(server.port, host, ca)
+        cert = served(server.port, host, ca)
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert {SERVICE_HOST, f"*.{VAULTS_NS}.svc"} <= set(sans.get_values_for_type(x509.DNSName))
     # The webhook's caBundle (docs: `kubectl get mutatingwebhookconfiguration keyless ...`).

@@ -11,7 +11,6 @@ import base64
 import datetime as dt
 import json
 import os
-import socket
 import ssl
 import subprocess
 import time
@@ -26,6 +25,7 @@ from cryptography import x509
 
 from keyless.k8s.selfca import Ca
 from tests.k8s.fakeapi import FakeKubeApi
+from tests.k8s.incluster import served
 from tests.k8s.webhook import ClientPki, Webhook, make_pki
 from tests.support.procs import children
 from tests.support.server import RunningServer, ServerFactory, free_port, keyless_cmd
@@ -112,20 +112,6 @@ def cluster(kube: FakeKubeApi, tmp_path_factory: pytest.TempPathFactory) -> Iter
         factory.stop_all()
 
 
-def served(port: int, ca: Path, hostname: str, client: ClientPki | None = None) -> x509.Certificate:
-    """The certificate a listener presents, verified against ``ca`` for ``hostname``."""
-    ctx = ssl.create_default_context(cafile=str(ca))
-    if client is not None:
-        ctx.load_cert_chain(client.cert, client.key)
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        ctx.wrap_socket(raw, server_hostname=hostname) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der)
-
-
 def sans(cert: x509.Certificate) -> set[str]:
     ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     return {str(n) for n in ext.get_values_for_type(x509.DNSName)} | {
@@ -208,13 +194,13 @@ def test_both_listeners_serve_a_certificate_of_that_ca(cluster: InCluster) -> No
         "127.0.0.1",
         "::1",
     }
-    public = served(cluster.server.port, ca, "keyless.public.test")
+    public = served(cluster.server.port, "keyless.public.test", ca)
     assert sans(public) == expected
     # the API server calls the webhook at SERVICE.NAMESPACE.svc, with its client certificate
-    hook = served(cluster.webhook.port, ca, "keyless.keyless.svc", cluster.pki)
+    hook = served(cluster.webhook.port, "keyless.keyless.svc", ca, cluster.pki)
     assert sans(hook) == expected
     # and the vault names verify too (a real HTTPS client, the CA from the Secret)
-    vault = served(cluster.server.port, ca, f"billing.{VAULT_DOMAIN}")
+    vault = served(cluster.server.port, f"billing.{VAULT_DOMAIN}", ca)
     assert vault.issuer == Ca.from_secret(cluster.ca_secret()).cert.subject
 
 
@@ -305,7 +291,7 @@ def test_a_second_server_uses_the_same_ca(cluster: InCluster) -> None:
     try:
         assert len(cluster.kube.objects("secrets", NS)) == 1
         assert second.ca.read_bytes() == cluster.ca_pem()
-        cert = served(second.port, cluster.ca_file(), "keyless.keyless.svc")
+        cert = served(second.port, "keyless.keyless.svc", cluster.ca_file())
         assert "keyless.keyless.svc" in sans(cert)
     finally:
         second.stop()
@@ -327,7 +313,7 @@ def test_the_served_certificate_is_rotated_without_a_restart(cluster: InCluster)
     second = on_disk()
 
     def every_process_serves_it() -> bool:  # 12 connections reach both processes
-        return {served(port, ca, "localhost").serial_number for _ in range(12)} == {second}
+        return {served(port, "localhost", ca).serial_number for _ in range(12)} == {second}
 
     assert eventually(every_process_serves_it, timeout=8)
     assert cluster.server.proc.poll() is None  # the same processes
@@ -359,7 +345,7 @@ def test_a_new_ca_in_the_secret_is_adopted_everywhere(cluster: InCluster) -> Non
 
     def verifies() -> bool:  # every process, once it has reloaded
         try:
-            return all(served(cluster.server.port, ca, "localhost") for _ in range(12))
+            return all(served(cluster.server.port, "localhost", ca) for _ in range(12))
         except ssl.SSLCertVerificationError:
             return False
 

@@ -40,6 +40,7 @@ from keyless.api.forms import read_body
 from keyless.api.responses import JSONResponse
 from keyless.core import awsnames
 from keyless.core.errors import KeylessError, NotFound
+from keyless.core.models import Tenant
 from keyless.k8s import admission, awsinject, inject
 
 log = logging.getLogger("keyless.k8s")
@@ -63,17 +64,19 @@ async def _settings(services: Edge) -> inject.WebhookSettings:
 async def _check_identity(services: Edge, identity: inject.WorkloadIdentity) -> None:
     if identity.client_id is None:
         return
-    try:
-        tenant = await services.broker.tenant(identity.tenant_id)
-    except NotFound as exc:
-        raise inject.InjectionError(
-            f"tenant {identity.tenant_id[:64]!r} is not a keyless tenant"
-        ) from exc
+    tenant = await _tenant(services, identity.tenant_id)
     if services.broker.identity_by_client(tenant.id, identity.client_id) is None:
         raise inject.InjectionError(
             f"no keyless identity has client id {identity.client_id[:64]!r} in tenant "
             f"{identity.tenant_id[:64]!r} (client id from the {identity.source})"
         )
+
+
+async def _tenant(services: Edge, tenant_id: str) -> Tenant:
+    try:
+        return await services.broker.tenant(tenant_id)
+    except NotFound as exc:
+        raise inject.InjectionError(f"tenant {tenant_id[:64]!r} is not a keyless tenant") from exc
 
 
 async def _check_role(
@@ -87,10 +90,7 @@ async def _check_role(
     if role is None:
         return
     tenant_id = role.tenant_id
-    try:
-        tenant = await services.broker.tenant(tenant_id)
-    except NotFound as exc:
-        raise inject.InjectionError(f"tenant {tenant_id[:64]!r} is not a keyless tenant") from exc
+    tenant = await _tenant(services, tenant_id)
     if services.broker.identity_by_name(tenant.id, role.identity_name) is None:
         raise inject.InjectionError(
             f"no keyless identity is named {role.identity_name[:128]!r} in tenant "

@@ -233,7 +233,7 @@ class TrustIndex:
     tables and rebuild only the touched entries).
     """
 
-    __slots__ = ("_by_id", "_conditions", "_exact", "_patterns")
+    __slots__ = ("_by_id", "_by_issuer", "_conditions", "_exact", "_patterns")
 
     def __init__(self, credentials: Iterable[FederatedCredential] = ()) -> None:
         self._by_id: dict[str, FederatedCredential] = {}
@@ -251,6 +251,7 @@ class TrustIndex:
                 patterns.setdefault((cred.identity_id, cred.issuer), []).append(pair)
         self._exact = {k: tuple(sorted(v, key=lambda c: c.id)) for k, v in exact.items()}
         self._patterns = {k: _Bucket.build(v) for k, v in patterns.items()}
+        self._by_issuer: dict[str, tuple[str, ...]] | None = None
 
     def _add_condition(self, cred: FederatedCredential) -> None:
         source = cred.condition
@@ -292,6 +293,7 @@ class TrustIndex:
         new._exact = dict(self._exact)
         new._patterns = dict(self._patterns)
         new._conditions = dict(self._conditions)
+        new._by_issuer = None
         return new
 
     def _remove(self, credential_id: str) -> None:
@@ -321,6 +323,19 @@ class TrustIndex:
             self._patterns[pkey] = _Bucket.build(pairs)
         else:
             self._patterns.pop(pkey, None)
+
+    def identities_trusting(self, issuer: str) -> tuple[str, ...]:
+        """The ids of the identities with at least one credential for ``issuer``, sorted (for
+        a dialect that finds the identity from the token, as Google's STS does). Built on
+        first use per snapshot."""
+        table = self._by_issuer
+        if table is None:
+            grouped: dict[str, set[str]] = {}
+            for cred in self._by_id.values():
+                grouped.setdefault(cred.issuer, set()).add(cred.identity_id)
+            table = {k: tuple(sorted(v)) for k, v in grouped.items()}
+            self._by_issuer = table
+        return table.get(issuer, ())
 
     def candidates(self, identity_id: str, issuer: str, subject: str) -> list[FederatedCredential]:
         """Credentials whose identity, issuer and subject accept the token, in precedence order."""

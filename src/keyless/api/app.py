@@ -35,6 +35,10 @@ from keyless.api.aws.wire import error_response, sts_busy, sts_error
 from keyless.api.context import Admin, Edge
 from keyless.api.dev import clusters
 from keyless.api.entra import discovery
+from keyless.api.gcp import iamcredentials as gcp_iamcredentials
+from keyless.api.gcp import secretmanager as gcp_secretmanager
+from keyless.api.gcp import sts as gcp_sts
+from keyless.api.gcp.wire import GoogleError, gcp_busy, google_error
 from keyless.api.keyvault import secrets as kv_secrets
 from keyless.api.keyvault.bodies import kv_error
 from keyless.api.keyvault.gateway import KeyVaultAuth, VaultDispatcher
@@ -48,6 +52,7 @@ from keyless.api.vault.wire import handle_error as vault_handle_error
 from keyless.api.vault.wire import vault_error
 from keyless.core.awsnames import SECRETS_MANAGER_PATH, STS_PATH
 from keyless.core.errors import KeylessError
+from keyless.core.gcpnames import GCP_PATH
 from keyless.metrics import Metrics
 
 log = logging.getLogger("keyless.api")
@@ -142,6 +147,37 @@ def _aws_app(services: Admin) -> Starlette:
     return app
 
 
+async def _gcp_routing_error(request: Request, exc: Exception) -> Response:
+    """The router's 404/405 under ``/gcp`` in Google's JSON error body."""
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    message = (
+        "Method not allowed." if status == 405 else f"The URL {request.url.path} was not found."
+    )
+    response = google_error(GoogleError(status, message))
+    response.headers.update(dict(exc.headers or {}))
+    return response
+
+
+async def _gcp_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, KeylessError)
+    return google_error(exc)
+
+
+def _gcp_app(services: Admin) -> Starlette:
+    """Google's APIs under ``/gcp`` (api/gcp): STS, IAM Credentials, Secret Manager."""
+    app = Starlette(
+        routes=[*gcp_sts.routes, *gcp_iamcredentials.routes, *gcp_secretmanager.routes],
+        exception_handlers={
+            HTTPException: _gcp_routing_error,
+            KeylessError: _gcp_error,
+            Exception: _unexpected,
+        },
+    )
+    app.state.services = services
+    return app
+
+
 def _dotall(mount: Mount) -> Mount:
     """Every ``/v1/...`` path reaches the Vault app, even one whose decoded path holds a newline
     (``%0A``): Starlette's ``.*`` stops at one, and the main app would answer in its own error
@@ -202,6 +238,8 @@ def _main_busy(route: BaseRoute | None, scope: Scope) -> Response | None:
         return sts_busy()
     if path.startswith(SECRETS_MANAGER_PATH):
         return sm_busy()
+    if path.startswith(GCP_PATH):
+        return gcp_busy()
     if id(route) in _TOKEN:
         return entra_busy()
     return keyless_busy()
@@ -222,6 +260,7 @@ def public_app(services: Admin, metrics: Metrics, *, fast_path: bool = True) -> 
         *adfs.routes,
         _dotall(Mount(fastpath.VAULT_MOUNT, app=vault_api)),
         Mount("/aws", app=_aws_app(services)),
+        Mount("/gcp", app=_gcp_app(services)),
     ]
     if services.settings.dev:
         routes += clusters.routes

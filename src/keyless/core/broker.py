@@ -27,6 +27,7 @@ from keyless.core.clock import Clock
 from keyless.core.decision import Decision, TokenDecision, decide
 from keyless.core.exchange import ExchangeRequest, IssuedToken, TokenService
 from keyless.core.explain import explain_token
+from keyless.core.gcpsts import GcpFederation
 from keyless.core.keyring import KeyRing
 from keyless.core.models import Identity, Tenant
 from keyless.core.resources import Resources
@@ -59,6 +60,8 @@ class Broker:
         self.resources: Resources = tokens.resources
         self._verified = VerifiedTokens()
         self.revocations = revocations
+        # Google's STS and impersonation over the same decision (core/gcpsts.py).
+        self.gcp = GcpFederation(tokens, clock, public_url)
 
     def now(self) -> float:
         return self._clock.now()

@@ -46,6 +46,9 @@ class ExchangeRequest:
     # workload (audit event and ``fed`` claim), and a shorter lifetime (``DurationSeconds``).
     session: str | None = None
     lifetime: int | None = None
+    # Claims added to the access token (Google's STS: ``wif``, the verified platform token's
+    # claims, which impersonation decides on again).
+    claims: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +167,29 @@ class TokenService:
         await self._audit(req, actor, workload, "success", f"credential {issued.credential}")
         return issued
 
+    def mint(
+        self,
+        req: ExchangeRequest,
+        identity: Identity,
+        verified: assertion.VerifiedAssertion,
+        credential: str,
+        workload: dict[str, Any],
+    ) -> IssuedToken:
+        """An access token for ``identity``, whose credential ``credential`` accepted
+        ``verified`` (a decision the caller made, as ``exchange`` makes it)."""
+        return self._mint(req, identity, verified, credential, workload)
+
+    async def record(
+        self,
+        req: ExchangeRequest,
+        actor: str | None,
+        workload: dict[str, Any],
+        result: str,
+        reason: str,
+    ) -> None:
+        """Audit an exchange's outcome, as ``exchange`` does (``token.exchange.GRANT``)."""
+        await self._audit(req, actor, workload, result, reason)
+
     def _mint(
         self,
         req: ExchangeRequest,
@@ -195,6 +221,8 @@ class TokenService:
         }
         if req.via:
             claims["via"] = req.via
+        if req.claims:
+            claims |= req.claims
         token = self.keys.ring(req.tenant.id).sign(claims)
         return IssuedToken(
             token, lifetime, req.resource, identity, credential, str(claims["jti"]), workload

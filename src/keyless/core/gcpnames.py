@@ -13,8 +13,8 @@ docs/adr/0004-google-dialect-identity-mapping.md).
 - A secret S of vault V is ``projects/V/secrets/S`` (Secret Manager's project = the vault);
   Secret Manager answers with the vault's *project number* (``vault_number``), and accepts it.
 - The endpoints are paths of the public URL: STS ``PUBLIC_URL/gcp/sts/v1/token``, IAM
-  Credentials ``PUBLIC_URL/gcp/iamcredentials/v1/projects/-/serviceAccounts/EMAIL:generateAccessToken``,
-  Secret Manager's ``api_endpoint`` ``PUBLIC_URL/gcp/secretmanager``.
+  Credentials ``PUBLIC_URL/gcp/iamcredentials`` + ``/v1/projects/-/serviceAccounts/EMAIL`` +
+  ``:generateAccessToken``, Secret Manager's ``api_endpoint`` ``PUBLIC_URL/gcp/secretmanager``.
 """
 
 from __future__ import annotations
@@ -152,7 +152,6 @@ def identity_namespace_subject(member: str, tenant_alias: str | None = None) -> 
         )
     if tenant_alias is not None and match.group(1) != tenant_alias:
         raise InvalidRequest(
-            f"{member[:256]!r} names project {match.group(1)!r}, not this tenant "
-            f"({tenant_alias!r})"
+            f"{member[:256]!r} names project {match.group(1)!r}, not this tenant ({tenant_alias!r})"
         )
     return f"system:serviceaccount:{match.group(2)}:{match.group(3)}"

@@ -16,7 +16,9 @@ from keyless.core import gcpnames, jose
 from tests.api.gcp.conftest import (
     OTHER_SUBJECT,
     REFRESH,
+    SECRET,
     TWIN_SUBJECT,
+    VAULT,
     credential_config,
     gcp_env,
     gcp_token,
@@ -26,7 +28,7 @@ from tests.api.gcp.conftest import (
     service_account,
     sts_url,
 )
-from tests.support.federation import SUBJECT, Federated
+from tests.support.federation import SUBJECT, TEST_ISSUER, Federated
 
 GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS = "urn:ietf:params:oauth:token-type:access_token"
@@ -174,7 +176,7 @@ def test_sts_accepts_the_https_form_of_the_provider_as_token_audience(fed: Feder
         "--name",
         "https-aud",
         "--issuer",
-        "https://issuer.test/clusters/a",
+        TEST_ISSUER,
         "--subject",
         "system:serviceaccount:demo:https",
         "--audience",
@@ -339,7 +341,7 @@ def test_a_deleted_identitys_federated_token_is_refused(fed: Federated) -> None:
         "--name",
         "gcp",
         "--issuer",
-        "https://issuer.test/clusters/a",
+        TEST_ISSUER,
         "--subject",
         "system:serviceaccount:demo:brief",
         "--audience",
@@ -349,3 +351,61 @@ def test_a_deleted_identitys_federated_token_is_refused(fed: Federated) -> None:
     cli("identity", "delete", "brief")
     reply = _impersonate(fed, bearer, service_account("brief"))
     assert reply.status_code == 401, reply.text
+
+
+def test_another_tenants_project_number_selects_its_identities(fed: Federated) -> None:
+    cli = fed.server.cli
+    team = json.loads(cli("--output", "json", "tenant", "create", "team-gcp").stdout)
+    jwks = str(fed.tmp / "jwks.json")
+    cli(
+        "issuer",
+        "add",
+        TEST_ISSUER,
+        "--jwks-file",
+        jwks,
+        "--tenant",
+        "team-gcp",
+    )
+    cli("identity", "create", "app", "--tenant", "team-gcp")
+    theirs = gcpnames.provider(team["id"])
+    assert theirs.project_number != provider(fed).project_number
+    cli(
+        "federation",
+        "add",
+        "app",
+        "--tenant",
+        "team-gcp",
+        "--name",
+        "gcp",
+        "--issuer",
+        TEST_ISSUER,
+        "--subject",
+        SUBJECT,
+        "--audience",
+        theirs.name,
+    )
+    token = fed.test_token(aud=[theirs.name])
+    reply = _sts(fed, _form(fed, token, audience=theirs.name))
+    assert reply.status_code == 200, reply.text
+    claims = _claims(reply.json()["access_token"])
+    assert claims["tid"] == team["id"] and claims["oid"] != fed.object_id
+    # Impersonating team-gcp's app needs its project in the email; the default tenant's app
+    # is another project's service account.
+    bearer = reply.json()["access_token"]
+    mine = _impersonate(fed, bearer, gcpnames.service_account("app", "team-gcp"))
+    assert mine.status_code == 200, mine.text
+    assert _impersonate(fed, bearer).status_code == 403
+    # The default tenant's provider with team-gcp's token audience: wrong audience.
+    assert _sts(fed, _form(fed, token)).json()["error"] == "invalid_grant"
+
+
+def test_a_google_token_is_no_bearer_token_for_the_other_dialects(fed: Federated) -> None:
+    google = _impersonate(fed, _federated(fed)).json()["accessToken"]
+    with fed.server.client() as http:
+        keyvault = http.get(
+            f"/vaults/{VAULT}/secrets?api-version=7.4",
+            headers={"authorization": f"Bearer {google}"},
+        )
+        vault_api = http.get(f"/v1/{VAULT}/data/{SECRET}", headers={"x-vault-token": google})
+    assert keyvault.status_code == 401
+    assert vault_api.status_code == 403

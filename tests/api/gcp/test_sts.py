@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from keyless.core import gcpnames, jose
 from tests.api.gcp.conftest import (
@@ -409,3 +411,70 @@ def test_a_google_token_is_no_bearer_token_for_the_other_dialects(fed: Federated
         vault_api = http.get(f"/v1/{VAULT}/data/{SECRET}", headers={"x-vault-token": google})
     assert keyvault.status_code == 401
     assert vault_api.status_code == 403
+
+
+@pytest.fixture(scope="module")
+def bearer(fed: Federated) -> str:
+    """One federated token of app, for the tests that call generateAccessToken many times."""
+    return _federated(fed)
+
+
+_FIELD = st.one_of(
+    st.none(),
+    st.text(max_size=40),
+    st.sampled_from([GRANT, ACCESS, JWT, "%7B%7D", "{}", "[1]", "\x00", "é" * 3]),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    fields=st.fixed_dictionaries(
+        {},
+        optional={
+            name: _FIELD
+            for name in (
+                "grant_type",
+                "audience",
+                "scope",
+                "requested_token_type",
+                "subject_token",
+                "subject_token_type",
+                "options",
+            )
+        },
+    ),
+    as_json=st.booleans(),
+)
+def test_any_sts_body_is_an_oauth_error_never_a_crash(
+    fed: Federated, fields: dict[str, str | None], as_json: bool
+) -> None:
+    form = {k: v for k, v in fields.items() if v is not None}
+    with fed.server.client() as http:
+        path = sts_url(fed).removeprefix(fed.server.url)
+        reply = http.post(path, json=form) if as_json else http.post(path, data=form)
+    assert reply.status_code == 400, reply.text
+    assert set(reply.json()) == {"error", "error_description"}
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3)
+        ),
+        max_leaves=8,
+    ),
+    email=st.sampled_from(["app@default.iam.gserviceaccount.com", "x", "@", "a@b@c", "é@default"]),
+)
+def test_any_generate_access_token_body_is_a_google_error_or_a_token(
+    fed: Federated, bearer: str, body: Any, email: str
+) -> None:
+    reply = _impersonate(fed, bearer, email, body)
+    assert reply.status_code in (200, 400, 403, 404), reply.text
+    if reply.status_code != 200:
+        assert reply.json()["error"]["code"] == reply.status_code

@@ -72,6 +72,7 @@ class AgentProcess:
     out: list[str] = field(default_factory=list)
     err: list[str] = field(default_factory=list)
     _seen: threading.Condition = field(default_factory=threading.Condition)
+    _readers: list[threading.Thread] = field(default_factory=list)
 
     def _read(self, stream: object, into: list[str]) -> None:
         for line in stream:  # type: ignore[attr-defined]
@@ -92,10 +93,33 @@ class AgentProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return self.proc.wait()
+            code = self.proc.wait()
+        for reader in self._readers:
+            reader.join(timeout=5)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        return code
+
+
+def start_agent(args: tuple[str, ...], env: dict[str, str]) -> AgentProcess:
+    """``keyless agent ARGS`` in the background, its output read by threads."""
+    proc = subprocess.Popen(
+        [*keyless_cmd(), "agent", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    running = AgentProcess(proc)
+    for stream, into in ((proc.stdout, running.out), (proc.stderr, running.err)):
+        reader = threading.Thread(target=running._read, args=(stream, into), daemon=True)
+        reader.start()
+        running._readers.append(reader)
+    return running
 
 
 @pytest.fixture
@@ -105,16 +129,7 @@ def agent(kv: Vaults) -> Iterator[Callable[..., AgentProcess]]:
     started: list[AgentProcess] = []
 
     def start(*args: str, env: dict[str, str] | None = None) -> AgentProcess:
-        proc = subprocess.Popen(
-            [*keyless_cmd(), "agent", *args],
-            env=env or kv.agent_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        running = AgentProcess(proc)
-        for stream, into in ((proc.stdout, running.out), (proc.stderr, running.err)):
-            threading.Thread(target=running._read, args=(stream, into), daemon=True).start()
+        running = start_agent(args, env or kv.agent_env())
         started.append(running)
         return running
 

@@ -58,9 +58,7 @@ def test_missing_secret_is_one_line_and_a_failure(kv: Vaults, tmp_path: Path) ->
     assert not (tmp_path / "x").exists()
 
 
-def test_secret_without_permission_is_one_line_and_a_failure(
-    kv: Vaults, tmp_path: Path
-) -> None:
+def test_secret_without_permission_is_one_line_and_a_failure(kv: Vaults, tmp_path: Path) -> None:
     kv.set("root-password", "not-for-app-3", vault=SEALED)
     done = run_agent(kv, "--once", "--secret", f"{SEALED}/root-password={tmp_path / 'x'}")
     assert done.returncode == 1

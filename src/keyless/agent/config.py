@@ -129,7 +129,7 @@ def _declaration(
     option: str, text: str, default_mode: int, default_owner: Owner | None
 ) -> tuple[str, Path, int, Owner | None]:
     body, suffixes = _split_suffixes(text)
-    left, sep, right = body.rpartition("=")
+    left, sep, right = body.partition("=")  # a reference never holds "="; a path may
     if not sep or not left or not right:
         raise ConfigError(f"{option} {text!r}: expected SOURCE=PATH[,mode=0400][,owner=UID:GID]")
     mode = parse_mode(suffixes["mode"]) if "mode" in suffixes else default_mode

@@ -140,15 +140,18 @@ class Delivery:
             before = self._reported.get(out.path)
             if failure is None:
                 if before is not None:
-                    log.info("%s is current again", out.path, extra={"path": str(out.path)})
+                    if out.path not in result.changed:  # else its "wrote" line says it
+                        log.info("%s is current again", out.path, extra={"path": str(out.path)})
                     del self._reported[out.path]
                 continue
             if result.unavailable is not None:
-                continue  # said once for the whole round below
+                continue  # said once for the whole round by run()
             if failure.message != before:
+                kept = self.last.get(out.path) is not None or out.path.exists()
                 log.warning(
-                    "%s not updated, keeping its last content: %s",
+                    "%s %s: %s",
                     out.path,
+                    "not updated, keeping its last content" if kept else "not written",
                     failure.message,
                     extra={"path": str(out.path), "error": failure.code},
                 )

@@ -87,9 +87,7 @@ class ExecRunner:
                 if fresh is None:
                     return exit_status(await self.child.wait())
                 changed = sorted(n for n in fresh if fresh[n] != current.get(n))
-                log.info(
-                    "restarting %s: %s changed", self.config.command[0], ", ".join(changed)
-                )
+                log.info("restarting %s: %s changed", self.config.command[0], ", ".join(changed))
                 await self._terminate(self.child)
                 if self.stopping.is_set():
                     return exit_status(self.child.returncode or 0)

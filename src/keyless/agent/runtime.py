@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
 
 from keyless.agent.auth import KeylessAuth
 from keyless.agent.config import AgentConfig, ExecConfig
@@ -19,7 +20,7 @@ from keyless.agent.settings import AgentEnv
 
 # Something else to run beside the files until the agent stops (the local credential
 # endpoints, agent/endpoints): it gets the agent's auth and the stop event.
-Sidecar = Callable[[KeylessAuth, asyncio.Event], Awaitable[None]]
+Sidecar = Callable[[KeylessAuth, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def ready_line(count: int) -> None:
@@ -57,9 +58,7 @@ async def _files(env: AgentEnv, config: AgentConfig, sidecars: list[Sidecar]) ->
         await auth.aclose()
 
 
-def run_files(
-    env: AgentEnv, config: AgentConfig, sidecars: list[Sidecar] | None = None
-) -> int:
+def run_files(env: AgentEnv, config: AgentConfig, sidecars: list[Sidecar] | None = None) -> int:
     return asyncio.run(_files(env, config, sidecars or []))
 
 

@@ -26,7 +26,8 @@ from typing import Any
 
 import yaml
 from jinja2 import StrictUndefined, TemplateError, nodes
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
 
 from keyless.agent.refs import SecretRef
 from keyless.core.errors import ConfigError, KeylessError
@@ -193,7 +194,7 @@ def _references(tree: nodes.Template, name: str) -> frozenset[SecretRef]:
             or not isinstance(args[0].value, str)
         ):
             raise ConfigError(
-                f'template {name} line {call.lineno}: secret() takes one literal string, '
+                f"template {name} line {call.lineno}: secret() takes one literal string, "
                 'e.g. secret("billing/db-password")'
             )
         refs.add(SecretRef.parse(args[0].value))

@@ -8,11 +8,18 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from keyless.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from keyless.agent.auth import KeylessAuth
+    from keyless.agent.runtime import Sidecar
+    from keyless.agent.settings import AgentEnv
 
 agent_app = typer.Typer(
     invoke_without_command=True,
@@ -28,7 +35,7 @@ BackoffCap = Annotated[
 ]
 
 
-def _env():  # type: ignore[no-untyped-def]
+def _env() -> AgentEnv:
     from keyless.agent.settings import AgentEnv
 
     return AgentEnv.from_environ(os.environ)
@@ -51,7 +58,7 @@ def agent(
         list[str] | None,
         typer.Option(
             metavar="TEMPLATE_FILE=PATH[,mode=…][,owner=…]",
-            help="render a Jinja2 template (sandboxed; secret(\"VAULT/NAME\")) to PATH",
+            help='render a Jinja2 template (sandboxed; secret("VAULT/NAME")) to PATH',
         ),
     ] = None,
     mode: Annotated[str, typer.Option(help="default file mode (octal)")] = "0600",
@@ -100,7 +107,7 @@ def agent(
         return
     from keyless import logs
     from keyless.agent import config as cfg
-    from keyless.agent.runtime import Sidecar, run_files
+    from keyless.agent.runtime import run_files
 
     outputs = cfg.parse_outputs(secret or [], template or [], mode=mode, owner=owner)
     if not outputs and not credentials:
@@ -131,15 +138,15 @@ def agent(
     raise typer.Exit(run_files(env, config, sidecars))
 
 
-def _credentials(env, dialects: str, env_file: Path | None):  # type: ignore[no-untyped-def]
+def _credentials(env: AgentEnv, dialects: str, env_file: Path | None) -> Sidecar:
     """The local credential endpoints (agent/endpoints, issue 19 item 2) as a sidecar."""
     try:
-        from keyless.agent.endpoints import serve_credentials  # type: ignore[attr-defined]
+        from keyless.agent.endpoints import serve_credentials
     except ImportError:
         raise ConfigError("--credentials: this build has no local credential endpoints") from None
     names = tuple(d.strip() for d in dialects.split(",") if d.strip())
 
-    async def side(auth, stop):  # type: ignore[no-untyped-def]
+    async def side(auth: KeylessAuth, stop: asyncio.Event) -> None:
         await serve_credentials(env, names, env_file, auth=auth, stop=stop)
 
     return side

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 agent_app = typer.Typer(
     invoke_without_command=True,
+    no_args_is_help=True,
     help="Deliver secrets to files (kept current) or to a command's environment (exec).",
 )
 
@@ -152,12 +153,9 @@ def _credentials(env: AgentEnv, dialects: str, env_file: Path | None) -> Sidecar
     return side
 
 
-@agent_app.command(
-    "exec",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-)
+@agent_app.command("exec")
 def agent_exec(
-    command: Annotated[list[str], typer.Argument(metavar="-- COMMAND [ARGS...]")],
+    command: Annotated[list[str], typer.Argument(help="the program and its arguments, after --")],
     secret_env: Annotated[
         list[str] | None,
         typer.Option(metavar="NAME=VAULT/SECRET", help="set NAME to the secret (repeatable)"),

@@ -85,3 +85,16 @@ def test_env_declarations_signals_and_durations() -> None:
         cfg.parse_schedule("0s", 0.1, "60s")
     with pytest.raises(ConfigError, match="jitter"):
         cfg.parse_schedule("1s", 1.5, "60s")
+
+
+def test_processes_are_found_by_name_in_proc(tmp_path: Path) -> None:
+    from keyless.agent.notify import pids_named
+
+    for pid, comm in ((101, "nginx"), (102, "postgres"), (103, "nginx"), (104, "averylongname-1")):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "comm").write_text(comm + "\n")
+    (tmp_path / "self").mkdir()
+    assert sorted(pids_named("nginx", tmp_path)) == [101, 103]
+    # The kernel keeps 15 characters of a name.
+    assert pids_named("averylongname-12345", tmp_path) == [104]
+    assert pids_named("redis", tmp_path) == []

@@ -3,8 +3,11 @@ content and mode, exit 0; a secret that is missing or not readable is one line a
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
+
+import pytest
 
 from tests.agent.conftest import SEALED, Vaults, run_agent
 
@@ -64,7 +67,7 @@ def test_secret_without_permission_is_one_line_and_a_failure(kv: Vaults, tmp_pat
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and f"{SEALED}/root-password" in lines[0]
-    assert "may not read" in lines[0] and "not-for-app-3" not in done.stderr
+    assert "refused to read it" in lines[0] and "not-for-app-3" not in done.stderr
 
 
 def test_a_missing_vault_and_a_bad_declaration_are_one_line(kv: Vaults, tmp_path: Path) -> None:
@@ -82,3 +85,29 @@ def test_without_the_workload_variables_it_says_which_are_missing(
     env = {k: v for k, v in kv.agent_env().items() if k != "AZURE_FEDERATED_TOKEN_FILE"}
     done = run_agent(kv, "--once", "--secret", f"billing/x={tmp_path / 'x'}", env=env)
     assert done.returncode == 2 and "AZURE_FEDERATED_TOKEN_FILE" in done.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_owner_as_root(kv: Vaults, tmp_path: Path) -> None:
+    kv.set("api-key", "key-owner-5")
+    done = run_agent(
+        kv,
+        "--once",
+        "--owner",
+        "1234:5678",
+        "--secret",
+        f"billing/api-key={tmp_path / 'a'}",
+        "--secret",
+        f"billing/api-key={tmp_path / 'b'},owner=4321:8765,mode=0440",
+    )
+    assert done.returncode == 0, done.stderr
+    a, b = (tmp_path / "a").stat(), (tmp_path / "b").stat()
+    assert (a.st_uid, a.st_gid, stat.S_IMODE(a.st_mode)) == (1234, 5678, 0o600)
+    assert (b.st_uid, b.st_gid, stat.S_IMODE(b.st_mode)) == (4321, 8765, 0o440)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may give files away")
+def test_owner_without_root_is_refused_at_start(kv: Vaults, tmp_path: Path) -> None:
+    other = os.geteuid() + 1
+    done = run_agent(kv, "--once", "--owner", f"{other}:0", "--secret", f"billing/x={tmp_path}/x")
+    assert done.returncode == 2 and "needs the agent to run as root" in done.stderr

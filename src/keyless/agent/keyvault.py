@@ -104,7 +104,8 @@ def _error(ref: SecretRef, reply: httpx.Response) -> KeylessError:
         what = "vault" if code == "VaultNotFound" else "secret"
         return NotFound(f"{ref}: no such {what}{said}")
     if status == 403:
-        return Forbidden(f"{ref}: this identity may not read it{said}")
+        # No role for it, or a disabled secret or version: keyless's own message says which.
+        return Forbidden(f"{ref}: keyless refused to read it{said}")
     if status == 401:
         return Unauthorized(f"{ref}: keyless refused the agent's token{said}")
     if status == 429 or status >= 500:

@@ -98,6 +98,14 @@ def agent(
         Path | None,
         typer.Option(help="write the variables the application sets for --credentials here"),
     ] = None,
+    aws_token_file: Annotated[
+        str | None,
+        typer.Option(help="--credentials aws: a projected token for AWS STS [the Azure one]"),
+    ] = None,
+    gcp_token_file: Annotated[
+        str | None,
+        typer.Option(help="--credentials gcp: a projected token for Google STS [the Azure one]"),
+    ] = None,
 ) -> None:
     """Keep secrets in files (atomically replaced), until SIGTERM or with --once."""
     if ctx.invoked_subcommand is not None:
@@ -123,6 +131,8 @@ def agent(
         raise ConfigError("--signal needs one of --pid-file FILE or --process NAME")
     if notify.signal is None and (pid_file is not None or process is not None):
         raise ConfigError("--pid-file and --process name where --signal goes: give --signal")
+    if (aws_token_file or gcp_token_file or credentials_env_file) and not credentials:
+        raise ConfigError("--credentials-env-file and --*-token-file go with --credentials")
     if credentials and once:
         raise ConfigError("--credentials serves endpoints until SIGTERM: not with --once")
     config = cfg.AgentConfig(
@@ -134,12 +144,20 @@ def agent(
     env = _env()
     sidecars: list[Sidecar] = []
     if credentials:
-        sidecars.append(_credentials(env, credentials, credentials_env_file))
+        sidecars.append(
+            _credentials(env, credentials, credentials_env_file, aws_token_file, gcp_token_file)
+        )
     logs.configure("info")
     raise typer.Exit(run_files(env, config, sidecars))
 
 
-def _credentials(env: AgentEnv, dialects: str, env_file: Path | None) -> Sidecar:
+def _credentials(
+    env: AgentEnv,
+    dialects: str,
+    env_file: Path | None,
+    aws_token_file: str | None,
+    gcp_token_file: str | None,
+) -> Sidecar:
     """The local credential endpoints (agent/endpoints, issue 19 item 2) as a sidecar."""
     try:
         from keyless.agent.endpoints import serve_credentials
@@ -148,7 +166,15 @@ def _credentials(env: AgentEnv, dialects: str, env_file: Path | None) -> Sidecar
     names = tuple(d.strip() for d in dialects.split(",") if d.strip())
 
     async def side(auth: KeylessAuth, stop: asyncio.Event) -> None:
-        await serve_credentials(env, names, env_file, auth=auth, stop=stop)
+        await serve_credentials(
+            env,
+            names,
+            env_file,
+            auth=auth,
+            stop=stop,
+            aws_token_file=aws_token_file,
+            gcp_token_file=gcp_token_file,
+        )
 
     return side
 

@@ -111,3 +111,12 @@ def test_owner_without_root_is_refused_at_start(kv: Vaults, tmp_path: Path) -> N
     other = os.geteuid() + 1
     done = run_agent(kv, "--once", "--owner", f"{other}:0", "--secret", f"billing/x={tmp_path}/x")
     assert done.returncode == 2 and "needs the agent to run as root" in done.stderr
+
+
+def test_endpoint_options_need_credentials(kv: Vaults, tmp_path: Path) -> None:
+    done = run_agent(
+        kv, "--secret", f"billing/x={tmp_path}/x", "--credentials-env-file", str(tmp_path / "e")
+    )
+    assert done.returncode == 2 and "go with --credentials" in done.stderr
+    done = run_agent(kv, "--once", "--credentials", "azure", "--credentials-env-file", "e")
+    assert done.returncode == 2 and "not with --once" in done.stderr

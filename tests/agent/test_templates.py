@@ -98,8 +98,13 @@ def parse_properties(text: str) -> dict[str, str]:
             else:
                 target.append(ch)
             i += 1
-        found["".join(key)] = "".join(value)
+        # Java strings are UTF-16: a pair of \\u escapes is one character beyond the BMP.
+        found[_utf16("".join(key))] = _utf16("".join(value))
     return found
+
+
+def _utf16(text: str) -> str:
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
 
 
 def test_properties(tricky: Vaults, tmp_path: Path) -> None:

@@ -63,14 +63,37 @@ def _json(value: Any, indent: int | None = 2) -> str:
     return json.dumps(value, indent=indent, ensure_ascii=False)
 
 
+class _Dumper(yaml.SafeDumper):  # type: ignore[misc]  # PyYAML has no type stubs here
+    """Strings with line breaks other than ``\\n`` (NEL, LS, PS) or non-printable characters
+    double-quoted with escapes: PyYAML's own choice (single quotes) does not read back for
+    them."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    odd = any(ch in "\x85\u2028\u2029" or not (ch.isprintable() or ch in "\n\t") for ch in data)
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style='"' if odd else None)
+
+
+_Dumper.add_representer(str, _represent_str)
+_NO_FOLD = 2**31  # a width no line reaches: a folded scalar would break the embedding line
+
+
 def _yaml(value: Any) -> str:
+    """A mapping or list as block YAML; a scalar as one double-quoted line, to embed after a
+    key (``password: {{ secret("v/n") | yaml }}``)."""
     if isinstance(value, (Mapping, list, tuple)):
         plain = dict(value) if isinstance(value, Mapping) else list(value)
-        dumped = yaml.safe_dump(
-            plain, default_flow_style=False, sort_keys=False, allow_unicode=True
+        dumped = yaml.dump(
+            plain,
+            Dumper=_Dumper,
+            default_flow_style=False,
+            sort_keys=False,
+            allow_unicode=True,
+            width=_NO_FOLD,
         )
         return str(dumped)
-    return json.dumps(value, ensure_ascii=False)  # a scalar: JSON's string is YAML's too
+    dumped = yaml.dump(value, Dumper=_Dumper, default_style='"', allow_unicode=True, width=_NO_FOLD)
+    return str(dumped).rstrip("\n")
 
 
 def _properties_escape(text: str, *, key: bool) -> str:

@@ -12,6 +12,7 @@ refusals become Google's here, once.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from starlette.routing import Route
 
 from keyless.api.context import broker_of
 from keyless.api.forms import read_body
-from keyless.api.gcp import smops
+from keyless.api.gcp import smops, smsecrets
 from keyless.api.gcp import smwire as wire
 from keyless.api.gcp.auth import authenticate
 from keyless.api.gcp.wire import GoogleError
@@ -126,13 +127,13 @@ async def _run(
 ) -> dict[str, Any]:
     if t.op == "list_secrets":
         vault = await smops.vault_of(ctx, t.project)
-        return await smops.list_secrets(ctx, vault, t.name(), query)
+        return await smsecrets.list_secrets(ctx, vault, t.name(), query)
     if t.op == "create_secret":
         secret_id = query.get("secretId")
         if not secret_id:
             raise wire.invalid("Invalid argument: secretId is required.")
         r = await smops.resolve(ctx, t.name(secret_id))
-        return await smops.create_secret(ctx, r, body)
+        return await smsecrets.create_secret(ctx, r, body)
     r = await smops.resolve(ctx, t.name())
     version = t.version or ""
     if t.op == "access":
@@ -148,8 +149,8 @@ async def _run(
     if t.op == "add_version":
         return await smops.add_version(ctx, r, body)
     if t.op == "get_secret":
-        return await smops.get_secret(ctx, r)
-    return await smops.delete_secret(ctx, r, query)
+        return await smsecrets.get_secret(ctx, r)
+    return await smsecrets.delete_secret(ctx, r, query)
 
 
 def refusal(t: Target, exc: errors.KeylessError) -> errors.KeylessError:
@@ -188,4 +189,8 @@ async def endpoint(request: Request) -> Response:
 
 # Mounted under ``/gcp`` (api/app.py) with STS and IAM Credentials.
 _PATH = gcpnames.SECRET_MANAGER_PATH.removeprefix(gcpnames.GCP_PATH)
-routes = [Route(_PATH + "/v1/{path:path}", endpoint, methods=["GET", "POST", "DELETE"])]
+_ROUTE = Route(_PATH + "/v1/{path:path}", endpoint, methods=["GET", "POST", "DELETE"])
+# Any path reaches ``parse`` (and so a Google 404), even one whose decoded form holds a newline
+# (``%0A``): Starlette's ``.*`` stops at one.
+_ROUTE.path_regex = re.compile(_ROUTE.path_regex.pattern, re.DOTALL)
+routes = [_ROUTE]

@@ -17,7 +17,11 @@ from datetime import datetime
 from keyless.core.errors import InvalidRequest
 
 MAX_FILTER = 4096
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|<=|>=|!=|[:=<>]|[^\s:=<>!"]+|\S')
+_SPACE = re.compile(r"\s*")
+_JOINER = re.compile(r"(AND|OR)(?=\s|$)")
+_TERM = re.compile(
+    r'(NOT\s+|-)?([A-Za-z_][A-Za-z0-9_.-]*)\s*(<=|>=|!=|[:=<>])\s*("(?:[^"\\]|\\.)*"|[^\s"()]+)'
+)
 _FIELD = re.compile(r"name|create_time|state|labels\.[a-z][a-z0-9_-]{0,62}")
 _ORDER = frozenset({"<", ">", "<=", ">="})
 _OPS = frozenset({":", "=", "!="}) | _ORDER
@@ -60,39 +64,33 @@ def parse(text: str | None, fields: frozenset[str]) -> Filter:
         return []
     if len(text) > MAX_FILTER:
         raise _invalid(f"longer than {MAX_FILTER} characters")
-    tokens = _TOKEN.findall(text)
     out: Filter = [[]]
-    i, expect_term = 0, True
-    while i < len(tokens):
-        token = tokens[i]
-        if token in ("AND", "OR") and not expect_term:
-            if token == "AND":
+    at, expect_term = 0, True
+    while True:
+        at = _SPACE.match(text, at).end()  # type: ignore[union-attr]
+        if at == len(text):
+            break
+        joiner = _JOINER.match(text, at)
+        if joiner is not None and not expect_term:
+            if joiner.group(1) == "AND":
                 out.append([])
-            expect_term = True
-            i += 1
+            at, expect_term = joiner.end(), True
             continue
-        if not expect_term:  # two terms side by side: an implicit AND
-            out.append([])
-        negated = False
-        if token == "NOT":
-            negated, i = True, i + 1
-            token = tokens[i] if i < len(tokens) else ""
-        if token.startswith("-") and len(token) > 1:
-            negated, token = True, token[1:]
-        if i + 2 >= len(tokens):
-            raise _invalid(f"incomplete term near {token[:40]!r}")
-        field, op, value = token, tokens[i + 1], tokens[i + 2]
+        term = _TERM.match(text, at)
+        if term is None:
+            raise _invalid(f"cannot read {text[at : at + 40]!r}")
+        negation, field, op, value = term.groups()
         if not _FIELD.fullmatch(field) or field.split(".")[0] not in fields:
             raise _invalid(f"unknown field {field[:40]!r}")
-        if op not in _OPS or value in _OPS:
-            raise _invalid(f"expected an operator and a value after {field!r}")
+        value = _unquote(value)
         if field == "create_time":
-            _time(_unquote(value))
+            _time(value)
         elif op in _ORDER:
             raise _invalid(f"{op} compares create_time only")
-        out[-1].append(Term(field, op, _unquote(value), negated))
-        i += 3
-        expect_term = False
+        if not expect_term:  # two terms side by side: an implicit AND
+            out.append([])
+        out[-1].append(Term(field, op, value, negation is not None))
+        at, expect_term = term.end(), False
     if expect_term:
         raise _invalid("it ends with an operator")
     return out
@@ -101,7 +99,7 @@ def parse(text: str | None, fields: frozenset[str]) -> Filter:
 def _time(value: str) -> float:
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         raise _invalid(f"{value[:40]!r} is not an RFC 3339 time") from None
 
 

@@ -1,5 +1,6 @@
-"""Secret Manager's operations onto ``VaultService``: each resolves the project (vault), calls
-the vault (which decides with RBAC and audits, naming the workload) and shapes Google's answer.
+"""Secret Manager's operations onto ``VaultService`` (those on whole secrets in ``smsecrets``):
+each resolves the project (vault), calls the vault (which decides with RBAC and audits, naming
+the workload) and shapes Google's answer.
 
 Which keyless action each operation takes (so which built-in roles allow it):
 
@@ -40,24 +41,6 @@ from keyless.core.secrets import (
 from keyless.core.vault import Call, SecretNotFound, SecretUnavailable, VaultService
 
 CAS_MISMATCH = "CheckAndSetMismatch"  # store/vault.py's Conflict
-DELETED_BUT_RECOVERABLE = "ObjectIsDeletedButRecoverable"
-SECRET_FIELDS = frozenset({"name", "replication", "labels", "createTime", "etag"})
-# Secret fields keyless does not emulate: refused when given a value, not silently dropped.
-UNSUPPORTED_FIELDS = frozenset(
-    {
-        "topics",
-        "expireTime",
-        "ttl",
-        "rotation",
-        "versionAliases",
-        "annotations",
-        "versionDestroyTtl",
-        "customerManagedEncryption",
-        "tags",
-        "secretType",
-        "policyMember",
-    }
-)
 _SHIFTS: dict[tuple[str, str], tuple[str, int]] = {}  # (vault, name) -> (current version, shift)
 _NUMBERS: dict[tuple[str, str], str] = {}  # (tenant id, project number) -> vault name
 _CACHE_MAX = 8192
@@ -105,7 +88,7 @@ async def vault_of(ctx: Context, project: str) -> Vault:
             for v in await ctx.vaults.list_vaults(ctx.tenant_id):
                 if gsm.project_number(v) == project:
                     _remember(_NUMBERS, key, v.name)
-        name = _NUMBERS.get(key, "")
+        name = _NUMBERS.get(key, project)  # else a vault named with 12 digits
     vault = await ctx.vaults.lookup(name) if name else None
     if vault is None or vault.tenant_id != ctx.tenant_id:
         raise ProjectNotFound(f"project {project[:64]!r} not found")
@@ -126,7 +109,7 @@ async def resolve(ctx: Context, name: gsm.SecretName) -> Resolved:
     return Resolved(vault, secret, name, gsm.project_number(vault))
 
 
-async def _history(
+async def history(
     ctx: Context, r: Resolved, *, access: bool = False
 ) -> tuple[SecretVersion, gsm.Versions]:
     """(current version, the versions as Google numbers them) of a live secret."""
@@ -148,7 +131,7 @@ async def _shift(ctx: Context, r: Resolved, props: SecretVersion) -> int:
     cached = _SHIFTS.get((r.vault.name, r.secret))
     if cached is not None and cached[0] == props.version:
         return cached[1]
-    _, versions = await _history(ctx, r, access=True)
+    _, versions = await history(ctx, r, access=True)
     return versions.shift
 
 
@@ -167,6 +150,11 @@ async def _require(ctx: Context, r: Resolved, action: str) -> None:
         await vaults.destroy(call, v, name, [])
     else:
         await vaults.update(call, v, name, None, PropertyChanges())
+
+
+def forget(r: Resolved) -> None:
+    """A secret deleted: its numbering is no longer known."""
+    _SHIFTS.pop((r.vault.name, r.secret), None)
 
 
 def _pick(r: Resolved, versions: gsm.Versions, segment: str) -> SecretVersion:
@@ -200,7 +188,7 @@ async def access(ctx: Context, r: Resolved, segment: str) -> dict[str, Any]:
             raise wire.secret_not_found(r.resource, access=True)
         shift = await _shift(ctx, r, props)
     else:
-        _, versions = await _history(ctx, r, access=True)
+        _, versions = await history(ctx, r, access=True)
         props = _pick(r, versions, segment)
         shift = versions.shift
         state = gsm.state(props, ctx.style.now)
@@ -221,7 +209,7 @@ async def access(ctx: Context, r: Resolved, segment: str) -> dict[str, Any]:
 
 
 async def get_version(ctx: Context, r: Resolved, segment: str) -> dict[str, Any]:
-    _, versions = await _history(ctx, r)
+    _, versions = await history(ctx, r)
     props = _pick(r, versions, segment)
     return wire.version_body(ctx.style, r.version(versions.number(props)), props)
 
@@ -230,7 +218,7 @@ async def list_versions(ctx: Context, r: Resolved, query: dict[str, str]) -> dic
     parsed = gcpfilter.parse(query.get("filter"), frozenset({"name", "state", "create_time"}))
     size = gsm.page_size(query.get("pageSize"))
     after = gsm.parse_page_token(query.get("pageToken"))
-    _, versions = await _history(ctx, r)
+    _, versions = await history(ctx, r)
     rows = []
     for props in sorted(versions.listed, key=lambda p: -p.number):
         number = versions.number(props)
@@ -258,7 +246,7 @@ def _count_before(versions: gsm.Versions, after: str | None) -> int:
     return sum(1 for p in versions.listed if versions.number(p) >= int(after))
 
 
-def _check_etag(body: dict[str, Any], current: str, resource: str) -> None:
+def check_etag(body: dict[str, Any], current: str, resource: str) -> None:
     given = body.get("etag")
     if given is None or given == "":
         return
@@ -272,10 +260,10 @@ async def set_enabled(
     ctx: Context, r: Resolved, segment: str, body: dict[str, Any], enabled: bool
 ) -> dict[str, Any]:
     await _require(ctx, r, rbac.UPDATE)
-    _, versions = await _history(ctx, r)
+    _, versions = await history(ctx, r)
     props = _pick(r, versions, segment)
     resource = r.version(versions.number(props))
-    _check_etag(body, wire.version_etag(props), resource)
+    check_etag(body, wire.version_etag(props), resource)
     if props.destroyed:
         raise wire.not_enabled(resource, gsm.DESTROYED)
     changes = PropertyChanges(enabled=enabled, set_fields=frozenset({"enabled"}))
@@ -285,10 +273,10 @@ async def set_enabled(
 
 async def destroy(ctx: Context, r: Resolved, segment: str, body: dict[str, Any]) -> dict[str, Any]:
     await _require(ctx, r, rbac.PURGE)
-    _, versions = await _history(ctx, r)
+    _, versions = await history(ctx, r)
     props = _pick(r, versions, segment)
     resource = r.version(versions.number(props))
-    _check_etag(body, wire.version_etag(props), resource)
+    check_etag(body, wire.version_etag(props), resource)
     if props.destroyed:
         raise wire.not_enabled(resource, gsm.DESTROYED)
     await ctx.vaults.destroy(ctx.call, r.vault.name, r.secret, [props.number])
@@ -316,7 +304,7 @@ async def add_version(ctx: Context, r: Resolved, body: dict[str, Any]) -> dict[s
     validate_value(value)
     await _require(ctx, r, rbac.SET)
     for _ in range(5):  # concurrent adds both succeed on Google: retry a lost check-and-set
-        current, versions = await _history(ctx, r)
+        current, versions = await history(ctx, r)
         tags = validate_tags(gsm.version_tags(current.tags, given is not None))
         changes = PropertyChanges(content_type=content_type, tags=tags)
         try:
@@ -330,100 +318,3 @@ async def add_version(ctx: Context, r: Resolved, body: dict[str, Any]) -> dict[s
         number = added.props.number - versions.shift
         return wire.version_body(ctx.style, r.version(number), added.props)
     raise errors.Unavailable("the secret kept changing while this version was added; retry")
-
-
-# -- secrets -------------------------------------------------------------------------------
-
-
-async def get_secret(ctx: Context, r: Resolved) -> dict[str, Any]:
-    current, versions = await _history(ctx, r)
-    return wire.secret_body(r.resource, versions.created, current)
-
-
-async def list_secrets(
-    ctx: Context, vault: Vault, name: gsm.SecretName, query: dict[str, str]
-) -> dict[str, Any]:
-    parsed = gcpfilter.parse(query.get("filter"), frozenset({"name", "labels", "create_time"}))
-    size = gsm.page_size(query.get("pageSize"))
-    after = gsm.parse_page_token(query.get("pageToken"))
-    number = gsm.project_number(vault)
-    listed = await ctx.vaults.list(ctx.call, vault.name, after=None, limit=gsm.MAX_PAGE_SIZE)
-    rows = []
-    for s in listed.items:
-        sid = s.props.name
-        if not gsm.addressable(sid):
-            continue
-        record = gcpfilter.Record(sid, gsm.labels(s.props.tags), s.props.created)
-        if gcpfilter.matches(parsed, record):
-            rows.append(s.props)
-    total = len(rows)
-    if after is not None:
-        rows = [p for p in rows if p.name > after]
-    page = rows[:size]
-    secrets = [
-        wire.secret_body(
-            gsm.SecretName(name.project, p.name, name.location).render(number), p.created, p
-        )
-        for p in page
-    ]
-    out: dict[str, Any] = {"secrets": secrets, "totalSize": 0 if parsed else total}
-    if len(rows) > size:
-        out["nextPageToken"] = gsm.page_token(page[-1].name)
-    return out
-
-
-def _secret_fields(body: dict[str, Any]) -> dict[str, str]:
-    """The labels of a CreateSecret body; anything keyless cannot honour is refused."""
-    for key, value in body.items():
-        if key in UNSUPPORTED_FIELDS:
-            if value in (None, {}, [], "", 0):
-                continue
-            raise wire.invalid(f"Secret.{key} is not supported by keyless's Secret Manager.")
-        if key not in SECRET_FIELDS:
-            raise wire.invalid(
-                f"Invalid JSON payload received. Unknown name \"{str(key)[:64]}\" at 'secret': "
-                "Cannot find field."
-            )
-    replication = body.get("replication")
-    if not isinstance(replication, dict) or not replication:
-        raise wire.invalid('Secret.replication is required: {"automatic": {}}.')
-    automatic = replication.get("automatic")
-    if set(replication) != {"automatic"} or not isinstance(automatic, dict) or automatic:
-        raise wire.invalid(
-            "Only automatic replication without a customer-managed key is supported by "
-            'keyless (replication: {"automatic": {}}); it keeps one copy, sealed under its '
-            "own root key."
-        )
-    return gsm.validate_labels(body.get("labels"))
-
-
-async def create_secret(ctx: Context, r: Resolved, body: dict[str, Any]) -> dict[str, Any]:
-    labels = _secret_fields(body)
-    changes = PropertyChanges(
-        content_type=gsm.EMPTY_SECRET_CONTENT_TYPE, tags=validate_tags(labels), enabled=False
-    )
-    try:
-        made = await ctx.vaults.set(ctx.call, r.vault.name, r.secret, "", changes, expect=0)
-    except errors.Conflict as exc:
-        extra = ""
-        if exc.detail.get("inner") == DELETED_BUT_RECOVERABLE:
-            extra = " It is deleted but recoverable in keyless: recover or purge it first."
-        raise wire.already_exists(r.resource, extra) from exc
-    return wire.secret_body(r.resource, made.props.created, made.props)
-
-
-async def delete_secret(ctx: Context, r: Resolved, query: dict[str, str]) -> dict[str, Any]:
-    vaults, call = ctx.vaults, ctx.call
-    if query.get("etag"):
-        current, _ = await _history(ctx, r)
-        _check_etag({"etag": query["etag"]}, wire.secret_etag(current), r.resource)
-    if not vaults.allows(call.principal, rbac.PURGE, (r.vault.name, r.secret)):
-        # Refused before anything is deleted: the vault audits the refusal and raises.
-        await vaults.purge(call, r.vault.name, r.secret)
-    try:
-        await vaults.delete(call, r.vault.name, r.secret, recovery_days=0)
-    except SecretNotFound:
-        raise wire.secret_not_found(r.resource) from None
-    await vaults.purge(call, r.vault.name, r.secret)  # Google's delete is for good
-    _SHIFTS.pop((r.vault.name, r.secret), None)
-    return {}

@@ -21,8 +21,12 @@ import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from keyless.api.aws import smops as aws_smops
 from keyless.core import gcpnames
 from keyless.core import gcpsecrets as gsm
+from keyless.core.access import Principal
+from keyless.core.secrets import PropertyChanges
+from keyless.core.vault import Call
 from tests.support.federation import TEST_ISSUER
 from tests.support.inprocess import InProcessFederated, federate, in_process
 from tests.support.oidc import SUBJECT
@@ -343,6 +347,41 @@ async def test_every_decision_audited_with_the_workload(world: World) -> None:
     ]
     assert {e["result"] for e in events} >= {"success", "failure"}
     assert all(e["workload"].get("sub") for e in events)
+
+
+async def test_one_secret_in_every_dialect(world: World) -> None:
+    """A secret AWS created without a value has no versions here; the first value any dialect
+    writes is version 1; Google's binary payload is AWS's SecretBinary."""
+    assert gsm.EMPTY_SECRET_CONTENT_TYPE == aws_smops.NO_VALUE_CONTENT_TYPE
+    vaults = world.fed.kl.services.vaults
+    admin = Call(Principal(world.fed.tenant_id, "admin", "admin", admin=True), "req-x")
+    aws = aws_smops.Context(vaults, admin, "us-east-1")
+    await aws_smops.OPERATIONS["CreateSecret"](aws, {"Name": "billing/from-aws"})
+    error = await world.refused(
+        404, "GET", "projects/billing/secrets/from-aws/versions/latest:access"
+    )
+    assert error["message"].endswith("/secrets/from-aws] not found or has no versions.")
+    assert (await world.ok("GET", "projects/billing/secrets/from-aws/versions"))["versions"] == []
+    await aws_smops.OPERATIONS["PutSecretValue"](
+        aws, {"SecretId": "billing/from-aws", "SecretString": "v1"}
+    )
+    got = await world.ok("GET", "projects/billing/secrets/from-aws/versions/latest:access")
+    assert got["name"].endswith("/secrets/from-aws/versions/1")
+    assert base64.b64decode(got["payload"]["data"]) == b"v1"
+    # created here, written by Key Vault (VaultService.set, as its PUT does)
+    await world.ok(
+        "POST", "projects/billing/secrets", {"replication": {"automatic": {}}}, secretId="kv-after"
+    )
+    await vaults.set(admin, "billing", "kv-after", "from key vault", PropertyChanges())
+    got = await world.ok("GET", "projects/billing/secrets/kv-after/versions/1:access")
+    assert base64.b64decode(got["payload"]["data"]) == b"from key vault"
+    # Google's bytes are AWS's SecretBinary
+    blob = bytes([0xFF, 0x00, 0x80])
+    await world.ok(
+        "POST", "projects/billing/secrets/kv-after:addVersion", {"payload": {"data": b64(blob)}}
+    )
+    read = await aws_smops.OPERATIONS["GetSecretValue"](aws, {"SecretId": "billing/kv-after"})
+    assert base64.b64decode(read["SecretBinary"]) == blob
 
 
 # -- hostile input: a Google error, never a 500 ---------------------------------------------

@@ -23,6 +23,7 @@ from tests.api.gcp.conftest import (
     REFRESH,
     SECRET,
     SECRET_VALUE,
+    TWIN_SUBJECT,
     VAULT,
     credential_config,
     gcp_env,
@@ -224,6 +225,17 @@ out["value"] = r.payload.data.decode()
         impersonate="other",
     )
     assert theirs["value"] == "not yours"
+    # a federated principal several identities trust names no identity: impersonate one
+    twin = _run(
+        world,
+        f"""
+attempt("twin", lambda: client.access_secret_version(
+    name="projects/{VAULT}/secrets/{SECRET}/versions/latest"))
+""",
+        subject=TWIN_SUBJECT,
+        impersonate=None,
+    )
+    assert twin["twin"]["error"] == "Forbidden" and "impersonate" in twin["twin"]["message"]
 
 
 @pytest.fixture(scope="module")

@@ -349,6 +349,27 @@ async def test_every_decision_audited_with_the_workload(world: World) -> None:
     assert all(e["workload"].get("sub") for e in events)
 
 
+async def test_etags(world: World) -> None:
+    await world.ok(
+        "POST", "projects/billing/secrets", {"replication": {"automatic": {}}}, secretId="tagged"
+    )
+    version = await world.ok(
+        "POST", "projects/billing/secrets/tagged:addVersion", {"payload": {"data": "eA=="}}
+    )
+    stale = version["etag"]
+    off = await world.ok(
+        "POST", "projects/billing/secrets/tagged/versions/1:disable", {"etag": stale}
+    )
+    assert off["etag"] != stale
+    error = await world.refused(
+        409, "POST", "projects/billing/secrets/tagged/versions/1:enable", {"etag": stale}
+    )
+    assert error["status"] == "ABORTED"
+    secret = await world.ok("GET", "projects/billing/secrets/tagged")
+    await world.refused(409, "DELETE", "projects/billing/secrets/tagged", etag='"nope"')
+    assert await world.ok("DELETE", "projects/billing/secrets/tagged", etag=secret["etag"]) == {}
+
+
 async def test_one_secret_in_every_dialect(world: World) -> None:
     """A secret AWS created without a value has no versions here; the first value any dialect
     writes is version 1; Google's binary payload is AWS's SecretBinary."""

@@ -28,7 +28,7 @@ from keyless.api.gcp.auth import authenticate
 from keyless.api.gcp.wire import GoogleError
 from keyless.api.responses import JSONResponse
 from keyless.core import errors, gcpnames, strictjson
-from keyless.core.gcpsecrets import SecretName
+from keyless.core.gcpsecrets import SecretName, validate_location
 from keyless.core.vault import Call, SecretNotFound
 from keyless.logs import request_id
 
@@ -127,6 +127,8 @@ async def _run(
 ) -> dict[str, Any]:
     if t.op == "list_secrets":
         vault = await smops.vault_of(ctx, t.project)
+        if t.location is not None:
+            validate_location(t.location)
         return await smsecrets.list_secrets(ctx, vault, t.name(), query)
     if t.op == "create_secret":
         secret_id = query.get("secretId")

@@ -117,7 +117,10 @@ async def history(
         state, history = await ctx.vaults.history(ctx.call, r.vault.name, r.secret)
     except SecretNotFound:
         raise wire.secret_not_found(r.resource, access=access) from None
-    current = next(p for p in history if p.version == state.current_version)
+    current = next(
+        (p for p in history if p.version == state.current_version),
+        max(history, key=lambda p: p.number),
+    )
     versions = gsm.Versions.of(history)
     _remember(_SHIFTS, (r.vault.name, r.secret), (current.version, versions.shift))
     return current, versions

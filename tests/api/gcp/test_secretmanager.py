@@ -135,6 +135,9 @@ out["two"] = client.access_secret_version(name=name + "/versions/2").payload.dat
 g = client.get_secret(name=name)
 out["secret"] = {{"name": g.name, "labels": dict(g.labels), "etag": g.etag,
                   "automatic": "automatic" in secretmanager.Replication.to_dict(g.replication)}}
+u = client.update_secret(secret={{"name": name, "labels": {{"team": "y"}}}},
+                         update_mask={{"paths": ["labels"]}})
+out["relabelled"] = dict(u.labels)
 pages = client.list_secrets(request={{"parent": parent, "page_size": 1}}).pages
 out["pages"] = [[s.name.rsplit("/", 1)[1] for s in page.secrets] for page in pages]
 out["versions"] = [(v.name.rsplit("/", 1)[1], v.state.name)
@@ -170,6 +173,7 @@ attempt("exists", lambda: client.create_secret(parent=parent, secret_id="api-key
     assert got["two"] == "second"
     assert got["secret"]["labels"] == {"team": "x"} and got["secret"]["automatic"]
     assert got["secret"]["etag"].startswith('"')
+    assert got["relabelled"] == {"team": "y"}
     assert got["pages"] == [["api-key"], ["api-key-2"], ["api-key-3"]]
     assert got["versions"] == [["3", "ENABLED"], ["2", "ENABLED"], ["1", "ENABLED"]]
     assert got["disabled"] == "DISABLED" and got["enabled"] == "ENABLED"

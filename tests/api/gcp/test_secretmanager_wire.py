@@ -349,6 +349,27 @@ async def test_every_decision_audited_with_the_workload(world: World) -> None:
     assert all(e["workload"].get("sub") for e in events)
 
 
+async def test_update_labels(world: World) -> None:
+    await world.ok(
+        "POST",
+        "projects/billing/secrets",
+        {"replication": {"automatic": {}}, "labels": {"team": "a", "env": "dev"}},
+        secretId="relabel",
+    )
+    changed = await world.ok(
+        "PATCH", "projects/billing/secrets/relabel", {"labels": {"team": "b"}}, updateMask="labels"
+    )
+    assert changed["labels"] == {"team": "b"}
+    assert (await world.ok("GET", "projects/billing/secrets/relabel"))["labels"] == {"team": "b"}
+    await world.refused(400, "PATCH", "projects/billing/secrets/relabel", {"labels": {}})
+    await world.refused(
+        400, "PATCH", "projects/billing/secrets/relabel", {"ttl": "5s"}, updateMask="ttl"
+    )
+    await world.refused(
+        403, "PATCH", "projects/shared/secrets/x", {"labels": {}}, updateMask="labels"
+    )
+
+
 async def test_etags(world: World) -> None:
     await world.ok(
         "POST", "projects/billing/secrets", {"replication": {"automatic": {}}}, secretId="tagged"
@@ -420,6 +441,7 @@ _ROUTES = [
     ("POST", "projects/{p}/secrets"),
     ("GET", "projects/{p}/secrets/{s}"),
     ("DELETE", "projects/{p}/secrets/{s}"),
+    ("PATCH", "projects/{p}/secrets/{s}"),
     ("POST", "projects/{p}/secrets/{s}:addVersion"),
     ("GET", "projects/{p}/secrets/{s}/versions"),
     ("GET", "projects/{p}/secrets/{s}/versions/{v}"),
@@ -453,7 +475,7 @@ async def test_hostile_input_is_a_google_error(
     response = await world.fed.kl.public.request(
         method,
         BASE + "/" + path,
-        json=body if method == "POST" else None,
+        json=body if method in ("POST", "PATCH") else None,
         params=params,
         headers={"authorization": f"Bearer {world.app}"},
     )

@@ -68,6 +68,7 @@ _OPS: dict[tuple[str, str, str | None], tuple[str, str]] = {
     ("secrets", "POST", None): ("create_secret", "secrets.create"),
     ("secret", "GET", None): ("get_secret", "secrets.get"),
     ("secret", "DELETE", None): ("delete_secret", "secrets.delete"),
+    ("secret", "PATCH", None): ("update_secret", "secrets.update"),
     ("secret", "POST", "addVersion"): ("add_version", "versions.add"),
     ("versions", "GET", None): ("list_versions", "versions.list"),
     ("version", "GET", None): ("get_version", "versions.get"),
@@ -111,7 +112,7 @@ def parse(method: str, path: str) -> Target:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    if request.method != "POST":
+    if request.method not in ("POST", "PATCH"):
         return {}
     raw = await read_body(request, MAX_BODY)
     if not raw.strip():
@@ -152,6 +153,8 @@ async def _run(
         return await smops.add_version(ctx, r, body)
     if t.op == "get_secret":
         return await smsecrets.get_secret(ctx, r)
+    if t.op == "update_secret":
+        return await smsecrets.update_secret(ctx, r, body, query)
     return await smsecrets.delete_secret(ctx, r, query)
 
 
@@ -191,7 +194,7 @@ async def endpoint(request: Request) -> Response:
 
 # Mounted under ``/gcp`` (api/app.py) with STS and IAM Credentials.
 _PATH = gcpnames.SECRET_MANAGER_PATH.removeprefix(gcpnames.GCP_PATH)
-_ROUTE = Route(_PATH + "/v1/{path:path}", endpoint, methods=["GET", "POST", "DELETE"])
+_ROUTE = Route(_PATH + "/v1/{path:path}", endpoint, methods=["GET", "POST", "DELETE", "PATCH"])
 # Any path reaches ``parse`` (and so a Google 404), even one whose decoded form holds a newline
 # (``%0A``): Starlette's ``.*`` stops at one.
 _ROUTE.path_regex = re.compile(_ROUTE.path_regex.pattern, re.DOTALL)

@@ -17,6 +17,7 @@ secrets.create             secrets/setSecret                 secrets-officer
 versions.add (addVersion)  secrets/readMetadata + setSecret  secrets-officer
 versions.enable, .disable  secrets/readMetadata + update     secrets-officer
 versions.destroy           secrets/readMetadata + purge      secrets-officer
+secrets.update (labels)    secrets/readMetadata + update     secrets-officer
 secrets.delete             secrets/delete + secrets/purge    secrets-officer
 =========================  ================================  =================================
 """
@@ -138,7 +139,7 @@ async def _shift(ctx: Context, r: Resolved, props: SecretVersion) -> int:
     return versions.shift
 
 
-async def _require(ctx: Context, r: Resolved, action: str) -> None:
+async def require(ctx: Context, r: Resolved, action: str) -> None:
     """Google refuses a caller without the permission whether or not the secret exists: a
     caller without the keyless action is refused (and audited) by the vault before the
     secret is looked at. The call made for it changes nothing even if a role arrived since:
@@ -262,7 +263,7 @@ def check_etag(body: dict[str, Any], current: str, resource: str) -> None:
 async def set_enabled(
     ctx: Context, r: Resolved, segment: str, body: dict[str, Any], enabled: bool
 ) -> dict[str, Any]:
-    await _require(ctx, r, rbac.UPDATE)
+    await require(ctx, r, rbac.UPDATE)
     _, versions = await history(ctx, r)
     props = _pick(r, versions, segment)
     resource = r.version(versions.number(props))
@@ -275,7 +276,7 @@ async def set_enabled(
 
 
 async def destroy(ctx: Context, r: Resolved, segment: str, body: dict[str, Any]) -> dict[str, Any]:
-    await _require(ctx, r, rbac.PURGE)
+    await require(ctx, r, rbac.PURGE)
     _, versions = await history(ctx, r)
     props = _pick(r, versions, segment)
     resource = r.version(versions.number(props))
@@ -305,7 +306,7 @@ async def add_version(ctx: Context, r: Resolved, body: dict[str, Any]) -> dict[s
     gsm.check_crc32c(data, given)
     value, content_type = gsm.stored_value(data)
     validate_value(value)
-    await _require(ctx, r, rbac.SET)
+    await require(ctx, r, rbac.SET)
     for _ in range(5):  # concurrent adds both succeed on Google: retry a lost check-and-set
         current, versions = await history(ctx, r)
         tags = validate_tags(gsm.version_tags(current.tags, given is not None))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from keyless.api.gcp import smwire as wire
-from keyless.api.gcp.smops import Context, Resolved, check_etag, forget, history
+from keyless.api.gcp.smops import Context, Resolved, check_etag, forget, history, require
 from keyless.core import errors, gcpfilter, rbac
 from keyless.core import gcpsecrets as gsm
 from keyless.core.secrets import PropertyChanges, Vault, validate_tags
@@ -72,8 +72,8 @@ async def list_secrets(
     return out
 
 
-def _secret_fields(body: dict[str, Any]) -> dict[str, str]:
-    """The labels of a CreateSecret body; anything keyless cannot honour is refused."""
+def _check_body(body: dict[str, Any]) -> None:
+    """A Secret body: any field keyless cannot honour is refused."""
     for key, value in body.items():
         if key in UNSUPPORTED_FIELDS:
             if value in (None, {}, [], "", 0):
@@ -84,6 +84,11 @@ def _secret_fields(body: dict[str, Any]) -> dict[str, str]:
                 f"Invalid JSON payload received. Unknown name \"{str(key)[:64]}\" at 'secret': "
                 "Cannot find field."
             )
+
+
+def _secret_fields(body: dict[str, Any]) -> dict[str, str]:
+    """The labels of a CreateSecret body, which must ask for automatic replication."""
+    _check_body(body)
     replication = body.get("replication")
     if not isinstance(replication, dict) or not replication:
         raise wire.invalid('Secret.replication is required: {"automatic": {}}.')
@@ -110,6 +115,32 @@ async def create_secret(ctx: Context, r: Resolved, body: dict[str, Any]) -> dict
             extra = " It is deleted but recoverable in keyless: recover or purge it first."
         raise wire.already_exists(r.resource, extra) from exc
     return wire.secret_body(r.resource, made.props.created, made.props)
+
+
+async def update_secret(
+    ctx: Context, r: Resolved, body: dict[str, Any], query: dict[str, str]
+) -> dict[str, Any]:
+    """UpdateSecret (PATCH) with ``updateMask=labels``: the labels are the current version's
+    tags, so they are replaced there (other tags, other dialects' own, are kept)."""
+    mask = [p.strip() for p in query.get("updateMask", "").split(",") if p.strip()]
+    if not mask:
+        raise wire.invalid("Invalid argument: updateMask is required.")
+    for path in mask:
+        if path != "labels":
+            raise wire.invalid(
+                f"Invalid updateMask path {path[:64]!r}: keyless updates only labels."
+            )
+    _check_body(body)
+    labels = gsm.validate_labels(body.get("labels"))
+    await require(ctx, r, rbac.UPDATE)
+    current, versions = await history(ctx, r)
+    check_etag(body, wire.secret_etag(current), r.resource)
+    kept = {k: v for k, v in current.tags.items() if k not in gsm.labels(current.tags)}
+    changes = PropertyChanges(
+        tags=validate_tags({**kept, **labels}), set_fields=frozenset({"tags"})
+    )
+    updated = await ctx.vaults.update(ctx.call, r.vault.name, r.secret, current.version, changes)
+    return wire.secret_body(r.resource, versions.created, updated.props)
 
 
 async def delete_secret(ctx: Context, r: Resolved, query: dict[str, str]) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from keyless.api.gcp import smwire as wire
@@ -284,12 +284,8 @@ async def destroy(ctx: Context, r: Resolved, segment: str, body: dict[str, Any])
     if props.destroyed:
         raise wire.not_enabled(resource, gsm.DESTROYED)
     await ctx.vaults.destroy(ctx.call, r.vault.name, r.secret, [props.number])
-    gone = SecretVersion(**{**_fields(props), "enabled": False, "destroyed": True})
+    gone = replace(props, enabled=False, destroyed=True)
     return wire.version_body(ctx.style, resource, gone, destroyed_at=ctx.style.now)
-
-
-def _fields(props: SecretVersion) -> dict[str, Any]:
-    return {f: getattr(props, f) for f in SecretVersion.__slots__}
 
 
 async def add_version(ctx: Context, r: Resolved, body: dict[str, Any]) -> dict[str, Any]:

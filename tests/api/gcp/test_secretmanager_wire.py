@@ -391,6 +391,42 @@ async def test_etags(world: World) -> None:
     assert await world.ok("DELETE", "projects/billing/secrets/tagged", etag=secret["etag"]) == {}
 
 
+async def test_another_tenant_cannot_reach_a_vault(world: World) -> None:
+    """An identity of tenant B naming tenant A's vault, by name or by number: 403, as for a
+    project that does not exist."""
+    kl = world.fed.kl
+    b = await kl.call("POST", "/v1/tenants", {"alias": "tenant-b"})
+    provider = gcpnames.provider(b["id"])
+    await kl.call("POST", "/v1/identities", {"name": "intruder"}, tenant="tenant-b")
+    await kl.call(
+        "POST", "/v1/issuers", {"url": TEST_ISSUER, "jwks": world.fed.jwks}, tenant="tenant-b"
+    )
+    await kl.call(
+        "POST",
+        "/v1/identities/intruder/federated-credentials",
+        {"name": "gcp", "issuer": TEST_ISSUER, "subject": SUBJECT, "audiences": [provider.name]},
+        tenant="tenant-b",
+    )
+    await kl.call(
+        "POST",
+        "/v1/roles",
+        {"identity": "intruder", "role": "secrets-officer", "scope": "/"},
+        tenant="tenant-b",
+    )
+    tenant = await kl.services.broker.tenant(b["id"])
+    token = world.fed.test_token(aud=[provider.name])
+    issued = await kl.services.broker.gcp.exchange(tenant, token, provider, request_id=None)
+    for project in ("billing", world.numbers["billing"]):
+        error = await world.refused(
+            403,
+            "GET",
+            f"projects/{project}/secrets/mine/versions/1:access",
+            token=issued.access_token,
+        )
+        assert error["status"] == "PERMISSION_DENIED"
+    await world.refused(403, "GET", "projects/billing/secrets", token=issued.access_token)
+
+
 async def test_one_secret_in_every_dialect(world: World) -> None:
     """A secret AWS created without a value has no versions here; the first value any dialect
     writes is version 1; Google's binary payload is AWS's SecretBinary."""

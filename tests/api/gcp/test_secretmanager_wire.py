@@ -1,124 +1,24 @@
 """Secret Manager v1 REST (api/gcp/secretmanager.py) in process: the JSON shapes, Google's
-refusals and every operation given hostile input (a Google error, never a 500).
-
-The callers hold real tokens of keyless's Google STS (``broker.gcp.exchange`` over a test
-issuer's token with the provider audience), so authentication, RBAC and audit are the
-server's own; the real client library drives the real server in test_secretmanager.py.
+messages and refusals, the audit, and one secret seen by every dialect (tests/api/gcp/smworld.py
+has the world; the real client library drives the real server in test_secretmanager.py, hostile
+input is test_secretmanager_hostile.py's).
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote
 
-import google_crc32c
-import httpx
 import pytest
-import pytest_asyncio
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from keyless.api.aws import smops as aws_smops
-from keyless.core import gcpnames
 from keyless.core import gcpsecrets as gsm
 from keyless.core.access import Principal
 from keyless.core.secrets import PropertyChanges
 from keyless.core.vault import Call
-from tests.support.federation import TEST_ISSUER
-from tests.support.inprocess import InProcessFederated, federate, in_process
-from tests.support.oidc import SUBJECT
+from tests.api.gcp.smworld import BASE, World, b64, crc
+from tests.api.gcp.smworld import world as world  # the module's fixture
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-OTHER = "system:serviceaccount:demo:other"
-BASE = gcpnames.SECRET_MANAGER_PATH + "/v1"
-
-
-@dataclass
-class World:
-    fed: InProcessFederated
-    app: str  # bearer tokens
-    other: str
-    numbers: dict[str, str]  # vault -> project number
-
-    async def call(
-        self,
-        method: str,
-        path: str,
-        token: str | None = None,
-        body: Any = None,
-        **params: str,
-    ) -> httpx.Response:
-        headers = {"authorization": f"Bearer {token or self.app}"}
-        return await self.fed.kl.public.request(
-            method, BASE + "/" + path, json=body, params=params, headers=headers
-        )
-
-    async def ok(self, method: str, path: str, body: Any = None, **params: str) -> Any:
-        response = await self.call(method, path, None, body, **params)
-        assert response.status_code == 200, response.text
-        return response.json()
-
-    async def refused(
-        self,
-        status: int,
-        method: str,
-        path: str,
-        body: Any = None,
-        token: str | None = None,
-        **params: str,
-    ) -> dict[str, Any]:
-        response = await self.call(method, path, token, body, **params)
-        assert response.status_code == status, response.text
-        error: dict[str, Any] = response.json()["error"]
-        assert error["code"] == status
-        return error
-
-
-async def _token(fed: InProcessFederated, subject: str) -> str:
-    services = fed.kl.services
-    tenant = await services.broker.tenant(fed.tenant_id)
-    provider = gcpnames.provider(fed.tenant_id)
-    token = fed.test_token(sub=subject, aud=[provider.name])
-    issued = await services.broker.gcp.exchange(tenant, token, provider, request_id=None)
-    return issued.access_token
-
-
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
-    async with in_process(tmp_path_factory.mktemp("gsm"), dev=True) as kl:
-        fed = await federate(kl)
-        audience = gcpnames.provider(fed.tenant_id).name
-        await kl.call("POST", "/v1/identities", {"name": "other"})
-        for identity, subject in (("app", SUBJECT), ("other", OTHER)):
-            await kl.call(
-                "POST",
-                f"/v1/identities/{identity}/federated-credentials",
-                {"name": "gcp", "issuer": TEST_ISSUER, "subject": subject, "audiences": [audience]},
-            )
-        numbers = {}
-        for vault in ("billing", "shared", "private"):
-            await kl.call("POST", "/v1/vaults", {"name": vault})
-        for identity, role, scope in [
-            ("app", "secrets-officer", "/vaults/billing"),
-            ("app", "secrets-user", "/vaults/shared"),
-            ("other", "secrets-officer", "/vaults/private"),
-        ]:
-            await kl.call("POST", "/v1/roles", {"identity": identity, "role": role, "scope": scope})
-        for v in await kl.services.vaults.list_vaults(fed.tenant_id):
-            numbers[v.name] = gsm.project_number(v)
-        yield World(fed, await _token(fed, SUBJECT), await _token(fed, OTHER), numbers)
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def crc(data: bytes) -> str:
-    return str(int(google_crc32c.Checksum(data).hexdigest(), 16))
 
 
 async def test_create_add_access(world: World) -> None:
@@ -391,42 +291,6 @@ async def test_etags(world: World) -> None:
     assert await world.ok("DELETE", "projects/billing/secrets/tagged", etag=secret["etag"]) == {}
 
 
-async def test_another_tenant_cannot_reach_a_vault(world: World) -> None:
-    """An identity of tenant B naming tenant A's vault, by name or by number: 403, as for a
-    project that does not exist."""
-    kl = world.fed.kl
-    b = await kl.call("POST", "/v1/tenants", {"alias": "tenant-b"})
-    provider = gcpnames.provider(b["id"])
-    await kl.call("POST", "/v1/identities", {"name": "intruder"}, tenant="tenant-b")
-    await kl.call(
-        "POST", "/v1/issuers", {"url": TEST_ISSUER, "jwks": world.fed.jwks}, tenant="tenant-b"
-    )
-    await kl.call(
-        "POST",
-        "/v1/identities/intruder/federated-credentials",
-        {"name": "gcp", "issuer": TEST_ISSUER, "subject": SUBJECT, "audiences": [provider.name]},
-        tenant="tenant-b",
-    )
-    await kl.call(
-        "POST",
-        "/v1/roles",
-        {"identity": "intruder", "role": "secrets-officer", "scope": "/"},
-        tenant="tenant-b",
-    )
-    tenant = await kl.services.broker.tenant(b["id"])
-    token = world.fed.test_token(aud=[provider.name])
-    issued = await kl.services.broker.gcp.exchange(tenant, token, provider, request_id=None)
-    for project in ("billing", world.numbers["billing"]):
-        error = await world.refused(
-            403,
-            "GET",
-            f"projects/{project}/secrets/mine/versions/1:access",
-            token=issued.access_token,
-        )
-        assert error["status"] == "PERMISSION_DENIED"
-    await world.refused(403, "GET", "projects/billing/secrets", token=issued.access_token)
-
-
 async def test_one_secret_in_every_dialect(world: World) -> None:
     """A secret AWS created without a value has no versions here; the first value any dialect
     writes is version 1; Google's binary payload is AWS's SecretBinary."""
@@ -460,62 +324,3 @@ async def test_one_secret_in_every_dialect(world: World) -> None:
     )
     read = await aws_smops.OPERATIONS["GetSecretValue"](aws, {"SecretId": "billing/kv-after"})
     assert base64.b64decode(read["SecretBinary"]) == blob
-
-
-# -- hostile input: a Google error, never a 500 ---------------------------------------------
-
-_JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
-_SEGMENT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=12)
-_ROUTES = [
-    ("GET", "projects/{p}/secrets"),
-    ("POST", "projects/{p}/secrets"),
-    ("GET", "projects/{p}/secrets/{s}"),
-    ("DELETE", "projects/{p}/secrets/{s}"),
-    ("PATCH", "projects/{p}/secrets/{s}"),
-    ("POST", "projects/{p}/secrets/{s}:addVersion"),
-    ("GET", "projects/{p}/secrets/{s}/versions"),
-    ("GET", "projects/{p}/secrets/{s}/versions/{v}"),
-    ("GET", "projects/{p}/locations/{l}/secrets/{s}/versions/{v}:access"),
-    ("POST", "projects/{p}/secrets/{s}/versions/{v}:enable"),
-    ("POST", "projects/{p}/secrets/{s}/versions/{v}:disable"),
-    ("POST", "projects/{p}/secrets/{s}/versions/{v}:destroy"),
-]
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
-@given(
-    route=st.sampled_from(_ROUTES),
-    p=st.sampled_from(["billing", "shared"]) | _SEGMENT,
-    s=st.sampled_from(["mine", "st"]) | _SEGMENT,
-    v=st.sampled_from(["1", "latest", "2"]) | _SEGMENT,
-    body=_JSON,
-    params=st.dictionaries(
-        st.sampled_from(["pageSize", "pageToken", "filter", "secretId", "etag", "$alt"]),
-        st.text(max_size=30),
-        max_size=3,
-    ),
-)
-async def test_hostile_input_is_a_google_error(
-    world: World, route: tuple[str, str], p: str, s: str, v: str, body: Any, params: dict[str, str]
-) -> None:
-    method, template = route
-    path = template.format(
-        p=quote(p, safe=""), s=quote(s, safe=""), v=quote(v, safe=""), l="us-east1"
-    )
-    response = await world.fed.kl.public.request(
-        method,
-        BASE + "/" + path,
-        json=body if method in ("POST", "PATCH") else None,
-        params=params,
-        headers={"authorization": f"Bearer {world.app}"},
-    )
-    assert response.status_code < 500, (path, response.text)
-    if response.status_code >= 400:
-        error = response.json()["error"]
-        assert error["code"] == response.status_code and error["status"] and error["message"]

@@ -35,11 +35,10 @@ import google_crc32c
 from keyless.core import gcpnames
 from keyless.core.awssecrets import BINARY_CONTENT_TYPE
 from keyless.core.errors import InvalidRequest
-from keyless.core.secrets import VAULT_NAME, SecretVersion, Vault
+from keyless.core.secrets import NO_VALUE_CONTENT_TYPE, VAULT_NAME, SecretVersion, Vault
 
-# The AWS dialect's content type of a secret's value-less first version (api/aws/smops.py
-# NO_VALUE_CONTENT_TYPE, the same string: one placeholder for both dialects).
-EMPTY_SECRET_CONTENT_TYPE = "application/x-keyless-aws-no-value"
+# A secret's value-less first version (core/secrets.py: one placeholder for every dialect).
+EMPTY_SECRET_CONTENT_TYPE = NO_VALUE_CONTENT_TYPE
 CLIENT_CRC32C_TAG = "gcp:client-crc32c"
 RESERVED_TAG_PREFIXES = ("gcp:", "aws:")
 MAX_PAYLOAD = 64 * 1024  # Google's limit; keyless's own (25 KiB of stored text) is lower

@@ -294,7 +294,7 @@ async def test_etags(world: World) -> None:
 async def test_one_secret_in_every_dialect(world: World) -> None:
     """A secret AWS created without a value has no versions here; the first value any dialect
     writes is version 1; Google's binary payload is AWS's SecretBinary."""
-    assert gsm.EMPTY_SECRET_CONTENT_TYPE == aws_smops.NO_VALUE_CONTENT_TYPE
+    assert gsm.EMPTY_SECRET_CONTENT_TYPE == aws_smops.NO_VALUE_CONTENT_TYPE  # one constant
     vaults = world.fed.kl.services.vaults
     admin = Call(Principal(world.fed.tenant_id, "admin", "admin", admin=True), "req-x")
     aws = aws_smops.Context(vaults, admin, "us-east-1")

@@ -12,7 +12,8 @@ from typing import Any
 import kubernetes_validate
 
 from keyless.core import gcpnames
-from keyless.k8s import names
+from keyless.k8s import manifests, names
+from tests.k8s import rbac
 from tests.k8s.cases import Case, fresh_case, patched_pod
 from tests.k8s.fakeapi import FakeKubeApi
 from tests.k8s.webhook import Webhook, review_of
@@ -126,3 +127,21 @@ def test_labelled_pod_gets_azure_and_google(
     env = _env(patched_pod(case, review))
     assert env["AZURE_CLIENT_ID"] == fed.client_id
     assert env["GOOGLE_APPLICATION_CREDENTIALS"] == names.GCP_CONFIG_FILE
+
+
+def test_admissions_need_only_what_the_default_manifests_grant(
+    webhook: Webhook, fed: Federated, kube: FakeKubeApi
+) -> None:
+    """The GKE-style injection writes nothing to the cluster: every request keyless makes for
+    it (service-account reads) is granted by the default manifests' RBAC, which gives no
+    write on ConfigMaps (tls=secret: no CA ConfigMaps either)."""
+    rules = rbac.grants(manifests.render(), manifests.Values().namespace, manifests.APP)
+    assert rbac.denied(["PATCH /api/v1/namespaces/demo/configmaps/x"], rules) != []
+    before = len(kube.requests)
+    _annotate(kube, "gcp-rbac", "app@default.iam.gserviceaccount.com")
+    for _ in range(2):
+        case = gcp_case("gcp-rbac")
+        assert review_of(webhook, case)["response"]["allowed"] is True
+    made = kube.requests[before:]
+    assert all(r.startswith("GET ") for r in made), made
+    assert rbac.denied(made, rules) == []

@@ -20,7 +20,7 @@ import pytest
 
 from keyless.core import gcpnames, jose
 from keyless.k8s import inject, names
-from tests.api.gcp.conftest import REFRESH, gcp_token
+from tests.api.gcp.conftest import REFRESH, SECRET, SECRET_VALUE, VAULT, gcp_token
 from tests.k8s.cases import FIXTURES
 from tests.support.federation import SUBJECT, Federated
 
@@ -39,6 +39,20 @@ def _bare_env(tmp: Path) -> dict[str, str]:
     }
 
 
+# The workload: google.auth.default() from the environment, as the Secret Manager client does
+# it itself, then a secret read; the endpoint is the program's argument (Google's libraries
+# have no variable for it).
+READ = f"""
+import json, sys
+from google.cloud import secretmanager
+client = secretmanager.SecretManagerServiceClient(
+    transport="rest", client_options={{"api_endpoint": sys.argv[1]}})
+name = "projects/{VAULT}/secrets/{SECRET}/versions/latest"
+version = client.access_secret_version(name=name)
+print(json.dumps({{"name": version.name, "value": version.payload.data.decode()}}))
+"""
+
+
 def _run(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=90)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -53,7 +67,8 @@ def test_eval_of_keyless_env_drives_google_auth(
     token = tmp_path / "token"
     token.write_text(gcp_token(fed) + "\n")  # as a kubelet writes it, newline and all
     args = ["env", "app", "--dialect", "gcp", "--token-file", str(token)]
-    exports = fed.server.cli(*args, *([] if impersonation else ["--no-impersonation"])).stdout
+    args += [] if impersonation else ["--no-impersonation"]
+    exports = fed.server.cli(*args).stdout
     env_file = tmp_path / "gcp.env"
     env_file.write_text(exports)
     script = f'eval "$(cat {shlex.quote(str(env_file))})"; exec "$PYTHON" -c "$CODE"'
@@ -68,6 +83,13 @@ def test_eval_of_keyless_env_drives_google_auth(
         assert claims["via"] == "gcp:generateAccessToken"
     else:
         assert claims.get("via") != "gcp:generateAccessToken"
+    endpoint = json.loads(
+        fed.server.cli("--output", "json", *args).stdout  # the same file, rewritten as it was
+    )["endpoints"]["secretmanager"]
+    script = f'eval "$(cat {shlex.quote(str(env_file))})"; exec "$PYTHON" -c "$READ" "$1"'
+    read = _run(["bash", "-c", script, "bash", endpoint], {**env, "READ": READ})
+    assert read["value"] == SECRET_VALUE
+    assert read["name"].endswith(f"/secrets/{SECRET}/versions/1")
 
 
 def _injected_pod(fed: Federated) -> dict[str, Any]:
@@ -117,3 +139,5 @@ def test_an_injected_pod_drives_google_auth(fed: Federated, tmp_path: Path) -> N
     claims = _claims(got["token"])
     assert claims["oid"] == fed.object_id and claims["via"] == "gcp:generateAccessToken"
     assert claims["fed"]["sub"] == SUBJECT and claims["fed"]["namespace"] == "demo"
+    endpoint = fed.server.url + gcpnames.SECRET_MANAGER_PATH
+    assert _run([sys.executable, "-c", READ, endpoint], env)["value"] == SECRET_VALUE

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
+from keyless.agent.auth import KeylessAuth
 from keyless.agent.endpoints import CredentialServer, Endpoints, serve_credentials
 from keyless.agent.settings import AgentEnv
 from keyless.core import awsnames, gcpnames, jose
@@ -81,19 +82,29 @@ def agent_env(fed: Federated, token_file: Path, identity: str = "app", **over: A
     )
 
 
-def run_agent(env: AgentEnv, env_file: Path, dialects: str, **kw: Any) -> Agent:
+def run_agent(
+    env: AgentEnv, env_file: Path, dialects: str, *, shared_auth: bool = False, **kw: Any
+) -> Agent:
     """``serve_credentials`` on its own event loop in a thread, until ``Agent.close``; returns
-    once the environment file is written (the endpoints answer by then)."""
+    once the environment file is written (the endpoints answer by then). ``shared_auth``: with
+    a ``KeylessAuth`` of the caller's, as the agent's CLI passes its own."""
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     result: dict[str, Any] = {}
 
+    async def serve() -> Endpoints:
+        auth = KeylessAuth(env) if shared_auth else None
+        try:
+            return await serve_credentials(env, dialects, env_file, stop=stop, auth=auth, **kw)
+        finally:
+            if auth is not None:
+                assert not auth.http.is_closed  # the caller's to close
+                await auth.aclose()
+
     def main() -> None:
         asyncio.set_event_loop(loop)
         try:
-            result["endpoints"] = loop.run_until_complete(
-                serve_credentials(env, dialects, env_file, stop=stop, **kw)
-            )
+            result["endpoints"] = loop.run_until_complete(serve())
         except BaseException as exc:  # reported by the waiting test
             result["error"] = exc
         finally:
@@ -444,6 +455,18 @@ def test_unknown_dialect_and_missing_identity_fail_at_start(fed: Federated) -> N
         CredentialServer(anonymous, ["aws"], state_dir=fed.tmp)
 
 
+async def test_no_env_file_or_a_busy_port_fails_at_start(
+    fed: Federated, agent: Agent, tmp_path: Path
+) -> None:
+    env = agent_env(fed, fed.tmp / "unused")
+    with pytest.raises(ConfigError, match="--credentials-env-file"):
+        await serve_credentials(env, "azure", None, stop=asyncio.Event())
+    busy = int(agent.endpoints.host_port.rsplit(":", 1)[1])
+    with pytest.raises(ConfigError, match="cannot listen"):
+        await serve_credentials(env, "azure", tmp_path / "env", stop=asyncio.Event(), port=busy)
+    assert not (tmp_path / "env").exists()
+
+
 def test_a_restarted_agent_keeps_the_pod_secret_and_never_logs_it(
     fed: Federated, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -452,7 +475,8 @@ def test_a_restarted_agent_keeps_the_pod_secret_and_never_logs_it(
     caplog.set_level(logging.DEBUG)
     token = fed.token_file(fed.dev_token())
     env_file = tmp_path / "shared" / "credentials.env"
-    first = run_agent(agent_env(fed, token), env_file, "azure,aws")
+    # As the CLI runs it: sharing the file delivery's keyless client.
+    first = run_agent(agent_env(fed, token), env_file, "azure,aws", shared_auth=True)
     try:
         assert _msi(first, {"X-IDENTITY-HEADER": first.secret}).status_code == 200
         assert _aws(first, {"Authorization": "wrong"}).status_code == 403

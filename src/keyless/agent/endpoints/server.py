@@ -14,7 +14,6 @@ import contextlib
 import ipaddress
 import logging
 import socket
-import tempfile
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +104,8 @@ class CredentialServer:
     ``state_dir``: where the pod secret is kept (the shared volume: the environment file's
     folder); ``aws_token_file`` / ``gcp_token_file``: the platform tokens for AWS's and
     Google's STS when they are not the Azure one (Google's must carry the provider's name as
-    its audience)."""
+    its audience); ``auth``: the agent's keyless client, shared with its file delivery (else
+    one of its own, closed by ``stop``)."""
 
     def __init__(
         self,
@@ -117,6 +117,7 @@ class CredentialServer:
         port: int = 0,
         aws_token_file: str | None = None,
         gcp_token_file: str | None = None,
+        auth: KeylessAuth | None = None,
     ) -> None:
         self.env = env
         self.dialects = parse_dialects(dialects)
@@ -125,8 +126,10 @@ class CredentialServer:
         self.state_dir = state_dir
         self.secret_file = state_dir / SECRET_FILE
         self.secret = _load_secret(self.secret_file)
-        self.http = httpx.AsyncClient(verify=ssl_context(env), timeout=15)
-        self.auth = KeylessAuth(env, self.http)
+        # The agent's own client when it shares one (its token cache with it), else ours.
+        self._own_http = auth is None
+        self.auth = auth or KeylessAuth(env, httpx.AsyncClient(verify=ssl_context(env), timeout=15))
+        self.http = self.auth.http
         # Built now, so a missing KEYLESS_IDENTITY fails at start, not at the first request.
         self._aws = (
             aws.AwsSessions(env, self.http, aws_token_file) if "aws" in self.dialects else None
@@ -200,7 +203,8 @@ class CredentialServer:
             self._server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self.http.aclose()
+        if self._own_http:
+            await self.auth.aclose()
 
 
 async def serve_credentials(
@@ -209,6 +213,7 @@ async def serve_credentials(
     env_file: Path | None,
     *,
     stop: asyncio.Event,
+    auth: KeylessAuth | None = None,
     host: str = "127.0.0.1",
     port: int = 0,
     aws_token_file: str | None = None,
@@ -217,21 +222,26 @@ async def serve_credentials(
     """Serve the credential endpoints of ``dialects`` until ``stop`` is set (the CLI's SIGTERM
     handler sets it). The variables an application sets are written as ``NAME=VALUE`` lines to
     ``env_file`` (atomically, mode 0640) once the endpoints answer; the pod secret is kept
-    beside it. Returns the endpoints it served."""
-    state_dir = env_file.parent if env_file is not None else Path(tempfile.mkdtemp("-keyless"))
+    beside it. Returns the endpoints it served. ConfigError at start for unknown dialects, a
+    non-loopback ``host``, a busy port, no ``env_file``, or no KEYLESS_IDENTITY for aws/gcp."""
+    if env_file is None:
+        raise ConfigError(
+            "--credentials needs --credentials-env-file: the application reads the endpoints "
+            "(and the pod secret they demand) from it"
+        )
     server = CredentialServer(
         env,
         parse_dialects(dialects),
-        state_dir=state_dir,
+        state_dir=env_file.parent,
         host=host,
         port=port,
         aws_token_file=aws_token_file,
         gcp_token_file=gcp_token_file,
+        auth=auth,
     )
     endpoints = await server.start()
     try:
-        if env_file is not None:
-            write_private(env_file, endpoints.env_lines())
+        write_private(env_file, endpoints.env_lines())
         await stop.wait()
     finally:
         await server.stop()

@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from keyless.agent.auth import KeylessAuth
 from keyless.agent.endpoints.podsecret import PodSecret
+from keyless.agent.endpoints.renew import Renewing
 from keyless.core.errors import KeylessError, Unauthorized
 
 PATH = "/msi/token"
@@ -44,6 +45,14 @@ def scope_of(resource: str) -> str:
 def routes(auth: KeylessAuth, secret: PodSecret) -> list[Route]:
     client_id = auth.env.client_id.lower()
 
+    async def fetch(scope: str) -> tuple[str, float]:
+        issued = await auth.token(scope)  # KeylessAuth's cache first
+        return issued.token, issued.expires_at
+
+    # Renewal through a keyless outage as for AWS and Google: the token held is served while it
+    # has a minute left (KeylessAuth alone would give up 5 minutes before expiry).
+    tokens: Renewing[str, str] = Renewing("Azure token", fetch)
+
     async def token(request: Request) -> Response:
         refused = secret.check(request.headers.get(HEADER))
         if refused is not None:
@@ -60,15 +69,15 @@ def routes(auth: KeylessAuth, secret: PodSecret) -> list[Route]:
         if any(query.get(name) for name in _OTHER_SELECTORS):
             return _error(400, "this endpoint serves only the pod's identity: name it by client_id")
         try:
-            issued = await auth.token(scope_of(resource))
+            held = await tokens.get(scope_of(resource))
         except Unauthorized as exc:
             return _error(403, exc.message)
         except KeylessError as exc:  # unreachable, the token file missing
             return _error(503, exc.message)
         return JSONResponse(
             {
-                "access_token": issued.token,
-                "expires_on": str(int(issued.expires_at)),
+                "access_token": held.value,
+                "expires_on": str(int(held.expires_at)),
                 "resource": resource,
                 "token_type": "Bearer",
                 "client_id": auth.env.client_id,

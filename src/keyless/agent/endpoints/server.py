@@ -196,6 +196,12 @@ class CredentialServer:
         if "gcp" in self.dialects:
             variables |= gcp.variables(host_port)
         log.info("credential endpoints (%s) on %s", ", ".join(self.dialects), base_url)
+        if self._gcp is not None and self._gcp.token_file == self.env.token_file:
+            log.warning(
+                "--credentials gcp without a Google token file: the Azure token %s must carry "
+                "the Google provider's name as an audience, or Google's STS refuses it",
+                self.env.token_file,
+            )
         return Endpoints(base_url, host_port, self.secret_file, variables)
 
     async def stop(self) -> None:

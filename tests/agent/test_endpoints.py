@@ -29,6 +29,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from keyless.agent.auth import KeylessAuth
 from keyless.agent.endpoints import CredentialServer, Endpoints, serve_credentials
@@ -520,3 +522,85 @@ def test_tenant_alias_is_resolved_to_the_tenants_id(fed: Federated, tmp_path: Pa
         assert reply.json()["AccountId"] == awsnames.account_id(fed.tenant_id)
     finally:
         running.close()
+
+
+# -- any request: the protocol's answer, never a crash, never a token without the secret ------
+
+_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+_SEGMENT = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs", "Cc"), exclude_characters="/?#"),
+    max_size=20,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    header=st.sampled_from(["right", "wrong", "none"]),
+    params=st.fixed_dictionaries(
+        {},
+        optional={
+            "api-version": st.sampled_from(["2019-08-01", "2017-09-01", ""]) | _TEXT,
+            "resource": st.sampled_from(["https://vault.azure.net", "https://vault.azure.net/"])
+            | _TEXT,
+            "client_id": _TEXT,
+            "object_id": _TEXT,
+        },
+    ),
+)
+def test_any_msi_request_is_app_services_answer(
+    agent: Agent, header: str, params: dict[str, str]
+) -> None:
+    sent = {"right": {"X-IDENTITY-HEADER": agent.secret}, "wrong": {"X-IDENTITY-HEADER": "no"}}
+    reply = httpx.get(
+        agent.variables["IDENTITY_ENDPOINT"], params=params, headers=sent.get(header, {})
+    )
+    body = reply.json()
+    if reply.status_code == 200:
+        assert header == "right" and body["access_token"]
+    else:
+        assert reply.status_code in (400, 401, 403), reply.text
+        assert body["statusCode"] == reply.status_code and "access_token" not in body
+    if header != "right":
+        assert reply.status_code == {"wrong": 403, "none": 401}[header]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    path=st.lists(
+        st.sampled_from(
+            [
+                "computeMetadata",
+                "v1",
+                "instance",
+                "service-accounts",
+                "default",
+                "token",
+                "email",
+                "project",
+                "project-id",
+                "",
+                "..",
+                "%2F",
+            ]
+        )
+        | _SEGMENT,
+        max_size=6,
+    ),
+    flavor=st.sampled_from(["Google", "google", None]),
+    method=st.sampled_from(["GET", "POST", "PUT"]),
+)
+def test_any_metadata_request_is_flavored_and_guarded(
+    agent: Agent, path: list[str], flavor: str | None, method: str
+) -> None:
+    url = agent.endpoints.base_url + "/" + "/".join(path)
+    headers = {"Metadata-Flavor": flavor} if flavor else {}
+    reply = httpx.request(method, url, headers=headers)
+    assert reply.status_code in (200, 307, 403, 404, 405), reply.text
+    if reply.status_code == 200:
+        assert flavor == "Google"
+    if flavor != "Google":
+        assert reply.status_code in (403, 404) and "access_token" not in reply.text

@@ -22,6 +22,7 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from keyless.agent.auth import KeylessAuth, ssl_context
 from keyless.agent.endpoints import aws, azure, gcp
@@ -140,6 +141,10 @@ class CredentialServer:
         self._server: _Uvicorn | None = None
         self._task: asyncio.Task[None] | None = None
 
+    def app(self) -> ASGIApp:
+        """The endpoints as an ASGI app (what ``start`` serves; tests drive it in process)."""
+        return gcp.MetadataGuard(Starlette(routes=self._routes()))
+
     def _routes(self) -> list[BaseRoute]:
         routes: list[BaseRoute] = []
         if "azure" in self.dialects:
@@ -168,9 +173,8 @@ class CredentialServer:
         write_private(self.secret_file, self.secret.value)  # no newline: botocore refuses one
         sock = self._socket()
         port = int(sock.getsockname()[1])
-        app = Starlette(routes=self._routes())
         config = uvicorn.Config(
-            gcp.MetadataGuard(app),
+            self.app(),
             log_config=None,
             access_log=False,  # no query strings, no headers in any log
             lifespan="off",

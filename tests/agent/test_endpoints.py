@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 from keyless.agent.auth import KeylessAuth
 from keyless.agent.endpoints import CredentialServer, Endpoints, serve_credentials
 from keyless.agent.settings import AgentEnv
+from keyless.api.gcp import secretmanager
 from keyless.core import awsnames, gcpnames, jose
 from keyless.core.errors import ConfigError
 from tests.api.aws.conftest import aws_env
@@ -44,6 +45,7 @@ from tests.api.gcp.conftest import (
     VAULT,
     provider,
     run_python,
+    secretmanager_endpoint,
     service_account,
 )
 from tests.api.gcp.conftest import fed as fed  # the server, identity ``app`` and its vault
@@ -386,6 +388,28 @@ def test_google_auth_default_gets_the_identitys_token(fed: Federated, agent: Age
         claims = jose.parse_compact(token).payload
         assert claims["aud"] == gcpnames.ACCESS_AUDIENCE
         assert claims["oid"] == fed.object_id
+
+
+GOOGLE_READ = """
+import json
+from google.cloud import secretmanager
+client = secretmanager.SecretManagerServiceClient(
+    transport="rest", client_options={"api_endpoint": ENDPOINT})
+answer = client.access_secret_version(name=NAME)
+print(json.dumps({"value": answer.payload.data.decode()}))
+"""
+
+
+@pytest.mark.skipif(
+    not secretmanager.routes, reason="Secret Manager (issue 18) is not in this build yet"
+)
+def test_secret_manager_client_reads_a_secret_with_the_metadata_token(
+    fed: Federated, agent: Agent
+) -> None:
+    env = app_env(fed, agent, "GCE_METADATA_HOST", "GCE_METADATA_IP")
+    name = f"projects/{VAULT}/secrets/{SECRET}/versions/latest"
+    code = f"ENDPOINT = {secretmanager_endpoint(fed)!r}\nNAME = {name!r}\n" + GOOGLE_READ
+    assert run_python(env, code)["value"] == SECRET_VALUE
 
 
 def _gce(agent: Agent, path: str, headers: dict[str, str] | None = None) -> httpx.Response:

@@ -490,7 +490,7 @@ async def test_no_env_file_or_a_busy_port_fails_at_start(
     busy = int(agent.endpoints.host_port.rsplit(":", 1)[1])
     with pytest.raises(ConfigError, match="cannot listen"):
         await serve_credentials(env, "azure", tmp_path / "env", stop=asyncio.Event(), port=busy)
-    assert not (tmp_path / "env").exists()
+    assert list(tmp_path.iterdir()) == []  # neither the file nor the secret
 
 
 def test_a_restarted_agent_keeps_the_pod_secret_and_never_logs_it(

@@ -46,7 +46,6 @@ from keyless.core import gcpnames
 from keyless.core.errors import ConfigError, KeylessError, Unauthorized, Unavailable
 
 ROOT = "/computeMetadata/v1"
-FLAVOR = "Metadata-Flavor"
 GOOGLE = "Google"
 STS_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"

@@ -76,7 +76,8 @@ def _load_secret(path: Path) -> PodSecret:
 
 
 class _Uvicorn(uvicorn.Server):
-    """uvicorn without its signal handlers: the agent's command owns SIGTERM and SIGINT."""
+    """uvicorn without its signal handlers: the agent's command owns SIGTERM and SIGINT (as
+    ``keyless serve``'s server does for its listeners; the agent may not import it)."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -170,8 +171,8 @@ class CredentialServer:
         return sock
 
     async def start(self) -> Endpoints:
+        sock = self._socket()  # a busy port fails here, before anything is written
         write_private(self.secret_file, self.secret.value)  # no newline: botocore refuses one
-        sock = self._socket()
         port = int(sock.getsockname()[1])
         config = uvicorn.Config(
             self.app(),

@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keyless.agent.auth import KeylessAuth
-from keyless.agent.endpoints import CredentialServer, Endpoints, serve_credentials
+from keyless.agent.endpoints import CredentialServer, Endpoints, loopback, serve_credentials
 from keyless.agent.settings import AgentEnv
 from keyless.api.gcp import secretmanager
 from keyless.core import awsnames, gcpnames, jose
@@ -470,6 +470,13 @@ def test_a_non_loopback_bind_is_refused(fed: Federated, host: str) -> None:
     env = agent_env(fed, fed.tmp / "unused")
     with pytest.raises(ConfigError, match="loopback"):
         CredentialServer(env, ["azure"], state_dir=fed.tmp, host=host)
+
+
+@pytest.mark.parametrize(
+    ("host", "address"), [("127.0.0.1", "127.0.0.1"), ("127.0.0.2", "127.0.0.2"), ("[::1]", "::1")]
+)
+def test_loopback_addresses_are_taken(host: str, address: str) -> None:
+    assert loopback(host) == address
 
 
 def test_unknown_dialect_and_missing_identity_fail_at_start(fed: Federated) -> None:

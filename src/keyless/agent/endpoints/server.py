@@ -18,13 +18,12 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
-from keyless.agent.auth import KeylessAuth, ssl_context
+from keyless.agent.auth import KeylessAuth
 from keyless.agent.endpoints import aws, azure, gcp
 from keyless.agent.endpoints.podsecret import PodSecret, write_private
 from keyless.agent.settings import AgentEnv
@@ -130,7 +129,7 @@ class CredentialServer:
         self.secret = _load_secret(self.secret_file)
         # The agent's own client when it shares one (its token cache with it), else ours.
         self._own_http = auth is None
-        self.auth = auth or KeylessAuth(env, httpx.AsyncClient(verify=ssl_context(env), timeout=15))
+        self.auth = auth or KeylessAuth(env)
         self.http = self.auth.http
         # Built now, so a missing KEYLESS_IDENTITY fails at start, not at the first request.
         self._aws = (

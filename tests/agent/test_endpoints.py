@@ -7,7 +7,7 @@ the agent wrote to its environment file:
   form) read a Key Vault secret with ``SecretClient``;
 - boto3's default chain (container credentials) reads the same secret from Secrets Manager;
 - google-auth's ``google.auth.default()`` and ``compute_engine.Credentials`` (GCE metadata)
-  get the identity's Google token.
+  get the identity's Google token, with which the Secret Manager client reads it too.
 
 The identity, its trust policies (the Azure audience, which AWS's STS accepts too; the Google
 provider's name for Google's STS), the vault and the role come from the Google tests' server
@@ -35,7 +35,6 @@ from hypothesis import strategies as st
 from keyless.agent.auth import KeylessAuth
 from keyless.agent.endpoints import CredentialServer, Endpoints, loopback, serve_credentials
 from keyless.agent.settings import AgentEnv
-from keyless.api.gcp import secretmanager
 from keyless.core import awsnames, gcpnames, jose
 from keyless.core.errors import ConfigError
 from tests.api.aws.conftest import aws_env
@@ -400,9 +399,6 @@ print(json.dumps({"value": answer.payload.data.decode()}))
 """
 
 
-@pytest.mark.skipif(
-    not secretmanager.routes, reason="Secret Manager (issue 18) is not in this build yet"
-)
 def test_secret_manager_client_reads_a_secret_with_the_metadata_token(
     fed: Federated, agent: Agent
 ) -> None:

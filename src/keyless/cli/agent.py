@@ -98,6 +98,9 @@ def agent(
         Path | None,
         typer.Option(help="write the variables the application sets for --credentials here"),
     ] = None,
+    credentials_port: Annotated[
+        int, typer.Option(help="--credentials: the loopback port [0: one chosen at start]")
+    ] = 0,
     aws_token_file: Annotated[
         str | None,
         typer.Option(help="--credentials aws: a projected token for AWS STS [the Azure one]"),
@@ -131,8 +134,12 @@ def agent(
         raise ConfigError("--signal needs one of --pid-file FILE or --process NAME")
     if notify.signal is None and (pid_file is not None or process is not None):
         raise ConfigError("--pid-file and --process name where --signal goes: give --signal")
-    if (aws_token_file or gcp_token_file or credentials_env_file) and not credentials:
-        raise ConfigError("--credentials-env-file and --*-token-file go with --credentials")
+    if (
+        aws_token_file or gcp_token_file or credentials_env_file or credentials_port
+    ) and not credentials:
+        raise ConfigError(
+            "--credentials-env-file, --credentials-port and --*-token-file go with --credentials"
+        )
     if credentials and once:
         raise ConfigError("--credentials serves endpoints until SIGTERM: not with --once")
     config = cfg.AgentConfig(
@@ -145,7 +152,14 @@ def agent(
     sidecars: list[Sidecar] = []
     if credentials:
         sidecars.append(
-            _credentials(env, credentials, credentials_env_file, aws_token_file, gcp_token_file)
+            _credentials(
+                env,
+                credentials,
+                credentials_env_file,
+                port=credentials_port,
+                aws_token_file=aws_token_file,
+                gcp_token_file=gcp_token_file,
+            )
         )
     logs.configure("info")
     raise typer.Exit(run_files(env, config, sidecars))
@@ -155,6 +169,8 @@ def _credentials(
     env: AgentEnv,
     dialects: str,
     env_file: Path | None,
+    *,
+    port: int,
     aws_token_file: str | None,
     gcp_token_file: str | None,
 ) -> Sidecar:
@@ -172,6 +188,7 @@ def _credentials(
             env_file,
             auth=auth,
             stop=stop,
+            port=port,
             aws_token_file=aws_token_file,
             gcp_token_file=gcp_token_file,
         )

@@ -3,6 +3,7 @@ content and mode, exit 0; a secret that is missing or not readable is one line a
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.agent.conftest import SEALED, Vaults, run_agent
+from tests.support.server import free_port
 
 
 def mode_of(path: Path) -> int:
@@ -120,3 +122,21 @@ def test_endpoint_options_need_credentials(kv: Vaults, tmp_path: Path) -> None:
     assert done.returncode == 2 and "go with --credentials" in done.stderr
     done = run_agent(kv, "--once", "--credentials", "azure", "--credentials-env-file", "e")
     assert done.returncode == 2 and "not with --once" in done.stderr
+
+
+def test_unreachable_keyless_and_a_refused_exchange_are_one_line(
+    kv: Vaults, tmp_path: Path
+) -> None:
+    down = {**kv.agent_env(), "AZURE_AUTHORITY_HOST": f"https://localhost:{free_port()}"}
+    done = run_agent(kv, "--once", "--secret", f"billing/x={tmp_path / 'x'}", env=down)
+    assert done.returncode == 1 and "keyless is unreachable" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    kv.server.cli("identity", "create", "untrusted")
+    client_id = json.loads(
+        kv.server.cli("--output", "json", "identity", "show", "untrusted").stdout
+    )["client_id"]
+    refused = {**kv.agent_env(), "AZURE_CLIENT_ID": client_id}
+    done = run_agent(kv, "--once", "--secret", f"billing/x={tmp_path / 'x'}", env=refused)
+    assert done.returncode == 1 and "token exchange was refused" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()

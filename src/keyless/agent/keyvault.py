@@ -10,7 +10,7 @@ and tries once more with a fresh one (the identity's tokens may have been revoke
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import httpx
@@ -25,7 +25,7 @@ _RESOURCE = re.compile(r'resource="([^"]+)"')
 
 @dataclass(frozen=True, slots=True)
 class SecretValue:
-    value: str
+    value: str = field(repr=False)  # never in a repr, a log line or a traceback's locals
     version: str  # the version the vault answered with (a pinned ref's own)
 
 

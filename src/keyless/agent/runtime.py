@@ -24,6 +24,8 @@ Sidecar = Callable[[KeylessAuth, asyncio.Event], Coroutine[Any, Any, None]]
 
 
 def ready_line(count: int) -> None:
+    if count == 0:  # --credentials alone: its environment file says when it is ready
+        return
     print(f"keyless agent ready: {count} file{'s' if count != 1 else ''} current", flush=True)
 
 

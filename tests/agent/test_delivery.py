@@ -117,3 +117,18 @@ def test_a_template_renders_again_when_its_secret_changes(
     assert path.read_text() == "postgresql://svc-billing:first-pass@db/app"
     kv.set("tpl-pass", "second-pass")
     assert eventually(lambda: content(path) == "postgresql://svc-billing:second-pass@db/app")
+
+
+def test_a_file_removed_or_edited_is_put_back(
+    kv: Vaults, agent: Callable[..., AgentProcess], tmp_path: Path
+) -> None:
+    kv.set("kept", "kept-value-3")
+    path = tmp_path / "kept"
+    running = agent("--secret", f"billing/kept={path},mode=0400", *FAST)
+    assert running.wait_for("ready", stream="out"), running.log
+    path.unlink()
+    assert eventually(lambda: content(path) == "kept-value-3"), running.log
+    path.chmod(0o644)
+    path.write_text("tampered")
+    assert eventually(lambda: content(path) == "kept-value-3"), running.log
+    assert eventually(lambda: path.stat().st_mode & 0o777 == 0o400)

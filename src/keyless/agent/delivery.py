@@ -72,7 +72,6 @@ class Delivery:
             for out in config.outputs
             if isinstance(out.source, Template)
         }
-        self.last: dict[Path, bytes | None] = {}  # what each file holds, as far as we know
         self._reported: dict[Path, str] = {}  # the failure last logged for a file
 
     def needs(self, out: FileOutput) -> frozenset[SecretRef]:
@@ -120,16 +119,16 @@ class Delivery:
             content = values[out.source].encode()
         else:
             content = self.templates[out.path].render(values).encode()
-        if out.path not in self.last:
-            self.last[out.path] = files.read_current(out.path)
-            if self.last[out.path] == content:
-                files.ensure_mode(out.path, out.mode, out.owner)
-        if self.last[out.path] == content:
+        # Compared with what the file holds now, not with what was last written: a file
+        # deleted or edited by someone else is put back, and a restarted agent reports no
+        # change (and tells the application nothing) for content already there.
+        current = files.read_current(out.path)
+        if current == content:
+            files.ensure_mode(out.path, out.mode, out.owner)
             return
         files.write_atomic(out.path, content, out.mode, out.owner)
-        if self.last[out.path] is not None:
+        if current is not None:
             result.replaced.append(out.path)
-        self.last[out.path] = content
         result.changed.append(out.path)
         log.info("wrote %s (%s)", out.path, out.label, extra={"path": str(out.path)})
 
@@ -147,7 +146,7 @@ class Delivery:
             if result.unavailable is not None:
                 continue  # said once for the whole round by run()
             if failure.message != before:
-                kept = self.last.get(out.path) is not None or out.path.exists()
+                kept = out.path.exists()
                 log.warning(
                     "%s %s: %s",
                     out.path,

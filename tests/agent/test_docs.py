@@ -58,7 +58,8 @@ def test_pod_specs_are_valid_and_their_agent_arguments_parse(obj: dict[str, Any]
         envs = [a.split("=", 1)[1] for a in options if a.startswith("--secret-env=")]
         modes = [a.split("=", 1)[1] for a in options if a.startswith("--mode=")]
         outputs = cfg.parse_outputs(secrets, [], mode=modes[0] if modes else None)
-        assert outputs or envs or "--credentials" in options  # something to deliver
+        credentials = [a for a in options if a.startswith("--credentials=")]
+        assert outputs or envs or credentials  # something to deliver
         cfg.parse_env(envs)
         for option in options:
             assert option.startswith("--"), option

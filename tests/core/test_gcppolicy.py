@@ -248,7 +248,7 @@ def test_refusals_are_one_line_naming_the_field(
 def test_every_subject_needs_an_attribute_condition() -> None:
     found = t(SET + "*")
     assert found == Translated(None, "*", None)
-    with pytest.raises(InvalidRequest, match="only with a condition .*attribute_condition"):
+    with pytest.raises(InvalidRequest, match=r"only with a condition .*attribute_condition"):
         new_credential(
             id="c", identity_id="i", name="n", issuer="https://i.test", subject_pattern="*"
         )

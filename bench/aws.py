@@ -39,19 +39,27 @@ import argparse
 import json
 import re
 import time
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyless.core import awsnames
 
 from . import loadgen
 from . import server as ex
+from .dialect import (
+    SECRET,
+    TABLE_HEAD,
+    VAULT,
+    RawPayloads,
+    Row,
+    format_row,
+    mint_for,
+    once,
+    read_bytes,
+)
 from .report import (
     add_cell_options,
     add_out,
@@ -65,32 +73,10 @@ from .report import (
 )
 
 NAME = "aws"
-VAULT = "bench"
-SECRET = "db-password"
-API_VERSION = "7.5"
 CELLS = ("entra exchange", "keyvault read", "sts assume-role", "secretsmanager get")
 _ACCESS_KEY = re.compile(rb"<AccessKeyId>([^<]+)</AccessKeyId>")
 _SECRET_KEY = re.compile(rb"<SecretAccessKey>([^<]+)</SecretAccessKey>")
 _SESSION = re.compile(rb"<SessionToken>([^<]+)</SessionToken>")
-
-
-def mint_sts(key: rsa.RSAPrivateKey, now: int) -> str:
-    """A projected token of the bench issuer for the bench workload, audience STS's."""
-    claims = {
-        "aud": [awsnames.STS_AUDIENCE],
-        "exp": now + 3600,
-        "iat": now,
-        "nbf": now,
-        "iss": ex.ISSUER,
-        "jti": str(uuid.uuid4()),
-        "sub": ex.APP_SUBJECT,
-        "kubernetes.io": {
-            "namespace": ex.APP_NAMESPACE,
-            "pod": {"name": f"app-{uuid.uuid4().hex[:10]}", "uid": str(uuid.uuid4())},
-            "serviceaccount": {"name": ex.APP_SA, "uid": str(uuid.uuid4())},
-        },
-    }
-    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": ex.KID})
 
 
 def assume_req(role_arn: str, token: str) -> loadgen.Req:
@@ -105,14 +91,6 @@ def assume_req(role_arn: str, token: str) -> loadgen.Req:
         "POST", awsnames.STS_PATH + "/", urlencode(form).encode(),
         "application/x-www-form-urlencoded; charset=utf-8",
     )  # fmt: skip
-
-
-def read_bytes(target: loadgen.Target, token: str) -> bytes:
-    return (
-        f"GET /secrets/{SECRET}?api-version={API_VERSION} HTTP/1.1\r\n"
-        f"Host: {target.authority}\r\nAuthorization: Bearer {token}\r\n"
-        "Accept: application/json\r\n\r\n"
-    ).encode()
 
 
 def signed_get(target: loadgen.Target, creds: tuple[str, str, str]) -> bytes:
@@ -140,32 +118,6 @@ def signed_get(target: loadgen.Target, creds: tuple[str, str, str]) -> bytes:
     return head.encode() + body
 
 
-class RawPayloads(loadgen.RawSession):
-    """``RawSession`` over pre-built request bytes (bearer reads, signed requests)."""
-
-    name = "raw asyncio streams, HTTP/1.1 keep-alive"
-
-    def __init__(self, target: loadgen.Target, payloads: list[bytes], ok: bytes) -> None:
-        super().__init__(target, [loadgen.Req("GET", "/")], ok)
-        self.payloads = payloads
-
-
-@dataclass
-class Row:
-    cell: str
-    concurrency: int
-    result: loadgen.RunResult
-    rss: float
-
-
-async def _once(target: loadgen.Target, raw: bytes) -> tuple[int, bytes]:
-    conn = await loadgen.RawConn.open(target)
-    try:
-        return await conn.request(raw)
-    finally:
-        await conn.close()
-
-
 async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     server = await ex.start_server("RS256", tmp, "aws", list(args.serve_arg))
@@ -189,14 +141,14 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             for t in ex.mint_pool(key, [ex.APP_SUBJECT], args.pool)
         ]
         sts = [
-            loadgen.raw_bytes(assume_req(role, mint_sts(key, now)), target)
+            loadgen.raw_bytes(assume_req(role, mint_for(key, now, awsnames.STS_AUDIENCE)), target)
             for _ in range(args.pool)
         ]
         status, body = await server.exchange_once(ex.mint(key, ex.APP_SUBJECT, now))
         if status != 200:
             raise RuntimeError(f"exchange failed: HTTP {status}: {body[:300]!r}")
         bearer = json.loads(body)["access_token"]
-        status, body = await _once(target, sts[0])
+        status, body = await once(target, sts[0])
         if status != 200:
             raise RuntimeError(f"AssumeRoleWithWebIdentity failed: HTTP {status}: {body[:300]!r}")
         found = [p.search(body) for p in (_ACCESS_KEY, _SECRET_KEY, _SESSION)]
@@ -204,7 +156,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             raise RuntimeError(f"no credentials in the STS answer: {body[:300]!r}")
         akid, secret, token = (m.group(1).decode() for m in found if m is not None)
         creds = (akid, secret, token)
-        status, body = await _once(target, signed_get(target, creds))
+        status, body = await once(target, signed_get(target, creds))
         if status != 200 or b'"SecretString"' not in body:
             raise RuntimeError(f"GetSecretValue failed: HTTP {status}: {body[:300]!r}")
         rows: list[Row] = []
@@ -235,22 +187,6 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     finally:
         ex.stop_proc(server.proc)
     return {"rows": rows, "notes": [note]}
-
-
-TABLE_HEAD = (
-    "| cell | conc | req/s | p50 ms | p95 ms | p99 ms | max ms | errors | requests "
-    "| server CPU s/1k | client CPU s/1k | server RSS MiB |\n"
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-)
-
-
-def format_row(row: Row) -> str:
-    r = row.result
-    return (
-        f"| {row.cell} | {row.concurrency} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p95_ms:.2f} "
-        f"| {r.p99_ms:.2f} | {r.max_ms:.1f} | {r.errors} | {r.requests:,} "
-        f"| {r.per_1k(r.server_cpu):.3f} | {r.per_1k(r.client_cpu):.3f} | {row.rss:.0f} |"
-    )
 
 
 def header(args: argparse.Namespace) -> str:

@@ -119,7 +119,7 @@ def _assertion_of(wif: Mapping[str, Any]) -> VerifiedAssertion:
 
 def principal_id(provider: gcpnames.Provider, subject: str) -> str:
     """Google's principal identifier for a federated subject of a pool."""
-    return f"principal:{provider.pool_name.removeprefix('/')}/subject/{subject}"
+    return f"principal:{provider.pool_name}/subject/{subject}"
 
 
 class GcpFederation:
@@ -284,11 +284,14 @@ class GcpFederation:
         bearer: Mapping[str, Any],
         identity_name: str,
         *,
+        project: str,
         email: str,
         lifetime: int,
         request_id: str | None,
     ) -> IssuedToken:
-        """``bearer``: the verified claims of the caller's token (``federated_claims``)."""
+        """``bearer``: the verified claims of the caller's token (``federated_claims``);
+        ``project``: the tenant alias the service account's email names (only the caller's
+        own tenant's identities can be impersonated)."""
         fed = bearer.get("fed")
         workload = dict(fed) if isinstance(fed, dict) else {}
         req = ExchangeRequest(
@@ -303,6 +306,10 @@ class GcpFederation:
         )
         actor: str | None = None
         try:
+            if project != tenant.alias:
+                raise ImpersonationDenied(
+                    f"subject: {email} is in project {project}, the caller in {tenant.alias}"
+                )
             identity = self._tokens.federation.identity_by_name(tenant.id, identity_name)
             if identity is None:
                 raise UnknownServiceAccount(f"Not found; Gaia id not found for email {email}")

@@ -245,6 +245,20 @@ def test_refusals_are_one_line_naming_the_field(
     assert "\n" not in caught.value.message
 
 
+def test_a_condition_stays_one_operand() -> None:
+    """Comments go, and a condition that does not compile alone is refused, so nothing a
+    condition says can escape the parentheses around it and undo the member's own test."""
+    found = t(
+        SET + "group/admins",
+        {"google.groups": "assertion.groups // the groups claim"},
+        "true // always",
+    )
+    assert found.condition == '"admins" in (claims.groups ) && (true )'
+    assert not accepts(found, {**K8S, "groups": []})
+    with pytest.raises(InvalidRequest, match="attribute_condition is not valid CEL"):
+        t(SET + "group/admins", {"google.groups": "assertion.groups"}, "true) || (true")
+
+
 def test_every_subject_needs_an_attribute_condition() -> None:
     found = t(SET + "*")
     assert found == Translated(None, "*", None)

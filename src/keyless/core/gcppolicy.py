@@ -313,13 +313,17 @@ def _condition(expr: str, mapping: Mapping[str, str]) -> str:
 def _rewrite(expr: str, mapping: Mapping[str, str] | None) -> str:
     """``expr`` over ``claims``: ``assertion`` renamed and, given a ``mapping`` (an
     attribute_condition), ``google.X`` and ``attribute.NAME`` replaced by their mapped
-    expressions (already over ``claims``)."""
+    expressions (already over ``claims``), comments dropped. ``expr`` compiled on its own, so
+    its parentheses balance: wrapped in parentheses, it stays one operand of ``&&``."""
     toks = tokens(expr)
     out: list[str] = []
     i = 0
     previous = ""  # the last token that is not a space or comment
     while i < len(toks):
         kind, text = toks[i]
+        if kind == "comment":  # dropped: the expression is wrapped in parentheses
+            i += 1
+            continue
         if kind != "ident" or previous == ".":
             out.append(text)
             if kind not in ("space", "comment"):

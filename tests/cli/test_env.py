@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from keyless.core import awsnames
+from keyless.core import awsnames, gcpnames
 from tests.support.server import RunningServer, ServerFactory
 
 VAULT = "envtest"
@@ -162,20 +162,30 @@ def test_a_workload_without_a_role_is_told_which_role_would_allow_it(
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["billing", "--dialect", "gcp", "--token-file", "/t"], "'gcp' is not yet supported"),
+        (
+            ["billing", "--dialect", "gcp", "--token-file", "/t", "--credential-config", "/"],
+            "cannot write /",
+        ),
+        (
+            ["billing", "--dialect", "aws", "--token-file", "/t", "--no-impersonation"],
+            "--no-impersonation is for --dialect gcp only",
+        ),
         (["billing", "--dialect", "cobol", "--token-file", "/t"], "unknown dialect 'cobol'"),
         (["nobody", "--dialect", "azure", "--token-file", "/t"], "identity 'nobody' not found"),
         (["billing", "--dialect", "azure"], "--token-file"),
         (["billing", "--dialect", "vault"], "--token-file"),
         (["billing", "--dialect", "aws"], "--token-file"),
+        (["billing", "--dialect", "gcp"], "--token-file"),
     ],
     ids=[
-        "gcp",
+        "gcp-unwritable",
+        "gcp-flag-elsewhere",
         "unknown-dialect",
         "unknown-identity",
         "no-token-file",
         "vault-no-token-file",
         "aws-no-token-file",
+        "gcp-no-token-file",
     ],
 )
 def test_refusals_are_one_line(server: RunningServer, args: list[str], expected: str) -> None:
@@ -389,3 +399,84 @@ def test_eval_of_aws_env_lets_boto3_and_the_aws_cli_read_the_secret(
         "--secret-id", f"{VAULT}/greeting", "--query", "SecretString", "--output", "text",
     )  # fmt: skip
     assert read == VALUE
+
+
+def test_gcp_json_output_writes_the_credential_configuration(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "sub" / "gcp.json"  # its folder is made
+    found = json.loads(
+        server.cli(
+            "--output", "json", "env", "billing", "--dialect", "gcp", "--token-file", "/t",
+            "--credential-config", str(config),
+        ).stdout
+    )  # fmt: skip
+    tenant = json.loads(server.cli("--output", "json", "tenant", "show").stdout)
+    provider = gcpnames.provider(tenant["id"]).name
+    email = "billing@default.iam.gserviceaccount.com"
+    generate = f"{server.url}/gcp/iamcredentials/v1/projects/-/serviceAccounts/{email}"
+    generate += ":generateAccessToken"
+    ca = str(server.ca.resolve())
+    assert found == {
+        "env": {
+            "GOOGLE_APPLICATION_CREDENTIALS": str(config),
+            "GOOGLE_CLOUD_PROJECT": "default",
+            "REQUESTS_CA_BUNDLE": ca,
+            "SSL_CERT_FILE": ca,
+        },
+        "endpoints": {
+            "sts": f"{server.url}/gcp/sts/v1/token",
+            "iamcredentials": generate,
+            "secretmanager": f"{server.url}/gcp/secretmanager",
+            "audience": provider,
+            "service_account": email,
+            "impersonation": "true",
+            "credential_config": str(config),
+        },
+    }
+    assert json.loads(config.read_text()) == {
+        "type": "external_account",
+        "audience": provider,
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": f"{server.url}/gcp/sts/v1/token",
+        "service_account_impersonation_url": generate,
+        "credential_source": {"file": "/t", "format": {"type": "text"}},
+        "universe_domain": gcpnames.UNIVERSE_DOMAIN,
+    }
+    assert config.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in config.parent.iterdir()] == ["gcp.json"]  # no temporary left
+
+
+def test_gcp_without_impersonation_and_a_relative_path(
+    server: RunningServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    lines = server.cli(
+        "env", "billing", "--dialect", "gcp", "--token-file", "/t",
+        "--credential-config", "c.json", "--no-impersonation",
+    ).stdout.splitlines()  # fmt: skip
+    assert f"export GOOGLE_APPLICATION_CREDENTIALS={tmp_path / 'c.json'}" in lines
+    assert "export GOOGLE_CLOUD_PROJECT=default" in lines
+    config = json.loads((tmp_path / "c.json").read_text())
+    assert "service_account_impersonation_url" not in config
+
+
+def test_gcp_default_file_is_named_by_its_content(server: RunningServer) -> None:
+    """Without --credential-config: a file under the data directory, beside the CA the
+    workload already reads; the same command again gives the same file, another token file
+    another one (a running workload's file is never changed under it)."""
+
+    def run(token: str) -> str:
+        found = json.loads(
+            server.cli(
+                "--output", "json", "env", "billing", "--dialect", "gcp", "--token-file", token
+            ).stdout
+        )  # fmt: skip
+        return str(found["env"]["GOOGLE_APPLICATION_CREDENTIALS"])
+
+    first, again, other = run("/t1"), run("/t1"), run("/t2")
+    assert first == again != other
+    data_dir = server.ca.resolve().parents[1]
+    assert Path(first).parent == data_dir / "gcp" / "default"
+    assert Path(first).name.startswith("billing-") and Path(first).suffix == ".json"
+    assert json.loads(Path(other).read_text())["credential_source"]["file"] == "/t2"

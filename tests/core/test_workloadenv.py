@@ -1,14 +1,16 @@
-"""``core/workloadenv.py`` on its own: what ``keyless env --dialect vault`` answers for every
-shape of server (keyless's CA or the operator's certificate) and tenant (default or not).
+"""``core/workloadenv.py`` on its own: what ``keyless env --dialect vault|aws|gcp`` answers for
+every shape of server (keyless's CA or the operator's certificate) and tenant (default or not).
 The same answers through the real CLI and server: tests/cli/test_env.py."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 
 import pytest
 
-from keyless.core import awsnames
+from keyless.core import awsnames, gcpnames
 from keyless.core.errors import InvalidRequest
 from keyless.core.models import Identity
 from keyless.core.workloadenv import Server, workload_env
@@ -66,9 +68,63 @@ def test_vault_needs_the_token_file() -> None:
         workload_env("vault", IDENTITY, "", OWN_CA)
 
 
-def test_other_dialects_say_which_are_supported() -> None:
-    with pytest.raises(InvalidRequest, match=r"not yet supported .*\(azure, aws and vault are\)"):
-        workload_env("gcp", IDENTITY, "/t", OWN_CA)
+def test_unknown_dialects_say_which_there_are() -> None:
+    with pytest.raises(InvalidRequest, match=r"unknown dialect 'gcq': one of azure, aws, gcp"):
+        workload_env("gcq", IDENTITY, "/t", OWN_CA)
+
+
+WITH_DIR = dataclasses.replace(OWN_CA, gcp_credentials_dir="/data/gcp")
+
+
+@pytest.mark.parametrize("server", [WITH_DIR, OPERATOR_CERT], ids=["own-ca", "operator-cert"])
+@pytest.mark.parametrize("impersonation", [True, False])
+def test_gcp_env(server: Server, impersonation: bool) -> None:
+    found = workload_env(
+        "gcp", IDENTITY, "/t", server, "team-a",
+        credential_config="/w/gcp.json", impersonation=impersonation,
+    )  # fmt: skip
+    ca = {"REQUESTS_CA_BUNDLE": "/data/tls/ca.pem", "SSL_CERT_FILE": "/data/tls/ca.pem"}
+    assert found.env == {
+        "GOOGLE_APPLICATION_CREDENTIALS": "/w/gcp.json",
+        "GOOGLE_CLOUD_PROJECT": "team-a",
+        **(ca if server.ca_file else {}),
+    }
+    email = "eso-reader@team-a.iam.gserviceaccount.com"
+    assert found.endpoints["service_account"] == email
+    assert found.endpoints["audience"] == gcpnames.provider("tid-1").name
+    assert found.endpoints["secretmanager"] == f"{server.public_url}/gcp/secretmanager"
+    assert list(found.files) == ["/w/gcp.json"]
+    config = json.loads(found.files["/w/gcp.json"])
+    assert config["audience"] == found.endpoints["audience"]
+    assert config["token_url"] == found.endpoints["sts"] == f"{server.public_url}/gcp/sts/v1/token"
+    assert config["credential_source"] == {"file": "/t", "format": {"type": "text"}}
+    assert config["universe_domain"] == gcpnames.UNIVERSE_DOMAIN != "googleapis.com"
+    if impersonation:
+        url = config["service_account_impersonation_url"]
+        assert url == found.endpoints["iamcredentials"]
+        assert url.endswith(
+            f"/serviceAccounts/{email}:generateAccessToken"
+        )  # google-auth parses it
+    else:
+        assert "service_account_impersonation_url" not in config
+    assert found.view()["files"] == found.files
+
+
+def test_gcp_default_file_is_named_by_tenant_identity_and_content() -> None:
+    def path(token: str, impersonation: bool = True) -> str:
+        env = workload_env("gcp", IDENTITY, token, WITH_DIR, impersonation=impersonation).env
+        return env["GOOGLE_APPLICATION_CREDENTIALS"]
+
+    assert re.fullmatch(r"/data/gcp/default/eso-reader-[0-9a-f]{12}\.json", path("/t"))
+    assert path("/t") == path("/t")
+    assert len({path("/t"), path("/u"), path("/t", impersonation=False)}) == 3
+
+
+def test_gcp_needs_the_token_file_and_somewhere_to_write() -> None:
+    with pytest.raises(InvalidRequest, match="--token-file"):
+        workload_env("gcp", IDENTITY, "", WITH_DIR)
+    with pytest.raises(InvalidRequest, match="--credential-config FILE"):
+        workload_env("gcp", IDENTITY, "/t", OWN_CA)  # no data directory known
 
 
 AWS_TOKEN = "/var/run/secrets/eks.amazonaws.com/serviceaccount/token"

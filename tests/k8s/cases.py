@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +42,15 @@ class Case:
         return self.data["expect"]
 
     def settings(self) -> inject.WebhookSettings:
-        public = self.data.get("settings", {}).get("public_ca", False)
+        recorded = self.data.get("settings", {})
+        public = recorded.get("public_ca", False)
+        # The tenants the webhook's adapter would have found by alias (Google projects).
+        projects = tuple(sorted(recorded.get("gcp_projects", {}).items()))
         return inject.WebhookSettings(
             authority_host=AUTHORITY,
             tenant_id=TENANT,
             ca_configmap=None if public else "keyless-ca",
+            gcp_projects=projects,
         )
 
     def save(self) -> None:
@@ -53,6 +59,19 @@ class Case:
 
 def load_cases() -> list[Case]:
     return [Case(p.stem, p, json.loads(p.read_text())) for p in sorted(FIXTURES.glob("*.json"))]
+
+
+def fresh_case(fixture: str, service_account: str, labels: dict[str, str] | None = None) -> Case:
+    """The recorded review ``fixture`` with a fresh uid, for ``service_account`` in its
+    namespace, with ``labels`` added to the pod (for a running webhook)."""
+    path = FIXTURES / f"{fixture}.json"
+    data = copy.deepcopy(json.loads(path.read_text()))
+    request = data["review"]["request"]
+    request["uid"] = str(uuid.uuid4())
+    pod = request["object"]
+    pod["spec"]["serviceAccountName"] = pod["spec"]["serviceAccount"] = service_account
+    pod["metadata"].setdefault("labels", {}).update(labels or {})
+    return Case(fixture, path, data)
 
 
 def run_pure(case: Case) -> dict[str, Any]:

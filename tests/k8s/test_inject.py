@@ -11,6 +11,7 @@ diff before committing it.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import Counter
 from typing import Any
@@ -89,7 +90,21 @@ def test_originals_kept(case: Case) -> None:
             kept = old.get("volumeMounts", [])
             assert new.get("volumeMounts", [])[: len(kept)] == kept
     assert after.get("ephemeralContainers") == before.get("ephemeralContainers")
-    assert case.expect["pod"]["metadata"] == case.pod["metadata"]
+    # Metadata is untouched but for the Google credential configuration's annotation.
+    meta = copy.deepcopy(case.expect["pod"]["metadata"])
+    annotations = meta.get("annotations") or {}
+    annotations.pop(names.GCP_CONFIG_ANNOTATION, None)
+    original = case.pod["metadata"]
+    if not annotations and not original.get("annotations"):
+        meta.pop("annotations", None)
+    else:
+        assert annotations == {
+            k: v
+            for k, v in original.get("annotations", {}).items()
+            if k != names.GCP_CONFIG_ANNOTATION
+        }
+        meta["annotations"] = original.get("annotations")
+    assert meta == original
 
 
 def _env(container: dict[str, Any]) -> dict[str, Any]:

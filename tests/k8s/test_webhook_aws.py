@@ -5,13 +5,11 @@ read) are admitted untouched, and the opt-out label is honoured without a lookup
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
 import sys
 import textwrap
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,30 +18,15 @@ import pytest
 
 from keyless.core import awsnames
 from keyless.k8s import names
-from tests.k8s.cases import FIXTURES, Case, patched_pod
+from tests.k8s.cases import Case, fresh_case, patched_pod
 from tests.k8s.fakeapi import FakeKubeApi
-from tests.k8s.webhook import Webhook
+from tests.k8s.webhook import Webhook, review_of
 from tests.support.federation import SUBJECT, Federated
 
 
 def aws_case(service_account: str, *, labels: dict[str, str] | None = None) -> Case:
     """The recorded aws-basic review with a fresh uid, for ``service_account`` in demo."""
-    path = FIXTURES / "aws-basic.json"
-    data = copy.deepcopy(json.loads(path.read_text()))
-    request = data["review"]["request"]
-    request["uid"] = str(uuid.uuid4())
-    pod = request["object"]
-    pod["spec"]["serviceAccountName"] = pod["spec"]["serviceAccount"] = service_account
-    pod["metadata"]["labels"].update(labels or {})
-    return Case("aws-basic", path, data)
-
-
-def review_of(webhook: Webhook, case: Case) -> dict[str, Any]:
-    response = webhook.post(case.review)
-    assert response.status_code == 200, response.text
-    review = response.json()
-    assert review["response"]["uid"] == case.review["request"]["uid"]
-    return review
+    return fresh_case("aws-basic", service_account, labels)
 
 
 def _env(pod: dict[str, Any]) -> dict[str, str]:

@@ -117,12 +117,25 @@ class Webhook:
         assert not isinstance(chosen, str)
         return httpx.Client(base_url=self.url, verify=self.context(chosen), timeout=30)
 
+    def review(self, review: dict[str, Any]) -> dict[str, Any]:
+        """The answer to ``review`` (an AdmissionReview), checked for its status and uid."""
+        response = self.post(review)
+        assert response.status_code == 200, response.text
+        answer: dict[str, Any] = response.json()
+        assert answer["response"]["uid"] == review["request"]["uid"]
+        return answer
+
     def post(self, body: Any = None, *, content: bytes | None = None) -> httpx.Response:
         with self.client() as http:
             if content is not None:
                 headers = {"content-type": "application/json"}
                 return http.post("/k8s/mutate", content=content, headers=headers)
             return http.post("/k8s/mutate", json=body)
+
+
+def review_of(webhook: Webhook, case: Any) -> dict[str, Any]:
+    """The running webhook's answer to a recorded case (``tests.k8s.cases.Case``)."""
+    return webhook.review(case.review)
 
 
 def start_webhook(

@@ -260,7 +260,7 @@ def public_app(services: Admin, metrics: Metrics, *, fast_path: bool = True) -> 
         *adfs.routes,
         _dotall(Mount(fastpath.VAULT_MOUNT, app=vault_api)),
         Mount("/aws", app=_aws_app(services)),
-        Mount("/gcp", app=_gcp_app(services)),
+        _dotall(Mount("/gcp", app=_gcp_app(services))),
     ]
     if services.settings.dev:
         routes += clusters.routes

@@ -132,8 +132,9 @@ def manifests(
     aws_webhook: Annotated[
         bool,
         typer.Option(
-            help="also send every pod (failurePolicy Ignore) for EKS-style injection of service "
-            "accounts annotated eks.amazonaws.com/role-arn"
+            help="also send every pod (failurePolicy Ignore) for EKS- and GKE-style injection "
+            "of service accounts annotated eks.amazonaws.com/role-arn or "
+            "iam.gke.io/gcp-service-account"
         ),
     ] = True,
 ) -> None:

@@ -13,6 +13,9 @@ KEYVAULT_NAME = re.compile(r"[0-9a-zA-Z-]{1,127}")
 # most 127 characters in all. A Key Vault name is one of these.
 NAME = re.compile(r"(?!.*(?:^|/)\.{1,2}(?:/|$))[0-9a-zA-Z_.-]+(?:/[0-9a-zA-Z_.-]+)*")
 MAX_NAME = 127
+# The content type of the hidden, disabled version 1 a secret created without a value holds
+# (AWS CreateSecret without a value, Google CreateSecret): every dialect skips it.
+NO_VALUE_CONTENT_TYPE = "application/x-keyless-aws-no-value"
 VAULT_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{1,22}[a-z0-9])")
 # Vault / OpenBao's own mount names: a vault is a KV v2 mount of the same name in the Vault
 # dialect (``/v1/VAULT/data/...``), so these would be shadowed there.

@@ -7,9 +7,12 @@ A dialect keyless does not speak yet answers one line saying so.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
-from keyless.core import awsnames
+from keyless.core import awsnames, gcpnames
 from keyless.core.errors import InvalidRequest
 from keyless.core.models import Identity
 from keyless.core.tenants import DEFAULT_ALIAS
@@ -25,15 +28,25 @@ class Server:
     ca_file: str | None  # keyless's own CA; None when the certificate is the operator's
     # The Vault dialect's auth mounts (``--vault-auth-mount``): path -> jwt or kubernetes.
     vault_auth_mounts: tuple[tuple[str, str], ...] = (("jwt", "jwt"), ("kubernetes", "kubernetes"))
+    # Where ``keyless env --dialect gcp`` puts a credential configuration when not told where
+    # (absolute; the server's data directory, as the CA is): None, nowhere (then it must be
+    # given).
+    gcp_credentials_dir: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class WorkloadEnv:
     env: dict[str, str]
     endpoints: dict[str, str] = field(default_factory=dict)
+    # Files the workload reads, absolute path -> content, for the CLI to write (the Google
+    # dialect's credential configuration); the server never writes them itself.
+    files: dict[str, str] = field(default_factory=dict)
 
-    def view(self) -> dict[str, dict[str, str]]:
-        return {"env": dict(self.env), "endpoints": dict(self.endpoints)}
+    def view(self) -> dict[str, Any]:
+        view: dict[str, Any] = {"env": dict(self.env), "endpoints": dict(self.endpoints)}
+        if self.files:
+            view["files"] = dict(self.files)
+        return view
 
 
 def workload_env(
@@ -42,17 +55,26 @@ def workload_env(
     token_file: str,
     server: Server,
     tenant_alias: str = DEFAULT_ALIAS,
+    *,
+    credential_config: str = "",
+    impersonation: bool = True,
 ) -> WorkloadEnv:
-    """``tenant_alias``: the alias of the identity's tenant (the Vault dialect names it)."""
+    """``tenant_alias``: the alias of the identity's tenant (the Vault and Google dialects
+    name it). ``credential_config`` and ``impersonation``: the Google dialect's only."""
     if dialect == "azure":
         return azure(identity, token_file, server)
     if dialect == "vault":
         return vault(identity, token_file, server, tenant_alias)
     if dialect == "aws":
         return aws(identity, token_file, server)
-    if dialect in DIALECTS:
-        raise InvalidRequest(
-            f"dialect {dialect!r} is not yet supported by `keyless env` (azure, aws and vault are)"
+    if dialect == "gcp":
+        return gcp(
+            identity,
+            token_file,
+            server,
+            tenant_alias,
+            credential_config=credential_config,
+            impersonation=impersonation,
         )
     raise InvalidRequest(f"unknown dialect {dialect!r}: one of {', '.join(DIALECTS)}")
 
@@ -156,3 +178,106 @@ def aws(identity: Identity, token_file: str, server: Server) -> WorkloadEnv:
     if server.ca_file is not None:
         env["AWS_CA_BUNDLE"] = server.ca_file
     return WorkloadEnv(env, {"sts": sts, "secretsmanager": secretsmanager, "role_arn": role})
+
+
+def gcp_credential_configuration(
+    public_url: str,
+    tenant_id: str,
+    service_account: str,
+    token_file: str,
+    *,
+    impersonation: bool = True,
+) -> dict[str, Any]:
+    """The ``external_account`` credential configuration (identity pool, file source) that
+    ``google.auth.default()`` reads from ``GOOGLE_APPLICATION_CREDENTIALS``, for the tenant's
+    provider (:func:`keyless.core.gcpnames.provider`: the audience the platform token and the
+    identity's trust policy carry). With ``impersonation`` the federated token is exchanged
+    for ``service_account``'s (``generateAccessToken``); without it the federated token is
+    used as it is, which is the identity's own when only that identity trusts the token.
+
+    ``universe_domain`` is not googleapis.com, which keeps google-auth from sending keyless's
+    tokens to googleapis.com for its Regional Access Boundary lookups."""
+    base = public_url.rstrip("/")
+    config: dict[str, Any] = {
+        "type": "external_account",
+        "audience": gcpnames.provider(tenant_id).name,
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": f"{base}{gcpnames.STS_PATH}/v1/token",
+    }
+    if impersonation:
+        config["service_account_impersonation_url"] = impersonation_url(public_url, service_account)
+    config["credential_source"] = {"file": token_file, "format": {"type": "text"}}
+    config["universe_domain"] = gcpnames.UNIVERSE_DOMAIN
+    return config
+
+
+def impersonation_url(public_url: str, service_account: str) -> str:
+    """``generateAccessToken`` of ``service_account`` (google-auth parses the email back out
+    of this URL: it must end with ``/EMAIL:generateAccessToken``)."""
+    base = public_url.rstrip("/")
+    return (
+        f"{base}{gcpnames.IAM_CREDENTIALS_PATH}/v1/projects/-/serviceAccounts/"
+        f"{service_account}:generateAccessToken"
+    )
+
+
+def render_credential_configuration(config: dict[str, Any]) -> str:
+    """The configuration as its file holds it (stable: the same input, the same bytes)."""
+    return json.dumps(config, indent=2) + "\n"
+
+
+def gcp(
+    identity: Identity,
+    token_file: str,
+    server: Server,
+    tenant_alias: str = DEFAULT_ALIAS,
+    *,
+    credential_config: str = "",
+    impersonation: bool = True,
+) -> WorkloadEnv:
+    """google-auth (``google.auth.default()``) and the Secret Manager client, from an
+    ``external_account`` credential configuration written to ``credential_config``.
+
+    Without ``credential_config`` the file goes under ``server.gcp_credentials_dir`` (the data
+    directory, where the CA a workload trusts already is), named by the tenant, the identity
+    and a digest of its content: running the same ``keyless env`` again rewrites the same file
+    with the same bytes, and other choices (another token file, ``--no-impersonation``) get
+    their own file instead of changing the one a running workload reads.
+
+    ``GOOGLE_CLOUD_PROJECT`` is the tenant's alias (its project id): without it,
+    ``google.auth.default()`` asks Cloud Resource Manager on googleapis.com for the project.
+    The Secret Manager client has no variable for its endpoint: ``endpoints.secretmanager``
+    is the ``api_endpoint`` of its ``client_options`` (with ``transport="rest"``).
+    """
+    _need_token_file(token_file)
+    email = gcpnames.service_account(identity.name, tenant_alias)
+    config = gcp_credential_configuration(
+        server.public_url, identity.tenant_id, email, token_file, impersonation=impersonation
+    )
+    content = render_credential_configuration(config)
+    path = credential_config or _default_credential_path(server, tenant_alias, identity, content)
+    env = {"GOOGLE_APPLICATION_CREDENTIALS": path, "GOOGLE_CLOUD_PROJECT": tenant_alias}
+    if server.ca_file is not None:
+        env |= {"REQUESTS_CA_BUNDLE": server.ca_file, "SSL_CERT_FILE": server.ca_file}
+    base = server.public_url.rstrip("/")
+    endpoints = {
+        "sts": config["token_url"],
+        "iamcredentials": impersonation_url(server.public_url, email),
+        "secretmanager": base + gcpnames.SECRET_MANAGER_PATH,
+        "audience": config["audience"],
+        "service_account": email,
+        "impersonation": "true" if impersonation else "false",
+        "credential_config": path,
+    }
+    return WorkloadEnv(env, endpoints, {path: content})
+
+
+def _default_credential_path(
+    server: Server, tenant_alias: str, identity: Identity, content: str
+) -> str:
+    if not server.gcp_credentials_dir:
+        raise InvalidRequest(
+            "--credential-config FILE: where to write the Google credential configuration"
+        )
+    digest = hashlib.sha256(content.encode()).hexdigest()[:12]
+    return f"{server.gcp_credentials_dir.rstrip('/')}/{tenant_alias}/{identity.name}-{digest}.json"

@@ -14,13 +14,19 @@ keyless's AWS endpoints and the same CA, whether or not it carries the Azure lab
 webhook selects no pods by label; which pods keyless is sent is its
 MutatingWebhookConfiguration's choice).
 
+GKE-style (:mod:`keyless.k8s.gcpinject`): a pod whose service account carries
+``iam.gke.io/gcp-service-account`` gets an ``external_account`` credential configuration and
+a token for its tenant's provider, ``GOOGLE_APPLICATION_CREDENTIALS``, ``GOOGLE_CLOUD_PROJECT``
+and the same CA, likewise with or without the Azure label. All three may apply to one pod.
+
 Safety rules, each pinned by a fixture in ``tests/k8s/fixtures``:
 
 - a variable the container already defines (by name, ``value`` or ``valueFrom``) is left alone;
 - a volume or mount is never duplicated: one of ours that is already there is replaced in place
   when it differs and left alone when it does not, so a reinvocation yields an empty patch;
-- a pod that is neither selected nor has a service account naming an IAM role is never
-  patched, and the Azure injection is never applied to an unselected pod;
+- a pod that is neither selected nor has a service account naming an IAM role or a Google
+  service account is never patched, and the Azure injection is never applied to an
+  unselected pod;
 - ephemeral containers are not touched (they cannot exist at pod creation, and are added later
   through the ``pods/ephemeralcontainers`` subresource, which the webhook does not intercept);
 - ``hostNetwork`` pods are injected like any other: a token file and variables need no pod
@@ -38,7 +44,7 @@ from typing import Any
 
 from keyless.core import awsnames
 from keyless.core.errors import InvalidRequest
-from keyless.k8s import awsinject, containers, names
+from keyless.k8s import awsinject, containers, gcpinject, names
 
 Json = dict[str, Any]
 _INT = re.compile(r"[+-]?[0-9]+")  # what Go's strconv.ParseInt(s, 10, 64) accepts
@@ -83,10 +89,17 @@ class WebhookSettings:
     # Other tenants' AWS accounts, (account, tenant id), a role may name besides the pod's
     # tenant's own (the webhook's adapter finds the one a service account's role names).
     aws_accounts: tuple[tuple[str, str], ...] = ()
+    # Tenants, (alias, tenant id), a Google service account's project may name (the webhook's
+    # adapter finds the one a service account's annotation names).
+    gcp_projects: tuple[tuple[str, str], ...] = ()
 
     def aws(self) -> awsinject.AwsSettings:
         ca = names.CA_FILE if self.ca_configmap else None
         return awsinject.AwsSettings(self.authority_host, ca, self.aws_region)
+
+    def gcp(self) -> gcpinject.GcpSettings:
+        ca = names.CA_FILE if self.ca_configmap else None
+        return gcpinject.GcpSettings(self.authority_host, ca)
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,23 +372,42 @@ def aws_role(
     return role
 
 
+def gcp_account(
+    pod: Mapping[str, Any], sa: ServiceAccount | None, settings: WebhookSettings
+) -> gcpinject.GcpAccount | None:
+    """The Google service account the pod's service account names
+    (``iam.gke.io/gcp-service-account``), of one of ``settings.gcp_projects``; None when there
+    is none or every container sets ``GOOGLE_APPLICATION_CREDENTIALS`` itself. Raises
+    :class:`InjectionError` for an account that is no keyless tenant's."""
+    if sa is None or not gcpinject.targets(pod):
+        return None
+    where = f"service account {sa.namespace}/{sa.name}"
+    try:
+        return gcpinject.account(sa.annotations, where, dict(settings.gcp_projects))
+    except gcpinject.GcpInjectionError as exc:
+        raise InjectionError(exc.message) from exc
+
+
 def _container_plan(
     pod: Mapping[str, Any],
     identity: WorkloadIdentity | None,
     role: awsinject.AwsRole | None,
     settings: WebhookSettings,
+    gcp: gcpinject.GcpAccount | None = None,
 ) -> list[tuple[str, int, Json, list[Json], list[tuple[str, str]]]]:
     """(list key, index, container, variables to add, mounts wanted) per mutated container,
-    in the pod's order: the Azure injection's, then the AWS one's, then the CA."""
+    in the pod's order: the Azure injection's, then the AWS one's, the Google one's, then the
+    CA. A variable two injections both add (the CA's) is added once."""
     azure = {(k, i) for k, i, _ in _targets(pod)} if identity is not None else set()
     aws = {(k, i) for k, i, _ in awsinject.targets(pod)} if role is not None else set()
+    google = {(k, i) for k, i, _ in gcpinject.targets(pod)} if gcp is not None else set()
     azure_env = _desired_env(identity, settings) if identity is not None else []
     azure_volume = _existing_token_volume(pod, token_volume_name(pod))
     spec = pod.get("spec") or {}
     plan = []
     for key in ("initContainers", "containers"):
         for i, container in enumerate(spec.get(key) or []):
-            if (key, i) not in azure | aws:
+            if (key, i) not in azure | aws | google:
                 continue
             existing = {e.get("name") for e in container.get("env") or []}
             env: list[Json] = []
@@ -386,25 +418,49 @@ def _container_plan(
             if role is not None and (key, i) in aws:
                 env += awsinject.container_env(container, role, settings.aws())
                 mounts.append((names.AWS_TOKEN_VOLUME, names.AWS_TOKEN_MOUNT_PATH))
+            if gcp is not None and (key, i) in google:
+                adding = {e["name"] for e in env}
+                env += [
+                    e
+                    for e in gcpinject.container_env(container, gcp, settings.gcp())
+                    if e["name"] not in adding
+                ]
+                mounts.append((names.GCP_VOLUME, names.GCP_MOUNT_PATH))
             if settings.ca_configmap:
                 mounts.append((names.CA_VOLUME, names.CA_MOUNT_PATH))
             plan.append((key, i, container, env, mounts))
     return plan
 
 
+def _annotate(patch: _Patch, pod: Mapping[str, Any], key: str, value: str) -> None:
+    """Set the pod's annotation ``key`` to ``value`` (nothing when it already is)."""
+    meta = pod.get("metadata")
+    if meta is None:
+        patch.ops.append({"op": "add", "path": "/metadata", "value": {"annotations": {key: value}}})
+        return
+    annotations = meta.get("annotations")
+    if annotations is None:
+        op = "add" if "annotations" not in meta else "replace"
+        patch.ops.append({"op": op, "path": "/metadata/annotations", "value": {key: value}})
+    elif annotations.get(key) != value:
+        escaped = key.replace("~", "~0").replace("/", "~1")
+        patch.ops.append({"op": "add", "path": f"/metadata/annotations/{escaped}", "value": value})
+
+
 def mutation_patch(
     pod: Mapping[str, Any], sa: ServiceAccount | None, settings: WebhookSettings
 ) -> list[Json]:
     """The JSON Patch that injects ``pod``: the Azure injection when the pod is selected, the
-    AWS one when its service account names an IAM role, both when both hold. Empty when
-    neither applies or the pod is already injected. Raises :class:`InjectionError` when the
-    pod cannot be injected."""
+    AWS one when its service account names an IAM role, the Google one when it names a Google
+    service account, every one that holds. Empty when none applies or the pod is already
+    injected. Raises :class:`InjectionError` when the pod cannot be injected."""
     # Not opted in, or nothing to mount into (every container skipped): no Azure injection.
     azure_on = azure_applies(pod)
     identity = workload_identity(pod, sa, settings) if azure_on else None
     expiration = token_expiration(pod, sa) if azure_on else 0
     role = aws_role(pod, sa, settings)
-    if identity is None and role is None:
+    gcp = gcp_account(pod, sa, settings)
+    if identity is None and role is None and gcp is None:
         return []
     spec = pod.get("spec") or {}
     patch = _Patch()
@@ -417,9 +473,12 @@ def mutation_patch(
     if role is not None:
         aws_volume = awsinject.token_volume(role)
         wanted_volumes.append((_index(volumes, names.AWS_TOKEN_VOLUME), aws_volume))
+    if gcp is not None:
+        gcp_volume = gcpinject.volume(gcp)
+        wanted_volumes.append((_index(volumes, names.GCP_VOLUME), gcp_volume))
     if settings.ca_configmap:
         wanted_volumes.append((_index(volumes, names.CA_VOLUME), _ca_volume(settings.ca_configmap)))
-    for key, i, container, env, mounts in _container_plan(pod, identity, role, settings):
+    for key, i, container, env, mounts in _container_plan(pod, identity, role, settings, gcp):
         path = f"/spec/{key}/{i}"
         patch.append_all(container, "env", path, env)
         current = container.get("volumeMounts") or []
@@ -430,4 +489,7 @@ def mutation_patch(
             wanted_mounts.append((_index(current, name), mount))
         patch.upsert(container, "volumeMounts", path, wanted_mounts)
     patch.upsert(spec, "volumes", "/spec", wanted_volumes)
+    if gcp is not None:
+        config = gcpinject.configuration(gcp, settings.gcp())
+        _annotate(patch, pod, names.GCP_CONFIG_ANNOTATION, config)
     return patch.ops

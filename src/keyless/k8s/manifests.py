@@ -59,8 +59,9 @@ class Values:
     vaults_namespace: str = VAULTS_NAMESPACE  # one Service per vault: NAME.VAULTS_NS.svc
     controller: bool = True  # reconcile the keyless.dev custom resources
     trust_cluster: bool = True  # trust this cluster's service-account tokens at start
-    # A second webhook entry sends every pod (not only labelled ones): EKS-style injection for
-    # service accounts annotated eks.amazonaws.com/role-arn, as the EKS webhook does.
+    # A second webhook entry sends every pod (not only labelled ones): EKS-style and GKE-style
+    # injection for service accounts annotated eks.amazonaws.com/role-arn or
+    # iam.gke.io/gcp-service-account, which a label selector cannot see.
     aws_webhook: bool = True
     postgresql: bool = False
     replicas: int | None = None  # default 1, or 3 with PostgreSQL
@@ -272,8 +273,10 @@ def _webhook(v: Values) -> Obj:
     webhooks = [pods]
     if v.aws_webhook:
         # The EKS pod identity webhook's way: every pod is sent (a label selector cannot see
-        # the service account's eks.amazonaws.com/role-arn annotation) and a keyless outage
-        # never blocks pods (Ignore); labelled pods go to the entry above only.
+        # the service account's eks.amazonaws.com/role-arn or iam.gke.io/gcp-service-account
+        # annotation) and a keyless outage never blocks pods (Ignore); labelled pods go to the
+        # entry above only. The name stays aws.keyless.dev, which the GKE-style injection
+        # shares (renaming would break what already names it: docs/gcp.md).
         aws = {**pods, "name": AWS_WEBHOOK_NAME, "failurePolicy": "Ignore"}
         aws["objectSelector"] = {
             "matchExpressions": [

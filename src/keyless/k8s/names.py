@@ -68,3 +68,21 @@ AWS_TOKEN_FILE = f"{AWS_TOKEN_MOUNT_PATH}/{AWS_TOKEN_FILE_PATH}"
 AWS_MIN_EXPIRATION = 600  # kube-apiserver's minimum; upstream raises shorter values to it
 AWS_MAX_EXPIRATION = 86400
 AWS_DEFAULT_EXPIRATION = 86400
+
+# -- GKE workload identity ------------------------------------------------------------------
+# A service account annotated iam.gke.io/gcp-service-account (core/gcpnames.GKE_ANNOTATION)
+# gets an external_account credential configuration and a token for the tenant's provider
+# (k8s/gcpinject.py); GKE itself answers such pods from its metadata server, which keyless
+# does not emulate.
+GOOGLE_APPLICATION_CREDENTIALS = "GOOGLE_APPLICATION_CREDENTIALS"
+GOOGLE_CLOUD_PROJECT = "GOOGLE_CLOUD_PROJECT"  # else google.auth.default() asks googleapis.com
+# The credential configuration travels in a pod annotation that the downward API projects
+# into the volume beside the token: no object to create, no permission to write ConfigMaps.
+GCP_CONFIG_ANNOTATION = "keyless.dev/gcp-credential-configuration"
+GCP_VOLUME = "keyless-gcp-credentials"
+GCP_MOUNT_PATH = "/var/run/secrets/keyless/gcp"
+GCP_TOKEN_PATH = "token"
+GCP_CONFIG_PATH = "credential-configuration.json"
+GCP_TOKEN_FILE = f"{GCP_MOUNT_PATH}/{GCP_TOKEN_PATH}"
+GCP_CONFIG_FILE = f"{GCP_MOUNT_PATH}/{GCP_CONFIG_PATH}"
+GCP_EXPIRATION = 3600  # the kubelet renews the token at 80%; google-auth re-reads the file

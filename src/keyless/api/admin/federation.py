@@ -111,10 +111,20 @@ async def identity_env(request: Request) -> Response:
         port=settings.public_port,
         ca_file=str(ca.resolve()) if ca is not None else None,
         vault_auth_mounts=settings.vault_auth_mounts,
+        gcp_credentials_dir=str((settings.data_dir / "gcp").resolve()),
     )
     q = request.query_params
+    credential_config = q.get("credential_config", "")
+    if credential_config and not credential_config.startswith("/"):
+        raise InvalidRequest("credential_config: an absolute path")
     found = workloadenv.workload_env(
-        q.get("dialect", ""), identity, q.get("token_file", ""), server, tenant.alias
+        q.get("dialect", ""),
+        identity,
+        q.get("token_file", ""),
+        server,
+        tenant.alias,
+        credential_config=credential_config,
+        impersonation=q.get("impersonation", "true") != "false",
     )
     return JSONResponse(found.view())
 

@@ -35,7 +35,13 @@ from typing import Any
 
 from keyless.core import awssecrets as aws
 from keyless.core import errors, rbac
-from keyless.core.secrets import PropertyChanges, Secret, SecretVersion, validate_tags
+from keyless.core.secrets import (
+    NO_VALUE_CONTENT_TYPE,
+    PropertyChanges,
+    Secret,
+    SecretVersion,
+    validate_tags,
+)
 from keyless.core.vault import Call, SecretNotFound, SecretUnavailable, VaultService
 
 DELETED_BUT_RECOVERABLE = "ObjectIsDeletedButRecoverable"  # store/vault.py's Conflict
@@ -43,7 +49,6 @@ CAS_MISMATCH = "CheckAndSetMismatch"
 # A secret created without a value (CreateSecret with neither SecretString nor SecretBinary)
 # holds one disabled, empty version of this content type: keyless has no secret without a
 # version; it has no stage and reads as "no value", as AWS's secret without versions.
-NO_VALUE_CONTENT_TYPE = "application/x-keyless-aws-no-value"
 MARKED_FOR_DELETION = (
     "You can't perform this operation on the secret because it was marked for deletion."
 )

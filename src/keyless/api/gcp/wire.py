@@ -70,7 +70,9 @@ def permission_denied(permission: str, resource: str, domain: str, extra: str = 
     )
 
 
-def error_body(status: int, message: str, rpc_status: str, details: list[dict[str, Any]]) -> dict:
+def error_body(
+    status: int, message: str, rpc_status: str, details: list[dict[str, Any]]
+) -> dict[str, Any]:
     return {"error": {"code": status, "message": message, "status": rpc_status, "details": details}}
 
 

@@ -4,15 +4,16 @@ v1 out.
 The rules live in :mod:`keyless.k8s.inject`; this adapter reads the review (its whole shape is
 checked by :mod:`keyless.k8s.admission` first), makes the refusals that depend on the pod
 alone, asks the service account lookup, checks that the identity exists in keyless (the Azure
-client id, or the identity an ``eks.amazonaws.com/role-arn`` names), and answers ``allowed``
+client id, or the identity an ``eks.amazonaws.com/role-arn`` or an
+``iam.gke.io/gcp-service-account`` names), and answers ``allowed``
 with the patch, or ``allowed: false`` with a message that ``kubectl`` shows to whoever created
 the pod.
 
 Which pods: every pod creation the MutatingWebhookConfiguration sends, except those carrying
 the EKS webhook's opt-out label ``eks.amazonaws.com/skip-pod-identity-webhook``. A pod with the
 Azure label is refused when its service account cannot be read (unless it names its client id
-itself); any other pod is only injected for AWS, when its service account can be read and
-names a role, and is admitted untouched otherwise.
+itself); any other pod is only injected for AWS or Google, when its service account can be
+read and names a role or a Google service account, and is admitted untouched otherwise.
 
 What the message may say depends on who can be asking. With ``--webhook-client-ca`` only the
 API server gets past TLS, and refusals name their cause (service account missing, client id
@@ -41,7 +42,7 @@ from keyless.api.responses import JSONResponse
 from keyless.core import awsnames
 from keyless.core.errors import KeylessError, NotFound
 from keyless.core.models import Tenant
-from keyless.k8s import admission, awsinject, inject
+from keyless.k8s import admission, awsinject, gcpinject, inject
 
 log = logging.getLogger("keyless.k8s")
 UNIFORM_REFUSAL = (
@@ -117,16 +118,52 @@ async def _role_tenant(
     return settings
 
 
+async def _gcp_project(
+    services: Edge, sa: inject.ServiceAccount | None, settings: inject.WebhookSettings
+) -> inject.WebhookSettings:
+    """``settings`` knowing the tenant whose alias is the project of the Google service
+    account the annotations name (from memory: tenants are known by alias)."""
+    project = gcpinject.project_of(sa.annotations) if sa is not None else None
+    if project is None:
+        return settings
+    try:
+        tenant = await services.broker.tenant(project)
+    except NotFound:
+        return settings
+    if tenant.alias != project:  # a tenant id is no project id
+        return settings
+    return dataclasses.replace(settings, gcp_projects=((project, tenant.id),))
+
+
+async def _check_gcp(
+    services: Edge,
+    pod: inject.Json,
+    sa: inject.ServiceAccount | None,
+    settings: inject.WebhookSettings,
+) -> None:
+    """The Google service account's identity exists in keyless (its project was checked with
+    the patch)."""
+    gcp = inject.gcp_account(pod, sa, settings)
+    if (
+        gcp is not None
+        and services.broker.identity_by_name(gcp.tenant_id, gcp.identity_name) is None
+    ):
+        raise inject.InjectionError(
+            f"no keyless identity is named {gcp.identity_name[:128]!r} in tenant "
+            f"{gcp.project[:64]!r} (service account {gcp.email[:160]!r} from the {gcp.source})"
+        )
+
+
 async def _service_account(
     services: Edge, req: admission.AdmissionRequest
 ) -> inject.ServiceAccount | None:
     """The pod's service account. A selected pod that names its client id itself
     (``keyless.dev/client-id``) is not looked up at all, so it gets no AWS injection. The Azure
     injection of any other selected pod needs it: without it the pod is refused. Otherwise only
-    an IAM role may come of it, and a lookup that fails leaves the pod without the AWS
-    injection, as the EKS webhook does when its cache misses (the pod was not opted in by a
-    label: refusing it would block every pod of the cluster while the API server is
-    unreachable)."""
+    an IAM role or a Google service account may come of it, and a lookup that fails leaves the
+    pod without the AWS and Google injections, as the EKS webhook does when its cache misses
+    (the pod was not opted in by a label: refusing it would block every pod of the cluster
+    while the API server is unreachable)."""
     pod = req.object
     name = inject.service_account_name(pod)
     if inject.selected(pod) and not inject.needs_lookup(pod):
@@ -140,7 +177,7 @@ async def _service_account(
         return await services.k8s.get(req.namespace, name)
     except Exception as exc:  # Unavailable, or the lookup's own failure
         log.info(
-            "service account not read: no AWS injection",
+            "service account not read: no AWS or Google injection",
             extra={"namespace": req.namespace, "uid": req.uid, "error": type(exc).__name__},
         )
         return None
@@ -157,11 +194,13 @@ async def _identity_patch(
     pod = req.object
     sa = await _service_account(services, req)
     settings = await _role_tenant(services, pod, sa, settings)
+    settings = await _gcp_project(services, sa, settings)
     patch = inject.mutation_patch(pod, sa, settings)
     if patch and authenticated:  # an empty patch (reinvocation, all skipped) names no one new
         if inject.azure_applies(pod):
             await _check_identity(services, inject.workload_identity(pod, sa, settings))
         await _check_role(services, pod, sa, settings)
+        await _check_gcp(services, pod, sa, settings)
     return patch
 
 

@@ -31,8 +31,8 @@ NOBODY = Principal(TENANT, "oid-nobody", "cid-nobody", fed={"pod": "nobody-1"})
 
 
 @pytest.fixture
-def target(pg_server: str, make_pg_database) -> Iterator[TargetDb]:  # type: ignore[no-untyped-def]
-    with target_database(pg_server, make_pg_database) as t:
+def target(pg_server: str) -> Iterator[TargetDb]:
+    with target_database(pg_server) as t:
         yield t
 
 
@@ -98,7 +98,11 @@ async def test_issued_credentials_log_in_and_revocation_drops_the_role(rig: Rig)
             "SELECT pg_has_role(current_user, %s, 'MEMBER')", (rig.target.group,)
         ).fetchone() == (True,)
     issued = rig.audit.events[-1]
-    assert (issued.action, issued.result, issued.workload) == ("database.creds", "success", WORKLOAD)
+    assert (issued.action, issued.result, issued.workload) == (
+        "database.creds",
+        "success",
+        WORKLOAD,
+    )
     assert await engine.revoke(Call(APP, "req-2"), creds.lease.lease_id)
     assert rig.target.role(user) is None
     assert not await asyncio.to_thread(rig.target.logs_in, user, password)
@@ -169,7 +173,7 @@ async def test_a_failing_template_leaves_no_role_and_no_lease(rig: Rig) -> None:
         "GRANT SELECT ON no_such_table TO \"{{name}}\"",
         revocation_sql=None, ttl=60, max_ttl=60,
     )  # fmt: skip
-    with pytest.raises(TemplateFailed, match="no_such_table.*no role was left behind") as info:
+    with pytest.raises(TemplateFailed, match=r"no_such_table.*no role was left behind") as info:
         await engine.issue(Call(admin_principal(TENANT)), "orders", bad)
     assert "\n" not in str(info.value)
     assert rig.target.roles_like(f"v-admin-{bad}") == []
@@ -197,7 +201,7 @@ async def test_bad_templates_are_refused_when_the_role_is_added(
 
 async def test_an_unreachable_database_is_not_registered(rig: Rig) -> None:
     engine = rig.engine()
-    with pytest.raises(DatabaseUnreachable, match="127.0.0.1:1/x cannot be reached") as info:
+    with pytest.raises(DatabaseUnreachable, match=r"127\.0\.0\.1:1/x cannot be reached") as info:
         await engine.add_database(TENANT, "down", "postgresql://a:pw-visible@127.0.0.1:1/x", None)
     assert "pw-visible" not in str(info.value) and "\n" not in str(info.value)
     assert [d.name for d in await engine.list_databases(TENANT)] == ["orders"]

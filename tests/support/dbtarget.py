@@ -96,13 +96,16 @@ class TargetDb:
 
 
 @contextmanager
-def target_database(pg_server: str, make_pg_database: object) -> Iterator[TargetDb]:
-    url = make_pg_database()  # type: ignore[operator]
-    base, dbname = url.rsplit("/", 1)
+def target_database(pg_server: str) -> Iterator[TargetDb]:
+    """A new database ``keyless_target_TAG`` on ``pg_server`` (the ``pg_server`` fixture's
+    URL), dropped at the end with every role made in it."""
     tag = secrets.token_hex(4)
+    dbname = f"keyless_target_{tag}"
+    url = f"{pg_server.rsplit('/', 1)[0]}/{dbname}"
     admin, group = f"kl_admin_{tag}", f"kl_group_{tag}"
     password = secrets.token_urlsafe(24)
     with psycopg.connect(pg_server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
         conn.execute(
             sql.SQL("CREATE ROLE {} WITH LOGIN SUPERUSER PASSWORD {}").format(
                 sql.Identifier(admin), sql.Literal(password)
@@ -127,7 +130,8 @@ def target_database(pg_server: str, make_pg_database: object) -> Iterator[Target
                 conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(ident))
                 conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
         with psycopg.connect(pg_server, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(dbname)))
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname))
+            )
             for name in [*made, admin, group]:
                 conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))

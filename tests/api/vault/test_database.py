@@ -122,16 +122,17 @@ def test_vault_agent_sees_a_database_mount(dkl: VaultKeyless, target: TargetDb) 
     assert answer.json()["data"]["type"] == "database" and answer.json()["data"]["options"] is None
 
 
-def test_openbao_agent_renders_a_database_template(
+def test_openbao_agent_renders_and_renews_a_database_template(
     dkl: VaultKeyless, target: TargetDb, tmp_path: Path
 ) -> None:
     """The real OpenBao Agent (Vault Agent's code): JWT auto-auth, then a template that reads
-    database/creds/DATABASE.ROLE renders credentials that log in."""
+    database/creds/DATABASE.ROLE renders credentials that log in, and the agent renews their
+    lease (role ``s``: TTL 2 s) through sys/leases/renew."""
     jwt_file = dkl.jwt_file(dkl.jwt("shop", "app"))
     out = tmp_path / "db.txt"
     config = tmp_path / "agent.hcl"
     template = (
-        '{{ with secret "database/creds/' + vault_role(target) + '" }}'
+        '{{ with secret "database/creds/' + vault_role(target, "s") + '" }}'
         "{{ .Data.username }} {{ .Data.password }}{{ end }}"
     )
     config.write_text(
@@ -158,6 +159,15 @@ def test_openbao_agent_renders_a_database_template(
         user, password = out.read_text().split()
         dkl.remember(password)
         assert target.logs_in(user, password)
+        renewed: list[dict[str, object]] = []
+        while not renewed and time.monotonic() < deadline + 15:
+            time.sleep(0.5)
+            renewed = [
+                e
+                for e in dkl.audit()
+                if e["action"] == "database.renew" and f".s{target.tag}/" in str(e["reason"])
+            ]
+        assert renewed and renewed[0]["result"] == "success"
     finally:
         agent.terminate()
         logs = agent.communicate(timeout=30)[0]

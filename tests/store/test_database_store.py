@@ -94,3 +94,18 @@ def test_migration_0009_goes_down_and_up(database_url: str) -> None:
     finally:
         engine.dispose()
     assert {"databases", "database_roles", "database_leases"} <= tables
+
+
+async def test_root_key_rotation_rewraps_the_admin_password(store: SqlStore) -> None:
+    from keyless.core.databases import database_seal_context
+    from keyless.core.envelope import RootKeys
+
+    old, new = RootKeys((b"o" * 32,)), RootKeys((b"n" * 32, b"o" * 32))
+    db = Database(T, "orders", "db.internal", 5432, "orders", "admin", "require", NOW)
+    context = database_seal_context(T, "orders")
+    await store.put_database(db, old.seal(b"admin-pw", context))
+    await store.rewrap_all(lambda ctx, blob: new.rewrap(blob, ctx))
+    found = await store.get_database(T, "orders")
+    assert found is not None
+    assert new.wrapped_by(found[1]) == new.active_id
+    assert RootKeys((b"n" * 32,)).open(found[1], context) == b"admin-pw"

@@ -43,6 +43,8 @@ from keyless.k8s import crds
 from keyless.k8s import status as st
 from keyless.k8s.leader import LeaderElector, holder_identity
 from keyless.k8s.resources import Claim, Decision, Resource, audit_action, claimed, decide
+from keyless.k8s.watching import follow
+from keyless.k8s.watching import why as _why
 
 if TYPE_CHECKING:
     from keyless.server.services import Services
@@ -52,7 +54,6 @@ ACTOR = "k8s-controller"
 DEBOUNCE = 0.2
 RESYNC = 60.0
 POLL = 2.0  # how often keyless's own revisions are compared (as the server follows them)
-WATCH_SECONDS = 300
 MAX_BACKOFF = 30.0
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -293,49 +294,15 @@ class Controller:
     async def watch(
         self, kube: CustomResources, custom: Any, kind: crds.Kind, stop: asyncio.Event
     ) -> None:
-        """List, then watch from that list's resourceVersion; every event wakes a round. On a
-        watch's end, an error or 410 Gone: list again (with a growing pause after errors),
-        and wake a round if the list differs from what the watch had seen."""
-        from kubernetes_asyncio import watch
-
-        backoff = 1.0
-        seen: dict[str, str] | None = None  # uid -> resourceVersion
-        while not stop.is_set():
-            try:
-                items, rv = await kube.list_items(kind)
-                listed = {_uid(o): _rv(o) for o in items}
-                if listed != seen:
-                    self.wake.set()
-                seen = listed
-                backoff = 1.0
-                async with watch.Watch() as events:
-                    stream = events.stream(
-                        custom.list_cluster_custom_object,
-                        crds.GROUP,
-                        crds.VERSION,
-                        kind.plural,
-                        resource_version=rv,
-                        timeout_seconds=WATCH_SECONDS,
-                        allow_watch_bookmarks=True,
-                    )
-                    async for event in stream:
-                        kind_of = event["type"]
-                        if kind_of == "ERROR":
-                            break  # 410 Gone (or another error): list again
-                        obj = event.get("raw_object") or {}
-                        if kind_of == "DELETED":
-                            seen.pop(_uid(obj), None)
-                        elif kind_of != "BOOKMARK":
-                            seen[_uid(obj)] = _rv(obj)
-                        if kind_of != "BOOKMARK":
-                            self.wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("watch failed", extra={"kind": kind.kind, "error": _why(exc)})
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=backoff)
-                backoff = min(MAX_BACKOFF, backoff * 2)
+        """Every change of ``kind``'s resources wakes a round (k8s/watching.py)."""
+        await follow(
+            lambda: kube.list_items(kind),
+            custom.list_cluster_custom_object,
+            (crds.GROUP, crds.VERSION, kind.plural),
+            self.wake,
+            stop,
+            kind.kind,
+        )
 
     async def loop(
         self,
@@ -395,24 +362,6 @@ class Controller:
             return await self._state()
         except Exception:  # the database is away: the next round says so
             return None
-
-
-def _why(exc: Exception) -> str:
-    """An error in one line, for the log: an API answer by its status, not its whole body."""
-    status = getattr(exc, "status", None)
-    if isinstance(status, int):
-        return f"the Kubernetes API answered {status} {getattr(exc, 'reason', '')}".strip()
-    if isinstance(exc, KeylessError):
-        return exc.message
-    return f"{type(exc).__name__}: {str(exc)[:200]}"
-
-
-def _uid(obj: dict[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("uid", ""))
-
-
-def _rv(obj: dict[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
 
 
 def _ready_message(r: Resource, claim: Claim) -> str:

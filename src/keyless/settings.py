@@ -75,6 +75,10 @@ class Settings:
     k8s_vault_namespace: str | None = None
     # Register the cluster keyless runs in as an issuer (keys from its API) at start.
     k8s_trust_cluster: bool = False
+    # Roll Deployments/StatefulSets annotated keyless.dev/restart-on-change when a secret they
+    # consume changes, or this long before its version expires (k8s/restarts.py).
+    k8s_restart_on_change: bool = False
+    k8s_restart_before_expiry: int = 600
     # The admission webhook's own TLS listener (None: not started); see docs/kubernetes.md.
     webhook_host: str | None = None
     webhook_port: int | None = None
@@ -148,6 +152,8 @@ _FIELDS: dict[str, str] = {
     "k8s_issue_tls": "bool",
     "k8s_vault_namespace": "dnsname",
     "k8s_trust_cluster": "bool",
+    "k8s_restart_on_change": "bool",
+    "k8s_restart_before_expiry": "duration",
     "webhook_listen": "listen",
     "webhook_client_ca": "path",
     "webhook_insecure_no_client_auth": "bool",

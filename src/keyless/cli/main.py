@@ -179,6 +179,18 @@ def serve(
             "--k8s-trust-cluster", help="in-cluster: trust this cluster's tokens at start"
         ),
     ] = None,
+    k8s_restart_on_change: Annotated[
+        bool | None,
+        typer.Option(
+            "--k8s-restart-on-change",
+            help="in-cluster: roll Deployments/StatefulSets annotated "
+            "keyless.dev/restart-on-change when a secret they consume changes",
+        ),
+    ] = None,
+    k8s_restart_before_expiry: Annotated[
+        str | None,
+        typer.Option(help="with --k8s-restart-on-change: roll this long before expiry [10m]"),
+    ] = None,
     webhook_listen: Annotated[
         str | None, typer.Option(help="webhook: its own TLS listener HOST:PORT (e.g. 0.0.0.0:8444)")
     ] = None,
@@ -248,6 +260,8 @@ def serve(
         "k8s_issue_tls": k8s_issue_tls,
         "k8s_vault_namespace": k8s_vault_namespace,
         "k8s_trust_cluster": k8s_trust_cluster,
+        "k8s_restart_on_change": k8s_restart_on_change,
+        "k8s_restart_before_expiry": k8s_restart_before_expiry,
         "webhook_listen": webhook_listen,
         "webhook_client_ca": webhook_client_ca,
         "webhook_insecure_no_client_auth": webhook_insecure_no_client_auth,

@@ -1,0 +1,596 @@
+"""Rolling restarts on secret change (``--k8s-restart-on-change``), for components that read
+their configuration only at start.
+
+A Deployment or StatefulSet annotated ``keyless.dev/restart-on-change`` is restarted the way
+``kubectl rollout restart`` restarts it when a secret it consumes gets a new version, or when
+the version it runs on nears its expiry (``--k8s-restart-before-expiry`` before the version's
+``expires``; once per version).
+
+What a workload consumes: the annotation's value, ``VAULT/NAME[,VAULT/NAME...]`` (or ``true``,
+or empty: none named there), plus what its pod template gives the agent injection (issue 19
+item 3): every ``keyless.dev/inject-secret-FILE: VAULT/NAME`` annotation, and every literal
+``secret("VAULT/NAME")`` in a ``keyless.dev/agent-template-FILE`` annotation. A reference may
+pin a version (``VAULT/NAME/VERSION``, as the agent's do): only that version's expiry counts.
+
+How a restart is made: one merge patch of the workload, carrying the resourceVersion it was
+decided on (the API server refuses it with 409 if the workload changed meanwhile; it is
+decided again), that sets
+
+- ``spec.template.metadata.annotations["kubectl.kubernetes.io/restartedAt"]``: kubectl's own
+  annotation, so a keyless restart is the same change as ``kubectl rollout restart`` (the
+  rollout honours the workload's strategy, ``kubectl rollout status/history`` show it, and a
+  later restart by either simply moves it);
+- ``metadata.annotations["keyless.dev/restarted-for"]``: the record of what the pods now run
+  on, ``VAULT/NAME=VERSION[;expiring]`` per consumed secret, sorted, comma-separated (versions
+  are identifiers, never values). It is on the workload, not its template, so writing it
+  restarts nothing; it is what makes a restart happen once per change whichever replica acts,
+  and after keyless restarts.
+
+A workload seen for the first time (or consuming a secret its record does not name) has its
+record written without a restart: its pods started with what is current. A secret that does
+not exist (or is deleted) leaves the workload alone until it exists again. A paused Deployment
+is not restarted (as kubectl refuses to) until it is resumed.
+
+Only the holder of Lease ``keyless-restarts`` acts (k8s/leader.py). It acts on every change of
+keyless's secrets (this process's commits at once, other replicas' through the store's
+revisions, looked at every 2 s), on every change of an annotated workload (watched), when a
+consumed version's expiry margin begins, and every minute. Each restart is audited: action
+``workload restart``, the workload as target, the secrets (never a value) in the reason.
+RBAC: ``deployments`` and ``statefulsets`` (apps) get, list, watch, patch, cluster-wide; the
+lease in keyless's namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from keyless.core.audit import AuditEvent, AuditSink
+from keyless.core.clock import Clock
+from keyless.core.ports import VaultStore
+from keyless.core.secrets import KEYVAULT_NAME, VAULT_NAME, VERSION
+from keyless.k8s.leader import LeaderElector, holder_identity
+from keyless.k8s.watching import follow, why
+
+if TYPE_CHECKING:
+    from keyless.server.services import Services
+
+log = logging.getLogger("keyless.k8s")
+
+RESTART_ANNOTATION = "keyless.dev/restart-on-change"
+INJECT_PREFIX = "keyless.dev/inject-secret-"
+TEMPLATE_PREFIX = "keyless.dev/agent-template-"
+RESTARTED_FOR = "keyless.dev/restarted-for"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+LEASE = "keyless-restarts"
+ACTOR = "k8s-restarts"
+ACTION = "workload restart"
+EXPIRING = "expiring"
+DEFAULT_BEFORE_EXPIRY = 600  # seconds
+GROUP, VERSION_V1 = "apps", "v1"
+POLL = 2.0
+RESYNC = 60.0
+DEBOUNCE = 0.2
+MAX_BACKOFF = 30.0
+MERGE_PATCH = "application/merge-patch+json"
+_TEMPLATE_REF = re.compile(r"""secret\(\s*(["'])([^"'\s]+)\1\s*\)""")
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    kind: str
+    plural: str
+
+
+KINDS = (Kind("Deployment", "deployments"), Kind("StatefulSet", "statefulsets"))
+
+
+# -- what a workload consumes ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class SecretRef:
+    vault: str
+    name: str
+    version: str | None = None  # pinned
+
+    @classmethod
+    def parse(cls, text: str) -> SecretRef:
+        """``VAULT/NAME`` or ``VAULT/NAME/VERSION`` (the agent's references); ValueError."""
+        parts = text.strip().split("/")
+        if len(parts) not in (2, 3):
+            raise ValueError(f"{text.strip()[:140]!r} is not VAULT/NAME[/VERSION]")
+        vault, name = parts[0].lower(), parts[1]
+        version = parts[2].lower() if len(parts) == 3 else None
+        if not VAULT_NAME.fullmatch(vault):
+            raise ValueError(f"{text.strip()[:140]!r}: {vault[:40]!r} is not a vault name")
+        if not KEYVAULT_NAME.fullmatch(name):
+            raise ValueError(f"{text.strip()[:140]!r}: {name[:140]!r} is not a secret name")
+        if version is not None and not VERSION.fullmatch(version):
+            raise ValueError(f"{text.strip()[:140]!r}: the version is not 32 hex digits")
+        return cls(vault, name, version)
+
+    def __str__(self) -> str:
+        return f"{self.vault}/{self.name}" + (f"/{self.version}" if self.version else "")
+
+
+@dataclass(frozen=True, slots=True)
+class Consumption:
+    refs: frozenset[SecretRef]
+    problems: tuple[str, ...] = ()  # annotations that name no secret, each in one line
+
+
+def _annotations(meta: Any) -> Mapping[str, str]:
+    found = (meta or {}).get("annotations") if isinstance(meta, Mapping) else None
+    return found if isinstance(found, Mapping) else {}
+
+
+def _template_annotations(obj: Obj) -> Mapping[str, str]:
+    template = (obj.get("spec") or {}).get("template") or {}
+    return _annotations(template.get("metadata"))
+
+
+def consumed(obj: Obj) -> Consumption | None:
+    """The secrets an annotated workload consumes; None when it is not annotated."""
+    own = _annotations(obj.get("metadata"))
+    if RESTART_ANNOTATION not in own:
+        return None
+    refs: set[SecretRef] = set()
+    problems: list[str] = []
+
+    def add(text: str, where: str) -> None:
+        try:
+            refs.add(SecretRef.parse(text))
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+
+    for part in str(own[RESTART_ANNOTATION]).split(","):
+        if part.strip() and part.strip().lower() != "true":
+            add(part, RESTART_ANNOTATION)
+    for key, value in sorted(_template_annotations(obj).items()):
+        if key.startswith(INJECT_PREFIX):
+            add(str(value), key)
+        elif key.startswith(TEMPLATE_PREFIX):
+            for match in _TEMPLATE_REF.finditer(str(value)):
+                add(match.group(2), key)
+    return Consumption(frozenset(refs), tuple(problems))
+
+
+# -- what the pods run on, and what to do ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A consumed secret as the store has it now: the version the pods get, its expiry, and
+    the vault's tenant (whose audit log hears of the restart)."""
+
+    version: str
+    expires: float | None
+    tenant_id: str
+
+
+def state(seen: Seen, now: float, before_expiry: float) -> str:
+    """``VERSION``, or ``VERSION;expiring`` once its expiry margin has begun."""
+    if seen.expires is not None and now >= seen.expires - before_expiry:
+        return f"{seen.version};{EXPIRING}"
+    return seen.version
+
+
+def record(states: Mapping[SecretRef, str]) -> str:
+    return ",".join(f"{ref}={states[ref]}" for ref in sorted(states))
+
+
+def parse_record(text: str | None) -> dict[str, str]:
+    """``ref -> state`` of a ``restarted-for`` annotation (a malformed one reads as empty)."""
+    out: dict[str, str] = {}
+    for item in (text or "").split(","):
+        ref, sep, value = item.strip().partition("=")
+        if sep and ref and value:
+            out[ref] = value
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one workload needs: ``restart`` (a rollout, for ``reasons``), or only its record
+    written (``baseline``); ``skip`` says why nothing is done."""
+
+    kind: Kind
+    namespace: str
+    name: str
+    restart: bool = False
+    record: str = ""
+    reasons: tuple[tuple[SecretRef, str], ...] = ()  # (secret, why), for the audit event
+    skip: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind.kind} {self.namespace}/{self.name}"
+
+
+def decide(
+    kind: Kind,
+    obj: Obj,
+    use: Consumption,
+    seen: Mapping[SecretRef, Seen | None],
+    now: float,
+    before_expiry: float,
+) -> Step | None:
+    """The step for one annotated workload; None when its record is current."""
+    meta = obj.get("metadata") or {}
+    step = Step(kind, str(meta.get("namespace", "")), str(meta.get("name", "")))
+    if meta.get("deletionTimestamp"):
+        return None
+    if not use.refs:
+        why_not = "; ".join(use.problems) or "it names no secret and injects none"
+        return _skip(step, f"{RESTART_ANNOTATION} on a workload that consumes no secret: {why_not}")
+    missing = sorted(str(ref) for ref in use.refs if seen.get(ref) is None)
+    if missing:
+        return _skip(step, f"secret {', '.join(missing)} does not exist: waiting for it")
+    current = {ref: state(seen[ref], now, before_expiry) for ref in use.refs}  # type: ignore[arg-type]
+    text = record(current)
+    before = parse_record(_annotations(meta).get(RESTARTED_FOR))
+    if text == _annotations(meta).get(RESTARTED_FOR):
+        return None
+    reasons: list[tuple[SecretRef, str]] = []
+    for ref in sorted(use.refs):
+        was = before.get(str(ref))
+        if was is None:
+            continue  # newly consumed: the pods started with what is current
+        now_version, _, flag = current[ref].partition(";")
+        was_version, _, was_flag = was.partition(";")
+        if now_version != was_version:
+            reasons.append((ref, f"new version {now_version}"))
+        elif flag == EXPIRING and was_flag != EXPIRING:
+            expires = seen[ref].expires  # type: ignore[union-attr]
+            reasons.append((ref, f"version {now_version} expires at {_rfc3339(expires or now)}"))
+    if reasons and (obj.get("spec") or {}).get("paused"):
+        return _skip(step, "the Deployment is paused: restarted once it is resumed")
+    return Step(
+        kind, step.namespace, step.name, restart=bool(reasons), record=text, reasons=tuple(reasons)
+    )
+
+
+def _skip(step: Step, why_not: str) -> Step:
+    return Step(step.kind, step.namespace, step.name, skip=why_not)
+
+
+def patch_for(step: Step, resource_version: str, now: float) -> Obj:
+    meta: Obj = {"annotations": {RESTARTED_FOR: step.record}}
+    if resource_version:  # a precondition: refused with 409 if the workload moved meanwhile
+        meta["resourceVersion"] = resource_version
+    body: Obj = {"metadata": meta}
+    if step.restart:
+        body["spec"] = {"template": {"metadata": {"annotations": {RESTARTED_AT: _rfc3339(now)}}}}
+    return body
+
+
+def next_margin(seen: Iterable[Seen | None], now: float, before_expiry: float) -> float | None:
+    """When the next consumed version's expiry margin begins (a round is due then)."""
+    starts = [
+        s.expires - before_expiry
+        for s in seen
+        if s is not None and s.expires is not None and s.expires - before_expiry > now
+    ]
+    return min(starts, default=None)
+
+
+def _rfc3339(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- the store and the cluster -----------------------------------------------------------------
+
+
+Lookup = Callable[[SecretRef], Awaitable[Seen | None]]
+
+
+def store_lookup(store: VaultStore) -> Lookup:
+    """A consumed secret from the store (its properties only: nothing is unsealed)."""
+
+    async def lookup(ref: SecretRef) -> Seen | None:
+        vault = await store.get_vault(ref.vault)
+        current = await store.get_secret_state(ref.vault, ref.name)
+        if vault is None or current is None or current.deleted_at is not None:
+            return None
+        found = await store.get_secret_version(
+            ref.vault, ref.name, ref.version or current.current_version
+        )
+        if found is None:
+            return None
+        props = found[0]
+        return Seen(props.version, props.expires, vault.tenant_id)
+
+    return lookup
+
+
+class Workloads:
+    """Deployments and StatefulSets through the custom-objects API (plain dicts)."""
+
+    def __init__(self, custom: Any) -> None:
+        self.api = custom  # kubernetes_asyncio CustomObjectsApi
+
+    async def list_items(self, kind: Kind) -> tuple[list[Obj], str]:
+        listed = await self.api.list_cluster_custom_object(GROUP, VERSION_V1, kind.plural)
+        rv = str((listed.get("metadata") or {}).get("resourceVersion") or "")
+        return list(listed.get("items") or []), rv
+
+    async def patch(self, kind: Kind, namespace: str, name: str, body: Obj) -> None:
+        await self.api.patch_namespaced_custom_object(
+            GROUP, VERSION_V1, namespace, kind.plural, name, body, _content_type=MERGE_PATCH
+        )
+
+
+def annotated(obj: Obj) -> bool:
+    return RESTART_ANNOTATION in _annotations(obj.get("metadata"))
+
+
+class Restarter:
+    def __init__(
+        self,
+        workloads: Workloads,
+        lookup: Lookup,
+        audit: AuditSink,
+        clock: Clock,
+        *,
+        before_expiry: float = DEFAULT_BEFORE_EXPIRY,
+        holder: str = "",
+        state: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        self._workloads = workloads
+        self._lookup = lookup
+        self._audit = audit
+        self._clock = clock
+        self._before = before_expiry
+        self._holder = holder
+        self._state = state  # keyless's secrets' revision: a change made elsewhere wakes us
+        self._warned: dict[str, str] = {}  # workload -> the skip reason last logged
+        self.wake = asyncio.Event()
+
+    def poke(self) -> None:
+        """This process committed a change (maybe a new secret version): look soon."""
+        self.wake.set()
+
+    def leadership(self, leading: bool) -> None:
+        if leading:
+            self.wake.set()
+
+    async def reconcile(self) -> float | None:
+        """One round; answers when the next expiry margin begins (None: none ahead)."""
+        now = self._clock.now()
+        found: list[tuple[Kind, Obj, Consumption]] = []
+        for kind in KINDS:
+            items, _ = await self._workloads.list_items(kind)
+            for obj in items:
+                use = consumed(obj)
+                if use is not None:
+                    found.append((kind, obj, use))
+        refs = sorted({ref for _, _, use in found for ref in use.refs})
+        seen = {ref: await self._lookup(ref) for ref in refs}
+        retry = False
+        for kind, obj, use in found:
+            step = decide(kind, obj, use, seen, now, self._before)
+            if step is None:
+                self._warned.pop(f"{kind.kind} {_ns_name(obj)}", None)
+                continue
+            if step.skip:
+                self._warn_once(step)
+                continue
+            self._warned.pop(step.ref, None)
+            retry |= not await self._apply(step, obj, seen)
+        if retry:
+            self.wake.set()
+        return next_margin(seen.values(), now, self._before)
+
+    async def _apply(self, step: Step, obj: Obj, seen: Mapping[SecretRef, Seen | None]) -> bool:
+        """Patch one workload; False when it changed meanwhile (decided again next round)."""
+        from kubernetes_asyncio.client.exceptions import ApiException
+
+        now = self._clock.now()
+        rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        try:
+            await self._workloads.patch(
+                step.kind, step.namespace, step.name, patch_for(step, rv, now)
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            if exc.status != 404:  # 404: deleted meanwhile, nothing to restart
+                log.warning("workload not patched", extra={"workload": step.ref, "error": why(exc)})
+            return True
+        if not step.restart:
+            log.info("workload's secrets recorded", extra={"workload": step.ref})
+            return True
+        secrets = ", ".join(str(ref) for ref, _ in step.reasons)
+        log.info("workload restarted", extra={"workload": step.ref, "secrets": secrets})
+        await self._audited(step, seen, now)
+        return True
+
+    async def _audited(self, step: Step, seen: Mapping[SecretRef, Seen | None], now: float) -> None:
+        """One event per tenant whose secrets caused the restart (each audit log hears of
+        its own secrets only)."""
+        request_id = f"k8s-{uuid.uuid4().hex[:16]}"
+        by_tenant: dict[str, list[tuple[SecretRef, str]]] = {}
+        for ref, reason in step.reasons:
+            found = seen.get(ref)
+            if found is not None:
+                by_tenant.setdefault(found.tenant_id, []).append((ref, reason))
+        for tenant_id, reasons in sorted(by_tenant.items()):
+            workload = {
+                "kind": step.kind.kind,
+                "namespace": step.namespace,
+                "name": step.name,
+                "secrets": [str(ref) for ref, _ in reasons],
+            }
+            if self._holder:
+                workload["controller"] = self._holder
+            await self._audit.record(
+                AuditEvent(
+                    time=now,
+                    request_id=request_id,
+                    tenant_id=tenant_id,
+                    action=ACTION,
+                    target=f"{step.kind.plural}/{step.namespace}/{step.name}",
+                    result="success",
+                    reason="; ".join(f"secret {ref}: {why_}" for ref, why_ in reasons),
+                    actor=ACTOR,
+                    workload=workload,
+                )
+            )
+
+    def _warn_once(self, step: Step) -> None:
+        if self._warned.get(step.ref) != step.skip:
+            self._warned[step.ref] = step.skip
+            log.warning("workload not restarted", extra={"workload": step.ref, "why": step.skip})
+
+    async def _mark(self) -> object:
+        if self._state is None:
+            return None
+        try:
+            return await self._state()
+        except Exception:  # the database is away: the round says so
+            return None
+
+    async def loop(
+        self,
+        leading: Callable[[], bool],
+        stop: asyncio.Event,
+        *,
+        poll: float = POLL,
+        resync: float = RESYNC,
+        debounce: float = DEBOUNCE,
+    ) -> None:
+        """A round when woken (a commit here, a workload changed, leadership taken), when the
+        secrets' revision moved (looked at every ``poll`` seconds), when an expiry margin
+        begins, and every ``resync`` seconds; only while ``leading()``."""
+        mark: object = None
+        last = float("-inf")
+        margin: float | None = None
+        backoff = 1.0
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=poll)
+            if stop.is_set():
+                return
+            if not leading():
+                self.wake.clear()
+                last = float("-inf")  # leading again: a round at once
+                continue
+            moved = await self._mark()
+            due = (
+                self.wake.is_set()
+                or moved != mark
+                or time.monotonic() - last >= resync
+                or (margin is not None and self._clock.now() >= margin)
+            )
+            if not due:
+                continue
+            await asyncio.sleep(debounce)  # a burst of commits or events is one round
+            self.wake.clear()
+            mark, last = moved, time.monotonic()
+            try:
+                margin = await self.reconcile()
+                backoff = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("restart round failed", extra={"error": why(exc)})
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+                backoff = min(MAX_BACKOFF, backoff * 2)
+                self.wake.set()
+
+
+def _ns_name(obj: Obj) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+async def run(
+    services: Services, stop: asyncio.Event, pokes: list[Callable[[], None]] | None = None
+) -> None:
+    """``--k8s-restart-on-change``, until ``stop``. ``pokes``: where to hang this process's
+    commit notification (server/incluster.py)."""
+    from kubernetes_asyncio import client
+
+    from keyless.k8s.controller import namespace_of
+    from keyless.k8s.kubeapi import load_configuration
+
+    settings = services.settings
+    try:
+        configuration = await load_configuration()
+    except Exception as exc:
+        log.error(
+            "restarts not started: cannot load the Kubernetes configuration",
+            extra={"error": str(exc)[:300]},
+        )
+        return
+    if configuration is None:
+        log.error("restarts not started: keyless runs in no cluster and has no kubeconfig")
+        return
+    store = services.store
+
+    async def revision() -> object:
+        return await store.get_revision("vault")
+
+    async with client.ApiClient(configuration) as api:
+        custom = client.CustomObjectsApi(api)
+        workloads = Workloads(custom)
+        holder = holder_identity()
+        restarter = Restarter(
+            workloads,
+            store_lookup(store),
+            services.audit,
+            services.clock,
+            before_expiry=settings.k8s_restart_before_expiry,
+            holder=holder,
+            state=revision,
+        )
+        elector = LeaderElector(
+            client.CoordinationV1Api(api),
+            namespace_of(settings.k8s_namespace),
+            services.clock,
+            identity=holder,
+            on_change=restarter.leadership,
+            lease=LEASE,
+        )
+        if pokes is not None:
+            pokes.append(restarter.poke)
+        tasks = [
+            asyncio.create_task(elector.run(stop)),
+            asyncio.create_task(restarter.loop(elector.leading, stop)),
+            *(
+                asyncio.create_task(
+                    follow(
+                        lambda kind=kind: workloads.list_items(kind),  # type: ignore[misc]
+                        custom.list_cluster_custom_object,
+                        (GROUP, VERSION_V1, kind.plural),
+                        restarter.wake,
+                        stop,
+                        kind.kind,
+                        relevant=annotated,
+                    )
+                )
+                for kind in KINDS
+            ),
+        ]
+        log.info("restarts on secret change started", extra={"holder": holder})
+        try:
+            await stop.wait()
+        finally:
+            if pokes is not None and restarter.poke in pokes:
+                pokes.remove(restarter.poke)
+            restarter.wake.set()
+            for task in tasks[2:]:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -16,23 +16,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 from azure.identity import WorkloadIdentityCredential
 from azure.keyvault.secrets import SecretClient
 
 from keyless.k8s import manifests
-from keyless.k8s.restarts import LEASE, RESTART_ANNOTATION, RESTARTED_AT, RESTARTED_FOR
+from keyless.k8s.restarts import LEASE
 from keyless.localresolve import resolving
 from tests.k8s import rbac
 from tests.k8s.fakeapi import FakeKubeApi
 from tests.k8s.incluster import audit, start_in_cluster, until
+from tests.k8s.workloads import make, patches, recorded, restarted_at, restarts, version, workload
 from tests.support.federation import federate
 from tests.support.server import RunningServer, ServerFactory
 
 NAMESPACE = "keyless"
-APPS = "demo"
 BEFORE_EXPIRY = 8  # --k8s-restart-before-expiry, seconds
 SETTLE = 4.0  # seconds of rounds (poll 2 s, watches, resyncs) in which nothing more may happen
 VALUES: list[str] = []  # every secret value written here: none may reach a log or an event
@@ -84,70 +83,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         kube.stop()
 
 
-def workload(
-    name: str,
-    restart: str | None,
-    template: dict[str, str] | None = None,
-    kind: str = "Deployment",
-) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "namespace": APPS}
-    if restart is not None:
-        meta["annotations"] = {RESTART_ANNOTATION: restart}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": kind,
-        "metadata": meta,
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}, "annotations": dict(template or {})},
-                "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}]},
-            },
-        },
-    }
-
-
-PLURAL = {"Deployment": "deployments", "StatefulSet": "statefulsets"}
-# name -> kind, of every workload the tests make
-MADE: dict[str, str] = {}
-
-
-def make(kube: FakeKubeApi, obj: dict[str, Any]) -> None:
-    MADE[obj["metadata"]["name"]] = obj["kind"]
-    kube.create_obj(obj, PLURAL[obj["kind"]])
-
-
-def get(kube: FakeKubeApi, name: str) -> dict[str, Any]:
-    found = kube.get_obj(PLURAL[MADE[name]], name, APPS)
-    assert found is not None
-    return found
-
-
-def recorded(kube: FakeKubeApi, name: str) -> str | None:
-    return (get(kube, name)["metadata"].get("annotations") or {}).get(RESTARTED_FOR)
-
-
-def restarted_at(kube: FakeKubeApi, name: str) -> str | None:
-    template = get(kube, name)["spec"]["template"]["metadata"]
-    return (template.get("annotations") or {}).get(RESTARTED_AT)
-
-
-def patches(kube: FakeKubeApi, name: str) -> list[dict[str, Any]]:
-    path = f"PATCH /apis/apps/v1/namespaces/{APPS}/{PLURAL[MADE[name]]}/{name}"
-    return [body for where, body in kube.bodies if where == path]
-
-
-def restarts(kube: FakeKubeApi, name: str) -> list[dict[str, Any]]:
-    """The patches that rolled the workload (those that touch its pod template)."""
-    return [body for body in patches(kube, name) if "spec" in body]
-
-
-def version(server: RunningServer, name: str) -> str:
-    out = server.cli("--output", "json", "secret", "get", "app", name).stdout
-    return str(json.loads(out)["version"])
-
-
 CONSUMERS = ("api", "db", "worker")  # each consumes app/db-password, each its own way
 
 
@@ -173,7 +108,7 @@ def test_annotated_workloads_are_recorded_without_a_restart(cluster: Cluster) ->
     )
     make(kube, workload("plain", None, {"keyless.dev/inject-secret-db.env": "app/db-password"}))
     make(kube, workload("other", "app/other"))
-    current = version(cluster.server, "db-password")
+    current = version(cluster.server, "app", "db-password")
     for name in CONSUMERS:
         assert until(f"{name}'s record", lambda n=name: recorded(kube, n)) == (  # type: ignore[misc]
             f"app/db-password={current}"
@@ -189,7 +124,7 @@ def test_annotated_workloads_are_recorded_without_a_restart(cluster: Cluster) ->
 def test_a_new_version_restarts_each_consumer_exactly_once(cluster: Cluster) -> None:
     kube, server = cluster.kube, cluster.server
     server.cli("secret", "set", "app", "db-password", "--value", value())
-    new = version(server, "db-password")
+    new = version(server, "app", "db-password")
     for name in CONSUMERS:
         until(f"{name} restarted", lambda n=name: restarted_at(kube, n))  # type: ignore[misc]
     time.sleep(SETTLE)

@@ -3,14 +3,17 @@ what its record says, and when a change is a restart, a new record only, or noth
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from keyless.k8s.manifests import Values, render
 from keyless.k8s.restarts import (
     KINDS,
+    LEASE,
     RESTART_ANNOTATION,
     RESTARTED_AT,
     RESTARTED_FOR,
@@ -24,6 +27,8 @@ from keyless.k8s.restarts import (
     record,
     state,
 )
+from tests.k8s.objects import by_identity, validate_all
+from tests.support.cli import run_cli
 
 DEPLOYMENT = KINDS[0]
 V1, V2 = "a" * 32, "b" * 32
@@ -191,3 +196,40 @@ def test_restarts_once_per_change_whatever_the_history(
             o["metadata"]["annotations"][RESTARTED_FOR] = step.record
         assert step_for(o, {A: seen}) is None
         last = (version, expiring)
+
+
+def test_the_manifests_option_renders_the_flag_and_only_the_grants_it_needs() -> None:
+    """``keyless k8s manifests --restart-on-change``: the server's flag, a ClusterRole on
+    Deployments and StatefulSets (no create, update or delete) and its own lease."""
+    result = run_cli(["--output", "json", "k8s", "manifests", "--restart-on-change"])
+    assert result.returncode == 0, result.stderr
+    objects = json.loads(result.stdout)["items"]
+    assert objects == render(Values(restart_on_change=True))
+    validate_all(objects)
+    keyed = by_identity(objects)
+    pod = keyed[("Deployment", "keyless", "keyless")]["spec"]["template"]["spec"]
+    assert "--k8s-restart-on-change" in pod["containers"][0]["args"]
+    assert keyed[("ClusterRole", "", "keyless-restarts")]["rules"] == [
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments", "statefulsets"],
+            "verbs": ["get", "list", "watch", "patch"],
+        }
+    ]
+    binding = keyed[("ClusterRoleBinding", "", "keyless-restarts")]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "keyless", "namespace": "keyless"}
+    ]
+    leases = [r for r in keyed[("Role", "keyless", "keyless")]["rules"] if "resourceNames" in r]
+    assert {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "verbs": ["get", "update"],
+        "resourceNames": ["keyless-controller", LEASE],
+    } in leases
+    default = by_identity(render(Values()))
+    assert ("ClusterRole", "", "keyless-restarts") not in default
+    args = default[("Deployment", "keyless", "keyless")]["spec"]["template"]["spec"]["containers"][
+        0
+    ]["args"]
+    assert "--k8s-restart-on-change" not in args

@@ -239,7 +239,7 @@ def test_each_restart_is_audited_naming_workload_and_secret(cluster: Cluster) ->
     # Never a value: not in an event, not in any server's output.
     logs = "".join(s.log for s in cluster.factory.running)
     assert not [v for v in VALUES if v in json.dumps(events) + logs]
-    assert "restart round failed" not in logs and "workload not patched" not in logs
+    assert "restarts round failed" not in logs and "workload not patched" not in logs
 
 
 def _seconds(stamp: str) -> float:

@@ -24,9 +24,7 @@ a resource, stay.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -43,7 +41,7 @@ from keyless.k8s import crds
 from keyless.k8s import status as st
 from keyless.k8s.leader import LeaderElector, holder_identity
 from keyless.k8s.resources import Claim, Decision, Resource, audit_action, claimed, decide
-from keyless.k8s.watching import follow
+from keyless.k8s.watching import DEBOUNCE, POLL, RESYNC, follow, rounds
 from keyless.k8s.watching import why as _why
 
 if TYPE_CHECKING:
@@ -51,10 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("keyless.k8s")
 ACTOR = "k8s-controller"
-DEBOUNCE = 0.2
-RESYNC = 60.0
-POLL = 2.0  # how often keyless's own revisions are compared (as the server follows them)
-MAX_BACKOFF = 30.0
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -316,44 +310,24 @@ class Controller:
     ) -> None:
         """A round on every wake (debounced), every ``resync`` seconds, and when keyless's
         own state moved (``state``, looked at every ``poll`` seconds): an identity made with
-        the CLI that a RoleAssignment waited for, a vault emptied that a deletion waited for."""
-        backoff = 1.0
-        mark = await self._state_mark()
-        last = time.monotonic()
-        while not stop.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=poll)
-            if stop.is_set():
-                return
-            if not leading():  # leadership, once taken, wakes a round (``leadership``)
-                self.wake.clear()
-                continue
-            quiet = not self.wake.is_set() and time.monotonic() - last < resync
-            if quiet and (await self._state_mark()) == mark:
-                continue
-            await asyncio.sleep(debounce)  # a burst of events (kubectl apply -f dir) is one round
-            self.wake.clear()
-            last = time.monotonic()
-            if not leading():
-                continue
-            try:
-                # The mark is taken before the round reads keyless's state: a change made while
-                # the round runs (an identity created with the CLI) wakes the next round.
-                mark = await self._state_mark()
-                await self.reconcile(kube)
-                backoff = 1.0
-                if self._on_round:
-                    self._on_round("success")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("controller round failed", extra={"error": _why(exc)})
-                if self._on_round:
-                    self._on_round("error")
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=backoff)
-                backoff = min(MAX_BACKOFF, backoff * 2)
-                self.wake.set()
+        the CLI that a RoleAssignment waited for, a vault emptied that a deletion waited for
+        (k8s/watching.py)."""
+
+        async def act() -> None:
+            await self.reconcile(kube)
+
+        await rounds(
+            act,
+            self.wake,
+            leading,
+            stop,
+            self._state_mark,
+            "controller",
+            on_round=self._on_round,
+            debounce=debounce,
+            resync=resync,
+            poll=poll,
+        )
 
     async def _state_mark(self) -> object:
         if self._state is None:

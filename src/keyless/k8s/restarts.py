@@ -43,11 +43,9 @@ lease in keyless's namespace.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import re
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -58,7 +56,7 @@ from keyless.core.clock import Clock
 from keyless.core.ports import VaultStore
 from keyless.core.secrets import KEYVAULT_NAME, VAULT_NAME, VERSION
 from keyless.k8s.leader import LeaderElector, holder_identity
-from keyless.k8s.watching import follow, why
+from keyless.k8s.watching import follow, rounds, why
 
 if TYPE_CHECKING:
     from keyless.server.services import Services
@@ -76,10 +74,6 @@ ACTION = "workload restart"
 EXPIRING = "expiring"
 DEFAULT_BEFORE_EXPIRY = 600  # seconds
 GROUP, VERSION_V1 = "apps", "v1"
-POLL = 2.0
-RESYNC = 60.0
-DEBOUNCE = 0.2
-MAX_BACKOFF = 30.0
 MERGE_PATCH = "application/merge-patch+json"
 _TEMPLATE_REF = re.compile(r"""secret\(\s*(["'])([^"'\s]+)\1\s*\)""")
 
@@ -461,54 +455,13 @@ class Restarter:
         except Exception:  # the database is away: the round says so
             return None
 
-    async def loop(
-        self,
-        leading: Callable[[], bool],
-        stop: asyncio.Event,
-        *,
-        poll: float = POLL,
-        resync: float = RESYNC,
-        debounce: float = DEBOUNCE,
-    ) -> None:
+    async def loop(self, leading: Callable[[], bool], stop: asyncio.Event) -> None:
         """A round when woken (a commit here, a workload changed, leadership taken), when the
-        secrets' revision moved (looked at every ``poll`` seconds), when an expiry margin
-        begins, and every ``resync`` seconds; only while ``leading()``."""
-        mark: object = None
-        last = float("-inf")
-        margin: float | None = None
-        backoff = 1.0
-        while not stop.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=poll)
-            if stop.is_set():
-                return
-            if not leading():
-                self.wake.clear()
-                last = float("-inf")  # leading again: a round at once
-                continue
-            moved = await self._mark()
-            due = (
-                self.wake.is_set()
-                or moved != mark
-                or time.monotonic() - last >= resync
-                or (margin is not None and self._clock.now() >= margin)
-            )
-            if not due:
-                continue
-            await asyncio.sleep(debounce)  # a burst of commits or events is one round
-            self.wake.clear()
-            mark, last = moved, time.monotonic()
-            try:
-                margin = await self.reconcile()
-                backoff = 1.0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("restart round failed", extra={"error": why(exc)})
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=backoff)
-                backoff = min(MAX_BACKOFF, backoff * 2)
-                self.wake.set()
+        secrets' revision moved, when an expiry margin begins, and every minute; only while
+        ``leading()`` (k8s/watching.py)."""
+        await rounds(
+            self.reconcile, self.wake, leading, stop, self._mark, "restarts", now=self._clock.now
+        )
 
 
 def _ns_name(obj: Obj) -> str:

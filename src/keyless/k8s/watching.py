@@ -1,5 +1,7 @@
-"""List, then watch from that list's resourceVersion: how the in-cluster loops learn that
-objects changed (k8s/controller.py's custom resources, k8s/restarts.py's workloads).
+"""The in-cluster loops' common parts (k8s/controller.py's custom resources, k8s/restarts.py's
+workloads): :func:`follow` lists, then watches from that list's resourceVersion, and wakes a
+loop when objects change; :func:`rounds` runs the loop's rounds, when woken, when keyless's own
+state moved, when a round asked for it, and periodically, while this replica leads.
 
 The watch only wakes a loop; the loop lists again to act, so a lost event costs a delay, never
 a wrong action. On a watch's end, an error or 410 Gone the objects are listed again (with a
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,6 +23,9 @@ from keyless.core.errors import KeylessError
 log = logging.getLogger("keyless.k8s")
 WATCH_SECONDS = 300
 MAX_BACKOFF = 30.0
+DEBOUNCE = 0.2
+RESYNC = 60.0
+POLL = 2.0  # how often keyless's own revisions are compared (as the server follows them)
 
 Obj = dict[str, Any]
 Lister = Callable[[], Awaitable[tuple[list[Obj], str]]]
@@ -102,3 +108,64 @@ async def follow(
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=backoff)
             backoff = min(MAX_BACKOFF, backoff * 2)
+
+
+async def rounds(
+    act: Callable[[], Awaitable[float | None]],
+    wake: asyncio.Event,
+    leading: Callable[[], bool],
+    stop: asyncio.Event,
+    state: Callable[[], Awaitable[object]],
+    what: str,
+    *,
+    now: Callable[[], float] = time.time,
+    on_round: Callable[[str], None] | None = None,
+    debounce: float = DEBOUNCE,
+    resync: float = RESYNC,
+    poll: float = POLL,
+) -> None:
+    """Until ``stop``, while ``leading()``: a round (``act``) on every wake (debounced, so a
+    burst of events is one round), every ``resync`` seconds, when keyless's own ``state``
+    moved (looked at every ``poll`` seconds), and once ``now()`` reaches the time the last
+    round answered (None: no such time). Leadership, once taken, must set ``wake``. A failed
+    round is one warning line, retried after a pause that grows to MAX_BACKOFF."""
+    backoff = 1.0
+    mark = await state()
+    last = time.monotonic()
+    due: float | None = None
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=poll)
+        if stop.is_set():
+            return
+        if not leading():
+            wake.clear()
+            continue
+        quiet = (
+            not wake.is_set() and time.monotonic() - last < resync and (due is None or now() < due)
+        )
+        if quiet and (await state()) == mark:
+            continue
+        await asyncio.sleep(debounce)
+        wake.clear()
+        last = time.monotonic()
+        if not leading():
+            continue
+        try:
+            # The mark is taken before the round reads keyless's state: a change made while
+            # the round runs wakes the next round.
+            mark = await state()
+            due = await act()
+            backoff = 1.0
+            if on_round:
+                on_round("success")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning(f"{what} round failed", extra={"error": why(exc)})
+            if on_round:
+                on_round("error")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=backoff)
+            backoff = min(MAX_BACKOFF, backoff * 2)
+            wake.set()

@@ -196,8 +196,8 @@ def parse_record(text: str | None) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """What one workload needs: ``restart`` (a rollout, for ``reasons``), or only its record
-    written (``baseline``); ``skip`` says why nothing is done."""
+    """What one workload needs: a rollout (``restart``, for ``reasons``) with its new
+    ``record``, or the record alone; or nothing, and ``skip`` says why."""
 
     kind: Kind
     namespace: str
@@ -228,10 +228,11 @@ def decide(
     if not use.refs:
         why_not = "; ".join(use.problems) or "it names no secret and injects none"
         return _skip(step, f"{RESTART_ANNOTATION} on a workload that consumes no secret: {why_not}")
-    missing = sorted(str(ref) for ref in use.refs if seen.get(ref) is None)
+    present = {ref: found for ref in use.refs if (found := seen.get(ref)) is not None}
+    missing = sorted(str(ref) for ref in use.refs - present.keys())
     if missing:
         return _skip(step, f"secret {', '.join(missing)} does not exist: waiting for it")
-    current = {ref: state(seen[ref], now, before_expiry) for ref in use.refs}  # type: ignore[arg-type]
+    current = {ref: state(found, now, before_expiry) for ref, found in present.items()}
     text = record(current)
     before = parse_record(_annotations(meta).get(RESTARTED_FOR))
     if text == _annotations(meta).get(RESTARTED_FOR):
@@ -246,8 +247,8 @@ def decide(
         if now_version != was_version:
             reasons.append((ref, f"new version {now_version}"))
         elif flag == EXPIRING and was_flag != EXPIRING:
-            expires = seen[ref].expires  # type: ignore[union-attr]
-            reasons.append((ref, f"version {now_version} expires at {_rfc3339(expires or now)}"))
+            expires = present[ref].expires or now
+            reasons.append((ref, f"version {now_version} expires at {_rfc3339(expires)}"))
     if reasons and (obj.get("spec") or {}).get("paused"):
         return _skip(step, "the Deployment is paused: restarted once it is resumed")
     return Step(

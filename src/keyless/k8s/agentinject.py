@@ -199,12 +199,18 @@ def parse(pod: Mapping[str, Any]) -> AgentRequest | None:
     annotations = _annotations(pod)
     if not requested(pod):
         return None
+    regular = (pod.get("spec") or {}).get("containers") or []
+    if any(c.get("name") == CONTAINER for c in regular):
+        raise AgentInjectionError(
+            f"container name {CONTAINER!r} is reserved for the injected agent (an init container)"
+        )
     secrets: dict[str, str] = {}
     templates: dict[str, str] = {}
     for key in sorted(annotations):
         value = annotations[key]
         if key.startswith(SECRET_PREFIX):
-            secrets[_file(key, SECRET_PREFIX)] = _reference(key, value)
+            file = _file(key, SECRET_PREFIX)  # the name first, then the reference
+            secrets[file] = _reference(key, value)
         elif key.startswith(TEMPLATE_PREFIX):
             file = _file(key, TEMPLATE_PREFIX)
             size = len(value.encode("utf-8", "surrogatepass"))

@@ -342,7 +342,7 @@ class _Patch:
         for index, item in wanted:
             if index < 0:
                 new.append(item)
-            elif parent[key][index] != item:
+            elif not agentinject.covers(parent[key][index], item):  # defaults added are kept
                 self.ops.append({"op": "replace", "path": f"{path}/{key}/{index}", "value": item})
         self.append_all(parent, key, path, new)
 

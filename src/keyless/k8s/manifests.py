@@ -147,6 +147,8 @@ def _deployment(v: Values) -> Obj:
     if v.trust_cluster:
         args.append("--k8s-trust-cluster")
     args += ["--shutdown-delay", f"{SHUTDOWN_DELAY}s"]
+    # The agent the webhook injects (keyless.dev/inject-secret-*) runs keyless's own image.
+    args += ["--k8s-agent-image", v.image]
     strategy: Obj = {"type": "Recreate"}  # one SQLite writer at a time
     pod_extra: Obj = {}
     if v.postgresql:

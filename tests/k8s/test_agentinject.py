@@ -6,6 +6,7 @@ between invocations, and stability for any pod and annotations (Hypothesis)."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import jsonpatch
@@ -14,6 +15,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
+from keyless.agent.endpoints import aws, gcp, podsecret, server
 from keyless.core import gcpnames
 from keyless.k8s import agentinject, inject, names
 from tests.k8s.cases import AGENT_IMAGE, TENANT, load_cases
@@ -157,9 +159,10 @@ def test_credentials_env_file_and_google_token() -> None:
     case = BY_NAME["agent-credentials"]
     pod = case.expect["pod"]
     agent = _agent(pod)
-    assert agent["args"][-3:] == [
+    assert agent["args"][-4:] == [
         "--credentials=azure,aws,gcp",
         "--credentials-env-file=/keyless/credentials/credentials.env",
+        "--credentials-port=8955",
         "--gcp-token-file=/var/run/secrets/keyless/agent-gcp/token",
     ]
     env = _env(agent)
@@ -170,9 +173,39 @@ def test_credentials_env_file_and_google_token() -> None:
     app = pod["spec"]["containers"][0]
     assert _mounts(app)["/keyless/credentials"] == ("keyless-agent-credentials", True)
     assert "/var/run/secrets/keyless/agent-gcp" not in _mounts(app)  # the agent's token only
+    assert _mounts(app)[names.CA_MOUNT_PATH] == (names.CA_VOLUME, True)
+    # What names the fixed port and the shared files only; IDENTITY_HEADER (the agent's random
+    # per-pod secret) is in the environment file alone.
+    assert _env(app) == {
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://127.0.0.1:8955/aws/credentials",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": "/keyless/credentials/credentials-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER": "https://keyless.keyless.svc/aws/secretsmanager",
+        "AWS_CA_BUNDLE": names.CA_FILE,
+        "GCE_METADATA_HOST": "127.0.0.1:8955",
+        "GCE_METADATA_IP": "127.0.0.1:8955",
+        "GOOGLE_CLOUD_PROJECT": "default",
+        "REQUESTS_CA_BUNDLE": names.CA_FILE,
+        "SSL_CERT_FILE": names.CA_FILE,
+        "NODE_EXTRA_CA_CERTS": names.CA_FILE,
+    }
     assert agent["startupProbe"]["exec"]["command"][2].endswith(
         "test -e /keyless/credentials/credentials.env"
     )
+
+
+def test_app_variables_are_what_the_agent_writes_in_its_env_file(tmp_path: Path) -> None:
+    """The variables set in the application's containers are the agent's own, for the port
+    and shared volume the agent is given (keyless.agent.endpoints, which k8s does not import)."""
+    secret_file = tmp_path / "credentials-secret"
+    base = "http://127.0.0.1:8955"
+    written = aws.variables(base, secret_file) | gcp.variables("127.0.0.1:8955")
+    written["AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"] = agentinject.CREDENTIALS_SECRET_FILE
+    app = _env(BY_NAME["agent-credentials"].expect["pod"]["spec"]["containers"][0])
+    assert {k: app[k] for k in written} == written
+    assert f"/keyless/credentials/{server.SECRET_FILE}" == agentinject.CREDENTIALS_SECRET_FILE
+    assert podsecret.FILE_MODE == 0o640  # readable through the pod's fsGroup (docs)
 
 
 def test_beside_the_aws_injection_the_agent_keeps_its_own_variables() -> None:
@@ -281,6 +314,10 @@ def test_own_init_container_named_keyless_agent_is_injected_without_annotations(
         (
             {"keyless.dev/inject-secret-x": "vlt/a", "keyless.dev/agent-cpu-limit": "1e3"},
             "is not a Kubernetes quantity",
+        ),
+        (
+            {"keyless.dev/agent-credentials": "aws", "keyless.dev/agent-credentials-port": "80"},
+            "is not a port in 1024..65535",
         ),
         (
             {f"keyless.dev/inject-secret-f{i}": "vlt/a" for i in range(65)},

@@ -40,8 +40,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from keyless.core import awsnames
 from keyless.core import secrets as vault_rules
 from keyless.core.errors import InvalidRequest
+from keyless.k8s import names
 
 Json = dict[str, Any]
 
@@ -52,6 +54,7 @@ TEMPLATE_PREFIX = "keyless.dev/agent-template-"
 CREDENTIALS_ANNOTATION = "keyless.dev/agent-credentials"
 MODE_ANNOTATION = "keyless.dev/agent-mode"
 FILE_MODE_ANNOTATION = "keyless.dev/agent-file-mode"
+CREDENTIALS_PORT_ANNOTATION = "keyless.dev/agent-credentials-port"
 RESOURCE_ANNOTATIONS = {
     "keyless.dev/agent-cpu-request": ("requests", "cpu"),
     "keyless.dev/agent-memory-request": ("requests", "memory"),
@@ -59,7 +62,13 @@ RESOURCE_ANNOTATIONS = {
     "keyless.dev/agent-memory-limit": ("limits", "memory"),
 }
 KNOWN_AGENT_ANNOTATIONS = frozenset(
-    {CREDENTIALS_ANNOTATION, MODE_ANNOTATION, FILE_MODE_ANNOTATION, *RESOURCE_ANNOTATIONS}
+    {
+        CREDENTIALS_ANNOTATION,
+        CREDENTIALS_PORT_ANNOTATION,
+        MODE_ANNOTATION,
+        FILE_MODE_ANNOTATION,
+        *RESOURCE_ANNOTATIONS,
+    }
 )
 
 CONTAINER = "keyless-agent"  # reserved: an init container of this name is the injected agent
@@ -74,6 +83,13 @@ GCP_TOKEN_VOLUME = "keyless-agent-gcp-token"
 GCP_TOKEN_PATH = "/var/run/secrets/keyless/agent-gcp"
 GCP_TOKEN_FILE = f"{GCP_TOKEN_PATH}/token"
 GCP_TOKEN_EXPIRATION = 3600
+# The credential endpoints' loopback port: fixed, so that the webhook can tell the application
+# where they are, and a restarted agent serves where the application's environment points.
+DEFAULT_CREDENTIALS_PORT = 8955
+# Where the agent's endpoints serve (keyless.agent.endpoints; tests/k8s/test_agentinject.py
+# checks these against it: k8s does not import the agent).
+AWS_CREDENTIALS_PATH = "/aws/credentials"
+CREDENTIALS_SECRET_FILE = f"{CREDENTIALS_PATH}/credentials-secret"
 
 MODES = ("sidecar", "init")
 DIALECTS = ("azure", "aws", "gcp")
@@ -111,6 +127,7 @@ class AgentRequest:
     mode: str  # sidecar | init
     file_mode: str
     resources: Mapping[str, Mapping[str, str]]
+    credentials_port: int = DEFAULT_CREDENTIALS_PORT
 
     @property
     def files(self) -> tuple[str, ...]:
@@ -123,6 +140,9 @@ class AgentSettings:
     identity: str | None  # KEYLESS_IDENTITY, when known
     tenant_alias: str | None  # KEYLESS_TENANT_ALIAS, when known
     gcp_audience: str | None  # the tenant's Google provider, for ``gcp`` credentials
+    public_url: str = ""  # keyless's (the application's AWS Secrets Manager endpoint)
+    ca_file: str | None = None  # keyless's CA in the pod; None: publicly trusted certificate
+    aws_region: str = awsnames.DEFAULT_REGION
 
 
 def _annotations(pod: Mapping[str, Any]) -> Mapping[str, str]:
@@ -248,6 +268,11 @@ def parse(pod: Mapping[str, Any]) -> AgentRequest | None:
             f"annotation {CREDENTIALS_ANNOTATION} needs {MODE_ANNOTATION}: sidecar (an init "
             "container has stopped before the application asks for a credential)"
         )
+    if credentials and (pod.get("spec") or {}).get("hostNetwork"):
+        raise AgentInjectionError(
+            f"annotation {CREDENTIALS_ANNOTATION} on a hostNetwork pod: the credential "
+            "endpoints would listen on the node's loopback, open to every process of the node"
+        )
     if not secrets and not templates and not credentials:
         raise AgentInjectionError(
             f"the agent has nothing to do: add {SECRET_PREFIX}FILE, {TEMPLATE_PREFIX}FILE or "
@@ -260,6 +285,7 @@ def parse(pod: Mapping[str, Any]) -> AgentRequest | None:
             "such as 0440"
         )
     return AgentRequest(
+        credentials_port=_port(annotations.get(CREDENTIALS_PORT_ANNOTATION)),
         secrets=tuple(sorted(secrets.items())),
         templates=tuple(sorted(templates.items())),
         credentials=credentials,
@@ -267,6 +293,17 @@ def parse(pod: Mapping[str, Any]) -> AgentRequest | None:
         file_mode=file_mode.zfill(4),
         resources=_resources(annotations),
     )
+
+
+def _port(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_CREDENTIALS_PORT
+    text = raw.strip()
+    if not text.isdigit() or not 1024 <= int(text) <= 65535:
+        raise AgentInjectionError(
+            f"annotation {CREDENTIALS_PORT_ANNOTATION}: {_shown(raw)} is not a port in 1024..65535"
+        )
+    return int(text)
 
 
 def index(pod: Mapping[str, Any]) -> int:
@@ -332,10 +369,41 @@ def args(request: AgentRequest, settings: AgentSettings) -> list[str]:
         out += [
             f"--credentials={','.join(request.credentials)}",
             f"--credentials-env-file={CREDENTIALS_ENV_FILE}",
+            f"--credentials-port={request.credentials_port}",
         ]
         if "gcp" in request.credentials and settings.gcp_audience:
             out.append(f"--gcp-token-file={GCP_TOKEN_FILE}")
     return out
+
+
+def app_env(request: AgentRequest, settings: AgentSettings) -> list[list[tuple[str, str]]]:
+    """The variables the application's containers get for ``--credentials``, in groups (a
+    group the container already half-defines is left to it): the AWS and Google ones, which
+    name the fixed port and files only, and what the SDKs need besides to reach keyless (its
+    CA, region, Secrets Manager endpoint, project). Azure's ``IDENTITY_HEADER`` is the agent's
+    random per-pod secret: the application reads it from the environment file."""
+    groups: list[list[tuple[str, str]]] = []
+    base = f"http://127.0.0.1:{request.credentials_port}"
+    if "aws" in request.credentials:
+        public = settings.public_url.rstrip("/")
+        groups += [
+            [
+                ("AWS_CONTAINER_CREDENTIALS_FULL_URI", base + AWS_CREDENTIALS_PATH),
+                ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", CREDENTIALS_SECRET_FILE),
+            ],
+            [("AWS_DEFAULT_REGION", settings.aws_region), ("AWS_REGION", settings.aws_region)],
+            [("AWS_ENDPOINT_URL_SECRETS_MANAGER", public + awsnames.SECRETS_MANAGER_PATH)],
+        ]
+        if settings.ca_file:
+            groups.append([("AWS_CA_BUNDLE", settings.ca_file)])
+    if "gcp" in request.credentials:
+        host_port = f"127.0.0.1:{request.credentials_port}"
+        groups.append([("GCE_METADATA_HOST", host_port), ("GCE_METADATA_IP", host_port)])
+        if settings.tenant_alias:
+            groups.append([("GOOGLE_CLOUD_PROJECT", settings.tenant_alias)])
+    if request.credentials and settings.ca_file:
+        groups += [[(var, settings.ca_file)] for var in names.CA_ENV]
+    return groups
 
 
 def environment(settings: AgentSettings) -> list[Json]:

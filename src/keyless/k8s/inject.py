@@ -455,11 +455,13 @@ def _container_plan(
     settings: WebhookSettings,
     gcp: gcpinject.GcpAccount | None = None,
     agent: agentinject.AgentRequest | None = None,
+    agent_env: list[list[tuple[str, str]]] | None = None,
 ) -> list[tuple[str, int, Json, list[Json], list[tuple[str, str]]]]:
     """(list key, index, container, variables to add, mounts wanted) per mutated container,
     in the pod's order: the Azure injection's, then the AWS one's, the Google one's, the CA,
-    then the agent's files. A variable two injections both add (the CA's) is added once. The
-    injected agent's own container is not among them (:func:`_agent_patch` owns it)."""
+    then the agent's files and credential variables (``agent_env``, in groups). A variable two
+    injections both add (the CA's) is added once. The injected agent's own container is not
+    among them (:func:`_agent_patch` owns it)."""
     azure = {(k, i) for k, i, _ in _targets(pod)} if identity is not None else set()
     aws_targets = _not_agent(pod, awsinject.targets(pod))
     aws = {(k, i) for k, i, _ in aws_targets} if role is not None else set()
@@ -492,8 +494,18 @@ def _container_plan(
                     if e["name"] not in adding
                 ]
                 mounts.append((names.GCP_VOLUME, names.GCP_MOUNT_PATH))
-            if settings.ca_configmap and (key, i) in azure | aws | google:
+            credentials = agent is not None and (key, i) in files and bool(agent.credentials)
+            if settings.ca_configmap and ((key, i) in azure | aws | google or credentials):
                 mounts.append((names.CA_VOLUME, names.CA_MOUNT_PATH))
+            if credentials:
+                adding = {e["name"] for e in env}
+                env += [
+                    {"name": n, "value": v}
+                    for group in agent_env or []
+                    if not {n for n, _ in group} & existing
+                    for n, v in group
+                    if n not in adding
+                ]
             if agent is not None and (key, i) in files:
                 mounts += agentinject.app_mounts(agent)
             plan.append((key, i, container, env, mounts))
@@ -550,7 +562,15 @@ def _agent_settings(
             "default tenant, or finds when the webhook authenticates the API server"
         )
     audience = gcpnames.provider(tenant_id).name if tenant_id is not None else None
-    return agentinject.AgentSettings(settings.agent_image, name, alias, audience)
+    return agentinject.AgentSettings(
+        settings.agent_image,
+        name,
+        alias,
+        audience,
+        public_url=settings.authority_host,
+        ca_file=names.CA_FILE if settings.ca_configmap else None,
+        aws_region=settings.aws_region,
+    )
 
 
 def _agent_patch(
@@ -610,19 +630,21 @@ def mutation_patch(
     if settings.ca_configmap:
         wanted_volumes.append((_index(volumes, names.CA_VOLUME), _ca_volume(settings.ca_configmap)))
     agent_container: Json | None = None
+    agent_env: list[list[tuple[str, str]]] = []
     if agent is not None and agent_id is not None:
         agent_settings = _agent_settings(agent, agent_id, role, gcp, settings)
         for volume in agentinject.volumes(agent, agent_settings):
             at = _index(volumes, volume["name"])
             if at < 0 or not agentinject.covers(volumes[at], volume):
                 wanted_volumes.append((at, volume))
+        agent_env = agentinject.app_env(agent, agent_settings)
         agent_container = agentinject.container(
             agent,
             agent_settings,
             _desired_env(agent_id, settings),
             _mounts(token_volume, settings),
         )
-    plan = _container_plan(pod, identity, role, settings, gcp, agent)
+    plan = _container_plan(pod, identity, role, settings, gcp, agent, agent_env)
     for key, i, container, env, mounts in plan:
         path = f"/spec/{key}/{i}"
         patch.append_all(container, "env", path, env)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -98,18 +99,34 @@ async def _vault_routing_error(request: Request, exc: Exception) -> Response:
     return response
 
 
-def _vault_app(services: Admin) -> Starlette:
-    """Vault / OpenBao's HTTP API under ``/v1`` (api/vault)."""
+def _dialect_app(
+    services: Admin,
+    routes: list[BaseRoute],
+    routing_error: Callable[[Request, Exception], Awaitable[Response]],
+    error: Callable[[Request, Exception], Awaitable[Response]],
+) -> Starlette:
+    """A dialect's sub-application: its routes, the router's 404/405 and keyless's errors in
+    the dialect's own error body, anything unexpected as a logged 500."""
     app = Starlette(
-        routes=[*vault_auth.routes, *vault_sys.routes, *vault_kv.routes],
+        routes=routes,
         exception_handlers={
-            HTTPException: _vault_routing_error,
-            KeylessError: vault_handle_error,
+            HTTPException: routing_error,
+            KeylessError: error,
             Exception: _unexpected,
         },
     )
     app.state.services = services
     return app
+
+
+def _vault_app(services: Admin) -> Starlette:
+    """Vault / OpenBao's HTTP API under ``/v1`` (api/vault)."""
+    return _dialect_app(
+        services,
+        [*vault_auth.routes, *vault_sys.routes, *vault_kv.routes],
+        _vault_routing_error,
+        vault_handle_error,
+    )
 
 
 async def _aws_routing_error(request: Request, exc: Exception) -> Response:
@@ -135,16 +152,9 @@ async def _aws_error(request: Request, exc: Exception) -> Response:
 
 def _aws_app(services: Admin) -> Starlette:
     """AWS's APIs under ``/aws`` (api/aws): STS, then Secrets Manager."""
-    app = Starlette(
-        routes=[*aws_sts.routes, *aws_secretsmanager.routes],
-        exception_handlers={
-            HTTPException: _aws_routing_error,
-            KeylessError: _aws_error,
-            Exception: _unexpected,
-        },
+    return _dialect_app(
+        services, [*aws_sts.routes, *aws_secretsmanager.routes], _aws_routing_error, _aws_error
     )
-    app.state.services = services
-    return app
 
 
 async def _gcp_routing_error(request: Request, exc: Exception) -> Response:
@@ -166,16 +176,12 @@ async def _gcp_error(request: Request, exc: Exception) -> Response:
 
 def _gcp_app(services: Admin) -> Starlette:
     """Google's APIs under ``/gcp`` (api/gcp): STS, IAM Credentials, Secret Manager."""
-    app = Starlette(
-        routes=[*gcp_sts.routes, *gcp_iamcredentials.routes, *gcp_secretmanager.routes],
-        exception_handlers={
-            HTTPException: _gcp_routing_error,
-            KeylessError: _gcp_error,
-            Exception: _unexpected,
-        },
+    return _dialect_app(
+        services,
+        [*gcp_sts.routes, *gcp_iamcredentials.routes, *gcp_secretmanager.routes],
+        _gcp_routing_error,
+        _gcp_error,
     )
-    app.state.services = services
-    return app
 
 
 def _dotall(mount: Mount) -> Mount:

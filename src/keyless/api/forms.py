@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import ClientDisconnect, Request
 
+from keyless.core import strictjson
 from keyless.core.errors import InvalidRequest
 
 MAX_FORM_BYTES = 64 * 1024
@@ -61,6 +63,15 @@ async def read_form(request: Request, limit: int = MAX_FORM_BYTES) -> dict[str, 
             raise InvalidRequest(f"parameter {key!r} is given more than once")
         fields[key] = value
     return fields
+
+
+async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object (strict: no duplicate keys, no NaN); an empty body is ``{}``.
+    Raises ``strictjson.InvalidJson`` for anything else, for the dialect to word."""
+    raw = await read_body(request, limit)
+    if not raw.strip():
+        return {}
+    return strictjson.loads_object(raw)
 
 
 def required(fields: dict[str, str], name: str) -> str:

@@ -11,7 +11,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from keyless.cli import apply, audit, env, federation, k8s, lifecycle, vault
+from keyless.cli import agent, apply, audit, env, federation, k8s, lifecycle, vault
 from keyless.cli.client import seg
 from keyless.cli.context import Globals, globals_of
 from keyless.cli.output import emit
@@ -60,6 +60,7 @@ def demo() -> None:
 
 
 app.add_typer(audit.audit_app, name="audit")
+app.add_typer(agent.agent_app, name="agent")
 
 GLOBAL_OPTIONS = ("--data-dir", "--output")  # take a value
 GLOBAL_FLAGS = ("--debug",)

@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.api.context import broker_of
-from keyless.api.forms import read_body
+from keyless.api.forms import read_json_object
 from keyless.api.gcp import smops, smsecrets
 from keyless.api.gcp import smwire as wire
 from keyless.api.gcp.auth import authenticate
@@ -114,11 +114,8 @@ def parse(method: str, path: str) -> Target:
 async def _body(request: Request) -> dict[str, Any]:
     if request.method not in ("POST", "PATCH"):
         return {}
-    raw = await read_body(request, MAX_BODY)
-    if not raw.strip():
-        return {}
     try:
-        return strictjson.loads_object(raw)
+        return await read_json_object(request, MAX_BODY)
     except strictjson.InvalidJson as exc:
         raise wire.invalid(f"Invalid JSON payload received. {exc.message}") from None
 

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from keyless.api.context import edge_of
-from keyless.api.forms import read_body
+from keyless.api.forms import read_json_object
 from keyless.api.responses import JSONResponse
 from keyless.core import errors, strictjson
 from keyless.core.access import Principal
@@ -84,11 +84,8 @@ def rfc3339(seconds: float) -> str:
 
 async def read_json(request: Request) -> dict[str, Any]:
     """The body as a JSON object; an empty body is ``{}`` (the CLI sends none for some calls)."""
-    raw = await read_body(request, MAX_BODY)
-    if not raw.strip():
-        return {}
     try:
-        return strictjson.loads_object(raw)
+        return await read_json_object(request, MAX_BODY)
     except strictjson.InvalidJson as exc:
         raise errors.InvalidRequest(f"failed to parse JSON input: {exc.message}") from exc
 

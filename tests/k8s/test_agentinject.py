@@ -6,12 +6,14 @@ between invocations, and stability for any pod and annotations (Hypothesis)."""
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
 import jsonpatch
 import kubernetes_validate
 import pytest
+import yaml
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -476,3 +478,30 @@ def test_any_pod_gives_a_stable_valid_patch_or_a_refusal(
         assert sum(a.startswith("--secret=") for a in agent["args"]) == len(request.secrets)
         kubernetes_validate.validate(patched, "1.33.0", strict=True)
     assert inject.mutation_patch(patched, sa, settings_) == []
+
+
+def test_the_docs_deployment_is_injected_into_a_valid_pod() -> None:
+    """docs/agent.md's "Injection by annotation" Deployment: its pod template, admitted, is a
+    valid pod whose agent delivers what the annotations ask."""
+    doc = Path(__file__).resolve().parents[2] / "docs" / "agent.md"
+    blocks = re.findall(r"```yaml\n(.*?)```", doc.read_text(), flags=re.DOTALL)
+    deployments = [
+        obj
+        for obj in map(yaml.safe_load, blocks)
+        if obj["kind"] == "Deployment"
+        and any(
+            k.startswith("keyless.dev/")
+            for k in obj["spec"]["template"]["metadata"].get("annotations", {})
+        )
+    ]
+    assert deployments
+    for deployment in deployments:
+        template = deployment["spec"]["template"]
+        pod = {"apiVersion": "v1", "kind": "Pod", **copy.deepcopy(template)}
+        pod["metadata"]["generateName"] = "billing-api-"
+        named = BY_NAME["agent-credentials"].settings()
+        patched = jsonpatch.apply_patch(pod, inject.mutation_patch(pod, SA, named))
+        kubernetes_validate.validate(patched, "1.33.0", strict=True)
+        agent = _agent(patched)
+        assert "--template=/keyless/templates/db.env=/keyless/secrets/db.env" in agent["args"]
+        assert "--credentials=azure,aws" in agent["args"]

@@ -5,15 +5,18 @@ The rules live in :mod:`keyless.k8s.inject`; this adapter reads the review (its 
 checked by :mod:`keyless.k8s.admission` first), makes the refusals that depend on the pod
 alone, asks the service account lookup, checks that the identity exists in keyless (the Azure
 client id, or the identity an ``eks.amazonaws.com/role-arn`` or an
-``iam.gke.io/gcp-service-account`` names), and answers ``allowed``
+``iam.gke.io/gcp-service-account`` names, or the injected agent's client id, whose identity's
+name it then gives the agent as ``KEYLESS_IDENTITY``), and answers ``allowed``
 with the patch, or ``allowed: false`` with a message that ``kubectl`` shows to whoever created
 the pod.
 
 Which pods: every pod creation the MutatingWebhookConfiguration sends, except those carrying
 the EKS webhook's opt-out label ``eks.amazonaws.com/skip-pod-identity-webhook``. A pod with the
-Azure label is refused when its service account cannot be read (unless it names its client id
-itself); any other pod is only injected for AWS or Google, when its service account can be
-read and names a role or a Google service account, and is admitted untouched otherwise.
+Azure label, or asking for the agent by annotation (``keyless.dev/inject-secret-*``, ...,
+:mod:`keyless.k8s.agentinject`), is refused when its service account cannot be read (unless it
+names its client id itself); any other pod is only injected for AWS or Google, when its service
+account can be read and names a role or a Google service account, and is admitted untouched
+otherwise.
 
 What the message may say depends on who can be asking. With ``--webhook-client-ca`` only the
 API server gets past TLS, and refusals name their cause (service account missing, client id

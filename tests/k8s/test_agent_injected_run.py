@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from keyless.k8s import agentinject, names
+from keyless.k8s import agentannotations, agentinject, names
 from tests.agent.conftest import AgentProcess, start_agent
 from tests.api.aws.conftest import run_python
 from tests.k8s.cases import fresh_case, patched_pod
@@ -149,8 +149,8 @@ def test_init_container_writes_the_files_and_exits_0(
         },
     )
     done = subprocess.run(
-        [*keyless_cmd(), "agent", *pod.args(agentinject.CONTAINER)],
-        env=pod.env(agentinject.CONTAINER),
+        [*keyless_cmd(), "agent", *pod.args(agentannotations.CONTAINER)],
+        env=pod.env(agentannotations.CONTAINER),
         capture_output=True,
         text=True,
         timeout=60,
@@ -166,7 +166,7 @@ def test_init_container_writes_the_files_and_exits_0(
 
 
 def _probe(pod: Pod) -> bool:
-    command = pod.container(agentinject.CONTAINER)["startupProbe"]["exec"]["command"]
+    command = pod.container(agentannotations.CONTAINER)["startupProbe"]["exec"]["command"]
     return subprocess.run([pod.local(part) for part in command], check=False).returncode == 0
 
 
@@ -205,7 +205,7 @@ def test_sidecar_serves_the_application_s_sdks(
             "keyless.dev/agent-credentials-port": str(port),
         },
     )
-    agent = sidecars(pod.args(agentinject.CONTAINER), pod.env(agentinject.CONTAINER))
+    agent = sidecars(pod.args(agentannotations.CONTAINER), pod.env(agentannotations.CONTAINER))
     # The application starts once the startup probe passes: the files are all there.
     assert eventually(lambda: _probe(pod), timeout=60), agent.log
     assert (pod.folders["/keyless/secrets"] / "db-password").read_text() == VALUE
@@ -227,6 +227,6 @@ def test_sidecar_serves_the_application_s_sdks(
     # application loaded at its start still works.
     loaded = dict(line.split("=", 1) for line in Path(env_file).read_text().splitlines())
     agent.stop()
-    again = sidecars(pod.args(agentinject.CONTAINER), pod.env(agentinject.CONTAINER))
+    again = sidecars(pod.args(agentannotations.CONTAINER), pod.env(agentannotations.CONTAINER))
     assert eventually(lambda: "credential endpoints" in again.log, timeout=60), again.log
     assert run_python(app | loaded, code) == {"value": VALUE}

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from keyless.agent.endpoints import aws, gcp, podsecret, server
 from keyless.core import gcpnames
-from keyless.k8s import agentinject, inject, names
+from keyless.k8s import agentannotations, agentinject, inject, names
 from tests.k8s.cases import AGENT_IMAGE, TENANT, load_cases
 
 BY_NAME = {c.name: c for c in load_cases()}
@@ -33,7 +33,7 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
 
 def _agent(pod: dict[str, Any]) -> dict[str, Any]:
     first: dict[str, Any] = pod["spec"]["initContainers"][0]
-    assert first["name"] == agentinject.CONTAINER
+    assert first["name"] == agentannotations.CONTAINER
     return first
 
 
@@ -382,8 +382,8 @@ AGENT_ANNOTATIONS = st.fixed_dictionaries(
     {"secrets": st.dictionaries(FILES, REFS, min_size=1, max_size=3) | st.just({})},
     optional={
         "templates": st.dictionaries(FILES, st.text(max_size=40), max_size=2),
-        agentinject.CREDENTIALS_ANNOTATION: st.sampled_from(["azure", "aws", "azure,gcp"]),
-        agentinject.MODE_ANNOTATION: st.sampled_from(["sidecar", "init"]),
+        agentannotations.CREDENTIALS_ANNOTATION: st.sampled_from(["azure", "aws", "azure,gcp"]),
+        agentannotations.MODE_ANNOTATION: st.sampled_from(["sidecar", "init"]),
         "keyless.dev/agent-memory-limit": st.sampled_from(["64Mi", "1Gi"]),
         "other": st.text(max_size=10),
     },
@@ -404,9 +404,9 @@ CONTAINER = st.builds(
 def _annotations(drawn: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     for file, ref in drawn.pop("secrets", {}).items():
-        out[agentinject.SECRET_PREFIX + file] = ref
+        out[agentannotations.SECRET_PREFIX + file] = ref
     for file, text in drawn.pop("templates", {}).items():
-        out[agentinject.TEMPLATE_PREFIX + file] = text
+        out[agentannotations.TEMPLATE_PREFIX + file] = text
     return out | drawn
 
 
@@ -462,13 +462,13 @@ def test_any_pod_gives_a_stable_valid_patch_or_a_refusal(
         assert "\n" not in exc.message
         event("refused")
         return
-    event("agent injected" if agentinject.requested(pod) else "no agent")
+    event("agent injected" if agentannotations.requested(pod) else "no agent")
     patched = jsonpatch.JsonPatch(ops).apply(pod)
-    if agentinject.requested(pod):
+    if agentannotations.requested(pod):
         agents = [c for c in patched["spec"]["initContainers"] if c["name"] == "keyless-agent"]
         assert len(agents) == 1
         agent = agents[0]
-        request = agentinject.parse(pod)
+        request = agentannotations.parse(pod)
         assert request is not None
         for key in ("containers", "initContainers"):
             for container in patched["spec"].get(key, []):

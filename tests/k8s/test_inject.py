@@ -19,7 +19,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from keyless.k8s import agentinject, inject, names
+from keyless.k8s import agentannotations, agentinject, inject, names
 from tests.k8s.cases import TENANT, Case, load_cases, patched_pod, run_pure
 
 K8S_VERSION = "1.33.0"
@@ -76,7 +76,7 @@ def test_never_duplicates(case: Case) -> None:
         assert len({m["name"] for m in mounts}) == len(mounts)
         assert len({m["mountPath"] for m in mounts}) == len(mounts)
     # One token volume, shared by the Azure injection and the agent.
-    azure = 1 if inject.azure_applies(case.pod) or agentinject.requested(case.pod) else 0
+    azure = 1 if inject.azure_applies(case.pod) or agentannotations.requested(case.pod) else 0
     assert sum(v.startswith(names.TOKEN_VOLUME_PREFIX) for v in volumes) == azure
 
 

@@ -45,7 +45,7 @@ from typing import Any
 from keyless import __version__
 from keyless.core import awsnames, gcpnames
 from keyless.core.errors import InvalidRequest
-from keyless.k8s import agentinject, awsinject, containers, gcpinject, names
+from keyless.k8s import agentannotations, agentinject, awsinject, containers, gcpinject, names
 
 Json = dict[str, Any]
 DEFAULT_AGENT_IMAGE = f"keyless:{__version__}"  # the manifests' default image
@@ -135,7 +135,7 @@ def azure_applies(pod: Mapping[str, Any]) -> bool:
 def considered(pod: Mapping[str, Any]) -> bool:
     """Whether the webhook looks at the pod at all: selected (Azure), or not opted out of the
     EKS-style injection (which depends on its service account)."""
-    return selected(pod) or not awsinject.opted_out(pod) or agentinject.requested(pod)
+    return selected(pod) or not awsinject.opted_out(pod) or agentannotations.requested(pod)
 
 
 def _annotations(pod: Mapping[str, Any]) -> Mapping[str, str]:
@@ -203,7 +203,7 @@ def _not_agent(
 ) -> list[tuple[str, int, Json]]:
     """``targets`` but the injected agent's container, which the agent injection owns (only in
     a pod that asks for the agent: elsewhere an init container of that name is the pod's own)."""
-    if not agentinject.requested(pod):
+    if not agentannotations.requested(pod):
         return targets
     return [(k, i, c) for k, i, c in targets if not agentinject.is_agent(k, c)]
 
@@ -407,10 +407,10 @@ def check_pod(pod: Mapping[str, Any], settings: WebhookSettings) -> None:
             _check_mount(container, name, mount_path)
 
 
-def _agent_request(pod: Mapping[str, Any]) -> agentinject.AgentRequest | None:
+def _agent_request(pod: Mapping[str, Any]) -> agentannotations.AgentRequest | None:
     try:
-        return agentinject.parse(pod)
-    except agentinject.AgentInjectionError as exc:
+        return agentannotations.parse(pod)
+    except agentannotations.AgentInjectionError as exc:
         raise InjectionError(exc.message) from exc
 
 
@@ -454,7 +454,7 @@ def _container_plan(
     role: awsinject.AwsRole | None,
     settings: WebhookSettings,
     gcp: gcpinject.GcpAccount | None = None,
-    agent: agentinject.AgentRequest | None = None,
+    agent: agentannotations.AgentRequest | None = None,
     agent_env: list[list[tuple[str, str]]] | None = None,
 ) -> list[tuple[str, int, Json, list[Json], list[tuple[str, str]]]]:
     """(list key, index, container, variables to add, mounts wanted) per mutated container,
@@ -528,7 +528,7 @@ def _annotate(patch: _Patch, pod: Mapping[str, Any], key: str, value: str) -> No
 
 
 def _agent_settings(
-    agent: agentinject.AgentRequest,
+    agent: agentannotations.AgentRequest,
     identity: WorkloadIdentity,
     role: awsinject.AwsRole | None,
     gcp: gcpinject.GcpAccount | None,
@@ -549,15 +549,16 @@ def _agent_settings(
         tenant_id, alias = gcp.tenant_id, gcp.project
     wanted = [d for d in agent.credentials if d in ("aws", "gcp")]
     if wanted and name is None:
+        client = (identity.client_id or "")[:64]
         raise InjectionError(
-            f"{agentinject.CREDENTIALS_ANNOTATION} {','.join(wanted)} needs the agent's identity "
-            f"name, which keyless finds from its client id {(identity.client_id or '')[:64]!r} "
+            f"{agentannotations.CREDENTIALS_ANNOTATION} {','.join(wanted)} needs the agent's "
+            f"identity name, which keyless finds from its client id {client!r} "
             "only when the webhook authenticates the API server (else from the service "
             f"account's {names.ROLE_ARN_ANNOTATION} or iam.gke.io/gcp-service-account)"
         )
     if "gcp" in agent.credentials and (tenant_id is None or alias is None):
         raise InjectionError(
-            f"{agentinject.CREDENTIALS_ANNOTATION} gcp needs the alias of tenant "
+            f"{agentannotations.CREDENTIALS_ANNOTATION} gcp needs the alias of tenant "
             f"{identity.tenant_id[:64]!r} (its Google project), which keyless knows for its "
             "default tenant, or finds when the webhook authenticates the API server"
         )

@@ -45,7 +45,7 @@ from keyless.api.responses import JSONResponse
 from keyless.core import awsnames
 from keyless.core.errors import KeylessError, NotFound
 from keyless.core.models import Tenant
-from keyless.k8s import admission, agentinject, awsinject, gcpinject, inject
+from keyless.k8s import admission, agentannotations, awsinject, gcpinject, inject
 
 log = logging.getLogger("keyless.k8s")
 UNIFORM_REFUSAL = (
@@ -172,7 +172,7 @@ async def _agent_names(
     """For an authenticated caller only: ``settings`` knowing the name of the identity the
     agent acts as (``KEYLESS_IDENTITY``) and its tenant's alias; an unknown client id or
     tenant refuses the pod, as for the Azure injection."""
-    if not agentinject.requested(pod):
+    if not agentannotations.requested(pod):
         return settings
     identity = inject.agent_identity(pod, sa, settings)
     await _check_identity(services, identity)
@@ -200,7 +200,7 @@ async def _service_account(
     name = inject.service_account_name(pod)
     if inject.selected(pod) and not inject.needs_lookup(pod):
         return None
-    if inject.azure_applies(pod) or (agentinject.requested(pod) and inject.needs_lookup(pod)):
+    if inject.azure_applies(pod) or (agentannotations.requested(pod) and inject.needs_lookup(pod)):
         sa = await services.k8s.get(req.namespace, name)
         if sa is None:
             raise inject.InjectionError(f"service account {req.namespace}/{name} not found")

@@ -57,7 +57,9 @@ def test_pod_specs_are_valid_and_their_agent_arguments_parse(obj: dict[str, Any]
         secrets = [a.split("=", 1)[1] for a in options if a.startswith("--secret=")]
         envs = [a.split("=", 1)[1] for a in options if a.startswith("--secret-env=")]
         modes = [a.split("=", 1)[1] for a in options if a.startswith("--mode=")]
-        assert cfg.parse_outputs(secrets, [], mode=modes[0] if modes else None) or envs
+        outputs = cfg.parse_outputs(secrets, [], mode=modes[0] if modes else None)
+        credentials = [a for a in options if a.startswith("--credentials=")]
+        assert outputs or envs or credentials  # something to deliver
         cfg.parse_env(envs)
         for option in options:
             assert option.startswith("--"), option

@@ -10,6 +10,7 @@ import pytest
 from keyless.core.apply import Current, plan
 from keyless.core.applydoc import CredentialSpec, parse_document
 from keyless.core.errors import InvalidRequest
+from keyless.core.gcppolicy import source
 from keyless.core.issuers import IssuerRecord
 
 ISS = "https://issuer.example"
@@ -219,3 +220,95 @@ def test_parse_refusals_name_the_place(doc: object, message: str) -> None:
 
 def test_an_empty_document_is_nothing_to_do() -> None:
     assert plan(parse_document(None), current(), prune=False) == []
+
+
+# -- issuer sets and Google's terms --------------------------------------------------------
+
+ISS_B = "https://issuer-b.example"
+MEMBER = "serviceAccount:acme.svc.id.goog[billing/api]"
+EVERYONE = (
+    "principalSet://iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/"
+    "keyless/*"
+)
+
+
+def one_credential(**fields: Any) -> dict[str, Any]:
+    return {
+        "identities": [{"name": "billing", "federated_credentials": [{"name": "api", **fields}]}]
+    }
+
+
+def test_issuer_sets_and_members_parse_to_what_is_written() -> None:
+    doc = parse_document(one_credential(issuers=[ISS, ISS_B], member=MEMBER))
+    spec = doc.identities[0].credentials[0]
+    assert (spec.issuer, spec.issuers, spec.trusted_issuers) == (ISS, (ISS, ISS_B), (ISS, ISS_B))
+    assert spec.google is not None and spec.google.member == MEMBER
+    assert (spec.subject, spec.subject_pattern, spec.condition) == (None, None, None)
+    single = parse_document(one_credential(issuers=[ISS], subject="sub")).identities[0]
+    assert single.credentials[0] == cred()  # a set of one is the single-issuer form
+
+
+def test_issuer_sets_and_google_sources_are_compared_field_by_field() -> None:
+    have = current(
+        issuers={u: IssuerRecord(url=u, jwks=None, created_at=0) for u in (ISS, ISS_B)},
+        credentials={"billing": {"api": cred(subject=None, google=source(MEMBER))}},
+    )
+    assert views(one_credential(issuer=ISS, member=MEMBER), have) == []
+    changes = plan(
+        parse_document(
+            one_credential(
+                issuers=[ISS, ISS_B],
+                member=EVERYONE,
+                attribute_mapping={"attribute.ns": "assertion.ns"},
+                attribute_condition="attribute.ns == 'billing'",
+            )
+        ),
+        have,
+        prune=False,
+    )
+    assert [(c.action, c.name, c.detail) for c in changes] == [
+        ("update", "billing/api", "issuers, member, attribute_mapping, attribute_condition")
+    ]
+    with pytest.raises(InvalidRequest, match=f"issuer {ISS_B} is not registered"):
+        plan(
+            parse_document(one_credential(issuers=[ISS, ISS_B], subject="s")),
+            current(issuers={ISS: IssuerRecord(url=ISS, jwks=None, created_at=0)}),
+            prune=False,
+        )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"issuer": ISS, "issuers": [ISS_B], "subject": "s"}, "exactly one of issuer, issuers"),
+        ({"subject": "s"}, "exactly one of issuer, issuers"),
+        ({"issuers": ISS, "subject": "s"}, r"\.issuers: a list of issuer URLs"),
+        ({"issuers": [ISS, ISS], "subject": "s"}, "twice"),
+        ({"issuer": ISS, "member": MEMBER, "subject": "s"}, "member, or subject"),
+        ({"issuer": ISS, "member": MEMBER, "condition": "true"}, "attribute_condition"),
+        ({"issuer": ISS, "subject": "s", "attribute_condition": "true"}, "need a member"),
+        ({"issuer": ISS, "member": EVERYONE}, "only with a condition"),
+        (
+            {"issuer": ISS, "member": MEMBER, "attribute_mapping": {"google.subject": "x +"}},
+            r"attribute_mapping\['google.subject'\] is not valid CEL",
+        ),
+        ({"issuer": ISS, "member": "user:x@y"}, "none of serviceAccount"),
+    ],
+    ids=[
+        "issuer-and-issuers",
+        "no-issuer",
+        "issuers-string",
+        "issuers-twice",
+        "member-and-subject",
+        "member-and-condition",
+        "attribute-condition-alone",
+        "everyone-unconditioned",
+        "mapping-cel",
+        "member-form",
+    ],
+)
+def test_credential_refusals_name_the_place(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidRequest, match=r"identities\[0\]\.federated_credentials\[0\]"):
+        parse_document(one_credential(**fields))
+    with pytest.raises(InvalidRequest, match=message):
+        parse_document(one_credential(**fields))

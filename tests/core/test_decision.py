@@ -84,10 +84,12 @@ Policy = tuple[str, str | None, str | None, list[str], str | None]
 
 
 def credential(i: int, policy: Policy) -> FederatedCredential:
+    """``issuer`` "A B": the issuer set (A, B)."""
     issuer, subject, pattern, audiences, condition = policy
+    issuers = tuple(issuer.split(" ")) if " " in issuer else ()
     return FederatedCredential(
-        f"id-{i}", IDENTITY.object_id, f"fc-{i}", issuer, subject, pattern, tuple(audiences),
-        condition,
+        f"id-{i}", IDENTITY.object_id, f"fc-{i}", issuers[0] if issuers else issuer, subject,
+        pattern, tuple(audiences), condition, issuers,
     )  # fmt: skip
 
 
@@ -100,7 +102,7 @@ policies = st.lists(
             auds,
             condition,
         ),
-        st.sampled_from([ISS, OTHER_ISS, ISS + "/"]),
+        st.sampled_from([ISS, OTHER_ISS, ISS + "/", f"{OTHER_ISS} {ISS}", f"{ISS}/ {OTHER_ISS}"]),
         st.booleans(),
         st.sampled_from(SUBJECTS),
         st.sampled_from(PATTERNS),
@@ -210,6 +212,7 @@ def test_explain_gives_the_exchanges_verdict(specs: list[Policy], spec: TokenSpe
         assert (picked is not None) is exchanged
         if exchanged:
             assert event.reason == f"credential {picked}"
+            assert mine["matched_issuer"] == spec.iss  # the cluster, from a set or alone
 
 
 def test_issuer_registration_is_asked_once_with_one_error() -> None:

@@ -114,7 +114,7 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("empty-audience", {"audiences": ("",)}, "audience must be"),
     ("too-many-audiences", {"audiences": tuple(f"a{i}" for i in range(17))}, "audiences"),
     ("pattern-without-wildcard", {"subject": None, "subject_pattern": SUB}, "no wildcard"),
-    ("pattern-only-wildcards", {"subject": None, "subject_pattern": "*"}, "every subject"),
+    ("pattern-only-wildcards", {"subject": None, "subject_pattern": "*"}, "only with a condition"),
     ("pattern-only-wildcards-2", {"subject": None, "subject_pattern": "?*?"}, "every subject"),
     ("bad-cel", {"condition": "claims.sub =="}, "not valid CEL"),
     ("cel-unknown-var", {"condition": "sub == 'x'"}, "unknown variable"),
@@ -125,6 +125,12 @@ INVALID: list[tuple[str, dict[str, Any], str]] = [
     ("name-with-space", {"name": "my cred"}, "name"),
     ("long-subject", {"subject": "s" * 1025}, "longer than"),
     ("no-id", {"id": ""}, "needs an id"),
+    ("issuer-and-issuers", {"issuers": [ISS, GH]}, "exactly one of issuer, issuers"),
+    ("no-issuer", {"issuer": None}, "exactly one of issuer, issuers"),
+    ("issuers-twice", {"issuer": None, "issuers": [ISS, GH, ISS]}, "twice"),
+    ("issuers-not-a-list", {"issuer": None, "issuers": ISS}, "must be a list"),
+    ("issuers-too-many", {"issuer": None, "issuers": [f"{ISS}/{i}" for i in range(17)]}, "1-16"),
+    ("issuers-bad-one", {"issuer": None, "issuers": [ISS, GH + "\n"]}, "control characters"),
 ]
 
 
@@ -144,6 +150,20 @@ def test_valid_credentials() -> None:
     )
     assert pattern.is_pattern
     assert validate_credential(made) is made
+
+
+def test_issuer_sets_and_conditioned_wildcards_are_valid() -> None:
+    both = new_credential(**{**GOOD, "issuer": None, "issuers": [ISS, GH]})
+    assert (both.issuer, both.issuers, both.trusted_issuers) == (ISS, (ISS, GH), (ISS, GH))
+    one = new_credential(**{**GOOD, "issuer": None, "issuers": [GH]})  # a list of one: issuer
+    assert (one.issuer, one.issuers, one.trusted_issuers) == (GH, (), (GH,))
+    assert new_credential(**{**GOOD, "issuer": ISS, "issuers": ()}).trusted_issuers == (ISS,)
+    every = new_credential(
+        **{**GOOD, "subject": None, "subject_pattern": "*", "condition": "claims.team == 'a'"}
+    )
+    assert every.subject_pattern == "*"
+    with pytest.raises(InvalidRequest, match="first as issuer"):
+        validate_credential(FederatedCredential("c", IDENTITY, "n", GH, SUB, issuers=(ISS, GH)))
 
 
 # --- matching -------------------------------------------------------------------------------
@@ -266,6 +286,41 @@ def test_copy_on_write_updates() -> None:
     assert len(removed) == 0 and len(moved) == 2
     assert failure(removed, gh) == "subject"
     assert moved.get("p1") is not None and removed.get("p1") is None
+
+
+CLUSTER_B = "https://oidc.cluster-b.test"
+
+
+def test_an_issuer_set_matches_each_of_its_issuers_and_no_other() -> None:
+    shared = FederatedCredential(
+        "set", IDENTITY, "fc-set", ISS, SUB, None, (DEFAULT_AUDIENCE,), None, (ISS, CLUSTER_B)
+    )
+    index = TrustIndex([shared, cred("gh", issuer=GH, identity="other", pattern="repo:*")])
+    assert index.match(IDENTITY, token()).id == "set"
+    assert index.match(IDENTITY, token(issuer=CLUSTER_B)).id == "set"
+    assert failure(index, token(issuer=GH)) == "subject"
+    assert [c.id for c in index.candidates(IDENTITY, CLUSTER_B, SUB)] == ["set"]
+    assert index.identities_trusting(ISS) == (IDENTITY,)
+    assert index.identities_trusting(CLUSTER_B) == (IDENTITY,)
+    assert index.identities_trusting(GH) == ("other",)
+
+
+def test_issuer_set_patterns_and_copy_on_write() -> None:
+    every = FederatedCredential(
+        "every", IDENTITY, "fc-every", ISS, None, "*", (DEFAULT_AUDIENCE,),
+        'claims.team == "blue"', (ISS, CLUSTER_B),
+    )  # fmt: skip
+    index = TrustIndex().with_added(every)
+    assert index.match(IDENTITY, token(issuer=CLUSTER_B, subject="x", team="blue")).id == "every"
+    assert failure(index, token(issuer=CLUSTER_B, subject="x", team="red")) == "condition"
+    assert index.identities_trusting(CLUSTER_B) == (IDENTITY,)
+    # The set shrinks to one issuer: cluster B's entries go, the snapshot before keeps them.
+    shrunk = index.with_added(cred("every", pattern="*", condition='claims.team == "blue"'))
+    assert failure(shrunk, token(issuer=CLUSTER_B, subject="x", team="blue")) == "subject"
+    assert shrunk.identities_trusting(CLUSTER_B) == ()
+    assert index.match(IDENTITY, token(issuer=CLUSTER_B, subject="x", team="blue")).id == "every"
+    gone = index.without("every")
+    assert gone.identities_trusting(ISS) == () and failure(gone, token()) == "subject"
 
 
 def test_a_stored_condition_that_no_longer_compiles_never_matches() -> None:

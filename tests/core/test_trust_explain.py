@@ -192,3 +192,19 @@ def test_garbage_claims_do_not_crash() -> None:
     assert checks["subject"].reason == "token has no sub claim"
     assert not checks["audience"].passed
     assert explain([], claims()).nearest is None
+
+
+def test_an_issuer_set_says_which_of_its_issuers_the_token_came_from() -> None:
+    other = "https://oidc.cluster-b.test"
+    shared = FederatedCredential(
+        "s", "id-api", "fc-s", ISS, SUB, None, (DEFAULT_AUDIENCE,), None, (ISS, other)
+    )
+    ex = explain([shared], claims(iss=other))
+    assert ex.matched == shared
+    check = by_name(ex.policies[0].checks)["issuer"]
+    assert check.passed
+    assert check.reason == f"issuer is '{other}', issuer 2 of the policy's issuer set of 2"
+    missed = by_name(explain([shared], claims(iss=other + "/")).policies[0].checks)["issuer"]
+    assert not missed.passed
+    assert "none of the policy's issuer set" in missed.reason
+    assert missed.hint == "issuer differs only by a trailing slash"

@@ -210,3 +210,28 @@ def test_roles_are_keyless_own() -> None:
     """The schema's role enum is the built-in roles, by name and alias (core/rbac.py)."""
     enum = _schema("RoleAssignment")["properties"]["spec"]["properties"]["role"]["enum"]
     assert "Key Vault Secrets User" in enum and "secrets-user" in enum and len(enum) == 8
+
+
+def test_issuer_sets_and_google_members_in_an_identity() -> None:
+    shared = _bad(
+        "Identity",
+        lambda o: o["spec"].update(
+            federatedCredentials=[
+                {
+                    "name": "gke",
+                    "issuers": ["https://a.example", "https://b.example"],
+                    "member": "serviceAccount:acme.svc.id.goog[billing/api]",
+                    "attributeMapping": {"google.subject": "assertion.sub"},
+                    "attributeCondition": "assertion.iss != ''",
+                }
+            ]
+        ),
+    )
+    assert problems(shared) == []
+    parse_one(Resource.from_object("Identity", shared), dev=False)
+    creds = shared["spec"]["federatedCredentials"]
+    creds[0]["issuer"] = "https://a.example"
+    assert any("is valid under each of" in p for p in problems(shared))
+    creds[0].pop("issuer")
+    creds[0]["subject"] = "x"
+    assert any("is valid under each of" in p for p in problems(shared))

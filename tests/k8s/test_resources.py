@@ -334,3 +334,46 @@ def test_document_paths_are_said_in_the_resource_terms() -> None:
     assert spec_message("issuers[0].allow_unreachable: must be true or false") == (
         "spec.allowUnreachable: must be true or false"
     )
+
+
+ISS_B = "https://issuer-b.example"
+SHARED = res(
+    "Identity",
+    "shared",
+    {
+        "federatedCredentials": [
+            {
+                "name": "gke",
+                "issuers": [ISS, ISS_B],
+                "member": "principalSet://iam.googleapis.com/projects/1/locations/global/"
+                "workloadIdentityPools/keyless/attribute.ns/billing",
+                "attributeMapping": {"attribute.ns": "assertion['kubernetes.io'].namespace"},
+                "attributeCondition": "assertion.iss.startsWith('https://')",
+            }
+        ]
+    },
+)
+
+
+def test_an_identity_with_an_issuer_set_and_google_terms() -> None:
+    spec = entry(SHARED)["federated_credentials"][0]
+    assert spec["attribute_mapping"] == {"attribute.ns": "assertion['kubernetes.io'].namespace"}
+    assert spec["attribute_condition"] == "assertion.iss.startsWith('https://')"
+    issuer_b = res("Issuer", "cluster-b", {"url": ISS_B, "jwks": JWKS})
+    d = decide([ISSUER, issuer_b, SHARED], current(), {})
+    assert d.invalid == {}
+    cred_spec = d.document.identities[0].credentials[0]
+    assert cred_spec.trusted_issuers == (ISS, ISS_B) and cred_spec.google is not None
+    # Without cluster B's Issuer (and not registered), the identity cannot hold.
+    d = decide([ISSUER, SHARED], current(), {})
+    assert d.invalid[SHARED.ref] == (
+        f"spec.federatedCredentials[0].issuers: {ISS_B} is not registered in keyless and no "
+        "Issuer declares it"
+    )
+    # An Issuer named second in a set waits like one named alone.
+    have = current(
+        issuers={u: IssuerRecord(url=u, jwks=JWKS, created_at=0) for u in (ISS, ISS_B)},
+        credentials={"shared": {"gke": cred_spec}},
+    )
+    d = decide([deleting(issuer_b), SHARED], have, {issuer_b.uid: Claim(ISS_B, True)})
+    assert "still trusted by identity 'shared'" in d.waiting[issuer_b.ref]

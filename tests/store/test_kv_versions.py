@@ -150,7 +150,7 @@ def test_migration_numbers_existing_versions_in_write_order(database_url: str) -
             conn.commit()
     finally:
         engine.dispose()
-    assert migrate.upgrade(url) == "0007"
+    assert int(migrate.upgrade(url)) >= 7  # 0007 and whatever came after it
     engine = sa.create_engine(url.sync_url, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:

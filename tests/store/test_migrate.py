@@ -71,3 +71,44 @@ def test_live_state_index_declared_for_alembic_matches_the_database(tmp_path: Pa
     assert diff == []  # every table, column and index of schema.py is what migrations made
     live = next(i for i in found if i["name"] == "ux_signing_keys_live_state")
     assert live["unique"] and live["column_names"] == ["tenant_id", "state"]
+
+
+async def test_0008_keeps_every_credential_and_gives_it_no_set_and_no_google_source(
+    database_url: str,
+) -> None:
+    """A credential written before migration 0008 reads back unchanged (one issuer, no
+    Google source), on SQLite and PostgreSQL."""
+    from alembic import command
+
+    from keyless.core.trust import FederatedCredential
+
+    engine = sa.create_engine(DatabaseUrl(database_url).sync_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            command.upgrade(migrate._config(conn), "0007")
+            conn.execute(sa.text("INSERT INTO tenants VALUES ('t1', 'default', 1.0)"))
+            conn.execute(
+                sa.text(
+                    "INSERT INTO identities (object_id, tenant_id, client_id, name, created_at) "
+                    "VALUES ('o1', 't1', 'c1', 'app', 1.0)"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO federated_credentials (id, identity_id, name, issuer, subject, "
+                    "subject_pattern, audiences, condition, created_at) VALUES ('f1', 'o1', "
+                    "'api', 'https://i.test', 's', NULL, '[\"aud\"]', 'claims.x == 1', 1.0)"
+                )
+            )
+            conn.commit()
+    finally:
+        engine.dispose()
+    store = await SqlStore.open(database_url)
+    try:
+        assert await store.list_credentials() == [
+            FederatedCredential(
+                "f1", "o1", "api", "https://i.test", "s", None, ("aud",), "claims.x == 1"
+            )
+        ]
+    finally:
+        await store.close()

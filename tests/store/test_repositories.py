@@ -8,10 +8,12 @@ assignments, vaults and secret paging behave the same on both.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 import pytest
 
 from keyless.core.errors import Conflict
+from keyless.core.gcppolicy import GoogleSource
 from keyless.core.issuers import IssuerRecord
 from keyless.core.models import DevCluster, Identity, Tenant
 from keyless.core.rbac import Assignment
@@ -132,6 +134,45 @@ async def test_credentials_idempotent_listed_in_order_and_in_bulk(store: SqlStor
     names = [c.name for c in await store.list_credentials(app.object_id)]
     assert names == sorted(names) and len(names) == 251
     assert (await store.get_credential(app.object_id, "bulk-0042")) == bulk[42]
+
+
+async def test_issuer_sets_and_google_sources_are_stored_and_hold_their_issuers(
+    store: SqlStore,
+) -> None:
+    t = await _tenant(store)
+    app = await store.create_identity(_identity(t, "app"))
+    other = "https://issuer.example/cluster-b"
+    for url in (ISS, other):
+        await store.add_issuer(t.id, IssuerRecord(url, JWKS, 1.0))
+    google = GoogleSource(
+        "principalSet://iam.googleapis.com/projects/1/locations/global/"
+        "workloadIdentityPools/keyless/attribute.ns/prod",
+        (("attribute.ns", "assertion.ns"),),
+        "assertion.iss != ''",
+    )
+    shared = new_credential(
+        id=str(uuid.uuid4()),
+        identity_id=app.object_id,
+        name="shared",
+        issuers=[ISS, other],
+        subject_pattern="*",
+        condition="(claims.ns) == \"prod\" && (claims.iss != '')",
+        google=google,
+    )
+    await store.add_credential(shared, 3.0)
+    assert await store.get_credential(app.object_id, "shared") == shared
+    assert await store.list_credentials(app.object_id) == [shared]
+    # The second issuer of the set is held as the first is.
+    with pytest.raises(Conflict, match="named by 1 federated credential"):
+        await store.remove_issuer(t.id, other)
+    # Back to one issuer and a plain subject: the set and the Google source go.
+    plain = replace(shared, issuers=(), google=None, subject="s", subject_pattern=None)
+    assert await store.update_credential(plain)
+    assert await store.get_credential(app.object_id, "shared") == plain
+    assert await store.remove_issuer(t.id, other)
+    bulk = replace(shared, id=str(uuid.uuid4()), name="bulk", issuers=(ISS, "https://c.test"))
+    await store.add_credentials_bulk([bulk], 4.0)
+    assert await store.get_credential(app.object_id, "bulk") == bulk
 
 
 async def test_dev_clusters_are_made_once(store: SqlStore) -> None:

@@ -161,34 +161,97 @@ def issuer_refresh(ctx: typer.Context, url: str, tenant: Tenant = "default") -> 
     emit(g.client().post(f"/v1/issuers/refresh{_q(tenant)}", {"url": url}), g.output)
 
 
+Issuers = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--issuer",
+        help="issuer URL, exactly as in tokens; repeat for an issuer set (several clusters "
+        "sharing one identity namespace)",
+    ),
+]
+Member = Annotated[
+    str | None,
+    typer.Option(
+        help="Google principal instead of a subject: serviceAccount:PROJECT.svc.id.goog[NS/KSA], "
+        "principal://.../subject/S, principalSet://.../attribute.NAME/VALUE | group/G | *"
+    ),
+]
+AttributeMapping = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="KEY=CEL over `assertion` (google.subject, google.groups, attribute.NAME); "
+        "repeatable, with --member"
+    ),
+]
+AttributeCondition = Annotated[
+    str | None,
+    typer.Option(help="CEL over assertion, google and attribute (with --member)"),
+]
+
+
+def issuer_fields(issuers: list[str] | None) -> dict[str, object]:
+    """``--issuer`` once: ``issuer``; several times: the issuer set ``issuers``."""
+    if not issuers:
+        return {}
+    return {"issuer": issuers[0]} if len(issuers) == 1 else {"issuers": issuers}
+
+
+def mapping_field(pairs: list[str] | None) -> dict[str, str] | None:
+    """``--attribute-mapping KEY=EXPR``... as the admin API's ``attribute_mapping``."""
+    if not pairs:
+        return None
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, expr = pair.partition("=")
+        if not sep or not key.strip() or not expr.strip():
+            raise KeylessError(f"--attribute-mapping {pair!r}: expected KEY=EXPRESSION")
+        if key.strip() in out:
+            raise KeylessError(f"--attribute-mapping: {key.strip()!r} is given twice")
+        out[key.strip()] = expr.strip()
+    return out
+
+
 @federation_app.command("add")
 def federation_add(
     ctx: typer.Context,
     identity: str,
     name: Annotated[str, typer.Option(help="credential name")],
-    issuer: Annotated[str, typer.Option(help="issuer URL, exactly as in tokens")],
+    issuer: Issuers = None,
     subject: Annotated[str | None, typer.Option(help="exact subject")] = None,
     subject_pattern: Annotated[
         str | None, typer.Option(help="glob, e.g. system:serviceaccount:team-*:app")
     ] = None,
+    member: Member = None,
     audience: Annotated[list[str] | None, typer.Option(help="repeatable")] = None,
     condition: Annotated[str | None, typer.Option(help="CEL over `claims`")] = None,
+    attribute_mapping: AttributeMapping = None,
+    attribute_condition: AttributeCondition = None,
     tenant: Tenant = "default",
 ) -> None:
     """Add a federated credential (trust policy) to an identity (idempotent)."""
-    if (subject is None) == (subject_pattern is None):
-        raise KeylessError("give exactly one of --subject or --subject-pattern")
+    if not issuer:
+        raise KeylessError("give --issuer (repeat it for an issuer set)")
+    if sum(v is not None for v in (subject, subject_pattern, member)) != 1:
+        raise KeylessError("give exactly one of --subject, --subject-pattern or --member")
+    if member is None and (attribute_mapping or attribute_condition is not None):
+        raise KeylessError("--attribute-mapping and --attribute-condition need --member")
     g = globals_of(ctx)
     body = {
         "name": name,
-        "issuer": issuer,
+        **issuer_fields(issuer),
         "subject": subject,
         "subject_pattern": subject_pattern,
+        "member": member,
+        "attribute_mapping": mapping_field(attribute_mapping),
+        "attribute_condition": attribute_condition,
         "audiences": audience or None,
         "condition": condition,
     }
     emit(
-        g.client().post(f"/v1/identities/{seg(identity)}/federated-credentials{_q(tenant)}", body),
+        g.client().post(
+            f"/v1/identities/{seg(identity)}/federated-credentials{_q(tenant)}",
+            {k: v for k, v in body.items() if v is not None},
+        ),
         g.output,
     )
 
@@ -196,10 +259,30 @@ def federation_add(
 @federation_app.command("list")
 def federation_list(ctx: typer.Context, identity: str, tenant: Tenant = "default") -> None:
     g = globals_of(ctx)
+    creds = g.client().get(f"/v1/identities/{seg(identity)}/federated-credentials{_q(tenant)}")
+    if g.output == "json":
+        emit(creds, "json")
+        return
+    rows = [
+        {
+            **row,
+            "issuer": ", ".join(row.get("issuers") or [row.get("issuer")]),
+            "member": row.get("member"),
+        }
+        for row in creds
+    ]
     emit(
-        g.client().get(f"/v1/identities/{seg(identity)}/federated-credentials{_q(tenant)}"),
+        rows,
         g.output,
-        columns=("name", "issuer", "subject", "subject_pattern", "audiences", "condition"),
+        columns=(
+            "name",
+            "issuer",
+            "subject",
+            "subject_pattern",
+            "member",
+            "audiences",
+            "condition",
+        ),
     )
 
 

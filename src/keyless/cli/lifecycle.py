@@ -9,6 +9,13 @@ import typer
 
 from keyless.cli.client import credential_path, seg, tenant_query
 from keyless.cli.context import globals_of
+from keyless.cli.federation import (
+    AttributeCondition,
+    AttributeMapping,
+    Member,
+    issuer_fields,
+    mapping_field,
+)
 from keyless.cli.output import emit
 from keyless.core.errors import KeylessError
 
@@ -86,9 +93,16 @@ def federation_update(
     ctx: typer.Context,
     identity: str,
     name: Annotated[str, typer.Option(help="credential name")],
-    issuer: Annotated[str | None, typer.Option(help="issuer URL, exactly as in tokens")] = None,
+    issuer: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--issuer",
+            help="issuer URL, exactly as in tokens; repeat for an issuer set (replaces them)",
+        ),
+    ] = None,
     subject: Annotated[str | None, typer.Option(help="exact subject")] = None,
     subject_pattern: Annotated[str | None, typer.Option(help="glob over the subject")] = None,
+    member: Member = None,
     audience: Annotated[
         list[str] | None, typer.Option(help="repeatable; replaces the audiences")
     ] = None,
@@ -96,29 +110,41 @@ def federation_update(
     no_condition: Annotated[
         bool, typer.Option("--no-condition", help="remove the condition")
     ] = False,
+    attribute_mapping: AttributeMapping = None,
+    attribute_condition: AttributeCondition = None,
+    no_attribute_condition: Annotated[
+        bool, typer.Option("--no-attribute-condition", help="remove the attribute condition")
+    ] = False,
     tenant: Tenant = "default",
 ) -> None:
     """Change a federated credential: what is given replaces, the rest stays."""
-    if subject is not None and subject_pattern is not None:
-        raise KeylessError("give --subject or --subject-pattern, not both")
+    if sum(v is not None for v in (subject, subject_pattern, member)) > 1:
+        raise KeylessError("give one of --subject, --subject-pattern or --member")
     if condition is not None and no_condition:
         raise KeylessError("give --condition or --no-condition, not both")
-    body: dict[str, object] = {}
+    if attribute_condition is not None and no_attribute_condition:
+        raise KeylessError("give --attribute-condition or --no-attribute-condition, not both")
+    body: dict[str, object] = dict(issuer_fields(issuer))
     for key, value in (
-        ("issuer", issuer),
         ("subject", subject),
         ("subject_pattern", subject_pattern),
+        ("member", member),
         ("audiences", audience or None),
         ("condition", condition),
+        ("attribute_mapping", mapping_field(attribute_mapping)),
+        ("attribute_condition", attribute_condition),
     ):
         if value is not None:
             body[key] = value
     if no_condition:
         body["condition"] = None
+    if no_attribute_condition:
+        body["attribute_condition"] = None
     if not body:
         raise KeylessError(
-            "nothing to change: give --issuer, --subject, --subject-pattern, --audience, "
-            "--condition or --no-condition"
+            "nothing to change: give --issuer, --subject, --subject-pattern, --member, "
+            "--audience, --condition, --no-condition, --attribute-mapping, "
+            "--attribute-condition or --no-attribute-condition"
         )
     g = globals_of(ctx)
     emit(

@@ -149,6 +149,10 @@ def serve(
     k8s_tenant: Annotated[
         str | None, typer.Option(help="webhook: default AZURE_TENANT_ID (id or alias)")
     ] = None,
+    k8s_agent_image: Annotated[
+        str | None,
+        typer.Option(help="webhook: the injected agent's image, keyless's own [keyless:VERSION]"),
+    ] = None,
     k8s_namespace: Annotated[
         str | None, typer.Option(help="in-cluster: keyless's namespace [the pod's]")
     ] = None,
@@ -255,6 +259,7 @@ def serve(
         "k8s_public_ca": k8s_public_ca,
         "k8s_ca_configmap": k8s_ca_configmap,
         "k8s_tenant": k8s_tenant,
+        "k8s_agent_image": k8s_agent_image,
         "k8s_namespace": k8s_namespace,
         "k8s_service": k8s_service,
         "k8s_controller": k8s_controller,

@@ -184,11 +184,17 @@ def render_explain(report: dict[str, Any]) -> None:
             if ident["matched"]
             else f"no match; nearest: {ident['nearest']!r}"
         )
+        if ident.get("matched_issuer"):
+            verdict += f" from issuer (cluster) {ident['matched_issuer']}"
         say(f"identity {ident['identity']} ({ident['client_id']}): {verdict}")
         for policy in ident["policies"]:
             console.print(
                 Text.assemble(f"  policy {printable(policy['name'])}: ", mark(policy["matched"]))
             )
+            if len(policy.get("issuers") or ()) > 1:
+                say(f"    issuer set: {', '.join(policy['issuers'])}")
+            if policy.get("member"):
+                say(f"    member: {policy['member']}")
             for check in policy["checks"]:
                 line("    ", check["passed"], f"{check['name']}: {check['reason']}")
                 if check.get("hint"):

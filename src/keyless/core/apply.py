@@ -33,6 +33,7 @@ from keyless.core.errors import InvalidRequest, KeylessError
 from keyless.core.federation import Federation
 from keyless.core.issuers import IssuerRecord
 from keyless.core.rbac import RoleAssignments
+from keyless.core.trust import FederatedCredential
 from keyless.core.vault import Call, VaultService
 
 __all__ = [
@@ -104,8 +105,12 @@ def _canonical(value: object) -> str:
 
 
 def _credential_differs(want: CredentialSpec, have: CredentialSpec) -> str:
-    fields = ("issuer", "subject", "subject_pattern", "audiences", "condition")
+    fields = ("issuer", "issuers", "subject", "subject_pattern", "audiences", "condition")
     changed = [f for f in fields if getattr(want, f) != getattr(have, f)]
+    old, new = have.google, want.google
+    for field in ("member", "attribute_mapping", "attribute_condition"):
+        if (getattr(new, field) if new else None) != (getattr(old, field) if old else None):
+            changed.append(field)
     return ", ".join(changed)
 
 
@@ -141,11 +146,12 @@ def plan(
             changes.append(Change("create", "identity", ident.name))
             have_creds = {}
         for cred in ident.credentials:
-            if cred.issuer not in issuers_after:
-                raise InvalidRequest(
-                    f"federated credential {cred.name!r} of {ident.name!r}: issuer "
-                    f"{cred.issuer} is not registered and not in the document"
-                )
+            for url in cred.trusted_issuers:
+                if url not in issuers_after:
+                    raise InvalidRequest(
+                        f"federated credential {cred.name!r} of {ident.name!r}: issuer "
+                        f"{url} is not registered and not in the document"
+                    )
             label = f"{ident.name}/{cred.name}"
             old = have_creds.get(cred.name)
             if old is None:
@@ -297,10 +303,7 @@ class Reconciler:
         creds: dict[str, dict[str, CredentialSpec]] = {}
         for ident in identities:
             creds[ident.name] = {
-                fc.name: CredentialSpec(
-                    fc.name, fc.issuer, fc.subject, fc.subject_pattern, fc.audiences, fc.condition
-                )
-                for fc in await fed.list_credentials(tenant_id, ident.name)
+                fc.name: _as_written(fc) for fc in await fed.list_credentials(tenant_id, ident.name)
             }
         vaults = {
             v.name: await self._vaults.count_secrets(tenant_id, v.name)
@@ -371,15 +374,13 @@ class Reconciler:
             if action == "create":
                 await fed.add_credential(tenant_id, ident_name, **credential_fields(cred))
             else:
+                fields = credential_fields(cred)
+                del fields["name"]
                 await fed.update_credential(
                     tenant_id,
                     ident_name,
                     cred_name,
-                    issuer=cred.issuer,
-                    subject=cred.subject,
-                    subject_pattern=cred.subject_pattern,
-                    audiences=cred.audiences,
-                    condition=cred.condition,
+                    **fields,
                     clear_condition=cred.condition is None,
                 )
         elif kind == "vault":
@@ -395,6 +396,22 @@ class Reconciler:
                 await self._roles.remove(tenant_id, object_id, role, scope)
             else:
                 await self._roles.assign(tenant_id, object_id, role, scope)
+
+
+def _as_written(fc: FederatedCredential) -> CredentialSpec:
+    """A stored credential as a document writes it: a Google-form one by its Google source
+    (its subject form and condition are the translation, not what was written)."""
+    google = fc.google is not None
+    return CredentialSpec(
+        fc.name,
+        fc.issuer,
+        None if google else fc.subject,
+        None if google else fc.subject_pattern,
+        fc.audiences,
+        None if google else fc.condition,
+        fc.issuers,
+        fc.google,
+    )
 
 
 def _split_assignment(label: str) -> tuple[str, str, str]:

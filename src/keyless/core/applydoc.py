@@ -15,15 +15,27 @@ from typing import Any
 from keyless.core import rbac
 from keyless.core.errors import InvalidRequest, KeylessError
 from keyless.core.federation import validate_identity_name
+from keyless.core.gcppolicy import GoogleSource, source, translate
 from keyless.core.issuers import validate_issuer_url, validate_jwks
 from keyless.core.secrets import validate_vault_name
-from keyless.core.trust import DEFAULT_AUDIENCE, new_credential
+from keyless.core.trust import DEFAULT_AUDIENCE, issuer_set, new_credential
 
 SECTIONS = ("issuers", "identities", "vaults", "role_assignments")
 ISSUER_FIELDS = frozenset({"url", "jwks", "jwks_file", "kubernetes_api", "allow_unreachable"})
 IDENTITY_FIELDS = frozenset({"name", "federated_credentials"})
 CREDENTIAL_FIELDS = frozenset(
-    {"name", "issuer", "subject", "subject_pattern", "audiences", "condition"}
+    {
+        "name",
+        "issuer",
+        "issuers",
+        "subject",
+        "subject_pattern",
+        "member",
+        "audiences",
+        "condition",
+        "attribute_mapping",
+        "attribute_condition",
+    }
 )
 VAULT_FIELDS = frozenset({"name"})
 ASSIGNMENT_FIELDS = frozenset({"identity", "role", "scope"})
@@ -48,12 +60,22 @@ class IssuerSpec:
 
 @dataclass(frozen=True, slots=True)
 class CredentialSpec:
+    """A credential as written: one ``issuer`` or an issuer set (``issuers``, ``issuer`` its
+    first), and a subject form and condition, or a Google source (``google``; its
+    translation is the tenant's business, made by ``Federation.add_credential``)."""
+
     name: str
     issuer: str
     subject: str | None
     subject_pattern: str | None
     audiences: tuple[str, ...]
     condition: str | None
+    issuers: tuple[str, ...] = ()
+    google: GoogleSource | None = None
+
+    @property
+    def trusted_issuers(self) -> tuple[str, ...]:
+        return self.issuers or (self.issuer,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,29 +215,62 @@ def _credential(where: str, item: dict[str, Any]) -> CredentialSpec:
         audiences = [audiences]
     if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
         raise InvalidRequest(f"{where}.audiences: a list of strings")
+    issuers = item.get("issuers")
+    if issuers is not None and (
+        not isinstance(issuers, list) or not all(isinstance(i, str) for i in issuers)
+    ):
+        raise InvalidRequest(f"{where}.issuers: a list of issuer URLs")
+    try:
+        first, rest = issuer_set(_str(where, item, "issuer", optional=True), issuers)
+        google = None
+        if item.get("member") is not None:
+            google = source(
+                item.get("member"), item.get("attribute_mapping"), item.get("attribute_condition")
+            )
+        elif item.get("attribute_mapping") is not None or item.get("attribute_condition"):
+            raise InvalidRequest("attribute_mapping and attribute_condition need a member")
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"{where}: {exc.message}") from None
     spec = CredentialSpec(
         name=str(_str(where, item, "name")),
-        issuer=str(_str(where, item, "issuer")),
+        issuer=first,
         subject=_str(where, item, "subject", optional=True),
         subject_pattern=_str(where, item, "subject_pattern", optional=True),
         audiences=tuple(audiences),
         condition=_str(where, item, "condition", optional=True),
+        issuers=rest,
+        google=google,
     )
+    fields = credential_fields(spec)
     try:  # the same checks `federation add` makes (CEL compiles, one subject form, ...)
-        new_credential(id="-", identity_id="-", **credential_fields(spec))
+        if google is not None:
+            if spec.subject is not None or spec.subject_pattern is not None:
+                raise InvalidRequest("give member, or subject or subject_pattern, not both")
+            if spec.condition is not None:
+                raise InvalidRequest("with member, the condition is attribute_condition")
+            found = translate(google, None)  # the form; the project is checked when added
+            fields |= {
+                "subject": found.subject,
+                "subject_pattern": found.subject_pattern,
+                "condition": found.condition,
+            }
+        new_credential(id="-", identity_id="-", **fields)
     except InvalidRequest as exc:
         raise InvalidRequest(f"{where}: {exc.message}") from None
     return spec
 
 
 def credential_fields(spec: CredentialSpec) -> dict[str, Any]:
+    """The spec as ``Federation.add_credential``'s keyword arguments."""
     return {
         "name": spec.name,
-        "issuer": spec.issuer,
+        "issuer": None if spec.issuers else spec.issuer,
+        "issuers": spec.issuers or None,
         "subject": spec.subject,
         "subject_pattern": spec.subject_pattern,
         "audiences": spec.audiences,
         "condition": spec.condition,
+        "google": spec.google,
     }
 
 

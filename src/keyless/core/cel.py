@@ -120,34 +120,67 @@ def failing_condition(source: str, reason: str) -> Condition:
     return Condition(source, None, error=reason)
 
 
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What an expression is called in messages, the variables it may use, and a hint for one
+    that uses another (``CLAIMS``: keyless's conditions; core/gcppolicy.py has Google's)."""
+
+    what: str
+    variables: frozenset[str]
+    hint: str
+
+
+CLAIMS = Scope(
+    "condition",
+    frozenset({VARIABLE}),
+    f"the token's claims are `{VARIABLE}` (e.g. {VARIABLE}.sub)",
+)
+
+
 @functools.lru_cache(maxsize=4096)
 def compile_condition(source: str) -> Condition:
     """Compile ``source`` once; raise InvalidRequest with a one-line reason if it is refused."""
+    return Condition(source, _compile(source, CLAIMS))
+
+
+def check_expression(source: str, scope: Scope) -> None:
+    """Hold an expression over ``scope``'s variables to a condition's rules (one-line
+    InvalidRequest naming ``scope.what``); it is not evaluated, only rewritten into one."""
+    _compile(source, scope)
+
+
+def tokens(source: str) -> list[tuple[str, str]]:
+    """``source`` as (kind, text) tokens, spaces and comments included, so that the texts
+    joined give the source back: for rewriting an expression (core/gcppolicy.py). Kinds:
+    string, comment, ident, number, space, other (one character)."""
+    return [(m.lastgroup or "", m.group()) for m in _TOKEN.finditer(source)]
+
+
+def _compile(source: str, scope: Scope) -> Any:
+    what = scope.what
     if not source.strip():
-        raise InvalidRequest("condition is empty")
+        raise InvalidRequest(f"{what} is empty")
     if len(source) > MAX_SOURCE_LENGTH:
-        raise InvalidRequest(f"condition is longer than {MAX_SOURCE_LENGTH} characters")
+        raise InvalidRequest(f"{what} is longer than {MAX_SOURCE_LENGTH} characters")
     import cel  # deferred: importing the engine's package costs ~0.2 s (it loads its own CLI)
 
     try:
         program = cel.compile(source)
     except Exception as exc:
-        raise InvalidRequest(_parse_error(exc)) from exc
-    bound = _check_structure(source)
+        raise InvalidRequest(_parse_error(exc, what)) from exc
+    bound = _check_structure(source, scope)
     for name in program.variables():
-        if name != VARIABLE and name not in bound and name not in _TYPE_NAMES:
-            raise InvalidRequest(
-                f"condition refers to unknown variable {name!r}; the token's claims are "
-                f"`{VARIABLE}` (e.g. {VARIABLE}.sub)"
-            )
+        if name not in scope.variables and name not in bound and name not in _TYPE_NAMES:
+            raise InvalidRequest(f"{what} refers to unknown variable {name!r}; {scope.hint}")
     for name in program.functions():
         if name[0] not in "_@!" and name not in _FUNCTIONS:
-            raise InvalidRequest(f"condition calls unknown function {name!r}")
-    return Condition(source, program)
+            raise InvalidRequest(f"{what} calls unknown function {name!r}")
+    return program
 
 
-def _check_structure(source: str) -> set[str]:
+def _check_structure(source: str, scope: Scope) -> set[str]:
     """Enforce the comprehension rules of the module docstring; return the bound variables."""
+    what = scope.what
     tokens = [
         (m.lastgroup or "", m.group())
         for m in _TOKEN.finditer(source)
@@ -167,32 +200,32 @@ def _check_structure(source: str) -> set[str]:
             if is_macro:
                 if macro in _LIST_MACROS:
                     raise InvalidRequest(
-                        f"condition uses {macro}(); conditions may use only the predicates "
+                        f"{what} uses {macro}(); conditions may use only the predicates "
                         "all(), exists() and exists_one()"
                     )
                 if any(opened):
-                    raise InvalidRequest("condition nests one comprehension inside another")
+                    raise InvalidRequest(f"{what} nests one comprehension inside another")
                 if i + 1 < len(tokens) and tokens[i + 1][0] == "ident":
                     bound.add(tokens[i + 1][1])
             opened.append(is_macro)
         elif kind == "other" and text in ")]}":
             if opened:
                 opened.pop()
-        elif kind == "ident" and text == VARIABLE and not after_dot and any(opened):
+        elif kind == "ident" and text in scope.variables and not after_dot and any(opened):
             raise InvalidRequest(
-                f"condition refers to `{VARIABLE}` inside a comprehension; compare with "
+                f"{what} refers to `{text}` inside a comprehension; compare with "
                 f"`in` outside it (e.g. {VARIABLE}.azp in {VARIABLE}.aud)"
             )
     return bound
 
 
-def _parse_error(exc: Exception) -> str:
+def _parse_error(exc: Exception, what: str) -> str:
     found = _PARSE_ERROR.search(str(exc))
     if found is None:
-        return f"condition is not valid CEL: {_describe(exc)}"
+        return f"{what} is not valid CEL: {_describe(exc)}"
     line, column, message = found.groups()
     message = message.split(" expecting ")[0]
-    return f"condition is not valid CEL (line {line}, column {column}): {message}"
+    return f"{what} is not valid CEL (line {line}, column {column}): {message}"
 
 
 def _describe(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ from keyless.core.decision import Decision, decide
 from keyless.core.errors import NotFound
 from keyless.core.exchange import TokenService
 from keyless.core.models import Tenant
-from keyless.core.trust_explain import Check, Explanation, explain
+from keyless.core.trust_explain import Check, Explanation, PolicyReport, explain
 
 
 def _check_view(check: Check) -> dict[str, Any]:
@@ -32,17 +32,26 @@ def _explanation_view(decision: Decision, ex: Explanation) -> dict[str, Any]:
         "accepted": decision.accepted,
         "decision": [_check_view(c) for c in decision.checks],
         "matched": matched.name if matched else None,
+        # Which issuer (cluster) of the matched policy's issuer set the token came from: the
+        # workload's cluster, as the audit event names it.
+        "matched_issuer": ex.issuer if matched else None,
         "nearest": ex.nearest.credential.name if ex.nearest else None,
-        "policies": [
-            {
-                "name": report.credential.name,
-                "matched": report.matched,
-                "checks": [_check_view(c) for c in report.checks],
-                "hints": list(report.hints),
-            }
-            for report in ex.policies
-        ],
+        "policies": [_policy_view(report) for report in ex.policies],
     }
+
+
+def _policy_view(report: PolicyReport) -> dict[str, Any]:
+    cred = report.credential
+    view: dict[str, Any] = {
+        "name": cred.name,
+        "matched": report.matched,
+        "issuers": list(cred.trusted_issuers),
+        "checks": [_check_view(c) for c in report.checks],
+        "hints": list(report.hints),
+    }
+    if cred.google is not None:
+        view["member"] = cred.google.member
+    return view
 
 
 async def explain_token(

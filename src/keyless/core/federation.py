@@ -13,6 +13,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 from keyless.core.clock import Clock
 from keyless.core.errors import (
@@ -23,6 +24,7 @@ from keyless.core.errors import (
     NotFound,
     Unavailable,
 )
+from keyless.core.gcppolicy import GoogleSource, Project, translate
 from keyless.core.issuers import (
     IssuerKeys,
     IssuerRecord,
@@ -32,9 +34,9 @@ from keyless.core.issuers import (
     validate_issuer_url,
     validate_jwks,
 )
-from keyless.core.models import Identity
+from keyless.core.models import Identity, Tenant
 from keyless.core.ports import FederationStore
-from keyless.core.trust import FederatedCredential, TrustIndex, new_credential
+from keyless.core.trust import FederatedCredential, TrustIndex, issuer_set, new_credential
 
 log = logging.getLogger("keyless.federation")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -85,14 +87,27 @@ async def _first_fetch(probe: JwksFetcher, url: str) -> str | None:
     return None
 
 
+class TenantLookup(Protocol):
+    """Where a tenant's alias is found (``Tenants``): Google's members name the project."""
+
+    async def get(self, id_or_alias: str) -> Tenant: ...
+
+
 class Federation:
     def __init__(
-        self, store: FederationStore, keys: IssuerKeys, clock: Clock, *, dev: bool
+        self,
+        store: FederationStore,
+        keys: IssuerKeys,
+        clock: Clock,
+        *,
+        dev: bool,
+        tenants: TenantLookup | None = None,
     ) -> None:
         self._store = store
         self.keys = keys
         self._clock = clock
         self._dev = dev
+        self._tenants = tenants
         self._lock = asyncio.Lock()
         self.snapshot = Snapshot({}, {}, {}, TrustIndex(()), -1)
         self._names: dict[tuple[str, str], Identity] = {}
@@ -327,26 +342,35 @@ class Federation:
         identity_name: str,
         *,
         name: str,
-        issuer: str,
-        subject: str | None,
-        subject_pattern: str | None,
+        issuer: str | None = None,
+        subject: str | None = None,
+        subject_pattern: str | None = None,
         audiences: Sequence[str],
-        condition: str | None,
+        condition: str | None = None,
+        issuers: Sequence[str] | None = None,
+        google: GoogleSource | None = None,
     ) -> FederatedCredential:
+        """Add a credential (idempotent). ``issuers``: an issuer set instead of ``issuer``;
+        ``google``: who may act as the identity in Google's terms, instead of a subject or
+        pattern and a condition (translated here, ``gcppolicy.translate``)."""
         identity = await self.get_identity(tenant_id, identity_name)
-        if not self.is_registered(tenant_id, issuer):
-            raise InvalidRequest(
-                f"issuer {issuer} is not registered; add it first with `keyless issuer add`"
+        first, rest = issuer_set(issuer, issuers)
+        self._check_registered(tenant_id, rest or (first,))
+        if google is not None:
+            subject, subject_pattern, condition = await self._translate(
+                tenant_id, google, subject, subject_pattern, condition
             )
         wanted = new_credential(
             id=str(uuid.uuid4()),
             identity_id=identity.object_id,
             name=name,
-            issuer=issuer,
+            issuer=None if rest else first,
+            issuers=rest or None,
             subject=subject,
             subject_pattern=subject_pattern,
             audiences=tuple(audiences),
             condition=condition,
+            google=google,
         )
         stored = await self._store.add_credential(wanted, self._clock.now())
         if _differs(stored, wanted):
@@ -357,6 +381,32 @@ class Federation:
         if stored is wanted:
             await self._apply(lambda snap: replace(snap, trust=snap.trust.with_added(stored)))
         return stored
+
+    def _check_registered(self, tenant_id: str, issuers: Sequence[str]) -> None:
+        """Every issuer a credential names must be registered in its tenant."""
+        for issuer in issuers:
+            if not self.is_registered(tenant_id, issuer):
+                raise InvalidRequest(
+                    f"issuer {issuer} is not registered; add it first with `keyless issuer add`"
+                )
+
+    async def _translate(
+        self,
+        tenant_id: str,
+        google: GoogleSource,
+        subject: str | None,
+        subject_pattern: str | None,
+        condition: str | None,
+    ) -> tuple[str | None, str | None, str | None]:
+        if subject is not None or subject_pattern is not None:
+            raise InvalidRequest("give member, or subject or subject_pattern, not both")
+        if condition is not None:
+            raise InvalidRequest("with member, the condition is attribute_condition")
+        if self._tenants is None:
+            raise InvalidRequest("Google members need the tenant's project (not wired here)")
+        tenant = await self._tenants.get(tenant_id)
+        found = translate(google, Project.of(tenant.id, tenant.alias))
+        return found.subject, found.subject_pattern, found.condition
 
     async def list_credentials(
         self, tenant_id: str, identity_name: str
@@ -384,28 +434,47 @@ class Federation:
         audiences: Sequence[str] | None = None,
         condition: str | None = None,
         clear_condition: bool = False,
+        issuers: Sequence[str] | None = None,
+        google: GoogleSource | None = None,
     ) -> tuple[FederatedCredential, bool]:
         """Change what is given of a credential, keep the rest: (credential, changed).
 
-        A new subject replaces the pattern and the other way round (a credential has one).
+        A new subject replaces the pattern and the other way round (a credential has one); a
+        new ``issuer`` or ``issuers`` replaces the issuer set. ``google`` (the whole Google
+        source, see ``gcppolicy.merged``) replaces the subject form and the condition with
+        its translation; a subject or pattern given for a Google-form credential makes it a
+        plain one again (its translated condition goes, unless a condition is given).
         """
         old = await self.get_credential(tenant_id, identity_name, name)
-        issuer = issuer if issuer is not None else old.issuer
-        if not self.is_registered(tenant_id, issuer):
-            raise InvalidRequest(
-                f"issuer {issuer} is not registered; add it first with `keyless issuer add`"
+        if issuer is None and not issuers:
+            first, rest = old.issuer, old.issuers
+        else:
+            first, rest = issuer_set(issuer, issuers)
+        self._check_registered(tenant_id, rest or (first,))
+        keep = old.condition
+        if google is None and old.google is not None:
+            if subject is None and subject_pattern is None and condition is None:
+                google = old.google  # the form stays: re-translated below (cheap)
+            else:
+                keep = None  # the translation's condition is not the user's own
+        if google is not None:
+            subject, subject_pattern, condition = await self._translate(
+                tenant_id, google, subject, subject_pattern, None if clear_condition else condition
             )
-        if subject is None and subject_pattern is None:
+            clear_condition = condition is None
+        elif subject is None and subject_pattern is None:
             subject, subject_pattern = old.subject, old.subject_pattern
         wanted = new_credential(
             id=old.id,
             identity_id=old.identity_id,
             name=old.name,
-            issuer=issuer,
+            issuer=None if rest else first,
+            issuers=rest or None,
             subject=subject,
             subject_pattern=subject_pattern,
             audiences=tuple(audiences) if audiences is not None else old.audiences,
-            condition=None if clear_condition else (condition or old.condition),
+            condition=None if clear_condition else (condition or keep),
+            google=google,
         )
         if not _differs(old, wanted):
             return old, False
@@ -422,7 +491,15 @@ class Federation:
 
 
 def _differs(a: FederatedCredential, b: FederatedCredential) -> bool:
-    fields = ("issuer", "subject", "subject_pattern", "audiences", "condition")
+    fields = (
+        "issuer",
+        "subject",
+        "subject_pattern",
+        "audiences",
+        "condition",
+        "issuers",
+        "google",
+    )
     return any(getattr(a, f) != getattr(b, f) for f in fields)
 
 

@@ -1,6 +1,7 @@
 """Federated credentials (trust policies) and matching a verified assertion against them.
 
-A federated credential on an identity trusts tokens from one ``issuer`` (exact string) whose
+A federated credential on an identity trusts tokens from one ``issuer`` (exact string), or from
+any issuer of an *issuer set* (``issuers``: several clusters sharing one identity namespace), whose
 ``sub`` is either ``subject`` (exact, case-sensitive, byte for byte: Entra's semantics) or
 matches ``subject_pattern``, whose ``aud`` includes one of ``audiences``, and for which the
 optional CEL ``condition`` over all claims is true.
@@ -10,9 +11,13 @@ characters (``:`` and ``/`` included, so ``system:serviceaccount:prod:*`` matche
 account of namespace ``prod``), ``?`` matches exactly one character. Everything else is literal
 and case-sensitive; a subject containing a literal ``*`` or ``?`` is trusted with ``subject``.
 
+A pattern of wildcards only (every subject of the issuer) is refused unless a ``condition``
+narrows it (Google's ``principalSet://.../*`` with an attribute condition, core/gcppolicy.py).
+
 ``TrustIndex`` finds candidates without scanning: exact credentials by a dict lookup on
 (identity, issuer, subject); patterns bucketed by (identity, issuer) and then by their literal
-prefix (the text before the first wildcard), probed with each prefix length of the subject.
+prefix (the text before the first wildcard), probed with each prefix length of the subject. A
+credential with an issuer set is entered under each of its issuers.
 ``trust_explain.explain`` (for ``keyless explain``) reports every check of every policy of an
 identity, with near-miss hints. All of it is pure; the store and the API layer feed it.
 """
@@ -26,12 +31,14 @@ from dataclasses import dataclass
 from keyless.core.assertion import VerifiedAssertion, clip, echo
 from keyless.core.cel import Condition, compile_condition, failing_condition
 from keyless.core.errors import InvalidRequest, InvalidToken
+from keyless.core.gcppolicy import GoogleSource
 
 DEFAULT_AUDIENCE = "api://AzureADTokenExchange"
 WILDCARDS = frozenset("*?")
 MAX_NAME = 120
 MAX_VALUE = 1024
 MAX_AUDIENCES = 16
+MAX_ISSUERS = 16
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -45,10 +52,42 @@ class FederatedCredential:
     subject_pattern: str | None = None
     audiences: tuple[str, ...] = (DEFAULT_AUDIENCE,)
     condition: str | None = None
+    # An issuer set (two or more; ``issuer`` is its first), () for one issuer.
+    issuers: tuple[str, ...] = ()
+    # The policy as written in Google's terms, when it was (subject, pattern and condition
+    # are its translation; kept to be shown and re-translated).
+    google: GoogleSource | None = None
 
     @property
     def is_pattern(self) -> bool:
         return self.subject_pattern is not None
+
+    @property
+    def trusted_issuers(self) -> tuple[str, ...]:
+        """Every issuer whose tokens this credential trusts."""
+        return self.issuers or (self.issuer,)
+
+
+def issuer_set(issuer: str | None, issuers: Sequence[str] | None) -> tuple[str, tuple[str, ...]]:
+    """(issuer, issuers) from exactly one of ``issuer`` and ``issuers``: a list of one is the
+    single-issuer form (an empty one is none); InvalidRequest with one line otherwise."""
+    if issuers is not None and not isinstance(issuers, str) and len(issuers) == 0:
+        issuers = None
+    if (issuer is None) == (issuers is None):
+        raise InvalidRequest("federated credential needs exactly one of issuer, issuers")
+    if issuer is not None:
+        return issuer, ()
+    if isinstance(issuers, str) or not isinstance(issuers, Sequence):
+        raise InvalidRequest("issuers must be a list of issuer URLs")
+    listed = tuple(issuers)
+    if not 1 <= len(listed) <= MAX_ISSUERS:
+        raise InvalidRequest(f"issuers must list 1-{MAX_ISSUERS} issuer URLs")
+    for url in listed:
+        _check_value("issuer", url)
+    if len(set(listed)) != len(listed):
+        twice = next(u for u in listed if listed.count(u) > 1)
+        raise InvalidRequest(f"issuers lists {echo(twice)} twice")
+    return listed[0], listed if len(listed) > 1 else ()
 
 
 def new_credential(
@@ -56,23 +95,30 @@ def new_credential(
     id: str,
     identity_id: str,
     name: str,
-    issuer: str,
+    issuer: str | None = None,
     subject: str | None = None,
     subject_pattern: str | None = None,
     audiences: Sequence[str] = (DEFAULT_AUDIENCE,),
     condition: str | None = None,
+    issuers: Sequence[str] | None = None,
+    google: GoogleSource | None = None,
 ) -> FederatedCredential:
-    """A validated credential (InvalidRequest with one line if it is refused)."""
+    """A validated credential (InvalidRequest with one line if it is refused). With
+    ``google``, ``subject``/``subject_pattern``/``condition`` must be its translation
+    (``gcppolicy.translate``)."""
+    first, rest = issuer_set(issuer, issuers)
     return validate_credential(
         FederatedCredential(
             id,
             identity_id,
             name,
-            issuer,
+            first,
             subject,
             subject_pattern,
             (audiences,) if isinstance(audiences, str) else tuple(audiences),
             condition,
+            rest,
+            google,
         )
     )
 
@@ -91,6 +137,12 @@ def validate_credential(cred: FederatedCredential) -> FederatedCredential:
             "'.', '_' or '-', starting with a letter or digit"
         )
     _check_value("issuer", cred.issuer)
+    if cred.issuers and (len(cred.issuers) < 2 or cred.issuers[0] != cred.issuer):
+        raise InvalidRequest("an issuer set lists two or more issuers, the first as issuer")
+    for url in cred.issuers:
+        _check_value("issuer", url)
+    if len(set(cred.issuers)) != len(cred.issuers):
+        raise InvalidRequest("issuers lists an issuer twice")
     if (cred.subject is None) == (cred.subject_pattern is None):
         raise InvalidRequest("federated credential needs exactly one of subject, subject_pattern")
     if cred.subject is not None:
@@ -102,9 +154,11 @@ def validate_credential(cred: FederatedCredential) -> FederatedCredential:
             raise InvalidRequest(
                 f"subject_pattern {echo(pattern)} has no wildcard (* or ?); use subject"
             )
-        if set(pattern) <= WILDCARDS:
+        if set(pattern) <= WILDCARDS and cred.condition is None:
             raise InvalidRequest(
-                f"subject_pattern {echo(pattern)} would trust every subject of the issuer"
+                f"subject_pattern {echo(pattern)} would trust every subject of the issuer: "
+                "only with a condition (with member principalSet://.../*, an "
+                "attribute_condition) that narrows it"
             )
     if not isinstance(cred.audiences, tuple) or not 1 <= len(cred.audiences) <= MAX_AUDIENCES:
         raise InvalidRequest(f"federated credential needs 1-{MAX_AUDIENCES} audiences")
@@ -244,11 +298,12 @@ class TrustIndex:
         self._conditions: dict[str, Condition] = {}
         for cred in self._by_id.values():
             self._add_condition(cred)
-            if cred.subject is not None:
-                exact.setdefault((cred.identity_id, cred.issuer, cred.subject), []).append(cred)
-            elif cred.subject_pattern is not None:
-                pair = (cred, Glob.compile(cred.subject_pattern))
-                patterns.setdefault((cred.identity_id, cred.issuer), []).append(pair)
+            for issuer in cred.trusted_issuers:
+                if cred.subject is not None:
+                    exact.setdefault((cred.identity_id, issuer, cred.subject), []).append(cred)
+                elif cred.subject_pattern is not None:
+                    pair = (cred, Glob.compile(cred.subject_pattern))
+                    patterns.setdefault((cred.identity_id, issuer), []).append(pair)
         self._exact = {k: tuple(sorted(v, key=lambda c: c.id)) for k, v in exact.items()}
         self._patterns = {k: _Bucket.build(v) for k, v in patterns.items()}
         self._by_issuer: dict[str, tuple[str, ...]] | None = None
@@ -302,9 +357,14 @@ class TrustIndex:
             self._rebuild_entry(old)
 
     def _rebuild_entry(self, cred: FederatedCredential) -> None:
-        """Recompute the one table entry ``cred`` belongs to from ``_by_id`` (copy-on-write)."""
+        """Recompute the table entries ``cred`` belongs to (one per issuer of its set) from
+        ``_by_id`` (copy-on-write)."""
+        for issuer in cred.trusted_issuers:
+            self._rebuild_issuer_entry(cred, issuer)
+
+    def _rebuild_issuer_entry(self, cred: FederatedCredential, issuer: str) -> None:
         if cred.subject is not None:
-            key = (cred.identity_id, cred.issuer, cred.subject)
+            key = (cred.identity_id, issuer, cred.subject)
             same = [c for c in self._exact.get(key, ()) if c.id != cred.id]
             if self._by_id.get(cred.id) == cred:
                 same.append(cred)
@@ -313,7 +373,7 @@ class TrustIndex:
             else:
                 self._exact.pop(key, None)
             return
-        pkey = (cred.identity_id, cred.issuer)
+        pkey = (cred.identity_id, issuer)
         bucket = self._patterns.get(pkey)
         pairs = [p for g in (bucket.by_prefix.values() if bucket else ()) for p in g]
         pairs = [p for p in pairs if p[0].id != cred.id]
@@ -325,14 +385,15 @@ class TrustIndex:
             self._patterns.pop(pkey, None)
 
     def identities_trusting(self, issuer: str) -> tuple[str, ...]:
-        """The ids of the identities with at least one credential for ``issuer``, sorted (for
-        a dialect that finds the identity from the token, as Google's STS does). Built on
-        first use per snapshot."""
+        """The ids of the identities with at least one credential for ``issuer`` (alone or in
+        an issuer set), sorted (for a dialect that finds the identity from the token, as
+        Google's STS does). Built on first use per snapshot."""
         table = self._by_issuer
         if table is None:
             grouped: dict[str, set[str]] = {}
             for cred in self._by_id.values():
-                grouped.setdefault(cred.issuer, set()).add(cred.identity_id)
+                for each in cred.trusted_issuers:
+                    grouped.setdefault(each, set()).add(cred.identity_id)
             table = {k: tuple(sorted(v)) for k, v in grouped.items()}
             self._by_issuer = table
         return table.get(issuer, ())

@@ -123,13 +123,30 @@ def _near(presented: str, wanted: str) -> str | None:
 def _issuer_check(cred: FederatedCredential, issuer: str | None, subject: str | None) -> Check:
     if issuer is None:
         return Check("issuer", False, "token has no iss claim")
-    if issuer == cred.issuer:
-        return Check("issuer", True, f"issuer is {echo(issuer)}")
-    reason = f"token issuer {echo(issuer)} is not the policy's {echo(cred.issuer)}"
-    hint = _near(issuer, cred.issuer)
-    if hint is not None:
-        hint = f"issuer {hint}"
-    elif subject == cred.issuer or (cred.subject is not None and cred.subject == issuer):
+    trusted = cred.trusted_issuers
+    if issuer in trusted:
+        if len(trusted) == 1:
+            return Check("issuer", True, f"issuer is {echo(issuer)}")
+        return Check(
+            "issuer",
+            True,
+            f"issuer is {echo(issuer)}, issuer {trusted.index(issuer) + 1} of the policy's "
+            f"issuer set of {len(trusted)}",
+        )
+    if len(trusted) == 1:
+        reason = f"token issuer {echo(issuer)} is not the policy's {echo(cred.issuer)}"
+    else:
+        reason = (
+            f"token issuer {echo(issuer)} is none of the policy's issuer set "
+            f"({echo(', '.join(trusted))})"
+        )
+    hint = next(
+        (f"issuer {near}" for wanted in trusted if (near := _near(issuer, wanted)) is not None),
+        None,
+    )
+    if hint is None and (
+        subject in trusted or (cred.subject is not None and cred.subject == issuer)
+    ):
         hint = "the policy's issuer and subject look swapped"
     return Check("issuer", False, reason, hint)
 
@@ -153,7 +170,7 @@ def _subject_check(cred: FederatedCredential, subject: str | None, issuer: str |
     hint = _near(subject, wanted)
     if hint is not None:
         hint = f"subject {hint} (subjects are compared exactly)"
-    elif wanted == issuer:
+    elif issuer is not None and wanted == issuer:
         hint = "the policy's issuer and subject look swapped"
     elif subject.endswith(":" + wanted):
         hint = f"the token's subject ends with the policy's: the full subject is {echo(subject)}"

@@ -8,9 +8,9 @@ rendered (a test holds the two equal; regenerate with
 ``python -m keyless.k8s.crds > deploy/kubernetes/base/crds.yaml``).
 
 The schemas repeat the keyless rules that cost nothing to state here (name patterns, the role
-set, scope shapes, one subject form), so ``kubectl apply`` refuses most mistakes at once; the
-controller still checks every rule itself and says what it refused in the status. Secret
-values have no place in any of these objects.
+set, scope shapes, one issuer form and one subject form), so ``kubectl apply`` refuses most
+mistakes at once; the controller still checks every rule itself and says what it refused in
+the status. Secret values have no place in any of these objects.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from keyless.core import rbac
+from keyless.core.cel import MAX_SOURCE_LENGTH
+from keyless.core.gcppolicy import MAX_MAPPINGS, MAX_MEMBER
 from keyless.core.secrets import RESERVED_VAULT_NAMES
-from keyless.core.trust import MAX_AUDIENCES, MAX_VALUE
+from keyless.core.trust import MAX_AUDIENCES, MAX_ISSUERS, MAX_VALUE
 
 GROUP = "keyless.dev"
 VERSION = "v1alpha1"
@@ -144,12 +146,25 @@ def _issuer_spec() -> Obj:
 def _credential() -> Obj:
     return {
         "type": "object",
-        "required": ["name", "issuer"],
+        "required": ["name"],
         "properties": {
             "name": _string(CREDENTIAL_NAME, max_length=120),
             "issuer": _string(ISSUER_URL, max_length=512),
+            "issuers": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_ISSUERS,
+                "items": _string(ISSUER_URL, max_length=512),
+                "description": "an issuer set: the clusters sharing one identity namespace",
+            },
             "subject": _string(),
             "subjectPattern": _string(r"[*?]", description="a glob: * any run, ? one character"),
+            "member": _string(
+                max_length=MAX_MEMBER,
+                description="a Google principal: serviceAccount:PROJECT.svc.id.goog[NS/KSA], "
+                "principal://.../subject/S, principalSet://.../attribute.NAME/VALUE | "
+                "group/G | *",
+            ),
             "audiences": {
                 "type": "array",
                 "minItems": 1,
@@ -158,9 +173,29 @@ def _credential() -> Obj:
                 "description": "default api://AzureADTokenExchange",
             },
             "condition": _string(description="a CEL expression over the token's claims"),
+            "attributeMapping": {
+                "type": "object",
+                "maxProperties": MAX_MAPPINGS,
+                "additionalProperties": _string(max_length=MAX_SOURCE_LENGTH),
+                "description": "with member: google.subject, google.groups, attribute.NAME -> "
+                "CEL over assertion",
+            },
+            "attributeCondition": _string(
+                max_length=MAX_SOURCE_LENGTH,
+                description="with member: CEL over assertion, google and attribute",
+            ),
         },
-        # Exactly one subject form (``keyless federation add``'s rule).
-        "oneOf": [{"required": ["subject"]}, {"required": ["subjectPattern"]}],
+        # Exactly one issuer form and one subject form (``keyless federation add``'s rules).
+        "allOf": [
+            {"oneOf": [{"required": ["issuer"]}, {"required": ["issuers"]}]},
+            {
+                "oneOf": [
+                    {"required": ["subject"]},
+                    {"required": ["subjectPattern"]},
+                    {"required": ["member"]},
+                ]
+            },
+        ],
     }
 
 

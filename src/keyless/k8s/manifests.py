@@ -153,6 +153,8 @@ def _deployment(v: Values) -> Obj:
     if v.restart_on_change:
         args.append("--k8s-restart-on-change")
     args += ["--shutdown-delay", f"{SHUTDOWN_DELAY}s"]
+    # The agent the webhook injects (keyless.dev/inject-secret-*) runs keyless's own image.
+    args += ["--k8s-agent-image", v.image]
     strategy: Obj = {"type": "Recreate"}  # one SQLite writer at a time
     pod_extra: Obj = {}
     if v.postgresql:

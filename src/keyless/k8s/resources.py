@@ -49,6 +49,8 @@ _CAMEL = {
     "allowUnreachable": "allow_unreachable",
     "federatedCredentials": "federated_credentials",
     "subjectPattern": "subject_pattern",
+    "attributeMapping": "attribute_mapping",
+    "attributeCondition": "attribute_condition",
 }
 _SNAKE = {v: k for k, v in _CAMEL.items()}
 
@@ -335,14 +337,14 @@ def _deletions(
                 for ident, creds in current.credentials.items()
                 if ident not in out.identities
                 for cred in creds.values()
-                if cred.issuer == url and (ident, cred.name) not in out.credentials
+                if url in cred.trusted_issuers and (ident, cred.name) not in out.credentials
             }
             | {
                 p.key
                 for p in winners.values()
                 if p.resource.kind == IDENTITY.kind
                 for c in p.parsed.identities[0].credentials
-                if c.issuer == url
+                if url in c.trusted_issuers
             }
         )
         if users:
@@ -399,9 +401,11 @@ def _check_references(
         for ref, p in live.items():
             if p.resource.kind == IDENTITY.kind:
                 for i, cred in enumerate(p.parsed.identities[0].credentials):
-                    if cred.issuer not in issuers:
+                    missing = [url for url in cred.trusted_issuers if url not in issuers]
+                    if missing:
+                        field = "issuers" if cred.issuers else "issuer"
                         bad[ref] = (
-                            f"spec.federatedCredentials[{i}].issuer: {cred.issuer} is not "
+                            f"spec.federatedCredentials[{i}].{field}: {missing[0]} is not "
                             "registered in keyless and no Issuer declares it"
                         )
                         break

@@ -119,7 +119,7 @@ class Services:
             )
         # Issuers of source kubernetes: keys from the cluster keyless runs in (k8s/jwks.py).
         issuer_keys = IssuerKeys(fetcher, clock, kubernetes=KubeApiJwksFetcher())
-        federation = Federation(store, issuer_keys, clock, dev=settings.dev)
+        federation = Federation(store, issuer_keys, clock, dev=settings.dev, tenants=tenants)
         resources = Resources(settings.vault_resource)
         policy = ExchangePolicy(
             public_url=settings.public_url, token_lifetime=settings.token_lifetime

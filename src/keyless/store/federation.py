@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from keyless.core.errors import Conflict
+from keyless.core.gcppolicy import GoogleSource
 from keyless.core.issuers import IssuerRecord
 from keyless.core.models import DevCluster, Identity
 from keyless.core.trust import FederatedCredential
@@ -41,7 +42,44 @@ def _credential(row: Any) -> FederatedCredential:
         subject_pattern=row.subject_pattern,
         audiences=tuple(json.loads(row.audiences)),
         condition=row.condition,
+        issuers=tuple(json.loads(row.issuers)) if row.issuers else (),
+        google=_google(row.google),
     )
+
+
+def _google(text: str | None) -> GoogleSource | None:
+    if not text:
+        return None
+    data = json.loads(text)
+    return GoogleSource(
+        data["member"],
+        tuple(sorted((data.get("attribute_mapping") or {}).items())),
+        data.get("attribute_condition"),
+    )
+
+
+def _settings(credential: FederatedCredential) -> dict[str, Any]:
+    """The columns of a credential that ``update_credential`` replaces."""
+    google = credential.google
+    return {
+        "issuer": credential.issuer,
+        "subject": credential.subject,
+        "subject_pattern": credential.subject_pattern,
+        "audiences": json.dumps(list(credential.audiences)),
+        "condition": credential.condition,
+        "issuers": json.dumps(list(credential.issuers)) if credential.issuers else None,
+        "google": json.dumps(google.view(), sort_keys=True) if google is not None else None,
+    }
+
+
+def _row(credential: FederatedCredential, created_at: float) -> dict[str, Any]:
+    return {
+        "id": credential.id,
+        "identity_id": credential.identity_id,
+        "name": credential.name,
+        **_settings(credential),
+        "created_at": created_at,
+    }
 
 
 class FederationStoreMixin:
@@ -173,16 +211,22 @@ class FederationStoreMixin:
 
     async def remove_issuer(self, tenant_id: str, url: str) -> bool:
         fic, ident = federated_credentials.c, identities.c
+        joined = federated_credentials.join(identities, fic.identity_id == ident.object_id)
         async with self.writer.begin() as conn:
             used = (
                 await conn.execute(
                     sa.select(sa.func.count())
-                    .select_from(
-                        federated_credentials.join(identities, fic.identity_id == ident.object_id)
-                    )
+                    .select_from(joined)
                     .where(ident.tenant_id == tenant_id, fic.issuer == url)
                 )
             ).scalar_one()
+            # An issuer named later in an issuer set (the first is ``issuer``): read the sets.
+            sets = await conn.execute(
+                sa.select(fic.issuers)
+                .select_from(joined)
+                .where(ident.tenant_id == tenant_id, fic.issuers.is_not(None), fic.issuer != url)
+            )
+            used += sum(url in json.loads(row.issuers) for row in sets)
             if used:
                 raise Conflict(
                     f"issuer {url} is named by {used} federated credential(s); remove them first"
@@ -199,17 +243,7 @@ class FederationStoreMixin:
         self, credential: FederatedCredential, created_at: float
     ) -> FederatedCredential:
         """Insert; an identical credential under the same name is returned unchanged."""
-        values = {
-            "id": credential.id,
-            "identity_id": credential.identity_id,
-            "name": credential.name,
-            "issuer": credential.issuer,
-            "subject": credential.subject,
-            "subject_pattern": credential.subject_pattern,
-            "audiences": json.dumps(list(credential.audiences)),
-            "condition": credential.condition,
-            "created_at": created_at,
-        }
+        values = _row(credential, created_at)
         try:
             async with self.writer.begin() as conn:
                 await conn.execute(sa.insert(federated_credentials).values(**values))
@@ -248,13 +282,7 @@ class FederationStoreMixin:
             result = await conn.execute(
                 sa.update(federated_credentials)
                 .where(c.identity_id == credential.identity_id, c.name == credential.name)
-                .values(
-                    issuer=credential.issuer,
-                    subject=credential.subject,
-                    subject_pattern=credential.subject_pattern,
-                    audiences=json.dumps(list(credential.audiences)),
-                    condition=credential.condition,
-                )
+                .values(**_settings(credential))
             )
             await bump_revision(conn, "federation")
         return bool(result.rowcount)
@@ -272,20 +300,7 @@ class FederationStoreMixin:
         self, credentials: list[FederatedCredential], created_at: float
     ) -> None:
         """Load many credentials at once (benchmarks, ``apply``)."""
-        rows = [
-            {
-                "id": fc.id,
-                "identity_id": fc.identity_id,
-                "name": fc.name,
-                "issuer": fc.issuer,
-                "subject": fc.subject,
-                "subject_pattern": fc.subject_pattern,
-                "audiences": json.dumps(list(fc.audiences)),
-                "condition": fc.condition,
-                "created_at": created_at,
-            }
-            for fc in credentials
-        ]
+        rows = [_row(fc, created_at) for fc in credentials]
         async with self.writer.begin() as conn:
             for start in range(0, len(rows), 5000):
                 await conn.execute(sa.insert(federated_credentials), rows[start : start + 5000])

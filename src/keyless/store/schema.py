@@ -95,6 +95,10 @@ federated_credentials = sa.Table(
     sa.Column("audiences", sa.Text, nullable=False),
     sa.Column("condition", sa.Text),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Migration 0008: an issuer set (JSON list, ``issuer`` is its first) and the Google source
+    # (JSON), NULL when the credential has none.
+    sa.Column("issuers", sa.Text),
+    sa.Column("google", sa.Text),
     sa.UniqueConstraint("identity_id", "name", name="uq_fic_identity_name"),
     sa.Index("ix_fic_issuer", "issuer"),  # made by migration 0002
 )

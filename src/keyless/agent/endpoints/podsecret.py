@@ -10,9 +10,10 @@ through the application) cannot.
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 from pathlib import Path
+
+from keyless.agent.files import write_atomic
 
 FILE_MODE = 0o640  # the agent's user, and the pod's fsGroup (a shared emptyDir)
 
@@ -41,16 +42,6 @@ class PodSecret:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (a temporary file renamed over it), mode 0640 from
-    the first byte, so a reader sees the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        os.chmod(tmp, FILE_MODE)  # the umask may have narrowed it
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` atomically (``agent/files.py``), mode 0640: a reader sees the
+    old file or the new one, never a part."""
+    write_atomic(path, text.encode(), FILE_MODE)

@@ -12,7 +12,7 @@ from starlette.routing import Route
 from keyless.api.admin.common import json_body, services_of, tenant_of, text
 from keyless.api.context import Admin
 from keyless.api.responses import JSONResponse
-from keyless.core import devcluster, gcpnames, rbac, workloadenv
+from keyless.core import devcluster, gcpnames, gcppolicy, rbac, workloadenv
 from keyless.core.errors import InvalidRequest, NotFound
 from keyless.core.issuers import SOURCES
 from keyless.core.models import Identity, Tenant
@@ -22,14 +22,41 @@ from keyless.settings import ca_path
 
 
 def _credential_view(fc: FederatedCredential) -> dict[str, Any]:
-    return {
+    """The credential; ``issuers`` lists every issuer it trusts (``issuer`` is the first), and
+    a policy written in Google's terms shows them too (member, attribute mapping/condition),
+    next to their translation (subject or pattern, condition)."""
+    view = {
         "name": fc.name,
         "issuer": fc.issuer,
+        "issuers": list(fc.trusted_issuers),
         "subject": fc.subject,
         "subject_pattern": fc.subject_pattern,
         "audiences": list(fc.audiences),
         "condition": fc.condition,
     }
+    if fc.google is not None:
+        view |= fc.google.view()
+    return view
+
+
+def _issuers(body: dict[str, Any]) -> list[str] | None:
+    issuers = body.get("issuers")
+    if issuers is not None and (
+        not isinstance(issuers, list) or not all(isinstance(i, str) for i in issuers)
+    ):
+        raise InvalidRequest("'issuers' must be a list of issuer URLs")
+    return issuers
+
+
+def _google(body: dict[str, Any]) -> gcppolicy.GoogleSource | None:
+    """A new credential's Google source, when the body names a ``member``."""
+    if body.get("member") is None:
+        if body.get("attribute_mapping") is not None or body.get("attribute_condition"):
+            raise InvalidRequest("attribute_mapping and attribute_condition need a member")
+        return None
+    return gcppolicy.source(
+        body.get("member"), body.get("attribute_mapping"), body.get("attribute_condition")
+    )
 
 
 def _identity_view(identity: Identity, tenant: Tenant) -> dict[str, Any]:
@@ -203,11 +230,13 @@ async def credential_add(request: Request) -> Response:
         tenant.id,
         request.path_params["name"],
         name=str(text(body, "name")),
-        issuer=str(text(body, "issuer")),
+        issuer=text(body, "issuer", optional=True),
+        issuers=_issuers(body),
         subject=text(body, "subject", optional=True),
         subject_pattern=text(body, "subject_pattern", optional=True),
         audiences=audiences,
         condition=text(body, "condition", optional=True),
+        google=_google(body),
     )
     return JSONResponse(_credential_view(fc))
 
@@ -227,10 +256,21 @@ async def credential_show(request: Request) -> Response:
 
 
 async def credential_update(request: Request) -> Response:
-    """Change what the body gives, keep the rest; ``"condition": null`` removes the condition."""
+    """Change what the body gives, keep the rest; ``"condition": null`` removes the condition
+    (``"attribute_condition": null`` / ``"attribute_mapping": null`` the Google ones)."""
     s, tenant = services_of(request), await tenant_of(request)
     body = await json_body(request)
-    unknown = set(body) - {"issuer", "subject", "subject_pattern", "audiences", "condition"}
+    unknown = set(body) - {
+        "issuer",
+        "issuers",
+        "subject",
+        "subject_pattern",
+        "audiences",
+        "condition",
+        "member",
+        "attribute_mapping",
+        "attribute_condition",
+    }
     if unknown:
         raise InvalidRequest(f"unknown member {sorted(unknown)[0]!r} in the request body")
     audiences = body.get("audiences")
@@ -241,16 +281,29 @@ async def credential_update(request: Request) -> Response:
     ):
         raise InvalidRequest("'audiences' must be a non-empty list of strings")
     p = request.path_params
+    google = None
+    if {"member", "attribute_mapping", "attribute_condition"} & set(body):
+        old = await s.federation.get_credential(tenant.id, p["name"], p["credential"])
+        google = gcppolicy.merged(
+            old.google,
+            member=text(body, "member", optional=True),
+            attribute_mapping=body.get("attribute_mapping"),
+            attribute_condition=text(body, "attribute_condition", optional=True),
+            clear_mapping="attribute_mapping" in body and body["attribute_mapping"] is None,
+            clear_condition="attribute_condition" in body and body["attribute_condition"] is None,
+        )
     fc, changed = await s.federation.update_credential(
         tenant.id,
         p["name"],
         p["credential"],
         issuer=text(body, "issuer", optional=True),
+        issuers=_issuers(body),
         subject=text(body, "subject", optional=True),
         subject_pattern=text(body, "subject_pattern", optional=True),
         audiences=audiences,
         condition=text(body, "condition", optional=True),
         clear_condition="condition" in body and body["condition"] is None,
+        google=google,
     )
     return JSONResponse({**_credential_view(fc), "changed": changed})
 

@@ -108,14 +108,19 @@ def test_annotated_workloads_are_recorded_without_a_restart(cluster: Cluster) ->
     )
     make(kube, workload("plain", None, {"keyless.dev/inject-secret-db.env": "app/db-password"}))
     make(kube, workload("other", "app/other"))
+    make(kube, workload("mixed", "app/other, not-a-reference"))  # the bad one is named, ignored
     current = version(cluster.server, "app", "db-password")
     for name in CONSUMERS:
         assert until(f"{name}'s record", lambda n=name: recorded(kube, n)) == (  # type: ignore[misc]
             f"app/db-password={current}"
         )
     until("other's record", lambda: recorded(kube, "other"))
+    other = version(cluster.server, "app", "other")
+    assert until("mixed's record", lambda: recorded(kube, "mixed")) == f"app/other={other}"
+    assert cluster.server.wait_for_log("workload names secrets wrongly")
+    assert "not-a-reference" in cluster.server.log
     time.sleep(SETTLE)
-    for name in (*CONSUMERS, "other"):
+    for name in (*CONSUMERS, "other", "mixed"):
         assert restarted_at(kube, name) is None
         assert len(patches(kube, name)) == 1 and restarts(kube, name) == []
     assert patches(kube, "plain") == [] and recorded(kube, "plain") is None
@@ -134,13 +139,14 @@ def test_a_new_version_restarts_each_consumer_exactly_once(cluster: Cluster) -> 
         stamp = restarted_at(kube, name)
         assert stamp is not None and abs(_seconds(stamp) - time.time()) < 60
     # Not annotated, or consuming another secret: untouched.
-    assert patches(kube, "plain") == [] and restarts(kube, "other") == []
-    assert restarted_at(kube, "plain") is None and restarted_at(kube, "other") is None
+    for untouched in ("other", "mixed"):
+        assert restarts(kube, untouched) == [] and restarted_at(kube, untouched) is None
+    assert patches(kube, "plain") == [] and restarted_at(kube, "plain") is None
 
 
 def test_a_restarted_server_restarts_nothing_twice(cluster: Cluster) -> None:
     kube = cluster.kube
-    before = {name: len(restarts(kube, name)) for name in (*CONSUMERS, "other")}
+    before = {name: len(restarts(kube, name)) for name in (*CONSUMERS, "other", "mixed")}
     lease = kube.get_obj("leases", LEASE, NAMESPACE)
     assert lease is not None
     cluster.restart()
@@ -155,9 +161,10 @@ def test_a_restarted_server_restarts_nothing_twice(cluster: Cluster) -> None:
     # It acts (other's secret changes: other rolls) and finds the others' records current.
     server.cli("secret", "set", "app", "other", "--value", value())
     until("other restarted", lambda: restarted_at(kube, "other"))
+    until("mixed restarted", lambda: restarted_at(kube, "mixed"))
     time.sleep(SETTLE)
-    after = {name: len(restarts(kube, name)) for name in (*CONSUMERS, "other")}
-    assert after == {**before, "other": 1}
+    after = {name: len(restarts(kube, name)) for name in (*CONSUMERS, "other", "mixed")}
+    assert after == {**before, "other": 1, "mixed": 1}
 
 
 def test_a_version_nearing_expiry_restarts_once(cluster: Cluster, tmp_path: Path) -> None:
@@ -228,6 +235,7 @@ def test_each_restart_is_audited_naming_workload_and_secret(cluster: Cluster) ->
             "statefulsets/demo/db",
             "deployments/demo/worker",
             "deployments/demo/other",
+            "deployments/demo/mixed",
             "deployments/demo/tls",
         ]
     )

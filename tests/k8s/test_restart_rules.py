@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from keyless.core.errors import ConfigError
 from keyless.k8s.manifests import Values, render
 from keyless.k8s.restarts import (
     KINDS,
@@ -77,6 +78,15 @@ def test_what_a_workload_consumes() -> None:
     )
     assert use is not None and use.problems == ()
     assert use.refs == refs("kvs/a", "kvs/b", "kvs/c", "kvs/d", f"kvs/e/{V1}")
+    # Templates are read as the agent reads them: a comment is no reference.
+    commented = consumed(obj("", {"keyless.dev/agent-template-a": "{# secret('kvs/x') #}x"}))
+    assert commented is not None and commented.refs == frozenset() and commented.problems == ()
+    broken = consumed(obj("kvs/a", {"keyless.dev/agent-template-a": "{{ secret(name) }}"}))
+    assert broken is not None and broken.refs == refs("kvs/a")
+    assert broken.problems == (
+        "template keyless.dev/agent-template-a line 1: secret() takes one literal string, "
+        'e.g. secret("billing/db-password")',
+    )
     bad = consumed(obj("kvs", {"keyless.dev/inject-secret-x": "Bad_Vault/x"}))
     assert bad is not None and bad.refs == frozenset()
     assert [p.split(":")[0] for p in bad.problems] == [
@@ -86,10 +96,10 @@ def test_what_a_workload_consumes() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["kvs", "kvs/a/b/c", "k/a", "kvs/a b", "kvs/a/xyz", "kvs/a_b", "/a", "kvs/"]
+    "text", ["kvs", "kvs/a/b/c", "kvs/a b", "kvs/a/xyz", "kvs/a_b", "/a", "kvs/"]
 )
 def test_a_bad_reference_is_refused(text: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         SecretRef.parse(text)
 
 

@@ -8,9 +8,11 @@ the version it runs on nears its expiry (``--k8s-restart-before-expiry`` before 
 
 What a workload consumes: the annotation's value, ``VAULT/NAME[,VAULT/NAME...]`` (or ``true``,
 or empty: none named there), plus what its pod template gives the agent injection (issue 19
-item 3): every ``keyless.dev/inject-secret-FILE: VAULT/NAME`` annotation, and every literal
-``secret("VAULT/NAME")`` in a ``keyless.dev/agent-template-FILE`` annotation. A reference may
-pin a version (``VAULT/NAME/VERSION``, as the agent's do): only that version's expiry counts.
+item 3, k8s/agentannotations.py): every ``keyless.dev/inject-secret-FILE: VAULT/NAME``
+annotation, and the ``secret("VAULT/NAME")`` calls of every ``keyless.dev/agent-template-FILE``
+annotation, read as the agent reads them (its parser, keyless.agent.templates). References are
+the agent's (keyless.agent.refs); one may pin a version (``VAULT/NAME/VERSION``): only that
+version's expiry counts.
 
 How a restart is made: one merge patch of the workload, carrying the resourceVersion it was
 decided on (the API server refuses it with 409 if the workload changed meanwhile; it is
@@ -44,17 +46,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
-import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from keyless.agent.refs import SecretRef
 from keyless.core.audit import AuditEvent, AuditSink
 from keyless.core.clock import Clock
+from keyless.core.errors import ConfigError
 from keyless.core.ports import VaultStore
-from keyless.core.secrets import KEYVAULT_NAME, VAULT_NAME, VERSION
+from keyless.k8s.agentannotations import SECRET_PREFIX, TEMPLATE_PREFIX
 from keyless.k8s.leader import LeaderElector, holder_identity
 from keyless.k8s.watching import follow, rounds, why
 
@@ -64,8 +68,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("keyless.k8s")
 
 RESTART_ANNOTATION = "keyless.dev/restart-on-change"
-INJECT_PREFIX = "keyless.dev/inject-secret-"
-TEMPLATE_PREFIX = "keyless.dev/agent-template-"
 RESTARTED_FOR = "keyless.dev/restarted-for"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 LEASE = "keyless-restarts"
@@ -75,7 +77,6 @@ EXPIRING = "expiring"
 DEFAULT_BEFORE_EXPIRY = 600  # seconds
 GROUP, VERSION_V1 = "apps", "v1"
 MERGE_PATCH = "application/merge-patch+json"
-_TEMPLATE_REF = re.compile(r"""secret\(\s*(["'])([^"'\s]+)\1\s*\)""")
 
 Obj = dict[str, Any]
 
@@ -90,32 +91,6 @@ KINDS = (Kind("Deployment", "deployments"), Kind("StatefulSet", "statefulsets"))
 
 
 # -- what a workload consumes ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class SecretRef:
-    vault: str
-    name: str
-    version: str | None = None  # pinned
-
-    @classmethod
-    def parse(cls, text: str) -> SecretRef:
-        """``VAULT/NAME`` or ``VAULT/NAME/VERSION`` (the agent's references); ValueError."""
-        parts = text.strip().split("/")
-        if len(parts) not in (2, 3):
-            raise ValueError(f"{text.strip()[:140]!r} is not VAULT/NAME[/VERSION]")
-        vault, name = parts[0].lower(), parts[1]
-        version = parts[2].lower() if len(parts) == 3 else None
-        if not VAULT_NAME.fullmatch(vault):
-            raise ValueError(f"{text.strip()[:140]!r}: {vault[:40]!r} is not a vault name")
-        if not KEYVAULT_NAME.fullmatch(name):
-            raise ValueError(f"{text.strip()[:140]!r}: {name[:140]!r} is not a secret name")
-        if version is not None and not VERSION.fullmatch(version):
-            raise ValueError(f"{text.strip()[:140]!r}: the version is not 32 hex digits")
-        return cls(vault, name, version)
-
-    def __str__(self) -> str:
-        return f"{self.vault}/{self.name}" + (f"/{self.version}" if self.version else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,19 +120,36 @@ def consumed(obj: Obj) -> Consumption | None:
     def add(text: str, where: str) -> None:
         try:
             refs.add(SecretRef.parse(text))
-        except ValueError as exc:
-            problems.append(f"{where}: {exc}")
+        except ConfigError as exc:
+            problems.append(f"{where}: {exc.message}")
 
     for part in str(own[RESTART_ANNOTATION]).split(","):
         if part.strip() and part.strip().lower() != "true":
             add(part, RESTART_ANNOTATION)
     for key, value in sorted(_template_annotations(obj).items()):
-        if key.startswith(INJECT_PREFIX):
+        if key.startswith(SECRET_PREFIX):
             add(str(value), key)
         elif key.startswith(TEMPLATE_PREFIX):
-            for match in _TEMPLATE_REF.finditer(str(value)):
-                add(match.group(2), key)
+            found = _template_refs(str(value), key)
+            if isinstance(found, str):
+                problems.append(found)
+            else:
+                refs.update(found)
     return Consumption(frozenset(refs), tuple(problems))
+
+
+@functools.lru_cache(maxsize=512)
+def _template_refs(source: str, name: str) -> frozenset[SecretRef] | str:
+    """The secrets a template reads, found as the agent finds them (its ``secret("...")``
+    calls, from the parsed template); or why it does not parse."""
+    from keyless.agent.templates import SecretTemplate
+
+    try:
+        return SecretTemplate(source, name).refs
+    except ConfigError as exc:
+        return exc.message
+    except Exception as exc:  # a template the agent would refuse too
+        return f"template {name}: {type(exc).__name__} while parsing"
 
 
 # -- what the pods run on, and what to do ------------------------------------------------------
@@ -350,6 +342,7 @@ class Restarter:
         self._holder = holder
         self._state = state  # keyless's secrets' revision: a change made elsewhere wakes us
         self._warned: dict[str, str] = {}  # workload -> the skip reason last logged
+        self._flagged: dict[str, tuple[str, ...]] = {}  # workload -> its bad references
         self.wake = asyncio.Event()
 
     def poke(self) -> None:
@@ -374,6 +367,8 @@ class Restarter:
         seen = {ref: await self._lookup(ref) for ref in refs}
         retry = False
         for kind, obj, use in found:
+            if use.refs and use.problems:  # with no secret at all, the skip below says it
+                self._flag_once(f"{kind.kind} {_ns_name(obj)}", use.problems)
             step = decide(kind, obj, use, seen, now, self._before)
             if step is None:
                 self._warned.pop(f"{kind.kind} {_ns_name(obj)}", None)
@@ -441,6 +436,14 @@ class Restarter:
                     actor=ACTOR,
                     workload=workload,
                 )
+            )
+
+    def _flag_once(self, workload: str, problems: tuple[str, ...]) -> None:
+        if self._flagged.get(workload) != problems:
+            self._flagged[workload] = problems
+            log.warning(
+                "workload names secrets wrongly: those are ignored",
+                extra={"workload": workload, "why": "; ".join(problems)},
             )
 
     def _warn_once(self, step: Step) -> None:

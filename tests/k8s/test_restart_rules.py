@@ -4,13 +4,17 @@ what its record says, and when a change is a restart, a new record only, or noth
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
 from keyless.core.errors import ConfigError
+from keyless.k8s.agentannotations import SECRET_PREFIX
 from keyless.k8s.manifests import Values, render
 from keyless.k8s.restarts import (
     KINDS,
@@ -18,6 +22,7 @@ from keyless.k8s.restarts import (
     RESTART_ANNOTATION,
     RESTARTED_AT,
     RESTARTED_FOR,
+    Consumption,
     SecretRef,
     Seen,
     consumed,
@@ -243,3 +248,27 @@ def test_the_manifests_option_renders_the_flag_and_only_the_grants_it_needs() ->
         0
     ]["args"]
     assert "--k8s-restart-on-change" not in args
+
+
+def test_the_docs_workloads_consume_what_the_docs_say() -> None:
+    """docs/agent.md: the "Restart on change" Deployment consumes the secrets its annotation
+    names; the "Injection by annotation" one, given ``restart-on-change: "true"``, the
+    secrets its pod template hands the agent."""
+    doc = Path(__file__).resolve().parents[2] / "docs" / "agent.md"
+    blocks = re.findall(r"```yaml\n(.*?)```", doc.read_text(), flags=re.DOTALL)
+    deployments = [o for o in map(yaml.safe_load, blocks) if o["kind"] == "Deployment"]
+    (reports,) = [o for o in deployments if o["metadata"]["name"] == "billing-reports"]
+    assert consumed(reports) == Consumption(refs("billing/db-password", "billing/api-key"))
+    (injected,) = [
+        o
+        for o in deployments
+        if any(
+            k.startswith(SECRET_PREFIX)
+            for k in o["spec"]["template"]["metadata"].get("annotations", {})
+        )
+    ]
+    injected["metadata"].setdefault("annotations", {})[RESTART_ANNOTATION] = "true"
+    use = consumed(injected)
+    assert (
+        use is not None and use.problems == () and SecretRef("billing", "db-password") in use.refs
+    )

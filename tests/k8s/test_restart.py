@@ -242,7 +242,7 @@ def test_each_restart_is_audited_naming_workload_and_secret(cluster: Cluster) ->
     assert all(len(found) == 1 for found in by_target.values())
     (db,) = by_target["statefulsets/demo/db"]
     assert db["workload"]["kind"] == "StatefulSet" and db["workload"]["namespace"] == "demo"
-    assert db["workload"]["name"] == "db" and db["workload"]["secrets"] == ["app/db-password"]
+    assert db["workload"]["name"] == "db" and db["workload"]["secrets"] == "app/db-password"
     assert db["reason"].startswith("secret app/db-password: new version ")
     (tls,) = by_target["deployments/demo/tls"]
     assert tls["reason"].startswith("secret app/cert: version ") and " expires at " in tls["reason"]

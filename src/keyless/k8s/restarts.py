@@ -420,7 +420,7 @@ class Restarter:
                 "kind": step.kind.kind,
                 "namespace": step.namespace,
                 "name": step.name,
-                "secrets": [str(ref) for ref, _ in reasons],
+                "secrets": ",".join(str(ref) for ref, _ in reasons),
             }
             if self._holder:
                 workload["controller"] = self._holder

@@ -27,13 +27,22 @@ from keyless.localresolve import resolving
 from tests.k8s import rbac
 from tests.k8s.fakeapi import FakeKubeApi
 from tests.k8s.incluster import audit, start_in_cluster, until
-from tests.k8s.workloads import make, patches, recorded, restarted_at, restarts, version, workload
+from tests.k8s.workloads import (
+    a_round_later,
+    make,
+    patches,
+    recorded,
+    restarted_at,
+    restarts,
+    version,
+    workload,
+)
 from tests.support.federation import federate
 from tests.support.server import RunningServer, ServerFactory
 
 NAMESPACE = "keyless"
 BEFORE_EXPIRY = 8  # --k8s-restart-before-expiry, seconds
-SETTLE = 4.0  # seconds of rounds (poll 2 s, watches, resyncs) in which nothing more may happen
+PROBE = "app/probe"  # what a_round_later's workloads consume: never changed
 VALUES: list[str] = []  # every secret value written here: none may reach a log or an event
 
 
@@ -75,7 +84,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
         server = start_server(factory, kube, tmp / "a")
         server.cli("vault", "create", "app")
-        for name in ("db-password", "other"):
+        for name in ("db-password", "other", "probe"):
             server.cli("secret", "set", "app", name, "--value", value())
         yield Cluster(kube, factory, tmp / "a", server)
     finally:
@@ -119,7 +128,7 @@ def test_annotated_workloads_are_recorded_without_a_restart(cluster: Cluster) ->
     assert until("mixed's record", lambda: recorded(kube, "mixed")) == f"app/other={other}"
     assert cluster.server.wait_for_log("workload names secrets wrongly")
     assert "not-a-reference" in cluster.server.log
-    time.sleep(SETTLE)
+    a_round_later(kube, PROBE)
     for name in (*CONSUMERS, "other", "mixed"):
         assert restarted_at(kube, name) is None
         assert len(patches(kube, name)) == 1 and restarts(kube, name) == []
@@ -132,7 +141,7 @@ def test_a_new_version_restarts_each_consumer_exactly_once(cluster: Cluster) -> 
     new = version(server, "app", "db-password")
     for name in CONSUMERS:
         until(f"{name} restarted", lambda n=name: restarted_at(kube, n))  # type: ignore[misc]
-    time.sleep(SETTLE)
+    a_round_later(kube, PROBE)
     for name in CONSUMERS:
         assert len(restarts(kube, name)) == 1, name
         assert recorded(kube, name) == f"app/db-password={new}"
@@ -162,7 +171,7 @@ def test_a_restarted_server_restarts_nothing_twice(cluster: Cluster) -> None:
     server.cli("secret", "set", "app", "other", "--value", value())
     until("other restarted", lambda: restarted_at(kube, "other"))
     until("mixed restarted", lambda: restarted_at(kube, "mixed"))
-    time.sleep(SETTLE)
+    a_round_later(kube, PROBE)
     after = {name: len(restarts(kube, name)) for name in (*CONSUMERS, "other", "mixed")}
     assert after == {**before, "other": 1, "mixed": 1}
 
@@ -200,7 +209,7 @@ def test_a_version_nearing_expiry_restarts_once(cluster: Cluster, tmp_path: Path
     assert time.time() >= expires.timestamp() - BEFORE_EXPIRY - 1
     assert recorded(kube, "tls") == f"app/cert={cert.properties.version};expiring"
     until("the expiry to pass", lambda: time.time() > expires.timestamp() + 2, timeout=30)
-    time.sleep(SETTLE)
+    a_round_later(kube, PROBE)
     assert len(restarts(kube, "tls")) == 1
 
 

@@ -6,7 +6,6 @@ store's revisions), and when the acting replica stops the other takes over, stil
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -15,11 +14,10 @@ import pytest
 from keyless.k8s.restarts import LEASE
 from tests.k8s.fakeapi import FakeKubeApi
 from tests.k8s.incluster import start_in_cluster, until
-from tests.k8s.workloads import make, recorded, restarts, version, workload
+from tests.k8s.workloads import a_round_later, make, recorded, restarts, version, workload
 from tests.support.server import RunningServer, ServerFactory
 
 NAMESPACE = "keyless"
-SETTLE = 4.0  # seconds of rounds in which no second restart may happen
 
 
 @pytest.fixture
@@ -51,7 +49,8 @@ def test_two_replicas_restart_once_per_change(
     }
     a, b = replicas["a"], replicas["b"]
     a.cli("vault", "create", "app")
-    a.cli("secret", "set", "app", "db-password", "--value", secrets.token_hex(8))
+    for name in ("db-password", "probe"):
+        a.cli("secret", "set", "app", name, "--value", secrets.token_hex(8))
     make(kube, workload("api", "app/db-password"))
     until("api's record", lambda: recorded(kube, "api"))
     count = 0
@@ -61,7 +60,7 @@ def test_two_replicas_restart_once_per_change(
         server.cli("secret", "set", "app", "db-password", "--value", secrets.token_hex(8))
         count += 1
         until(f"restart {count}", lambda: len(restarts(kube, "api")) >= count)
-        time.sleep(SETTLE)
+        a_round_later(kube, "app/probe")
         assert len(restarts(kube, "api")) == count
         assert recorded(kube, "api") == f"app/db-password={version(server, 'app', 'db-password')}"
 

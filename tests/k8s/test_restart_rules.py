@@ -1,5 +1,6 @@
-"""The rules of restart on change (k8s/restarts.py) without a cluster: what a workload consumes,
-what its record says, and when a change is a restart, a new record only, or nothing."""
+"""The rules of restart on change (k8s/restartrules.py) without a cluster: what a workload
+consumes, what its record says, and when a change is a restart, a new record only, or
+nothing; and what the manifests grant for it."""
 
 from __future__ import annotations
 
@@ -13,17 +14,16 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
+from keyless.agent.refs import SecretRef
 from keyless.core.errors import ConfigError
 from keyless.k8s.agentannotations import SECRET_PREFIX
 from keyless.k8s.manifests import Values, render
-from keyless.k8s.restarts import (
+from keyless.k8s.restartrules import (
     KINDS,
-    LEASE,
     RESTART_ANNOTATION,
     RESTARTED_AT,
     RESTARTED_FOR,
     Consumption,
-    SecretRef,
     Seen,
     consumed,
     decide,
@@ -33,6 +33,7 @@ from keyless.k8s.restarts import (
     record,
     state,
 )
+from keyless.k8s.restarts import LEASE
 from tests.k8s.objects import by_identity, validate_all
 from tests.support.cli import run_cli
 

@@ -4,10 +4,12 @@ restart-on-change tests: made annotated, and what keyless patched into them read
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
-from keyless.k8s.restarts import RESTART_ANNOTATION, RESTARTED_AT, RESTARTED_FOR
+from keyless.k8s.restartrules import RESTART_ANNOTATION, RESTARTED_AT, RESTARTED_FOR
 from tests.k8s.fakeapi import FakeKubeApi
+from tests.k8s.incluster import until
 from tests.support.server import RunningServer
 
 APPS = "demo"  # the workloads' namespace
@@ -76,3 +78,14 @@ def version(server: RunningServer, vault: str, name: str) -> str:
     """The current version of a secret, by the CLI."""
     out = server.cli("--output", "json", "secret", "get", vault, name).stdout
     return str(json.loads(out)["version"])
+
+
+def a_round_later(kube: FakeKubeApi, consumes: str) -> None:
+    """Wait until keyless has made one whole round after now, instead of sleeping: a new
+    annotated StatefulSet (consuming ``consumes``, a secret that exists and never changes),
+    named to be listed last (StatefulSets after Deployments, names in order), is recorded. A
+    round decides every workload before it patches the next, so whatever that round would have
+    restarted again, it had restarted by then."""
+    name = f"zz-probe-{uuid.uuid4().hex[:8]}"
+    make(kube, workload(name, consumes, kind="StatefulSet"))
+    until(f"a round that records {name}", lambda: recorded(kube, name))

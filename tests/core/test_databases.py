@@ -138,3 +138,24 @@ def test_template_parser_never_lets_a_brace_pair_through(sql: str) -> None:
         return
     assert all("{{" not in text for kind, text in parts if kind == "sql")
     assert all(text in ("name", "password", "expiration") for kind, text in parts if kind != "sql")
+
+
+@pytest.mark.parametrize(
+    ("scope", "ok"),
+    [
+        ("/databases/orders/roles/app", True),
+        ("/databases/orders", True),
+        ("/databases", True),
+        ("/databases/orders/roles/a.b", False),
+        ("/databases/orders/app", False),
+    ],
+)
+def test_the_role_assignment_resource_takes_database_scopes(scope: str, ok: bool) -> None:
+    """The RoleAssignment custom resource's scope pattern (k8s/crds.py) and RBAC agree."""
+    import re
+
+    from keyless.k8s.crds import SCOPE
+
+    assert bool(re.search(SCOPE, scope)) is ok
+    if ok:
+        assert rbac.format_scope(rbac.parse_scope(scope)) == scope

@@ -173,7 +173,7 @@ def plan(
                 "and is not in the document"
             )
         parts = rbac.parse_scope(scope)
-        if parts and parts[0] not in vaults_after:
+        if parts and parts[0] != rbac.DATABASES and parts[0] not in vaults_after:
             raise InvalidRequest(
                 f"role assignment {role!r} on {scope}: vault {parts[0]!r} does not exist "
                 "and is not in the document"
@@ -256,7 +256,7 @@ def _removals(remove: Removals, current: Current) -> list[Change]:
 def _on_vault(scope: str, vaults: frozenset[str]) -> bool:
     """Whether an assignment's scope is in one of ``vaults`` (it goes with the vault)."""
     parts = rbac.parse_scope(scope)
-    return bool(parts) and parts[0] in vaults
+    return bool(parts) and parts[0] != rbac.DATABASES and parts[0] in vaults
 
 
 def _assignment_label(identity: str, role: str, scope: str) -> str:

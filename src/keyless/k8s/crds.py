@@ -51,7 +51,10 @@ IDENTITY_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 VAULT_NAME = r"^[a-z0-9][a-z0-9-]{1,22}[a-z0-9]$"
 CREDENTIAL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,119}$"
 ISSUER_URL = r"^https?://[^\s?#@]+$"
-SCOPE = r"^/(vaults/[0-9a-zA-Z-]{1,127}(/secrets/[0-9a-zA-Z_./-]{1,127})?)?$"
+SCOPE = (
+    r"^/(vaults/[0-9a-zA-Z-]{1,127}(/secrets/[0-9a-zA-Z_./-]{1,127})?"
+    r"|databases(/[A-Za-z0-9][A-Za-z0-9_-]{0,62}(/roles/[A-Za-z0-9][A-Za-z0-9_-]{0,62})?)?)?$"
+)
 
 
 def _string(pattern: str | None = None, *, max_length: int = MAX_VALUE, **extra: Any) -> Obj:
@@ -261,7 +264,9 @@ def _assignment_spec() -> Obj:
             "identity": _string(IDENTITY_NAME, max_length=128, description="the identity's name"),
             "role": {"type": "string", "enum": role_names()},
             "scope": _string(
-                SCOPE, max_length=300, description="/, /vaults/V, /vaults/V/secrets/S"
+                SCOPE,
+                max_length=300,
+                description="/, /vaults/V, /vaults/V/secrets/S, /databases/D/roles/R",
             ),
         },
         "x-kubernetes-validations": [

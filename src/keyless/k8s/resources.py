@@ -417,7 +417,7 @@ def _check_references(
                         f"spec.identity: identity {identity!r} does not exist in keyless and "
                         "no Identity declares it"
                     )
-                elif parts and parts[0] not in vaults:
+                elif parts and parts[0] != rbac.DATABASES and parts[0] not in vaults:
                     bad[ref] = (
                         f"spec.scope: vault {parts[0]!r} does not exist in keyless and no "
                         "Vault declares it"

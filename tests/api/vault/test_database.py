@@ -243,6 +243,24 @@ def test_cli_creds_leases_and_rotate_root(dkl: VaultKeyless, target: TargetDb) -
     assert not [p for p in (target.admin_password,) if p in dkl.server.log]
 
 
+def test_apply_assigns_database_roles(dkl: VaultKeyless, target: TargetDb, tmp_path: Path) -> None:
+    """``keyless apply``: a role assignment on a database scope needs no vault of that name."""
+    scope = f"/databases/{DATABASE}/roles/r{target.tag}"
+    doc = tmp_path / "grant.yaml"
+    doc.write_text(
+        f"role_assignments:\n  - identity: nobody\n    role: database-user\n    scope: {scope}\n"
+    )
+    applied = dkl.server.cli("apply", "-f", str(doc), check=False)
+    assert applied.returncode == 0, applied.stderr
+    issued = hvac_client(dkl, "nobody").secrets.database.generate_credentials(
+        name=vault_role(target)
+    )
+    dkl.remember(issued["data"]["password"])
+    assert target.logs_in(issued["data"]["username"], issued["data"]["password"])
+    again = dkl.server.cli("apply", "-f", str(doc))
+    assert "no changes" in again.stdout
+
+
 def test_cli_errors_are_one_line(dkl: VaultKeyless, target: TargetDb, tmp_path: Path) -> None:
     cli = dkl.server.cli
     down = cli("database", "add", "down", "--url", "postgresql://a:pw-secret-xyz@127.0.0.1:1/x",

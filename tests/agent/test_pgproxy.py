@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from keyless.agent.dbvault import DbCredentials, DbRef
+from keyless.agent.dbrefs import DbCredentials, DbRef
 from keyless.agent.pgproxy import PgProxy, ProxySpec
 from keyless.agent.scram import ScramSecret
 from keyless.core.errors import Unavailable

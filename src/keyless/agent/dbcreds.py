@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from keyless.agent.config import Schedule
-from keyless.agent.dbvault import DbCredentials, DbRef, VaultDatabaseClient
+from keyless.agent.dbrefs import DbCredentials, DbRef
+from keyless.agent.dbvault import VaultDatabaseClient
 from keyless.agent.schedule import Backoff
 from keyless.core.errors import KeylessError, Unavailable
 
@@ -32,7 +33,7 @@ log = logging.getLogger("keyless.agent")
 RENEW_AT = 2 / 3  # of the lease's time
 REPLACE_LEFT = 1 / 3  # of the lease's first duration, left when a final lease is replaced
 MIN_VALID = 1.0  # credentials closer than this to expiry are not handed out
-REVOKE_TIMEOUT = 10.0
+REVOKE_TIMEOUT = 4.0  # the runtime gives a sidecar 5 s after SIGTERM
 
 
 @dataclass

@@ -15,15 +15,14 @@ so the caller backs off and keeps what it has); messages never hold a token or a
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from keyless.agent.auth import KeylessAuth
-from keyless.core import dbnames
+from keyless.agent.dbrefs import DbCredentials, DbRef
 from keyless.core.errors import (
-    ConfigError,
     Forbidden,
     KeylessError,
     NotFound,
@@ -32,56 +31,6 @@ from keyless.core.errors import (
 )
 
 TOKEN_MARGIN = 60.0  # log in again this long before the client token's lease ends
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class DbRef:
-    """``DATABASE/ROLE`` as the agent's options name it."""
-
-    database: str
-    role: str
-
-    @classmethod
-    def parse(cls, text: str) -> DbRef:
-        try:
-            return cls(*dbnames.parse_pair(text.strip()))
-        except KeylessError as exc:
-            raise ConfigError(str(exc)) from None
-
-    @property
-    def vault_role(self) -> str:
-        return dbnames.vault_role(self.database, self.role)
-
-    def __str__(self) -> str:
-        return f"{self.database}/{self.role}"
-
-
-@dataclass(frozen=True, slots=True)
-class DbCredentials:
-    """One lease's credentials and where they log in (never the admin's)."""
-
-    username: str
-    password: str = field(repr=False)
-    host: str
-    port: int
-    dbname: str
-    sslmode: str
-    expires_at: float  # wall clock
-    lease_id: str
-    lease_duration: float  # seconds the lease had when issued or last renewed
-
-    def public(self) -> dict[str, Any]:
-        """What files and templates see: {username, password, host, port, dbname, sslmode,
-        expires_at (epoch seconds)}."""
-        return {
-            "username": self.username,
-            "password": self.password,
-            "host": self.host,
-            "port": self.port,
-            "dbname": self.dbname,
-            "sslmode": self.sslmode,
-            "expires_at": int(self.expires_at),
-        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Protocol
 
 from keyless.agent import pgproxy_wire as wire
-from keyless.agent.dbvault import DbCredentials, DbRef
+from keyless.agent.dbrefs import DbCredentials, DbRef
 from keyless.agent.scram import MECHANISM, ScramClient, ScramError, ScramSecret, ScramVerifier
-from keyless.core.errors import KeylessError
+from keyless.core.errors import ConfigError, KeylessError
 
 log = logging.getLogger("keyless.agent")
 
@@ -227,13 +227,18 @@ class PgProxy:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> asyncio.Server:
-        if self.spec.path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                if self.spec.path.is_socket():
-                    self.spec.path.unlink()  # a stale socket from an earlier run
-            self._server = await asyncio.start_unix_server(self._client, path=self.spec.path)
-        else:
-            self._server = await asyncio.start_server(self._client, self.spec.host, self.spec.port)
+        try:
+            if self.spec.path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    if self.spec.path.is_socket():
+                        self.spec.path.unlink()  # a stale socket from an earlier run
+                self._server = await asyncio.start_unix_server(self._client, path=self.spec.path)
+            else:
+                self._server = await asyncio.start_server(
+                    self._client, self.spec.host, self.spec.port
+                )
+        except OSError as exc:
+            raise ConfigError(f"--pg-proxy {self.spec.where}: cannot listen ({exc})") from None
         log.info("postgres proxy for %s listening on %s", self.spec.ref, self.address)
         return self._server
 

@@ -32,7 +32,7 @@ log = logging.getLogger("keyless.agent")
 
 RENEW_AT = 2 / 3  # of the lease's time
 REPLACE_LEFT = 1 / 3  # of the lease's first duration, left when a final lease is replaced
-MIN_VALID = 1.0  # credentials closer than this to expiry are not handed out
+MIN_VALID = 0.5  # credentials closer than this to expiry are not handed out
 REVOKE_TIMEOUT = 4.0  # the runtime gives a sidecar 5 s after SIGTERM
 
 
@@ -163,7 +163,11 @@ class DatabaseLeases:
                 continue
             try:
                 async with state.lock:
-                    if state.current is None or state.final or not self._valid(state.current):
+                    if (
+                        state.current is None
+                        or state.final
+                        or state.current.expires_at <= self.clock()
+                    ):
                         await self._issue(state)
                     else:
                         try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,19 +18,13 @@ from keyless.agent.dbrefs import DbCredentials, DbRef
 from keyless.agent.pgproxy import PgProxy, ProxySpec
 from keyless.agent.scram import ScramSecret
 from keyless.core.errors import Unavailable
-from tests.support.pgcluster import PgCluster, pg_cluster
+from tests.support.pgcluster import PgCluster, cluster
+
+__all__ = ["cluster"]  # the fixture
 
 REF = DbRef("app", "rw")
 LOCAL_USER = "backstage"
 LOCAL_PASSWORD = "local-pässword"  # non-ASCII: SASLprep on both sides
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[PgCluster]:
-    with pg_cluster() as running:
-        if running is None:
-            pytest.skip("no PostgreSQL server binaries (pg_ctl) on this machine")
-        yield running
 
 
 @dataclass

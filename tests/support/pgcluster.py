@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from tests.support.pki import Pki, make_pki
 from tests.support.server import free_port
@@ -127,3 +128,12 @@ def pg_cluster() -> Iterator[PgCluster | None]:
             print("kept", root)
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[PgCluster]:
+    """A private cluster per test module (import this fixture into the module)."""
+    with pg_cluster() as running:
+        if running is None:
+            pytest.skip("no PostgreSQL server binaries (pg_ctl) on this machine")
+        yield running

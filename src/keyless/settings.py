@@ -47,6 +47,8 @@ class Settings:
     unsafe_no_audit: bool = False
     recovery_days: int = 90
     secret_cache_mb: int = 32  # sealed secrets kept in memory for reads; 0 disables
+    # Seconds between two sweeps of the database engine's reaper (expired leases revoked).
+    database_reap_interval: int = 10
     token_rate_limit: int = 50  # token requests per second per client IP; 0 disables
     token_rate_burst: int = 100
     # Public requests in progress per process; one more is answered 503 at once. 0 = no limit.
@@ -131,6 +133,7 @@ _FIELDS: dict[str, str] = {
     "unsafe_no_audit": "bool",
     "recovery_days": "days",
     "secret_cache_mb": "count",
+    "database_reap_interval": "duration",
     "token_rate_limit": "count",
     "token_rate_burst": "count",
     "header_timeout": "duration",

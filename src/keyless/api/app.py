@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Scope
 
 from keyless.api import fastpath, k8s, ops, token
 from keyless.api.adfs import discovery as adfs
-from keyless.api.admin import apply, audit, dev, federation, system, vault
+from keyless.api.admin import apply, audit, databases, dev, federation, system, vault
 from keyless.api.admin.auditing import AdminAuditMiddleware
 from keyless.api.admin.errors import handle_keyless_error
 from keyless.api.admission import (
@@ -47,6 +47,7 @@ from keyless.api.observability import ObservabilityMiddleware
 from keyless.api.responses import JSONResponse
 from keyless.api.sync import LocalSync
 from keyless.api.vault import auth as vault_auth
+from keyless.api.vault import database as vault_database
 from keyless.api.vault import kv as vault_kv
 from keyless.api.vault import sys as vault_sys
 from keyless.api.vault.wire import handle_error as vault_handle_error
@@ -123,7 +124,7 @@ def _vault_app(services: Admin) -> Starlette:
     """Vault / OpenBao's HTTP API under ``/v1`` (api/vault)."""
     return _dialect_app(
         services,
-        [*vault_auth.routes, *vault_sys.routes, *vault_kv.routes],
+        [*vault_auth.routes, *vault_database.routes, *vault_sys.routes, *vault_kv.routes],
         _vault_routing_error,
         vault_handle_error,
     )
@@ -323,6 +324,7 @@ def admin_app(services: Admin, metrics: Metrics) -> ASGIApp:
             *federation.routes,
             *dev.routes,
             *vault.routes,
+            *databases.routes,
             *audit.routes,
             *apply.routes,
         ],

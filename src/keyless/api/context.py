@@ -21,6 +21,7 @@ from keyless.core.auditkey import AuditMac
 from keyless.core.awssession import SessionKeys
 from keyless.core.broker import Broker
 from keyless.core.clock import Clock
+from keyless.core.dbengine import DatabaseEngine
 from keyless.core.devcluster import DevClusters
 from keyless.core.envelope import RootKeys
 from keyless.core.exchange import TokenService
@@ -69,6 +70,7 @@ class Admin(Edge, Protocol):
     audit_macs: AuditMac | None
     checkpoints: AuditCheckpoints | None
     draining: bool  # the server is stopping: not ready, whatever else holds
+    databases: DatabaseEngine
 
     async def rotate_root_key(self) -> dict[str, object]: ...
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from keyless.cli import agent, apply, audit, env, federation, k8s, lifecycle, vault
+from keyless.cli import agent, apply, audit, database, env, federation, k8s, lifecycle, vault
 from keyless.cli.client import seg
 from keyless.cli.context import Globals, globals_of
 from keyless.cli.output import emit
@@ -39,6 +39,7 @@ app.command("explain")(federation.explain)
 app.add_typer(vault.vault_app, name="vault")
 app.add_typer(vault.secret_app, name="secret")
 app.add_typer(vault.role_app, name="role")
+app.add_typer(database.database_app, name="database")
 app.add_typer(k8s.k8s_app, name="k8s")
 app.command("apply")(apply.apply)
 app.command("env")(env.env)

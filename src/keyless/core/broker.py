@@ -12,6 +12,7 @@ new dialect (Vault, AWS, Google, SPIFFE) is one thin package over these operatio
   token, or a revoked one, is refused and audited); ``revoke``: one token, everywhere;
 - ``vaults``: read, write and list secrets, each authorized (RBAC) and audited in
   ``VaultService``;
+- ``databases``: dynamic database credentials as leases (``DatabaseEngine``);
 - ``record``: append an audit event.
 
 The server builds one broker per process and hands it to every dialect's routes.
@@ -24,6 +25,7 @@ from typing import Any
 from keyless.core.access import Principal, Refused, VerifiedTokens
 from keyless.core.audit import AuditEvent, AuditSink
 from keyless.core.clock import Clock
+from keyless.core.dbengine import DatabaseEngine
 from keyless.core.decision import Decision, TokenDecision, decide
 from keyless.core.exchange import ExchangeRequest, IssuedToken, TokenService
 from keyless.core.explain import explain_token
@@ -49,6 +51,7 @@ class Broker:
         clock: Clock,
         public_url: str,
         revocations: Revocations,
+        databases: DatabaseEngine | None = None,
     ) -> None:
         self._tenants = tenants
         self._tokens = tokens
@@ -60,6 +63,8 @@ class Broker:
         self.resources: Resources = tokens.resources
         self._verified = VerifiedTokens()
         self.revocations = revocations
+        # The database secrets engine (core/dbengine.py): credentials as leases.
+        self.databases = databases
         # Google's STS and impersonation over the same decision (core/gcpsts.py).
         self.gcp = GcpFederation(tokens, clock, public_url)
 

@@ -25,6 +25,10 @@ PURGE = "secrets/purge"
 BACKUP = "secrets/backup"
 RESTORE = "secrets/restore"
 ASSIGN_ROLES = "roleAssignments/write"
+# Get credentials for a database role (docs/databases.md), at /databases/D/roles/R.
+DATABASE_CREDS = "databases/getCredentials"
+# The first scope part of a database scope: never a vault name (those hold no '/').
+DATABASES = "/databases"
 
 SECRET_ACTIONS = frozenset(
     {GET_VALUE, READ_METADATA, SET, UPDATE, DELETE, RECOVER, PURGE, BACKUP, RESTORE}
@@ -55,14 +59,20 @@ ROLES: tuple[Role, ...] = (
     Role(
         "Key Vault Secrets Officer",
         "secrets-officer",
-        SECRET_ACTIONS,
-        "every secret operation, purge included",
+        SECRET_ACTIONS | {DATABASE_CREDS},
+        "every secret operation, purge included (and database credentials)",
     ),
     Role(
         "Key Vault Administrator",
         "administrator",
-        SECRET_ACTIONS | {ASSIGN_ROLES},
+        SECRET_ACTIONS | {ASSIGN_ROLES, DATABASE_CREDS},
         "every operation, including role assignments on its scope",
+    ),
+    Role(
+        "Database Credentials User",
+        "database-user",
+        frozenset({DATABASE_CREDS}),
+        "get (renew, revoke) dynamic credentials for a database role",
     ),
 )
 _BY_NAME = {r.name.lower(): r for r in ROLES} | {r.alias: r for r in ROLES}
@@ -70,6 +80,13 @@ _BY_NAME = {r.name.lower(): r for r in ROLES} | {r.alias: r for r in ROLES}
 _SEGMENT = r"[0-9a-zA-Z-]{1,127}"
 # A secret's name may hold '/' (a Vault KV path): the rest of the scope is the name.
 _SCOPE = re.compile(rf"/(?:vaults/({_SEGMENT})(?:/secrets/([0-9a-zA-Z_./-]{{1,127}}))?)?")
+_DB_NAME = r"[A-Za-z0-9][A-Za-z0-9_-]{0,62}"
+_DB_SCOPE = re.compile(rf"/databases(?:/({_DB_NAME})(?:/roles/({_DB_NAME}))?)?")
+
+
+def database_target(database: str, role: str) -> tuple[str, ...]:
+    """The scope parts of ``/databases/D/roles/R``."""
+    return (DATABASES, database, role)
 
 
 def role(name: str) -> Role:
@@ -87,11 +104,16 @@ def narrowest_role(action: str) -> Role | None:
 
 
 def parse_scope(scope: str) -> tuple[str, ...]:
-    """``/`` -> (), ``/vaults/V`` -> ("V",), ``/vaults/V/secrets/S`` -> ("V", "S")."""
+    """``/`` -> (), ``/vaults/V`` -> ("V",), ``/vaults/V/secrets/S`` -> ("V", "S");
+    ``/databases[/D[/roles/R]]`` -> ("/databases"[, D[, R]])."""
+    db = _DB_SCOPE.fullmatch(scope)
+    if db:
+        return (DATABASES, *(part for part in db.groups() if part is not None))
     match = _SCOPE.fullmatch(scope)
     if not match or (match.group(2) is not None and not NAME.fullmatch(match.group(2))):
         raise InvalidRequest(
-            f"scope {scope!r} is not /, /vaults/VAULT or /vaults/VAULT/secrets/SECRET"
+            f"scope {scope!r} is not /, /vaults/VAULT, /vaults/VAULT/secrets/SECRET or "
+            "/databases/DATABASE/roles/ROLE"
         )
     return tuple(
         part.lower() if i == 0 else part
@@ -103,6 +125,10 @@ def parse_scope(scope: str) -> tuple[str, ...]:
 def format_scope(parts: tuple[str, ...]) -> str:
     if not parts:
         return "/"
+    if parts[0] == DATABASES:
+        return DATABASES + "".join(
+            f"/{p}" if i == 0 else f"/roles/{p}" for i, p in enumerate(parts[1:])
+        )
     return f"/vaults/{parts[0]}" + (f"/secrets/{parts[1]}" if len(parts) > 1 else "")
 
 
@@ -147,7 +173,7 @@ class RbacIndex:
         grants = self._grants.get((tenant_id, identity_id), ())
         return (
             any(not parts for parts, _ in grants),
-            frozenset(parts[0] for parts, _ in grants if parts),
+            frozenset(parts[0] for parts, _ in grants if parts and parts[0] != DATABASES),
         )
 
     def granting(

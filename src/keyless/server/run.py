@@ -169,6 +169,22 @@ async def _periodic(services: Services, metrics: Metrics, stop: asyncio.Event) -
             log.warning("audit checkpoint failed", extra={"error": type(exc).__name__})
 
 
+async def _reap_leases(services: Services, stop: asyncio.Event) -> None:
+    """Revoke expired database leases (core/dbengine.py): every replica sweeps; a lease's row
+    claim makes exactly one of them revoke it, and a revocation that fails is retried."""
+    interval = services.settings.database_reap_interval
+    while not stop.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        if stop.is_set():
+            return
+        try:
+            while await services.databases.reap() and not stop.is_set():
+                pass  # a full batch: sweep on at once
+        except Exception as exc:  # the store is unreachable: the next sweep retries
+            log.warning("database lease reaper failed", extra={"error": type(exc).__name__})
+
+
 async def _follow_config(services: Services, stop: asyncio.Event) -> None:
     """Pick up other processes' admin changes, and refresh issuer keys that are due."""
     while not stop.is_set():
@@ -309,6 +325,7 @@ async def _serve(settings: Settings, worker: bool, selftls: SelfTls | None) -> i
     background = [
         asyncio.create_task(_periodic(services, metrics, stop)),
         asyncio.create_task(_follow_config(services, stop)),
+        asyncio.create_task(_reap_leases(services, stop)),
     ]
     if tls is not None:  # every process serves the newest certificate on disk
 

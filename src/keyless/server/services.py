@@ -16,6 +16,7 @@ from keyless.core.auditsink import StoreAuditSink
 from keyless.core.awssession import SessionKeys
 from keyless.core.broker import Broker
 from keyless.core.clock import Clock, SystemClock
+from keyless.core.dbengine import DatabaseEngine
 from keyless.core.devcluster import DEV_CLUSTER, DevClusters
 from keyless.core.envelope import RootKeys
 from keyless.core.errors import Conflict, KeylessError
@@ -38,6 +39,7 @@ from keyless.metrics import Metrics, MetricsAuditSink
 from keyless.net.fetch import HttpJwksFetcher
 from keyless.server.changes import LocalChanges
 from keyless.settings import Settings, ca_path
+from keyless.store.dbtarget import PostgresDriver
 from keyless.store.sql import SqlStore
 
 log = logging.getLogger("keyless.server")
@@ -76,6 +78,7 @@ class Services:
     durable_audit: StoreAuditSink | None = None  # the audit sink that writes to the store
     draining: bool = False  # stopping (server/drain.py): /readyz answers 503
     aws_sessions: SessionKeys = field(init=False)  # AWS session credentials (core/awssession.py)
+    databases: DatabaseEngine = field(init=False)  # the database secrets engine (docs/databases.md)
 
     @classmethod
     async def start(
@@ -162,6 +165,15 @@ class Services:
                 identities=federation,
             ),
         )
+        services.databases = DatabaseEngine(
+            store,
+            PostgresDriver(),
+            lambda: roles.index,
+            audit,
+            clock,
+            lambda: services.root,
+            identities=federation,
+        )
         services.broker = Broker(
             tenants=tenants,
             tokens=tokens,
@@ -171,6 +183,7 @@ class Services:
             clock=clock,
             public_url=settings.public_url,
             revocations=Revocations(store, clock),
+            databases=services.databases,
         )
         services.aws_sessions = SessionKeys(lambda: services.root)
         services.token_limiter = TokenBuckets(

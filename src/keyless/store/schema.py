@@ -248,3 +248,61 @@ audit_checkpoints = sa.Table(
     sa.Column("jwk", sa.Text, nullable=False),
     sa.Column("mac", sa.String(64), nullable=False),
 )
+
+# The database secrets engine (migration 0009; core/databases.py). A registered database: the
+# URL's parts (never a password) and the admin password sealed under the root key.
+databases = sa.Table(
+    "databases",
+    metadata,
+    sa.Column("tenant_id", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("host", sa.String(253), nullable=False),
+    sa.Column("port", sa.Integer, nullable=False),
+    sa.Column("dbname", sa.String(255), nullable=False),
+    sa.Column("admin_user", sa.String(255), nullable=False),
+    sa.Column("sslmode", sa.String(16), nullable=False),
+    sa.Column("sealed_password", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+database_roles = sa.Table(
+    "database_roles",
+    metadata,
+    sa.Column("tenant_id", sa.String(36), primary_key=True),
+    sa.Column("database", sa.String(63), primary_key=True),
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("grants", sa.Text, nullable=False),  # JSON list of group roles
+    sa.Column("creation_sql", sa.Text, nullable=False),
+    sa.Column("revocation_sql", sa.Text, nullable=False),
+    sa.Column("ttl", sa.Integer, nullable=False),
+    sa.Column("max_ttl", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.ForeignKeyConstraint(
+        ["tenant_id", "database"],
+        ["databases.tenant_id", "databases.name"],
+        ondelete="CASCADE",
+    ),
+)
+
+# One row per issued credential. state: active | revoking | revoked. A revoker claims the row
+# (claimed_by, next_attempt_at = when its claim or its retry back-off runs out).
+database_leases = sa.Table(
+    "database_leases",
+    metadata,
+    sa.Column("suffix", sa.String(24), primary_key=True),
+    sa.Column("tenant_id", sa.String(36), nullable=False),
+    sa.Column("database", sa.String(63), nullable=False),
+    sa.Column("role", sa.String(63), nullable=False),
+    sa.Column("username", sa.String(63), nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("workload", sa.Text, nullable=False),
+    sa.Column("issued_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("max_expires_at", sa.Float, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", sa.Float),
+    sa.Column("claimed_by", sa.String(32)),
+    sa.Column("revoked_at", sa.Float),
+    sa.Index("ix_database_leases_state_expires", "state", "expires_at"),
+)

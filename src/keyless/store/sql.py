@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from keyless.core.auditkey import SEAL_CONTEXT as AUDIT_KEY_CONTEXT
+from keyless.core.databases import database_seal_context
 from keyless.core.errors import Unavailable
 from keyless.core.models import DevCluster, SigningKeyRecord, Tenant
 from keyless.core.ports import Rewrapper
@@ -19,9 +20,17 @@ from keyless.core.secrets import secret_seal_context
 from keyless.store import migrate
 from keyless.store.audit import AuditStoreMixin
 from keyless.store.auditwriter import AuditWriter
+from keyless.store.databases import DatabaseStoreMixin
 from keyless.store.engine import make_engine, writer_of
 from keyless.store.federation import FederationStoreMixin, bump_revision
-from keyless.store.schema import audit_key, dev_clusters, secret_versions, signing_keys, tenants
+from keyless.store.schema import (
+    audit_key,
+    databases,
+    dev_clusters,
+    secret_versions,
+    signing_keys,
+    tenants,
+)
 from keyless.store.tokens import TokenStoreMixin
 from keyless.store.urls import DatabaseUrl
 from keyless.store.vault import VaultStoreMixin
@@ -55,7 +64,9 @@ def _key_values(rec: SigningKeyRecord) -> dict[str, Any]:
     }
 
 
-class SqlStore(FederationStoreMixin, VaultStoreMixin, AuditStoreMixin, TokenStoreMixin):
+class SqlStore(
+    FederationStoreMixin, VaultStoreMixin, AuditStoreMixin, TokenStoreMixin, DatabaseStoreMixin
+):
     def __init__(self, url: DatabaseUrl) -> None:
         self.url = url
         self.engine = make_engine(url)
@@ -234,6 +245,19 @@ class SqlStore(FederationStoreMixin, VaultStoreMixin, AuditStoreMixin, TokenStor
                         secret_versions.c.version == row.version,
                     )
                     .values(sealed_value=rewrap(context, bytes(row.sealed_value)))
+                )
+                count += 1
+            rows = (
+                await conn.execute(
+                    sa.select(databases.c.tenant_id, databases.c.name, databases.c.sealed_password)
+                )
+            ).all()
+            for row in rows:
+                context = database_seal_context(row.tenant_id, row.name)
+                await conn.execute(
+                    sa.update(databases)
+                    .where(databases.c.tenant_id == row.tenant_id, databases.c.name == row.name)
+                    .values(sealed_password=rewrap(context, bytes(row.sealed_password)))
                 )
                 count += 1
             sealed = (await conn.execute(sa.select(audit_key.c.sealed))).scalar_one_or_none()

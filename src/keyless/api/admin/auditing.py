@@ -105,6 +105,16 @@ ACTIONS: dict[tuple[str, str], tuple[str, Callable[[Fields, Fields], str]]] = {
         _name("vault", "name"),
     ),
     ("POST", "/v1/apply"): ("apply", _name()),
+    # Never the URL or the password: the name only (api/admin/databases.py).
+    ("POST", "/v1/databases"): ("database add", _name("name")),
+    ("POST", "/v1/databases/{name}/rotate-root"): ("database rotate-root", _name("name")),
+    ("POST", "/v1/databases/{name}/roles"): (
+        "database role add",
+        lambda p, b: f"{_name('name')(p, {})} {_name('name')(b, {})}".strip(),
+    ),
+    ("POST", "/v1/databases/{name}/roles/{role}/creds"): ("database creds", _name("name", "role")),
+    ("POST", "/v1/database-leases/renew"): ("database lease renew", _name("lease_id")),
+    ("POST", "/v1/database-leases/revoke"): ("database lease revoke", _name("lease_id")),
 }
 
 

@@ -1,0 +1,221 @@
+"""End to end: the real server's database engine manages a private PostgreSQL that checks
+SCRAM passwords over TLS (tests/support/pgcluster.py); a real ``keyless agent`` process logs in
+through the Vault dialect as the identity ``app``, keeps ``--database-creds`` current and serves
+``--pg-proxy``; psycopg talks to the proxy with a fixed local password.
+
+The role's TTL is 4 s and its maximum 8 s, so the agent renews once or twice and replaces its
+credentials about every 6 s: the test drives three rotations."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.agent.conftest import AgentProcess, Vaults, prepare, start_agent
+from tests.support.pgcluster import PgCluster, cluster
+from tests.support.server import ServerFactory, free_port
+from tests.support.waiting import eventually
+
+__all__ = ["cluster"]  # the fixture
+
+DATABASE, ROLE = "shop", "rw"
+LOCAL_USER, LOCAL_PASSWORD = "backstage", "local-only-password"
+
+
+@dataclass
+class DbKeyless:
+    kv: Vaults
+    cluster: PgCluster
+    tmp: Path
+
+    def agent_env(self) -> dict[str, str]:
+        return {**self.kv.agent_env(), "KEYLESS_IDENTITY": "app"}
+
+
+@pytest.fixture(scope="module")
+def dbkl(tmp_path_factory: pytest.TempPathFactory, cluster: PgCluster) -> Iterator[DbKeyless]:
+    """keyless (reaper every second) managing the private cluster as ``shop``, whose role
+    ``rw`` (TTL 4 s, max 8 s) the identity ``app`` may get credentials for."""
+    tmp = tmp_path_factory.mktemp("pge2e")
+    admin, admin_password = f"kl_admin_{secrets.token_hex(3)}", secrets.token_urlsafe(24)
+    cluster.add_role(admin, admin_password, "SUPERUSER")
+    with cluster.admin() as conn:
+        conn.execute("CREATE ROLE shop_rw NOLOGIN")
+        conn.execute("GRANT pg_read_all_stats TO shop_rw")
+    factory = ServerFactory(tmp)
+    try:
+        server = factory.start(dev=True, env={"KEYLESS_DATABASE_REAP_INTERVAL": "1"})
+        kv = prepare(server, tmp)
+        password_file = tmp / "admin-password"
+        password_file.write_text(admin_password + "\n")
+        url = f"postgresql://{admin}@{cluster.host}:{cluster.port}/postgres?sslmode=require"
+        server.cli("database", "add", DATABASE, "--url", url, "--password-file", str(password_file))
+        server.cli("database", "role", "add", DATABASE, ROLE, "--grant", "shop_rw",
+                   "--ttl", "4s", "--max-ttl", "8s")  # fmt: skip
+        server.cli("role", "assign", "app", "database-user", "--scope",
+                   f"/databases/{DATABASE}/roles/{ROLE}")  # fmt: skip
+        yield DbKeyless(kv, cluster, tmp)
+    finally:
+        factory.stop_all()
+
+
+@pytest.fixture
+def agent(dbkl: DbKeyless) -> Iterator[Callable[..., AgentProcess]]:
+    started: list[AgentProcess] = []
+
+    def start(*args: str) -> AgentProcess:
+        running = start_agent(args, dbkl.agent_env())
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+def proxy_args(dbkl: DbKeyless, port: int) -> tuple[str, ...]:
+    password = dbkl.tmp / "local-password"
+    password.write_text(LOCAL_PASSWORD + "\n")
+    return (
+        "--pg-proxy", f"127.0.0.1:{port}={DATABASE}/{ROLE}",
+        "--pg-proxy-user", LOCAL_USER,
+        "--pg-proxy-password-file", str(password),
+    )  # fmt: skip
+
+
+def connect(port: int) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(
+        host="127.0.0.1",
+        port=port,
+        user=LOCAL_USER,
+        password=LOCAL_PASSWORD,
+        dbname="postgres",
+        connect_timeout=10,
+        autocommit=True,
+    )
+
+
+def current_user(conn: psycopg.Connection[tuple[object, ...]]) -> str:
+    row = conn.execute("SELECT current_user").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_proxy_across_three_rotations(dbkl: DbKeyless, agent: Callable[..., AgentProcess]) -> None:
+    port = free_port()
+    running = agent(*proxy_args(dbkl, port))
+    assert running.wait_for(f"postgres proxy for {DATABASE}/{ROLE} listening"), running.log
+    users: list[str] = []  # the role of each new connection, in order
+    errors: list[BaseException] = []
+    old_sessions: list[tuple[psycopg.Connection[tuple[object, ...]], str]] = []
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and len(set(users)) < 4:
+            try:
+                conn = connect(port)
+                user = current_user(conn)
+                if not users or user != users[-1]:
+                    # a rotation: the session opened just before it must still work now
+                    for old, old_user in old_sessions[-1:]:
+                        assert current_user(old) == old_user
+                    old_sessions.append((conn, user))
+                else:
+                    conn.close()
+                users.append(user)
+            except psycopg.Error as exc:
+                errors.append(exc)
+            time.sleep(0.25)
+        assert not errors, errors
+        distinct = list(dict.fromkeys(users))
+        assert len(distinct) >= 4, distinct  # the first role and three rotations
+        assert all(u.startswith("v-") for u in distinct)
+        # new connections use the new role while the previous role's session is still there
+        with connect(port) as probe:
+            seen = {
+                str(r[0])
+                for r in probe.execute(
+                    "SELECT usename FROM pg_stat_activity WHERE usename = ANY(%s)",
+                    [distinct[-2:]],
+                ).fetchall()
+            }
+            assert seen == set(distinct[-2:])
+    finally:
+        for conn, _ in old_sessions:
+            conn.close()
+    assert LOCAL_PASSWORD not in running.log
+    assert running.stop() == 0
+
+    # every lease the agent held is revoked at SIGTERM: no role of it can log in any more
+    def gone() -> bool:
+        with dbkl.cluster.admin() as admin:
+            return not admin.execute(
+                "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", [distinct]
+            ).fetchall()
+
+    assert eventually(gone, timeout=10)
+
+
+def test_cancel_through_the_proxy(dbkl: DbKeyless, agent: Callable[..., AgentProcess]) -> None:
+    port = free_port()
+    running = agent(*proxy_args(dbkl, port))
+    assert running.wait_for("listening"), running.log
+    with connect(port) as conn:
+        threading.Timer(0.5, conn.cancel_safe).start()
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT pg_sleep(30)")
+        assert time.monotonic() - started < 10
+
+
+def test_database_creds_file_is_replaced_before_expiry(
+    dbkl: DbKeyless, agent: Callable[..., AgentProcess]
+) -> None:
+    out = dbkl.tmp / "creds" / "db.json"
+    running = agent("--database-creds", f"{DATABASE}/{ROLE}=" + str(out))
+    assert running.wait_for("1 file current", stream="out"), running.log
+    seen: list[dict[str, object]] = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len({s["username"] for s in seen}) < 2:
+        body = json.loads(out.read_text())
+        if not seen or body != seen[-1]:
+            assert body["expires_at"] > time.time()  # never an expired one in the file
+            with psycopg.connect(
+                host=body["host"],
+                port=body["port"],
+                dbname=body["dbname"],
+                user=body["username"],
+                password=body["password"],
+                sslmode=body["sslmode"],
+                connect_timeout=5,
+            ) as conn:
+                assert current_user(conn) == body["username"]  # type: ignore[arg-type]
+            seen.append(body)
+        time.sleep(0.2)
+    assert len({s["username"] for s in seen}) >= 2, seen
+    assert oct(os.stat(out).st_mode & 0o777) == "0o600"
+    assert all(str(s["password"]) not in running.log for s in seen)
+
+
+def test_an_unknown_role_is_a_clear_error(
+    dbkl: DbKeyless, agent: Callable[..., AgentProcess]
+) -> None:
+    out = dbkl.tmp / "nope.json"
+    running = agent("--database-creds", f"{DATABASE}/nope=" + str(out))
+    assert running.wait_for("database credentials shop/nope"), running.log
+    assert not out.exists()
+    assert running.proc.poll() is None  # it keeps trying; the error is in the log
+    assert eventually(lambda: "not written" in running.log, timeout=10), running.log
+    with dbkl.cluster.admin() as conn:
+        assert conn.execute(
+            sql.SQL("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'v-app-nope%'")
+        ).fetchone() == (0,)

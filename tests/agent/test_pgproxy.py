@@ -210,3 +210,17 @@ async def test_unix_socket_with_trust(cluster: PgCluster, tmp_path: Path) -> Non
         stop.set()
         await task
     assert not sock.exists()
+
+
+async def test_upstream_password_goes_through_saslprep_as_postgresql_does(
+    proxy: Running, cluster: PgCluster
+) -> None:
+    # PostgreSQL stores SASLprep(password): NFKC, non-ASCII spaces mapped to a space, soft
+    # hyphens dropped; the proxy's SCRAM client must prepare it the same way to log in.
+    name = f"v-prep-{secrets.token_hex(4)}"
+    password = "p\u00e4ss\u00a0w\u00adord\u2163-" + secrets.token_hex(4)
+    cluster.add_role(name, password)
+    assert proxy.source.creds is not None
+    proxy.source.creds = replace(proxy.source.creds, username=name, password=password)
+    async with await psycopg.AsyncConnection.connect(proxy.dsn()) as conn:
+        assert (await whoami(conn))[0] == name

@@ -1,5 +1,5 @@
 """``python -m bench STUDY [options]`` (openbao, exchange, read, soak, stack, audit, overload,
-memory, aws, gcp); ``python -m bench render``."""
+memory, aws, gcp, pgproxy); ``python -m bench render``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,24 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import audit, aws, exchange, gcp, memory, openbao, overload, read, report, soak, stack
+from . import (
+    audit,
+    aws,
+    exchange,
+    gcp,
+    memory,
+    openbao,
+    overload,
+    pgproxy,
+    read,
+    report,
+    soak,
+    stack,
+)
 
 STUDIES: dict[str, Any] = {
-    m.NAME: m for m in (openbao, exchange, read, soak, stack, audit, overload, memory, aws, gcp)
+    m.NAME: m
+    for m in (openbao, exchange, read, soak, stack, audit, overload, memory, aws, gcp, pgproxy)
 }
 
 

@@ -2,9 +2,9 @@
 second) through the agent's ``--pg-proxy`` against the same PostgreSQL directly, in one run.
 
 The proxy (``keyless.agent.pgproxy.PgProxy``, the code ``keyless agent --pg-proxy`` runs) is
-started in its own process (``python -m bench.pgproxy serve``, asyncio with uvloop), with a
-static credentials source: a LOGIN role made for the run on the machine's PostgreSQL
-(``--database-url``, default ``KEYLESS_TEST_DATABASE_URL`` or the local ``postgres``), dropped
+started in its own process (``python -m bench.pgproxy serve``, on asyncio's default loop as in
+``keyless agent``), with a static credentials source: a LOGIN role made for the run on the
+machine's PostgreSQL (``--database-url``, default ``KEYLESS_TEST_DATABASE_URL`` or the local ``postgres``), dropped
 at the end. Local clients log in to the proxy with SCRAM-SHA-256 (4096 iterations) and a fixed
 password; the proxy logs in upstream as the role (sslmode disable, as the machine's server
 has no TLS). keyless itself is not in the path: a lease is asked for when a connection opens,
@@ -192,8 +192,8 @@ def render(data: dict[str, Any]) -> str:
         f"{meta['header']}\n\n"
         f"- Command: `{meta['command']}` (wall time {meta['wall']:.0f} s; load average at "
         f"start {meta['load_start']}, at end {meta['load_end']}: the machine is shared)\n"
-        "- Proxy: `keyless.agent.pgproxy.PgProxy` in its own process (uvloop), static "
-        "credentials (keyless not in the path); clients log in to it with SCRAM-SHA-256, it "
+        "- Proxy: `keyless.agent.pgproxy.PgProxy` in its own process (asyncio's loop, as in "
+        "the agent), static credentials (keyless not in the path); clients log in to it with SCRAM-SHA-256, it "
         "logs in upstream without TLS. Client: psycopg (async) in one process.\n"
         "- `query`: `SELECT 1` round trips on open connections (summed over the "
         "connections); `connect`: open, `SELECT 1`, close. Each cell "
@@ -248,6 +248,4 @@ async def _serve(port: int) -> None:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:
-    import uvloop
-
-    uvloop.run(_serve(int(sys.argv[2])))
+    asyncio.run(_serve(int(sys.argv[2])))  # the agent's own loop (keyless agent: asyncio.run)

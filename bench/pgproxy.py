@@ -4,11 +4,11 @@ second) through the agent's ``--pg-proxy`` against the same PostgreSQL directly,
 The proxy (``keyless.agent.pgproxy.PgProxy``, the code ``keyless agent --pg-proxy`` runs) is
 started in its own process (``python -m bench.pgproxy serve``, on asyncio's default loop as in
 ``keyless agent``), with a static credentials source: a LOGIN role made for the run on the
-machine's PostgreSQL (``--database-url``, default ``KEYLESS_TEST_DATABASE_URL`` or the local ``postgres``), dropped
-at the end. Local clients log in to the proxy with SCRAM-SHA-256 (4096 iterations) and a fixed
-password; the proxy logs in upstream as the role (sslmode disable, as the machine's server
-has no TLS). keyless itself is not in the path: a lease is asked for when a connection opens,
-which bench/databases.py measures.
+machine's PostgreSQL (``--database-url``, default ``KEYLESS_TEST_DATABASE_URL`` or the local
+``postgres``), dropped at the end. Local clients log in to the proxy with SCRAM-SHA-256 (4096
+iterations) and a fixed password; the proxy logs in upstream as the role (sslmode disable, as
+the machine's server has no TLS). keyless itself is not in the path: a lease is asked for when
+a connection opens, which bench/databases.py measures.
 
 Cells, for each concurrency C (C client connections, each in a loop):
 
@@ -193,8 +193,9 @@ def render(data: dict[str, Any]) -> str:
         f"- Command: `{meta['command']}` (wall time {meta['wall']:.0f} s; load average at "
         f"start {meta['load_start']}, at end {meta['load_end']}: the machine is shared)\n"
         "- Proxy: `keyless.agent.pgproxy.PgProxy` in its own process (asyncio's loop, as in "
-        "the agent), static credentials (keyless not in the path); clients log in to it with SCRAM-SHA-256, it "
-        "logs in upstream without TLS. Client: psycopg (async) in one process.\n"
+        "the agent), static credentials (keyless not in the path); clients log in to it "
+        "with SCRAM-SHA-256, it logs in upstream without TLS. Client: psycopg (async) in "
+        "one process.\n"
         "- `query`: `SELECT 1` round trips on open connections (summed over the "
         "connections); `connect`: open, `SELECT 1`, close. Each cell "
         f"{args.seconds:g} s after a {args.warmup:g} s warm-up.\n\n" + "\n".join(lines) + "\n"

@@ -101,3 +101,30 @@ def test_bad_database_calls_fail_at_start(source: str) -> None:
 def test_pgpass_refuses_anything_but_credentials() -> None:
     with pytest.raises(TemplateFailed, match="pgpass takes"):
         SecretTemplate('{{ "x" | pgpass }}', "t").render({}, {})
+
+
+SERVICE_FILE = """\
+{% set db = database("backstage/app") %}
+[app]
+host={{ db.host }}
+port={{ db.port }}
+dbname={{ db.dbname }}
+user={{ db.username }}
+password={{ db.password }}
+sslmode={{ db.sslmode }}
+"""
+
+
+def test_service_file_from_the_docs_is_read_by_libpq_at_each_connection(
+    cluster: PgCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "agent.md").read_text()
+    assert SERVICE_FILE in doc  # the example the docs show
+    template = SecretTemplate(SERVICE_FILE, "pg_service.conf.j2")
+    service = tmp_path / "pg_service.conf"
+    monkeypatch.setenv("PGSERVICEFILE", str(service))
+    for _ in range(2):  # a rotation: the same service name logs in as the new user
+        c = creds(cluster, secrets.token_urlsafe(24))
+        service.write_text(template.render({}, {REF: c.public()}))
+        with psycopg.connect("service=app") as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (c.username,)

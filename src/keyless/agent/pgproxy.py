@@ -415,9 +415,13 @@ class PgProxy:
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    transport = writer.transport
     while data := await reader.read(CHUNK):
         writer.write(data)
-        await writer.drain()
+        if transport.get_write_buffer_size() > CHUNK:  # back-pressure only when it builds up
+            await writer.drain()
+        elif transport.is_closing():
+            return
 
 
 async def _relay(

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +25,7 @@ from psycopg import sql
 
 from tests.agent.conftest import AgentProcess, Vaults, prepare, start_agent
 from tests.support.pgcluster import PgCluster, cluster
-from tests.support.server import ServerFactory, free_port
+from tests.support.server import ServerFactory, free_port, keyless_cmd
 from tests.support.waiting import eventually
 
 __all__ = ["cluster"]  # the fixture
@@ -219,3 +221,38 @@ def test_an_unknown_role_is_a_clear_error(
         assert conn.execute(
             sql.SQL("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'v-app-nope%'")
         ).fetchone() == (0,)
+
+
+def test_once_renders_a_database_template_that_logs_in(
+    dbkl: DbKeyless, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    template = dbkl.tmp / "pg_service.conf.j2"
+    template.write_text(
+        '{% set db = database("shop/rw") %}[app]\nhost={{ db.host }}\nport={{ db.port }}\n'
+        "dbname={{ db.dbname }}\nuser={{ db.username }}\npassword={{ db.password }}\n"
+        "sslmode={{ db.sslmode }}\n"
+    )
+    out = dbkl.tmp / "once" / "pg_service.conf"
+    done = subprocess.run(
+        [*keyless_cmd(), "agent", "--once", "--template", f"{template}={out}"],
+        env=dbkl.agent_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    monkeypatch.setenv("PGSERVICEFILE", str(out))
+    with psycopg.connect("service=app") as conn:
+        user = current_user(conn)
+    assert user.startswith("v-app-rw-")
+    (password,) = [ln[9:] for ln in out.read_text().splitlines() if ln.startswith("password=")]
+    assert password not in done.stderr + done.stdout  # the user is logged, never the password
+
+
+def test_a_port_in_use_is_one_line(dbkl: DbKeyless, agent: Callable[..., AgentProcess]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        running = agent(*proxy_args(dbkl, taken.getsockname()[1]))
+        code = running.proc.wait(30)
+    assert code == 2 and "cannot listen" in running.log, running.log

@@ -91,10 +91,11 @@ class VaultDatabaseClient:
         self, method: str, path: str, what: str, json: dict[str, Any] | None = None
     ) -> tuple[httpx.Response, Any]:
         for attempt in (1, 2):
+            cached = self._token is not None and self._token[1] - TOKEN_MARGIN > self.clock()
             token = await self.token()
             reply = await self._call(method, path, what, json=json, headers=self._headers(token))
-            if reply.status_code == 403 and attempt == 1 and self._token is not None:
-                self._token = None  # the token may have been revoked: once more, fresh
+            if reply.status_code == 403 and attempt == 1 and cached:
+                self._token = None  # the cached token may have been revoked: once more, fresh
                 continue
             break
         return reply, _body(reply)

@@ -99,6 +99,11 @@ class Delivery:
             return frozenset()
         return self.templates[out.path].refs
 
+    @property
+    def database_refs(self) -> frozenset[DbRef]:
+        """Every database role a file shows (``--database-creds``, ``database()``)."""
+        return frozenset().union(*(self.needs_databases(out) for out in self.config.outputs))
+
     def needs_databases(self, out: FileOutput) -> frozenset[DbRef]:
         if isinstance(out.source, DbRef):
             return frozenset({out.source})

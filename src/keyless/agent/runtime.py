@@ -54,12 +54,14 @@ def _database_sidecars(config: AgentConfig, leases: DatabaseLeases | None) -> li
 async def _files(env: AgentEnv, config: AgentConfig, sidecars: list[Sidecar]) -> int:
     auth = KeylessAuth(env)
     try:
-        leases = (
-            DatabaseLeases(VaultDatabaseClient(auth), config.databases, schedule=config.schedule)
-            if config.databases
-            else None
-        )
-        delivery = Delivery(config, VaultReader(auth), on_ready=ready_line, databases=leases)
+        delivery = Delivery(config, VaultReader(auth), on_ready=ready_line)
+        refs = config.databases | delivery.database_refs  # files, proxies, database() calls
+        leases = None
+        if refs:
+            env.need_identity("database credentials (--database-creds, --pg-proxy, database())")
+            client = VaultDatabaseClient(auth)
+            leases = DatabaseLeases(client, refs, schedule=config.schedule)
+            delivery.databases = leases
         if config.once:
             # The leases are left to run out (an init container's credentials outlive it).
             await delivery.once()

@@ -1,5 +1,5 @@
 """``python -m bench STUDY [options]`` (openbao, exchange, read, soak, stack, audit, overload,
-memory, aws, gcp, pgproxy); ``python -m bench render``."""
+memory, aws, gcp, databases, pgproxy); ``python -m bench render``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 from . import (
     audit,
     aws,
+    databases,
     exchange,
     gcp,
     memory,
@@ -26,7 +27,20 @@ from . import (
 
 STUDIES: dict[str, Any] = {
     m.NAME: m
-    for m in (openbao, exchange, read, soak, stack, audit, overload, memory, aws, gcp, pgproxy)
+    for m in (
+        openbao,
+        exchange,
+        read,
+        soak,
+        stack,
+        audit,
+        overload,
+        memory,
+        aws,
+        gcp,
+        databases,
+        pgproxy,
+    )
 }
 
 

@@ -209,7 +209,12 @@ def test_what_a_resource_manages_cannot_change_under_it() -> None:
 def test_roles_are_keyless_own() -> None:
     """The schema's role enum is the built-in roles, by name and alias (core/rbac.py)."""
     enum = _schema("RoleAssignment")["properties"]["spec"]["properties"]["role"]["enum"]
-    assert "Key Vault Secrets User" in enum and "secrets-user" in enum and len(enum) == 8
+    assert (
+        "Key Vault Secrets User" in enum
+        and "secrets-user" in enum
+        and "database-user" in enum
+        and len(enum) == 10
+    )
 
 
 def test_issuer_sets_and_google_members_in_an_identity() -> None:

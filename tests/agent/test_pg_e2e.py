@@ -32,6 +32,10 @@ __all__ = ["cluster"]  # the fixture
 
 DATABASE, ROLE = "shop", "rw"
 LOCAL_USER, LOCAL_PASSWORD = "backstage", "local-only-password"
+OWNER_SQL = (
+    "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}'; "
+    "ALTER ROLE \"{{name}}\" SET role = 'shop_owner'"
+)
 
 
 @dataclass
@@ -54,6 +58,8 @@ def dbkl(tmp_path_factory: pytest.TempPathFactory, cluster: PgCluster) -> Iterat
     with cluster.admin() as conn:
         conn.execute("CREATE ROLE shop_rw NOLOGIN")
         conn.execute("GRANT pg_read_all_stats TO shop_rw")
+        conn.execute("CREATE ROLE shop_owner NOLOGIN")
+        conn.execute("CREATE SCHEMA shop AUTHORIZATION shop_owner")
     factory = ServerFactory(tmp)
     try:
         server = factory.start(dev=True, env={"KEYLESS_DATABASE_REAP_INTERVAL": "1"})
@@ -66,6 +72,11 @@ def dbkl(tmp_path_factory: pytest.TempPathFactory, cluster: PgCluster) -> Iterat
                    "--ttl", "4s", "--max-ttl", "8s")  # fmt: skip
         server.cli("role", "assign", "app", "database-user", "--scope",
                    f"/databases/{DATABASE}/roles/{ROLE}")  # fmt: skip
+        # docs/databases.md's recipe: every user acts as the owner group (ALTER ROLE SET role)
+        server.cli("database", "role", "add", DATABASE, "own", "--grant", "shop_owner",
+                   "--ttl", "2s", "--max-ttl", "4s", "--creation-sql", OWNER_SQL)  # fmt: skip
+        server.cli("role", "assign", "app", "database-user", "--scope",
+                   f"/databases/{DATABASE}/roles/own")  # fmt: skip
         yield DbKeyless(kv, cluster, tmp)
     finally:
         factory.stop_all()
@@ -85,11 +96,11 @@ def agent(dbkl: DbKeyless) -> Iterator[Callable[..., AgentProcess]]:
         running.stop()
 
 
-def proxy_args(dbkl: DbKeyless, port: int) -> tuple[str, ...]:
+def proxy_args(dbkl: DbKeyless, port: int, role: str = ROLE) -> tuple[str, ...]:
     password = dbkl.tmp / "local-password"
     password.write_text(LOCAL_PASSWORD + "\n")
     return (
-        "--pg-proxy", f"127.0.0.1:{port}={DATABASE}/{ROLE}",
+        "--pg-proxy", f"127.0.0.1:{port}={DATABASE}/{role}",
         "--pg-proxy-user", LOCAL_USER,
         "--pg-proxy-password-file", str(password),
     )  # fmt: skip
@@ -256,3 +267,44 @@ def test_a_port_in_use_is_one_line(dbkl: DbKeyless, agent: Callable[..., AgentPr
         running = agent(*proxy_args(dbkl, taken.getsockname()[1]))
         code = running.proc.wait(30)
     assert code == 2 and "cannot listen" in running.log, running.log
+
+
+def test_the_docs_owner_group_recipe_across_a_rotation(
+    dbkl: DbKeyless, agent: Callable[..., AgentProcess]
+) -> None:
+    """Tables made by one dynamic user are the group's, the next user uses them, and a session
+    whose own user was dropped at its lease's end goes on as the group."""
+    port = free_port()
+    running = agent(*proxy_args(dbkl, port, role="own"))
+    assert running.wait_for("listening"), running.log
+    first = connect(port)
+    try:
+        who = first.execute("SELECT session_user, current_user").fetchone()
+        assert who is not None and who[1] == "shop_owner"
+        first.execute("CREATE TABLE shop.items (n int)")
+        first.execute("INSERT INTO shop.items VALUES (1)")
+
+        def rotated() -> bool:
+            with connect(port) as conn:
+                row = conn.execute("SELECT session_user").fetchone()
+                return row is not None and row[0] != who[0]
+
+        assert eventually(rotated, timeout=20, step=0.5)
+        with connect(port) as second:
+            second.execute("INSERT INTO shop.items VALUES (2)")
+        with dbkl.cluster.admin() as admin:
+            assert eventually(
+                lambda: (
+                    admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [who[0]]).fetchone()
+                    is None
+                ),
+                timeout=15,
+            )  # the first lease ended: its user is gone
+            owner = admin.execute(
+                "SELECT tableowner FROM pg_tables WHERE tablename = 'items'"
+            ).fetchone()
+            assert owner == ("shop_owner",)
+        rows = first.execute("SELECT count(*) FROM shop.items").fetchone()
+        assert rows == (2,)  # the old session still works, as the group
+    finally:
+        first.close()

@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg import sql
 
+from . import loadgen
 from .report import add_out, args_of, log, revive, versions_line
 
 NAME = "pgproxy"
@@ -250,3 +251,109 @@ async def _serve(port: int) -> None:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["serve"]:
     asyncio.run(_serve(int(sys.argv[2])))  # the agent's own loop (keyless agent: asyncio.run)
+
+
+# --------------------------------------------------------------------------------------------
+# The proxy cells of bench/databases.py: the real `keyless agent --pg-proxy` against the
+# bench's server, its upstream credentials issued by the engine being measured.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AgentProxy:
+    proc: subprocess.Popen[bytes]
+    port: int
+    direct_dsn: str  # a lease of the same role, straight to PostgreSQL
+    log: Path
+
+    @property
+    def dsn(self) -> str:
+        return _dsn("127.0.0.1", self.port, LOCAL_USER, LOCAL_PASSWORD, "postgres")
+
+
+async def start_agent_proxy(
+    server: Any, tmp: Path, token: str, ref: str, env: dict[str, str], direct_dsn: str
+) -> AgentProxy:
+    """``keyless agent --pg-proxy 127.0.0.1:PORT=REF`` configured as the webhook would (the
+    Azure workload variables, ``KEYLESS_IDENTITY``), ready when it listens."""
+    from .server import TLS_NAME, keyless_cmd
+
+    port = _free_port()
+    token_file, password_file, log = tmp / "agent-token", tmp / "agent-pw", tmp / "agent.log"
+    token_file.write_text(token)
+    password_file.write_text(LOCAL_PASSWORD + "\n")
+    agent_env = {
+        **env,
+        "AZURE_AUTHORITY_HOST": f"https://{TLS_NAME}:{server.port}",
+        "AZURE_TENANT_ID": server.tenant_id,
+        "AZURE_CLIENT_ID": server.client_id,
+        "AZURE_FEDERATED_TOKEN_FILE": str(token_file),
+        "REQUESTS_CA_BUNDLE": str(server.data_dir / "tls" / "ca.pem"),
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*keyless_cmd(tmp / "agent-data")[:-2], "agent",
+             "--pg-proxy", f"127.0.0.1:{port}={ref}", "--pg-proxy-user", LOCAL_USER,
+             "--pg-proxy-password-file", str(password_file)],
+            stdout=out, stderr=subprocess.STDOUT, env=agent_env, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while "listening" not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"keyless agent did not start:\n{log.read_text()[-2000:]}")
+        await asyncio.sleep(0.05)
+    return AgentProxy(proc, port, direct_dsn, log)
+
+
+def stop_agent_proxy(agent: AgentProxy) -> None:
+    agent.proc.send_signal(signal.SIGTERM)  # it revokes its lease on the way out
+    try:
+        agent.proc.wait(15)
+    except subprocess.TimeoutExpired:
+        agent.proc.kill()
+        agent.proc.wait()
+
+
+async def query_result(
+    dsn: str, concurrency: int, seconds: float, warmup: float, pid: int | None
+) -> loadgen.RunResult:
+    """``SELECT 1`` round trips on ``concurrency`` open connections as a loadgen RunResult
+    (latency of each round trip; ``pid``'s CPU as the server's: the proxy's)."""
+    conns = [
+        await psycopg.AsyncConnection.connect(dsn, autocommit=True) for _ in range(concurrency)
+    ]
+    latencies: list[float] = []
+    errors = [0]
+    first_error: list[str] = []
+
+    async def loop(
+        conn: psycopg.AsyncConnection[Any], until: float, lat: list[float] | None
+    ) -> None:
+        while time.monotonic() < until:
+            t0 = time.perf_counter()
+            try:
+                await conn.execute("SELECT 1", prepare=False)
+            except psycopg.Error as exc:
+                errors[0] += 1
+                first_error.append(str(exc)[:200])
+                continue
+            if lat is not None:
+                lat.append(time.perf_counter() - t0)
+
+    try:
+        if warmup > 0:
+            await asyncio.gather(*(loop(c, time.monotonic() + warmup, None) for c in conns))
+            errors[0] = 0
+        srv0 = loadgen.tree_cpu_seconds(pid) if pid else 0.0
+        cli0, t0 = time.process_time(), time.perf_counter()
+        until = time.monotonic() + seconds
+        await asyncio.gather(*(loop(c, until, latencies) for c in conns))
+        elapsed = time.perf_counter() - t0
+        srv = (loadgen.tree_cpu_seconds(pid) - srv0) if pid else 0.0
+        return loadgen.RunResult(
+            len(latencies), errors[0], elapsed, latencies, srv, time.process_time() - cli0,
+            first_error[0] if first_error else None,
+        )  # fmt: skip
+    finally:
+        for c in conns:
+            await c.close()

@@ -24,6 +24,8 @@ import pytest
 from psycopg import sql
 
 from tests.agent.conftest import AgentProcess, Vaults, prepare, start_agent
+from tests.support.federation import TEST_ISSUER
+from tests.support.oidc import SUBJECT
 from tests.support.pgcluster import PgCluster, cluster
 from tests.support.server import ServerFactory, free_port, keyless_cmd
 from tests.support.waiting import eventually
@@ -308,3 +310,54 @@ def test_the_docs_owner_group_recipe_across_a_rotation(
         assert rows == (2,)  # the old session still works, as the group
     finally:
         first.close()
+
+
+def test_a_tenant_other_than_default_is_named_by_its_namespace(dbkl: DbKeyless) -> None:
+    """KEYLESS_TENANT_ALIAS becomes X-Vault-Namespace: the login and the lease are the
+    tenant's own (its identity, its database registration)."""
+    cli, fed = dbkl.kv.server.cli, dbkl.kv.fed
+    tenant = json.loads(cli("--output", "json", "tenant", "create", "team2").stdout)["id"]
+    ident = json.loads(
+        cli("--output", "json", "identity", "create", "app2", "--tenant", "team2").stdout
+    )
+    cli("issuer", "add", TEST_ISSUER, "--jwks-file", str(dbkl.tmp / "jwks.json"),
+        "--tenant", "team2")  # fmt: skip
+    cli("federation", "add", "app2", "--name", "t", "--issuer", TEST_ISSUER,
+        "--subject", SUBJECT, "--tenant", "team2")  # fmt: skip
+    admin, password = f"kl_t2_{secrets.token_hex(3)}", secrets.token_urlsafe(24)
+    dbkl.cluster.add_role(admin, password, "SUPERUSER")
+    password_file = dbkl.tmp / "t2-admin"
+    password_file.write_text(password)
+    url = f"postgresql://{admin}@{dbkl.cluster.host}:{dbkl.cluster.port}/postgres?sslmode=require"
+    cli("database", "add", "t2db", "--url", url, "--password-file", str(password_file),
+        "--tenant", "team2")  # fmt: skip
+    cli("database", "role", "add", "t2db", "rw", "--ttl", "1m", "--tenant", "team2")
+    cli("role", "assign", "app2", "database-user", "--scope", "/databases/t2db/roles/rw",
+        "--tenant", "team2")  # fmt: skip
+    env = {
+        **dbkl.agent_env(),
+        "AZURE_TENANT_ID": tenant,
+        "AZURE_CLIENT_ID": ident["client_id"],
+        "AZURE_FEDERATED_TOKEN_FILE": str(fed.token_file(fed.test_token())),
+        "KEYLESS_IDENTITY": "app2",
+        "KEYLESS_TENANT_ALIAS": "team2",
+    }
+    out = dbkl.tmp / "t2.json"
+    done = subprocess.run(
+        [*keyless_cmd(), "agent", "--once", "--database-creds", f"t2db/rw={out}"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    body = json.loads(out.read_text())
+    with psycopg.connect(
+        host=body["host"], port=body["port"], dbname=body["dbname"], user=body["username"],
+        password=body["password"], sslmode=body["sslmode"],
+    ) as conn:  # fmt: skip
+        assert current_user(conn) == body["username"]
+    # the default tenant has no t2db: without the namespace the same request is refused
+    wrong = {**env, "KEYLESS_TENANT_ALIAS": "default"}
+    done = subprocess.run(
+        [*keyless_cmd(), "agent", "--once", "--database-creds", f"t2db/rw={out}.x"],
+        env=wrong, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and not Path(f"{out}.x").exists()

@@ -224,3 +224,30 @@ async def test_upstream_password_goes_through_saslprep_as_postgresql_does(
     proxy.source.creds = replace(proxy.source.creds, username=name, password=password)
     async with await psycopg.AsyncConnection.connect(proxy.dsn()) as conn:
         assert (await whoami(conn))[0] == name
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"\x00\x00\x00\x08\x00\x02\x00\x00",  # protocol 2.0
+        b"\x7f\xff\xff\xff\x00\x03\x00\x00",  # a startup packet of 2 GiB
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",  # not PostgreSQL at all
+        b"\x00\x00\x00\x10\x00\x03\x00\x00user\x00xy\x00",  # parameters not terminated
+        b"",  # a TCP probe: connect and close
+    ],
+    ids=["old-protocol", "huge-length", "http", "unterminated", "probe"],
+)
+async def test_hostile_clients_leave_the_proxy_serving(
+    proxy: Running, sent: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+    writer.write(sent)
+    await writer.drain()
+    if sent:
+        answer = await asyncio.wait_for(reader.read(1000), 5)  # an error or a close, no hang
+        assert answer == b"" or answer[:1] == b"E"
+    writer.close()
+    async with await psycopg.AsyncConnection.connect(proxy.dsn()) as conn:
+        assert await (await conn.execute("SELECT 1")).fetchone() == (1,)
+    assert "Traceback" not in caplog.text and "session failed" not in caplog.text
+    assert proxy.source.asked == 1  # only the real client got upstream

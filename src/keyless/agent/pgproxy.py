@@ -264,8 +264,8 @@ class PgProxy:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await self._session(reader, writer)
-        except (asyncio.IncompleteReadError, ConnectionError, wire.ProtocolError):
-            pass  # the client went away, or sent no protocol: nothing to answer
+        except (asyncio.IncompleteReadError, ConnectionError, wire.ProtocolError, TimeoutError):
+            pass  # the client went away, stalled its start-up or sent no protocol
         except Exception:
             log.exception("postgres proxy %s: session failed", self.spec.where)
         finally:

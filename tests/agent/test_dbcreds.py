@@ -123,7 +123,9 @@ async def test_a_lost_lease_is_replaced() -> None:
     assert keep.peek(REF) is None  # revoked at stop, nothing handed out after
 
 
-async def test_unreachable_keeps_valid_credentials_then_recovers() -> None:
+async def test_unreachable_keeps_valid_credentials_then_recovers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     server = Leases(ttl=3.0, max_ttl=60)
     keep = keeper(server)
     first = await keep.current(REF)
@@ -140,3 +142,6 @@ async def test_unreachable_keeps_valid_credentials_then_recovers() -> None:
     assert (await keep.current(REF)).lease_id != first.lease_id
     stop.set()
     await task
+    # many retries (backoff 0.1-0.2 s), one line for the outage
+    assert caplog.text.count("keyless is unreachable (keeping the current ones") == 1
+    assert server.renewals == [] and len(server.issued) == 2

@@ -155,7 +155,7 @@ class DatabaseLeases:
 
     async def _keep(self, state: _State, stop: asyncio.Event) -> None:
         backoff = Backoff(self.schedule, self.rng)
-        down = False
+        reported: str | None = None  # the failure last logged: one line per new failure
         while not stop.is_set():
             delay = self.next_action(state) - self.clock()
             if delay > 0:
@@ -178,21 +178,25 @@ class DatabaseLeases:
                             log.warning("database lease %s not renewed: %s", state.ref, exc)
                             await self._issue(state)
                 backoff.reset()
-                if down:
-                    log.info("database credentials %s: keyless reachable again", state.ref)
-                    down = False
+                if reported is not None:
+                    log.info("database credentials %s are current again", state.ref)
+                    reported = None
             except KeylessError as exc:
                 wait = backoff.next()
-                if not down or not isinstance(exc, Unavailable):
-                    kept = "keeping the current ones" if self._valid(state.current) else "none"
+                if exc.message != reported:
+                    kept = (
+                        "keeping the current ones while they are valid"
+                        if self._valid(state.current)
+                        else "none valid"
+                    )
                     log.warning(
-                        "database credentials %s: %s (%s valid; retrying)",
+                        "database credentials %s: %s (%s; retrying)",
                         state.ref,
                         exc.message,
                         kept,
                         extra={"error": exc.code},
                     )
-                    down = True
+                    reported = exc.message
                 await _wait(stop, wait)
 
     async def run(self, stop: asyncio.Event) -> None:

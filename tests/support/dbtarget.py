@@ -66,16 +66,21 @@ class TargetDb:
             ).fetchall()
         return [str(r[0]) for r in rows]
 
-    def password_matches(self, user: str, password: str) -> bool:
-        """The role's stored SCRAM-SHA-256 verifier accepts ``password`` (this machine's
-        PostgreSQL trusts loopback logins, so the login itself never checks a password)."""
+    def verifier(self, user: str) -> str | None:
+        """The role's stored password verifier (``pg_authid.rolpassword``)."""
         with psycopg.connect(self.superuser_url, autocommit=True) as conn:
             row = conn.execute(
                 "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (user,)
             ).fetchone()
-        if row is None or not row[0] or not str(row[0]).startswith("SCRAM-SHA-256$"):
+        return None if row is None or row[0] is None else str(row[0])
+
+    def password_matches(self, user: str, password: str) -> bool:
+        """The role's stored SCRAM-SHA-256 verifier accepts ``password`` (this machine's
+        PostgreSQL trusts loopback logins, so the login itself never checks a password)."""
+        stored_verifier = self.verifier(user)
+        if stored_verifier is None or not stored_verifier.startswith("SCRAM-SHA-256$"):
             return False
-        head, keys = str(row[0]).split("$", 1)[1].split("$")
+        head, keys = stored_verifier.split("$", 1)[1].split("$")
         iterations, salt = head.split(":")
         stored = base64.b64decode(keys.split(":")[0])
         salted = hashlib.pbkdf2_hmac(

@@ -38,6 +38,7 @@ from keyless.core.errors import Forbidden, InvalidRequest, KeylessError, NotFoun
 from keyless.core.vault import Call
 
 MAX_BACKOFF = 300.0
+KEEP_REVOKED = 7 * 86400.0  # seconds a revoked lease stays listed (``lease list --all``)
 
 
 class TemplateFailed(InvalidRequest):
@@ -108,6 +109,7 @@ class DatabaseStore(Protocol):
 
     async def finish_lease(self, suffix: str, claimer: str, now: float) -> bool: ...
     async def retry_lease(self, suffix: str, claimer: str, at: float, attempts: int) -> None: ...
+    async def forget_revoked_leases(self, before: float) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +354,7 @@ class DatabaseEngine:
                 done += 1
             except KeylessError:
                 continue  # recorded, and retried after its back-off
+        await self._store.forget_revoked_leases(now - KEEP_REVOKED)
         return done
 
     async def _revoke_claimed(

@@ -299,3 +299,11 @@ class DatabaseStoreMixin:
                 .where(c.suffix == suffix, c.state == REVOKING, c.claimed_by == claimer)
                 .values(next_attempt_at=at, attempts=attempts)
             )
+
+    async def forget_revoked_leases(self, before: float) -> int:
+        c = database_leases.c
+        async with self.writer.begin() as conn:
+            result = await conn.execute(
+                sa.delete(database_leases).where(c.state == REVOKED, c.revoked_at < before)
+            )
+        return int(result.rowcount or 0)

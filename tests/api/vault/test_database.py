@@ -5,6 +5,8 @@ machine's PostgreSQL (docs/databases.md)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +15,7 @@ import hvac
 import pytest
 from hvac.exceptions import Forbidden, InvalidRequest
 
-from tests.api.vault.conftest import VaultKeyless, start
+from tests.api.vault.conftest import VaultKeyless, bao_binary, start
 from tests.support.dbtarget import TargetDb, target_database
 from tests.support.server import ServerFactory
 
@@ -108,6 +110,68 @@ def test_hvac_generate_renew_lookup_revoke(dkl: VaultKeyless, target: TargetDb) 
         ("database.revoke", "success"),
     ]
     assert all(e["workload"].get("namespace") == "shop" for e in mine)
+
+
+def test_vault_agent_sees_a_database_mount(dkl: VaultKeyless, target: TargetDb) -> None:
+    """consul-template (Vault Agent's templates) asks sys/internal/ui/mounts/PATH before it
+    reads PATH and gives up on a 403; a database mount is read as it is (not KV v2)."""
+    token = dkl.login("app", "shop")
+    with dkl.http(headers={"X-Vault-Token": token}) as http:
+        answer = http.get(f"/v1/sys/internal/ui/mounts/database/creds/{vault_role(target)}")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"]["type"] == "database" and answer.json()["data"]["options"] is None
+
+
+def test_openbao_agent_renders_and_renews_a_database_template(
+    dkl: VaultKeyless, target: TargetDb, tmp_path: Path
+) -> None:
+    """The real OpenBao Agent (Vault Agent's code): JWT auto-auth, then a template that reads
+    database/creds/DATABASE.ROLE renders credentials that log in, and the agent renews their
+    lease (role ``s``: TTL 2 s) through sys/leases/renew."""
+    jwt_file = dkl.jwt_file(dkl.jwt("shop", "app"))
+    out = tmp_path / "db.txt"
+    config = tmp_path / "agent.hcl"
+    template = (
+        '{{ with secret "database/creds/' + vault_role(target, "s") + '" }}'
+        "{{ .Data.username }} {{ .Data.password }}{{ end }}"
+    )
+    config.write_text(
+        f'vault {{\n  address = "{dkl.addr}"\n  ca_cert = "{dkl.ca}"\n}}\n'
+        'auto_auth {\n  method "jwt" {\n    mount_path = "auth/jwt"\n'
+        f'    config = {{\n      path = "{jwt_file}"\n      role = "app"\n'
+        "      remove_jwt_after_reading = false\n    }\n  }\n}\n"
+        f"template {{\n  contents = {json.dumps(template)}\n"
+        f'  destination = "{out}"\n}}\n'
+    )
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home)}
+    agent = subprocess.Popen(
+        [str(bao_binary()), "agent", f"-config={config}"],
+        env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not (out.exists() and out.read_text().strip()) and time.monotonic() < deadline:
+            assert agent.poll() is None, agent.communicate()[0][-2000:]
+            time.sleep(0.2)
+        assert out.exists(), "the agent rendered nothing"
+        user, password = out.read_text().split()
+        dkl.remember(password)
+        assert target.logs_in(user, password)
+        renewed: list[dict[str, object]] = []
+        while not renewed and time.monotonic() < deadline + 15:
+            time.sleep(0.5)
+            renewed = [
+                e
+                for e in dkl.audit()
+                if e["action"] == "database.renew" and f".s{target.tag}/" in str(e["reason"])
+            ]
+        assert renewed and renewed[0]["result"] == "success"
+    finally:
+        agent.terminate()
+        logs = agent.communicate(timeout=30)[0]
+    assert password not in logs
 
 
 def test_the_reaper_revokes_at_expiry(dkl: VaultKeyless, target: TargetDb) -> None:

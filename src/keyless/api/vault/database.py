@@ -6,6 +6,8 @@
   answer is Vault's (``lease_id``, ``lease_duration``, ``renewable``, ``data.username`` and
   ``data.password``) plus a top-level ``keyless`` object Vault clients ignore (where to
   connect, for the agent). No admin credential is ever in it.
+- ``GET /v1/sys/internal/ui/mounts/database/...``: the mount is a database one (Vault Agent
+  asks before it reads);
 - ``PUT|POST /v1/sys/leases/renew|revoke|lookup`` (and ``.../revoke/LEASE_ID``, and the legacy
   ``sys/renew``, ``sys/revoke`` that older clients use): ``{"lease_id", "increment"}``.
 """
@@ -133,8 +135,32 @@ async def lookup(request: Request) -> Response:
     )
 
 
+async def ui_mount(request: Request) -> Response:
+    """``sys/internal/ui/mounts/database/...``: Vault Agent (consul-template) asks it of every
+    path a template reads, to tell KV v2 apart, and fails the read on an error other than 404.
+    The answer is Vault's for a database mount (not KV: the path is read as it is)."""
+    await principal_of(request, "/databases")
+    return JSONResponse(
+        envelope(
+            {
+                "path": "database/",
+                "type": "database",
+                "description": "keyless database secrets engine (docs/databases.md)",
+                "options": None,
+                "config": {"default_lease_ttl": 0, "max_lease_ttl": 0, "force_no_cache": False},
+                "local": False,
+                "seal_wrap": False,
+                "external_entropy_access": False,
+            }
+        )
+    )
+
+
 routes = [
     Route("/database/creds/{name}", creds, methods=["GET", "POST"]),
+    # Before sys.py's own route of the same prefix (vaults): api/app.py lists these first.
+    Route("/sys/internal/ui/mounts/database", ui_mount, methods=["GET"]),
+    Route("/sys/internal/ui/mounts/database/{path:path}", ui_mount, methods=["GET"]),
     Route("/sys/leases/renew", renew, methods=["PUT", "POST"]),
     Route("/sys/leases/renew/{lease_id:path}", renew, methods=["PUT", "POST"]),
     Route("/sys/renew", renew, methods=["PUT", "POST"]),

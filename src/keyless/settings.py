@@ -64,6 +64,9 @@ class Settings:
     k8s_public_ca: bool = False  # the public URL's certificate is publicly trusted
     k8s_ca_configmap: str = "keyless-ca"  # ConfigMap (key ca.crt) mounted into injected pods
     k8s_tenant: str | None = None  # AZURE_TENANT_ID default for injected pods (id or alias)
+    # The image of the agent the webhook injects (k8s/agentinject.py): keyless's own image, which
+    # the manifests pass; None: keyless:VERSION, the manifests' default image.
+    k8s_agent_image: str | None = None
     # Running inside a cluster (docs/kubernetes.md). The namespace keyless runs in (None: the
     # service account's namespace file) and the Service in front of it.
     k8s_namespace: str | None = None
@@ -77,6 +80,10 @@ class Settings:
     k8s_vault_namespace: str | None = None
     # Register the cluster keyless runs in as an issuer (keys from its API) at start.
     k8s_trust_cluster: bool = False
+    # Roll Deployments/StatefulSets annotated keyless.dev/restart-on-change when a secret they
+    # consume changes, or this long before its version expires (k8s/restarts.py).
+    k8s_restart_on_change: bool = False
+    k8s_restart_before_expiry: int = 600
     # The admission webhook's own TLS listener (None: not started); see docs/kubernetes.md.
     webhook_host: str | None = None
     webhook_port: int | None = None
@@ -145,12 +152,15 @@ _FIELDS: dict[str, str] = {
     "k8s_public_ca": "bool",
     "k8s_ca_configmap": "dnsname",
     "k8s_tenant": "str",
+    "k8s_agent_image": "image",
     "k8s_namespace": "dnsname",
     "k8s_service": "dnsname",
     "k8s_controller": "bool",
     "k8s_issue_tls": "bool",
     "k8s_vault_namespace": "dnsname",
     "k8s_trust_cluster": "bool",
+    "k8s_restart_on_change": "bool",
+    "k8s_restart_before_expiry": "duration",
     "webhook_listen": "listen",
     "webhook_client_ca": "path",
     "webhook_insecure_no_client_auth": "bool",
@@ -292,6 +302,11 @@ def _coerce(field: str, raw: Any, what: str) -> Any:
     if kind == "dnsname":
         if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", text):
             raise ConfigError(f"{what}: {text!r} is not a Kubernetes object name")
+        return text
+    if kind == "image":
+        # A reference as the kubelet takes it: [registry/]name[:tag][@digest], nothing else.
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/:-]{0,254}(@sha256:[0-9a-f]{64})?", text):
+            raise ConfigError(f"{what}: {text!r} is not a container image reference")
         return text
     if kind == "host":
         if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?", text.lower()):

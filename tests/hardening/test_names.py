@@ -102,6 +102,7 @@ VALIDATORS: list[tuple[str, Callable[[str], object], str]] = [
     ("dev-pod", _mint_pod, "app-7d9f"),
     ("setting-vault-domain", _setting("vault_domain"), "vault.example"),
     ("setting-configmap", _setting("k8s_ca_configmap"), "keyless-ca"),
+    ("setting-agent-image", _setting("k8s_agent_image"), "keyless:0.1.0"),
 ]  # fmt: skip
 HOSTILE = {"trailing-lf": "{}\n", "trailing-crlf": "{}\r\n", "leading-lf": "\n{}"}
 

@@ -16,6 +16,7 @@ from keyless.k8s import admission, inject
 FIXTURES = Path(__file__).parent / "fixtures"
 TENANT = "5a0c8e51-3b7d-4f2a-9c61-0d4e8b7f2a13"  # the webhook's default tenant in these cases
 AUTHORITY = "https://keyless.keyless.svc"
+AGENT_IMAGE = "registry.example/keyless:0.1.0"  # --k8s-agent-image in these cases
 
 
 @dataclass
@@ -46,11 +47,16 @@ class Case:
         public = recorded.get("public_ca", False)
         # The tenants the webhook's adapter would have found by alias (Google projects).
         projects = tuple(sorted(recorded.get("gcp_projects", {}).items()))
+        # The agent's identity name, as the adapter finds it for an authenticated caller.
+        agent_names = tuple(sorted(recorded.get("agent_names", {}).items()))
         return inject.WebhookSettings(
             authority_host=AUTHORITY,
             tenant_id=TENANT,
             ca_configmap=None if public else "keyless-ca",
             gcp_projects=projects,
+            agent_image=AGENT_IMAGE,
+            known_tenants=((TENANT, TENANT, "default"), ("default", TENANT, "default")),
+            agent_names=agent_names,
         )
 
     def save(self) -> None:

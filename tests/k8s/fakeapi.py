@@ -9,10 +9,12 @@ APIs alike) and for ``keyless k8s trust``:
   ``resourceVersion``; each watch ends after :data:`WATCH_HOLD_SECONDS`, as the real server ends
   them after its timeout), POST (409 AlreadyExists), PUT (409 Conflict on a stale
   ``metadata.resourceVersion``), PATCH (merge-patch, strategic-merge taken as merge-patch, JSON
-  patch), DELETE (an object with finalizers gets a ``deletionTimestamp`` and goes when its
-  finalizers are emptied); the ``status`` subresource (writes to it change only ``status``;
-  writes to the object keep its ``status``); ``metadata.generation`` counts changes outside
-  ``metadata`` and ``status``;
+  patch; a merge patch naming a ``metadata.resourceVersion`` other than the object's is
+  refused with 409 Conflict, as the real server's optimistic concurrency does), DELETE (an
+  object with finalizers gets a ``deletionTimestamp`` and goes when its finalizers are
+  emptied); the ``status`` subresource (writes to it change only ``status``; writes to the
+  object keep its ``status``); ``metadata.generation`` counts changes outside ``metadata``
+  and ``status``;
 - ``deny`` holds ``(METHOD, PLURAL)`` pairs answered 403 Forbidden, as RBAC would;
 - the issuer documents, which as on a real cluster need a bearer token the API accepts
   (``bearer_tokens``); ``jwks`` can be replaced at any time to rotate the keys, and ``outage``
@@ -60,6 +62,8 @@ KINDS = {
     "leases": "Lease",
     "mutatingwebhookconfigurations": "MutatingWebhookConfiguration",
     "customresourcedefinitions": "CustomResourceDefinition",
+    "deployments": "Deployment",
+    "statefulsets": "StatefulSet",
 }
 PREFIXES = {  # where a kind lives, for objects the tests create by their apiVersion
     "v1": "/api/v1",
@@ -86,6 +90,16 @@ def _status(code: int, reason: str, message: str) -> JSONResponse:
             "code": code,
         },
         status_code=code,
+    )
+
+
+def _conflict(plural: str, name: str) -> JSONResponse:
+    """A write that named a resourceVersion the object no longer has."""
+    return _status(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {plural} "{name}": the object has been modified; '
+        "please apply your changes to the latest version and try again",
     )
 
 
@@ -377,13 +391,7 @@ class FakeKubeApi:
             if request.method == "PUT":
                 wanted = body.get("metadata", {}).get("resourceVersion")
                 if wanted and wanted != current["metadata"]["resourceVersion"]:
-                    return _status(
-                        409,
-                        "Conflict",
-                        f'Operation cannot be fulfilled on {plural} "{name}": the object has '
-                        "been modified; please apply your changes to the latest version and "
-                        "try again",
-                    )
+                    return _conflict(plural, name)
                 new = body
             elif request.method == "PATCH":
                 kind = request.headers.get("content-type", "").split(";")[0]
@@ -396,6 +404,9 @@ class FakeKubeApi:
                         "application/merge-patch+json",
                         "application/strategic-merge-patch+json",
                     ):
+                        wanted = ((body or {}).get("metadata") or {}).get("resourceVersion")
+                        if wanted and wanted != current["metadata"]["resourceVersion"]:
+                            return _conflict(plural, name)
                         new = merge_patch(current, body)
                     else:
                         return _status(415, "UnsupportedMediaType", f"patch type {kind!r}")

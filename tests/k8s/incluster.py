@@ -1,7 +1,9 @@
-"""What the in-cluster end-to-end tests share: a cluster's service-account tokens, the pod
-process that runs the real Azure SDK with the cluster's DNS names, and reading keyless back.
+"""What the in-cluster end-to-end tests share: a keyless whose cluster is the fake API, a
+cluster's service-account tokens, the pod process that runs the real Azure SDK with the
+cluster's DNS names, and reading keyless back.
 
-Used by tests/k8s/test_vaultdns.py and tests/k8s/test_operator_path.py.
+Used by tests/k8s/test_vaultdns.py, test_operator_path.py, test_controller.py and
+test_restart*.py.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from typing import Any
 
 from cryptography import x509
 
+from tests.k8s.fakeapi import FakeKubeApi
 from tests.k8s.webhook import ClientPki
 from tests.support.oidc import AUDIENCE, sign
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, ServerFactory
 
 HANG_GUARD = 30.0  # seconds: a bound on waiting, never a measure
 
@@ -34,6 +37,21 @@ def until(what: str, predicate: Callable[[], Any], timeout: float = HANG_GUARD) 
         assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
         time.sleep(0.05)
     return found
+
+
+def start_in_cluster(
+    factory: ServerFactory,
+    kube: FakeKubeApi,
+    home: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    data_dir: Path | None = None,
+) -> RunningServer:
+    """``keyless serve ARGS`` whose kubeconfig (and HOME, and by default its data) is in
+    ``home``, pointing at ``kube``."""
+    home.mkdir(exist_ok=True)
+    full_env = {"KUBECONFIG": str(kube.kubeconfig(home / "kubeconfig")), "HOME": str(home)}
+    return factory.start(*args, data_dir=data_dir or home / "data", env={**full_env, **(env or {})})
 
 
 def cli_json(server: RunningServer, *args: str) -> Any:

@@ -19,6 +19,7 @@ from keyless.core.jose import public_jwk
 from keyless.k8s.crds import API_VERSION, FINALIZER
 from keyless.k8s.leader import LEASE_NAME
 from tests.k8s.fakeapi import FakeKubeApi
+from tests.k8s.incluster import start_in_cluster
 from tests.support.adminapi import admin_call
 from tests.support.server import RunningServer, ServerFactory
 
@@ -34,11 +35,8 @@ PLURALS = {
 
 
 def start(factory: ServerFactory, kube: FakeKubeApi, tmp: Path, name: str) -> RunningServer:
-    home = tmp / name
-    home.mkdir()
-    env = {"KUBECONFIG": str(kube.kubeconfig(home / "kubeconfig")), "HOME": str(home)}
-    return factory.start(
-        "--k8s-controller", "--k8s-namespace", NAMESPACE, data_dir=home / "data", env=env
+    return start_in_cluster(
+        factory, kube, tmp / name, "--k8s-controller", "--k8s-namespace", NAMESPACE
     )
 
 

@@ -169,6 +169,11 @@ def cases(ca: bytes, client_ca: bytes) -> dict[str, Case]:
             Values(tls="cert-manager", cert_manager_issuer=("ClusterIssuer", "corp-ca")),
         ),
         "no-aws-webhook": Case({"webhook": {"aws": False}}, Values(aws_webhook=False)),
+        "restart-on-change": Case({"restartOnChange": True}, Values(restart_on_change=True)),
+        "restart-on-change-no-controller": Case(
+            {"restartOnChange": True, "controller": False, "tls": {"mode": "secret"}},
+            Values(restart_on_change=True, controller=False, tls="secret"),
+        ),
     }
 
 

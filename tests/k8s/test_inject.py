@@ -19,7 +19,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from keyless.k8s import inject, names
+from keyless.k8s import agentannotations, agentinject, inject, names
 from tests.k8s.cases import TENANT, Case, load_cases, patched_pod, run_pure
 
 K8S_VERSION = "1.33.0"
@@ -75,7 +75,8 @@ def test_never_duplicates(case: Case) -> None:
         mounts = container.get("volumeMounts", [])
         assert len({m["name"] for m in mounts}) == len(mounts)
         assert len({m["mountPath"] for m in mounts}) == len(mounts)
-    azure = 1 if inject.azure_applies(case.pod) else 0
+    # One token volume, shared by the Azure injection and the agent.
+    azure = 1 if inject.azure_applies(case.pod) or agentannotations.requested(case.pod) else 0
     assert sum(v.startswith(names.TOKEN_VOLUME_PREFIX) for v in volumes) == azure
 
 
@@ -85,7 +86,9 @@ def test_originals_kept(case: Case) -> None:
     before, after = case.pod["spec"], case.expect["pod"]["spec"]
     assert after["volumes"][: len(before.get("volumes", []))] == before.get("volumes", [])
     for key in ("containers", "initContainers"):
-        for old, new in zip(before.get(key, []), after.get(key, []), strict=True):
+        # The injected agent is the first init container; the pod's own follow, in order.
+        news = [c for c in after.get(key, []) if not agentinject.is_agent(key, c)]
+        for old, new in zip(before.get(key, []), news, strict=True):
             assert new.get("env", [])[: len(old.get("env", []))] == old.get("env", [])
             kept = old.get("volumeMounts", [])
             assert new.get("volumeMounts", [])[: len(kept)] == kept

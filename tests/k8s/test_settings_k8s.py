@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from keyless import __version__
 from keyless.api.k8s.mutate import _settings
 from keyless.core.errors import ConfigError, NotFound
 from keyless.core.models import Tenant
@@ -61,9 +62,21 @@ async def test_endpoint_settings() -> None:
         default.id,
         "keyless-ca",
     )
+    assert ws.agent_image == f"keyless:{__version__}"  # the manifests' default image
+    assert (default.id, default.id, "default") in ws.known_tenants
     services.settings = load_settings({"k8s_public_ca": True, "k8s_tenant": "contoso"}, {})
     ws = await _settings(services)  # type: ignore[arg-type]
     assert (ws.tenant_id, ws.ca_configmap) == (other.id, None)
+    assert ("contoso", other.id, "contoso") in ws.known_tenants
+    image = "registry.example:5000/team/keyless:0.1.0@sha256:" + "ab" * 32
+    services.settings = load_settings({}, {"KEYLESS_K8S_AGENT_IMAGE": image})
+    assert (await _settings(services)).agent_image == image  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["", "keyless 0.1", "-keyless", "keyless:0.1\n", "a" * 300])
+def test_bad_agent_image(bad: str) -> None:
+    with pytest.raises(ConfigError, match=r"--k8s-agent-image: .* is not a container image"):
+        load_settings({"k8s_agent_image": bad}, {})
 
 
 def test_webhook_listener_settings() -> None:

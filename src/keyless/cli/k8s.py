@@ -129,6 +129,13 @@ def manifests(
     trust_cluster: Annotated[
         bool, typer.Option(help="trust this cluster's service-account tokens at start")
     ] = True,
+    restart_on_change: Annotated[
+        bool,
+        typer.Option(
+            help="roll Deployments/StatefulSets annotated keyless.dev/restart-on-change when a "
+            "secret they consume changes (with its RBAC: get, list, watch, patch on them)"
+        ),
+    ] = False,
     aws_webhook: Annotated[
         bool,
         typer.Option(
@@ -191,6 +198,7 @@ def manifests(
         vaults_namespace=vaults_namespace,
         controller=controller,
         trust_cluster=trust_cluster,
+        restart_on_change=restart_on_change,
         aws_webhook=aws_webhook,
     )
     objects = render(values)

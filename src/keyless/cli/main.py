@@ -150,6 +150,10 @@ def serve(
     k8s_tenant: Annotated[
         str | None, typer.Option(help="webhook: default AZURE_TENANT_ID (id or alias)")
     ] = None,
+    k8s_agent_image: Annotated[
+        str | None,
+        typer.Option(help="webhook: the injected agent's image, keyless's own [keyless:VERSION]"),
+    ] = None,
     k8s_namespace: Annotated[
         str | None, typer.Option(help="in-cluster: keyless's namespace [the pod's]")
     ] = None,
@@ -180,6 +184,18 @@ def serve(
         typer.Option(
             "--k8s-trust-cluster", help="in-cluster: trust this cluster's tokens at start"
         ),
+    ] = None,
+    k8s_restart_on_change: Annotated[
+        bool | None,
+        typer.Option(
+            "--k8s-restart-on-change",
+            help="in-cluster: roll Deployments/StatefulSets annotated "
+            "keyless.dev/restart-on-change when a secret they consume changes",
+        ),
+    ] = None,
+    k8s_restart_before_expiry: Annotated[
+        str | None,
+        typer.Option(help="with --k8s-restart-on-change: roll this long before expiry [10m]"),
     ] = None,
     webhook_listen: Annotated[
         str | None, typer.Option(help="webhook: its own TLS listener HOST:PORT (e.g. 0.0.0.0:8444)")
@@ -244,12 +260,15 @@ def serve(
         "k8s_public_ca": k8s_public_ca,
         "k8s_ca_configmap": k8s_ca_configmap,
         "k8s_tenant": k8s_tenant,
+        "k8s_agent_image": k8s_agent_image,
         "k8s_namespace": k8s_namespace,
         "k8s_service": k8s_service,
         "k8s_controller": k8s_controller,
         "k8s_issue_tls": k8s_issue_tls,
         "k8s_vault_namespace": k8s_vault_namespace,
         "k8s_trust_cluster": k8s_trust_cluster,
+        "k8s_restart_on_change": k8s_restart_on_change,
+        "k8s_restart_before_expiry": k8s_restart_before_expiry,
         "webhook_listen": webhook_listen,
         "webhook_client_ca": webhook_client_ca,
         "webhook_insecure_no_client_auth": webhook_insecure_no_client_auth,

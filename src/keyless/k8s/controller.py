@@ -24,9 +24,7 @@ a resource, stay.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -43,17 +41,14 @@ from keyless.k8s import crds
 from keyless.k8s import status as st
 from keyless.k8s.leader import LeaderElector, holder_identity
 from keyless.k8s.resources import Claim, Decision, Resource, audit_action, claimed, decide
+from keyless.k8s.watching import DEBOUNCE, POLL, RESYNC, follow, rounds
+from keyless.k8s.watching import why as _why
 
 if TYPE_CHECKING:
     from keyless.server.services import Services
 
 log = logging.getLogger("keyless.k8s")
 ACTOR = "k8s-controller"
-DEBOUNCE = 0.2
-RESYNC = 60.0
-POLL = 2.0  # how often keyless's own revisions are compared (as the server follows them)
-WATCH_SECONDS = 300
-MAX_BACKOFF = 30.0
 MERGE_PATCH = "application/merge-patch+json"
 
 
@@ -293,49 +288,15 @@ class Controller:
     async def watch(
         self, kube: CustomResources, custom: Any, kind: crds.Kind, stop: asyncio.Event
     ) -> None:
-        """List, then watch from that list's resourceVersion; every event wakes a round. On a
-        watch's end, an error or 410 Gone: list again (with a growing pause after errors),
-        and wake a round if the list differs from what the watch had seen."""
-        from kubernetes_asyncio import watch
-
-        backoff = 1.0
-        seen: dict[str, str] | None = None  # uid -> resourceVersion
-        while not stop.is_set():
-            try:
-                items, rv = await kube.list_items(kind)
-                listed = {_uid(o): _rv(o) for o in items}
-                if listed != seen:
-                    self.wake.set()
-                seen = listed
-                backoff = 1.0
-                async with watch.Watch() as events:
-                    stream = events.stream(
-                        custom.list_cluster_custom_object,
-                        crds.GROUP,
-                        crds.VERSION,
-                        kind.plural,
-                        resource_version=rv,
-                        timeout_seconds=WATCH_SECONDS,
-                        allow_watch_bookmarks=True,
-                    )
-                    async for event in stream:
-                        kind_of = event["type"]
-                        if kind_of == "ERROR":
-                            break  # 410 Gone (or another error): list again
-                        obj = event.get("raw_object") or {}
-                        if kind_of == "DELETED":
-                            seen.pop(_uid(obj), None)
-                        elif kind_of != "BOOKMARK":
-                            seen[_uid(obj)] = _rv(obj)
-                        if kind_of != "BOOKMARK":
-                            self.wake.set()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("watch failed", extra={"kind": kind.kind, "error": _why(exc)})
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=backoff)
-                backoff = min(MAX_BACKOFF, backoff * 2)
+        """Every change of ``kind``'s resources wakes a round (k8s/watching.py)."""
+        await follow(
+            lambda: kube.list_items(kind),
+            custom.list_cluster_custom_object,
+            (crds.GROUP, crds.VERSION, kind.plural),
+            self.wake,
+            stop,
+            kind.kind,
+        )
 
     async def loop(
         self,
@@ -349,44 +310,24 @@ class Controller:
     ) -> None:
         """A round on every wake (debounced), every ``resync`` seconds, and when keyless's
         own state moved (``state``, looked at every ``poll`` seconds): an identity made with
-        the CLI that a RoleAssignment waited for, a vault emptied that a deletion waited for."""
-        backoff = 1.0
-        mark = await self._state_mark()
-        last = time.monotonic()
-        while not stop.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=poll)
-            if stop.is_set():
-                return
-            if not leading():  # leadership, once taken, wakes a round (``leadership``)
-                self.wake.clear()
-                continue
-            quiet = not self.wake.is_set() and time.monotonic() - last < resync
-            if quiet and (await self._state_mark()) == mark:
-                continue
-            await asyncio.sleep(debounce)  # a burst of events (kubectl apply -f dir) is one round
-            self.wake.clear()
-            last = time.monotonic()
-            if not leading():
-                continue
-            try:
-                # The mark is taken before the round reads keyless's state: a change made while
-                # the round runs (an identity created with the CLI) wakes the next round.
-                mark = await self._state_mark()
-                await self.reconcile(kube)
-                backoff = 1.0
-                if self._on_round:
-                    self._on_round("success")
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("controller round failed", extra={"error": _why(exc)})
-                if self._on_round:
-                    self._on_round("error")
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=backoff)
-                backoff = min(MAX_BACKOFF, backoff * 2)
-                self.wake.set()
+        the CLI that a RoleAssignment waited for, a vault emptied that a deletion waited for
+        (k8s/watching.py)."""
+
+        async def act() -> None:
+            await self.reconcile(kube)
+
+        await rounds(
+            act,
+            self.wake,
+            leading,
+            stop,
+            self._state_mark,
+            "controller",
+            on_round=self._on_round,
+            debounce=debounce,
+            resync=resync,
+            poll=poll,
+        )
 
     async def _state_mark(self) -> object:
         if self._state is None:
@@ -395,24 +336,6 @@ class Controller:
             return await self._state()
         except Exception:  # the database is away: the next round says so
             return None
-
-
-def _why(exc: Exception) -> str:
-    """An error in one line, for the log: an API answer by its status, not its whole body."""
-    status = getattr(exc, "status", None)
-    if isinstance(status, int):
-        return f"the Kubernetes API answered {status} {getattr(exc, 'reason', '')}".strip()
-    if isinstance(exc, KeylessError):
-        return exc.message
-    return f"{type(exc).__name__}: {str(exc)[:200]}"
-
-
-def _uid(obj: dict[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("uid", ""))
-
-
-def _rv(obj: dict[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
 
 
 def _ready_message(r: Resource, claim: Claim) -> str:

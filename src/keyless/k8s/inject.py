@@ -42,11 +42,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from keyless.core import awsnames
+from keyless import __version__
+from keyless.core import awsnames, gcpnames
 from keyless.core.errors import InvalidRequest
-from keyless.k8s import awsinject, containers, gcpinject, names
+from keyless.k8s import agentannotations, agentinject, awsinject, containers, gcpinject, names
 
 Json = dict[str, Any]
+DEFAULT_AGENT_IMAGE = f"keyless:{__version__}"  # the manifests' default image
 _INT = re.compile(r"[+-]?[0-9]+")  # what Go's strconv.ParseInt(s, 10, 64) accepts
 
 
@@ -92,6 +94,14 @@ class WebhookSettings:
     # Tenants, (alias, tenant id), a Google service account's project may name (the webhook's
     # adapter finds the one a service account's annotation names).
     gcp_projects: tuple[tuple[str, str], ...] = ()
+    # The agent's image (``--k8s-agent-image``: keyless's own).
+    agent_image: str = DEFAULT_AGENT_IMAGE
+    # Tenants the adapter knows, (as the pod names it, tenant id, alias): the default tenant,
+    # and the pod's when the webhook authenticates its caller (KEYLESS_TENANT_ALIAS).
+    known_tenants: tuple[tuple[str, str, str], ...] = ()
+    # (client id, identity name) the adapter found for the agent's identity (KEYLESS_IDENTITY),
+    # when the webhook authenticates its caller.
+    agent_names: tuple[tuple[str, str], ...] = ()
 
     def aws(self) -> awsinject.AwsSettings:
         ca = names.CA_FILE if self.ca_configmap else None
@@ -125,7 +135,7 @@ def azure_applies(pod: Mapping[str, Any]) -> bool:
 def considered(pod: Mapping[str, Any]) -> bool:
     """Whether the webhook looks at the pod at all: selected (Azure), or not opted out of the
     EKS-style injection (which depends on its service account)."""
-    return selected(pod) or not awsinject.opted_out(pod)
+    return selected(pod) or not awsinject.opted_out(pod) or agentannotations.requested(pod)
 
 
 def _annotations(pod: Mapping[str, Any]) -> Mapping[str, str]:
@@ -185,7 +195,17 @@ def _expiration(where: str, raw: str) -> int:
 
 def _targets(pod: Mapping[str, Any]) -> list[tuple[str, int, Json]]:
     """(list key, index, container) for every container the webhook mutates."""
-    return containers.targets(pod, skip_containers(pod))
+    return _not_agent(pod, containers.targets(pod, skip_containers(pod)))
+
+
+def _not_agent(
+    pod: Mapping[str, Any], targets: list[tuple[str, int, Json]]
+) -> list[tuple[str, int, Json]]:
+    """``targets`` but the injected agent's container, which the agent injection owns (only in
+    a pod that asks for the agent: elsewhere an init container of that name is the pod's own)."""
+    if not agentannotations.requested(pod):
+        return targets
+    return [(k, i, c) for k, i, c in targets if not agentinject.is_agent(k, c)]
 
 
 def tenant_of(pod: Mapping[str, Any], sa: ServiceAccount | None, settings: WebhookSettings) -> str:
@@ -226,6 +246,31 @@ def workload_identity(
     raise InjectionError(
         f"no identity for this pod: {account} has no {names.CLIENT_ID_ANNOTATION} annotation "
         f"and the pod has no {names.KEYLESS_CLIENT_ID_ANNOTATION} annotation"
+    )
+
+
+def agent_identity(
+    pod: Mapping[str, Any], sa: ServiceAccount | None, settings: WebhookSettings
+) -> WorkloadIdentity:
+    """The identity the injected agent acts as: as for the Azure injection, the pod's
+    ``keyless.dev/client-id`` or the service account's ``azure.workload.identity/client-id``;
+    the agent has no container of the pod's own to take ``AZURE_CLIENT_ID`` from."""
+    pod_ann = _annotations(pod)
+    sa_ann: Mapping[str, str] = sa.annotations if sa is not None else {}
+    tenant = tenant_of(pod, sa, settings)
+    if pod_ann.get(names.KEYLESS_CLIENT_ID_ANNOTATION):
+        source = f"pod annotation {names.KEYLESS_CLIENT_ID_ANNOTATION}"
+        return WorkloadIdentity(pod_ann[names.KEYLESS_CLIENT_ID_ANNOTATION], tenant, source)
+    if sa is not None and sa_ann.get(names.CLIENT_ID_ANNOTATION):
+        return WorkloadIdentity(
+            sa_ann[names.CLIENT_ID_ANNOTATION],
+            tenant,
+            f"annotation {names.CLIENT_ID_ANNOTATION} of service account {sa.namespace}/{sa.name}",
+        )
+    account = f"service account {sa.namespace}/{sa.name}" if sa else "the service account"
+    raise InjectionError(
+        f"no identity for the keyless agent: {account} has no {names.CLIENT_ID_ANNOTATION} "
+        f"annotation and the pod has no {names.KEYLESS_CLIENT_ID_ANNOTATION} annotation"
     )
 
 
@@ -297,7 +342,7 @@ class _Patch:
         for index, item in wanted:
             if index < 0:
                 new.append(item)
-            elif parent[key][index] != item:
+            elif not agentinject.covers(parent[key][index], item):  # defaults added are kept
                 self.ops.append({"op": "replace", "path": f"{path}/{key}/{index}", "value": item})
         self.append_all(parent, key, path, new)
 
@@ -343,6 +388,14 @@ def check_pod(pod: Mapping[str, Any], settings: WebhookSettings) -> None:
     """The refusals that depend on the pod alone (its own expiration annotation, a mount path
     already taken), made before anything is looked up: their message tells the caller nothing
     about the cluster's service accounts or keyless's identities."""
+    agent = _agent_request(pod)
+    if agent is not None:
+        if _annotations(pod).get(names.EXPIRATION_ANNOTATION):
+            _expiration("pod", _annotations(pod)[names.EXPIRATION_ANNOTATION])
+        for key, _, container in containers.targets(pod, frozenset()):
+            if not agentinject.is_agent(key, container):
+                for name, mount_path in agentinject.app_mounts(agent):
+                    _check_mount(container, name, mount_path)
     targets = _targets(pod)
     if not selected(pod) or not targets:
         return
@@ -352,6 +405,13 @@ def check_pod(pod: Mapping[str, Any], settings: WebhookSettings) -> None:
     for _, _, container in targets:
         for name, mount_path in _mounts(volume_name, settings):
             _check_mount(container, name, mount_path)
+
+
+def _agent_request(pod: Mapping[str, Any]) -> agentannotations.AgentRequest | None:
+    try:
+        return agentannotations.parse(pod)
+    except agentannotations.AgentInjectionError as exc:
+        raise InjectionError(exc.message) from exc
 
 
 def aws_role(
@@ -394,20 +454,28 @@ def _container_plan(
     role: awsinject.AwsRole | None,
     settings: WebhookSettings,
     gcp: gcpinject.GcpAccount | None = None,
+    agent: agentannotations.AgentRequest | None = None,
+    agent_env: list[list[tuple[str, str]]] | None = None,
 ) -> list[tuple[str, int, Json, list[Json], list[tuple[str, str]]]]:
     """(list key, index, container, variables to add, mounts wanted) per mutated container,
-    in the pod's order: the Azure injection's, then the AWS one's, the Google one's, then the
-    CA. A variable two injections both add (the CA's) is added once."""
+    in the pod's order: the Azure injection's, then the AWS one's, the Google one's, the CA,
+    then the agent's files and credential variables (``agent_env``, in groups). A variable two
+    injections both add (the CA's) is added once. The injected agent's own container is not
+    among them (:func:`_agent_patch` owns it)."""
     azure = {(k, i) for k, i, _ in _targets(pod)} if identity is not None else set()
-    aws = {(k, i) for k, i, _ in awsinject.targets(pod)} if role is not None else set()
-    google = {(k, i) for k, i, _ in gcpinject.targets(pod)} if gcp is not None else set()
+    aws_targets = _not_agent(pod, awsinject.targets(pod))
+    aws = {(k, i) for k, i, _ in aws_targets} if role is not None else set()
+    google_targets = _not_agent(pod, gcpinject.targets(pod))
+    google = {(k, i) for k, i, _ in google_targets} if gcp is not None else set()
+    every = _not_agent(pod, containers.targets(pod, frozenset()))
+    files = {(k, i) for k, i, _ in every} if agent is not None else set()
     azure_env = _desired_env(identity, settings) if identity is not None else []
     azure_volume = _existing_token_volume(pod, token_volume_name(pod))
     spec = pod.get("spec") or {}
     plan = []
     for key in ("initContainers", "containers"):
         for i, container in enumerate(spec.get(key) or []):
-            if (key, i) not in azure | aws | google:
+            if (key, i) not in azure | aws | google | files:
                 continue
             existing = {e.get("name") for e in container.get("env") or []}
             env: list[Json] = []
@@ -426,8 +494,20 @@ def _container_plan(
                     if e["name"] not in adding
                 ]
                 mounts.append((names.GCP_VOLUME, names.GCP_MOUNT_PATH))
-            if settings.ca_configmap:
+            credentials = agent is not None and (key, i) in files and bool(agent.credentials)
+            if settings.ca_configmap and ((key, i) in azure | aws | google or credentials):
                 mounts.append((names.CA_VOLUME, names.CA_MOUNT_PATH))
+            if credentials:
+                adding = {e["name"] for e in env}
+                env += [
+                    {"name": n, "value": v}
+                    for group in agent_env or []
+                    if not {n for n, _ in group} & existing
+                    for n, v in group
+                    if n not in adding
+                ]
+            if agent is not None and (key, i) in files:
+                mounts += agentinject.app_mounts(agent)
             plan.append((key, i, container, env, mounts))
     return plan
 
@@ -447,29 +527,101 @@ def _annotate(patch: _Patch, pod: Mapping[str, Any], key: str, value: str) -> No
         patch.ops.append({"op": "add", "path": f"/metadata/annotations/{escaped}", "value": value})
 
 
+def _agent_settings(
+    agent: agentannotations.AgentRequest,
+    identity: WorkloadIdentity,
+    role: awsinject.AwsRole | None,
+    gcp: gcpinject.GcpAccount | None,
+    settings: WebhookSettings,
+) -> agentinject.AgentSettings:
+    """What the agent is told beside its Azure variables: its identity's name (from the
+    adapter's lookup, else the IAM role or Google service account the service account names in
+    the same tenant) and its tenant's alias; refused when a credential dialect needs them."""
+    tenants = {named: (tenant_id, alias) for named, tenant_id, alias in settings.known_tenants}
+    tenant_id, alias = tenants.get(identity.tenant_id, (None, None))
+    same = {identity.tenant_id, tenant_id}
+    name = dict(settings.agent_names).get(identity.client_id or "")
+    if name is None and role is not None and role.tenant_id in same:
+        name = role.identity_name
+    if name is None and gcp is not None and gcp.tenant_id in same:
+        name = gcp.identity_name
+    if gcp is not None and gcp.tenant_id in same:
+        tenant_id, alias = gcp.tenant_id, gcp.project
+    wanted = [d for d in agent.credentials if d in ("aws", "gcp")]
+    if wanted and name is None:
+        client = (identity.client_id or "")[:64]
+        raise InjectionError(
+            f"{agentannotations.CREDENTIALS_ANNOTATION} {','.join(wanted)} needs the agent's "
+            f"identity name, which keyless finds from its client id {client!r} "
+            "only when the webhook authenticates the API server (else from the service "
+            f"account's {names.ROLE_ARN_ANNOTATION} or iam.gke.io/gcp-service-account)"
+        )
+    if "gcp" in agent.credentials and (tenant_id is None or alias is None):
+        raise InjectionError(
+            f"{agentannotations.CREDENTIALS_ANNOTATION} gcp needs the alias of tenant "
+            f"{identity.tenant_id[:64]!r} (its Google project), which keyless knows for its "
+            "default tenant, or finds when the webhook authenticates the API server"
+        )
+    audience = gcpnames.provider(tenant_id).name if tenant_id is not None else None
+    return agentinject.AgentSettings(
+        settings.agent_image,
+        name,
+        alias,
+        audience,
+        public_url=settings.authority_host,
+        ca_file=names.CA_FILE if settings.ca_configmap else None,
+        aws_region=settings.aws_region,
+    )
+
+
+def _agent_patch(
+    patch: _Patch,
+    pod: Mapping[str, Any],
+    container: Json,
+) -> None:
+    """The agent's container, first among the init containers (the pod's others see its
+    files), or the one already injected replaced in place when it lacks what is wanted. Added
+    last to the patch: the other operations name init containers by their original index."""
+    spec = pod.get("spec") or {}
+    at = agentinject.index(pod)
+    if at >= 0:
+        if not agentinject.covers(spec["initContainers"][at], container):
+            patch.ops.append(
+                {"op": "replace", "path": f"/spec/initContainers/{at}", "value": container}
+            )
+    elif spec.get("initContainers") is None:
+        op = "add" if "initContainers" not in spec else "replace"
+        patch.ops.append({"op": op, "path": "/spec/initContainers", "value": [container]})
+    else:
+        patch.ops.append({"op": "add", "path": "/spec/initContainers/0", "value": container})
+
+
 def mutation_patch(
     pod: Mapping[str, Any], sa: ServiceAccount | None, settings: WebhookSettings
 ) -> list[Json]:
     """The JSON Patch that injects ``pod``: the Azure injection when the pod is selected, the
     AWS one when its service account names an IAM role, the Google one when it names a Google
-    service account, every one that holds. Empty when none applies or the pod is already
-    injected. Raises :class:`InjectionError` when the pod cannot be injected."""
+    service account, the agent when its annotations ask for it, every one that holds. Empty
+    when none applies or the pod is already injected. Raises :class:`InjectionError` when the
+    pod cannot be injected."""
     # Not opted in, or nothing to mount into (every container skipped): no Azure injection.
     azure_on = azure_applies(pod)
     identity = workload_identity(pod, sa, settings) if azure_on else None
-    expiration = token_expiration(pod, sa) if azure_on else 0
+    agent = _agent_request(pod)
+    agent_id = agent_identity(pod, sa, settings) if agent is not None else None
+    expiration = token_expiration(pod, sa) if azure_on or agent is not None else 0
     role = aws_role(pod, sa, settings)
     gcp = gcp_account(pod, sa, settings)
-    if identity is None and role is None and gcp is None:
+    if identity is None and role is None and gcp is None and agent is None:
         return []
     spec = pod.get("spec") or {}
     patch = _Patch()
     volumes = spec.get("volumes") or []
     wanted_volumes: list[tuple[int, Json]] = []
-    if identity is not None:
-        name = _existing_token_volume(pod, token_volume_name(pod))
-        volume = _token_volume(name, expiration, settings.audience)
-        wanted_volumes.append((_index(volumes, name), volume))
+    token_volume = _existing_token_volume(pod, token_volume_name(pod))
+    if identity is not None or agent is not None:
+        volume = _token_volume(token_volume, expiration, settings.audience)
+        wanted_volumes.append((_index(volumes, token_volume), volume))
     if role is not None:
         aws_volume = awsinject.token_volume(role)
         wanted_volumes.append((_index(volumes, names.AWS_TOKEN_VOLUME), aws_volume))
@@ -478,7 +630,23 @@ def mutation_patch(
         wanted_volumes.append((_index(volumes, names.GCP_VOLUME), gcp_volume))
     if settings.ca_configmap:
         wanted_volumes.append((_index(volumes, names.CA_VOLUME), _ca_volume(settings.ca_configmap)))
-    for key, i, container, env, mounts in _container_plan(pod, identity, role, settings, gcp):
+    agent_container: Json | None = None
+    agent_env: list[list[tuple[str, str]]] = []
+    if agent is not None and agent_id is not None:
+        agent_settings = _agent_settings(agent, agent_id, role, gcp, settings)
+        for volume in agentinject.volumes(agent, agent_settings):
+            at = _index(volumes, volume["name"])
+            if at < 0 or not agentinject.covers(volumes[at], volume):
+                wanted_volumes.append((at, volume))
+        agent_env = agentinject.app_env(agent, agent_settings)
+        agent_container = agentinject.container(
+            agent,
+            agent_settings,
+            _desired_env(agent_id, settings),
+            _mounts(token_volume, settings),
+        )
+    plan = _container_plan(pod, identity, role, settings, gcp, agent, agent_env)
+    for key, i, container, env, mounts in plan:
         path = f"/spec/{key}/{i}"
         patch.append_all(container, "env", path, env)
         current = container.get("volumeMounts") or []
@@ -492,4 +660,6 @@ def mutation_patch(
     if gcp is not None:
         config = gcpinject.configuration(gcp, settings.gcp())
         _annotate(patch, pod, names.GCP_CONFIG_ANNOTATION, config)
+    if agent_container is not None:
+        _agent_patch(patch, pod, agent_container)
     return patch.ops

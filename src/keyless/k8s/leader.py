@@ -1,7 +1,8 @@
 """Leader election on a ``coordination.k8s.io/v1`` Lease, as client-go's leaderelection does.
 
 Several keyless replicas share one database; only the holder of Lease ``keyless-controller``
-(in keyless's namespace) reconciles the custom resources. The holder renews the lease every
+(in keyless's namespace) reconciles the custom resources, and only the holder of Lease
+``keyless-restarts`` restarts workloads (k8s/restarts.py). The holder renews the lease every
 few seconds; another replica takes it once ``renewTime + leaseDurationSeconds`` has passed,
 or at once when the holder released it on shutdown. Every write is a replace carrying the
 lease's resourceVersion, so two replicas racing for it cannot both win: the API server
@@ -61,8 +62,10 @@ class LeaderElector:
         identity: str | None = None,
         lease_seconds: int = LEASE_SECONDS,
         on_change: Callable[[bool], None] | None = None,
+        lease: str = LEASE_NAME,
     ) -> None:
         self._api = coordination
+        self.lease = lease
         self.namespace = namespace
         self.identity = identity or holder_identity()
         self._clock = clock
@@ -105,7 +108,7 @@ class LeaderElector:
                 self._on_change(now)
 
     def _body(self, resource_version: str | None, now: float, acquired: str) -> dict[str, Any]:
-        meta: dict[str, Any] = {"name": LEASE_NAME, "namespace": self.namespace}
+        meta: dict[str, Any] = {"name": self.lease, "namespace": self.namespace}
         if resource_version:
             meta["resourceVersion"] = resource_version
         return {
@@ -126,7 +129,7 @@ class LeaderElector:
 
         now = self._clock.now()
         try:
-            lease = await self._api.read_namespaced_lease(LEASE_NAME, self.namespace)
+            lease = await self._api.read_namespaced_lease(self.lease, self.namespace)
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -154,7 +157,7 @@ class LeaderElector:
         )
         try:
             await self._api.replace_namespaced_lease(
-                LEASE_NAME,
+                self.lease,
                 self.namespace,
                 self._body(lease.metadata.resource_version, now, acquired),
             )
@@ -172,10 +175,10 @@ class LeaderElector:
     async def release(self) -> None:
         """Give the lease up (holder cleared), so that another replica takes it at once."""
         self._until = 0.0
-        lease = await self._api.read_namespaced_lease(LEASE_NAME, self.namespace)
+        lease = await self._api.read_namespaced_lease(self.lease, self.namespace)
         if (lease.spec.holder_identity or "") != self.identity:
             return
         body = self._body(lease.metadata.resource_version, self._clock.now(), _micro(0))
         body["spec"]["holderIdentity"] = None
         body["spec"]["leaseDurationSeconds"] = 1
-        await self._api.replace_namespaced_lease(LEASE_NAME, self.namespace, body)
+        await self._api.replace_namespaced_lease(self.lease, self.namespace, body)

@@ -37,6 +37,7 @@ TLS_MODES = ("keyless", "cert-manager", "secret")
 VAULTS_NAMESPACE = "keyless-vaults"
 CA_SECRET = "keyless-ca"  # keyless's CA with tls=keyless (k8s/selftls.py)
 LEASE = "keyless-controller"  # the controller's leader lease (k8s/leader.py)
+RESTART_LEASE = "keyless-restarts"  # the restarts' leader lease (k8s/restarts.py)
 # terminationGracePeriodSeconds: after SIGTERM keyless keeps serving, not ready, for its
 # --shutdown-delay while the endpoints drop it, then drains in-flight requests and the audit log.
 GRACE_SECONDS = 30
@@ -59,6 +60,9 @@ class Values:
     vaults_namespace: str = VAULTS_NAMESPACE  # one Service per vault: NAME.VAULTS_NS.svc
     controller: bool = True  # reconcile the keyless.dev custom resources
     trust_cluster: bool = True  # trust this cluster's service-account tokens at start
+    # Roll Deployments/StatefulSets annotated keyless.dev/restart-on-change when a secret they
+    # consume changes (k8s/restarts.py); their RBAC only with it.
+    restart_on_change: bool = False
     # A second webhook entry sends every pod (not only labelled ones): EKS-style and GKE-style
     # injection for service accounts annotated eks.amazonaws.com/role-arn or
     # iam.gke.io/gcp-service-account, which a label selector cannot see.
@@ -146,7 +150,11 @@ def _deployment(v: Values) -> Obj:
         args.append("--k8s-controller")
     if v.trust_cluster:
         args.append("--k8s-trust-cluster")
+    if v.restart_on_change:
+        args.append("--k8s-restart-on-change")
     args += ["--shutdown-delay", f"{SHUTDOWN_DELAY}s"]
+    # The agent the webhook injects (keyless.dev/inject-secret-*) runs keyless's own image.
+    args += ["--k8s-agent-image", v.image]
     strategy: Obj = {"type": "Recreate"}  # one SQLite writer at a time
     pod_extra: Obj = {}
     if v.postgresql:
@@ -381,6 +389,13 @@ def _rbac(v: Values) -> list[Obj]:
             _rule([crds.GROUP], [f"{k}/finalizers" for k in kinds], ["update"]),
         ]
         objects += _role("ClusterRole", "keyless-controller", None, controller, ns)
+    if v.restart_on_change:
+        # Workloads annotated keyless.dev/restart-on-change, anywhere: listed and watched,
+        # rolled by a merge patch (never created, replaced or deleted).
+        workloads = [
+            _rule(["apps"], ["deployments", "statefulsets"], ["get", "list", "watch", "patch"])
+        ]
+        objects += _role("ClusterRole", "keyless-restarts", None, workloads, ns)
     if v.tls == "keyless":
         # Its own webhook's caBundle, and the CA ConfigMap in the namespaces of injected pods
         # (create cannot be limited to a name; the others are).
@@ -401,10 +416,13 @@ def _rbac(v: Values) -> list[Obj]:
             _rule([""], ["secrets"], ["create"]),
             _rule([""], ["secrets"], ["get", "update"], CA_SECRET),
         ]
-    if v.controller:  # one replica reconciles at a time
+    # One replica reconciles at a time, and one restarts workloads: each by its own lease.
+    leases = [LEASE] if v.controller else []
+    leases += [RESTART_LEASE] if v.restart_on_change else []
+    if leases:
         own += [
             _rule(["coordination.k8s.io"], ["leases"], ["create"]),
-            _rule(["coordination.k8s.io"], ["leases"], ["get", "update"], LEASE),
+            _rule(["coordination.k8s.io"], ["leases"], ["get", "update"], *leases),
         ]
     if own:
         objects += _role("Role", APP, ns, own, ns)

@@ -4,7 +4,12 @@
 - ``--k8s-trust-cluster``: the cluster's own issuer registered at start (k8s/trust.py),
   retried in the background while the Kubernetes API cannot be read;
 - ``--k8s-controller``: the keyless.dev resources reconciled (k8s/controller.py; one acting
-  replica per cluster, by lease).
+  replica per cluster, by lease);
+- ``--k8s-restart-on-change``: annotated Deployments and StatefulSets rolled when a secret they
+  consume changes or nears expiry (k8s/restarts.py; one acting replica, by its own lease).
+
+The vault Services and the restarts hear of this process's commits at once: the store's
+writer calls every function in one list after each commit that moved a revision.
 
 (``--k8s-issue-tls`` is not here: it must have a certificate before the listeners start,
 k8s/selftls.py.)
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from keyless.core.errors import KeylessError
 from keyless.k8s import vaultservices
@@ -32,15 +38,39 @@ def start(services: Services, stop: asyncio.Event) -> list[asyncio.Task[None]]:
     """The background tasks the settings ask for (none outside a cluster)."""
     settings = services.settings
     tasks = []
+    pokes = _on_commit(services)
     if settings.k8s_vault_namespace:
-        tasks.append(asyncio.create_task(_vault_services(services, stop), name="vault-services"))
+        tasks.append(
+            asyncio.create_task(_vault_services(services, stop, pokes), name="vault-services")
+        )
     if settings.k8s_trust_cluster:
         tasks.append(asyncio.create_task(_trust_cluster(services, stop), name="trust-cluster"))
     if settings.k8s_controller:
         from keyless.k8s import controller
 
         tasks.append(asyncio.create_task(controller.run(services, stop), name="k8s-controller"))
+    if settings.k8s_restart_on_change:
+        from keyless.k8s import restarts
+
+        tasks.append(asyncio.create_task(restarts.run(services, stop, pokes), name="k8s-restarts"))
     return tasks
+
+
+def _on_commit(services: Services) -> list[Callable[[], None]]:
+    """A list whose functions are called after each commit of this process that moved a
+    revision (after what was hung there before: the workers' change counter)."""
+    writer = services.store.writer
+    before = writer.on_change
+    pokes: list[Callable[[], None]] = []
+
+    def on_change() -> None:
+        if before is not None:
+            before()
+        for poke in list(pokes):
+            poke()
+
+    writer.on_change = on_change
+    return pokes
 
 
 async def _all_vault_names(services: Services) -> list[str]:
@@ -49,7 +79,9 @@ async def _all_vault_names(services: Services) -> list[str]:
     return [v.name for t in await store.list_tenants() for v in await store.list_vaults(t.id)]
 
 
-async def _vault_services(services: Services, stop: asyncio.Event) -> None:
+async def _vault_services(
+    services: Services, stop: asyncio.Event, pokes: list[Callable[[], None]]
+) -> None:
     settings = services.settings
     namespace = settings.k8s_vault_namespace
     assert namespace is not None
@@ -64,19 +96,11 @@ async def _vault_services(services: Services, stop: asyncio.Event) -> None:
     # Every commit of this process pokes the keeper, which then reads the vault names (a
     # vault created or deleted here gets or loses its Service at once); other replicas' and
     # workers' changes are seen by its poll.
-    writer = services.store.writer
-    before = writer.on_change
-
-    def on_change() -> None:
-        if before is not None:
-            before()
-        keeper.poke()
-
-    writer.on_change = on_change
+    pokes.append(keeper.poke)
     try:
         await keeper.run(stop)
     finally:
-        writer.on_change = before
+        pokes.remove(keeper.poke)
         await keeper.aclose()
 
 

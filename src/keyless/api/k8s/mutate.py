@@ -5,15 +5,18 @@ The rules live in :mod:`keyless.k8s.inject`; this adapter reads the review (its 
 checked by :mod:`keyless.k8s.admission` first), makes the refusals that depend on the pod
 alone, asks the service account lookup, checks that the identity exists in keyless (the Azure
 client id, or the identity an ``eks.amazonaws.com/role-arn`` or an
-``iam.gke.io/gcp-service-account`` names), and answers ``allowed``
+``iam.gke.io/gcp-service-account`` names, or the injected agent's client id, whose identity's
+name it then gives the agent as ``KEYLESS_IDENTITY``), and answers ``allowed``
 with the patch, or ``allowed: false`` with a message that ``kubectl`` shows to whoever created
 the pod.
 
 Which pods: every pod creation the MutatingWebhookConfiguration sends, except those carrying
 the EKS webhook's opt-out label ``eks.amazonaws.com/skip-pod-identity-webhook``. A pod with the
-Azure label is refused when its service account cannot be read (unless it names its client id
-itself); any other pod is only injected for AWS or Google, when its service account can be
-read and names a role or a Google service account, and is admitted untouched otherwise.
+Azure label, or asking for the agent by annotation (``keyless.dev/inject-secret-*``, ...,
+:mod:`keyless.k8s.agentinject`), is refused when its service account cannot be read (unless it
+names its client id itself); any other pod is only injected for AWS or Google, when its service
+account can be read and names a role or a Google service account, and is admitted untouched
+otherwise.
 
 What the message may say depends on who can be asking. With ``--webhook-client-ca`` only the
 API server gets past TLS, and refusals name their cause (service account missing, client id
@@ -42,7 +45,7 @@ from keyless.api.responses import JSONResponse
 from keyless.core import awsnames
 from keyless.core.errors import KeylessError, NotFound
 from keyless.core.models import Tenant
-from keyless.k8s import admission, awsinject, gcpinject, inject
+from keyless.k8s import admission, agentannotations, awsinject, gcpinject, inject
 
 log = logging.getLogger("keyless.k8s")
 UNIFORM_REFUSAL = (
@@ -59,6 +62,12 @@ async def _settings(services: Edge) -> inject.WebhookSettings:
         authority_host=s.public_url,
         tenant_id=tenant.id,
         ca_configmap=None if s.k8s_public_ca else s.k8s_ca_configmap,
+        agent_image=s.k8s_agent_image or inject.DEFAULT_AGENT_IMAGE,
+        # The default tenant is the operator's setting, not keyless's data: known to anyone.
+        known_tenants=(
+            (tenant.id, tenant.id, tenant.alias),
+            (tenant.alias, tenant.id, tenant.alias),
+        ),
     )
 
 
@@ -154,6 +163,29 @@ async def _check_gcp(
         )
 
 
+async def _agent_names(
+    services: Edge,
+    pod: inject.Json,
+    sa: inject.ServiceAccount | None,
+    settings: inject.WebhookSettings,
+) -> inject.WebhookSettings:
+    """For an authenticated caller only: ``settings`` knowing the name of the identity the
+    agent acts as (``KEYLESS_IDENTITY``) and its tenant's alias; an unknown client id or
+    tenant refuses the pod, as for the Azure injection."""
+    if not agentannotations.requested(pod):
+        return settings
+    identity = inject.agent_identity(pod, sa, settings)
+    await _check_identity(services, identity)
+    tenant = await _tenant(services, identity.tenant_id)
+    found = services.broker.identity_by_client(tenant.id, identity.client_id or "")
+    if found is None:  # _check_identity refused it already
+        return settings
+    known = ((identity.tenant_id, tenant.id, tenant.alias), *settings.known_tenants)
+    return dataclasses.replace(
+        settings, known_tenants=known, agent_names=((found.client_id, found.name),)
+    )
+
+
 async def _service_account(
     services: Edge, req: admission.AdmissionRequest
 ) -> inject.ServiceAccount | None:
@@ -168,7 +200,7 @@ async def _service_account(
     name = inject.service_account_name(pod)
     if inject.selected(pod) and not inject.needs_lookup(pod):
         return None
-    if inject.azure_applies(pod):
+    if inject.azure_applies(pod) or (agentannotations.requested(pod) and inject.needs_lookup(pod)):
         sa = await services.k8s.get(req.namespace, name)
         if sa is None:
             raise inject.InjectionError(f"service account {req.namespace}/{name} not found")
@@ -195,6 +227,8 @@ async def _identity_patch(
     sa = await _service_account(services, req)
     settings = await _role_tenant(services, pod, sa, settings)
     settings = await _gcp_project(services, sa, settings)
+    if authenticated:
+        settings = await _agent_names(services, pod, sa, settings)
     patch = inject.mutation_patch(pod, sa, settings)
     if patch and authenticated:  # an empty patch (reinvocation, all skipped) names no one new
         if inject.azure_applies(pod):

@@ -1,5 +1,5 @@
 """``python -m bench STUDY [options]`` (openbao, exchange, read, soak, stack, audit, overload,
-memory, aws, gcp, databases); ``python -m bench render``."""
+memory, aws, gcp, databases, pgproxy); ``python -m bench render``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from . import (
     memory,
     openbao,
     overload,
+    pgproxy,
     read,
     report,
     soak,
@@ -26,7 +27,20 @@ from . import (
 
 STUDIES: dict[str, Any] = {
     m.NAME: m
-    for m in (openbao, exchange, read, soak, stack, audit, overload, memory, aws, gcp, databases)
+    for m in (
+        openbao,
+        exchange,
+        read,
+        soak,
+        stack,
+        audit,
+        overload,
+        memory,
+        aws,
+        gcp,
+        databases,
+        pgproxy,
+    )
 }
 
 

@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keyless.core import dbnames
 
-from . import loadgen
+from . import loadgen, pgproxy
 from . import server as ex
 from .dialect import TABLE_HEAD, RawPayloads, Row, format_row, once
 from .report import (
@@ -71,6 +71,7 @@ class Context:
     pg_admin_url: str  # the bench database, as the --pg-url user
     dbname: str
     vault_token: str
+    proxy: pgproxy.AgentProxy | None = None  # keyless agent --pg-proxy, for the query cells
 
 
 Cell = Callable[[Context, int], Awaitable[Row]]
@@ -97,7 +98,29 @@ async def creds_cell(ctx: Context, concurrency: int) -> Row:
     return Row("creds issued", concurrency, result, loadgen.rss_mib(server.pid))
 
 
-CELLS: list[tuple[str, Cell]] = [("creds issued", creds_cell)]
+async def query_direct_cell(ctx: Context, concurrency: int) -> Row:
+    """``SELECT 1`` round trips straight to PostgreSQL, as an engine-issued user."""
+    assert ctx.proxy is not None
+    args = ctx.args
+    result = await pgproxy.query_result(
+        ctx.proxy.direct_dsn, concurrency, args.seconds, args.warmup, None
+    )
+    return Row("query direct", concurrency, result, float("nan"))
+
+
+async def query_proxy_cell(ctx: Context, concurrency: int) -> Row:
+    """The same through ``keyless agent --pg-proxy`` (the agent's CPU in the server column)."""
+    assert ctx.proxy is not None
+    args, pid = ctx.args, ctx.proxy.proc.pid
+    result = await pgproxy.query_result(ctx.proxy.dsn, concurrency, args.seconds, args.warmup, pid)
+    return Row("query proxy", concurrency, result, loadgen.rss_mib(pid))
+
+
+CELLS: list[tuple[str, Cell]] = [
+    ("creds issued", creds_cell),
+    ("query direct", query_direct_cell),
+    ("query proxy", query_proxy_cell),
+]
 
 
 def _make_database(pg_url: str) -> tuple[str, str]:
@@ -132,6 +155,7 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     dbname, db_url = _make_database(args.pg_url)
     server = await ex.start_server("RS256", tmp, NAME, list(args.serve_arg))
     dropped = 0
+    proxy: pgproxy.AgentProxy | None = None
     try:
         ex.setup(server, tmp, key)
         register = db_url + "?sslmode=disable"
@@ -149,7 +173,18 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         status, body = await once(server.target, creds_bytes(server.target, token))
         if status != 200 or b'"password"' not in body:
             raise RuntimeError(f"database creds failed: HTTP {status}: {body[:300]!r}")
-        ctx = Context(server, args, db_url, dbname, token)
+        lease = json.loads(body)
+        direct = (
+            f"host=127.0.0.1 port={lease['keyless']['port']} dbname={lease['keyless']['dbname']} "
+            f"user={lease['data']['username']} password={lease['data']['password']} "
+            "sslmode=disable"
+        )
+        agent_env = {**ex.clean_env(), "KEYLESS_IDENTITY": ex.APP_IDENTITY}
+        agent_token = ex.mint(key, ex.APP_SUBJECT, int(time.time()))
+        proxy = await pgproxy.start_agent_proxy(
+            server, tmp, agent_token, f"{DATABASE}/{ROLE}", agent_env, direct
+        )
+        ctx = Context(server, args, db_url, dbname, token, proxy)
         rows: list[Row] = []
         for conc in args.concurrency:
             for _, cell in CELLS:
@@ -162,6 +197,8 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         problems, first = server.problems()
         note = f"{problems} warning/error line(s)" + (f"; first: {first}" if first else "")
     finally:
+        if proxy is not None:
+            pgproxy.stop_agent_proxy(proxy)
         ex.stop_proc(server.proc)
         dropped = _drop_database(args.pg_url, dbname)
     return {"rows": rows, "notes": [note, f"{dropped} issued role(s) dropped at the end"]}
@@ -185,7 +222,11 @@ def render(data: dict[str, Any]) -> str:
         "PostgreSQL on the same machine. Client: `bench/loadgen.py` in one process.\n"
         "- Cells (bench/databases.py says what each request is): `creds issued` is one lease "
         "per request: a store row, a new admin connection to PostgreSQL, `CREATE ROLE ... "
-        "LOGIN PASSWORD ... VALID UNTIL`, one audit event.\n"
+        "LOGIN PASSWORD ... VALID UNTIL`, one audit event. `query direct` / `query proxy`: "
+        "`SELECT 1` round trips on open connections (psycopg, in this process) as an "
+        "engine-issued user, straight to PostgreSQL or through `keyless agent --pg-proxy` "
+        "(a real agent process logged in to this server; its CPU and RSS in the server "
+        "columns of its row).\n"
         f"- Each cell: {args.seconds:g} s or {args.max_requests:,} requests after a "
         f"{args.warmup:g} s warm-up.\n\n"
         f"{TABLE_HEAD}\n" + "\n".join(format_row(r) for r in rows) + "\n\n"

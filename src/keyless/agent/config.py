@@ -6,6 +6,7 @@ Declarations (``--secret``, ``--template``) end in optional ``,mode=0400`` and
 
     --secret billing/db-password=/run/secrets/db-password,mode=0440,owner=0:1000
     --template /etc/agent/db.env.j2=/run/secrets/db.env
+    --database-creds backstage/app=/run/secrets/db.json
 """
 
 from __future__ import annotations
@@ -15,9 +16,14 @@ import re
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from keyless.agent.dbrefs import DbRef
 from keyless.agent.refs import SecretRef
 from keyless.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from keyless.agent.pgproxy import ProxySpec
 
 DEFAULT_MODE = 0o600
 DEFAULT_INTERVAL = 60.0
@@ -60,17 +66,20 @@ class Template:
 
 @dataclass(frozen=True, slots=True)
 class FileOutput:
-    """One file the agent keeps current: a secret's value as it is, or a rendered template."""
+    """One file the agent keeps current: a secret's value as it is, a rendered template, or
+    a database role's current credentials as JSON (``--database-creds``)."""
 
     path: Path
-    source: SecretRef | Template
+    source: SecretRef | Template | DbRef
     mode: int = DEFAULT_MODE
     owner: Owner | None = None
 
     @property
     def label(self) -> str:
         """What the logs name the file's source by (never its content)."""
-        return str(self.source) if isinstance(self.source, SecretRef) else str(self.source.path)
+        if isinstance(self.source, Template):
+            return str(self.source.path)
+        return str(self.source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +110,16 @@ class AgentConfig:
     once: bool = False
     schedule: Schedule = field(default_factory=Schedule)
     notify: Notify = field(default_factory=Notify)
+    proxies: tuple[ProxySpec, ...] = ()  # --pg-proxy
+
+    @property
+    def databases(self) -> frozenset[DbRef]:
+        """Every database role whose credentials the agent keeps (files, templates, proxies)."""
+        found = {p.ref for p in self.proxies}
+        for out in self.outputs:
+            if isinstance(out.source, DbRef):
+                found.add(out.source)
+        return frozenset(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +172,7 @@ def parse_outputs(
     mode: str | None = None,
     owner: str | None = None,
     euid: int | None = None,
+    database_creds: list[str] | None = None,
 ) -> tuple[FileOutput, ...]:
     default_mode = parse_mode(mode) if mode else DEFAULT_MODE
     default_owner = Owner.parse(owner) if owner else None
@@ -167,6 +187,9 @@ def parse_outputs(
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"--template {file}: cannot read it ({exc})") from exc
         outputs.append(FileOutput(path, Template(Path(file), source), m, o))
+    for text in database_creds or []:
+        pair, path, m, o = _declaration("--database-creds", text, default_mode, default_owner)
+        outputs.append(FileOutput(path, DbRef.parse(pair), m, o))
     seen: set[Path] = set()
     for out in outputs:
         resolved = out.path.absolute()

@@ -2,13 +2,16 @@
 declarations and templates name, renders, and replaces the files whose content changed; a
 secret that cannot be read leaves its files as they were (the last good content). ``run``
 repeats rounds until told to stop: the jittered interval after a round that reached keyless,
-a capped backoff after one that did not. Logs name paths, secrets and errors, never values.
+a capped backoff after one that did not, and at once when database credentials changed (they
+are renewed or replaced on their own schedule, agent/dbcreds.py). Logs name paths, secrets and
+errors, never values.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -18,6 +21,7 @@ from typing import Protocol
 
 from keyless.agent import files
 from keyless.agent.config import AgentConfig, FileOutput, Template
+from keyless.agent.dbrefs import DbCredentials, DbRef
 from keyless.agent.keyvault import SecretValue
 from keyless.agent.notify import announce
 from keyless.agent.refs import SecretRef
@@ -32,7 +36,19 @@ class SecretSource(Protocol):
     async def read(self, ref: SecretRef) -> SecretValue: ...
 
 
+class DatabaseSource(Protocol):
+    changed: asyncio.Event  # set whenever credentials were issued, renewed or replaced
+
+    async def current(self, ref: DbRef) -> DbCredentials: ...
+
+
 Wait = Callable[[asyncio.Event, float], Awaitable[None]]
+
+
+def credentials_json(creds: DbCredentials) -> bytes:
+    """``--database-creds``'s file: {username, password, host, port, dbname, sslmode,
+    expires_at}."""
+    return (json.dumps(creds.public(), indent=2) + "\n").encode()
 
 
 async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
@@ -61,9 +77,11 @@ class Delivery:
         rng: random.Random | None = None,
         wait: Wait = wait_or_stop,
         on_ready: Callable[[int], None] = lambda count: None,
+        databases: DatabaseSource | None = None,
     ) -> None:
         self.config = config
         self.source = source
+        self.databases = databases
         self.rng = rng or random.SystemRandom()
         self.wait = wait
         self.on_ready = on_ready
@@ -77,7 +95,43 @@ class Delivery:
     def needs(self, out: FileOutput) -> frozenset[SecretRef]:
         if isinstance(out.source, SecretRef):
             return frozenset({out.source})
+        if isinstance(out.source, DbRef):
+            return frozenset()
         return self.templates[out.path].refs
+
+    @property
+    def database_refs(self) -> frozenset[DbRef]:
+        """Every database role a file shows (``--database-creds``, ``database()``)."""
+        return frozenset().union(*(self.needs_databases(out) for out in self.config.outputs))
+
+    def needs_databases(self, out: FileOutput) -> frozenset[DbRef]:
+        if isinstance(out.source, DbRef):
+            return frozenset({out.source})
+        if isinstance(out.source, Template):
+            return self.templates[out.path].databases
+        return frozenset()
+
+    async def _fetch_databases(
+        self, refs: set[DbRef]
+    ) -> tuple[dict[DbRef, DbCredentials], dict[DbRef, KeylessError]]:
+        if not refs:
+            return {}, {}
+        if self.databases is None:
+            raise RuntimeError("database credentials wanted, but no database source")
+        ordered = sorted(refs)
+        answers = await asyncio.gather(
+            *(self.databases.current(ref) for ref in ordered), return_exceptions=True
+        )
+        found: dict[DbRef, DbCredentials] = {}
+        failed: dict[DbRef, KeylessError] = {}
+        for ref, answer in zip(ordered, answers, strict=True):
+            if isinstance(answer, DbCredentials):
+                found[ref] = answer
+            elif isinstance(answer, KeylessError):
+                failed[ref] = answer
+            elif isinstance(answer, BaseException):
+                raise answer
+        return found, failed
 
     async def _fetch(
         self, refs: set[SecretRef]
@@ -101,24 +155,41 @@ class Delivery:
         result = Round()
         wanted = set().union(*(self.needs(out) for out in self.config.outputs))
         values, failed = await self._fetch(wanted)
-        unavailable = [e for e in failed.values() if isinstance(e, Unavailable)]
+        databases = set().union(*(self.needs_databases(out) for out in self.config.outputs))
+        creds, db_failed = await self._fetch_databases(databases)
+        errors: list[KeylessError] = [*failed.values(), *db_failed.values()]
+        unavailable = [e for e in errors if isinstance(e, Unavailable)]
         if unavailable:
             result.unavailable = unavailable[0]
         for out in self.config.outputs:
             missing = [ref for ref in sorted(self.needs(out)) if ref in failed]
+            db_missing = [ref for ref in sorted(self.needs_databases(out)) if ref in db_failed]
             try:
                 if missing:
                     raise failed[missing[0]]
-                self._deliver(out, values, result)
+                if db_missing:
+                    raise db_failed[db_missing[0]]
+                self._deliver(out, values, result, creds)
             except KeylessError as exc:
                 result.failures[out.path] = exc
         return result
 
-    def _deliver(self, out: FileOutput, values: dict[SecretRef, str], result: Round) -> None:
+    def _deliver(
+        self,
+        out: FileOutput,
+        values: dict[SecretRef, str],
+        result: Round,
+        creds: dict[DbRef, DbCredentials] | None = None,
+    ) -> None:
+        creds = creds or {}
         if isinstance(out.source, SecretRef):
             content = values[out.source].encode()
+        elif isinstance(out.source, DbRef):
+            content = credentials_json(creds[out.source])
         else:
-            content = self.templates[out.path].render(values).encode()
+            template = self.templates[out.path]
+            public = {ref: creds[ref].public() for ref in template.databases}
+            content = template.render(values, public).encode()
         # Compared with what the file holds now, not with what was last written: a file
         # deleted or edited by someone else is put back, and a restarted agent reports no
         # change (and tells the application nothing) for content already there.
@@ -170,6 +241,8 @@ class Delivery:
         ready = False
         down = False
         while not stop.is_set():
+            if self.databases is not None:
+                self.databases.changed.clear()  # this round reads what is current now
             result = await self.round()
             if result.unavailable is not None:
                 delay = backoff.next()
@@ -196,4 +269,21 @@ class Delivery:
             # a replaced one is, also when the agent restarted and found the old content.
             if result.replaced and self.config.notify.wanted:
                 await announce(self.config.notify, result.replaced)
+            await self._wait(stop, delay)
+
+    async def _wait(self, stop: asyncio.Event, delay: float) -> None:
+        """The wait, cut short when database credentials change (if a file shows them)."""
+        shown = any(self.needs_databases(out) for out in self.config.outputs)
+        if self.databases is None or not shown:
             await self.wait(stop, delay)
+            return
+        tasks = {
+            asyncio.ensure_future(self.wait(stop, delay)),
+            asyncio.ensure_future(self.databases.changed.wait()),
+        }
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -13,6 +13,8 @@ from typing import Any
 
 from keyless.agent.auth import KeylessAuth
 from keyless.agent.config import AgentConfig, ExecConfig
+from keyless.agent.dbcreds import DatabaseLeases
+from keyless.agent.dbvault import VaultDatabaseClient
 from keyless.agent.delivery import Delivery
 from keyless.agent.execmode import ExecRunner
 from keyless.agent.keyvault import VaultReader
@@ -29,11 +31,39 @@ def ready_line(count: int) -> None:
     print(f"keyless agent ready: {count} file{'s' if count != 1 else ''} current", flush=True)
 
 
+def _database_sidecars(config: AgentConfig, leases: DatabaseLeases | None) -> list[Sidecar]:
+    """The lease keeper (renewals, replacements, revocation at stop) and every --pg-proxy."""
+    if leases is None:
+        return []
+    from keyless.agent.pgproxy import PgProxy
+
+    async def keep(auth: KeylessAuth, stop: asyncio.Event) -> None:
+        await leases.run(stop)
+
+    sides: list[Sidecar] = [keep]
+    for spec in config.proxies:
+        proxy = PgProxy(spec, leases)
+
+        async def serve(auth: KeylessAuth, stop: asyncio.Event, proxy: PgProxy = proxy) -> None:
+            await proxy.serve(stop)
+
+        sides.append(serve)
+    return sides
+
+
 async def _files(env: AgentEnv, config: AgentConfig, sidecars: list[Sidecar]) -> int:
     auth = KeylessAuth(env)
     try:
         delivery = Delivery(config, VaultReader(auth), on_ready=ready_line)
+        refs = config.databases | delivery.database_refs  # files, proxies, database() calls
+        leases = None
+        if refs:
+            env.need_identity("database credentials (--database-creds, --pg-proxy, database())")
+            client = VaultDatabaseClient(auth)
+            leases = DatabaseLeases(client, refs, schedule=config.schedule)
+            delivery.databases = leases
         if config.once:
+            # The leases are left to run out (an init container's credentials outlive it).
             await delivery.once()
             ready_line(len(config.outputs))
             return 0
@@ -41,6 +71,7 @@ async def _files(env: AgentEnv, config: AgentConfig, sidecars: list[Sidecar]) ->
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        sidecars = [*sidecars, *_database_sidecars(config, leases)]
         tasks = [asyncio.create_task(side(auth, stop)) for side in sidecars]
         for task in tasks:  # a sidecar that ends (or fails) ends the agent
             task.add_done_callback(lambda _: stop.set())

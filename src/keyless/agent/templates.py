@@ -9,6 +9,18 @@ Vault Agent user writes ``{{ with secret "..." }}``, with one function and a few
 the agent reads the references from the template before rendering it, so it knows at start
 which secrets a file depends on (and a typo is an error then, not at the first render).
 
+``database("DATABASE/ROLE")`` is the current dynamic credentials of a database role (issue
+20), a mapping ``{username, password, host, port, dbname, sslmode, expires_at}``; the file is
+rendered again whenever they are renewed or replaced::
+
+    {% set db = database("backstage/app") %}
+    {{ db | pgpass }}                          (a libpq .pgpass line, ':' and '\\' escaped)
+    connection:
+      host: {{ db.host | yaml }}
+      port: {{ db.port }}
+      user: {{ db.username | yaml }}
+      password: {{ db.password | yaml }}
+
 Filters: ``env_file`` (a mapping as ``NAME='value'`` lines, POSIX shell quoting, readable by
 ``. FILE`` and ``set -a``), ``json``, ``yaml``, ``properties`` (Java ``.properties``, ISO-8859-1
 safe), ``shell_quote``, ``raw`` (the value as it is, the default), and ``from_json`` /
@@ -21,18 +33,20 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import yaml
 from jinja2 import StrictUndefined, TemplateError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
+from keyless.agent.dbrefs import DbRef
 from keyless.agent.refs import SecretRef
 from keyless.core.errors import ConfigError, KeylessError
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+T = TypeVar("T")
 
 
 class TemplateFailed(KeylessError):
@@ -133,6 +147,21 @@ def _properties(values: Any) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def _pgpass_field(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace(":", "\\:")
+
+
+def _pgpass(db: Any) -> str:
+    """One libpq password-file line ``host:port:dbname:username:password``."""
+    if not isinstance(db, Mapping):
+        raise TemplateFailed('pgpass takes database("DATABASE/ROLE")')
+    try:
+        fields = [db["host"], db["port"], db["dbname"], db["username"], db["password"]]
+    except KeyError:
+        raise TemplateFailed('pgpass takes database("DATABASE/ROLE")') from None
+    return ":".join(_pgpass_field(f) for f in fields) + "\n"
+
+
 def _from_json(text: str) -> Any:
     try:
         return json.loads(text)
@@ -160,6 +189,7 @@ def environment() -> SandboxedEnvironment:
         raw=lambda value: value,
         from_json=_from_json,
         from_yaml=_from_yaml,
+        pgpass=_pgpass,
     )
     return env
 
@@ -176,17 +206,28 @@ class SecretTemplate:
             self.template = self.env.from_string(tree)
         except TemplateError as exc:
             raise ConfigError(f"template {name}: {_first_line(exc)}") from None
-        self.refs = _references(tree, name)
+        self.refs = frozenset(_references(tree, name, "secret", SecretRef.parse))
+        self.databases = frozenset(_references(tree, name, "database", DbRef.parse))
 
-    def render(self, values: Mapping[SecretRef, str]) -> str:
+    def render(
+        self,
+        values: Mapping[SecretRef, str],
+        databases: Mapping[DbRef, Mapping[str, Any]] | None = None,
+    ) -> str:
         def secret(text: str) -> str:
             ref = SecretRef.parse(str(text))
             if ref not in self.refs:
                 raise TemplateFailed(f"secret({str(text)[:80]!r}) must be called with a literal")
             return values[ref]
 
+        def database(text: str) -> dict[str, Any]:
+            ref = DbRef.parse(str(text))
+            if ref not in self.databases or databases is None:
+                raise TemplateFailed(f"database({str(text)[:80]!r}) must be called with a literal")
+            return dict(databases[ref])
+
         try:
-            return self.template.render(secret=secret)
+            return self.template.render(secret=secret, database=database)
         except SecurityError as exc:
             raise TemplateFailed(
                 f"template {self.name}: refused by the sandbox ({_first_line(exc)})"
@@ -204,10 +245,14 @@ class SecretTemplate:
             ) from None
 
 
-def _references(tree: nodes.Template, name: str) -> frozenset[SecretRef]:
-    refs = set()
+def _references(
+    tree: nodes.Template, name: str, function: str, parse: Callable[[str], T]
+) -> set[T]:
+    """The arguments of every ``function("...")`` call, parsed; each must be one literal."""
+    refs: set[T] = set()
+    example = "billing/db-password" if function == "secret" else "backstage/app"
     for call in tree.find_all(nodes.Call):
-        if not (isinstance(call.node, nodes.Name) and call.node.name == "secret"):
+        if not (isinstance(call.node, nodes.Name) and call.node.name == function):
             continue
         args = call.args
         if (
@@ -217,11 +262,11 @@ def _references(tree: nodes.Template, name: str) -> frozenset[SecretRef]:
             or not isinstance(args[0].value, str)
         ):
             raise ConfigError(
-                f"template {name} line {call.lineno}: secret() takes one literal string, "
-                'e.g. secret("billing/db-password")'
+                f"template {name} line {call.lineno}: {function}() takes one literal string, "
+                f'e.g. {function}("{example}")'
             )
-        refs.add(SecretRef.parse(args[0].value))
-    return frozenset(refs)
+        refs.add(parse(args[0].value))
+    return refs
 
 
 def _line(exc: BaseException, name: str) -> str:

@@ -109,21 +109,54 @@ def agent(
         str | None,
         typer.Option(help="--credentials gcp: a projected token for Google STS [the Azure one]"),
     ] = None,
+    database_creds: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="DATABASE/ROLE=PATH[,mode=…][,owner=…]",
+            help="keep a database role's dynamic credentials in PATH as JSON (repeatable)",
+        ),
+    ] = None,
+    pg_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="HOST:PORT=DATABASE/ROLE",
+            help="serve a PostgreSQL proxy logging in with the role's current credentials "
+            "(or SOCKET_PATH=DATABASE/ROLE; repeatable)",
+        ),
+    ] = None,
+    pg_proxy_user: Annotated[
+        str | None, typer.Option(help="--pg-proxy: the user name clients give [any]")
+    ] = None,
+    pg_proxy_password_file: Annotated[
+        Path | None,
+        typer.Option(help="--pg-proxy: the password clients give (SCRAM-SHA-256), one line"),
+    ] = None,
 ) -> None:
     """Keep secrets in files (atomically replaced), until SIGTERM or with --once."""
     if ctx.invoked_subcommand is not None:
-        if secret or template or once or credentials:
+        if secret or template or once or credentials or database_creds or pg_proxy:
             raise ConfigError(
                 f"`keyless agent {ctx.invoked_subcommand}` takes its own options, after its name"
             )
         return
     from keyless import logs
     from keyless.agent import config as cfg
+    from keyless.agent.pgproxy_config import parse_proxies
     from keyless.agent.runtime import run_files
 
-    outputs = cfg.parse_outputs(secret or [], template or [], mode=mode, owner=owner)
-    if not outputs and not credentials:
-        raise ConfigError("nothing to do: give --secret, --template or --credentials")
+    outputs = cfg.parse_outputs(
+        secret or [], template or [], mode=mode, owner=owner, database_creds=database_creds
+    )
+    proxies = parse_proxies(
+        pg_proxy or [], user=pg_proxy_user, password_file=pg_proxy_password_file
+    )
+    if not outputs and not credentials and not proxies:
+        raise ConfigError(
+            "nothing to do: give --secret, --template, --database-creds, --pg-proxy "
+            "or --credentials"
+        )
+    if proxies and once:
+        raise ConfigError("--pg-proxy serves until SIGTERM: not with --once")
     notify = cfg.Notify(
         command=tuple(shlex.split(on_change)) if on_change else (),
         signal=cfg.parse_signal(signal_name) if signal_name else None,
@@ -147,8 +180,11 @@ def agent(
         once=once,
         schedule=cfg.parse_schedule(interval, jitter, backoff_cap),
         notify=notify,
+        proxies=proxies,
     )
     env = _env()
+    if config.databases:
+        env.need_identity("--database-creds, --pg-proxy and database() templates")
     sidecars: list[Sidecar] = []
     if credentials:
         sidecars.append(

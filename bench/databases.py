@@ -53,6 +53,7 @@ from .report import (
     log,
     log_first_error,
     revive,
+    run_line,
     versions_line,
 )
 
@@ -215,8 +216,7 @@ def render(data: dict[str, Any]) -> str:
     return (
         "# keyless database engine: dynamic PostgreSQL credentials\n\n"
         f"{meta['header']}\n\n"
-        f"- Command: `{meta['command']}` (wall time {meta['wall']:.0f} s; load average at "
-        f"start {meta['load_start']}, at end {meta['load_end']}: the machine is shared)\n"
+        f"{run_line(meta)}\n"
         "- Server: `python -m keyless.cli.main --data-dir DIR serve --listen 127.0.0.1:PORT "
         f"--dev --signing-alg RS256{serve}` (one process, SQLite store, TLS with its own CA); "
         "PostgreSQL on the same machine. Client: `bench/loadgen.py` in one process.\n"

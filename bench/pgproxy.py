@@ -45,7 +45,7 @@ import psycopg
 from psycopg import sql
 
 from . import loadgen
-from .report import add_out, args_of, log, revive, versions_line
+from .report import add_out, args_of, log, revive, run_line, versions_line
 
 NAME = "pgproxy"
 LOCAL_USER, LOCAL_PASSWORD = "bench", "bench-local-password"
@@ -191,8 +191,7 @@ def render(data: dict[str, Any]) -> str:
     return (
         "# keyless agent: PostgreSQL proxy throughput beside a direct connection\n\n"
         f"{meta['header']}\n\n"
-        f"- Command: `{meta['command']}` (wall time {meta['wall']:.0f} s; load average at "
-        f"start {meta['load_start']}, at end {meta['load_end']}: the machine is shared)\n"
+        f"{run_line(meta)}\n"
         "- Proxy: `keyless.agent.pgproxy.PgProxy` in its own process (asyncio's loop, as in "
         "the agent), static credentials (keyless not in the path); clients log in to it "
         "with SCRAM-SHA-256, it logs in upstream without TLS. Client: psycopg (async) in "

@@ -110,6 +110,14 @@ def command_line() -> str:
     return command
 
 
+def run_line(meta: dict[str, Any]) -> str:
+    """The results' first bullet: the command, its wall time and the load around it."""
+    return (
+        f"- Command: `{meta['command']}` (wall time {meta['wall']:.0f} s; load average at "
+        f"start {meta['load_start']}, at end {meta['load_end']}: the machine is shared)"
+    )
+
+
 def log(msg: str) -> None:
     print(msg, flush=True)
 

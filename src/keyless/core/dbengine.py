@@ -484,18 +484,12 @@ class DatabaseEngine:
         reason: str,
         workload: dict[str, Any] | None = None,
     ) -> None:
-        await self._audit.record(
-            AuditEvent(
-                time=self._clock.now(),
-                request_id=request_id,
-                tenant_id=principal.tenant_id,
-                action=action,
-                target=target,
-                result=result,
-                reason=reason,
-                actor=principal.object_id,
-                workload=dict(principal.fed) or dict(workload or {}),
-            )
+        await self._event(
+            principal.tenant_id,
+            principal.object_id,
+            dict(principal.fed) or dict(workload or {}),
+            request_id,
+            (action, target, result, reason),
         )
 
     async def _record_lease(
@@ -510,16 +504,35 @@ class DatabaseEngine:
     ) -> None:
         """An event about a lease: the workload is the one that got it (the reaper has no
         caller of its own)."""
+        actor = principal.object_id if principal is not None else lease.actor
+        await self._event(
+            lease.tenant_id,
+            actor,
+            dict(lease.workload),
+            request_id,
+            (action, target, result, reason),
+        )
+
+    async def _event(
+        self,
+        tenant_id: str,
+        actor: str | None,
+        workload: dict[str, Any],
+        request_id: str | None,
+        what: tuple[str, str, str, str],
+    ) -> None:
+        """One audit event: ``what`` is (action, target, result, reason)."""
+        action, target, result, reason = what
         await self._audit.record(
             AuditEvent(
                 time=self._clock.now(),
                 request_id=request_id,
-                tenant_id=lease.tenant_id,
+                tenant_id=tenant_id,
                 action=action,
                 target=target,
                 result=result,
                 reason=reason,
-                actor=principal.object_id if principal is not None else lease.actor,
-                workload=dict(lease.workload),
+                actor=actor,
+                workload=workload,
             )
         )

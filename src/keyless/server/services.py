@@ -179,10 +179,12 @@ class Services:
             lambda: services.root,
             identities=federation,
         )
-        own_ca = settings.tls_cert or settings.insecure_http
+        # Trusts this server's own CA like the issuer fetcher (when ``serve`` made one: an
+        # in-process test server has none).
+        own = ca_path(settings.data_dir)
         services.bundle_fetcher = HttpBundleFetcher(
             dev=settings.dev,
-            extra_ca=None if own_ca else ca_path(settings.data_dir),
+            extra_ca=own if not settings.tls_cert and own.exists() else None,
             allow_networks=settings.allow_issuer_networks,
         )
         services.spiffe = SpiffeService(

@@ -67,14 +67,20 @@ def test_bundle_is_a_spiffe_jwks(fed: Federated) -> None:
 
 def test_x509_svid_validates_against_the_bundle(fed: Federated) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    response = post(
-        fed,
-        "x509-svid",
-        {"client_id": fed.client_id, "assertion": fed.dev_token(), "csr": csr_b64(key)},
-    )
+    assertion = fed.dev_token()
+    with fed.server.client() as http:
+        response = http.post(
+            f"/{fed.tenant_id}/spiffe/x509-svid",
+            json={"client_id": fed.client_id, "assertion": assertion, "csr": csr_b64(key)},
+            headers={"client-request-id": "spiffe-issued"},
+        )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["spiffe_id"] == f"spiffe://{TD}/ns/demo/sa/app"
+    (event,) = [e for e in audit_events(fed) if e.get("request_id") == "spiffe-issued"]
+    assert event["action"] == "token.exchange.spiffe-x509" and event["result"] == "success"
+    assert event["target"] == body["spiffe_id"] and event["actor"] == fed.object_id
+    assert event["workload"]["pod"] == "app-7d9f" and assertion not in json.dumps(event)
     leaf, *chain = (x509.load_der_x509_certificate(base64.b64decode(c)) for c in body["svid"])
     assert leaf.public_key().public_numbers() == key.public_key().public_numbers()
     anchors = bundle_x509_authorities(bundle(fed))

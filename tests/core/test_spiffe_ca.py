@@ -137,3 +137,14 @@ def test_an_ed25519_request_is_refused_for_its_key_type() -> None:
     )
     with pytest.raises(InvalidRequest, match="key type"):
         csr_public_key(der)
+
+
+def test_the_sequence_moves_when_a_retired_generation_leaves_the_bundle() -> None:
+    old = generate_ca("t", "default.keyless", ROOT, NOW - 10, "retired", lifetime=86400)
+    old = type(old)(**{**{f: getattr(old, f) for f in old.__slots__}, "retired_at": NOW - 100})
+    current = generate_ca("t", "default.keyless", ROOT, NOW - 100, "current", lifetime=86400)
+    live = SpiffeCAs.build("t", [old, current], ROOT, now=NOW, svid_ttl=3600)
+    assert live.sequence == int(NOW - 10)
+    gone = SpiffeCAs.build("t", [old, current], ROOT, now=NOW + 3900, svid_ttl=3600)
+    assert len(gone.published) == 1
+    assert gone.sequence == int(NOW - 100 + 3600 + 300) > live.sequence

@@ -270,16 +270,29 @@ class SpiffeCAs:
             key=lambda r: -(r.retired_at or 0),
         )
         published = (current, *([upcoming] if upcoming else []), *retired)
-        return cls(tenant_id, SpiffeCA.open(current, root), upcoming, published)
+        kept = {r.ca_id for r in retired}
+        changed = max(
+            [r.created_at for r in records]
+            + [
+                (r.retired_at or 0) + (0 if r.ca_id in kept else svid_ttl + _SKEW)
+                for r in records
+                if r.state == "retired"
+            ]
+        )
+        return cls(tenant_id, SpiffeCA.open(current, root), upcoming, published, changed)
 
     def x509_authorities(self) -> list[x509.Certificate]:
         """The trust anchors of the bundle (roots of every published generation)."""
         return [x509.load_der_x509_certificate(r.root) for r in self.published]
 
+    changed_at: float = 0.0  # when the published set last changed (``sequence``)
+
     @property
     def sequence(self) -> int:
-        """Grows with each generation: the newest published generation's creation second."""
-        return int(max(r.created_at for r in self.published))
+        """The second the published generations last changed: a generation made, or a retired
+        one dropped. Monotonic: a dropped generation is pruned only by a rotation, which makes
+        a newer one."""
+        return int(self.changed_at)
 
 
 def der_chain(certs: Sequence[x509.Certificate]) -> list[bytes]:

@@ -58,12 +58,12 @@ class X509Svid:
     chain: tuple[bytes, ...]  # DER, leaf first
     key_der: bytes  # PKCS#8 DER, unencrypted
     bundle: tuple[bytes, ...]  # DER CA certificates
-    not_before: float
+    received_at: float  # not the certificate's notBefore, which the CA backdates for skew
     expires_at: float
 
     @property
     def renew_at(self) -> float:
-        return self.not_before + (self.expires_at - self.not_before) / 2
+        return self.received_at + (self.expires_at - self.received_at) / 2
 
     @property
     def trust_domain(self) -> str:
@@ -126,7 +126,7 @@ def _svid(answer: X509Answer, key: ec.EllipticCurvePrivateKey) -> X509Svid:
         chain=answer.chain,
         key_der=key_der,
         bundle=answer.bundle,
-        not_before=leaf.not_valid_before_utc.timestamp(),
+        received_at=time.time(),
         expires_at=min(answer.expires_at, leaf.not_valid_after_utc.timestamp()),
     )
 

@@ -184,3 +184,9 @@ def test_rotation_at_half_life_reaches_a_streaming_client(socket_path: Path):
         assert len({c.serial_number for c in (first, second, third)}) == 3
     finally:
         running.stop()
+
+
+def test_jwt_svids_reused_per_audience_set(client: WorkloadApiClient):
+    first = client.fetch_jwt_svid(audience={AUDIENCE, "second"}).token
+    assert client.fetch_jwt_svid(audience={"second", AUDIENCE}).token == first
+    assert client.fetch_jwt_svid(audience={"third"}).token != first

@@ -29,6 +29,7 @@ T = TypeVar("T")
 
 BUNDLE_REFRESH = 300.0  # when the bundle carries no spiffe_refresh_hint
 MIN_WAIT = 1.0
+JWT_CACHE = 64  # audience sets kept; past that, expired ones are dropped, then the oldest
 
 
 class Latest(Generic[T]):
@@ -193,6 +194,10 @@ class SvidKeeper:
             if hit is not None and now < hit.issued_at + (hit.expires_at - hit.issued_at) / 2:
                 return hit
             fresh = await self.issuer.jwt_svid(wanted)
+            if len(self._jwts) >= JWT_CACHE:
+                self._jwts = {k: v for k, v in self._jwts.items() if v.expires_at > now}
+                while len(self._jwts) >= JWT_CACHE:
+                    del self._jwts[next(iter(self._jwts))]
             self._jwts[wanted] = fresh
             return fresh
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -181,11 +182,15 @@ def csr_public_key(der: bytes) -> SVIDPublicKey:
         raise InvalidRequest("csr is not a DER PKCS#10 certificate request") from exc
     try:
         valid = csr.is_signature_valid
-    except Exception as exc:  # an unsupported signature algorithm
+    except (ValueError, UnsupportedAlgorithm) as exc:  # an unsupported signature algorithm
         raise InvalidRequest("csr signature cannot be checked") from exc
     if not valid:
         raise InvalidRequest("csr signature does not verify (no proof of possession)")
-    return check_svid_key(csr.public_key())
+    try:
+        public_key = csr.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise InvalidRequest("the csr's key type is not accepted") from exc
+    return check_svid_key(public_key)
 
 
 def issue_x509_svid(

@@ -42,6 +42,7 @@ class LocalIssuer:
     csrs: list[x509.CertificateSigningRequest] = field(default_factory=list)
     down: bool = False  # answer as an unreachable keyless does
     refused: int = 0  # calls answered so while down
+    federated: dict[str, dict[str, Any]] = field(default_factory=dict)  # TD -> bundle
 
     def __post_init__(self) -> None:
         now = dt.datetime.now(dt.UTC)
@@ -140,7 +141,10 @@ class LocalIssuer:
             "use": "jwt-svid",
         }
 
-    async def bundle(self) -> dict[str, Any]:
+    async def bundles(self) -> dict[str, dict[str, Any]]:
+        return {TRUST_DOMAIN: self.bundle(), **self.federated}
+
+    def bundle(self) -> dict[str, Any]:
         numbers = self.ca_key.public_key().public_numbers()
         x509_key = {
             "kty": "EC",

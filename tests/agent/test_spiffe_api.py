@@ -5,6 +5,7 @@ spiffe_support.py), the stand-in for keyless's SVID API.
 
 from __future__ import annotations
 
+import asyncio
 import stat
 import threading
 import time
@@ -190,3 +191,38 @@ def test_jwt_svids_reused_per_audience_set(client: WorkloadApiClient):
     first = client.fetch_jwt_svid(audience={AUDIENCE, "second"}).token
     assert client.fetch_jwt_svid(audience={"second", AUDIENCE}).token == first
     assert client.fetch_jwt_svid(audience={"third"}).token != first
+
+
+PARTNER_TD = "partner.keyless"
+
+
+def test_federated_bundles_are_served_and_trusted(socket_path: Path):
+    partner = LocalIssuer(spiffe_id=f"spiffe://{PARTNER_TD}/ns/shop/sa/web")
+    issuer = LocalIssuer(federated={PARTNER_TD: partner.bundle()})
+    running = AgentThread(issuer, socket=socket_path)
+    client = None
+    try:
+        assert eventually(socket_path.exists, timeout=10)
+        client = WorkloadApiClient(socket_path=f"unix://{socket_path}", default_timeout=10)
+        context = client.fetch_x509_context()
+        theirs = context.x509_bundle_set.get_bundle_for_trust_domain(TrustDomain(PARTNER_TD))
+        assert theirs is not None and len(theirs.x509_authorities) == 1
+        bundles = client.fetch_x509_bundles()
+        for td in (TRUST_DOMAIN, PARTNER_TD):
+            assert bundles.get_bundle_for_trust_domain(TrustDomain(td)) is not None
+        jwt_bundles = client.fetch_jwt_bundles()
+        assert jwt_bundles.get_bundle_for_trust_domain(TrustDomain(PARTNER_TD)) is not None
+        # a partner's JWT-SVID validates against its bundle, not against ours (same kid)
+        token = asyncio.run(partner.jwt_svid([AUDIENCE])).token
+        assert str(client.validate_jwt_svid(token, AUDIENCE).spiffe_id).startswith(
+            f"spiffe://{PARTNER_TD}/"
+        )
+        impostor = LocalIssuer(spiffe_id=f"spiffe://{PARTNER_TD}/ns/shop/sa/web")
+        impostor.jwt_key = issuer.jwt_key  # our trust domain's key, the partner's name
+        forged = asyncio.run(impostor.jwt_svid([AUDIENCE])).token
+        with pytest.raises(ValidateJwtSvidError):
+            client.validate_jwt_svid(forged, AUDIENCE)
+    finally:
+        if client is not None:
+            client.close()
+        running.stop()

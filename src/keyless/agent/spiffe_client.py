@@ -19,10 +19,6 @@ from keyless.agent.auth import KeylessAuth
 from keyless.core import spiffenames
 from keyless.core.errors import Forbidden, Unauthorized, Unavailable
 
-# The own bundle and the federated ones, {TRUST_DOMAIN: JWKS} (api/spiffe/routes.py serves it;
-# core/spiffenames.py names only the single-bundle path).
-BUNDLES_PATH = "/{tenant}/spiffe/bundles"
-
 
 @dataclass(frozen=True, slots=True)
 class X509Answer:
@@ -81,7 +77,7 @@ class KeylessSvids:
         )
 
     async def bundles(self) -> dict[str, dict[str, Any]]:
-        reply = await self._call("GET", BUNDLES_PATH, None)
+        reply = await self._call("GET", spiffenames.BUNDLES_PATH, None)
         body = _json(reply)
         return {td: b for td, b in body.items() if isinstance(b, dict)}
 

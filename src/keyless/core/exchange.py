@@ -79,7 +79,7 @@ def workload_of(verified: assertion.VerifiedAssertion) -> dict[str, Any]:
     return fed
 
 
-def _unverified_workload(token: str) -> dict[str, Any]:
+def unverified_workload(token: str) -> dict[str, Any]:
     """Who the presented token claims to be, marked unverified, for failure audit events."""
     try:
         payload = jose.parse_compact(token).payload
@@ -159,7 +159,7 @@ class TokenService:
             issued = self._mint(req, identity, token.verified, decision.credential.name, workload)
         except KeylessError as exc:
             reason = getattr(exc, "reason", exc.code)
-            workload = workload or _unverified_workload(req.assertion)
+            workload = workload or unverified_workload(req.assertion)
             if req.session:
                 workload["session"] = req.session
             await self._audit(req, actor, workload, "failure", f"{reason}: {exc.message}")

@@ -24,6 +24,7 @@ from keyless.core.errors import InvalidRequest
 
 TRUST_DOMAIN_SUFFIX = ".keyless"
 BUNDLE_PATH = "/{tenant}/spiffe/bundle"
+BUNDLES_PATH = "/{tenant}/spiffe/bundles"  # {TRUST_DOMAIN: bundle}: this one and the federated
 X509_SVID_PATH = "/{tenant}/spiffe/x509-svid"
 JWT_SVID_PATH = "/{tenant}/spiffe/jwt-svid"
 _TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")

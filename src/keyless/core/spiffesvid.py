@@ -24,7 +24,7 @@ from keyless.core.errors import (
     NotFound,
     UnknownClient,
 )
-from keyless.core.exchange import ExchangeRequest, TokenService, _unverified_workload, workload_of
+from keyless.core.exchange import ExchangeRequest, TokenService, unverified_workload, workload_of
 from keyless.core.models import Identity, Tenant
 from keyless.core.spiffebundle import bundle_jwks
 from keyless.core.spiffeca import SpiffeCAs, csr_public_key, issue_x509_svid
@@ -259,7 +259,7 @@ class SpiffeService:
             issued = await issue(attested)
         except KeylessError as exc:
             reason = getattr(exc, "reason", exc.code)
-            workload = workload or _unverified_workload(req.assertion)
+            workload = workload or unverified_workload(req.assertion)
             await tokens.record(req, actor, workload, "failure", f"{reason}: {exc.message}")
             raise
         await tokens.record(req, actor, workload, "success", f"credential {attested.credential}")

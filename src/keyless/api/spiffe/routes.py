@@ -28,11 +28,10 @@ from keyless.api.tenancy import tenant_named
 from keyless.api.throttle import discovery_refusal, spend_token_request
 from keyless.core import errors, strictjson
 from keyless.core.broker import Broker
-from keyless.core.spiffenames import BUNDLE_PATH, JWT_SVID_PATH, X509_SVID_PATH
+from keyless.core.spiffenames import BUNDLE_PATH, BUNDLES_PATH, JWT_SVID_PATH, X509_SVID_PATH
 from keyless.core.spiffesvid import SpiffeService
 from keyless.logs import request_id
 
-BUNDLES_PATH = "/{tenant}/spiffe/bundles"
 MAX_BODY = 64 * 1024
 _STATUS: tuple[tuple[type[errors.KeylessError], int], ...] = (
     (errors.UnknownClient, 401),

@@ -22,6 +22,7 @@ from keyless.core.jose import PublicKey, parse_compact
 from keyless.core.models import Identity
 from keyless.core.trust import FederatedCredential, TrustIndex
 from keyless.core.trust_explain import Check
+from keyless.core.workloadid import workload_spiffe_id
 
 
 class KeyLookup(Protocol):
@@ -119,12 +120,20 @@ async def check_token(
     return TokenDecision(tuple(checks), claims, verified, None)
 
 
-def decide(token: TokenDecision, identity: Identity, trust: TrustIndex) -> Decision:
-    """``token`` presented for ``identity``: the credential that trusts it, or why none does."""
+def decide(
+    token: TokenDecision,
+    identity: Identity,
+    trust: TrustIndex,
+    *,
+    trust_domain: str | None = None,
+) -> Decision:
+    """``token`` presented for ``identity``: the credential that trusts it, or why none does.
+    ``trust_domain`` (the tenant's, core/spiffenames.py) lets conditions use ``spiffe_id``."""
     if token.verified is None:
         return Decision(identity, token, token.checks, None, token.error)
+    sid = None if trust_domain is None else workload_spiffe_id(trust_domain, token.verified)
     try:
-        credential = trust.match(identity.object_id, token.verified)
+        credential = trust.match(identity.object_id, token.verified, spiffe_id=sid)
     except InvalidToken as exc:
         check = Check("trust policy", False, f"{exc.reason}: {exc.message}")
         return Decision(identity, token, (*token.checks, check), None, exc)

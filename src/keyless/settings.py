@@ -41,6 +41,7 @@ class Settings:
     signing_alg: str = "ES256"
     key_rotation_period: int = 30 * 86400
     token_lifetime: int = 3600
+    svid_ttl: int = 3600  # lifetime of an X.509-SVID (docs/spiffe.md)
     log_level: str = "info"
     audit_fail_closed: bool = True
     # Measurement only (bench/): no audit log at all. Refused without --dev.
@@ -135,6 +136,7 @@ _FIELDS: dict[str, str] = {
     "signing_alg": "alg",
     "key_rotation_period": "duration",
     "token_lifetime": "duration",
+    "svid_ttl": "duration",
     "log_level": "level",
     "audit_fail_closed": "bool",
     "unsafe_no_audit": "bool",
@@ -355,6 +357,8 @@ def _validate(values: dict[str, Any]) -> Settings:
     if values.get("unsafe_no_audit") and not values.get("dev"):
         raise ConfigError("KEYLESS_UNSAFE_NO_AUDIT is for measurement only and needs --dev")
     _validate_vault_namespace(values)
+    if not 60 <= values.get("svid_ttl", 3600) <= 86400:
+        raise ConfigError("--svid-ttl must be between 1m and 24h")
     port = values.get("listen_port", DEFAULT_PORT)
     scheme = "http" if values.get("insecure_http") else "https"
     values.setdefault("public_url", f"{scheme}://localhost:{port}")

@@ -45,6 +45,7 @@ from keyless.api.keyvault.bodies import kv_error
 from keyless.api.keyvault.gateway import KeyVaultAuth, VaultDispatcher
 from keyless.api.observability import ObservabilityMiddleware
 from keyless.api.responses import JSONResponse
+from keyless.api.spiffe import routes as spiffe
 from keyless.api.sync import LocalSync
 from keyless.api.vault import auth as vault_auth
 from keyless.api.vault import database as vault_database
@@ -265,6 +266,7 @@ def public_app(services: Admin, metrics: Metrics, *, fast_path: bool = True) -> 
         *discovery.routes,
         *token.routes,
         *adfs.routes,
+        *spiffe.routes,
         _dotall(Mount(fastpath.VAULT_MOUNT, app=vault_api)),
         Mount("/aws", app=_aws_app(services)),
         _dotall(Mount("/gcp", app=_gcp_app(services))),

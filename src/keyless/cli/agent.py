@@ -131,10 +131,34 @@ def agent(
         Path | None,
         typer.Option(help="--pg-proxy: the password clients give (SCRAM-SHA-256), one line"),
     ] = None,
+    workload_api: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PATH",
+            help="serve the SPIFFE Workload API on this Unix socket "
+            "(clients: SPIFFE_ENDPOINT_SOCKET=unix://PATH)",
+        ),
+    ] = None,
+    svid_dir: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR",
+            help="keep the X.509-SVID in DIR: svid.pem, svid_key.pem, bundle.pem",
+        ),
+    ] = None,
 ) -> None:
     """Keep secrets in files (atomically replaced), until SIGTERM or with --once."""
     if ctx.invoked_subcommand is not None:
-        if secret or template or once or credentials or database_creds or pg_proxy:
+        if (
+            secret
+            or template
+            or once
+            or credentials
+            or database_creds
+            or pg_proxy
+            or workload_api
+            or svid_dir
+        ):
             raise ConfigError(
                 f"`keyless agent {ctx.invoked_subcommand}` takes its own options, after its name"
             )
@@ -150,10 +174,15 @@ def agent(
     proxies = parse_proxies(
         pg_proxy or [], user=pg_proxy_user, password_file=pg_proxy_password_file
     )
-    if not outputs and not credentials and not proxies:
+    spiffe = workload_api is not None or svid_dir is not None
+    if not outputs and not credentials and not proxies and not spiffe:
         raise ConfigError(
-            "nothing to do: give --secret, --template, --database-creds, --pg-proxy "
-            "or --credentials"
+            "nothing to do: give --secret, --template, --database-creds, --pg-proxy, "
+            "--credentials, --workload-api or --svid-dir"
+        )
+    if spiffe and once:
+        raise ConfigError(
+            "--workload-api and --svid-dir keep short-lived SVIDs current: not with --once"
         )
     if proxies and once:
         raise ConfigError("--pg-proxy serves until SIGTERM: not with --once")
@@ -197,6 +226,10 @@ def agent(
                 gcp_token_file=gcp_token_file,
             )
         )
+    if spiffe:
+        from keyless.agent.spiffe import spiffe_sidecar
+
+        sidecars.append(spiffe_sidecar(workload_api=workload_api, svid_dir=svid_dir))
     logs.configure("info")
     raise typer.Exit(run_files(env, config, sidecars))
 

@@ -117,6 +117,9 @@ def serve(
     signing_alg: Annotated[str | None, typer.Option(help="ES256 (default) or RS256")] = None,
     key_rotation_period: Annotated[str | None, typer.Option(help="e.g. 30d")] = None,
     token_lifetime: Annotated[str | None, typer.Option(help="e.g. 1h")] = None,
+    svid_ttl: Annotated[
+        str | None, typer.Option(help="X.509-SVID lifetime, e.g. 1h (docs/spiffe.md)")
+    ] = None,
     log_level: Annotated[str | None, typer.Option()] = None,
     audit_fail_open: Annotated[
         bool | None,
@@ -257,6 +260,7 @@ def serve(
         "signing_alg": signing_alg,
         "key_rotation_period": key_rotation_period,
         "token_lifetime": token_lifetime,
+        "svid_ttl": svid_ttl,
         "log_level": log_level,
         "audit_fail_closed": False if audit_fail_open else None,
         "recovery_days": recovery_days,

@@ -13,6 +13,7 @@ new dialect (Vault, AWS, Google, SPIFFE) is one thin package over these operatio
 - ``vaults``: read, write and list secrets, each authorized (RBAC) and audited in
   ``VaultService``;
 - ``databases``: dynamic database credentials as leases (``DatabaseEngine``);
+- ``spiffe``: trust bundles and X.509/JWT SVIDs over the same decision (``SpiffeService``);
 - ``record``: append an audit event.
 
 The server builds one broker per process and hands it to every dialect's routes.
@@ -36,6 +37,7 @@ from keyless.core.resources import Resources
 from keyless.core.revocation import Revocations
 from keyless.core.rotation import RotationManager
 from keyless.core.spiffenames import trust_domain
+from keyless.core.spiffesvid import SpiffeService
 from keyless.core.tenants import Tenants
 from keyless.core.vault import VaultService
 
@@ -53,6 +55,7 @@ class Broker:
         public_url: str,
         revocations: Revocations,
         databases: DatabaseEngine | None = None,
+        spiffe: SpiffeService | None = None,
     ) -> None:
         self._tenants = tenants
         self._tokens = tokens
@@ -66,6 +69,8 @@ class Broker:
         self.revocations = revocations
         # The database secrets engine (core/dbengine.py): credentials as leases.
         self.databases = databases
+        # SPIFFE: the tenant's trust domain, its bundle, and SVIDs (core/spiffesvid.py).
+        self.spiffe = spiffe
         # Google's STS and impersonation over the same decision (core/gcpsts.py).
         self.gcp = GcpFederation(tokens, clock, public_url)
 

@@ -30,6 +30,8 @@ from keyless.core.resources import Resources
 from keyless.core.revocation import Revocations
 from keyless.core.rotation import RotationManager
 from keyless.core.secretcache import SecretCache
+from keyless.core.spiffemanager import SpiffeCAManager
+from keyless.core.spiffesvid import SpiffeService
 from keyless.core.tenants import Tenants
 from keyless.core.vault import VaultService
 from keyless.k8s.jwks import KubeApiJwksFetcher
@@ -79,6 +81,7 @@ class Services:
     draining: bool = False  # stopping (server/drain.py): /readyz answers 503
     aws_sessions: SessionKeys = field(init=False)  # AWS session credentials (core/awssession.py)
     databases: DatabaseEngine = field(init=False)  # the database secrets engine (docs/databases.md)
+    spiffe: SpiffeService = field(init=False)  # trust domains, bundles, SVIDs (docs/spiffe.md)
 
     @classmethod
     async def start(
@@ -174,6 +177,18 @@ class Services:
             lambda: services.root,
             identities=federation,
         )
+        services.spiffe = SpiffeService(
+            tokens,
+            SpiffeCAManager(
+                store,
+                root,
+                clock,
+                period=settings.key_rotation_period,
+                svid_ttl=settings.svid_ttl,
+            ),
+            svid_ttl=settings.svid_ttl,
+            federated=store,
+        )
         services.broker = Broker(
             tenants=tenants,
             tokens=tokens,
@@ -184,6 +199,7 @@ class Services:
             public_url=settings.public_url,
             revocations=Revocations(store, clock),
             databases=services.databases,
+            spiffe=services.spiffe,
         )
         services.aws_sessions = SessionKeys(lambda: services.root)
         services.token_limiter = TokenBuckets(
@@ -296,3 +312,4 @@ class Services:
     def _use_root(self, root: RootKeys) -> None:
         self.root = root
         self.keys.root = root
+        self.spiffe.cas.root = root

@@ -306,3 +306,45 @@ database_leases = sa.Table(
     sa.Column("revoked_at", sa.Float),
     sa.Index("ix_database_leases_state_expires", "state", "expires_at"),
 )
+
+# SPIFFE (migration 0010; core/spiffeca.py). One row per CA generation of a tenant; ``slot``
+# is the state while it is live ("current", "next") and NULL once retired, so the unique
+# (tenant_id, slot) allows one current and one next per tenant (the rotation CAS relies on it)
+# without a partial index.
+spiffe_cas = sa.Table(
+    "spiffe_cas",
+    metadata,
+    sa.Column("ca_id", sa.String(32), primary_key=True),
+    sa.Column(
+        "tenant_id", sa.String(36), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("slot", sa.String(16)),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("activated_at", sa.Float),
+    sa.Column("retired_at", sa.Float),
+    sa.Column("sealed_private", sa.LargeBinary, nullable=False),
+    sa.Column("intermediate", sa.LargeBinary, nullable=False),
+    sa.Column("root", sa.LargeBinary, nullable=False),
+    sa.UniqueConstraint("tenant_id", "slot", name="uq_spiffe_cas_slot"),
+)
+
+# Federated trust domains of a tenant: where their bundle is fetched, the last good bundle
+# (JSON) and when to fetch it again (its spiffe_refresh_hint).
+spiffe_federation = sa.Table(
+    "spiffe_federation",
+    metadata,
+    sa.Column(
+        "tenant_id",
+        sa.String(36),
+        sa.ForeignKey("tenants.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("trust_domain", sa.String(255), primary_key=True),
+    sa.Column("bundle_url", sa.Text, nullable=False),
+    sa.Column("bundle", sa.Text),
+    sa.Column("fetched_at", sa.Float),
+    sa.Column("refresh_at", sa.Float, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", sa.Float, nullable=False),
+)

@@ -31,6 +31,7 @@ from keyless.store.schema import (
     signing_keys,
     tenants,
 )
+from keyless.store.spiffe import SpiffeStoreMixin
 from keyless.store.tokens import TokenStoreMixin
 from keyless.store.urls import DatabaseUrl
 from keyless.store.vault import VaultStoreMixin
@@ -65,7 +66,12 @@ def _key_values(rec: SigningKeyRecord) -> dict[str, Any]:
 
 
 class SqlStore(
-    FederationStoreMixin, VaultStoreMixin, AuditStoreMixin, TokenStoreMixin, DatabaseStoreMixin
+    FederationStoreMixin,
+    VaultStoreMixin,
+    AuditStoreMixin,
+    TokenStoreMixin,
+    DatabaseStoreMixin,
+    SpiffeStoreMixin,
 ):
     def __init__(self, url: DatabaseUrl) -> None:
         self.url = url
@@ -260,6 +266,7 @@ class SqlStore(
                     .values(sealed_password=rewrap(context, bytes(row.sealed_password)))
                 )
                 count += 1
+            count += await self._rewrap_spiffe_cas(conn, rewrap)
             sealed = (await conn.execute(sa.select(audit_key.c.sealed))).scalar_one_or_none()
             if sealed is not None:
                 blob = rewrap(AUDIT_KEY_CONTEXT, bytes(sealed))

@@ -1,0 +1,213 @@
+"""SVIDs for workloads: a platform token, decided by the same trust-policy decision as every
+dialect's token exchange (``exchange.TokenService``), becomes an X.509-SVID (for a CSR whose
+key the caller proved it holds) or a JWT-SVID (audience-bound, signed by the tenant's key
+ring). Every outcome is audited as ``token.exchange.spiffe-x509`` / ``token.exchange.spiffe-jwt``
+naming the workload, like an exchange; a token that no trust policy accepts is ``Forbidden``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from cryptography import x509
+
+from keyless.core import assertion
+from keyless.core.decision import check_token, decide
+from keyless.core.errors import Forbidden, InvalidRequest, KeylessError, UnknownClient
+from keyless.core.exchange import ExchangeRequest, TokenService, _unverified_workload, workload_of
+from keyless.core.models import Identity, Tenant
+from keyless.core.spiffebundle import bundle_jwks
+from keyless.core.spiffeca import SpiffeCAs, csr_public_key, issue_x509_svid
+from keyless.core.spiffefed import FederatedStore
+from keyless.core.spiffeid import workload_spiffe_id
+from keyless.core.spiffemanager import SpiffeCAManager
+from keyless.core.spiffenames import trust_domain
+
+T = TypeVar("T")
+X509_GRANT = "spiffe-x509"
+JWT_GRANT = "spiffe-jwt"
+MAX_JWT_TTL = 3600
+MAX_AUDIENCES = 10
+
+
+@dataclass(frozen=True, slots=True)
+class X509SVID:
+    spiffe_id: str
+    certificates: list[x509.Certificate]  # leaf first, without the root
+    expires_at: float
+    bundle: list[x509.Certificate]  # the trust domain's X.509 authorities
+
+
+@dataclass(frozen=True, slots=True)
+class JWTSVID:
+    spiffe_id: str
+    token: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Attested:
+    identity: Identity
+    verified: assertion.VerifiedAssertion
+    credential: str
+    workload: dict[str, Any]
+    spiffe_id: str
+
+
+class SpiffeService:
+    def __init__(
+        self,
+        tokens: TokenService,
+        cas: SpiffeCAManager,
+        *,
+        svid_ttl: int,
+        refresh_hint: int = 300,
+        federated: FederatedStore | None = None,
+    ) -> None:
+        self._tokens = tokens
+        self.cas = cas
+        self.svid_ttl = svid_ttl
+        self.refresh_hint = refresh_hint
+        self._federated = federated
+
+    async def authorities(self, tenant: Tenant) -> SpiffeCAs:
+        """The tenant's CA snapshot, created and loaded at its first use."""
+        try:
+            return self.cas.cas(tenant.id)
+        except KeylessError:
+            return await self.cas.load(tenant.id, trust_domain(tenant.alias))
+
+    async def bundle(self, tenant: Tenant) -> dict[str, Any]:
+        cas = await self.authorities(tenant)
+        ring = self._tokens.keys.ring(tenant.id)
+        return bundle_jwks(cas, ring, refresh_hint=self.refresh_hint)
+
+    async def federated_bundles(self, tenant: Tenant) -> dict[str, dict[str, Any]]:
+        """Trust domain -> bundle: this tenant's own and every federated one fetched so far."""
+        out = {trust_domain(tenant.alias): await self.bundle(tenant)}
+        if self._federated is not None:
+            for domain in await self._federated.list_federated_domains(tenant.id):
+                if domain.bundle is not None:
+                    out[domain.trust_domain] = domain.bundle
+        return out
+
+    async def x509_svid(
+        self,
+        tenant: Tenant,
+        client_id: str,
+        platform_token: str,
+        csr: bytes,
+        *,
+        request_id: str | None = None,
+    ) -> X509SVID:
+        req = self._request(tenant, client_id, platform_token, X509_GRANT, request_id)
+
+        async def issue(attested: _Attested) -> X509SVID:
+            public_key = csr_public_key(csr)  # proof of possession, key policy
+            cas = await self.authorities(tenant)
+            now = self._tokens.clock.now()
+            chain = issue_x509_svid(cas.current, attested.spiffe_id, public_key, now, self.svid_ttl)
+            expires = chain[0].not_valid_after_utc.timestamp()
+            return X509SVID(attested.spiffe_id, chain, expires, cas.x509_authorities())
+
+        return await self._decided(req, issue)
+
+    async def jwt_svid(
+        self,
+        tenant: Tenant,
+        client_id: str,
+        platform_token: str,
+        audience: list[str],
+        *,
+        request_id: str | None = None,
+        ttl: int = MAX_JWT_TTL,
+    ) -> JWTSVID:
+        req = self._request(tenant, client_id, platform_token, JWT_GRANT, request_id)
+
+        async def issue(attested: _Attested) -> JWTSVID:
+            audiences = _audiences(audience)
+            now = int(self._tokens.clock.now())
+            exp = now + max(1, min(ttl, MAX_JWT_TTL))
+            claims = {
+                "sub": attested.spiffe_id,
+                "aud": audiences,
+                "iat": now,
+                "exp": exp,
+                "jti": uuid.uuid4().hex,
+            }
+            token = self._tokens.keys.ring(tenant.id).sign(claims)
+            return JWTSVID(attested.spiffe_id, token, float(exp))
+
+        return await self._decided(req, issue)
+
+    def _request(
+        self, tenant: Tenant, client_id: str, token: str, grant: str, request_id: str | None
+    ) -> ExchangeRequest:
+        return ExchangeRequest(
+            tenant=tenant,
+            client_id=client_id,
+            assertion=token,
+            resource=f"spiffe://{trust_domain(tenant.alias)}",
+            grant=grant,
+            request_id=request_id,
+        )
+
+    async def _decided(self, req: ExchangeRequest, issue: Callable[[_Attested], Awaitable[T]]) -> T:
+        """The exchange's decision (identity by client id, the token's checks, its trust
+        policies), then ``issue``; audited either way with the exchange's own event."""
+        workload: dict[str, Any] = {}
+        actor: str | None = None
+        tokens = self._tokens
+        try:
+            identity = tokens.federation.identity_by_client(req.tenant.id, req.client_id)
+            if identity is None:
+                raise UnknownClient(
+                    f"application with identifier {req.client_id[:64]!r} was not found in the "
+                    "tenant"
+                )
+            actor = identity.object_id
+            checked = await check_token(
+                req.assertion,
+                sources=tokens.federation.issuer_sources(req.tenant.id),
+                keys=tokens.federation.keys,
+                now=tokens.clock.now(),
+                policy=tokens.assertion_policy,
+            )
+            if checked.verified is None:
+                assert checked.error is not None
+                raise checked.error
+            workload = workload_of(checked.verified)
+            decision = decide(checked, identity, tokens.federation.snapshot.trust)
+            if decision.error is not None or decision.credential is None:
+                exc = decision.error
+                reason = getattr(exc, "reason", "no_trust")
+                raise Forbidden(
+                    f"no trust policy of {identity.name[:64]} accepts the token "
+                    f"({reason}: {exc.message if exc else 'no credential'})"
+                )
+            spiffe = workload_spiffe_id(trust_domain(req.tenant.alias), checked.verified)
+            attested = _Attested(
+                identity, checked.verified, decision.credential.name, workload, spiffe
+            )
+            req = replace(req, resource=spiffe)
+            issued = await issue(attested)
+        except KeylessError as exc:
+            reason = getattr(exc, "reason", exc.code)
+            workload = workload or _unverified_workload(req.assertion)
+            await tokens.record(req, actor, workload, "failure", f"{reason}: {exc.message}")
+            raise
+        await tokens.record(req, actor, workload, "success", f"credential {attested.credential}")
+        return issued
+
+
+def _audiences(audience: list[str]) -> list[str]:
+    if (
+        not isinstance(audience, list)
+        or not 1 <= len(audience) <= MAX_AUDIENCES
+        or not all(isinstance(a, str) and 0 < len(a) <= 256 for a in audience)
+    ):
+        raise InvalidRequest(f"audience must be a list of 1 to {MAX_AUDIENCES} non-empty strings")
+    return list(dict.fromkeys(audience))

@@ -2,7 +2,7 @@
 
 A condition is compiled once, when its credential is created or loaded, and evaluated per token
 exchange with the token's payload bound as the variable ``claims`` and the SPIFFE ID the token
-would get in the tenant's trust domain (core/workloadid.py) as ``spiffe_id``::
+would get in the tenant's trust domain (core/spiffeid.py) as ``spiffe_id``::
 
     claims["kubernetes.io"]["namespace"] == "prod"
     claims.sub.startsWith("system:serviceaccount:ci-")

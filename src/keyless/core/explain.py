@@ -10,13 +10,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from keyless.core.decision import Decision, decide
+from keyless.core.decision import Decision, decide, spiffe_id_of
 from keyless.core.errors import NotFound
 from keyless.core.exchange import TokenService
 from keyless.core.models import Tenant
 from keyless.core.spiffenames import trust_domain
 from keyless.core.trust_explain import Check, Explanation, PolicyReport, explain
-from keyless.core.workloadid import workload_spiffe_id
 
 
 def _check_view(check: Check) -> dict[str, Any]:
@@ -69,7 +68,7 @@ async def explain_token(
     trust = federation.snapshot.trust
     credentials = trust.credentials()
     domain = trust_domain(tenant.alias)
-    sid = None if checked.verified is None else workload_spiffe_id(domain, checked.verified)
+    sid = None if checked.verified is None else spiffe_id_of(domain, checked.verified)
     results = []
     for identity in identities:
         mine = [c for c in credentials if c.identity_id == identity.object_id]

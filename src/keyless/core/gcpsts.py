@@ -31,7 +31,7 @@ from typing import Any
 from keyless.core import gcpnames
 from keyless.core.assertion import VerifiedAssertion
 from keyless.core.clock import Clock
-from keyless.core.decision import check_token
+from keyless.core.decision import check_token, spiffe_id_of
 from keyless.core.errors import (
     Forbidden,
     InvalidToken,
@@ -43,7 +43,6 @@ from keyless.core.exchange import ExchangeRequest, IssuedToken, TokenService, wo
 from keyless.core.models import Identity, Tenant
 from keyless.core.spiffenames import trust_domain
 from keyless.core.trust import FederatedCredential
-from keyless.core.workloadid import workload_spiffe_id
 
 STS_VIA = "gcp:sts"
 IMPERSONATE_VIA = "gcp:generateAccessToken"
@@ -215,7 +214,7 @@ class GcpFederation:
             if identity is None or identity.tenant_id != tenant.id:
                 continue
             try:
-                sid = workload_spiffe_id(trust_domain(tenant.alias), verified)
+                sid = spiffe_id_of(trust_domain(tenant.alias), verified)
                 matched.append((identity, snapshot.trust.match(object_id, verified, spiffe_id=sid)))
             except InvalidToken as exc:
                 if closest is None or rank.get(exc.reason, 0) > rank.get(closest.reason, 0):
@@ -323,7 +322,7 @@ class GcpFederation:
             verified = _assertion_of(wif)
             trust = self._tokens.federation.snapshot.trust
             try:
-                sid = workload_spiffe_id(trust_domain(tenant.alias), verified)
+                sid = spiffe_id_of(trust_domain(tenant.alias), verified)
                 credential = trust.match(identity.object_id, verified, spiffe_id=sid)
             except InvalidToken as exc:
                 raise ImpersonationDenied(f"{exc.reason}: {exc.message}") from None

@@ -411,7 +411,7 @@ class TrustIndex:
     ) -> FederatedCredential:
         """The credential of ``identity_id`` that trusts ``assertion``, or InvalidToken with
         reason ``subject``, ``audience`` or ``condition`` (the furthest check reached).
-        ``spiffe_id``: the SPIFFE ID the token would get (core/workloadid.py), bound in
+        ``spiffe_id``: the SPIFFE ID the token would get (core/spiffeid.py), bound in
         conditions as ``spiffe_id``; a condition using it fails when it is None."""
         issuer, subject, audiences = assertion.issuer, assertion.subject, assertion.audiences
         detail = {

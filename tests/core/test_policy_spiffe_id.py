@@ -1,4 +1,4 @@
-"""The SPIFFE ID a token would get, and trust-policy conditions over it (``spiffe_id``)."""
+"""Trust-policy conditions over the SPIFFE ID a token would get (``spiffe_id``)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import pytest
 
 from keyless.core.assertion import VerifiedAssertion
 from keyless.core.cel import compile_condition
+from keyless.core.decision import spiffe_id_of
 from keyless.core.errors import InvalidRequest, InvalidToken
 from keyless.core.exchange import ExchangeRequest
 from keyless.core.explain import explain_token
 from keyless.core.jose import sign_compact
+from keyless.core.spiffeid import issuer_hash
 from keyless.core.trust import DEFAULT_AUDIENCE, FederatedCredential, TrustIndex
-from keyless.core.workloadid import issuer_hash, workload_spiffe_id
 from tests.core.test_decision import IDENTITY, ISS, KEY, NOW, TENANT, service
 
 TD = "default.keyless"
@@ -41,29 +42,14 @@ def verified(claims: dict[str, Any]) -> VerifiedAssertion:
     return VerifiedAssertion(claims["iss"], claims["sub"], tuple(aud), claims, claims["exp"])
 
 
-@pytest.mark.parametrize(
-    ("claims", "expected"),
-    [
-        pytest.param(k8s_claims("prod", "api"), f"spiffe://{TD}/ns/prod/sa/api", id="kubernetes"),
-        pytest.param(
-            {"iss": "https://ci.test", "sub": "job-42", "aud": ["a"], "exp": NOW},
-            f"spiffe://{TD}/iss/{issuer_hash('https://ci.test')}/sub/job-42",
-            id="other-issuer",
-        ),
-        pytest.param(
-            {"iss": "https://ci.test", "sub": "repo:acme/app:ref:main", "aud": ["a"], "exp": NOW},
-            None,
-            id="subject-not-a-path-segment",
-        ),
-        pytest.param(
-            {**k8s_claims("prod", "api"), "kubernetes.io": {"namespace": "prod"}},
-            None,
-            id="kubernetes-without-service-account",
-        ),
-    ],
-)
-def test_workload_spiffe_id(claims: dict[str, Any], expected: str | None) -> None:
-    assert workload_spiffe_id(TD, verified(claims)) == expected
+def test_spiffe_id_of_a_token_whose_names_make_none_is_none() -> None:
+    """Conditions see the ID the SVID endpoint would issue (core/spiffeid.py), or none."""
+    assert spiffe_id_of(TD, verified(k8s_claims("prod", "api"))) == f"spiffe://{TD}/ns/prod/sa/api"
+    other = {"iss": "https://ci.test", "sub": "job-42", "aud": ["a"], "exp": NOW}
+    assert spiffe_id_of(TD, verified(other)) == (
+        f"spiffe://{TD}/iss/{issuer_hash('https://ci.test')}/sub/job-42"
+    )
+    assert spiffe_id_of(TD, verified(k8s_claims("no such/namespace", "api"))) is None
 
 
 def test_condition_binds_spiffe_id_and_fails_closed_without_one() -> None:
@@ -92,7 +78,7 @@ def test_trust_index_match_uses_spiffe_id() -> None:
     )  # fmt: skip
     index = TrustIndex([cred])
     token = verified(k8s_claims("prod", "api"))
-    assert index.match(IDENTITY.object_id, token, spiffe_id=workload_spiffe_id(TD, token)) == cred
+    assert index.match(IDENTITY.object_id, token, spiffe_id=spiffe_id_of(TD, token)) == cred
     with pytest.raises(InvalidToken) as refused:
         index.match(IDENTITY.object_id, token)  # no trust domain known: fails closed
     assert refused.value.reason == "condition"

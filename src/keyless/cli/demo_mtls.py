@@ -6,8 +6,9 @@ issues each workload an SVID with a short lifetime, writes ``svid.pem``/``svid_k
 (``python -m keyless.mtls.workload``, two child processes) present their SVIDs, authorize each
 other by SPIFFE ID, and follow their files: the client keeps one connection open for the whole
 run and opens new ones every second; a third workload whose SPIFFE ID is not authorized is
-refused. The SVIDs come from an in-process CA (keyless.mtls.localca) with the server's
-issuance rules, not yet from the tenant CA through the agent's Workload API.
+refused. The SVIDs come from an in-process trust domain running the server's CA code
+(keyless.mtls.localca), so that they can live seconds (a server's ``--svid-ttl`` is a minute
+at least); docs/spiffe.md shows the same workloads fed by ``keyless agent --svid-dir``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ NAMESPACE = "demo"
 class Rotator(threading.Thread):
     """Issues each workload's SVID and a new one at half of its lifetime, until stopped."""
 
-    def __init__(self, ca: LocalCA, workloads: dict[str, tuple[str, Path]], ttl: float) -> None:
+    def __init__(self, ca: LocalCA, workloads: dict[str, tuple[str, Path]], ttl: int) -> None:
         super().__init__(daemon=True)
         self.ca, self.workloads, self.ttl = ca, workloads, ttl
         self.stop = threading.Event()
@@ -86,7 +87,7 @@ def _show(who: str, line: str) -> dict[str, Any] | None:
     return event
 
 
-def run_mtls_demo(ttl: float, duration: float) -> int:
+def run_mtls_demo(ttl: int, duration: float) -> int:
     if ttl < 2 or duration < ttl:
         raise CliError("--ttl must be at least 2 s and --duration at least --ttl")
     domain = trust_domain("default")

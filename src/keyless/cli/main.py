@@ -57,7 +57,7 @@ def demo(
     mtls: Annotated[
         bool, typer.Option("--mtls", help="two workloads talk mTLS with X.509-SVIDs instead")
     ] = False,
-    ttl: Annotated[float, typer.Option(help="--mtls: SVID lifetime, seconds")] = 8.0,
+    ttl: Annotated[int, typer.Option(help="--mtls: SVID lifetime, seconds")] = 8,
     duration: Annotated[float, typer.Option(help="--mtls: how long they talk, seconds")] = 20.0,
 ) -> None:
     """The whole flow end to end with the real Azure SDK, on a throwaway data dir; with

@@ -8,7 +8,7 @@ import os
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from keyless.core.envelope import RootKeys
@@ -125,3 +125,26 @@ def test_retired_generation_stays_published_while_its_svids_live() -> None:
     assert len(live.published) == 2
     gone = SpiffeCAs.build("t", [old, current], ROOT, now=NOW + 3600 + 300, svid_ttl=3600)
     assert [r.ca_id for r in gone.published] == [current.ca_id]
+
+
+def test_an_ed25519_request_is_refused_for_its_key_type() -> None:
+    key = ed25519.Ed25519PrivateKey.generate()
+    der = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .sign(key, None)
+        .public_bytes(serialization.Encoding.DER)
+    )
+    with pytest.raises(InvalidRequest, match="key type"):
+        csr_public_key(der)
+
+
+def test_the_sequence_moves_when_a_retired_generation_leaves_the_bundle() -> None:
+    old = generate_ca("t", "default.keyless", ROOT, NOW - 10, "retired", lifetime=86400)
+    old = type(old)(**{**{f: getattr(old, f) for f in old.__slots__}, "retired_at": NOW - 100})
+    current = generate_ca("t", "default.keyless", ROOT, NOW - 100, "current", lifetime=86400)
+    live = SpiffeCAs.build("t", [old, current], ROOT, now=NOW, svid_ttl=3600)
+    assert live.sequence == int(NOW - 10)
+    gone = SpiffeCAs.build("t", [old, current], ROOT, now=NOW + 3900, svid_ttl=3600)
+    assert len(gone.published) == 1
+    assert gone.sequence == int(NOW - 100 + 3600 + 300) > live.sequence

@@ -11,7 +11,18 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from keyless.cli import agent, apply, audit, database, env, federation, k8s, lifecycle, vault
+from keyless.cli import (
+    agent,
+    apply,
+    audit,
+    database,
+    env,
+    federation,
+    k8s,
+    lifecycle,
+    spiffe,
+    vault,
+)
 from keyless.cli.client import seg
 from keyless.cli.context import Globals, globals_of
 from keyless.cli.output import emit
@@ -40,6 +51,7 @@ app.add_typer(vault.vault_app, name="vault")
 app.add_typer(vault.secret_app, name="secret")
 app.add_typer(vault.role_app, name="role")
 app.add_typer(database.database_app, name="database")
+app.add_typer(spiffe.spiffe_app, name="spiffe")
 app.add_typer(k8s.k8s_app, name="k8s")
 app.command("apply")(apply.apply)
 app.command("env")(env.env)
@@ -312,7 +324,7 @@ def status(ctx: typer.Context) -> None:
 
 @tenant_app.command("show")
 def tenant_show(ctx: typer.Context, tenant: str = typer.Argument("default")) -> None:
-    """Show a tenant: id, alias and issuer URL."""
+    """Show a tenant: id, alias, issuer URL and SPIFFE trust domain."""
     g = globals_of(ctx)
     emit(g.client().get(f"/v1/tenants/{seg(tenant)}"), g.output)
 

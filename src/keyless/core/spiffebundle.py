@@ -42,7 +42,9 @@ def jwt_authority_jwk(public_jwk: Mapping[str, Any]) -> dict[str, Any]:
 def bundle_jwks(cas: SpiffeCAs, ring: KeyRing, *, refresh_hint: int) -> dict[str, Any]:
     keys = [x509_authority_jwk(c) for c in cas.x509_authorities()]
     keys += [jwt_authority_jwk(r.public_jwk) for r in ring.published]
-    newest_key = max(int(r.created_at) for r in ring.published)
+    # The key ring's part changes when a key is made or retired (a retired key's later drop
+    # from the key ring is not seen here: the next rotation moves the sequence on).
+    newest_key = max(int(max(r.created_at, r.retired_at or 0)) for r in ring.published)
     return {
         "keys": keys,
         "spiffe_sequence": max(cas.sequence, newest_key),

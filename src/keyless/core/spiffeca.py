@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -181,11 +182,15 @@ def csr_public_key(der: bytes) -> SVIDPublicKey:
         raise InvalidRequest("csr is not a DER PKCS#10 certificate request") from exc
     try:
         valid = csr.is_signature_valid
-    except Exception as exc:  # an unsupported signature algorithm
+    except (ValueError, UnsupportedAlgorithm) as exc:  # an unsupported signature algorithm
         raise InvalidRequest("csr signature cannot be checked") from exc
     if not valid:
         raise InvalidRequest("csr signature does not verify (no proof of possession)")
-    return check_svid_key(csr.public_key())
+    try:
+        public_key = csr.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise InvalidRequest("the csr's key type is not accepted") from exc
+    return check_svid_key(public_key)
 
 
 def issue_x509_svid(
@@ -265,16 +270,29 @@ class SpiffeCAs:
             key=lambda r: -(r.retired_at or 0),
         )
         published = (current, *([upcoming] if upcoming else []), *retired)
-        return cls(tenant_id, SpiffeCA.open(current, root), upcoming, published)
+        kept = {r.ca_id for r in retired}
+        changed = max(
+            [r.created_at for r in records]
+            + [
+                (r.retired_at or 0) + (0 if r.ca_id in kept else svid_ttl + _SKEW)
+                for r in records
+                if r.state == "retired"
+            ]
+        )
+        return cls(tenant_id, SpiffeCA.open(current, root), upcoming, published, changed)
 
     def x509_authorities(self) -> list[x509.Certificate]:
         """The trust anchors of the bundle (roots of every published generation)."""
         return [x509.load_der_x509_certificate(r.root) for r in self.published]
 
+    changed_at: float = 0.0  # when the published set last changed (``sequence``)
+
     @property
     def sequence(self) -> int:
-        """Grows with each generation: the newest published generation's creation second."""
-        return int(max(r.created_at for r in self.published))
+        """The second the published generations last changed: a generation made, or a retired
+        one dropped. Monotonic: a dropped generation is pruned only by a rotation, which makes
+        a newer one."""
+        return int(self.changed_at)
 
 
 def der_chain(certs: Sequence[x509.Certificate]) -> list[bytes]:

@@ -78,6 +78,10 @@ class BundleFetcher(Protocol):
 
 
 class FederatedStore(Protocol):
+    async def add_federated_domain(self, domain: FederatedDomain) -> bool: ...
+
+    async def remove_federated_domain(self, tenant_id: str, trust_domain: str) -> bool: ...
+
     async def list_federated_domains(
         self, tenant_id: str | None = None
     ) -> list[FederatedDomain]: ...

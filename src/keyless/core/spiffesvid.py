@@ -16,12 +16,27 @@ from cryptography import x509
 
 from keyless.core import assertion
 from keyless.core.decision import check_token, decide
-from keyless.core.errors import Forbidden, InvalidRequest, KeylessError, UnknownClient
+from keyless.core.errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    KeylessError,
+    NotFound,
+    UnknownClient,
+)
 from keyless.core.exchange import ExchangeRequest, TokenService, _unverified_workload, workload_of
 from keyless.core.models import Identity, Tenant
 from keyless.core.spiffebundle import bundle_jwks
 from keyless.core.spiffeca import SpiffeCAs, csr_public_key, issue_x509_svid
-from keyless.core.spiffefed import FederatedStore
+from keyless.core.spiffefed import (
+    BundleFetcher,
+    FederatedDomain,
+    FederatedStore,
+    check_bundle_url,
+    check_trust_domain,
+    refresh_due,
+    refresh_one,
+)
 from keyless.core.spiffeid import workload_spiffe_id
 from keyless.core.spiffemanager import SpiffeCAManager
 from keyless.core.spiffenames import trust_domain
@@ -66,12 +81,14 @@ class SpiffeService:
         svid_ttl: int,
         refresh_hint: int = 300,
         federated: FederatedStore | None = None,
+        fetcher: BundleFetcher | None = None,
     ) -> None:
         self._tokens = tokens
         self.cas = cas
         self.svid_ttl = svid_ttl
         self.refresh_hint = refresh_hint
         self._federated = federated
+        self._fetcher = fetcher
 
     async def authorities(self, tenant: Tenant) -> SpiffeCAs:
         """The tenant's CA snapshot, created and loaded at its first use."""
@@ -93,6 +110,52 @@ class SpiffeService:
                 if domain.bundle is not None:
                     out[domain.trust_domain] = domain.bundle
         return out
+
+    # -- federation ----------------------------------------------------------------------------
+
+    def _federation(self) -> tuple[FederatedStore, BundleFetcher]:
+        if self._federated is None or self._fetcher is None:
+            raise InvalidRequest("bundle federation is not enabled on this server")
+        return self._federated, self._fetcher
+
+    async def federate(self, tenant: Tenant, domain_name: str, bundle_url: str) -> FederatedDomain:
+        """Federate with another trust domain: stored, then fetched at once (a failure is
+        recorded and retried; the answer says so)."""
+        store, fetcher = self._federation()
+        name = check_trust_domain(domain_name)
+        if name == trust_domain(tenant.alias):
+            raise InvalidRequest(f"{name} is this tenant's own trust domain")
+        now = self._tokens.clock.now()
+        domain = FederatedDomain(
+            tenant.id, name, check_bundle_url(bundle_url), None, None, now, None, now
+        )
+        if not await store.add_federated_domain(domain):
+            raise Conflict(f"tenant {tenant.alias} already federates with {name}")
+        await refresh_one(store, fetcher, domain, now)
+        return await self.federated_domain(tenant, name)
+
+    async def federated_domains(self, tenant: Tenant) -> list[FederatedDomain]:
+        store, _ = self._federation()
+        return await store.list_federated_domains(tenant.id)
+
+    async def federated_domain(self, tenant: Tenant, name: str) -> FederatedDomain:
+        for domain in await self.federated_domains(tenant):
+            if domain.trust_domain == name:
+                return domain
+        raise NotFound(f"tenant {tenant.alias} does not federate with {name[:255]}")
+
+    async def unfederate(self, tenant: Tenant, name: str) -> None:
+        store, _ = self._federation()
+        if not await store.remove_federated_domain(tenant.id, name):
+            raise NotFound(f"tenant {tenant.alias} does not federate with {name[:255]}")
+
+    async def refresh_federated(self) -> int:
+        """Fetch every federated bundle that is due (the server's background loop)."""
+        if self._federated is None or self._fetcher is None:
+            return 0
+        return await refresh_due(self._federated, self._fetcher, self._tokens.clock.now())
+
+    # -- SVIDs -------------------------------------------------------------------------------
 
     async def x509_svid(
         self,

@@ -164,6 +164,14 @@ async def _periodic(services: Services, metrics: Metrics, stop: asyncio.Event) -
         except Exception as exc:  # keep serving with the keys we have
             log.warning("key maintenance failed", extra={"error": type(exc).__name__})
         try:
+            # SPIFFE: each loaded tenant's CA rotates with the key ring's period (reloading
+            # what another process rotated); federated bundles are fetched when due.
+            for tenant_id, domain in services.spiffe.cas.loaded.items():
+                await services.spiffe.cas.rotate(tenant_id, domain)
+            await services.spiffe.refresh_federated()
+        except Exception as exc:  # keep serving with the CAs and bundles we have
+            log.warning("SPIFFE maintenance failed", extra={"error": type(exc).__name__})
+        try:
             await services.checkpoint_if_due()  # a signed audit checkpoint, when one is due
         except Exception as exc:
             log.warning("audit checkpoint failed", extra={"error": type(exc).__name__})

@@ -38,6 +38,7 @@ from keyless.k8s.jwks import KubeApiJwksFetcher
 from keyless.k8s.kubeapi import KubeServiceAccounts
 from keyless.k8s.lookup import CaPublisher, ServiceAccountLookup
 from keyless.metrics import Metrics, MetricsAuditSink
+from keyless.net.bundlefetch import HttpBundleFetcher
 from keyless.net.fetch import HttpJwksFetcher
 from keyless.server.changes import LocalChanges
 from keyless.settings import Settings, ca_path
@@ -82,6 +83,7 @@ class Services:
     aws_sessions: SessionKeys = field(init=False)  # AWS session credentials (core/awssession.py)
     databases: DatabaseEngine = field(init=False)  # the database secrets engine (docs/databases.md)
     spiffe: SpiffeService = field(init=False)  # trust domains, bundles, SVIDs (docs/spiffe.md)
+    bundle_fetcher: HttpBundleFetcher = field(init=False)  # federated SPIFFE bundles
 
     @classmethod
     async def start(
@@ -177,6 +179,14 @@ class Services:
             lambda: services.root,
             identities=federation,
         )
+        # Trusts this server's own CA like the issuer fetcher (when ``serve`` made one: an
+        # in-process test server has none).
+        own = ca_path(settings.data_dir)
+        services.bundle_fetcher = HttpBundleFetcher(
+            dev=settings.dev,
+            extra_ca=own if not settings.tls_cert and own.exists() else None,
+            allow_networks=settings.allow_issuer_networks,
+        )
         services.spiffe = SpiffeService(
             tokens,
             SpiffeCAManager(
@@ -188,6 +198,7 @@ class Services:
             ),
             svid_ttl=settings.svid_ttl,
             federated=store,
+            fetcher=services.bundle_fetcher,
         )
         services.broker = Broker(
             tenants=tenants,
@@ -279,6 +290,7 @@ class Services:
             self.local.close()
         await self.k8s.aclose()
         await self.fetcher.aclose()
+        await self.bundle_fetcher.aclose()
         await self.store.close()
 
     async def rotate_root_key(self) -> dict[str, object]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import jwt
 import pytest
+import spiffe
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -66,14 +67,20 @@ def test_bundle_is_a_spiffe_jwks(fed: Federated) -> None:
 
 def test_x509_svid_validates_against_the_bundle(fed: Federated) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    response = post(
-        fed,
-        "x509-svid",
-        {"client_id": fed.client_id, "assertion": fed.dev_token(), "csr": csr_b64(key)},
-    )
+    assertion = fed.dev_token()
+    with fed.server.client() as http:
+        response = http.post(
+            f"/{fed.tenant_id}/spiffe/x509-svid",
+            json={"client_id": fed.client_id, "assertion": assertion, "csr": csr_b64(key)},
+            headers={"client-request-id": "spiffe-issued"},
+        )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["spiffe_id"] == f"spiffe://{TD}/ns/demo/sa/app"
+    (event,) = [e for e in audit_events(fed) if e.get("request_id") == "spiffe-issued"]
+    assert event["action"] == "token.exchange.spiffe-x509" and event["result"] == "success"
+    assert event["target"] == body["spiffe_id"] and event["actor"] == fed.object_id
+    assert event["workload"]["pod"] == "app-7d9f" and assertion not in json.dumps(event)
     leaf, *chain = (x509.load_der_x509_certificate(base64.b64decode(c)) for c in body["svid"])
     assert leaf.public_key().public_numbers() == key.public_key().public_numbers()
     anchors = bundle_x509_authorities(bundle(fed))
@@ -182,3 +189,40 @@ def test_non_kubernetes_tokens_get_the_issuer_subject_id(fed: Federated) -> None
     assert response.status_code == 200, response.text
     spiffe_id = response.json()["spiffe_id"]
     assert spiffe_id.startswith(f"spiffe://{TD}/iss/") and "/sub/b64." in spiffe_id
+
+
+def test_py_spiffe_accepts_the_svid_and_the_jwt_svid(fed: Federated) -> None:
+    # py-spiffe's own parsers check the SPIFFE X.509-SVID and JWT-SVID rules (leaf not a CA,
+    # one URI SAN, the chain's CA constraints, the JWT's sub, aud and exp).
+    key = ec.generate_private_key(ec.SECP256R1())
+    body = post(
+        fed,
+        "x509-svid",
+        {"client_id": fed.client_id, "assertion": fed.dev_token(), "csr": csr_b64(key)},
+    ).json()
+    key_der = key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    chain = b"".join(base64.b64decode(c) for c in body["svid"])
+    svid = spiffe.X509Svid.parse_raw(chain, key_der)
+    assert str(svid.spiffe_id) == body["spiffe_id"]
+    td = spiffe.TrustDomain(TD)
+    x509_bundle = spiffe.X509Bundle.parse_raw(
+        td, b"".join(base64.b64decode(c) for c in body["bundle"])
+    )
+    assert len(x509_bundle.x509_authorities) == len(body["bundle"])
+    jwt_body = post(
+        fed,
+        "jwt-svid",
+        {"client_id": fed.client_id, "assertion": fed.dev_token(), "audience": ["orders"]},
+    ).json()
+    # The JWT authorities alone, as the Workload API's FetchJWTBundles hands them over
+    # (py-spiffe's JwtBundle wants a kid on every key; x509-svid keys carry none).
+    jwt_keys = [k for k in bundle(fed)["keys"] if k["use"] == "jwt-svid"]
+    jwt_bundle = spiffe.JwtBundle.parse(td, json.dumps({"keys": jwt_keys}).encode())
+    parsed = spiffe.JwtSvid.parse_and_validate(jwt_body["token"], jwt_bundle, {"orders"})
+    assert str(parsed.spiffe_id) == jwt_body["spiffe_id"]
+    with pytest.raises(spiffe.errors.PySpiffeError):
+        spiffe.JwtSvid.parse_and_validate(jwt_body["token"], jwt_bundle, {"payments"})

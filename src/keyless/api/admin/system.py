@@ -10,7 +10,8 @@ from keyless import __version__
 from keyless.api.admin.common import json_body, text
 from keyless.api.context import Admin
 from keyless.api.responses import JSONResponse
-from keyless.core.models import SigningKeyRecord
+from keyless.core.models import SigningKeyRecord, Tenant
+from keyless.core.spiffenames import trust_domain
 from keyless.settings import ca_path
 
 
@@ -61,12 +62,19 @@ async def tenant_list(request: Request) -> Response:
     )
 
 
+def _tenant_view(s: Admin, tenant: Tenant) -> dict[str, object]:
+    return {
+        "id": tenant.id,
+        "alias": tenant.alias,
+        "issuer": tenant.issuer(s.settings.public_url),
+        "trust_domain": trust_domain(tenant.alias),  # SPIFFE (CONTRACT.md, docs/spiffe.md)
+    }
+
+
 async def tenant_show(request: Request) -> Response:
     s = _services(request)
     tenant = await s.tenants.get(request.path_params["tenant"])
-    return JSONResponse(
-        {"id": tenant.id, "alias": tenant.alias, "issuer": tenant.issuer(s.settings.public_url)}
-    )
+    return JSONResponse(_tenant_view(s, tenant))
 
 
 def _key_view(record: SigningKeyRecord) -> dict[str, object]:

@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from keyless.agent.spiffe import run_spiffe
 from keyless.agent.spiffe_client import JwtAnswer, SvidIssuer, X509Answer
-from keyless.core.errors import InvalidRequest
+from keyless.core.errors import InvalidRequest, Unavailable
 
 TRUST_DOMAIN = "default.keyless"
 WORKLOAD_ID = f"spiffe://{TRUST_DOMAIN}/ns/apps/sa/app"
@@ -40,6 +40,9 @@ class LocalIssuer:
     ttl: float = 3600.0
     spiffe_id: str = WORKLOAD_ID
     csrs: list[x509.CertificateSigningRequest] = field(default_factory=list)
+    down: bool = False  # answer as an unreachable keyless does
+    refused: int = 0  # calls answered so while down
+    federated: dict[str, dict[str, Any]] = field(default_factory=dict)  # TD -> bundle
 
     def __post_init__(self) -> None:
         now = dt.datetime.now(dt.UTC)
@@ -69,6 +72,9 @@ class LocalIssuer:
         self.kid = "jwt-1"
 
     async def x509_svid(self, csr_der: bytes) -> X509Answer:
+        if self.down:
+            self.refused += 1
+            raise Unavailable("keyless is unreachable (stand-in)")
         csr = x509.load_der_x509_csr(csr_der)
         if not csr.is_signature_valid:
             raise InvalidRequest("the CSR's signature does not verify")
@@ -135,7 +141,10 @@ class LocalIssuer:
             "use": "jwt-svid",
         }
 
-    async def bundle(self) -> dict[str, Any]:
+    async def bundles(self) -> dict[str, dict[str, Any]]:
+        return {TRUST_DOMAIN: self.bundle(), **self.federated}
+
+    def bundle(self) -> dict[str, Any]:
         numbers = self.ca_key.public_key().public_numbers()
         x509_key = {
             "kty": "EC",

@@ -52,3 +52,20 @@ def test_cli_refuses_spiffe_with_once(tmp_path: Path):
     )
     assert result.exit_code != 0
     assert "not with --once" in (result.output + str(result.exception))
+
+
+def test_outage_keeps_the_current_svid_and_retries(tmp_path: Path):
+    out = tmp_path / "svid"
+    issuer = LocalIssuer(ttl=6.0)
+    running = AgentThread(issuer, socket=None, svid_dir=out)
+    try:
+        assert eventually(lambda: (out / "svid.pem").exists(), timeout=10)
+        first = _files(out)[0].serial_number
+        issuer.down = True
+        # the renewal at ~3s fails: the files keep the current SVID
+        assert eventually(lambda: issuer.refused >= 1, timeout=6)
+        assert _files(out)[0].serial_number == first
+        issuer.down = False  # the retry (backoff 1-2s) gets a new one before expiry
+        assert eventually(lambda: _files(out)[0].serial_number != first, timeout=5)
+    finally:
+        running.stop()

@@ -35,14 +35,19 @@ async def run_spiffe(
 
 
 async def _announce(keeper: SvidKeeper, stop: asyncio.Event) -> None:
-    first = asyncio.ensure_future(keeper.x509.after(0))
-    stopped = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({first, stopped}, return_when=asyncio.FIRST_COMPLETED)
-    stopped.cancel()
-    if first.done():
-        print(f"keyless agent spiffe ready: {first.result()[1].spiffe_id}", flush=True)
-    else:
-        first.cancel()
+    version = 0
+    while not stop.is_set():
+        change = asyncio.ensure_future(keeper.state.after(version))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({change, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not change.done():
+            change.cancel()
+            return
+        version, identity = change.result()
+        if identity.svid is not None:
+            print(f"keyless agent spiffe ready: {identity.svid.spiffe_id}", flush=True)
+            return
 
 
 def spiffe_sidecar(*, workload_api: Path | None, svid_dir: Path | None) -> Sidecar:

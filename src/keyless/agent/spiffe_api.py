@@ -1,29 +1,28 @@
 """The SPIFFE Workload API (the ``SpiffeWorkloadAPI`` gRPC service, spiffe_proto/workload.proto)
-on a Unix socket, served from the agent's ``SvidKeeper``: FetchX509SVID and FetchX509Bundles
-stream the current SVID/bundle and every renewal; FetchJWTBundles streams the JWT bundle and
-every change; FetchJWTSVID and ValidateJWTSVID answer once. Every call must carry the metadata
-``workload.spiffe.io: true`` (the spec's guard against a browser or proxy reaching the socket),
-else INVALID_ARGUMENT, worded as SPIRE words it. The socket is created mode 0770: the pod's
-containers that share the volume and group may connect.
+on a Unix socket, served from the agent's ``SvidKeeper``: FetchX509SVID (with the federated
+bundles), FetchX509Bundles and FetchJWTBundles stream the current answer and every change (a
+renewal, a CA or key published, a federation added); FetchJWTSVID and ValidateJWTSVID answer
+once. Every call must carry the metadata ``workload.spiffe.io: true`` (the spec's guard against
+a browser or proxy reaching the socket), else INVALID_ARGUMENT, worded as SPIRE words it. The
+socket is created mode 0770: the pod's containers that share the volume and group may connect.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import struct_pb2
 
 from keyless.agent.spiffe_proto import workload_pb2 as pb
-from keyless.agent.spiffe_svids import SvidKeeper, X509Svid
+from keyless.agent.spiffe_svids import Identity, SvidKeeper
 from keyless.core.errors import ConfigError, Forbidden, InvalidRequest, KeylessError, Unauthorized
 
 log = logging.getLogger("keyless.agent.spiffe")
@@ -32,6 +31,7 @@ SERVICE = "SpiffeWorkloadAPI"
 HEADER = "workload.spiffe.io"
 HEADER_MISSING = "security header missing from request"
 SOCKET_MODE = 0o770
+T = TypeVar("T")
 
 
 def _guard(context: grpc.aio.ServicerContext) -> Awaitable[None] | None:
@@ -50,25 +50,19 @@ def _status(exc: KeylessError) -> grpc.StatusCode:
     return grpc.StatusCode.UNAVAILABLE
 
 
-def _td_id(trust_domain: str) -> str:
-    return f"spiffe://{trust_domain}"
-
-
 class WorkloadApi:
     def __init__(self, keeper: SvidKeeper) -> None:
         self.keeper = keeper
 
-    def _x509_response(self, svid: X509Svid) -> pb.X509SVIDResponse:
-        return pb.X509SVIDResponse(
-            svids=[
-                pb.X509SVID(
-                    spiffe_id=svid.spiffe_id,
-                    x509_svid=b"".join(svid.chain),
-                    x509_svid_key=svid.key_der,
-                    bundle=b"".join(svid.bundle),
-                )
-            ]
-        )
+    async def _changes(self, project: Callable[[Identity], T | None]) -> AsyncIterator[T]:
+        """Each new non-empty ``project(identity)``, the current one first."""
+        version, sent = 0, None
+        while True:
+            version, identity = await self.keeper.state.after(version)
+            value = project(identity)
+            if value is not None and value != sent:
+                sent = value
+                yield value
 
     async def fetch_x509_svid(
         self, request: pb.X509SVIDRequest, context: grpc.aio.ServicerContext
@@ -76,10 +70,20 @@ class WorkloadApi:
         if (refused := _guard(context)) is not None:
             await refused
             return
-        version = 0
-        while True:
-            version, svid = await self.keeper.x509.after(version)
-            yield self._x509_response(svid)
+        async for svid, federated in self._changes(
+            lambda i: (i.svid, i.federated_x509()) if i.svid is not None else None
+        ):
+            yield pb.X509SVIDResponse(
+                svids=[
+                    pb.X509SVID(
+                        spiffe_id=svid.spiffe_id,
+                        x509_svid=b"".join(svid.chain),
+                        x509_svid_key=svid.key_der,
+                        bundle=b"".join(svid.bundle),
+                    )
+                ],
+                federated_bundles=federated,
+            )
 
     async def fetch_x509_bundles(
         self, request: pb.X509BundlesRequest, context: grpc.aio.ServicerContext
@@ -87,14 +91,8 @@ class WorkloadApi:
         if (refused := _guard(context)) is not None:
             await refused
             return
-        version, sent = 0, None
-        while True:
-            version, svid = await self.keeper.x509.after(version)
-            if svid.bundle != sent:
-                sent = svid.bundle
-                yield pb.X509BundlesResponse(
-                    bundles={_td_id(svid.trust_domain): b"".join(svid.bundle)}
-                )
+        async for bundles in self._changes(lambda i: i.x509_bundles() or None):
+            yield pb.X509BundlesResponse(bundles=bundles)
 
     async def fetch_jwt_bundles(
         self, request: pb.JWTBundlesRequest, context: grpc.aio.ServicerContext
@@ -102,13 +100,8 @@ class WorkloadApi:
         if (refused := _guard(context)) is not None:
             await refused
             return
-        version = 0
-        while True:
-            version, jwks = await self.keeper.jwt_bundle.after(version)
-            _, svid = await self.keeper.x509.after(0)  # names the trust domain
-            yield pb.JWTBundlesResponse(
-                bundles={_td_id(svid.trust_domain): json.dumps(jwks).encode()}
-            )
+        async for bundles in self._changes(lambda i: i.jwt_bundles() or None):
+            yield pb.JWTBundlesResponse(bundles=bundles)
 
     async def fetch_jwt_svid(
         self, request: pb.JWTSVIDRequest, context: grpc.aio.ServicerContext

@@ -1,6 +1,7 @@
 """The agent's calls to keyless's SVID API (core/spiffenames.py): an X.509-SVID for a CSR, a
 JWT-SVID for audiences, each with the identity's client id and the pod's projected token (re-read
-on every call, as the kubelet rotates it); and the trust domain's bundle (a JWKS). ``SvidIssuer``
+on every call, as the kubelet rotates it); and the trust bundles (JWKS), the trust domain's own
+and the federated ones. ``SvidIssuer``
 is what the Workload API needs from keyless, so that it can be driven by another issuer in tests.
 """
 
@@ -17,6 +18,10 @@ import httpx
 from keyless.agent.auth import KeylessAuth
 from keyless.core import spiffenames
 from keyless.core.errors import Forbidden, Unauthorized, Unavailable
+
+# The own bundle and the federated ones, {TRUST_DOMAIN: JWKS} (api/spiffe/routes.py serves it;
+# core/spiffenames.py names only the single-bundle path).
+BUNDLES_PATH = "/{tenant}/spiffe/bundles"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +45,9 @@ class SvidIssuer(Protocol):
 
     async def jwt_svid(self, audience: Sequence[str]) -> JwtAnswer: ...
 
-    async def bundle(self) -> dict[str, Any]: ...
+    async def bundles(self) -> dict[str, dict[str, Any]]:
+        """Trust domain name -> its SPIFFE bundle (a JWKS): the own one and every federated."""
+        ...
 
 
 class KeylessSvids:
@@ -73,9 +80,10 @@ class KeylessSvids:
             issued_at=time.time(),
         )
 
-    async def bundle(self) -> dict[str, Any]:
-        reply = await self._call("GET", spiffenames.BUNDLE_PATH, None)
-        return _json(reply)
+    async def bundles(self) -> dict[str, dict[str, Any]]:
+        reply = await self._call("GET", BUNDLES_PATH, None)
+        body = _json(reply)
+        return {td: b for td, b in body.items() if isinstance(b, dict)}
 
     async def _post(self, path: str, extra: dict[str, Any]) -> dict[str, Any]:
         payload = {

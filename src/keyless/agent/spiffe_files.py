@@ -29,15 +29,18 @@ def write_svid(directory: Path, svid: X509Svid) -> None:
 
 async def keep_files(keeper: SvidKeeper, directory: Path, stop: asyncio.Event) -> None:
     """Write every new X.509-SVID to ``directory`` until ``stop``."""
-    version = 0
+    version, written = 0, None
     while not stop.is_set():
-        waiter = asyncio.ensure_future(keeper.x509.after(version))
+        waiter = asyncio.ensure_future(keeper.state.after(version))
         stopper = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         for task in (waiter, stopper):
             if task not in done:
                 task.cancel()
         if waiter in done:
-            version, svid = waiter.result()
-            write_svid(directory, svid)
-            log.info("wrote %s's SVID to %s", svid.spiffe_id, directory)
+            version, identity = waiter.result()
+            svid = identity.svid
+            if svid is not None and svid is not written:
+                write_svid(directory, svid)
+                written = svid
+                log.info("wrote %s's SVID to %s", svid.spiffe_id, directory)

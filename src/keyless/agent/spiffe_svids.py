@@ -1,19 +1,23 @@
 """The workload's SPIFFE identity as the agent keeps it: an X.509-SVID on a fresh EC P-256 key
 (new key, new CSR, each time), renewed at half its lifetime; JWT-SVIDs per audience set, fetched
-on demand and reused until half their lifetime; the trust domain's JWT bundle, refreshed at its
-``spiffe_refresh_hint``. Watchers (the Workload API's streams, the files mode) wait on ``Latest``
-values and see every new one.
+on demand and reused until half their lifetime; the trust bundles (the trust domain's own and
+the federated ones), refreshed at their ``spiffe_refresh_hint``. Both make up one ``Identity``
+snapshot; watchers (the Workload API's streams, the files mode) wait on it and see every change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import dataclasses
+import json
 import logging
 import random
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import jwt
@@ -29,6 +33,7 @@ T = TypeVar("T")
 
 BUNDLE_REFRESH = 300.0  # when the bundle carries no spiffe_refresh_hint
 MIN_WAIT = 1.0
+JWT_CACHE = 64  # audience sets kept; past that, expired ones are dropped, then the oldest
 
 
 class Latest(Generic[T]):
@@ -39,8 +44,12 @@ class Latest(Generic[T]):
         self.version = 0
         self._changed = asyncio.Condition()
 
-    async def set(self, value: T) -> None:
+    async def update(self, change: Callable[[T | None], T]) -> None:
+        """Publish ``change(current)`` when it differs from the current value."""
         async with self._changed:
+            value = change(self.value)
+            if value == self.value:
+                return
             self.value = value
             self.version += 1
             self._changed.notify_all()
@@ -82,9 +91,69 @@ class X509Svid:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class TrustBundle:
+    x509: tuple[bytes, ...]  # DER CA certificates (the x509-svid keys' x5c)
+    jwt_keys: tuple[dict[str, Any], ...]  # the jwt-svid JWKs
+    refresh_hint: float | None = None
+
+    @classmethod
+    def from_jwks(cls, doc: Mapping[str, Any]) -> TrustBundle:
+        """A SPIFFE bundle (JWKS); malformed keys are skipped, as SPIFFE clients do."""
+        x509s: list[bytes] = []
+        jwts: list[dict[str, Any]] = []
+        keys = doc.get("keys")
+        for key in keys if isinstance(keys, list) else []:
+            if not isinstance(key, dict):
+                continue
+            if key.get("use") == "x509-svid":
+                chain = key.get("x5c")
+                if isinstance(chain, list) and chain and isinstance(chain[0], str):
+                    with contextlib.suppress(binascii.Error, ValueError):
+                        x509s.append(base64.b64decode(chain[0], validate=True))
+            elif key.get("use", "jwt-svid") == "jwt-svid" and key.get("kid"):
+                jwts.append(key)
+        hint = doc.get("spiffe_refresh_hint")
+        return cls(
+            tuple(x509s),
+            tuple(jwts),
+            float(hint) if isinstance(hint, int | float) and hint > 0 else None,
+        )
+
+    def jwks(self) -> bytes:
+        return json.dumps({"keys": list(self.jwt_keys)}).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What the agent holds at one moment: its X.509-SVID (None until the first arrives) and
+    the trust bundles by trust domain name (its own and the federated ones)."""
+
+    svid: X509Svid | None = None
+    bundles: Mapping[str, TrustBundle] = field(default_factory=dict)
+
+    @property
+    def own(self) -> str | None:
+        return self.svid.trust_domain if self.svid is not None else None
+
+    def x509_bundles(self) -> dict[str, bytes]:
+        """``spiffe://TD`` -> DER CA certificates; the own trust domain's from the SVID."""
+        out = {f"spiffe://{td}": b"".join(b.x509) for td, b in self.bundles.items() if b.x509}
+        if self.svid is not None:
+            out[f"spiffe://{self.svid.trust_domain}"] = b"".join(self.svid.bundle)
+        return out
+
+    def federated_x509(self) -> dict[str, bytes]:
+        own = f"spiffe://{self.own}"
+        return {td: ders for td, ders in self.x509_bundles().items() if td != own}
+
+    def jwt_bundles(self) -> dict[str, bytes]:
+        return {f"spiffe://{td}": b.jwks() for td, b in self.bundles.items() if b.jwt_keys}
+
+
 def trust_domain_of(spiffe_id: str) -> str:
     if not spiffe_id.startswith("spiffe://"):
-        raise InvalidRequest("not a SPIFFE ID")
+        raise InvalidRequest("the subject is not a SPIFFE ID")
     return spiffe_id.removeprefix("spiffe://").split("/", 1)[0]
 
 
@@ -136,42 +205,44 @@ class SvidKeeper:
         self, issuer: SvidIssuer, *, backoff_cap: float = 30.0, rng: random.Random | None = None
     ) -> None:
         self.issuer = issuer
-        self.x509: Latest[X509Svid] = Latest()
-        self.jwt_bundle: Latest[dict[str, Any]] = Latest()
+        self.state: Latest[Identity] = Latest()
         self.backoff_cap = backoff_cap
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
         self._jwts: dict[tuple[str, ...], JwtAnswer] = {}
         self._jwt_lock = asyncio.Lock()
 
+    @property
+    def current(self) -> Identity:
+        return self.state.value or Identity()
+
     async def renew_x509(self) -> X509Svid:
         key, csr = new_key_and_csr()
         svid = _svid(await self.issuer.x509_svid(csr), key)
-        await self.x509.set(svid)
+        await self.state.update(lambda cur: dataclasses.replace(cur or Identity(), svid=svid))
         log.info("X.509-SVID %s, valid until %d", svid.spiffe_id, svid.expires_at)
         return svid
 
-    async def refresh_bundle(self) -> float:
-        """Fetch the JWT bundle (published only when it changed); the wait until the next."""
-        bundle = await self.issuer.bundle()
-        keys = [k for k in bundle.get("keys", ()) if k.get("use", "jwt-svid") == "jwt-svid"]
-        jwks = {"keys": keys}
-        if jwks != self.jwt_bundle.value:
-            await self.jwt_bundle.set(jwks)
-        hint = bundle.get("spiffe_refresh_hint")
-        return float(hint) if isinstance(hint, int | float) and hint > 0 else BUNDLE_REFRESH
+    async def refresh_bundles(self) -> float:
+        """Fetch the trust bundles (published only when they changed); the wait until the
+        next fetch: the shortest refresh hint."""
+        docs = await self.issuer.bundles()
+        bundles = {td: TrustBundle.from_jwks(doc) for td, doc in docs.items()}
+        await self.state.update(lambda cur: dataclasses.replace(cur or Identity(), bundles=bundles))
+        hints = [b.refresh_hint for b in bundles.values() if b.refresh_hint]
+        return min(hints) if hints else BUNDLE_REFRESH
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Keep the X.509-SVID and the JWT bundle current until ``stop``; a failure is retried
+        """Keep the X.509-SVID and the bundles current until ``stop``; a failure is retried
         with a capped backoff while the current SVID stays served."""
         await asyncio.gather(
-            self._loop(stop, self._x509_step), self._loop(stop, self.refresh_bundle)
+            self._loop(stop, self._x509_step), self._loop(stop, self.refresh_bundles)
         )
 
     async def _x509_step(self) -> float:
         svid = await self.renew_x509()
         return svid.renew_at - time.time()
 
-    async def _loop(self, stop: asyncio.Event, step: Any) -> None:
+    async def _loop(self, stop: asyncio.Event, step: Callable[[], Any]) -> None:
         failures = 0
         while not stop.is_set():
             try:
@@ -193,25 +264,31 @@ class SvidKeeper:
             if hit is not None and now < hit.issued_at + (hit.expires_at - hit.issued_at) / 2:
                 return hit
             fresh = await self.issuer.jwt_svid(wanted)
+            if len(self._jwts) >= JWT_CACHE:
+                self._jwts = {k: v for k, v in self._jwts.items() if v.expires_at > now}
+                while len(self._jwts) >= JWT_CACHE:
+                    del self._jwts[next(iter(self._jwts))]
             self._jwts[wanted] = fresh
             return fresh
 
     async def validate_jwt(self, token: str, audience: str) -> tuple[str, dict[str, Any]]:
-        """The SPIFFE ID and claims of a JWT-SVID of this trust domain for ``audience``;
-        InvalidRequest saying why not (never echoing the token)."""
+        """The SPIFFE ID and claims of a JWT-SVID of this trust domain or a federated one,
+        for ``audience``; InvalidRequest saying why not (never echoing the token)."""
         try:
             header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
             raise InvalidRequest(f"not a JWT-SVID: {exc}") from exc
         kid, alg = header.get("kid"), header.get("alg")
         if alg not in ("ES256", "ES384", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"):
             raise InvalidRequest(f"unsupported JWT-SVID algorithm {str(alg)[:16]!r}")
-        jwk = self._jwk(kid)
-        if jwk is None:  # a key published since the last refresh
-            await self.refresh_bundle()
-            jwk = self._jwk(kid)
+        domain = trust_domain_of(str(unverified.get("sub", "")))
+        jwk = self._jwk(domain, kid)
+        if jwk is None:  # a key (or a federation) published since the last refresh
+            await self.refresh_bundles()
+            jwk = self._jwk(domain, kid)
         if jwk is None:
-            raise InvalidRequest(f"no key {str(kid)[:64]!r} in the trust domain's JWT bundle")
+            raise InvalidRequest(f"no key {str(kid)[:64]!r} in the JWT bundle of {domain[:128]!r}")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -222,11 +299,9 @@ class SvidKeeper:
             )
         except jwt.PyJWTError as exc:
             raise InvalidRequest(f"the JWT-SVID is not valid: {exc}") from exc
-        subject = str(claims["sub"])
-        if not subject.startswith("spiffe://"):
-            raise InvalidRequest("the JWT-SVID's subject is not a SPIFFE ID")
-        return subject, claims
+        return str(claims["sub"]), claims
 
-    def _jwk(self, kid: object) -> dict[str, Any] | None:
-        bundle = self.jwt_bundle.value or {"keys": []}
-        return next((k for k in bundle["keys"] if k.get("kid") == kid), None)
+    def _jwk(self, domain: str, kid: object) -> dict[str, Any] | None:
+        bundle = self.current.bundles.get(domain)
+        keys = bundle.jwt_keys if bundle is not None else ()
+        return next((k for k in keys if k.get("kid") == kid), None)

@@ -1,5 +1,5 @@
 """``python -m bench STUDY [options]`` (openbao, exchange, read, soak, stack, audit, overload,
-memory, aws, gcp, databases, pgproxy); ``python -m bench render``."""
+memory, aws, gcp, databases, pgproxy, spiffe); ``python -m bench render``."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from . import (
     read,
     report,
     soak,
+    spiffe,
     stack,
 )
 
@@ -40,6 +41,7 @@ STUDIES: dict[str, Any] = {
         gcp,
         databases,
         pgproxy,
+        spiffe,
     )
 }
 

@@ -65,8 +65,19 @@ federation.federation_app.command("update")(lifecycle.federation_update)
 
 
 @app.command()
-def demo() -> None:
-    """The whole flow end to end with the real Azure SDK, on a throwaway data dir."""
+def demo(
+    mtls: Annotated[
+        bool, typer.Option("--mtls", help="two workloads talk mTLS with X.509-SVIDs instead")
+    ] = False,
+    ttl: Annotated[int, typer.Option(help="--mtls: SVID lifetime, seconds")] = 8,
+    duration: Annotated[float, typer.Option(help="--mtls: how long they talk, seconds")] = 20.0,
+) -> None:
+    """The whole flow end to end with the real Azure SDK, on a throwaway data dir; with
+    --mtls, two workloads authorize each other by SPIFFE ID across SVID rotations."""
+    if mtls:
+        from keyless.cli.demo_mtls import run_mtls_demo
+
+        raise typer.Exit(run_mtls_demo(ttl, duration))
     from keyless.cli.demo import run_demo
 
     raise typer.Exit(run_demo())

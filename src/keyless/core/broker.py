@@ -36,6 +36,7 @@ from keyless.core.models import Identity, Tenant
 from keyless.core.resources import Resources
 from keyless.core.revocation import Revocations
 from keyless.core.rotation import RotationManager
+from keyless.core.spiffenames import trust_domain
 from keyless.core.spiffesvid import SpiffeService
 from keyless.core.tenants import Tenants
 from keyless.core.vault import VaultService
@@ -104,7 +105,8 @@ class Broker:
     async def decide(self, tenant: Tenant, identity: Identity, token: str) -> Decision:
         """``token`` presented for ``identity``: accepted with a credential, or the reasons."""
         checked = await self._tokens.check_token(tenant.id, token)
-        return decide(checked, identity, self._tokens.federation.snapshot.trust)
+        trust = self._tokens.federation.snapshot.trust
+        return decide(checked, identity, trust, trust_domain=trust_domain(tenant.alias))
 
     async def explain(
         self, tenant: Tenant, token: str, *, identity_name: str | None = None

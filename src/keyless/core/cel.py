@@ -1,11 +1,16 @@
 """Optional CEL conditions on federated credentials, over every claim of the presented token.
 
 A condition is compiled once, when its credential is created or loaded, and evaluated per token
-exchange with the token's payload bound as the variable ``claims``::
+exchange with the token's payload bound as the variable ``claims`` and the SPIFFE ID the token
+would get in the tenant's trust domain (core/spiffeid.py) as ``spiffe_id``::
 
     claims["kubernetes.io"]["namespace"] == "prod"
     claims.sub.startsWith("system:serviceaccount:ci-")
     claims.repository_owner == "acme" && claims.ref.startsWith("refs/tags/")
+    spiffe_id.startsWith("spiffe://default.keyless/ns/prod/")
+
+A condition that uses ``spiffe_id`` fails closed when the token has none (or the caller knows no
+trust domain).
 
 Evaluation fails closed: an error (a missing claim, a type mismatch) or a non-bool result is a
 miss, and ``Condition.check`` says why, for ``keyless explain``.
@@ -38,6 +43,7 @@ from keyless.core.errors import InvalidRequest
 
 MAX_SOURCE_LENGTH = 4096
 VARIABLE = "claims"
+SPIFFE_ID = "spiffe_id"
 
 _PREDICATE_MACROS = frozenset({"all", "exists", "exists_one", "existsOne"})
 _LIST_MACROS = frozenset(
@@ -85,24 +91,30 @@ class Evaluation:
 class Condition:
     """A compiled condition. Immutable and safe to share between threads and requests."""
 
-    __slots__ = ("_error", "_program", "source")
+    __slots__ = ("_error", "_program", "source", "uses_spiffe_id")
 
     def __init__(self, source: str, program: Any, error: str | None = None) -> None:
         self.source = source
         self._program = program
         self._error = error
+        self.uses_spiffe_id = program is not None and SPIFFE_ID in program.variables()
 
     def __repr__(self) -> str:
         return f"Condition({self.source!r})"
 
-    def evaluate(self, claims: Mapping[str, Any]) -> bool:
-        return self.check(claims).passed
+    def evaluate(self, claims: Mapping[str, Any], spiffe_id: str | None = None) -> bool:
+        return self.check(claims, spiffe_id).passed
 
-    def check(self, claims: Mapping[str, Any]) -> Evaluation:
+    def check(self, claims: Mapping[str, Any], spiffe_id: str | None = None) -> Evaluation:
         if self._error is not None:
             return Evaluation(False, self._error)
+        context: dict[str, Any] = {VARIABLE: dict(claims)}
+        if self.uses_spiffe_id:
+            if spiffe_id is None:
+                return Evaluation(False, f"the token has no SPIFFE ID for `{SPIFFE_ID}`")
+            context[SPIFFE_ID] = spiffe_id
         try:
-            result = self._program.execute({VARIABLE: dict(claims)})
+            result = self._program.execute(context)
         except BaseException as exc:
             # The engine's Rust panics arrive as pyo3's PanicException, a BaseException.
             if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
@@ -132,8 +144,8 @@ class Scope:
 
 CLAIMS = Scope(
     "condition",
-    frozenset({VARIABLE}),
-    f"the token's claims are `{VARIABLE}` (e.g. {VARIABLE}.sub)",
+    frozenset({VARIABLE, SPIFFE_ID}),
+    f"the token's claims are `{VARIABLE}` (e.g. {VARIABLE}.sub), its SPIFFE ID `{SPIFFE_ID}`",
 )
 
 

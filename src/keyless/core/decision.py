@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from keyless.core import assertion
-from keyless.core.errors import InvalidToken, KeylessError
+from keyless.core.errors import InvalidRequest, InvalidToken, KeylessError
 from keyless.core.jose import PublicKey, parse_compact
 from keyless.core.models import Identity
+from keyless.core.spiffeid import workload_spiffe_id
 from keyless.core.trust import FederatedCredential, TrustIndex
 from keyless.core.trust_explain import Check
 
@@ -119,14 +120,31 @@ async def check_token(
     return TokenDecision(tuple(checks), claims, verified, None)
 
 
-def decide(token: TokenDecision, identity: Identity, trust: TrustIndex) -> Decision:
-    """``token`` presented for ``identity``: the credential that trusts it, or why none does."""
+def decide(
+    token: TokenDecision,
+    identity: Identity,
+    trust: TrustIndex,
+    *,
+    trust_domain: str | None = None,
+) -> Decision:
+    """``token`` presented for ``identity``: the credential that trusts it, or why none does.
+    ``trust_domain`` (the tenant's, core/spiffenames.py) lets conditions use ``spiffe_id``."""
     if token.verified is None:
         return Decision(identity, token, token.checks, None, token.error)
+    sid = None if trust_domain is None else spiffe_id_of(trust_domain, token.verified)
     try:
-        credential = trust.match(identity.object_id, token.verified)
+        credential = trust.match(identity.object_id, token.verified, spiffe_id=sid)
     except InvalidToken as exc:
         check = Check("trust policy", False, f"{exc.reason}: {exc.message}")
         return Decision(identity, token, (*token.checks, check), None, exc)
     check = Check("trust policy", True, f"credential {credential.name}")
     return Decision(identity, token, (*token.checks, check), credential, None)
+
+
+def spiffe_id_of(trust_domain: str, verified: assertion.VerifiedAssertion) -> str | None:
+    """The SPIFFE ID ``verified`` would get (core/spiffeid.py), None when the token's names
+    make none (a condition that uses ``spiffe_id`` then fails closed)."""
+    try:
+        return workload_spiffe_id(trust_domain, verified)
+    except InvalidRequest:
+        return None

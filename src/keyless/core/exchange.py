@@ -19,6 +19,7 @@ from keyless.core.federation import Federation
 from keyless.core.models import Identity, Tenant
 from keyless.core.resources import Resources
 from keyless.core.rotation import RotationManager
+from keyless.core.spiffenames import trust_domain
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +153,9 @@ class TokenService:
                 workload = workload_of(token.verified)
                 if req.session:
                     workload["session"] = req.session
-            decision = decide(token, identity, snapshot.trust)
+            decision = decide(
+                token, identity, snapshot.trust, trust_domain=trust_domain(req.tenant.alias)
+            )
             if decision.error is not None:
                 raise decision.error
             assert token.verified is not None and decision.credential is not None

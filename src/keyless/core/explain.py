@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from keyless.core.decision import Decision, decide
+from keyless.core.decision import Decision, decide, spiffe_id_of
 from keyless.core.errors import NotFound
 from keyless.core.exchange import TokenService
 from keyless.core.models import Tenant
+from keyless.core.spiffenames import trust_domain
 from keyless.core.trust_explain import Check, Explanation, PolicyReport, explain
 
 
@@ -66,13 +67,15 @@ async def explain_token(
         identities = await federation.list_identities(tenant.id)
     trust = federation.snapshot.trust
     credentials = trust.credentials()
+    domain = trust_domain(tenant.alias)
+    sid = None if checked.verified is None else spiffe_id_of(domain, checked.verified)
     results = []
     for identity in identities:
         mine = [c for c in credentials if c.identity_id == identity.object_id]
         if not mine and identity_name is None:
             continue
-        decision = decide(checked, identity, trust)
-        report = explain(mine, claims, token_checks=checked.checks)
+        decision = decide(checked, identity, trust, trust_domain=domain)
+        report = explain(mine, claims, token_checks=checked.checks, spiffe_id=sid)
         results.append(_explanation_view(decision, report))
     if identity_name is None and not results and not identities:
         raise NotFound("the tenant has no identities")

@@ -31,7 +31,7 @@ from typing import Any
 from keyless.core import gcpnames
 from keyless.core.assertion import VerifiedAssertion
 from keyless.core.clock import Clock
-from keyless.core.decision import check_token
+from keyless.core.decision import check_token, spiffe_id_of
 from keyless.core.errors import (
     Forbidden,
     InvalidToken,
@@ -41,6 +41,7 @@ from keyless.core.errors import (
 )
 from keyless.core.exchange import ExchangeRequest, IssuedToken, TokenService, workload_of
 from keyless.core.models import Identity, Tenant
+from keyless.core.spiffenames import trust_domain
 from keyless.core.trust import FederatedCredential
 
 STS_VIA = "gcp:sts"
@@ -213,7 +214,8 @@ class GcpFederation:
             if identity is None or identity.tenant_id != tenant.id:
                 continue
             try:
-                matched.append((identity, snapshot.trust.match(object_id, verified)))
+                sid = spiffe_id_of(trust_domain(tenant.alias), verified)
+                matched.append((identity, snapshot.trust.match(object_id, verified, spiffe_id=sid)))
             except InvalidToken as exc:
                 if closest is None or rank.get(exc.reason, 0) > rank.get(closest.reason, 0):
                     closest = exc
@@ -320,7 +322,8 @@ class GcpFederation:
             verified = _assertion_of(wif)
             trust = self._tokens.federation.snapshot.trust
             try:
-                credential = trust.match(identity.object_id, verified)
+                sid = spiffe_id_of(trust_domain(tenant.alias), verified)
+                credential = trust.match(identity.object_id, verified, spiffe_id=sid)
             except InvalidToken as exc:
                 raise ImpersonationDenied(f"{exc.reason}: {exc.message}") from None
             issued = self._tokens.mint(

@@ -243,7 +243,10 @@ class SpiffeService:
                 assert checked.error is not None
                 raise checked.error
             workload = workload_of(checked.verified)
-            decision = decide(checked, identity, tokens.federation.snapshot.trust)
+            domain = trust_domain(req.tenant.alias)
+            decision = decide(
+                checked, identity, tokens.federation.snapshot.trust, trust_domain=domain
+            )
             if decision.error is not None or decision.credential is None:
                 exc = decision.error
                 reason = getattr(exc, "reason", "no_trust")

@@ -406,9 +406,13 @@ class TrustIndex:
             found.extend(bucket.candidates(subject))
         return found
 
-    def match(self, identity_id: str, assertion: VerifiedAssertion) -> FederatedCredential:
+    def match(
+        self, identity_id: str, assertion: VerifiedAssertion, *, spiffe_id: str | None = None
+    ) -> FederatedCredential:
         """The credential of ``identity_id`` that trusts ``assertion``, or InvalidToken with
-        reason ``subject``, ``audience`` or ``condition`` (the furthest check reached)."""
+        reason ``subject``, ``audience`` or ``condition`` (the furthest check reached).
+        ``spiffe_id``: the SPIFFE ID the token would get (core/spiffeid.py), bound in
+        conditions as ``spiffe_id``; a condition using it fails when it is None."""
         issuer, subject, audiences = assertion.issuer, assertion.subject, assertion.audiences
         detail = {
             "identity": clip(identity_id),
@@ -437,7 +441,7 @@ class TrustIndex:
             )
         for cred in found:
             if cred.condition is None or self._conditions[cred.condition].evaluate(
-                assertion.claims
+                assertion.claims, spiffe_id
             ):
                 return cred
         raise InvalidToken(

@@ -75,8 +75,10 @@ def explain(
     claims: Mapping[str, Any],
     *,
     token_checks: Sequence[Check] = (),
+    spiffe_id: str | None = None,
 ) -> Explanation:
-    """Every check of every credential (of one identity) against a token's claims."""
+    """Every check of every credential (of one identity) against a token's claims (and the
+    SPIFFE ID it would get, for conditions that use ``spiffe_id``)."""
     iss, sub = claims.get("iss"), claims.get("sub")
     issuer = iss if isinstance(iss, str) else None
     subject = sub if isinstance(sub, str) else None
@@ -95,7 +97,7 @@ def explain(
                 _issuer_check(cred, issuer, subject),
                 _subject_check(cred, subject, issuer),
                 _audience_check(cred, audiences),
-                _condition_check(cred, claims),
+                _condition_check(cred, claims, spiffe_id),
             ),
         )
         for cred in sorted(credentials, key=precedence)
@@ -192,12 +194,14 @@ def _audience_check(cred: FederatedCredential, audiences: tuple[str, ...]) -> Ch
     return Check("audience", False, reason)
 
 
-def _condition_check(cred: FederatedCredential, claims: Mapping[str, Any]) -> Check:
+def _condition_check(
+    cred: FederatedCredential, claims: Mapping[str, Any], spiffe_id: str | None
+) -> Check:
     if cred.condition is None:
         return Check("condition", True, "no condition")
     try:
         condition = compile_condition(cred.condition)
     except InvalidRequest as exc:
         return Check("condition", False, exc.message)
-    outcome = condition.check(claims)
+    outcome = condition.check(claims, spiffe_id)
     return Check("condition", outcome.passed, outcome.reason)

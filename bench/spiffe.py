@@ -1,0 +1,182 @@
+"""SPIFFE benchmark: X.509-SVIDs issued per second beside the Entra token exchange, on one real
+``keyless serve``, in the same run.
+
+One server (``python -m keyless.cli.main --data-dir DIR serve --listen 127.0.0.1:PORT --dev``,
+fresh temporary DIR, SQLite, TLS with keyless's own CA, which the client verifies), set up as
+``bench/read.py`` sets it up (``bench/server.py setup``: an issuer with an uploaded JWKS,
+identity ``bench-app`` trusting ``system:serviceaccount:bench:app``). For each concurrency, three
+cells, one after the other:
+
+* ``entra exchange``: ``POST /{tenant}/oauth2/v2.0/token`` (client assertion = a Kubernetes
+  projected token of the bench issuer, a pool of ``--pool`` distinct ones); success = 200 with
+  ``"access_token"``;
+* ``x509-svid``: ``POST /{tenant}/spiffe/x509-svid`` ``{client_id, assertion, csr}`` as the
+  agent sends it (core/spiffenames.py), the same token pool, and a pool of ``--pool`` CSRs, each
+  on its own P-256 key (made before the cell: key generation is the agent's cost, not the
+  server's); the server checks the token and its trust policy exactly as for the exchange, then
+  verifies the CSR's signature (proof of possession) and signs the SVID; success = 200 with
+  ``"svid"``;
+* ``core csr verify + sign``: the same two steps (``spiffeca.csr_public_key`` and
+  ``issue_x509_svid``) in this process, without HTTP, the token decision or the audit log: the
+  floor the endpoint's crypto sets. One process, concurrency does not apply (run once).
+
+Usage (from the repo root)::
+
+    .venv/bin/python -m bench spiffe                    # defaults: ~30 s
+    .venv/bin/python -m bench spiffe --seconds 3 --concurrency 16
+
+Results: ``bench/results/spiffe.json``, rendered to ``bench/results/spiffe.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from keyless.core.envelope import RootKeys
+from keyless.core.spiffeca import SpiffeCA, csr_public_key, generate_ca, issue_x509_svid
+from keyless.core.spiffenames import X509_SVID_PATH, trust_domain
+
+from . import loadgen
+from . import server as ex
+from .dialect import TABLE_HEAD, RawPayloads, Row, format_row
+from .report import (
+    add_cell_options,
+    add_out,
+    add_serve_arg,
+    args_of,
+    check_cell_options,
+    log,
+    log_first_error,
+    revive,
+    run_line,
+    versions_line,
+)
+
+NAME = "spiffe"
+CELLS = ("entra exchange", "x509-svid")
+SVID_OK = b'"svid"'
+
+
+def csr_pool(size: int) -> list[bytes]:
+    """DER CSRs, each on a fresh P-256 key, as the agent makes them."""
+    out = []
+    for _ in range(size):
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+        out.append(csr.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+    return out
+
+
+def svid_req(tenant_id: str, client_id: str, token: str, csr: bytes) -> loadgen.Req:
+    body = {"client_id": client_id, "assertion": token, "csr": base64.b64encode(csr).decode()}
+    path = X509_SVID_PATH.format(tenant=tenant_id)
+    return loadgen.Req("POST", path, json.dumps(body).encode(), "application/json")
+
+
+def core_rate(csrs: list[bytes], seconds: float) -> tuple[int, float]:
+    """(SVIDs, seconds) of ``csr_public_key`` + ``issue_x509_svid`` in a loop, in process."""
+    root = RootKeys((os.urandom(32),))
+    now = time.time()
+    record = generate_ca("bench", trust_domain("bench"), root, now, "current", lifetime=86400)
+    ca = SpiffeCA.open(record, root)
+    spiffe_id = "spiffe://bench.keyless/ns/bench/sa/app"
+    done, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        issue_x509_svid(ca, spiffe_id, csr_public_key(csrs[done % len(csrs)]), now, 3600)
+        done += 1
+    return done, elapsed
+
+
+async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    csrs = csr_pool(args.pool)
+    done, elapsed = core_rate(csrs, args.seconds)
+    core_line = (
+        f"core csr verify + sign (in process, one thread): {done / elapsed:,.0f} SVIDs/s "
+        f"({done:,} in {elapsed:.1f} s)"
+    )
+    log(core_line)
+    server = await ex.start_server("RS256", tmp, NAME, list(args.serve_arg))
+    try:
+        ex.setup(server, tmp, key)
+        assert server.target is not None
+        target = server.target
+        tokens = ex.mint_pool(key, [ex.APP_SUBJECT], args.pool)
+        entra = [loadgen.raw_bytes(server.exchange_req(t), target) for t in tokens]
+        svids = [
+            loadgen.raw_bytes(svid_req(server.tenant_id, server.client_id, t, c), target)
+            for t, c in zip(tokens, csrs, strict=True)
+        ]
+        req = svid_req(server.tenant_id, server.client_id, tokens[0], csrs[0])
+        status, body = await loadgen.request_once(target, req, 10.0)
+        if status != 200 or SVID_OK not in body:
+            raise RuntimeError(f"x509-svid failed: HTTP {status}: {body[:300]!r}")
+        rows: list[Row] = []
+        for conc in args.concurrency:
+            for cell in CELLS:
+                payloads, ok = (entra, ex.OK) if cell == "entra exchange" else (svids, SVID_OK)
+                result = await loadgen.run_load(
+                    RawPayloads(target, payloads, ok),
+                    conc, args.seconds, args.max_requests, args.warmup, server.pid,
+                )  # fmt: skip
+                if server.proc.poll() is not None:
+                    raise RuntimeError(f"keyless died:\n{server.tail()}")
+                row = Row(cell, conc, result, loadgen.rss_mib(server.pid))
+                rows.append(row)
+                log(format_row(row))
+                log_first_error(result.first_error)
+        problems, first = server.problems()
+        note = f"{problems} warning/error line(s)" + (f"; first: {first}" if first else "")
+    finally:
+        ex.stop_proc(server.proc)
+    return {"rows": rows, "notes": [note], "core": core_line}
+
+
+def header(args: argparse.Namespace) -> str:
+    return versions_line(["cryptography", "uvicorn", "uvloop", "starlette"])
+
+
+def render(data: dict[str, Any]) -> str:
+    args, meta = args_of(data), data["meta"]
+    rows = revive(list[Row], data["rows"])
+    serve = " ".join(["", *args.serve_arg]) if args.serve_arg else ""
+    return (
+        "# keyless SPIFFE: X.509-SVIDs issued per second beside the Entra exchange\n\n"
+        f"{meta['header']}\n\n"
+        f"{run_line(meta)}\n"
+        "- Server: `python -m keyless.cli.main --data-dir DIR serve --listen 127.0.0.1:PORT "
+        f"--dev --signing-alg RS256{serve}` (one process, SQLite, TLS with its own CA). "
+        "Client: `bench/loadgen.py` in one process on the same machine.\n"
+        "- Cells (bench/spiffe.py says what each request is): both take the same trust "
+        "decision over the same token pool and write one audit event; the exchange then signs "
+        "an access token with the key ring, the SVID endpoint verifies the CSR's signature "
+        "and signs a certificate with the tenant's intermediate CA (ECDSA P-256).\n"
+        f"- Each cell: {args.seconds:g} s or {args.max_requests:,} operations after a "
+        f"{args.warmup:g} s warm-up; token and CSR pools of {args.pool:,}.\n"
+        f"- {data.get('core', '')}\n\n"
+        f"{TABLE_HEAD}\n" + "\n".join(format_row(r) for r in rows) + "\n\n"
+        "## Server log\n\n" + "".join(f"- {n}\n" for n in data["notes"])
+    )
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_cell_options(p, 5.0, "request", [16, 64])
+    p.add_argument("--pool", type=int, default=500, help="distinct platform tokens and CSRs")
+    add_serve_arg(p)
+    add_out(p, NAME)
+
+
+def validate(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.pool < 1:
+        p.error("need --pool >= 1")
+    check_cell_options(p, args)

@@ -68,6 +68,32 @@ def _name(trust_domain: str, role: str, ca_id: str) -> x509.Name:
     )
 
 
+def _ca_builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    begin: datetime.datetime,
+    end: datetime.datetime,
+    path_length: int,
+) -> x509.CertificateBuilder:
+    """A CA certificate of the trust domain: may sign certificates (and CRLs), nothing else."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(begin)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), False)
+    )
+
+
 # No URI name constraint on the CAs (as SPIRE): verifiers (``cryptography``'s among them)
 # reject a chain with a constraint type they do not support.
 def generate_ca(
@@ -85,36 +111,13 @@ def generate_ca(
     key = ec.generate_private_key(ec.SECP256R1())
     begin, end = _time(now - _SKEW), _time(now + lifetime)
     root_name = _name(trust_domain, "root", ca_id)
-    root_cert = (
-        x509.CertificateBuilder()
-        .subject_name(root_name)
-        .issuer_name(root_name)
-        .public_key(root_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(begin)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(root_key.public_key()), False)
-        .sign(root_key, hashes.SHA256())
+    root_cert = _ca_builder(root_name, root_name, root_key.public_key(), begin, end, 1).sign(
+        root_key, hashes.SHA256()
     )
     intermediate = (
-        x509.CertificateBuilder()
-        .subject_name(_name(trust_domain, "intermediate", ca_id))
-        .issuer_name(root_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(begin)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
-            critical=True,
+        _ca_builder(
+            _name(trust_domain, "intermediate", ca_id), root_name, key.public_key(), begin, end, 0
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), False
         )

@@ -260,29 +260,32 @@ def check_etag(body: dict[str, Any], current: str, resource: str) -> None:
         raise wire.etag_mismatch(resource)
 
 
-async def set_enabled(
-    ctx: Context, r: Resolved, segment: str, body: dict[str, Any], enabled: bool
-) -> dict[str, Any]:
-    await require(ctx, r, rbac.UPDATE)
+async def _live_version(
+    ctx: Context, r: Resolved, segment: str, body: dict[str, Any], action: str
+) -> tuple[SecretVersion, str]:
+    """The version a state change names, once the caller may do ``action``, the etag matches
+    and the version is not destroyed (a destroyed version changes no more)."""
+    await require(ctx, r, action)
     _, versions = await history(ctx, r)
     props = _pick(r, versions, segment)
     resource = r.version(versions.number(props))
     check_etag(body, wire.version_etag(props), resource)
     if props.destroyed:
         raise wire.not_enabled(resource, gsm.DESTROYED)
+    return props, resource
+
+
+async def set_enabled(
+    ctx: Context, r: Resolved, segment: str, body: dict[str, Any], enabled: bool
+) -> dict[str, Any]:
+    props, resource = await _live_version(ctx, r, segment, body, rbac.UPDATE)
     changes = PropertyChanges(enabled=enabled, set_fields=frozenset({"enabled"}))
     updated = await ctx.vaults.update(ctx.call, r.vault.name, r.secret, props.version, changes)
     return wire.version_body(ctx.style, resource, updated.props)
 
 
 async def destroy(ctx: Context, r: Resolved, segment: str, body: dict[str, Any]) -> dict[str, Any]:
-    await require(ctx, r, rbac.PURGE)
-    _, versions = await history(ctx, r)
-    props = _pick(r, versions, segment)
-    resource = r.version(versions.number(props))
-    check_etag(body, wire.version_etag(props), resource)
-    if props.destroyed:
-        raise wire.not_enabled(resource, gsm.DESTROYED)
+    props, resource = await _live_version(ctx, r, segment, body, rbac.PURGE)
     await ctx.vaults.destroy(ctx.call, r.vault.name, r.secret, [props.number])
     gone = replace(props, enabled=False, destroyed=True)
     return wire.version_body(ctx.style, resource, gone, destroyed_at=ctx.style.now)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -28,6 +29,7 @@ from keyless.api.tenancy import tenant_named
 from keyless.api.throttle import discovery_refusal, spend_token_request
 from keyless.core import errors, strictjson
 from keyless.core.broker import Broker
+from keyless.core.models import Tenant
 from keyless.core.spiffenames import BUNDLE_PATH, BUNDLES_PATH, JWT_SVID_PATH, X509_SVID_PATH
 from keyless.core.spiffesvid import SpiffeService
 from keyless.logs import request_id
@@ -65,7 +67,10 @@ def _cache(service: SpiffeService) -> dict[str, str]:
     return {"Cache-Control": f"public, max-age={service.refresh_hint}"}
 
 
-async def bundle(request: Request) -> Response:
+async def _published(
+    request: Request, view: Callable[[SpiffeService, Tenant], Awaitable[Any]]
+) -> Response:
+    """A cacheable public answer about the tenant's trust domain, under the discovery limit."""
     try:
         refused = discovery_refusal(request)
         if refused is not None:
@@ -73,22 +78,17 @@ async def bundle(request: Request) -> Response:
         edge = edge_of(request)
         tenant = await tenant_named(edge, request.path_params["tenant"])
         service = _service(edge.broker)
-        return JSONResponse(await service.bundle(tenant), headers=_cache(service))
+        return JSONResponse(await view(service, tenant), headers=_cache(service))
     except errors.KeylessError as exc:
         return render_error(exc)
+
+
+async def bundle(request: Request) -> Response:
+    return await _published(request, lambda service, tenant: service.bundle(tenant))
 
 
 async def bundles(request: Request) -> Response:
-    try:
-        refused = discovery_refusal(request)
-        if refused is not None:
-            raise refused
-        edge = edge_of(request)
-        tenant = await tenant_named(edge, request.path_params["tenant"])
-        service = _service(edge.broker)
-        return JSONResponse(await service.federated_bundles(tenant), headers=_cache(service))
-    except errors.KeylessError as exc:
-        return render_error(exc)
+    return await _published(request, lambda service, tenant: service.federated_bundles(tenant))
 
 
 def _string(body: dict[str, Any], name: str) -> str:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install bench clean kubectl helm shell-tools coverage upstream bytecode image
+.PHONY: run test lint install bench clean kubectl helm shell-tools browser coverage upstream bytecode image
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -68,6 +68,14 @@ shell-tools:
 	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends$$missing >/dev/null; fi
 
+# tests/console/ click through the console in Debian's Chromium, driven by Playwright (pip).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the console's browser tests"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
 # Three pytest-xdist workers, one test module each at a time (module fixtures start one server):
 # the end-to-end tests wait on their servers, so three keep two cores busy.
 PYTEST_WORKERS ?= 3
@@ -85,11 +93,11 @@ upstream: $(STAMP)
 bytecode: $(STAMP)
 	@env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m compileall -q -j 0 src tests bench
 
-test: $(STAMP) kubectl helm shell-tools upstream bytecode
+test: $(STAMP) kubectl helm shell-tools browser upstream bytecode
 	$(PYTEST); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 1; fi; exit $$rc
 
 # Line coverage of src/keyless over the whole suite, server subprocesses included.
-coverage: $(STAMP) kubectl helm shell-tools upstream bytecode
+coverage: $(STAMP) kubectl helm shell-tools browser upstream bytecode
 	$(PYTEST) --cov=keyless --cov-report=term:skip-covered
 
 # ruff, mypy (strict on core, the broker included) and the layering contracts in pyproject.toml

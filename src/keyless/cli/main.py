@@ -15,6 +15,7 @@ from keyless.cli import (
     agent,
     apply,
     audit,
+    console,
     database,
     env,
     federation,
@@ -85,6 +86,7 @@ def demo(
 
 app.add_typer(audit.audit_app, name="audit")
 app.add_typer(agent.agent_app, name="agent")
+app.command("console")(console.console)
 
 GLOBAL_OPTIONS = ("--data-dir", "--output")  # take a value
 GLOBAL_FLAGS = ("--debug",)

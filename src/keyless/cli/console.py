@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import signal
 import socket
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from keyless.cli.client import CliError
+from keyless.cli.client import CliError, seg
 from keyless.cli.context import globals_of
 
 
@@ -39,25 +41,20 @@ def _loopback_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def console(
-    ctx: typer.Context,
-    port: Annotated[int, typer.Option(help="Loopback port; 0 picks a free one.")] = 0,
-    host: Annotated[str, typer.Option(help="Loopback address to listen on.")] = "127.0.0.1",
-    tenant: Annotated[str, typer.Option(help="Tenant the console shows.")] = "default",
+def serve_console(
+    data_dir: Path, *, host: str = "127.0.0.1", port: int = 0, tenant: str = "default"
 ) -> None:
-    """Serve the web console on loopback and print its one-time login link."""
+    """Print the login link; serve until interrupted (``keyless console``, ``demo --console``)."""
     import uvicorn
 
     from keyless.console.admin import ConsoleAdmin
     from keyless.console.app import console_app
     from keyless.console.session import Gate
 
-    g = globals_of(ctx)
-    g.client().call("GET", "/v1/tenants/" + tenant)  # a clear error now if no server/tenant
     sock = _loopback_socket(host, port)
     bound = sock.getsockname()[1]
     gate = Gate()
-    admin = ConsoleAdmin(g.data_dir / "admin.sock", tenant)
+    admin = ConsoleAdmin(data_dir / "admin.sock", tenant)
     shown = f"[{host}]" if ":" in host else host
     # print, not rich: a link wrapped at the terminal's width cannot be clicked or copied
     print(f"keyless console for tenant {tenant} on http://{shown}:{bound}/", flush=True)
@@ -66,8 +63,27 @@ def console(
     config = uvicorn.Config(
         console_app(admin, gate), log_level="warning", access_log=False, lifespan="off"
     )
-    server = uvicorn.Server(config)
+    # uvicorn re-raises the SIGTERM it caught once it has stopped: as SystemExit, so the
+    # caller's cleanup (demo --console stops its server, removes its data dir) still runs.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        asyncio.run(server.serve(sockets=[sock]))
+        asyncio.run(uvicorn.Server(config).serve(sockets=[sock]))
     finally:
+        signal.signal(signal.SIGTERM, previous)
         sock.close()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def console(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(help="Loopback port; 0 picks a free one.")] = 0,
+    host: Annotated[str, typer.Option(help="Loopback address to listen on.")] = "127.0.0.1",
+    tenant: Annotated[str, typer.Option(help="Tenant the console shows.")] = "default",
+) -> None:
+    """Serve the web console on loopback and print its one-time login link."""
+    g = globals_of(ctx)
+    g.client().call("GET", "/v1/tenants/" + seg(tenant))  # a clear error now if no server/tenant
+    serve_console(g.data_dir, host=host, port=port, tenant=tenant)

@@ -8,6 +8,7 @@ variables, as a workload would be.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -100,17 +101,51 @@ def _workload_env(
     return env
 
 
-def run_demo() -> int:
+def run_demo(console_port: int | None = None) -> int:
+    """The flow; with ``console_port`` (0: any free port) the server stays up afterwards and
+    the web console shows what the flow made until Ctrl+C."""
     with tempfile.TemporaryDirectory(prefix="keyless-demo-") as tmp:
         data_dir, port = Path(tmp) / "data", _free_port()
         _step(1, f"starting keyless (--dev) on https://localhost:{port}, data in {data_dir}")
         proc = _start(data_dir, port)
         try:
-            return _flow(data_dir, port)
+            code = _flow(data_dir, port)
+            if console_port is not None:
+                _console(data_dir, port, console_port)
+            return code
         finally:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=30)
             _step(10, f"server stopped (exit {code})")
+
+
+def _console(data_dir: Path, port: int, console_port: int) -> None:
+    """A refused exchange too (the token debugger's example), then the console until Ctrl+C."""
+    from keyless.cli.console import serve_console
+
+    admin = AdminClient(data_dir)
+    tenant = admin.get("/v1/tenants/default")
+    client_id = admin.get("/v1/identities/demo-app")["client_id"]
+    intruder = admin.post(
+        "/v1/dev/token",
+        {"namespace": NAMESPACE, "service_account": "intruder", "pod": "intruder-1"},
+    )
+    import httpx
+
+    with httpx.Client(verify=str(data_dir / "tls" / "ca.pem"), timeout=30) as http:
+        answer = http.post(
+            f"https://localhost:{port}/{tenant['id']}/oauth2/v2.0/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                "client_id": client_id,
+                "client_assertion": intruder["token"],
+                "scope": f"https://vault.localhost:{port}/.default",
+            },
+        )
+    say(f"   a token of service account {NAMESPACE}/intruder is refused ({answer.status_code})")
+    with contextlib.suppress(KeyboardInterrupt):
+        serve_console(data_dir, port=console_port)
 
 
 def _flow(data_dir: Path, port: int) -> int:

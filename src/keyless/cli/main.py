@@ -72,16 +72,21 @@ def demo(
     ] = False,
     ttl: Annotated[int, typer.Option(help="--mtls: SVID lifetime, seconds")] = 8,
     duration: Annotated[float, typer.Option(help="--mtls: how long they talk, seconds")] = 20.0,
+    console: Annotated[
+        bool, typer.Option("--console", help="keep the server and open the web console on it")
+    ] = False,
+    console_port: Annotated[int, typer.Option(help="--console: loopback port (0: free)")] = 0,
 ) -> None:
     """The whole flow end to end with the real Azure SDK, on a throwaway data dir; with
-    --mtls, two workloads authorize each other by SPIFFE ID across SVID rotations."""
+    --mtls, two workloads authorize each other by SPIFFE ID across SVID rotations; with
+    --console, the server stays up and the web console (keyless console) shows it all."""
     if mtls:
         from keyless.cli.demo_mtls import run_mtls_demo
 
         raise typer.Exit(run_mtls_demo(ttl, duration))
     from keyless.cli.demo import run_demo
 
-    raise typer.Exit(run_demo())
+    raise typer.Exit(run_demo(console_port if console else None))
 
 
 app.add_typer(audit.audit_app, name="audit")

@@ -42,6 +42,10 @@ class Settings:
     key_rotation_period: int = 30 * 86400
     token_lifetime: int = 3600
     svid_ttl: int = 3600  # lifetime of an X.509-SVID (docs/spiffe.md)
+    # An operator's CA (PEM files) that signs every tenant's SPIFFE intermediates instead of a
+    # root keyless makes per generation (docs/spiffe.md "An operator-provided CA").
+    spiffe_upstream_ca: Path | None = None
+    spiffe_upstream_key: Path | None = None
     log_level: str = "info"
     audit_fail_closed: bool = True
     # Measurement only (bench/): no audit log at all. Refused without --dev.
@@ -137,6 +141,8 @@ _FIELDS: dict[str, str] = {
     "key_rotation_period": "duration",
     "token_lifetime": "duration",
     "svid_ttl": "duration",
+    "spiffe_upstream_ca": "path",
+    "spiffe_upstream_key": "path",
     "log_level": "level",
     "audit_fail_closed": "bool",
     "unsafe_no_audit": "bool",
@@ -359,6 +365,8 @@ def _validate(values: dict[str, Any]) -> Settings:
     _validate_vault_namespace(values)
     if not 60 <= values.get("svid_ttl", 3600) <= 86400:
         raise ConfigError("--svid-ttl must be between 1m and 24h")
+    if bool(values.get("spiffe_upstream_ca")) != bool(values.get("spiffe_upstream_key")):
+        raise ConfigError("--spiffe-upstream-ca and --spiffe-upstream-key must be given together")
     port = values.get("listen_port", DEFAULT_PORT)
     scheme = "http" if values.get("insecure_http") else "https"
     values.setdefault("public_url", f"{scheme}://localhost:{port}")

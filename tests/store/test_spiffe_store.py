@@ -5,6 +5,7 @@ before it signs and is a compare-and-swap, keys are re-wrapped with the root key
 from __future__ import annotations
 
 import asyncio
+import datetime
 import os
 
 import sqlalchemy as sa
@@ -125,3 +126,30 @@ def test_migration_0010_goes_down_and_up(database_url: str) -> None:
     finally:
         engine.dispose()
     assert {"spiffe_cas", "spiffe_federation"} <= tables
+
+
+async def test_an_operator_ca_takes_over_at_the_next_rotation(store: SqlStore) -> None:
+    """Configured later, the operator's CA replaces the published-but-idle next generation
+    at once (racing processes replace it once), and signs from the rotation on."""
+    from keyless.core.spiffeupstream import UpstreamCA
+    from tests.support.upstreamca import operator_ca, pem_pair
+
+    t = await tenant(store)
+    clock = ManualClock(start=datetime.datetime.now(datetime.UTC).timestamp())
+    own = await manager(store, clock).load(t.id, TD)
+    up = UpstreamCA.from_pem(*pem_pair(*operator_ca()), clock.now())
+
+    def with_upstream() -> SpiffeCAManager:
+        return SpiffeCAManager(store, ROOT, clock, period=30 * DAY, svid_ttl=3600, upstream=up)
+
+    a, b = await asyncio.gather(with_upstream().load(t.id, TD), with_upstream().load(t.id, TD))
+    records = await store.list_spiffe_cas(t.id)
+    assert sorted(r.state for r in records) == ["current", "next"]
+    (upcoming,) = [r for r in records if r.state == "next"]
+    assert upcoming.root == up.der  # published under the operator's CA, signing nothing yet
+    assert a.current.record.ca_id == b.current.record.ca_id == own.current.record.ca_id
+    assert await with_upstream().rotate(t.id, TD, force=True)
+    rotated = await with_upstream().load(t.id, TD)
+    assert rotated.current.record.root == up.der
+    assert rotated.current.intermediate.issuer == up.cert.subject
+    assert own.current.record.root in {r.root for r in rotated.published}  # still trusted

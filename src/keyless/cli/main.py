@@ -139,6 +139,13 @@ def serve(
     svid_ttl: Annotated[
         str | None, typer.Option(help="X.509-SVID lifetime, e.g. 1h (docs/spiffe.md)")
     ] = None,
+    spiffe_upstream_ca: Annotated[
+        Path | None,
+        typer.Option(help="PEM CA certificate that signs the SPIFFE intermediates (with key)"),
+    ] = None,
+    spiffe_upstream_key: Annotated[
+        Path | None, typer.Option(help="PEM private key of --spiffe-upstream-ca")
+    ] = None,
     log_level: Annotated[str | None, typer.Option()] = None,
     audit_fail_open: Annotated[
         bool | None,
@@ -280,6 +287,8 @@ def serve(
         "key_rotation_period": key_rotation_period,
         "token_lifetime": token_lifetime,
         "svid_ttl": svid_ttl,
+        "spiffe_upstream_ca": spiffe_upstream_ca,
+        "spiffe_upstream_key": spiffe_upstream_key,
         "log_level": log_level,
         "audit_fail_closed": False if audit_fail_open else None,
         "recovery_days": recovery_days,

@@ -4,6 +4,7 @@ Each CA *generation* is a self-signed root (the trust anchor published in the bu
 intermediate under it that signs the SVIDs. The root's private key is used once, to sign the
 intermediate, and then dropped: it is never stored, so the only long-lived secret is the
 intermediate's key, sealed by the root key like a signing key (``SpiffeCARecord.seal_context``).
+With an operator-provided CA (``core/spiffeupstream.py``) that CA is every generation's root.
 
 Generations rotate like the key ring: ``next`` (published in the bundle, signs nothing),
 ``current`` (signs), ``retired`` (still published until every SVID it signed has expired).
@@ -24,6 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from keyless.core.envelope import RootKeys
 from keyless.core.errors import CryptoError, InvalidRequest
+from keyless.core.spiffeupstream import UpstreamCA, UpstreamKey
 
 SVIDPublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 _SKEW = 300  # seconds of clock skew tolerated at the start of a certificate's validity
@@ -104,19 +106,33 @@ def generate_ca(
     state: str,
     *,
     lifetime: int,
+    upstream: UpstreamCA | None = None,
 ) -> SpiffeCARecord:
-    """A new generation: root and intermediate valid ``lifetime`` seconds from ``now``."""
+    """A new generation: root and intermediate valid ``lifetime`` seconds from ``now``; with
+    ``upstream``, the operator's CA is the root (and the intermediate ends no later)."""
     ca_id = secrets.token_hex(16)
-    root_key = ec.generate_private_key(ec.SECP256R1())
     key = ec.generate_private_key(ec.SECP256R1())
-    begin, end = _time(now - _SKEW), _time(now + lifetime)
-    root_name = _name(trust_domain, "root", ca_id)
-    root_cert = _ca_builder(root_name, root_name, root_key.public_key(), begin, end, 1).sign(
-        root_key, hashes.SHA256()
-    )
+    begin, end = now - _SKEW, now + lifetime
+    if upstream is None:
+        own = ec.generate_private_key(ec.SECP256R1())
+        root_name = _name(trust_domain, "root", ca_id)
+        anchor = _ca_builder(
+            root_name, root_name, own.public_key(), _time(begin), _time(end), 1
+        ).sign(own, hashes.SHA256())
+        root_key: UpstreamKey = own
+    else:
+        anchor, root_key = upstream.cert, upstream.key
+        begin, end = max(begin, upstream.not_before), min(end, upstream.not_after)
+        if end <= now:
+            raise CryptoError("the SPIFFE upstream CA has expired")
     intermediate = (
         _ca_builder(
-            _name(trust_domain, "intermediate", ca_id), root_name, key.public_key(), begin, end, 0
+            _name(trust_domain, "intermediate", ca_id),
+            anchor.subject,
+            key.public_key(),
+            _time(begin),
+            _time(end),
+            0,
         )
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), False
@@ -136,7 +152,7 @@ def generate_ca(
         retired_at=None,
         sealed_private=root.seal(der, SpiffeCARecord.seal_context(ca_id)),
         intermediate=intermediate.public_bytes(enc),
-        root=root_cert.public_bytes(enc),
+        root=anchor.public_bytes(enc),
     )
 
 

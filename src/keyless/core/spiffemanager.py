@@ -17,6 +17,7 @@ from keyless.core.clock import Clock
 from keyless.core.envelope import RootKeys
 from keyless.core.errors import NotFound
 from keyless.core.spiffeca import SpiffeCARecord, SpiffeCAs, generate_ca
+from keyless.core.spiffeupstream import UpstreamCA
 
 log = logging.getLogger("keyless.spiffe")
 _MARGIN = 86400
@@ -35,6 +36,10 @@ class SpiffeCAStore(Protocol):
 
     async def prune_spiffe_cas(self, tenant_id: str, retired_before: float) -> int: ...
 
+    async def replace_next_spiffe_ca(
+        self, expected_next: str, upcoming: SpiffeCARecord
+    ) -> bool: ...
+
 
 class SpiffeCAManager:
     def __init__(
@@ -45,12 +50,14 @@ class SpiffeCAManager:
         *,
         period: int,
         svid_ttl: int,
+        upstream: UpstreamCA | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self.root = root
         self.period = period
         self.svid_ttl = svid_ttl
+        self.upstream = upstream
         self._cas: dict[str, SpiffeCAs] = {}
         self._domains: dict[str, str] = {}  # tenant id -> trust domain, of loaded tenants
 
@@ -63,7 +70,13 @@ class SpiffeCAManager:
     def _generate(self, tenant_id: str, trust_domain: str, state: str) -> SpiffeCARecord:
         lifetime = 3 * self.period + self.svid_ttl + _MARGIN
         return generate_ca(
-            tenant_id, trust_domain, self.root, self._clock.now(), state, lifetime=lifetime
+            tenant_id,
+            trust_domain,
+            self.root,
+            self._clock.now(),
+            state,
+            lifetime=lifetime,
+            upstream=self.upstream,
         )
 
     async def load(self, tenant_id: str, trust_domain: str) -> SpiffeCAs:
@@ -75,12 +88,32 @@ class SpiffeCAManager:
             if await self._store.bootstrap_spiffe_cas(current, upcoming):
                 log.info("created SPIFFE CA", extra={"tenant": tenant_id, "ca": current.ca_id})
             records = await self._store.list_spiffe_cas(tenant_id)
+        if await self._adopt_upstream(tenant_id, trust_domain, records):
+            records = await self._store.list_spiffe_cas(tenant_id)
         snapshot = SpiffeCAs.build(
             tenant_id, records, self.root, now=self._clock.now(), svid_ttl=self.svid_ttl
         )
         self._cas[tenant_id] = snapshot
         self._domains[tenant_id] = trust_domain
         return snapshot
+
+    async def _adopt_upstream(
+        self, tenant_id: str, trust_domain: str, records: list[SpiffeCARecord]
+    ) -> bool:
+        """With an operator CA newly configured, the ``next`` generation (published, signing
+        nothing yet) is made again under it, so the next rotation moves to the operator's CA;
+        the current generation keeps signing until then."""
+        if self.upstream is None:
+            return False
+        upcoming = next((r for r in records if r.state == "next"), None)
+        if upcoming is None or upcoming.root == self.upstream.der:
+            return False
+        replaced = await self._store.replace_next_spiffe_ca(
+            upcoming.ca_id, self._generate(tenant_id, trust_domain, "next")
+        )
+        if replaced:
+            log.info("next SPIFFE CA now under the upstream CA", extra={"tenant": tenant_id})
+        return True
 
     @property
     def loaded(self) -> dict[str, str]:

@@ -19,7 +19,7 @@ from keyless.core.clock import Clock, SystemClock
 from keyless.core.dbengine import DatabaseEngine
 from keyless.core.devcluster import DEV_CLUSTER, DevClusters
 from keyless.core.envelope import RootKeys
-from keyless.core.errors import Conflict, KeylessError
+from keyless.core.errors import ConfigError, Conflict, KeylessError
 from keyless.core.exchange import ExchangePolicy, TokenService
 from keyless.core.federation import Federation
 from keyless.core.issuers import IssuerKeys
@@ -32,6 +32,7 @@ from keyless.core.rotation import RotationManager
 from keyless.core.secretcache import SecretCache
 from keyless.core.spiffemanager import SpiffeCAManager
 from keyless.core.spiffesvid import SpiffeService
+from keyless.core.spiffeupstream import UpstreamCA
 from keyless.core.tenants import Tenants
 from keyless.core.vault import VaultService
 from keyless.k8s.jwks import KubeApiJwksFetcher
@@ -195,6 +196,7 @@ class Services:
                 clock,
                 period=settings.key_rotation_period,
                 svid_ttl=settings.svid_ttl,
+                upstream=_upstream_ca(settings, clock.now()),
             ),
             svid_ttl=settings.svid_ttl,
             federated=store,
@@ -325,3 +327,19 @@ class Services:
         self.root = root
         self.keys.root = root
         self.spiffe.cas.root = root
+
+
+def _upstream_ca(settings: Settings, now: float) -> UpstreamCA | None:
+    """The operator's SPIFFE CA from its files, checked (a one-line ConfigError otherwise)."""
+    if settings.spiffe_upstream_ca is None or settings.spiffe_upstream_key is None:
+        return None
+    pair = []
+    for flag, path in (
+        ("--spiffe-upstream-ca", settings.spiffe_upstream_ca),
+        ("--spiffe-upstream-key", settings.spiffe_upstream_key),
+    ):
+        try:
+            pair.append(path.read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"{flag} {path}: {exc.strerror or exc}") from None
+    return UpstreamCA.from_pem(pair[0], pair[1], now)

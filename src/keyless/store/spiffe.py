@@ -118,6 +118,28 @@ class SpiffeStoreMixin:
             return False
         return True
 
+    async def replace_next_spiffe_ca(self, expected_next: str, upcoming: SpiffeCARecord) -> bool:
+        """Swap the ``next`` generation ``expected_next`` for ``upcoming`` (compare-and-swap:
+        False if another process replaced or rotated it first)."""
+        c = spiffe_cas.c
+        try:
+            async with self.writer.begin() as conn:
+                gone = await conn.execute(
+                    sa.delete(spiffe_cas).where(
+                        c.tenant_id == upcoming.tenant_id,
+                        c.ca_id == expected_next,
+                        c.state == "next",
+                    )
+                )
+                if gone.rowcount != 1:
+                    await conn.rollback()
+                    return False
+                await conn.execute(sa.insert(spiffe_cas).values(**_ca_values(upcoming)))
+                await bump_revision(conn, "spiffe")
+        except IntegrityError:
+            return False
+        return True
+
     async def prune_spiffe_cas(self, tenant_id: str, retired_before: float) -> int:
         c = spiffe_cas.c
         async with self.writer.begin() as conn:

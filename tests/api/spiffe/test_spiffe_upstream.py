@@ -1,0 +1,85 @@
+"""``keyless serve --spiffe-upstream-ca/--spiffe-upstream-key``: the operator's CA is in the
+bundle at once and signs from the next rotation; an unusable CA stops the start in one line."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import subprocess
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.verification import PolicyBuilder, Store
+
+from tests.api.spiffe.test_spiffe_svid import csr_b64
+from tests.support.federation import federate
+from tests.support.server import ServerFactory, free_port, keyless_cmd
+from tests.support.upstreamca import operator_ca, write_pair
+
+
+def test_the_operator_ca_signs_after_the_next_rotation(
+    servers: ServerFactory, tmp_path: Path
+) -> None:
+    cert, key = operator_ca()
+    cert_file, key_file = write_pair(tmp_path / "ca", cert, key)
+    server = servers.start(
+        "--spiffe-upstream-ca", str(cert_file), "--spiffe-upstream-key", str(key_file), dev=True
+    )
+    fed = federate(server, tmp_path)
+    der = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
+    with server.client() as http:
+        keys = http.get("/default/spiffe/bundle").json()["keys"]
+    anchors = [k["x5c"][0] for k in keys if k["use"] == "x509-svid"]
+    assert der in anchors and len(anchors) == 2  # keyless's own current root, the next one
+    server.cli("spiffe", "rotate")
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    with server.client() as http:
+        answer = http.post(
+            f"/{fed.tenant_id}/spiffe/x509-svid",
+            json={
+                "client_id": fed.client_id,
+                "assertion": fed.dev_token(),
+                "csr": csr_b64(leaf_key),
+            },
+        )
+    assert answer.status_code == 200, answer.text
+    leaf, *chain = (
+        x509.load_der_x509_certificate(base64.b64decode(c)) for c in answer.json()["svid"]
+    )
+    verifier = (
+        PolicyBuilder()
+        .store(Store([cert]))  # the operator's CA alone
+        .time(datetime.datetime.now(datetime.UTC))
+        .build_client_verifier()
+    )
+    assert verifier.verify(leaf, chain).subjects == [
+        x509.UniformResourceIdentifier("spiffe://default.keyless/ns/demo/sa/app")
+    ]
+    assert key_file.read_bytes().decode() not in server.log
+
+
+def test_an_unusable_operator_ca_stops_the_start(tmp_path: Path) -> None:
+    cert_file, key_file = write_pair(tmp_path / "ca", *operator_ca(ca=False))
+    result = subprocess.run(
+        [
+            *keyless_cmd(),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "serve",
+            "--dev",
+            "--listen",
+            f"127.0.0.1:{free_port()}",
+            "--spiffe-upstream-ca",
+            str(cert_file),
+            "--spiffe-upstream-key",
+            str(key_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "--spiffe-upstream-ca is not a CA certificate" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

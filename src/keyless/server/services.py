@@ -32,6 +32,7 @@ from keyless.core.rotation import RotationManager
 from keyless.core.secretcache import SecretCache
 from keyless.core.spiffemanager import SpiffeCAManager
 from keyless.core.spiffesvid import SpiffeService
+from keyless.core.svidauth import SvidDirectory
 from keyless.core.tenants import Tenants
 from keyless.core.vault import VaultService
 from keyless.k8s.jwks import KubeApiJwksFetcher
@@ -199,6 +200,7 @@ class Services:
             svid_ttl=settings.svid_ttl,
             federated=store,
             fetcher=services.bundle_fetcher,
+            svids=SvidDirectory(store),
         )
         services.broker = Broker(
             tenants=tenants,

@@ -12,6 +12,7 @@ import base64
 import datetime
 import json
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -151,6 +152,31 @@ def test_key_vault_read_with_an_svid_acts_as_its_identity(mt: Mtls, tmp_path: Pa
     assert event["workload"]["auth"] == "x509-svid"
     pem = pair[0].read_text()
     assert pem.split("\n")[1] not in mt.fed.server.log  # no certificate in the logs
+
+
+def test_curl_as_the_docs_show_it(mt: Mtls, tmp_path: Path) -> None:
+    """docs/spiffe.md's example: the chain file as the agent writes it, and no token."""
+    cert, key, _ = get_svid(mt, tmp_path)
+    result = subprocess.run(
+        [
+            "curl",
+            "-sS",
+            "--fail-with-body",
+            "--cacert",
+            str(mt.fed.server.ca),
+            "--cert",
+            str(cert),
+            "--key",
+            str(key),
+            f"{mt.url}/vaults/mtv/secrets/s1?api-version=7.4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["value"] == "from-mtls"
 
 
 def test_the_public_listener_takes_no_client_certificate(mt: Mtls, tmp_path: Path) -> None:

@@ -325,6 +325,17 @@ def test_hvac_cert_login_returns_a_vault_token(mt: Mtls, tmp_path: Path) -> None
     assert public.auth.token.lookup_self()["data"]["path"] == "auth/cert/login"
     with pytest.raises(hvac.exceptions.Forbidden):
         client.auth.cert.login(name="noaccess", cert_pem=str(cert), key_pem=str(key))
+    out = mt.fed.server.cli("--output", "json", "audit", "list", "--limit", "1000").stdout
+    logins = [
+        e
+        for e in (json.loads(line) for line in out.splitlines() if line)
+        if e["action"] == "token.exchange.vault-cert-login"
+        and e["workload"].get("spiffe_id") == san(leaf)
+    ]
+    assert [e["result"] for e in logins] == ["success", "failure"]
+    assert {e["actor"] for e in logins} == {mt.fed.object_id}
+    assert logins[0]["workload"]["auth"] == "x509-svid"
+    assert token not in out
 
 
 def test_cert_login_needs_the_mtls_listener(mt: Mtls) -> None:

@@ -173,19 +173,22 @@ class Broker:
         tenants' SPIFFE CAs: the identity its X.509-SVID was issued for, as a bearer token of
         that identity would be (a deleted identity's, or another tenant's, is audited and
         refused; an SVID keyless has no record of is UnknownSvid)."""
-        if self.spiffe is None or self.spiffe.svids is None:
-            raise UnknownSvid("X.509-SVID authentication is not enabled on this server")
         try:
-            return await svid_principal(
-                self.spiffe.svids,
-                self._tokens.federation,
-                leaf_der,
-                tenant_id=tenant.id,
-                now=self._clock.now(),
-            )
+            return await self._svid_principal(tenant, leaf_der)
         except Refused as exc:
             await self._refused(tenant, exc, target, request_id)
             raise
+
+    async def _svid_principal(self, tenant: Tenant, leaf_der: bytes) -> Principal:
+        if self.spiffe is None or self.spiffe.svids is None:
+            raise UnknownSvid("X.509-SVID authentication is not enabled on this server")
+        return await svid_principal(
+            self.spiffe.svids,
+            self._tokens.federation,
+            leaf_der,
+            tenant_id=tenant.id,
+            now=self._clock.now(),
+        )
 
     async def svid_login(
         self,
@@ -198,8 +201,9 @@ class Broker:
         request_id: str | None,
     ) -> IssuedToken:
         """Vault's cert auth: an access token for the identity a client certificate (an
-        X.509-SVID) acts as, audited as ``token.exchange.vault-cert-login`` either way.
-        ``role``, when given, must name that identity."""
+        X.509-SVID) acts as, audited as ``token.exchange.vault-cert-login`` either way (once:
+        a refused certificate is that event's failure). ``role``, when given, must name that
+        identity."""
         req = ExchangeRequest(
             tenant=tenant,
             client_id="",
@@ -212,9 +216,11 @@ class Broker:
         actor: str | None = None
         workload: dict[str, Any] = {"auth": AUTH_METHOD}
         try:
-            principal = await self.authenticate_svid(
-                tenant, leaf_der, target=f"/v1/{via}", request_id=request_id
-            )
+            try:
+                principal = await self._svid_principal(tenant, leaf_der)
+            except Refused as exc:
+                actor, workload = exc.principal.object_id, dict(exc.principal.fed)
+                raise
             actor, workload = principal.object_id, dict(principal.fed)
             identity = self._tokens.federation.identity_by_object(principal.object_id)
             if identity is None:  # deleted since authenticate_svid looked

@@ -223,7 +223,7 @@ class Broker:
                 raise
             actor, workload = principal.object_id, dict(principal.fed)
             identity = self._tokens.federation.identity_by_object(principal.object_id)
-            if identity is None:  # deleted since authenticate_svid looked
+            if identity is None:  # deleted since _svid_principal looked
                 raise UnknownSvid("the certificate's identity no longer exists")
             if role and role != identity.name:
                 raise Forbidden(f"the client certificate does not act as role {role[:64]!r}")

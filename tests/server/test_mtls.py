@@ -308,6 +308,22 @@ def test_hvac_reads_with_the_certificate_alone(mt: Mtls, tmp_path: Path) -> None
     assert read["data"]["data"] == {"value": "from-mtls"}
 
 
+def test_hvac_with_a_certificate_keyless_never_issued_is_forbidden(
+    mt: Mtls, tmp_path: Path
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert, key_file, _ = write_pair(
+        tmp_path, sign_with_current_ca(mt, key, time.time(), 600, record=False), key
+    )
+    client = hvac.Client(url=mt.url, cert=(str(cert), str(key_file)), verify=str(mt.fed.server.ca))
+    with pytest.raises(hvac.exceptions.Forbidden, match=r"not an X\.509-SVID issued"):
+        client.secrets.kv.v2.read_secret_version(
+            path="s1", mount_point="mtv", raise_on_deleted_version=True
+        )
+    with pytest.raises(hvac.exceptions.Forbidden, match=r"not an X\.509-SVID issued"):
+        client.auth.cert.login(cert_pem=str(cert), key_pem=str(key_file))
+
+
 def test_hvac_cert_login_returns_a_vault_token(mt: Mtls, tmp_path: Path) -> None:
     cert, key, leaf = get_svid(mt, tmp_path)
     client = hvac.Client(url=mt.url, cert=(str(cert), str(key)), verify=str(mt.fed.server.ca))

@@ -16,6 +16,12 @@ cells, one after the other:
   server's); the server checks the token and its trust policy exactly as for the exchange, then
   verifies the CSR's signature (proof of possession) and signs the SVID; success = 200 with
   ``"svid"``;
+* ``keyvault read (bearer)``: ``GET /secrets/db-password`` of vault ``bench`` (host-routed)
+  with ``Authorization: Bearer`` one access token, on the public listener;
+* ``keyvault read over mTLS``: the same read on the ``--mtls-listen`` listener with no
+  ``Authorization`` header: the connection presents one X.509-SVID from the endpoint above
+  (keep-alive connections, so a handshake per connection, not per request), and the server
+  looks its serial up (from memory after the first) and checks the identity, as for a token;
 * ``core csr verify + sign``: the same two steps (``spiffeca.csr_public_key`` and
   ``issue_x509_svid``) in this process, without HTTP, the token decision or the audit log: the
   floor the endpoint's crypto sets. One process, concurrency does not apply (run once).
@@ -34,6 +40,7 @@ import argparse
 import base64
 import json
 import os
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -48,7 +55,7 @@ from keyless.core.spiffenames import X509_SVID_PATH, trust_domain
 
 from . import loadgen
 from . import server as ex
-from .dialect import TABLE_HEAD, RawPayloads, Row, format_row
+from .dialect import SECRET, TABLE_HEAD, VAULT, RawPayloads, Row, format_row, read_bytes
 from .report import (
     add_cell_options,
     add_out,
@@ -63,7 +70,7 @@ from .report import (
 )
 
 NAME = "spiffe"
-CELLS = ("entra exchange", "x509-svid")
+CELLS = ("entra exchange", "x509-svid", "keyvault read (bearer)", "keyvault read over mTLS")
 SVID_OK = b'"svid"'
 
 
@@ -97,6 +104,53 @@ def core_rate(csrs: list[bytes], seconds: float) -> tuple[int, float]:
     return done, elapsed
 
 
+def mtls_read_bytes(target: loadgen.Target) -> bytes:
+    """The Key Vault read with no Authorization header: the client certificate is the caller."""
+    return (
+        f"GET /secrets/{SECRET}?api-version=7.5 HTTP/1.1\r\nHost: {target.authority}\r\n"
+        "Accept: application/json\r\n\r\n"
+    ).encode()
+
+
+async def mtls_target(
+    server: ex.Server, port: int, tmp: Path, issuer_key: rsa.RSAPrivateKey
+) -> loadgen.Target:
+    """A Target on the mTLS listener presenting an X.509-SVID from the real endpoint."""
+    assert server.target is not None
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+    der = csr.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    token = ex.mint(issuer_key, ex.APP_SUBJECT, int(time.time()))
+    status, body = await loadgen.request_once(
+        server.target, svid_req(server.tenant_id, server.client_id, token, der), 10.0
+    )
+    if status != 200:
+        raise RuntimeError(f"x509-svid failed: HTTP {status}: {body[:300]!r}")
+    chain = [base64.b64decode(c) for c in json.loads(body)["svid"]]
+    cert_file, key_file = tmp / "svid.pem", tmp / "svid_key.pem"
+    pem = b"".join(
+        x509.load_der_x509_certificate(c).public_bytes(serialization.Encoding.PEM) for c in chain
+    )
+    cert_file.write_bytes(pem)
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ctx = ssl.create_default_context(cafile=str(server.data_dir / "tls" / "ca.pem"))
+    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.load_cert_chain(cert_file, key_file)
+    return loadgen.Target(
+        ex.HOST,
+        port,
+        ctx,
+        server_hostname=ex.TLS_NAME,
+        host_header=f"{VAULT}.vault.localhost:{port}",
+    )
+
+
 async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     csrs = csr_pool(args.pool)
@@ -106,11 +160,28 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         f"({done:,} in {elapsed:.1f} s)"
     )
     log(core_line)
-    server = await ex.start_server("RS256", tmp, NAME, list(args.serve_arg))
+    mtls_port = ex.free_port()
+    serve = [*args.serve_arg, "--mtls-listen", f"{ex.HOST}:{mtls_port}"]
+    server = await ex.start_server("RS256", tmp, NAME, serve)
     try:
         ex.setup(server, tmp, key)
+        server.cli("vault", "create", VAULT)
+        server.cli("secret", "set", VAULT, SECRET, "--value", "v" * 64)
+        server.cli(
+            "role", "assign", ex.APP_IDENTITY, "secrets-user", "--scope", f"/vaults/{VAULT}"
+        )  # fmt: skip
         assert server.target is not None
-        target = server.target
+        target, vault_target = server.target, server.vault_target(VAULT)
+        status, body = await server.exchange_once(ex.mint(key, ex.APP_SUBJECT, int(time.time())))
+        if status != 200:
+            raise RuntimeError(f"exchange failed: HTTP {status}: {body[:300]!r}")
+        bearer = read_bytes(vault_target, json.loads(body)["access_token"])
+        mtls = await mtls_target(server, mtls_port, tmp, key)
+        status, body = await loadgen.request_once(
+            mtls, loadgen.Req("GET", f"/secrets/{SECRET}?api-version=7.5"), 10.0
+        )
+        if status != 200 or b'"value"' not in body:
+            raise RuntimeError(f"read over mTLS failed: HTTP {status}: {body[:300]!r}")
         tokens = ex.mint_pool(key, [ex.APP_SUBJECT], args.pool)
         entra = [loadgen.raw_bytes(server.exchange_req(t), target) for t in tokens]
         svids = [
@@ -124,10 +195,16 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         rows: list[Row] = []
         for conc in args.concurrency:
             for cell in CELLS:
-                payloads, ok = (entra, ex.OK) if cell == "entra exchange" else (svids, SVID_OK)
+                session = {
+                    "entra exchange": RawPayloads(target, entra, ex.OK),
+                    "x509-svid": RawPayloads(target, svids, SVID_OK),
+                    "keyvault read (bearer)": RawPayloads(vault_target, [bearer], b'"value"'),
+                    "keyvault read over mTLS": RawPayloads(
+                        mtls, [mtls_read_bytes(mtls)], b'"value"'
+                    ),
+                }[cell]
                 result = await loadgen.run_load(
-                    RawPayloads(target, payloads, ok),
-                    conc, args.seconds, args.max_requests, args.warmup, server.pid,
+                    session, conc, args.seconds, args.max_requests, args.warmup, server.pid,
                 )  # fmt: skip
                 if server.proc.poll() is not None:
                     raise RuntimeError(f"keyless died:\n{server.tail()}")
@@ -155,12 +232,15 @@ def render(data: dict[str, Any]) -> str:
         f"{meta['header']}\n\n"
         f"{run_line(meta)}\n"
         "- Server: `python -m keyless.cli.main --data-dir DIR serve --listen 127.0.0.1:PORT "
-        f"--dev --signing-alg RS256{serve}` (one process, SQLite, TLS with its own CA). "
+        f"--dev --signing-alg RS256{serve} --mtls-listen 127.0.0.1:PORT2` (one process, SQLite, "
+        "TLS with its own CA). "
         "Client: `bench/loadgen.py` in one process on the same machine.\n"
         "- Cells (bench/spiffe.py says what each request is): both take the same trust "
         "decision over the same token pool and write one audit event; the exchange then signs "
         "an access token with the key ring, the SVID endpoint verifies the CSR's signature "
-        "and signs a certificate with the tenant's intermediate CA (ECDSA P-256).\n"
+        "and signs a certificate with the tenant's intermediate CA (ECDSA P-256). The two "
+        "reads are one Key Vault read, with a bearer token on the public listener and with "
+        "an X.509-SVID (no token) on the mTLS listener, over keep-alive connections.\n"
         f"- Each cell: {args.seconds:g} s or {args.max_requests:,} operations after a "
         f"{args.warmup:g} s warm-up; token and CSR pools of {args.pool:,}.\n"
         f"- {data.get('core', '')}\n\n"

@@ -94,6 +94,10 @@ class Settings:
     webhook_port: int | None = None
     webhook_client_ca: Path | None = None  # CA of the API server's client certificate
     webhook_insecure_no_client_auth: bool = False  # explicit opt-out: a NetworkPolicy guards it
+    # The mTLS listener (None: not started): the public app, clients authenticated by an
+    # X.509-SVID keyless issued (docs/spiffe.md, server/mtls.py).
+    mtls_host: str | None = None
+    mtls_port: int | None = None
     # Ranges issuer key fetches may connect to besides global addresses (keyless.net.addresses).
     allow_issuer_networks: tuple[Network, ...] = ()
     # The Vault dialect's auth mounts (``/v1/auth/MOUNT/login``): mount path -> type (jwt or
@@ -172,6 +176,7 @@ _FIELDS: dict[str, str] = {
     "webhook_listen": "listen",
     "webhook_client_ca": "path",
     "webhook_insecure_no_client_auth": "bool",
+    "mtls_listen": "listen",
     "allow_issuer_network": "networks",  # repeatable flag; env: comma-separated
     "vault_auth_mount": "mounts",  # repeatable flag; env: comma-separated
 }
@@ -350,6 +355,11 @@ def load_settings(flags: Mapping[str, Any], env: Mapping[str, str]) -> Settings:
         host_port = _parse_listen(values.pop("webhook_listen"), "--webhook-listen")
         values["webhook_host"], values["webhook_port"] = host_port
     _validate_webhook(values)
+    if "mtls_listen" in values:
+        values["mtls_host"], values["mtls_port"] = _parse_listen(
+            values.pop("mtls_listen"), "--mtls-listen"
+        )
+        _validate_mtls(values)
     return _validate(values)
 
 
@@ -441,6 +451,22 @@ def _validate_webhook(values: dict[str, Any]) -> None:
             ipaddress.ip_address(host)
         except ValueError as exc:
             raise ConfigError(f"--webhook-listen: {host!r} is not an IP address") from exc
+
+
+def _validate_mtls(values: dict[str, Any]) -> None:
+    """The mTLS listener is TLS by definition, on a port of its own."""
+    if values.get("insecure_http"):
+        raise ConfigError("--mtls-listen conflicts with --insecure-http: mTLS is TLS only")
+    host, port = values["mtls_host"], values["mtls_port"]
+    if port == values.get("listen_port", DEFAULT_PORT):
+        raise ConfigError(f"--mtls-listen: port {port} is the public listener's port")
+    if port == values.get("webhook_port"):
+        raise ConfigError(f"--mtls-listen: port {port} is the webhook listener's port")
+    if host not in ("localhost", "0.0.0.0", "::"):  # noqa: S104 - an operator's explicit choice
+        try:
+            ipaddress.ip_address(host)
+        except ValueError as exc:
+            raise ConfigError(f"--mtls-listen: {host!r} is not an IP address") from exc
 
 
 def replace(settings: Settings, **changes: Any) -> Settings:

@@ -28,3 +28,13 @@ def test_svid_request_carries_client_id_token_and_a_verifiable_csr() -> None:
 def test_core_cell_counts_issued_svids() -> None:
     done, elapsed = spiffe.core_rate(spiffe.csr_pool(2), 0.05)
     assert done > 0 and elapsed >= 0.05
+
+
+def test_the_mtls_read_carries_no_token() -> None:
+    from bench import loadgen
+
+    target = loadgen.Target("127.0.0.1", 8445, host_header="bench.vault.localhost:8445")
+    raw = spiffe.mtls_read_bytes(target).decode()
+    assert raw.startswith("GET /secrets/db-password?api-version=7.5 HTTP/1.1\r\n")
+    assert "Host: bench.vault.localhost:8445\r\n" in raw
+    assert "authorization" not in raw.lower() and raw.endswith("\r\n\r\n")

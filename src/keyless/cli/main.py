@@ -251,6 +251,13 @@ def serve(
             help="webhook: no client certificate; a NetworkPolicy must guard the port",
         ),
     ] = None,
+    mtls_listen: Annotated[
+        str | None,
+        typer.Option(
+            help="a TLS listener HOST:PORT for the same APIs where clients authenticate with "
+            "an X.509-SVID keyless issued (docs/spiffe.md)"
+        ),
+    ] = None,
     allow_issuer_network: Annotated[
         list[str] | None,
         typer.Option(
@@ -315,6 +322,7 @@ def serve(
         "webhook_listen": webhook_listen,
         "webhook_client_ca": webhook_client_ca,
         "webhook_insecure_no_client_auth": webhook_insecure_no_client_auth,
+        "mtls_listen": mtls_listen,
         "allow_issuer_network": allow_issuer_network or None,
         "vault_auth_mount": vault_auth_mount or None,
     }

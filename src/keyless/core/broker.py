@@ -10,6 +10,8 @@ new dialect (Vault, AWS, Google, SPIFFE) is one thin package over these operatio
 - ``exchange``: that decision, then an access token, audited either way;
 - ``authenticate``: a bearer access token of a tenant, for a resource (a deleted identity's
   token, or a revoked one, is refused and audited); ``revoke``: one token, everywhere;
+  ``authenticate_svid``: the same for a verified client certificate (an X.509-SVID keyless
+  issued, core/svidauth.py), and ``svid_login`` (Vault's cert auth) an access token for it;
 - ``vaults``: read, write and list secrets, each authorized (RBAC) and audited in
   ``VaultService``;
 - ``databases``: dynamic database credentials as leases (``DatabaseEngine``);
@@ -28,6 +30,7 @@ from keyless.core.audit import AuditEvent, AuditSink
 from keyless.core.clock import Clock
 from keyless.core.dbengine import DatabaseEngine
 from keyless.core.decision import Decision, TokenDecision, decide
+from keyless.core.errors import Forbidden, KeylessError
 from keyless.core.exchange import ExchangeRequest, IssuedToken, TokenService
 from keyless.core.explain import explain_token
 from keyless.core.gcpsts import GcpFederation
@@ -38,6 +41,7 @@ from keyless.core.revocation import Revocations
 from keyless.core.rotation import RotationManager
 from keyless.core.spiffenames import trust_domain
 from keyless.core.spiffesvid import SpiffeService
+from keyless.core.svidauth import AUTH_METHOD, UnknownSvid, svid_principal
 from keyless.core.tenants import Tenants
 from keyless.core.vault import VaultService
 
@@ -142,20 +146,94 @@ class Broker:
                 revoked=self.revocations,
             )
         except Refused as exc:
-            await self._audit.record(
-                AuditEvent(
-                    time=self._clock.now(),
-                    request_id=request_id,
-                    tenant_id=tenant.id,
-                    action="vault.access",
-                    target=target,
-                    result="failure",
-                    reason=f"{exc.code}: {exc.message}",
-                    actor=exc.principal.object_id,
-                    workload=dict(exc.principal.fed),
-                )
-            )
+            await self._refused(tenant, exc, target, request_id)
             raise
+
+    async def _refused(
+        self, tenant: Tenant, exc: Refused, target: str, request_id: str | None
+    ) -> None:
+        await self._audit.record(
+            AuditEvent(
+                time=self._clock.now(),
+                request_id=request_id,
+                tenant_id=tenant.id,
+                action="vault.access",
+                target=target,
+                result="failure",
+                reason=f"{exc.code}: {exc.message}",
+                actor=exc.principal.object_id,
+                workload=dict(exc.principal.fed),
+            )
+        )
+
+    async def authenticate_svid(
+        self, tenant: Tenant, leaf_der: bytes, *, target: str, request_id: str | None
+    ) -> Principal:
+        """The principal of a client certificate the TLS handshake verified against the
+        tenants' SPIFFE CAs: the identity its X.509-SVID was issued for, as a bearer token of
+        that identity would be (a deleted identity's, or another tenant's, is audited and
+        refused; an SVID keyless has no record of is UnknownSvid)."""
+        try:
+            return await self._svid_principal(tenant, leaf_der)
+        except Refused as exc:
+            await self._refused(tenant, exc, target, request_id)
+            raise
+
+    async def _svid_principal(self, tenant: Tenant, leaf_der: bytes) -> Principal:
+        if self.spiffe is None or self.spiffe.svids is None:
+            raise UnknownSvid("X.509-SVID authentication is not enabled on this server")
+        return await svid_principal(
+            self.spiffe.svids,
+            self._tokens.federation,
+            leaf_der,
+            tenant_id=tenant.id,
+            now=self._clock.now(),
+        )
+
+    async def svid_login(
+        self,
+        tenant: Tenant,
+        leaf_der: bytes,
+        *,
+        resource: str,
+        role: str | None,
+        via: str,
+        request_id: str | None,
+    ) -> IssuedToken:
+        """Vault's cert auth: an access token for the identity a client certificate (an
+        X.509-SVID) acts as, audited as ``token.exchange.vault-cert-login`` either way (once:
+        a refused certificate is that event's failure). ``role``, when given, must name that
+        identity."""
+        req = ExchangeRequest(
+            tenant=tenant,
+            client_id="",
+            assertion="",
+            resource=resource,
+            grant="vault-cert-login",
+            request_id=request_id,
+            via=via,
+        )
+        actor: str | None = None
+        workload: dict[str, Any] = {"auth": AUTH_METHOD}
+        try:
+            try:
+                principal = await self._svid_principal(tenant, leaf_der)
+            except Refused as exc:
+                actor, workload = exc.principal.object_id, dict(exc.principal.fed)
+                raise
+            actor, workload = principal.object_id, dict(principal.fed)
+            identity = self._tokens.federation.identity_by_object(principal.object_id)
+            if identity is None:  # deleted since _svid_principal looked
+                raise UnknownSvid("the certificate's identity no longer exists")
+            if role and role != identity.name:
+                raise Forbidden(f"the client certificate does not act as role {role[:64]!r}")
+            issued = self._tokens.mint(req, identity, None, AUTH_METHOD, workload)
+        except KeylessError as exc:
+            await self._tokens.record(req, actor, workload, "failure", f"{exc.code}: {exc.message}")
+            raise
+        spiffe_id = workload.get("spiffe_id", "")
+        await self._tokens.record(req, actor, workload, "success", f"{AUTH_METHOD} {spiffe_id}")
+        return issued
 
     def identity_by_name(self, tenant_id: str, name: str) -> Identity | None:
         return self._tokens.federation.identity_by_name(tenant_id, name)

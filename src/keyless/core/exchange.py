@@ -174,12 +174,13 @@ class TokenService:
         self,
         req: ExchangeRequest,
         identity: Identity,
-        verified: assertion.VerifiedAssertion,
+        verified: assertion.VerifiedAssertion | None,
         credential: str,
         workload: dict[str, Any],
     ) -> IssuedToken:
         """An access token for ``identity``, whose credential ``credential`` accepted
-        ``verified`` (a decision the caller made, as ``exchange`` makes it)."""
+        ``verified`` (a decision the caller made, as ``exchange`` makes it; None: the caller
+        authenticated otherwise, e.g. with an X.509-SVID keyless issued)."""
         return self._mint(req, identity, verified, credential, workload)
 
     async def record(
@@ -197,7 +198,7 @@ class TokenService:
         self,
         req: ExchangeRequest,
         identity: Identity,
-        verified: assertion.VerifiedAssertion,
+        verified: assertion.VerifiedAssertion | None,
         credential: str,
         workload: dict[str, Any],
     ) -> IssuedToken:

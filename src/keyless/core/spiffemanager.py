@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from cryptography import x509
+
 from keyless.core.clock import Clock
 from keyless.core.envelope import RootKeys
 from keyless.core.errors import NotFound
@@ -60,6 +62,7 @@ class SpiffeCAManager:
         self.upstream = upstream
         self._cas: dict[str, SpiffeCAs] = {}
         self._domains: dict[str, str] = {}  # tenant id -> trust domain, of loaded tenants
+        self.generation = 0  # grows with every snapshot loaded (server/mtls.py follows it)
 
     def cas(self, tenant_id: str) -> SpiffeCAs:
         try:
@@ -95,6 +98,7 @@ class SpiffeCAManager:
         )
         self._cas[tenant_id] = snapshot
         self._domains[tenant_id] = trust_domain
+        self.generation += 1
         return snapshot
 
     async def _adopt_upstream(
@@ -114,6 +118,11 @@ class SpiffeCAManager:
         if replaced:
             log.info("next SPIFFE CA now under the upstream CA", extra={"tenant": tenant_id})
         return True
+
+    def published_roots(self) -> list[x509.Certificate]:
+        """The roots of every loaded tenant's published generations (current, next, retired
+        until its SVIDs have expired): what a verifier of this keyless's SVIDs trusts."""
+        return [root for cas in self._cas.values() for root in cas.x509_authorities()]
 
     @property
     def loaded(self) -> dict[str, str]:

@@ -40,6 +40,7 @@ from keyless.core.spiffefed import (
 from keyless.core.spiffeid import workload_spiffe_id
 from keyless.core.spiffemanager import SpiffeCAManager
 from keyless.core.spiffenames import trust_domain
+from keyless.core.svidauth import SvidDirectory, record_of
 
 T = TypeVar("T")
 X509_GRANT = "spiffe-x509"
@@ -82,8 +83,12 @@ class SpiffeService:
         refresh_hint: int = 300,
         federated: FederatedStore | None = None,
         fetcher: BundleFetcher | None = None,
+        svids: SvidDirectory | None = None,
     ) -> None:
         self._tokens = tokens
+        # Every issued X.509-SVID is recorded here: the mTLS listener maps a client
+        # certificate to the identity it was issued for (core/svidauth.py).
+        self.svids = svids
         self.cas = cas
         self.svid_ttl = svid_ttl
         self.refresh_hint = refresh_hint
@@ -174,6 +179,18 @@ class SpiffeService:
             now = self._tokens.clock.now()
             chain = issue_x509_svid(cas.current, attested.spiffe_id, public_key, now, self.svid_ttl)
             expires = chain[0].not_valid_after_utc.timestamp()
+            if self.svids is not None:
+                identity = attested.identity
+                await self.svids.record(
+                    record_of(
+                        chain[0],
+                        tenant_id=tenant.id,
+                        object_id=identity.object_id,
+                        client_id=identity.client_id,
+                        spiffe_id=attested.spiffe_id,
+                        workload=attested.workload,
+                    )
+                )
             return X509SVID(attested.spiffe_id, chain, expires, cas.x509_authorities())
 
         return await self._decided(req, issue)

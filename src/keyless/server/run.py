@@ -28,7 +28,7 @@ from starlette.types import ASGIApp
 from keyless.api.app import admin_app, public_app, webhook_app
 from keyless.core.errors import ConfigError
 from keyless.metrics import Metrics
-from keyless.server import heapdump, incluster, tlsreload
+from keyless.server import heapdump, incluster, mtls, tlsreload
 from keyless.server.drain import CloseWhileDraining, Shutdown
 from keyless.server.limits import (
     BODY_TIMEOUT,
@@ -169,6 +169,8 @@ async def _periodic(services: Services, metrics: Metrics, stop: asyncio.Event) -
             for tenant_id, domain in services.spiffe.cas.loaded.items():
                 await services.spiffe.cas.rotate(tenant_id, domain)
             await services.spiffe.refresh_federated()
+            if services.spiffe.svids is not None:  # records of expired X.509-SVIDs
+                await services.spiffe.svids.prune(services.clock.now())
         except Exception as exc:  # keep serving with the CAs and bundles we have
             log.warning("SPIFFE maintenance failed", extra={"error": type(exc).__name__})
         try:
@@ -210,6 +212,17 @@ async def _follow_config(services: Services, stop: asyncio.Event) -> None:
             log.warning("configuration refresh failed", extra={"error": type(exc).__name__})
 
 
+def _mtls_socket(settings: Settings) -> socket.socket | None:
+    """The mTLS listener (``--mtls-listen``), in the parent only (server/mtls.py)."""
+    if settings.mtls_host is None or settings.mtls_port is None:
+        return None
+    family = socket.AF_INET6 if ":" in settings.mtls_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    _bind(sock, settings.mtls_host, settings.mtls_port, "--mtls-listen")
+    return sock
+
+
 def _config(
     app: ASGIApp,
     http: str,
@@ -217,10 +230,13 @@ def _config(
     header_timeout: float = HEADER_TIMEOUT,
     client_ca: Path | None = None,
     body_timeout: float = BODY_TIMEOUT,
+    client_certs: bool = False,
 ) -> uvicorn.Config:
     # Header size and read time, body size, keep-alive: see server/limits.py.
     timeouts = {"header_timeout": header_timeout, "body_timeout": body_timeout}
     base = LimitedHttpTools if http == "httptools" else LimitedH11
+    if client_certs:  # the mTLS listener: the client certificate in the scope
+        base = mtls.PeerCertHttpTools
     protocol = type("Http", (base,), timeouts)
     return uvicorn.Config(
         BodyLimit(app),
@@ -231,7 +247,7 @@ def _config(
         ssl_keyfile=str(tls.key) if tls else None,
         # With a client CA, a client without a certificate it issued fails the TLS handshake.
         ssl_ca_certs=str(client_ca) if client_ca else None,
-        ssl_cert_reqs=ssl.CERT_REQUIRED if client_ca else ssl.CERT_NONE,
+        ssl_cert_reqs=ssl.CERT_REQUIRED if client_ca or client_certs else ssl.CERT_NONE,
         log_config=None,
         access_log=False,
         lifespan="off",
@@ -261,22 +277,38 @@ async def serve(settings: Settings, *, worker: bool = False) -> int:
 async def _serve(settings: Settings, worker: bool, selftls: SelfTls | None) -> int:
     tls = _tls(settings)  # before the services: the issuer fetcher trusts keyless's own CA
     hook = None if worker else _webhook_socket(settings)  # a bad client CA fails here
+    mtls_sock = None if worker else _mtls_socket(settings)
     tcp = _tcp_socket(settings)  # a busy port fails here, in one line, before any work
     services = await Services.start(settings, worker=worker, migrate_in_child=True)
     if selftls is not None and not settings.k8s_public_ca:
         services.ca_configmaps = selftls.configmaps  # the webhook publishes the CA per namespace
     metrics = services.metrics
+    app = CloseWhileDraining(public_app(services, metrics), services)
     public = _Server(
-        _config(
-            CloseWhileDraining(public_app(services, metrics), services),
+        _config(app, "httptools", tls, settings.header_timeout, body_timeout=settings.body_timeout)
+    )
+    servers = [public]
+    tasks = [asyncio.create_task(public.serve(sockets=[tcp]))]
+    client_cas: mtls.ClientCAs | None = None
+    spiffe_revision = 0
+    if mtls_sock is not None and tls is not None:
+        # The same app (every route) on a listener that requires an X.509-SVID.
+        client_cas = mtls.ClientCAs(tls, services.spiffe.cas)
+        spiffe_revision = await mtls.start(services, client_cas)
+        config = _config(
+            app,
             "httptools",
             tls,
             settings.header_timeout,
             body_timeout=settings.body_timeout,
+            client_certs=True,
         )
-    )
-    servers = [public]
-    tasks = [asyncio.create_task(public.serve(sockets=[tcp]))]
+        config.load()  # makes config.ssl, which the callback moves connections off
+        assert config.ssl is not None
+        client_cas.attach(config.ssl)
+        mtls_server = _Server(config)
+        servers.append(mtls_server)
+        tasks.append(asyncio.create_task(mtls_server.serve(sockets=[mtls_sock])))
     if hook is not None:
         webhook = _Server(
             _config(
@@ -338,11 +370,15 @@ async def _serve(settings: Settings, worker: bool, selftls: SelfTls | None) -> i
     if tls is not None:  # every process serves the newest certificate on disk
 
         def contexts() -> list[ssl.SSLContext]:
-            return [server.config.ssl for server in servers if server.config.ssl is not None]
+            live = [server.config.ssl for server in servers if server.config.ssl is not None]
+            return live + (client_cas.contexts() if client_cas is not None else [])
 
         background.append(asyncio.create_task(tlsreload.follow(tls, contexts, stop)))
     if selftls is not None:
         background.append(asyncio.create_task(selftls.run(stop)))
+    if client_cas is not None:
+        follow = mtls.follow(services, client_cas, stop, spiffe_revision)
+        background.append(asyncio.create_task(follow))
     if not worker:  # vault Services, trusting the cluster, the controller
         background += incluster.start(services, stop)
     while not all(server.started for server in servers):
@@ -381,6 +417,8 @@ async def _serve(settings: Settings, worker: bool, selftls: SelfTls | None) -> i
             auth = "client certificates" if settings.webhook_client_ca else "no client auth"
             hook_at = f"{settings.webhook_host}:{settings.webhook_port}"
             count += f", webhook on https://{hook_at} ({auth})"
+        if mtls_sock is not None:
+            count += f", mTLS on https://{settings.mtls_host}:{settings.mtls_port} (X.509-SVIDs)"
         print(
             f"keyless ready on {scheme}://{settings.listen_host}:{settings.listen_port} "
             f"(public URL {settings.public_url}, admin socket {settings.admin_socket}{count})",

@@ -33,6 +33,7 @@ from keyless.core.secretcache import SecretCache
 from keyless.core.spiffemanager import SpiffeCAManager
 from keyless.core.spiffesvid import SpiffeService
 from keyless.core.spiffeupstream import UpstreamCA
+from keyless.core.svidauth import SvidDirectory
 from keyless.core.tenants import Tenants
 from keyless.core.vault import VaultService
 from keyless.k8s.jwks import KubeApiJwksFetcher
@@ -201,6 +202,7 @@ class Services:
             svid_ttl=settings.svid_ttl,
             federated=store,
             fetcher=services.bundle_fetcher,
+            svids=SvidDirectory(store),
         )
         services.broker = Broker(
             tenants=tenants,

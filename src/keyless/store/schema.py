@@ -348,3 +348,22 @@ spiffe_federation = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("created_at", sa.Float, nullable=False),
 )
+
+# Every issued X.509-SVID (migration 0011; core/svidauth.py): the mTLS listener maps a client
+# certificate's serial to the identity it was issued for. Pruned once expired.
+spiffe_svids = sa.Table(
+    "spiffe_svids",
+    metadata,
+    sa.Column("serial", sa.String(48), primary_key=True),
+    sa.Column(
+        "tenant_id", sa.String(36), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("object_id", sa.String(36), nullable=False),
+    sa.Column("client_id", sa.String(36), nullable=False),
+    sa.Column("spiffe_id", sa.Text, nullable=False),
+    sa.Column("not_before", sa.Float, nullable=False),
+    sa.Column("not_after", sa.Float, nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("workload", sa.Text, nullable=False),
+    sa.Index("ix_spiffe_svids_not_after", "not_after"),
+)

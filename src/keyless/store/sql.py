@@ -32,6 +32,7 @@ from keyless.store.schema import (
     tenants,
 )
 from keyless.store.spiffe import SpiffeStoreMixin
+from keyless.store.svids import SvidStoreMixin
 from keyless.store.tokens import TokenStoreMixin
 from keyless.store.urls import DatabaseUrl
 from keyless.store.vault import VaultStoreMixin
@@ -72,6 +73,7 @@ class SqlStore(
     TokenStoreMixin,
     DatabaseStoreMixin,
     SpiffeStoreMixin,
+    SvidStoreMixin,
 ):
     def __init__(self, url: DatabaseUrl) -> None:
         self.url = url

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import datetime
+import ssl
 import subprocess
 from pathlib import Path
 
+import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -24,8 +26,15 @@ def test_the_operator_ca_signs_after_the_next_rotation(
 ) -> None:
     cert, key = operator_ca()
     cert_file, key_file = write_pair(tmp_path / "ca", cert, key)
+    mtls_port = free_port()
     server = servers.start(
-        "--spiffe-upstream-ca", str(cert_file), "--spiffe-upstream-key", str(key_file), dev=True
+        "--spiffe-upstream-ca",
+        str(cert_file),
+        "--spiffe-upstream-key",
+        str(key_file),
+        "--mtls-listen",
+        f"127.0.0.1:{mtls_port}",
+        dev=True,
     )
     fed = federate(server, tmp_path)
     der = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
@@ -58,6 +67,27 @@ def test_the_operator_ca_signs_after_the_next_rotation(
         x509.UniformResourceIdentifier("spiffe://default.keyless/ns/demo/sa/app")
     ]
     assert key_file.read_bytes().decode() not in server.log
+    # The mTLS listener trusts the operator's CA as the anchor of the SVIDs it now signs.
+    server.cli("vault", "create", "upv")
+    server.cli("secret", "set", "upv", "s1", "--value", "under-the-operator-ca")
+    server.cli("role", "assign", "app", "secrets-user", "--scope", "/vaults/upv")
+    svid_file, svid_key = tmp_path / "svid.pem", tmp_path / "svid-key.pem"
+    svid_file.write_bytes(
+        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in [leaf, *chain])
+    )
+    svid_key.write_bytes(
+        leaf_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(cafile=str(server.ca))
+    context.load_cert_chain(svid_file, svid_key)
+    with httpx.Client(base_url=f"https://localhost:{mtls_port}", verify=context) as http:
+        read = http.get("/vaults/upv/secrets/s1", params={"api-version": "7.4"})
+    assert read.status_code == 200, read.text
+    assert read.json()["value"] == "under-the-operator-ca"
 
 
 def test_an_unusable_operator_ca_stops_the_start(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from urllib.parse import quote, urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from keyless.api.clientcert import client_cert_der
 from keyless.api.keyvault.bodies import kv_error
 from keyless.api.tenancy import challenge_tenant
 from keyless.api.urls import vault_url
@@ -146,7 +147,11 @@ class KeyVaultAuth:
         }
         auth = _header(scope, b"authorization") or ""
         scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        bearer = token.strip() if scheme.lower() == "bearer" else ""
+        # On the mTLS listener a verified client certificate (an X.509-SVID) stands in for
+        # the token; a bearer token sent there still decides (docs/spiffe.md).
+        cert = None if bearer else client_cert_der(scope)
+        if not bearer and cert is None:
             await kv_error(
                 401,
                 "Unauthorized",
@@ -154,14 +159,20 @@ class KeyVaultAuth:
                 headers=challenge,
             )(scope, receive, send)
             return
+        target = f"/vaults/{vault.name}"
         try:
-            principal = await broker.authenticate(
-                tenant,
-                token.strip(),
-                audiences=self.audiences,
-                target=f"/vaults/{vault.name}",
-                request_id=request_id.get(),
-            )
+            if cert is not None:
+                principal = await broker.authenticate_svid(
+                    tenant, cert, target=target, request_id=request_id.get()
+                )
+            else:
+                principal = await broker.authenticate(
+                    tenant,
+                    bearer,
+                    audiences=self.audiences,
+                    target=target,
+                    request_id=request_id.get(),
+                )
         except (IdentityGone, Unauthorized, NotFound) as exc:
             # IdentityGone: a deleted identity's genuine token, audited by the broker.
             await kv_error(401, "Unauthorized", exc.message, headers=challenge)(

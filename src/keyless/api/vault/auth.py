@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from keyless.api.clientcert import client_cert_der
 from keyless.api.context import edge_of
 from keyless.api.responses import JSONResponse
 from keyless.api.throttle import spend_token_request
@@ -29,11 +30,13 @@ from keyless.api.vault.wire import (
 )
 from keyless.core import errors
 from keyless.core.access import Principal
-from keyless.core.exchange import ExchangeRequest
+from keyless.core.exchange import ExchangeRequest, IssuedToken
+from keyless.core.svidauth import AUTH_METHOD
 from keyless.logs import request_id
 from keyless.settings import default_mount_type
 
 DEFAULT_POLICY = "default"
+CERT_MOUNT = "cert"  # Vault's cert auth method, at its default path (hvac's mount_point)
 
 
 def _policies(role: str) -> list[str]:
@@ -69,6 +72,8 @@ async def login(request: Request) -> Response:
     edge = edge_of(request)
     mount = request.path_params["mount"].strip("/")
     kind = _mounts(request).get(mount)
+    if kind is None and mount == CERT_MOUNT:
+        return await cert_login(request)
     if kind is None:
         raise errors.NotFound(
             f'no handler for route "auth/{mount[:64]}/login". route entry not found.'
@@ -94,14 +99,20 @@ async def login(request: Request) -> Response:
             via=via,
         )
     )
-    policies = _policies(issued.identity.name)
-    auth = {
+    metadata = _metadata(kind, issued.identity.name, issued.workload or {})
+    auth = _auth(issued, _policies(issued.identity.name), metadata)
+    return JSONResponse(envelope(auth=auth), headers={"Cache-Control": "no-store"})
+
+
+def _auth(issued: IssuedToken, policies: list[str], metadata: dict[str, str]) -> dict[str, Any]:
+    """The ``auth`` block of a login's answer, as Vault's token store fills it."""
+    return {
         "client_token": issued.access_token,
         "accessor": issued.token_id,
         "policies": policies,
         "token_policies": policies,
         "identity_policies": None,
-        "metadata": _metadata(kind, issued.identity.name, issued.workload or {}),
+        "metadata": metadata,
         "lease_duration": issued.expires_in,
         "renewable": False,
         "entity_id": "",
@@ -110,7 +121,40 @@ async def login(request: Request) -> Response:
         "mfa_requirement": None,
         "num_uses": 0,
     }
-    return JSONResponse(envelope(auth=auth), headers={"Cache-Control": "no-store"})
+
+
+async def cert_login(request: Request) -> Response:
+    """Vault's cert auth method (``auth/cert/login``, hvac's ``auth.cert.login()``) on the
+    mTLS listener: the client certificate the handshake verified (an X.509-SVID keyless
+    issued) acts as the identity it was issued for; ``name`` (Vault's certificate role), when
+    given, must be that identity's name. The answer is the token a jwt/kubernetes login
+    gives."""
+    edge = edge_of(request)
+    spend_token_request(request)
+    body = await read_json(request)
+    name = body.get("name")
+    if name is not None and not isinstance(name, str):
+        raise errors.InvalidRequest("name must be a string")
+    cert = client_cert_der(request.scope)
+    if cert is None:
+        raise errors.InvalidRequest(
+            "no client certificate supplied: cert auth works on the mTLS listener only"
+        )
+    issued = await edge.broker.svid_login(
+        await tenant_of(request),
+        cert,
+        resource=edge.settings.vault_resource,
+        role=name or None,
+        via=f"auth/{CERT_MOUNT}/login",
+        request_id=request_id.get(),
+    )
+    identity = issued.identity.name
+    workload = issued.workload or {}
+    metadata = {"cert_name": identity, "spiffe_id": str(workload.get("spiffe_id", ""))}
+    return JSONResponse(
+        envelope(auth=_auth(issued, _policies(identity), metadata)),
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def token_view(request: Request, principal: Principal, token: str) -> dict[str, Any]:
@@ -168,6 +212,8 @@ async def lookup(request: Request) -> Response:
 
 async def revoke_self(request: Request) -> Response:
     principal = await principal_of(request)
+    if principal.via == AUTH_METHOD:
+        raise errors.InvalidRequest("no token to revoke: the request came with a certificate")
     await edge_of(request).broker.revoke(principal, request_id=request_id.get())
     return Response(status_code=204)
 

@@ -16,6 +16,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from keyless.api.clientcert import client_cert_der
 from keyless.api.context import edge_of
 from keyless.api.forms import read_json_object
 from keyless.api.responses import JSONResponse
@@ -106,12 +107,17 @@ async def tenant_of(request: Request) -> Tenant:
         raise errors.Forbidden(f"namespace {name[:64]!r} is not a keyless tenant") from None
 
 
-def token_of(request: Request) -> str:
+def _presented_token(request: Request) -> str:
     token = (request.headers.get("x-vault-token") or "").strip()
     if not token:
         scheme, _, rest = (request.headers.get("authorization") or "").partition(" ")
         if scheme.lower() == "bearer":
             token = rest.strip()
+    return token
+
+
+def token_of(request: Request) -> str:
+    token = _presented_token(request)
     if not token:
         raise errors.Unauthorized("no token: send it in X-Vault-Token (from auth/MOUNT/login)")
     return token
@@ -123,8 +129,16 @@ def token_audiences(request: Request) -> frozenset[str]:
 
 
 async def principal_of(request: Request, target: str = "/v1") -> Principal:
-    """The caller, by its token (a keyless access token for the vault resource)."""
-    return await edge_of(request).broker.authenticate(
+    """The caller, by its token (a keyless access token for the vault resource); with no
+    token, on the mTLS listener, by its client certificate (an X.509-SVID keyless issued)."""
+    broker = edge_of(request).broker
+    token = _presented_token(request)
+    cert = None if token else client_cert_der(request.scope)
+    if cert is not None:
+        return await broker.authenticate_svid(
+            await tenant_of(request), cert, target=target, request_id=request_id.get()
+        )
+    return await broker.authenticate(
         await tenant_of(request),
         token_of(request),
         audiences=token_audiences(request),

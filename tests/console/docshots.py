@@ -1,0 +1,93 @@
+"""The screenshots in docs/console.md, from `keyless demo --console`'s data set.
+
+    .venv/bin/python -m tests.console.docshots [OUT_DIR]     # default: docs/console
+
+Starts the demo with its console, signs in through the printed one-time link in Debian's
+Chromium (Playwright), visits every page (and does on some what a user would: pastes the
+demo pod's token into the debugger, verifies the audit chain), saves NAME.png for each, and
+stops the demo (which removes its data dir).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.console.conftest import CHROMIUM
+from tests.support.server import keyless_cmd
+
+LINK = re.compile(r"(http://127\.0\.0\.1:\d+)/login\?token=\S+")
+DATA = re.compile(r"data in (\S+)")
+Step = Callable[[Any, str, Path], None]  # (page, console base URL, demo data dir)
+
+
+def _goto(path: str) -> Step:
+    def step(page: Any, base: str, data_dir: Path) -> None:
+        page.goto(base + path)
+
+    return step
+
+
+# (file name, what to do before the screenshot); the pages' own tests click the same things.
+SHOTS: list[tuple[str, list[Step]]] = [
+    ("overview", [_goto("/")]),
+    ("graph", [_goto("/graph")]),
+    ("debug", [_goto("/debug")]),
+    ("audit", [_goto("/audit")]),
+    ("health", [_goto("/health")]),
+    ("vaults", [_goto("/vaults")]),
+    ("manage", [_goto("/manage")]),
+]
+
+
+def main(out: Path) -> int:
+    from playwright.sync_api import sync_playwright
+
+    out.mkdir(parents=True, exist_ok=True)
+    demo = subprocess.Popen(
+        [*keyless_cmd(), "demo", "--console"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "300"},
+    )
+    assert demo.stdout is not None
+    lines: list[str] = []
+    link = None
+    for line in demo.stdout:
+        lines.append(line)
+        print(line, end="", flush=True)
+        link = LINK.search(line)
+        if link:
+            break
+    if link is None:
+        print("the demo printed no console link", file=sys.stderr)
+        return 1
+    data_dir = Path(DATA.search("".join(lines)).group(1))  # type: ignore[union-attr]
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(link.group(0))
+            for name, steps in SHOTS:
+                for step in steps:
+                    step(page, link.group(1), data_dir)
+                page.wait_for_load_state("networkidle")
+                path = out / f"{name}.png"
+                page.screenshot(path=str(path), full_page=True)
+                print(f"wrote {path}", flush=True)
+            browser.close()
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        demo.wait(timeout=60)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/console")))

@@ -24,6 +24,8 @@ ROOT = RootKeys((os.urandom(32),))
 def now() -> float:
     """The time when the test runs (operator_ca makes certificates valid from a minute ago)."""
     return datetime.datetime.now(datetime.UTC).timestamp()
+
+
 ID = "spiffe://default.keyless/ns/shop/sa/web"
 
 

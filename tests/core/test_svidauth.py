@@ -6,6 +6,7 @@ The store is a dict behind the ``SvidStore`` port (the real SQL store is tests/s
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -35,9 +36,15 @@ class DictStore:
     def __init__(self) -> None:
         self.rows: dict[str, SvidRecord] = {}
         self.reads = 0
+        self.batches: list[int] = []
+
+    async def record_svids(self, records: list[SvidRecord]) -> None:
+        self.batches.append(len(records))
+        for record in records:
+            self.rows[record.serial] = record
 
     async def record_svid(self, record: SvidRecord) -> None:
-        self.rows[record.serial] = record
+        await self.record_svids([record])
 
     async def find_svid(self, serial: str) -> SvidRecord | None:
         self.reads += 1
@@ -203,3 +210,29 @@ async def test_prune_drops_expired_records_and_their_cached_copies() -> None:
     assert await directory.prune(NOW + 661) == 1
     with pytest.raises(UnknownSvid):
         await svid_principal(directory, Identities(APP), der(cert), tenant_id="t-1", now=NOW)
+
+
+async def test_concurrent_issues_share_one_commit_and_all_wait_for_it() -> None:
+    """Group commit: records made while a batch commits go into the next one; each
+    ``record`` returns only once its own record is in the store."""
+    store = DictStore()
+    directory = SvidDirectory(store)
+    authority = ca()
+    records = [
+        record_of(
+            leaf(authority),
+            tenant_id="t-1",
+            object_id=APP.object_id,
+            client_id=APP.client_id,
+            spiffe_id=SPIFFE_ID,
+            workload={},
+        )
+        for _ in range(20)
+    ]
+
+    async def one(r: SvidRecord) -> bool:
+        await directory.record(r)
+        return r.serial in store.rows
+
+    assert all(await asyncio.gather(*(one(r) for r in records)))
+    assert sum(store.batches) == 20 and len(store.batches) < 20

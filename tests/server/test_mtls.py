@@ -225,15 +225,17 @@ def sign_with_current_ca(
             ca = SpiffeCA.open(next(r for r in records if r.state == "current"), root)
             chain = issue_x509_svid(ca, SPIFFE_ID, key.public_key(), now, ttl)
             if record:
-                await store.record_svid(
-                    record_of(
-                        chain[0],
-                        tenant_id=mt.fed.tenant_id,
-                        object_id=mt.fed.object_id,
-                        client_id=mt.fed.client_id,
-                        spiffe_id=SPIFFE_ID,
-                        workload={},
-                    )
+                await store.record_svids(
+                    [
+                        record_of(
+                            chain[0],
+                            tenant_id=mt.fed.tenant_id,
+                            object_id=mt.fed.object_id,
+                            client_id=mt.fed.client_id,
+                            spiffe_id=SPIFFE_ID,
+                            workload={},
+                        )
+                    ]
                 )
             return chain
         finally:

@@ -33,8 +33,8 @@ async def test_an_svid_is_recorded_found_by_serial_and_pruned_once_expired(
 ) -> None:
     await store.create_tenant(Tenant("t-1", "default", 0.0))
     big = "7f" + "ff" * 19  # a 159-bit serial, as x509.random_serial_number makes
-    await store.record_svid(record(big, 1000.0))
-    await store.record_svid(record("1a2b", 5000.0))
+    await store.record_svids([record(big, 1000.0)])
+    await store.record_svids([record("1a2b", 5000.0)])
     assert await store.find_svid(big) == record(big, 1000.0)
     assert await store.find_svid("1A2B") is None  # serials are stored as lowercase hex
     assert await store.find_svid("ffff") is None
@@ -48,7 +48,7 @@ async def test_an_svid_is_recorded_found_by_serial_and_pruned_once_expired(
 async def test_records_go_with_their_tenant(store: SqlStore) -> None:
     await store.create_tenant(Tenant("t-1", "default", 0.0))
     await store.create_tenant(Tenant("t-2", "other", 0.0))
-    await store.record_svid(record("01", 5000.0, "t-2"))
+    await store.record_svids([record("01", 5000.0, "t-2")])
     async with store.writer.begin() as conn:
         await conn.execute(sa.text("DELETE FROM tenants WHERE id = 't-2'"))
     assert await store.find_svid("01") is None

@@ -14,6 +14,7 @@ makes the mapping exact (the whole certificate's digest must match, not just the
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections import OrderedDict
@@ -55,7 +56,7 @@ class SvidRecord:
 
 
 class SvidStore(Protocol):
-    async def record_svid(self, record: SvidRecord) -> None: ...
+    async def record_svids(self, records: list[SvidRecord]) -> None: ...
 
     async def find_svid(self, serial: str) -> SvidRecord | None: ...
 
@@ -113,9 +114,36 @@ class SvidDirectory:
         self.store = store
         self.max_entries = max_entries
         self._cache: OrderedDict[str, SvidRecord] = OrderedDict()
+        self._pending: list[tuple[SvidRecord, asyncio.Future[None]]] = []
+        self._flushing = False
 
     async def record(self, record: SvidRecord) -> None:
-        await self.store.record_svid(record)
+        """Returns once the record is committed. Records of concurrent issues share one
+        transaction (group commit): one commit per request held SVID issuance to the store's
+        commit rate (66/s on SQLite in bench/spiffe.py, against 1,100/s without a record)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((record, future))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        await future
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self.store.record_svids([record for record, _ in batch])
+                except Exception as exc:  # each waiting issue fails with the store's error
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                else:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_result(None)
+        finally:
+            self._flushing = False
 
     async def find(self, serial: str) -> SvidRecord | None:
         hit = self._cache.get(serial)

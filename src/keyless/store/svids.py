@@ -36,21 +36,26 @@ class SvidStoreMixin:
     engine: AsyncEngine
     writer: Writer
 
-    async def record_svid(self, record: SvidRecord) -> None:
+    async def record_svids(self, records: list[SvidRecord]) -> None:
+        """Insert the records in one transaction (core/svidauth.py batches concurrent issues)."""
+        if not records:
+            return
+        rows = [
+            {
+                "serial": r.serial,
+                "tenant_id": r.tenant_id,
+                "object_id": r.object_id,
+                "client_id": r.client_id,
+                "spiffe_id": r.spiffe_id,
+                "not_before": r.not_before,
+                "not_after": r.not_after,
+                "fingerprint": r.fingerprint,
+                "workload": r.workload_json(),
+            }
+            for r in records
+        ]
         async with self.writer.begin() as conn:
-            await conn.execute(
-                sa.insert(spiffe_svids).values(
-                    serial=record.serial,
-                    tenant_id=record.tenant_id,
-                    object_id=record.object_id,
-                    client_id=record.client_id,
-                    spiffe_id=record.spiffe_id,
-                    not_before=record.not_before,
-                    not_after=record.not_after,
-                    fingerprint=record.fingerprint,
-                    workload=record.workload_json(),
-                )
-            )
+            await conn.execute(sa.insert(spiffe_svids), rows)
 
     async def find_svid(self, serial: str) -> SvidRecord | None:
         query = sa.select(spiffe_svids).where(spiffe_svids.c.serial == serial)

@@ -144,9 +144,24 @@ def manifests(
             "iam.gke.io/gcp-service-account"
         ),
     ] = True,
+    mtls: Annotated[
+        bool,
+        typer.Option(
+            "--mtls",
+            help="open the mTLS listener (port 8445, Service port mtls): workloads present an "
+            "X.509-SVID keyless issued instead of a token",
+        ),
+    ] = False,
+    spiffe_upstream_ca_secret: Annotated[
+        str | None,
+        typer.Option(
+            help="a kubernetes.io/tls Secret you create (tls.crt, tls.key): the CA that signs "
+            "every tenant's SPIFFE intermediates [keyless's own roots]"
+        ),
+    ] = None,
 ) -> None:
     """Print the manifests (the deploy/kubernetes base, or its postgresql overlay) as YAML."""
-    from keyless.k8s.manifests import TLS_MODES, Values, render, to_yaml
+    from keyless.k8s.manifests import TLS_MODES, Values, render, to_yaml, upstream_secret_problem
 
     g = globals_of(ctx)
     pem: bytes | None = None
@@ -182,6 +197,10 @@ def manifests(
             f"--vaults-namespace must differ from --namespace ({namespace}): keyless's own "
             "Service would be taken for a vault"
         )
+    if spiffe_upstream_ca_secret is not None:
+        problem = upstream_secret_problem(spiffe_upstream_ca_secret)
+        if problem:
+            raise KeylessError(f"--spiffe-upstream-ca-secret {problem}")
     values = Values(
         namespace=namespace,
         image=image,
@@ -200,6 +219,8 @@ def manifests(
         trust_cluster=trust_cluster,
         restart_on_change=restart_on_change,
         aws_webhook=aws_webhook,
+        mtls=mtls,
+        spiffe_upstream_ca_secret=spiffe_upstream_ca_secret,
     )
     objects = render(values)
     if g.output == "json":

@@ -8,11 +8,17 @@ The admission webhook has its own port (:data:`WEBHOOK_PORT`, Service port of th
 By default it requires the API server's client certificate, verified against the ConfigMap
 ``keyless-webhook-client-ca`` (key ``ca.crt``); with ``client_auth=False`` it does not, and a
 NetworkPolicy admits that port only from the ``webhook_sources`` CIDRs (the control plane).
+
+SPIFFE, both off by default: ``mtls`` opens keyless's mTLS listener (:data:`MTLS_PORT`, Service
+port of the same number), where workloads present an X.509-SVID keyless issued instead of a
+token; ``spiffe_upstream_ca_secret`` names a ``kubernetes.io/tls`` Secret the operator creates,
+whose CA signs every tenant's SPIFFE intermediates (mounted read-only, read once at start).
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +37,10 @@ WEBHOOK_NAME = "pods.keyless.dev"
 AWS_WEBHOOK_NAME = "aws.keyless.dev"
 CLIENT_CA_CONFIGMAP = "keyless-webhook-client-ca"
 CLIENT_CA_DIR = "/etc/keyless/webhook-client-ca"
+MTLS_PORT = 8445
+SPIFFE_UPSTREAM_DIR = "/etc/keyless/spiffe-upstream"
+# A Secret's name: a DNS-1123 subdomain (Kubernetes' IsDNS1123Subdomain), at most 253 characters.
+SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 TLS_MODES = ("keyless", "cert-manager", "secret")
@@ -73,10 +83,18 @@ class Values:
     client_auth: bool = True  # the webhook requires the API server's client certificate
     client_ca: bytes | None = None  # PEM for the keyless-webhook-client-ca ConfigMap
     webhook_sources: tuple[str, ...] = ()  # without client auth: CIDRs allowed to the webhook
+    mtls: bool = False  # the mTLS listener (--mtls-listen): X.509-SVIDs instead of tokens
+    # The operator's kubernetes.io/tls Secret (tls.crt, tls.key): the CA above every tenant's
+    # SPIFFE intermediates (--spiffe-upstream-ca/-key). None: keyless makes its own roots.
+    spiffe_upstream_ca_secret: str | None = None
 
     def __post_init__(self) -> None:
         if self.tls not in TLS_MODES:
             raise ValueError(f"tls must be one of {', '.join(TLS_MODES)}, not {self.tls!r}")
+        if self.spiffe_upstream_ca_secret is not None:
+            problem = upstream_secret_problem(self.spiffe_upstream_ca_secret)
+            if problem:
+                raise ValueError(f"the SPIFFE upstream CA's Secret {problem}")
         if self.vaults_namespace == self.namespace:
             raise ValueError(
                 f"the vaults' namespace must not be keyless's own ({self.namespace}): its "
@@ -98,6 +116,16 @@ class Values:
         base += [f"{APP}.{self.namespace}.svc.cluster.local"]
         host = urlsplit(self.url).hostname or ""
         return list(dict.fromkeys([*base, host, self.vault_domain, f"*.{self.vault_domain}"]))
+
+
+def upstream_secret_problem(name: str) -> str | None:
+    """Why ``name`` cannot be the operator's SPIFFE CA Secret (None: it can). The Secrets
+    keyless's serving certificate lives in are refused: that CA must not also anchor SVIDs."""
+    if len(name) > 253 or not SECRET_NAME.fullmatch(name):
+        return f"{name!r} is not a Secret name (a lowercase DNS subdomain, at most 253 characters)"
+    if name in ("keyless-tls", CA_SECRET):
+        return f"{name} holds keyless's serving certificate: give the SPIFFE CA its own Secret"
+    return None
 
 
 def _meta(name: str, namespace: str | None = None, **extra: Any) -> Obj:
@@ -145,6 +173,11 @@ def _deployment(v: Values) -> Obj:
         volumes.append({"name": "webhook-client-ca", "configMap": {"name": CLIENT_CA_CONFIGMAP}})
     else:
         args.append("--webhook-insecure-no-client-auth")
+    if v.mtls:
+        args += ["--mtls-listen", f"0.0.0.0:{MTLS_PORT}"]
+    if v.spiffe_upstream_ca_secret:
+        args += ["--spiffe-upstream-ca", f"{SPIFFE_UPSTREAM_DIR}/tls.crt"]
+        args += ["--spiffe-upstream-key", f"{SPIFFE_UPSTREAM_DIR}/tls.key"]
     args += ["--vault-domain", v.vault_domain, "--k8s-vault-namespace", v.vaults_namespace]
     if v.controller:
         args.append("--k8s-controller")
@@ -184,17 +217,31 @@ def _deployment(v: Values) -> Obj:
                 ]
             }
         }
+    if v.spiffe_upstream_ca_secret:
+        # 0400: with the pod's fsGroup the kubelet adds group read, so keyless (65532) reads it.
+        mounts.append(
+            {"name": "spiffe-upstream", "mountPath": SPIFFE_UPSTREAM_DIR, "readOnly": True}
+        )
+        volumes.append(
+            {
+                "name": "spiffe-upstream",
+                "secret": {"secretName": v.spiffe_upstream_ca_secret, "defaultMode": 0o400},
+            }
+        )
     env += [{"name": k, "value": val} for k, val in sorted(v.extra_env.items())]
+    ports: list[Obj] = [
+        {"name": "https", "containerPort": PORT},
+        {"name": "webhook", "containerPort": WEBHOOK_PORT},
+    ]
+    if v.mtls:
+        ports.append({"name": "mtls", "containerPort": MTLS_PORT})
     container: Obj = {
         "name": APP,
         "image": v.image,
         "command": ["keyless"],
         "args": args,
         "env": env,
-        "ports": [
-            {"name": "https", "containerPort": PORT},
-            {"name": "webhook", "containerPort": WEBHOOK_PORT},
-        ],
+        "ports": ports,
         "startupProbe": _probe("/healthz", periodSeconds=2, failureThreshold=30),
         "livenessProbe": _probe("/healthz", periodSeconds=10, failureThreshold=3),
         "readinessProbe": _probe("/readyz", periodSeconds=5, failureThreshold=2),
@@ -314,8 +361,10 @@ def _network_policy(v: Values) -> Obj:
     """Without client authentication, only the control plane's addresses may reach the
     webhook's port; the public port stays open to every pod. (Pods inside a ``webhook_sources``
     range are let in too: choose ranges that hold no pods.) With no sources, nothing reaches
-    the webhook's port: an empty ``from`` would mean everyone, so the rule is left out."""
-    ingress: list[Obj] = [{"ports": [{"protocol": "TCP", "port": PORT}]}]
+    the webhook's port: an empty ``from`` would mean everyone, so the rule is left out. The mTLS
+    port, when open, is every pod's like the public one (the client certificate guards it)."""
+    public = [PORT, MTLS_PORT] if v.mtls else [PORT]
+    ingress: list[Obj] = [{"ports": [{"protocol": "TCP", "port": port} for port in public]}]
     if v.webhook_sources:
         ingress.append(
             {
@@ -488,6 +537,21 @@ def _cert_manager(v: Values) -> list[Obj]:
     return objects
 
 
+def _service(v: Values) -> Obj:
+    ports: list[Obj] = [
+        {"name": "https", "port": 443, "targetPort": "https"},
+        {"name": "webhook", "port": WEBHOOK_PORT, "targetPort": "webhook"},
+    ]
+    if v.mtls:
+        ports.append({"name": "mtls", "port": MTLS_PORT, "targetPort": "mtls"})
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(APP, v.namespace),
+        "spec": {"selector": dict(LABELS), "ports": ports},
+    }
+
+
 def render(v: Values | None = None) -> list[Obj]:
     v = v or Values()
     ns = v.namespace
@@ -496,18 +560,7 @@ def render(v: Values | None = None) -> list[Obj]:
         {"apiVersion": "v1", "kind": "Namespace", "metadata": _meta(v.vaults_namespace)},
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(APP, ns)},
         *_rbac(v),
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": _meta(APP, ns),
-            "spec": {
-                "selector": dict(LABELS),
-                "ports": [
-                    {"name": "https", "port": 443, "targetPort": "https"},
-                    {"name": "webhook", "port": WEBHOOK_PORT, "targetPort": "webhook"},
-                ],
-            },
-        },
+        _service(v),
         _deployment(v),
         {
             "apiVersion": "policy/v1",

@@ -174,6 +174,25 @@ def cases(ca: bytes, client_ca: bytes) -> dict[str, Case]:
             {"restartOnChange": True, "controller": False, "tls": {"mode": "secret"}},
             Values(restart_on_change=True, controller=False, tls="secret"),
         ),
+        "spiffe-mtls": Case({"spiffe": {"mtls": {"enabled": True}}}, Values(mtls=True)),
+        "spiffe-upstream-ca": Case(
+            {"spiffe": {"upstreamCA": {"secretName": "keyless-spiffe-upstream"}}},
+            Values(spiffe_upstream_ca_secret="keyless-spiffe-upstream"),
+        ),
+        "spiffe-both-postgresql-no-client-auth": Case(
+            {
+                "spiffe": {"mtls": {"enabled": True}, "upstreamCA": {"secretName": "corp.spiffe"}},
+                "storage": "postgresql",
+                "webhook": {"clientAuth": False, "sourceCIDRs": cidrs},
+            },
+            Values(
+                mtls=True,
+                spiffe_upstream_ca_secret="corp.spiffe",
+                postgresql=True,
+                client_auth=False,
+                webhook_sources=tuple(cidrs),
+            ),
+        ),
     }
 
 
@@ -233,6 +252,21 @@ def test_chart_renders_what_keyless_renders(
             "at '/tls/caBundle': minLength: got 0, want 1",
         ),
         ({"tls": {"certManagerIssuer": "Issuer/x"}}, "at '/tls/certManagerIssuer': maxLength"),
+        ({"spiffe": {"mtls": {"enabled": "yes"}}}, "at '/spiffe/mtls/enabled': got string, want"),
+        ({"spiffe": {"mtls": {"port": 9000}}}, "additional properties 'port' not allowed"),
+        ({"spiffe": {"upstreamCA": "corp-ca"}}, "at '/spiffe/upstreamCA': got string, want object"),
+        (
+            {"spiffe": {"upstreamCA": {"secretName": "Corp_CA"}}},
+            "at '/spiffe/upstreamCA/secretName': 'Corp_CA' does not match pattern",
+        ),
+        (
+            {"spiffe": {"upstreamCA": {"secretName": "a" * 254}}},
+            "at '/spiffe/upstreamCA/secretName': maxLength: got 254, want 253",
+        ),
+        (
+            {"spiffe": {"upstreamCA": {"secretName": "keyless-tls"}}},
+            "at '/spiffe/upstreamCA/secretName': 'not' failed",
+        ),
     ],
     ids=[
         "replicas-0",
@@ -255,6 +289,12 @@ def test_chart_renders_what_keyless_renders(
         "bundle-without-secret-mode",
         "namespaces-without-bundle",
         "issuer-without-cert-manager",
+        "mtls-not-a-boolean",
+        "mtls-unknown-key",
+        "upstream-not-an-object",
+        "upstream-secret-not-dns",
+        "upstream-secret-too-long",
+        "upstream-secret-serving-certificate",
     ],
 )
 def test_schema_refuses_bad_values(helm: Helm, values: dict[str, Any], message: str) -> None:
@@ -308,6 +348,16 @@ def test_schema_refuses_bad_values(helm: Helm, values: dict[str, Any], message: 
             "extraEnv.KEYLESS_PUBLIC_URL is set by the chart itself",
             "keyless",
         ),
+        (
+            {"spiffe": {"upstreamCA": {"secretName": "Corp_CA"}}},
+            'spiffe.upstreamCA.secretName "Corp_CA" is not a Secret name (a lowercase DNS',
+            "keyless",
+        ),
+        (
+            {"spiffe": {"upstreamCA": {"secretName": "keyless-ca"}}},
+            "spiffe.upstreamCA.secretName keyless-ca holds keyless's serving certificate: give",
+            "keyless",
+        ),
     ],
     ids=[
         "no-sources",
@@ -319,6 +369,8 @@ def test_schema_refuses_bad_values(helm: Helm, values: dict[str, Any], message: 
         "issuer-without-cert-manager",
         "vaults-in-release-namespace",
         "env-set-by-chart",
+        "upstream-secret-not-dns",
+        "upstream-secret-serving-ca",
     ],
 )
 def test_chart_refuses_conflicting_values(
@@ -381,6 +433,42 @@ def test_notes_say_what_to_create_next(helm: Helm) -> None:
     notes = default.stdout.partition("NOTES:")[2]
     assert "webhook-cert" not in notes and "keyless-database" not in notes
     assert "keyless issuer list" in notes
+
+
+def test_notes_name_the_spiffe_ca_secret_and_the_mtls_port(
+    helm: Helm, pems: tuple[bytes, bytes], tmp_path: Path
+) -> None:
+    result = helm.run(
+        "install", "keyless", str(CHART), "-n", "identity", "--dry-run=client",
+        "--set", "spiffe.mtls.enabled=true",
+        "--set", "spiffe.upstreamCA.secretName=keyless-spiffe-upstream",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    notes = result.stdout.partition("NOTES:")[2]
+    assert "Its pods start once these exist in identity:" in notes
+    assert "- Secret keyless-spiffe-upstream (kubernetes.io/tls: tls.crt, tls.key)" in notes
+    assert (
+        "kubectl -n identity create secret tls keyless-spiffe-upstream --cert ca.pem "
+        "--key ca-key.pem" in notes
+    )
+    assert "no token at https://keyless.identity.svc:8445" in notes
+
+    # The Secret the only thing left to create (the client CA given): still under the heading.
+    client_ca = tmp_path / "client-ca.crt"
+    client_ca.write_bytes(pems[1])
+    alone = helm.run(
+        "install", "keyless", str(CHART), "-n", "keyless", "--dry-run=client",
+        "--set", "spiffe.upstreamCA.secretName=corp-ca",
+        "--set-file", f"webhook.clientCA={client_ca}",
+    )  # fmt: skip
+    assert alone.returncode == 0, alone.stderr
+    notes = alone.stdout.partition("NOTES:")[2]
+    assert "Its pods start once these exist in keyless:\n\n- Secret corp-ca (" in notes
+    assert "keyless-webhook-client-ca" not in notes
+    default = helm.run("install", "keyless", str(CHART), "-n", "keyless", "--dry-run=client")
+    assert default.returncode == 0, default.stderr
+    notes = default.stdout.partition("NOTES:")[2]
+    assert "spiffe" not in notes.lower() and ":8445" not in notes
 
 
 def _leaves(schema: dict[str, Any], values: dict[str, Any], path: str = "") -> list[str]:

@@ -127,6 +127,13 @@ subjects:
 {{- if and $tls.certManagerIssuer (ne $tls.mode "cert-manager") -}}
 {{- fail "tls.certManagerIssuer is Issuer/NAME or ClusterIssuer/NAME, with tls.mode=cert-manager" -}}
 {{- end -}}
+{{- with .Values.spiffe.upstreamCA.secretName -}}
+{{- if or (gt (len .) 253) (not (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$" .)) -}}
+{{- fail (printf "spiffe.upstreamCA.secretName %q is not a Secret name (a lowercase DNS subdomain, at most 253 characters)" .) -}}
+{{- else if has . (list "keyless-tls" "keyless-ca") -}}
+{{- fail (printf "spiffe.upstreamCA.secretName %s holds keyless's serving certificate: give the SPIFFE CA its own Secret" .) -}}
+{{- end -}}
+{{- end -}}
 {{- if eq .Values.vaultsNamespace .Release.Namespace -}}
 {{- fail "vaultsNamespace must not be the release's namespace: a vault's Service would share keyless's names" -}}
 {{- end -}}

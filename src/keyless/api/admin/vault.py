@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -48,6 +49,7 @@ def _secret_view(secret: Secret) -> dict[str, Any]:
         "expires": p.expires,
         "created": p.created,
         "updated": p.updated,
+        "number": p.number,
     }
     if secret.value is not None:
         view["value"] = secret.value
@@ -57,9 +59,36 @@ def _secret_view(secret: Secret) -> dict[str, Any]:
     return view
 
 
+# ``via`` names the admin tool a value read came from, for the audit event's workload (the
+# console shows a value only when asked, and the log says it was read there).
+VIA = frozenset({"console"})
+
+
 async def _call(request: Request) -> Call:
     tenant = await tenant_of(request)
-    return Call(admin_principal(tenant.id), request_id.get())
+    principal = admin_principal(tenant.id)
+    via = request.query_params.get("via")
+    if via is not None:
+        if via not in VIA:
+            raise InvalidRequest(f"'via' must be one of: {', '.join(sorted(VIA))}")
+        principal = replace(principal, fed={"via": via})
+    return Call(principal, request_id.get())
+
+
+def _bool(request: Request, name: str) -> bool:
+    value = request.query_params.get(name, "false")
+    if value not in ("true", "false"):
+        raise InvalidRequest(f"{name!r} must be true or false")
+    return value == "true"
+
+
+def _limit(request: Request) -> int | None:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise InvalidRequest("'limit' must be a whole number in 1..1000")
+    return int(raw)
 
 
 async def vault_create(request: Request) -> Response:
@@ -70,8 +99,16 @@ async def vault_create(request: Request) -> Response:
 
 
 async def vault_list(request: Request) -> Response:
+    """With ``?counts=true`` each vault says how many secrets it holds (deleted ones too)."""
     s, tenant = services_of(request), await tenant_of(request)
-    return JSONResponse([_vault_view(request, v) for v in await s.vaults.list_vaults(tenant.id)])
+    counts = _bool(request, "counts")
+    views = []
+    for vault in await s.vaults.list_vaults(tenant.id):
+        view = _vault_view(request, vault)
+        if counts:
+            view["secrets"] = await s.vaults.count_secrets(tenant.id, vault.name)
+        views.append(view)
+    return JSONResponse(views)
 
 
 async def vault_delete(request: Request) -> Response:
@@ -110,19 +147,38 @@ async def secret_get(request: Request) -> Response:
 
 
 async def secret_list(request: Request) -> Response:
+    """Every secret (by name), or with ``limit`` one page of them: those named after
+    ``after`` (a full page means there may be more)."""
     s = services_of(request)
     call = await _call(request)
     items: list[dict[str, Any]] = []
-    after: str | None = None
-    deleted = request.query_params.get("deleted") == "true"
+    after = request.query_params.get("after") or None
+    limit = _limit(request)
+    deleted = _bool(request, "deleted")
     while True:
         page = await s.vaults.list(
-            call, request.path_params["vault"], after=after, limit=100, deleted=deleted
+            call, request.path_params["vault"], after=after, limit=limit or 100, deleted=deleted
         )
         items += [_secret_view(x) for x in page.items]
-        if page.next_after is None:
+        if page.next_after is None or limit is not None:
             return JSONResponse(items)
         after = page.next_after
+
+
+async def secret_versions(request: Request) -> Response:
+    """Every version's properties (no values), newest first, and which one is current."""
+    s = services_of(request)
+    p = request.path_params
+    state, versions = await s.vaults.history(await _call(request), p["vault"], p["name"])
+    return JSONResponse(
+        {
+            "name": state.name,
+            "current_version": state.current_version,
+            "versions": [
+                {**_secret_view(Secret(v)), "destroyed": v.destroyed} for v in reversed(versions)
+            ],
+        }
+    )
 
 
 async def secret_delete(request: Request) -> Response:
@@ -208,6 +264,7 @@ routes = [
     Route("/v1/vaults/{vault}/secrets/{name:path}", secret_get, methods=["GET"]),
     Route("/v1/vaults/{vault}/secrets/{name:path}", secret_delete, methods=["DELETE"]),
     Route("/v1/vaults/{vault}/deleted-secrets/{name:path}", secret_purge, methods=["DELETE"]),
+    Route("/v1/vaults/{vault}/secret-versions/{name:path}", secret_versions, methods=["GET"]),
     Route("/v1/roles", role_assign, methods=["POST"]),
     Route("/v1/roles", role_list, methods=["GET"]),
     Route("/v1/roles/remove", role_remove, methods=["POST"]),

@@ -100,7 +100,7 @@ def layout(rows: Sequence[Row], marks: Sequence[tuple[str, float, str]]) -> Layo
         out = PlacedRow(row.label, row.state, TOP + index * ROW)
         for s in row.segments:
             start, end = x(s.start), x(s.end)
-            title = f"{s.kind}: {at(s.start)} – {at(s.end)}"
+            title = f"{s.kind}: {at(s.start)} to {at(s.end)}"
             out.segments.append(Placed(s.kind, start, max(end - start, 2.0), title))
         placed.append(out)
     step = (high - low) / (TICKS - 1)

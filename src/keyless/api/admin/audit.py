@@ -1,5 +1,6 @@
 """Admin routes: read the audit log and its checkpoints a page at a time, its head, sign a
-checkpoint, and verify the log (chain, keyed MACs, head, checkpoints, and checkpoints from an export)."""
+checkpoint, and verify the log (chain, keyed MACs, head, checkpoints, and checkpoints from an
+export)."""
 
 from __future__ import annotations
 

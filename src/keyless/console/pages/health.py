@@ -63,7 +63,9 @@ async def _optional(admin: ConsoleAdmin, path: str) -> tuple[dict[str, Any] | No
         raise
 
 
-async def _page(request: Request, outcome: dict[str, Any] | None = None, status: int = 200) -> Response:
+async def _page(
+    request: Request, outcome: dict[str, Any] | None = None, status: int = 200
+) -> Response:
     admin = admin_of(request)
     now = time.time()
     tenant = quote(admin.tenant, safe="")

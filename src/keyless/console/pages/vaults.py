@@ -72,7 +72,11 @@ def _readers(
 ) -> list[dict[str, Any]]:
     """The role assignments that reach the secret (on it, its vault, or the tenant), each
     saying whether its role reads values."""
-    scopes = {"/": "tenant", f"/vaults/{vault}": "vault", f"/vaults/{vault}/secrets/{name}": "secret"}
+    scopes = {
+        "/": "tenant",
+        f"/vaults/{vault}": "vault",
+        f"/vaults/{vault}/secrets/{name}": "secret",
+    }
     reads = {d["name"] for d in definitions if READ_VALUE in d["actions"]}
     return [
         {**a, "level": scopes[a["scope"]], "reads_value": a["role"] in reads}

@@ -10,11 +10,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.api.admin.common import json_body, services_of, tenant_of, text
+from keyless.api.context import Admin
 from keyless.api.responses import JSONResponse
 from keyless.api.urls import vault_url
 from keyless.core import rbac
 from keyless.core.access import admin_principal
-from keyless.core.errors import InvalidRequest
+from keyless.core.errors import InvalidRequest, NotFound
 from keyless.core.secrets import (
     PropertyChanges,
     Secret,
@@ -228,13 +229,35 @@ async def role_remove(request: Request) -> Response:
     return JSONResponse({"removed": {"identity": name, "role": role_name, "scope": scope}})
 
 
+async def _identity_name(s: Admin, tenant_id: str, object_id: str) -> str:
+    """From the in-memory index, else the store (another replica made it a moment ago)."""
+    found = s.federation.identity_by_object(object_id)
+    if found is None:
+        try:
+            found = await s.federation.get_identity(tenant_id, object_id)
+        except NotFound:
+            return object_id
+    return found.name
+
+
 async def role_list(request: Request) -> Response:
+    """Every assignment, or with ``?reaches=SCOPE`` those that reach SCOPE (on it or on a
+    scope holding it: who may act on one secret), naming only their own identities."""
     s, tenant = services_of(request), await tenant_of(request)
-    names = {i.object_id: i.name for i in await s.federation.list_identities(tenant.id)}
+    assignments = await s.roles.list(tenant.id)
+    reaches = request.query_params.get("reaches")
+    if reaches is None:
+        names = {i.object_id: i.name for i in await s.federation.list_identities(tenant.id)}
+    else:
+        scopes = rbac.enclosing_scopes(reaches)
+        assignments = [a for a in assignments if a.scope in scopes]
+        names = {
+            a.identity_id: await _identity_name(s, tenant.id, a.identity_id) for a in assignments
+        }
     return JSONResponse(
         [
             {"identity": names.get(a.identity_id, a.identity_id), "role": a.role, "scope": a.scope}
-            for a in await s.roles.list(tenant.id)
+            for a in assignments
         ]
     )
 

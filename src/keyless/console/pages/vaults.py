@@ -68,21 +68,16 @@ async def vault_show(request: Request) -> Response:
 
 
 def _readers(
-    roles: list[dict[str, Any]], definitions: list[dict[str, Any]], vault: str, name: str
+    roles: list[dict[str, Any]], definitions: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """The role assignments that reach the secret (on it, its vault, or the tenant), each
-    saying whether its role reads values."""
-    scopes = {
-        "/": "tenant",
-        f"/vaults/{vault}": "vault",
-        f"/vaults/{vault}/secrets/{name}": "secret",
-    }
+    """The role assignments that reach the secret (on it, its vault, or the tenant: the
+    server filters), each saying where it sits and whether its role reads values."""
     reads = {d["name"] for d in definitions if READ_VALUE in d["actions"]}
-    return [
-        {**a, "level": scopes[a["scope"]], "reads_value": a["role"] in reads}
-        for a in roles
-        if a["scope"] in scopes
-    ]
+    return [{**a, "level": _level(a["scope"]), "reads_value": a["role"] in reads} for a in roles]
+
+
+def _level(scope: str) -> str:
+    return "tenant" if scope == "/" else "secret" if "/secrets/" in scope else "vault"
 
 
 async def _secret_page(
@@ -92,7 +87,7 @@ async def _secret_page(
     vault, name = request.path_params["vault"], request.path_params["name"]
     history, roles, definitions = await asyncio.gather(
         admin.get(f"/v1/vaults/{_seg(vault)}/secret-versions/{_seg(name)}"),
-        admin.get("/v1/roles"),
+        admin.get("/v1/roles", reaches=f"/vaults/{vault}/secrets/{name}"),
         admin.call("GET", "/v1/roles/definitions", tenant=False),
     )
     versions = history["versions"]
@@ -105,7 +100,7 @@ async def _secret_page(
             "name": name,
             "versions": versions,
             "current": current,
-            "readers": _readers(roles, definitions, vault, name),
+            "readers": _readers(roles, definitions),
             "shown": shown,
             **_times(time.time()),
         },

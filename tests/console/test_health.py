@@ -12,6 +12,7 @@ import pytest
 from keyless.console.timeline import at
 from tests.console.conftest import Console, csrf_of, shoot
 from tests.support.consoledata import ConsoleData
+from tests.support.oidc import LocalIssuer
 from tests.support.server import free_port
 
 pytestmark = pytest.mark.usefixtures("dead_issuer")
@@ -98,6 +99,27 @@ def test_refresh_now(session: httpx.Client, console_data: ConsoleData, dead_issu
     # the refresh is audited by the admin socket like `keyless issuer refresh`
     events = admin_get(console_data, "/v1/audit?limit=1000")["events"]
     assert any(e["action"] == "issuer refresh" and e["target"] == dead_issuer for e in events)
+
+
+def test_an_issuer_gone_quiet_is_stale(session: httpx.Client, console_data: ConsoleData) -> None:
+    """Keys fetched once, then the issuer stops answering: "Refresh now" says so, and the
+    issuer is flagged stale with its last good keys and last error (not failing: its keys
+    still verify tokens)."""
+    issuer = LocalIssuer("quiet")
+    try:
+        console_data.server.cli("issuer", "add", issuer.url)
+        html = session.get("/health").text
+        assert '<span class="badge ok">ok</span>' in row_of(html, "issuers-table", issuer.url)
+    finally:
+        issuer.close()
+    csrf = csrf_of(html)
+    done = session.post("/health/refresh", data={"csrf": csrf, "url": issuer.url})
+    outcome = re.search(r'id="refresh-outcome">(.*?)</p>', done.text, re.S)
+    assert outcome and "the last key fetch failed" in outcome.group(1)
+    row = row_of(done.text, "issuers-table", issuer.url)
+    assert '<span class="badge warn">stale</span>' in row and issuer.kid in row
+    assert "last key fetch failed" in row and "1 failed fetch" in row
+    assert "2 issuers with stale or missing keys" in done.text
 
 
 def test_refresh_needs_csrf_and_a_known_issuer(session: httpx.Client) -> None:

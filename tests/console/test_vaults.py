@@ -121,7 +121,9 @@ def test_secret_versions_and_readers(session: httpx.Client, console_data: Consol
     assert_no_value(html)
 
 
-def test_show_value_is_audited(session: httpx.Client, console_data: ConsoleData) -> None:
+def test_show_value_is_audited(
+    session: httpx.Client, console: Console, console_data: ConsoleData
+) -> None:
     page = session.get("/vaults/billing/secrets/db-password").text
     assert NEW_VALUE not in page and 'id="secret-value"' not in page
     before = admin_get(console_data, "/v1/audit/head")["head"]["seq"]
@@ -140,6 +142,9 @@ def test_show_value_is_audited(session: httpx.Client, console_data: ConsoleData)
     assert NEW_VALUE not in str(events)
     # shown once: the page read again holds no value
     assert NEW_VALUE not in session.get("/vaults/billing/secrets/db-password").text
+    # and no log line of the console or the server holds it
+    assert NEW_VALUE not in "".join(console.output)
+    assert NEW_VALUE not in console_data.server.log
 
 
 def test_show_an_older_version(session: httpx.Client, console_data: ConsoleData) -> None:

@@ -51,7 +51,7 @@ def test_security_headers(session: httpx.Client) -> None:
     csp = answer.headers["content-security-policy"]
     assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert answer.headers["x-frame-options"] == "DENY"
-    assert answer.headers["referrer-policy"] == "no-referrer"
+    assert answer.headers["referrer-policy"] == "same-origin"
     assert answer.headers["cache-control"] == "no-store"
     assert answer.headers["server-timing"].startswith("app;dur=")
 

@@ -49,6 +49,12 @@ def generate_key(
     )
 
 
+def published_until(record: SigningKeyRecord, token_lifetime: int) -> float:
+    """When a retired key leaves the JWKS: once every token it signed has expired (plus
+    five minutes of clock skew)."""
+    return (record.retired_at or 0) + token_lifetime + 300
+
+
 @dataclass(frozen=True)
 class KeyRing:
     tenant_id: str
@@ -78,7 +84,7 @@ class KeyRing:
             (
                 r
                 for r in records
-                if r.state == "retired" and (r.retired_at or 0) + token_lifetime + 300 > now
+                if r.state == "retired" and published_until(r, token_lifetime) > now
             ),
             key=lambda r: -(r.retired_at or 0),
         )

@@ -132,6 +132,13 @@ def format_scope(parts: tuple[str, ...]) -> str:
     return f"/vaults/{parts[0]}" + (f"/secrets/{parts[1]}" if len(parts) > 1 else "")
 
 
+def enclosing_scopes(scope: str) -> frozenset[str]:
+    """``scope`` and every scope that holds it: a role assigned on any of them reaches it
+    (``/vaults/V/secrets/S`` -> itself, ``/vaults/V`` and ``/``)."""
+    parts = parse_scope(scope)
+    return frozenset(format_scope(parts[:n]) for n in range(len(parts) + 1))
+
+
 @dataclass(frozen=True, slots=True)
 class Assignment:
     tenant_id: str

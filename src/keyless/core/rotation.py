@@ -62,9 +62,12 @@ class RotationManager:
         self._rings[tenant_id] = ring
         return ring
 
+    def next_rotation(self, ring: KeyRing) -> float:
+        """When the scheduler rotates ``ring`` next (it checks every minute or so after)."""
+        return (ring.current.activated_at or ring.current.created_at) + self.period
+
     def due(self, ring: KeyRing) -> bool:
-        activated = ring.current.activated_at or ring.current.created_at
-        return activated + self.period <= self._clock.now()
+        return self.next_rotation(ring) <= self._clock.now()
 
     async def rotate(self, tenant_id: str, *, force: bool = False) -> bool:
         """Rotate if due (or forced); returns True if this process performed the rotation."""

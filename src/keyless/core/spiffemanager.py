@@ -129,9 +129,13 @@ class SpiffeCAManager:
         """Tenant id -> trust domain of every tenant whose CA this process has loaded."""
         return dict(self._domains)
 
-    def due(self, snapshot: SpiffeCAs) -> bool:
+    def next_rotation(self, snapshot: SpiffeCAs) -> float:
+        """When the scheduler rotates the CA generations of ``snapshot`` next."""
         record = snapshot.current.record
-        return (record.activated_at or record.created_at) + self.period <= self._clock.now()
+        return (record.activated_at or record.created_at) + self.period
+
+    def due(self, snapshot: SpiffeCAs) -> bool:
+        return self.next_rotation(snapshot) <= self._clock.now()
 
     async def rotate(self, tenant_id: str, trust_domain: str, *, force: bool = False) -> bool:
         """Rotate if due (or forced): the next generation (already in the bundle) signs, a new

@@ -1,5 +1,6 @@
-"""Admin routes: read the audit log and its checkpoints a page at a time, sign a checkpoint,
-and verify the log (chain, keyed MACs, head, checkpoints, and checkpoints from an export)."""
+"""Admin routes: read the audit log and its checkpoints a page at a time, its head, sign a
+checkpoint, and verify the log (chain, keyed MACs, head, checkpoints, and checkpoints from an
+export)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,24 @@ async def checkpoint_list(request: Request) -> Response:
     )
 
 
+async def audit_head(request: Request) -> Response:
+    """The chain's head (newest event: seq, hash, time) and the newest signed checkpoint, read
+    without walking the log (the console's health page shows their ages)."""
+    store = services_of(request).store
+    head = await store.audit_head()
+    row = await store.audit_row(head.seq) if head.seq else None
+    checkpoint = await store.last_audit_checkpoint()
+    return JSONResponse(
+        {
+            "head": {"seq": head.seq, "hash": head.hash, "time": row.event.time if row else None},
+            "unchained": head.past,
+            "checkpoint": None
+            if checkpoint is None
+            else {"seq": checkpoint.seq, "hash": checkpoint.hash, "time": checkpoint.time},
+        }
+    )
+
+
 async def checkpoint_create(request: Request) -> Response:
     """Sign the head now (``keyless audit export`` ends with it); null while the log is empty."""
     writer = services_of(request).checkpoints
@@ -80,6 +99,7 @@ async def checkpoint_create(request: Request) -> Response:
 
 routes = [
     Route("/v1/audit", audit_list, methods=["GET"]),
+    Route("/v1/audit/head", audit_head, methods=["GET"]),
     Route("/v1/audit/verify", audit_verify, methods=["POST"]),
     Route("/v1/audit/checkpoints", checkpoint_list, methods=["GET"]),
     Route("/v1/audit/checkpoints", checkpoint_create, methods=["POST"]),

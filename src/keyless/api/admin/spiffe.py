@@ -49,6 +49,8 @@ async def cas_list(request: Request) -> Response:
             "tenant": tenant.id,
             "trust_domain": trust_domain(tenant.alias),
             "cas": [_ca_view(r) for r in cas.published],
+            "rotation_period": spiffe.cas.period,
+            "next_rotation": spiffe.cas.next_rotation(cas),
         }
     )
 

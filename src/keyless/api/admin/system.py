@@ -10,6 +10,7 @@ from keyless import __version__
 from keyless.api.admin.common import json_body, text
 from keyless.api.context import Admin
 from keyless.api.responses import JSONResponse
+from keyless.core.keyring import published_until
 from keyless.core.models import SigningKeyRecord, Tenant
 from keyless.core.spiffenames import trust_domain
 from keyless.settings import ca_path
@@ -77,7 +78,7 @@ async def tenant_show(request: Request) -> Response:
     return JSONResponse(_tenant_view(s, tenant))
 
 
-def _key_view(record: SigningKeyRecord) -> dict[str, object]:
+def _key_view(record: SigningKeyRecord, token_lifetime: int) -> dict[str, object]:
     return {
         "kid": record.kid,
         "alg": record.alg,
@@ -85,6 +86,9 @@ def _key_view(record: SigningKeyRecord) -> dict[str, object]:
         "created_at": record.created_at,
         "activated_at": record.activated_at,
         "retired_at": record.retired_at,
+        "published_until": published_until(record, token_lifetime)
+        if record.state == "retired"
+        else None,
     }
 
 
@@ -92,7 +96,15 @@ async def keys_list(request: Request) -> Response:
     s = _services(request)
     tenant = await s.tenants.get(request.path_params["tenant"])
     ring = await s.keys.load(tenant.id)
-    return JSONResponse({"tenant": tenant.id, "keys": [_key_view(r) for r in ring.published]})
+    lifetime = s.keys.token_lifetime
+    return JSONResponse(
+        {
+            "tenant": tenant.id,
+            "keys": [_key_view(r, lifetime) for r in ring.published],
+            "rotation_period": s.keys.period,
+            "next_rotation": s.keys.next_rotation(ring),
+        }
+    )
 
 
 async def keys_rotate(request: Request) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -9,11 +10,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.api.admin.common import json_body, services_of, tenant_of, text
+from keyless.api.context import Admin
 from keyless.api.responses import JSONResponse
 from keyless.api.urls import vault_url
 from keyless.core import rbac
 from keyless.core.access import admin_principal
-from keyless.core.errors import InvalidRequest
+from keyless.core.errors import InvalidRequest, NotFound
 from keyless.core.secrets import (
     PropertyChanges,
     Secret,
@@ -48,6 +50,7 @@ def _secret_view(secret: Secret) -> dict[str, Any]:
         "expires": p.expires,
         "created": p.created,
         "updated": p.updated,
+        "number": p.number,
     }
     if secret.value is not None:
         view["value"] = secret.value
@@ -57,9 +60,36 @@ def _secret_view(secret: Secret) -> dict[str, Any]:
     return view
 
 
+# ``via`` names the admin tool a value read came from, for the audit event's workload (the
+# console shows a value only when asked, and the log says it was read there).
+VIA = frozenset({"console"})
+
+
 async def _call(request: Request) -> Call:
     tenant = await tenant_of(request)
-    return Call(admin_principal(tenant.id), request_id.get())
+    principal = admin_principal(tenant.id)
+    via = request.query_params.get("via")
+    if via is not None:
+        if via not in VIA:
+            raise InvalidRequest(f"'via' must be one of: {', '.join(sorted(VIA))}")
+        principal = replace(principal, fed={"via": via})
+    return Call(principal, request_id.get())
+
+
+def _bool(request: Request, name: str) -> bool:
+    value = request.query_params.get(name, "false")
+    if value not in ("true", "false"):
+        raise InvalidRequest(f"{name!r} must be true or false")
+    return value == "true"
+
+
+def _limit(request: Request) -> int | None:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return None
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise InvalidRequest("'limit' must be a whole number in 1..1000")
+    return int(raw)
 
 
 async def vault_create(request: Request) -> Response:
@@ -70,8 +100,16 @@ async def vault_create(request: Request) -> Response:
 
 
 async def vault_list(request: Request) -> Response:
+    """With ``?counts=true`` each vault says how many secrets it holds (deleted ones too)."""
     s, tenant = services_of(request), await tenant_of(request)
-    return JSONResponse([_vault_view(request, v) for v in await s.vaults.list_vaults(tenant.id)])
+    counts = _bool(request, "counts")
+    views = []
+    for vault in await s.vaults.list_vaults(tenant.id):
+        view = _vault_view(request, vault)
+        if counts:
+            view["secrets"] = await s.vaults.count_secrets(tenant.id, vault.name)
+        views.append(view)
+    return JSONResponse(views)
 
 
 async def vault_delete(request: Request) -> Response:
@@ -110,19 +148,38 @@ async def secret_get(request: Request) -> Response:
 
 
 async def secret_list(request: Request) -> Response:
+    """Every secret (by name), or with ``limit`` one page of them: those named after
+    ``after`` (a full page means there may be more)."""
     s = services_of(request)
     call = await _call(request)
     items: list[dict[str, Any]] = []
-    after: str | None = None
-    deleted = request.query_params.get("deleted") == "true"
+    after = request.query_params.get("after") or None
+    limit = _limit(request)
+    deleted = _bool(request, "deleted")
     while True:
         page = await s.vaults.list(
-            call, request.path_params["vault"], after=after, limit=100, deleted=deleted
+            call, request.path_params["vault"], after=after, limit=limit or 100, deleted=deleted
         )
         items += [_secret_view(x) for x in page.items]
-        if page.next_after is None:
+        if page.next_after is None or limit is not None:
             return JSONResponse(items)
         after = page.next_after
+
+
+async def secret_versions(request: Request) -> Response:
+    """Every version's properties (no values), newest first, and which one is current."""
+    s = services_of(request)
+    p = request.path_params
+    state, versions = await s.vaults.history(await _call(request), p["vault"], p["name"])
+    return JSONResponse(
+        {
+            "name": state.name,
+            "current_version": state.current_version,
+            "versions": [
+                {**_secret_view(Secret(v)), "destroyed": v.destroyed} for v in reversed(versions)
+            ],
+        }
+    )
 
 
 async def secret_delete(request: Request) -> Response:
@@ -172,13 +229,35 @@ async def role_remove(request: Request) -> Response:
     return JSONResponse({"removed": {"identity": name, "role": role_name, "scope": scope}})
 
 
+async def _identity_name(s: Admin, tenant_id: str, object_id: str) -> str:
+    """From the in-memory index, else the store (another replica made it a moment ago)."""
+    found = s.federation.identity_by_object(object_id)
+    if found is None:
+        try:
+            found = await s.federation.get_identity(tenant_id, object_id)
+        except NotFound:
+            return object_id
+    return found.name
+
+
 async def role_list(request: Request) -> Response:
+    """Every assignment, or with ``?reaches=SCOPE`` those that reach SCOPE (on it or on a
+    scope holding it: who may act on one secret), naming only their own identities."""
     s, tenant = services_of(request), await tenant_of(request)
-    names = {i.object_id: i.name for i in await s.federation.list_identities(tenant.id)}
+    assignments = await s.roles.list(tenant.id)
+    reaches = request.query_params.get("reaches")
+    if reaches is None:
+        names = {i.object_id: i.name for i in await s.federation.list_identities(tenant.id)}
+    else:
+        scopes = rbac.enclosing_scopes(reaches)
+        assignments = [a for a in assignments if a.scope in scopes]
+        names = {
+            a.identity_id: await _identity_name(s, tenant.id, a.identity_id) for a in assignments
+        }
     return JSONResponse(
         [
             {"identity": names.get(a.identity_id, a.identity_id), "role": a.role, "scope": a.scope}
-            for a in await s.roles.list(tenant.id)
+            for a in assignments
         ]
     )
 
@@ -208,6 +287,7 @@ routes = [
     Route("/v1/vaults/{vault}/secrets/{name:path}", secret_get, methods=["GET"]),
     Route("/v1/vaults/{vault}/secrets/{name:path}", secret_delete, methods=["DELETE"]),
     Route("/v1/vaults/{vault}/deleted-secrets/{name:path}", secret_purge, methods=["DELETE"]),
+    Route("/v1/vaults/{vault}/secret-versions/{name:path}", secret_versions, methods=["GET"]),
     Route("/v1/roles", role_assign, methods=["POST"]),
     Route("/v1/roles", role_list, methods=["GET"]),
     Route("/v1/roles/remove", role_remove, methods=["POST"]),

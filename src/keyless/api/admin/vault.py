@@ -173,12 +173,20 @@ async def role_remove(request: Request) -> Response:
 
 
 async def role_list(request: Request) -> Response:
+    """The tenant's assignments; ``?identity=NAME``: that identity's only."""
     s, tenant = services_of(request), await tenant_of(request)
-    names = {i.object_id: i.name for i in await s.federation.list_identities(tenant.id)}
+    name = request.query_params.get("identity")
+    if name:
+        identity = await s.federation.get_identity(tenant.id, name)
+        names = {identity.object_id: identity.name}
+        found = await s.store.assignments_of(tenant.id, [identity.object_id])
+    else:
+        names = {i.object_id: i.name for i in await s.federation.list_identities(tenant.id)}
+        found = await s.roles.list(tenant.id)
     return JSONResponse(
         [
             {"identity": names.get(a.identity_id, a.identity_id), "role": a.role, "scope": a.scope}
-            for a in await s.roles.list(tenant.id)
+            for a in found
         ]
     )
 

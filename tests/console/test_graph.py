@@ -27,7 +27,7 @@ def test_graph_draws_every_layer(session: httpx.Client, console_data: ConsoleDat
     assert "/graph/identity/reports-worker#policy-reports-cron" in links
     assert "/vaults/billing" in links and "/vaults/payments" in links
     assert any(link.startswith("/graph/issuer?url=https") for link in links), links
-    assert 'role="group"' in html and "<title id=\"graph-title\">" in html
+    assert 'role="group"' in html and '<title id="graph-title">' in html
     assert "Showing 4 of 4 identities." in html
     # The text alternative lists the same edges: issuer -> policy -> identity -> role -> vault.
     table = html[html.index('id="edges-h"') :]

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from keyless.console.pages import graph, overview
+from keyless.console.pages import graph, manage, overview
 
-PAGES: tuple[ModuleType, ...] = (overview, graph)
+PAGES: tuple[ModuleType, ...] = (overview, graph, manage)

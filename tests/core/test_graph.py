@@ -24,7 +24,7 @@ class _Store:
         self.roles = [Assignment("t", "o1", "secrets-user", "/vaults/v/secrets/s")]
 
     async def search_identities(
-        self, tenant_id: str, query: str, limit: int
+        self, tenant_id: str, query: str, limit: int, issuer: str | None = None
     ) -> tuple[list[Identity], int]:
         found = [i for i in self.ids if query in i.name]
         return found[:limit], len(found)

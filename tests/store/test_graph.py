@@ -28,6 +28,14 @@ async def _seed(store: SqlStore) -> None:
         subject_pattern="system:serviceaccount:pay:*",
     )
     await store.add_credential(cred, 0.0)
+    pair = new_credential(
+        id="f2",
+        identity_id="o5",
+        name="pair",
+        issuers=["https://a.example", "https://Cluster.example"],
+        subject="sa",
+    )
+    await store.add_credential(pair, 0.0)
     await store.create_vault(Vault("ledger", "t1", 0.0))
     await store.add_role_assignment(Assignment("t1", "o7", "secrets-user", "/vaults/ledger"), 0.0)
 
@@ -37,7 +45,7 @@ async def _seed(store: SqlStore) -> None:
     [
         pytest.param("", 3, ["100%-sure", "svc_00", "svc_01"], 13, id="all-paged"),
         pytest.param("SVC_1", 10, ["svc_10", "svc_11"], 2, id="name-any-case"),
-        pytest.param("cluster.EXAMPLE", 10, ["svc_03"], 1, id="issuer"),
+        pytest.param("cluster.EXAMPLE", 10, ["svc_03", "svc_05"], 2, id="issuer"),
         pytest.param(":pay:", 10, ["svc_03"], 1, id="pattern"),
         pytest.param("ledger", 10, ["svc_07"], 1, id="scope"),
         pytest.param("%", 10, ["100%-sure"], 1, id="percent-literal"),
@@ -54,6 +62,21 @@ async def test_search_identities(
     assert count == total
 
 
+@pytest.mark.parametrize(
+    ("issuer", "query", "names"),
+    [
+        pytest.param("https://Cluster.example", "", ["svc_03", "svc_05"], id="alone-and-in-a-set"),
+        pytest.param("https://a.example", "", ["svc_05"], id="first-of-a-set"),
+        pytest.param("https://cluster.example", "", [], id="exact-case"),
+        pytest.param("https://Cluster.example", "svc_05", ["svc_05"], id="and-search"),
+    ],
+)
+async def test_search_by_issuer(store: SqlStore, issuer: str, query: str, names: list[str]) -> None:
+    await _seed(store)
+    found, count = await store.search_identities("t1", query, 10, issuer)
+    assert [i.name for i in found] == names and count == len(names)
+
+
 async def test_page_details_and_counts(store: SqlStore) -> None:
     await _seed(store)
     assert [c.name for c in await store.credentials_of(["o3", "o4"])] == ["k8s"]
@@ -63,7 +86,7 @@ async def test_page_details_and_counts(store: SqlStore) -> None:
     assert await store.tenant_counts("t1") == {
         "identities": 13,
         "issuers": 0,
-        "credentials": 1,
+        "credentials": 2,
         "vaults": 1,
         "role_assignments": 1,
     }

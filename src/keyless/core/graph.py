@@ -26,7 +26,7 @@ DEFAULT_LIMIT = 40
 
 class GraphStore(Protocol):
     async def search_identities(
-        self, tenant_id: str, query: str, limit: int
+        self, tenant_id: str, query: str, limit: int, issuer: str | None = None
     ) -> tuple[list[Identity], int]: ...
 
     async def credentials_of(self, identity_ids: Sequence[str]) -> list[FederatedCredential]: ...
@@ -74,10 +74,13 @@ def validate_limit(raw: str | None) -> int:
     return int(raw)
 
 
-async def search(store: GraphStore, tenant_id: str, query: str, limit: int) -> GraphPage:
-    """The identities of ``tenant_id`` that ``query`` finds (all for ""), a page of them."""
+async def search(
+    store: GraphStore, tenant_id: str, query: str, limit: int, issuer: str | None = None
+) -> GraphPage:
+    """The identities of ``tenant_id`` that ``query`` finds (all for ""), a page of them;
+    with ``issuer``, only those with a credential trusting exactly that issuer."""
     query = validate_query(query)
-    found, total = await store.search_identities(tenant_id, query, limit)
+    found, total = await store.search_identities(tenant_id, query, limit, issuer)
     ids = [i.object_id for i in found]
     credentials: dict[str, list[FederatedCredential]] = {}
     for cred in await store.credentials_of(ids):

@@ -9,6 +9,7 @@ the page comes back. ``LIKE`` wildcards in the search are escaped (``contains(au
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +36,31 @@ def _has(column: Any, needle: str) -> Any:
     return sa.func.lower(column).contains(needle, autoescape=True)
 
 
-def _matching(tenant_id: str, query: str) -> Any:
-    """The WHERE clause of identities of ``tenant_id`` that ``query`` finds."""
+def _trusting(issuer: str, dialect: str) -> Any:
+    """Identities with a credential trusting exactly ``issuer`` (alone, or in an issuer set
+    kept as a JSON list, found by position: SQLite's LIKE ignores letter case, and issuer
+    URLs are compared exactly). EXISTS, probing each identity's credentials by the
+    (identity, name) index, beats collecting every id when most identities trust it."""
+    f = federated_credentials.c
+    position = sa.func.instr if dialect == "sqlite" else sa.func.strpos
+    return sa.exists().where(
+        f.identity_id == identities.c.object_id,
+        sa.or_(
+            f.issuer == issuer,
+            sa.and_(f.issuers.is_not(None), position(f.issuers, json.dumps(issuer)) > 0),
+        ),
+    )
+
+
+def _matching(
+    tenant_id: str, query: str, issuer: str | None = None, dialect: str = "sqlite"
+) -> Any:
+    """The WHERE clause of identities of ``tenant_id`` that ``query`` finds (and that trust
+    ``issuer``, when given)."""
     i, f, r = identities.c, federated_credentials.c, role_assignments.c
     where = i.tenant_id == tenant_id
+    if issuer is not None:
+        where = sa.and_(where, _trusting(issuer, dialect))
     needle = query.lower()
     if not needle:
         return where
@@ -65,16 +87,21 @@ class GraphStoreMixin:
     engine: AsyncEngine
 
     async def search_identities(
-        self, tenant_id: str, query: str, limit: int
+        self, tenant_id: str, query: str, limit: int, issuer: str | None = None
     ) -> tuple[list[Identity], int]:
-        """Up to ``limit`` identities that ``query`` finds, by name, and how many it finds."""
-        where = _matching(tenant_id, query)
-        page = sa.select(identities).where(where).order_by(identities.c.name).limit(limit)
+        """Up to ``limit`` identities that ``query`` finds (among those trusting ``issuer``),
+        by name, and how many it finds."""
+        where = _matching(tenant_id, query, issuer, self.engine.dialect.name)
         count = sa.select(sa.func.count()).select_from(identities).where(where)
+        if limit <= 0:
+            async with self.engine.connect() as conn:
+                return [], int((await conn.execute(count)).scalar_one())
+        # One scan: the page and, on each of its rows, how many the search found.
+        found = sa.func.count().over().label("found")
+        page = sa.select(identities, found).where(where).order_by(identities.c.name).limit(limit)
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(page)).all() if limit > 0 else []
-            total = (await conn.execute(count)).scalar_one()
-        return [_identity(r) for r in rows], int(total)
+            rows = (await conn.execute(page)).all()
+        return [_identity(r) for r in rows], int(rows[0].found) if rows else 0
 
     async def credentials_of(self, identity_ids: Sequence[str]) -> list[FederatedCredential]:
         """The federated credentials of these identities, by identity and name."""

@@ -73,6 +73,14 @@ async def test_graph_search(ifed: Federated, query: str, names: list[str]) -> No
     assert page["total"] == len(names) and page["more"] == 0
 
 
+async def test_graph_by_issuer(ifed: Federated) -> None:
+    page = await _graph(ifed, issuer=TEST_ISSUER)
+    assert [i["identity"]["name"] for i in page["identities"]] == ["app", "web-5"]
+    page = await _graph(ifed, issuer=ifed.dev_issuer)
+    assert [i["identity"]["name"] for i in page["identities"]] == ["app"]
+    assert (await _graph(ifed, issuer=TEST_ISSUER + "/"))["total"] == 0
+
+
 async def test_graph_assignment_names_its_vault(ifed: Federated) -> None:
     (web3,) = (await _graph(ifed, q="web-3"))["identities"]
     assert web3["role_assignments"] == [

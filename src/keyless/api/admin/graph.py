@@ -23,12 +23,14 @@ PREVIEW_FIELDS = frozenset(
 
 
 async def graph_page(request: Request) -> Response:
-    """``?q=SEARCH&limit=N``: the identities the search finds (at most N, by name) with their
-    credentials and assignments, how many it found, and the tenant's issuers and vaults."""
+    """``?q=SEARCH&limit=N[&issuer=URL]``: the identities the search finds (at most N, by
+    name; with ``issuer``, among those trusting exactly it) with their credentials and
+    assignments, how many it found, and the tenant's issuers and vaults."""
     s, tenant = services_of(request), await tenant_of(request)
     query = graph.validate_query(request.query_params.get("q"))
     limit = graph.validate_limit(request.query_params.get("limit"))
-    page = await graph.search(s.store, tenant.id, query, limit)
+    issuer = request.query_params.get("issuer") or None
+    page = await graph.search(s.store, tenant.id, query, limit, issuer)
     identities = []
     for node in page.identities:
         assignments = []

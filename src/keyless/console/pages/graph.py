@@ -20,7 +20,7 @@ from keyless.console.graphsvg import NODE_H, NODE_W, identity_href, issuer_href,
 from keyless.console.web import admin_of, render
 
 SHOWN = 25  # identities drawn at once: the rest is "N more, refine the search"
-ISSUER_SHOWN = 100  # identities listed on an issuer's page
+ISSUER_SHOWN = 25  # identities listed on an issuer's page
 
 
 async def graph(request: Request) -> Response:
@@ -79,7 +79,7 @@ async def issuer(request: Request) -> Response:
     if not url:
         raise AdminError("which issuer? this page needs ?url=ISSUER_URL", 400)
     issuers, page = await asyncio.gather(
-        admin.get("/v1/issuers"), admin.get("/v1/graph", q=url, limit=ISSUER_SHOWN)
+        admin.get("/v1/issuers"), admin.get("/v1/graph", issuer=url, limit=ISSUER_SHOWN)
     )
     status = next((i for i in issuers if i.get("url") == url), None)
     if status is None:

@@ -122,3 +122,22 @@ def test_browser_identity_page(page: Any, console: Console) -> None:
     shoot(page, "graph-identity")
     page.get_by_role("link", name="reports", exact=True).first.click()
     page.wait_for_url("**/vaults/reports")  # another page's: it may not be built here
+
+
+def test_many_identities_show_a_bounded_page(
+    session: httpx.Client, console_data: ConsoleData
+) -> None:
+    """Past SHOWN identities the graph draws the first ones and says how many more."""
+    sock = httpx.HTTPTransport(uds=str(console_data.server.data_dir / "admin.sock"))
+    with httpx.Client(transport=sock, base_url="http://keyless") as admin:
+        for n in range(30):
+            made = admin.post("/v1/identities", json={"name": f"bulk-{n:02d}"})
+            assert made.status_code == 200, made.text
+    html = session.get("/graph", params={"q": "bulk-"}).text
+    assert "Showing 25 of 30 identities matching “bulk-”." in html
+    assert "5 more, refine the search." in html
+    links = _svg_links(html)
+    assert "/graph/identity/bulk-24" in links and "/graph/identity/bulk-25" not in links
+    narrower = session.get("/graph", params={"q": "bulk-2"}).text
+    assert "Showing 10 of 10 identities" in narrower
+    assert "refine the search" not in narrower

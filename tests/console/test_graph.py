@@ -102,6 +102,11 @@ def test_browser_graph(page: Any, console: Console) -> None:
     page.wait_for_url("**/graph?q=billing")
     assert page.locator("svg.graph a.node-identity").count() == 1
     page.goto(console.url + "/graph")
+    # Tab from the search box: its button, the skip link, then the graph's first node.
+    page.focus("#q")
+    for _ in range(3):
+        page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.getAttribute('class')") == "node node-issuer"
     shoot(page, "graph")
     identity = page.locator('svg.graph a[href="/graph/identity/payments"]')
     identity.focus()

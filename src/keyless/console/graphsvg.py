@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 COLUMNS = ("Issuers", "Trust policies", "Identities", "Role assignments", "Vaults & secrets")
 NODE_W, NODE_H, ROW_H, GAP_X, TOP = 212, 40, 50, 44, 30
@@ -77,6 +77,11 @@ class Layout:
     def height(self) -> int:
         rows = max((n.row + 1 for n in self.nodes), default=1)
         return TOP + rows * ROW_H
+
+    @property
+    def in_order(self) -> list[Node]:
+        """Column by column, top to bottom: the order keyboard focus walks the nodes."""
+        return sorted(self.nodes, key=lambda n: (n.column, n.row))
 
     @property
     def headings(self) -> list[tuple[int, str]]:
@@ -149,7 +154,7 @@ def layout(page: Mapping[str, Any], *, all_issuers: bool) -> Layout:
             )
             out.link(policy, who)
             for url in cred["issuers"]:
-                issuer = out.node("issuer:" + url, 0, url, issuer_href(url), "issuer")
+                issuer = _issuer_node(out, url)
                 out.link(issuer, policy)
         for a in roles:
             role = out.node(
@@ -167,9 +172,16 @@ def layout(page: Mapping[str, Any], *, all_issuers: bool) -> Layout:
                 out.link(role, target)
     if all_issuers:
         for url in page["issuers"]:
-            out.node("issuer:" + url, 0, url, issuer_href(url), "issuer")
+            _issuer_node(out, url)
     _rows(out)
     return out
+
+
+def _issuer_node(out: Layout, url: str) -> Node:
+    """Host on the first line, path on the second (a cluster's name is often its path)."""
+    parts = urlsplit(url)
+    host, path = (parts.netloc, parts.path) if parts.netloc else (url, "")
+    return out.node("issuer:" + url, 0, url, issuer_href(url), "issuer", path, host)
 
 
 def _scope_node(out: Layout, a: Mapping[str, Any]) -> Node | None:

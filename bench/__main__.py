@@ -1,5 +1,5 @@
 """``python -m bench STUDY [options]`` (openbao, exchange, read, soak, stack, audit, overload,
-memory, aws, gcp, databases, pgproxy, spiffe); ``python -m bench render``."""
+memory, aws, gcp, databases, pgproxy, spiffe, console); ``python -m bench render``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 from . import (
     audit,
     aws,
+    console,
     databases,
     exchange,
     gcp,
@@ -42,6 +43,7 @@ STUDIES: dict[str, Any] = {
         databases,
         pgproxy,
         spiffe,
+        console,
     )
 }
 

@@ -493,6 +493,11 @@ def steer_admin(case: Any, data: st.DataObject, live: Live) -> None:
                 body["subject"] = "system:serviceaccount:fuzz:sa"
             if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,119}", str(body.get("name"))):
                 body["name"] = "fuzz-credential"  # the generated one breaks the naming rule
+    if body is not None and path == "/v1/federation/preview" and _often(data, "preview", 4):
+        body["issuer"] = TEST_ISSUER  # registered: the exchanges of the fixture are judged
+        body.pop("identity", None)
+        if "subject_pattern" not in body:
+            body["subject"] = body.get("subject") or SUBJECT
     if body is not None and path == "/v1/roles" and _often(data, "role", 6):
         body["identity"] = "other"
         if _often(data, "scope", 5):

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Scope
 from keyless.api import fastpath, k8s, ops, token
 from keyless.api.adfs import discovery as adfs
 from keyless.api.admin import apply, audit, databases, dev, federation, system, vault
+from keyless.api.admin import graph as graph_admin
 from keyless.api.admin import spiffe as spiffe_admin
 from keyless.api.admin.auditing import AdminAuditMiddleware
 from keyless.api.admin.errors import handle_keyless_error
@@ -331,6 +332,7 @@ def admin_app(services: Admin, metrics: Metrics) -> ASGIApp:
             *spiffe_admin.routes,
             *audit.routes,
             *apply.routes,
+            *graph_admin.routes,
         ],
         services,
         metrics,

@@ -91,6 +91,30 @@ class AuditStoreMixin:
             rows = (await conn.execute(query)).all()
         return [_row(r) for r in rows]
 
+    async def recent_audit(
+        self, tenant_id: str, action_prefix: str, limit: int, window: int = 5000
+    ) -> list[AuditRow]:
+        """The tenant's newest events whose action starts with ``action_prefix``, newest
+        first, looking at most at its last ``window`` events (a bounded read however long
+        the log; the console's policy preview)."""
+        c = audit_events.c
+        last = (
+            sa.select(c.seq)
+            .where(c.tenant_id == tenant_id)
+            .order_by(c.seq.desc())
+            .limit(window)
+            .subquery()
+        )
+        query = (
+            sa.select(audit_events)
+            .where(c.seq.in_(sa.select(last.c.seq)), c.action.startswith(action_prefix))
+            .order_by(c.seq.desc())
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_row(r) for r in rows]
+
     async def audit_head(self) -> AuditHead:
         """The head and, read in the same statement, how many rows lie past it (none should)."""
         h, c = audit_head.c, audit_events.c

@@ -23,6 +23,7 @@ from keyless.store.auditwriter import AuditWriter
 from keyless.store.databases import DatabaseStoreMixin
 from keyless.store.engine import make_engine, writer_of
 from keyless.store.federation import FederationStoreMixin, bump_revision
+from keyless.store.graph import GraphStoreMixin
 from keyless.store.schema import (
     audit_key,
     databases,
@@ -74,6 +75,7 @@ class SqlStore(
     DatabaseStoreMixin,
     SpiffeStoreMixin,
     SvidStoreMixin,
+    GraphStoreMixin,
 ):
     def __init__(self, url: DatabaseUrl) -> None:
         self.url = url

@@ -34,7 +34,9 @@ log = logging.getLogger("keyless.audit")
 
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # POST routes that change nothing (they carry a body to read, not a change to make).
-READ_ONLY = frozenset({"/v1/audit/verify", "/v1/explain", "/v1/apply/plan"})
+READ_ONLY = frozenset(
+    {"/v1/audit/verify", "/v1/explain", "/v1/apply/plan", "/v1/federation/preview"}
+)
 ACTOR = "admin-socket"
 MAX_NAME = 256  # characters of one naming field kept in the event
 MAX_BODY = 64 * 1024  # a larger body (an uploaded JWKS) is not read for names

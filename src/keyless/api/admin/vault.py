@@ -241,23 +241,32 @@ async def _identity_name(s: Admin, tenant_id: str, object_id: str) -> str:
 
 
 async def role_list(request: Request) -> Response:
-    """Every assignment, or with ``?reaches=SCOPE`` those that reach SCOPE (on it or on a
-    scope holding it: who may act on one secret), naming only their own identities."""
+    """Every assignment; ``?identity=NAME``: that identity's only; ``?reaches=SCOPE``: those
+    that reach SCOPE (on it or on a scope holding it: who may act on one secret). Each names
+    its identity."""
     s, tenant = services_of(request), await tenant_of(request)
-    assignments = await s.roles.list(tenant.id)
+    name = request.query_params.get("identity")
     reaches = request.query_params.get("reaches")
-    if reaches is None:
-        names = {i.object_id: i.name for i in await s.federation.list_identities(tenant.id)}
+    if name:
+        identity = await s.federation.get_identity(tenant.id, name)
+        names = {identity.object_id: identity.name}
+        found = await s.store.assignments_of(tenant.id, [identity.object_id])
     else:
+        found = await s.roles.list(tenant.id)
+    if reaches is not None:
         scopes = rbac.enclosing_scopes(reaches)
-        assignments = [a for a in assignments if a.scope in scopes]
-        names = {
-            a.identity_id: await _identity_name(s, tenant.id, a.identity_id) for a in assignments
-        }
+        found = [a for a in found if a.scope in scopes]
+    if not name:
+        if reaches is None:
+            names = {i.object_id: i.name for i in await s.federation.list_identities(tenant.id)}
+        else:
+            names = {
+                a.identity_id: await _identity_name(s, tenant.id, a.identity_id) for a in found
+            }
     return JSONResponse(
         [
             {"identity": names.get(a.identity_id, a.identity_id), "role": a.role, "scope": a.scope}
-            for a in assignments
+            for a in found
         ]
     )
 

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from keyless.console.pages import overview
+from keyless.console.pages import audit, debug, overview
 
-PAGES: tuple[ModuleType, ...] = (overview,)
+PAGES: tuple[ModuleType, ...] = (overview, debug, audit)

@@ -1,0 +1,42 @@
+"""How the console shows audit events: one row's fields for people, and the filter form's
+values (shared by the audit timeline, its live tail, and the token debugger)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.datastructures import QueryParams
+
+# The timeline's filters (query parameters of /audit and of GET /v1/audit/search).
+FILTERS = ("identity", "namespace", "pod", "result", "dialect")
+# Keys of an event's workload that the timeline shows in its own column, in this order.
+WORKLOAD_KEYS = ("cluster", "namespace", "service_account", "pod")
+
+
+def when(seconds: Any) -> str:
+    try:
+        return datetime.fromtimestamp(float(seconds), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "?"
+
+
+def row(event: dict[str, Any]) -> dict[str, Any]:
+    """One event for the timeline: what it was, who (identity and workload), and the outcome."""
+    workload = event.get("workload") or {}
+    return {
+        **event,
+        "when": when(event.get("time")),
+        "who": event.get("identity") or event.get("actor") or "",
+        "namespace": workload.get("namespace", ""),
+        "pod": workload.get("pod", ""),
+        "subject": workload.get("sub", ""),
+        "unverified": workload.get("verified") is False,
+        "refused_exchange": str(event.get("action", "")).startswith("token.exchange.")
+        and event.get("result") == "failure",
+    }
+
+
+def filters_of(query: QueryParams) -> dict[str, str]:
+    """The filters the page was asked for (stripped; empty ones dropped)."""
+    return {k: v.strip() for k in FILTERS if (v := query.get(k, "")).strip()}

@@ -30,7 +30,10 @@ def test_filters_are_done_by_the_server(session: httpx.Client) -> None:
     refused = session.get("/audit", params={"result": "failure", "namespace": "billing"})
     assert refused.status_code == 200
     assert "intruder-1" in refused.text and "api-7d9f" not in refused.text
-    assert all(r == "failure" for r in re.findall(r'<span class="(?:ok|bad|warn)">(\w+)</span>', refused.text))
+    assert all(
+        r == "failure"
+        for r in re.findall(r'<span class="(?:ok|bad|warn)">(\w+)</span>', refused.text)
+    )
     by_pod = session.get("/audit", params={"pod": "worker-7d9f"}).text
     assert "reports-worker" in by_pod and "intruder-1" not in by_pod
     by_identity = session.get("/audit", params={"identity": "payments"}).text

@@ -50,9 +50,7 @@ async def _context(request: Request) -> dict[str, Any]:
     """What every view of the page shows: the vaults to pick from, recent refused exchanges."""
     admin = admin_of(request)
     vaults = await admin.get("/v1/vaults")
-    refused = await admin.get(
-        "/v1/audit/search", exchanges="true", result="failure", limit=RECENT
-    )
+    refused = await admin.get("/v1/audit/search", exchanges="true", result="failure", limit=RECENT)
     return {
         "vaults": [v["name"] for v in vaults],
         "refused": [row(e) for e in refused["events"]],

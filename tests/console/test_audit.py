@@ -144,3 +144,23 @@ def test_browser_timeline_filter_verify_and_live_tail(
     page.wait_for_selector(".ok-box")
     assert "Chain intact." in page.inner_text(".ok-box")
     shoot(page, "audit-verified")
+
+
+def test_bidi_and_controls_in_a_recorded_subject_are_escaped(
+    session: httpx.Client, console_data: ConsoleData
+) -> None:
+    """A refused token's unverified subject is recorded as it claimed: shown escaped, so a
+    right-to-left override cannot make the row read as something else."""
+    import base64
+    import json
+
+    def part(value: dict[str, str]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    claims = {"iss": "https://nowhere.example", "sub": "evil\u202etxt.exe\nforged", "aud": "x"}
+    token = f"{part({'alg': 'RS256', 'kid': 'k'})}.{part(claims)}.c2ln"
+    assert console_data.exchange("billing-api", token) in (400, 401)
+    seq = _seqs(session.get("/audit", params={"result": "failure"}).text)[0]
+    for page in (f"/audit/{seq}", "/debug", f"/debug?event={seq}"):
+        html = session.get(page).text
+        assert "\u202e" not in html and "evil\\u202etxt.exe\\nforged" in html, page

@@ -48,7 +48,7 @@ def _server_ms(http: httpx.Client, path: str, **params: str) -> float:
 
 
 def test_pages_are_fast_with_10000_identities(big: tuple[ConsoleData, Console]) -> None:
-    data, console = big
+    _data, console = big
     with console.http() as http:
         http.get(console.login_link)
         overview = http.get("/").text

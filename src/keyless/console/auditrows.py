@@ -8,6 +8,8 @@ from typing import Any
 
 from starlette.datastructures import QueryParams
 
+from keyless.text import printable
+
 # The timeline's filters (query parameters of /audit and of GET /v1/audit/search).
 FILTERS = ("identity", "namespace", "pod", "result", "dialect")
 # Keys of an event's workload that the timeline shows in its own column, in this order.
@@ -21,8 +23,22 @@ def when(seconds: Any) -> str:
         return "?"
 
 
+def for_people(value: Any) -> Any:
+    """``value`` (an admin API answer) with every string's control, format and bidi characters
+    escaped (``keyless.text.printable``): a subject or pod name comes from a presented token,
+    and must not reorder or hide what the page says. Jinja escapes HTML on top."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(k): for_people(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [for_people(v) for v in value]
+    return value
+
+
 def row(event: dict[str, Any]) -> dict[str, Any]:
     """One event for the timeline: what it was, who (identity and workload), and the outcome."""
+    event = for_people(event)
     workload = event.get("workload") or {}
     return {
         **event,

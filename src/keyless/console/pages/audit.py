@@ -15,9 +15,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from keyless.console.admin import AdminError
-from keyless.console.auditrows import FILTERS, filters_of, row
+from keyless.console.auditrows import FILTERS, filters_of, for_people, row
 from keyless.console.web import admin_of, form_of, render, templates
 from keyless.core.auditsearch import DIALECTS, RESULTS
+from keyless.text import printable
 
 PAGE = 50
 MAX_PAGE = 200
@@ -49,7 +50,7 @@ async def _timeline(
     except AdminError as exc:
         if not 400 <= exc.status < 500:
             raise
-        context["error"] = exc.message
+        context["error"] = printable(exc.message)
         return context
     events = [row(e) for e in page["events"]]
     context["events"] = events
@@ -78,7 +79,7 @@ async def audit_verify(request: Request) -> Response:
     await form_of(request)
     report = await admin_of(request).post("/v1/audit/verify")
     context = await _timeline(request, {}, None)
-    context["verify"] = report
+    context["verify"] = for_people(report)
     return render(request, "audit.html", context)
 
 
@@ -91,7 +92,7 @@ async def audit_tail(request: Request) -> Response:
     try:
         page = await admin_of(request).get("/v1/audit/search", **params)
     except AdminError as exc:
-        return JSONResponse({"error": exc.message}, status_code=exc.status or 502)
+        return JSONResponse({"error": printable(exc.message)}, status_code=exc.status or 502)
     events = [row(e) for e in reversed(page["events"])]
     html = templates.get_template("audit_rows.html").render(events=events)
     return JSONResponse({"html": html, "count": len(events), "next": page["next"]})

@@ -21,8 +21,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.console.admin import AdminError
-from keyless.console.auditrows import row
+from keyless.console.auditrows import for_people, row
 from keyless.console.web import admin_of, form_of, render
+from keyless.text import printable
 
 RECENT = 10
 MAX_TOKEN = 64 * 1024
@@ -70,11 +71,12 @@ async def debug(request: Request) -> Response:
             context["error"] = "'event' must be an audit event's seq (a whole number)"
             return render(request, "debug.html", context, status=400)
         try:
-            context["recorded"] = await admin_of(request).get(f"/v1/audit/events/{seq}/explain")
+            recorded = await admin_of(request).get(f"/v1/audit/events/{seq}/explain")
+            context["recorded"] = for_people(recorded)
         except AdminError as exc:
             if not 400 <= exc.status < 500:
                 raise
-            context["error"] = exc.message
+            context["error"] = printable(exc.message)
             return render(request, "debug.html", context, status=exc.status)
     return render(request, "debug.html", context)
 
@@ -95,12 +97,12 @@ async def debug_token(request: Request) -> Response:
         return render(request, "debug.html", context, status=400)
     body = {"token": token, **{k: v for k, v in chosen.items() if v}}
     try:
-        context["report"] = await admin_of(request).post("/v1/explain", body)
+        context["report"] = for_people(await admin_of(request).post("/v1/explain", body))
     except AdminError as exc:
         if not 400 <= exc.status < 500:
             raise
         # The server's message names what failed; it never echoes the token (checked in tests).
-        context["error"] = exc.message
+        context["error"] = printable(exc.message)
         return render(request, "debug.html", context, status=exc.status)
     context["token_view"] = decoded(token)
     return render(request, "debug.html", context)

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.console.conftest import Console, csrf_of, shoot
+from tests.console.conftest import Console, csrf_of, shoot, start_console
 from tests.support.consoledata import ConsoleData
 
 
@@ -164,3 +164,31 @@ def test_bidi_and_controls_in_a_recorded_subject_are_escaped(
     for page in (f"/audit/{seq}", "/debug", f"/debug?event={seq}"):
         html = session.get(page).text
         assert "\u202e" not in html and "evil\\u202etxt.exe\\nforged" in html, page
+
+
+def test_verify_names_a_broken_chain(tmp_path: Any) -> None:
+    """An event edited in the database: the button's report says which check failed where."""
+    import sqlite3
+
+    from tests.support.server import ServerFactory
+
+    factory = ServerFactory(tmp_path)
+    try:
+        server = factory.start(dev=True)
+        for name in ("one", "two", "three"):
+            server.cli("identity", "create", name)
+        with sqlite3.connect(server.data_dir / "keyless.db") as db:
+            db.execute("UPDATE audit_events SET target = 'forged' WHERE seq = 2")
+        running = start_console(ConsoleData(server, "", "", {}))
+        try:
+            with running.http() as http:
+                http.get(running.login_link)
+                page = http.get("/audit").text
+                answer = http.post("/audit/verify", data={"csrf": csrf_of(page)})
+        finally:
+            running.stop()
+    finally:
+        factory.stop_all()
+    assert answer.status_code == 200
+    assert "Chain broken." in answer.text and "at seq 2" in answer.text
+    assert "Chain intact." not in answer.text

@@ -117,8 +117,9 @@ def test_browser_timeline_filter_verify_and_live_tail(
     )
     assert status == 200
     page.wait_for_selector("#audit-events tr:has-text('live-tail-9')", timeout=15_000)
-    first = page.locator("#audit-events tbody tr").first.inner_text()
-    assert "live-tail-9" in first
+    first = page.locator("#audit-events tbody tr").first
+    assert "live-tail-9" in first.inner_text()
+    assert "fresh" in (first.get_attribute("class") or "")  # marked as new for the eye
     # pause: nothing new arrives while paused
     page.click("#tail-pause")
     assert page.get_attribute("#tail-pause", "aria-pressed") == "true"
@@ -139,6 +140,7 @@ def test_browser_timeline_filter_verify_and_live_tail(
     # one event's detail, then back and verify the chain
     page.locator("#audit-events tbody tr a", has_text=re.compile(r"^\d+$")).first.click()
     assert page.inner_text("h1").startswith("Audit event")
+    shoot(page, "audit-event")
     page.goto(console.url + "/audit")
     page.get_by_role("button", name="Verify the chain now").click()
     page.wait_for_selector(".ok-box")

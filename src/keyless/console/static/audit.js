@@ -30,6 +30,9 @@
           if (!pair[0]) { say("Live tail stopped: " + (data.error || "the console refused")); return; }
           if (data.count > 0) {
             body.insertAdjacentHTML("afterbegin", data.html);
+            for (var i = 0; i < data.count && i < body.rows.length; i++) {
+              body.rows[i].classList.add("fresh");
+            }
             var empty = document.getElementById("no-events");
             if (empty) { empty.hidden = true; }
           }

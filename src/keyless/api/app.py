@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Scope
 
 from keyless.api import fastpath, k8s, ops, token
 from keyless.api.adfs import discovery as adfs
-from keyless.api.admin import apply, audit, databases, dev, federation, system, vault
+from keyless.api.admin import apply, audit, auditsearch, databases, dev, federation, system, vault
 from keyless.api.admin import graph as graph_admin
 from keyless.api.admin import spiffe as spiffe_admin
 from keyless.api.admin.auditing import AdminAuditMiddleware
@@ -331,6 +331,7 @@ def admin_app(services: Admin, metrics: Metrics) -> ASGIApp:
             *databases.routes,
             *spiffe_admin.routes,
             *audit.routes,
+            *auditsearch.routes,
             *apply.routes,
             *graph_admin.routes,
         ],

@@ -19,6 +19,7 @@ from keyless.core.ports import Rewrapper
 from keyless.core.secrets import secret_seal_context
 from keyless.store import migrate
 from keyless.store.audit import AuditStoreMixin
+from keyless.store.auditsearch import AuditSearchMixin
 from keyless.store.auditwriter import AuditWriter
 from keyless.store.databases import DatabaseStoreMixin
 from keyless.store.engine import make_engine, writer_of
@@ -71,6 +72,7 @@ class SqlStore(
     FederationStoreMixin,
     VaultStoreMixin,
     AuditStoreMixin,
+    AuditSearchMixin,
     TokenStoreMixin,
     DatabaseStoreMixin,
     SpiffeStoreMixin,

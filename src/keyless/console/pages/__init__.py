@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from keyless.console.pages import graph, health, manage, overview, vaults
+from keyless.console.pages import audit, debug, graph, health, manage, overview, vaults
 
-PAGES: tuple[ModuleType, ...] = (overview, graph, health, vaults, manage)
+PAGES: tuple[ModuleType, ...] = (overview, graph, debug, audit, health, vaults, manage)

@@ -34,15 +34,45 @@ def _goto(path: str) -> Step:
     return step
 
 
+def _paste_pod_token(page: Any, base: str, data_dir: Path) -> None:
+    """The demo pod's own token (the demo wrote it), checked against the demo vault's secret."""
+    page.goto(base + "/debug")
+    page.fill("#token", (data_dir / "pod-token").read_text().strip())
+    page.select_option("#vault", "demo")
+    page.fill("#secret", "db-password")
+    page.click("#explain")
+
+
+def _click(selector: str) -> Step:
+    def step(page: Any, base: str, data_dir: Path) -> None:
+        page.locator(selector).first.click()
+
+    return step
+
+
+def _policy_preview(page: Any, base: str, data_dir: Path) -> None:
+    page.goto(base + "/manage")
+    page.fill("#policy-identity", "demo-app")
+    page.fill("#policy-name", "all-of-demo")
+    page.check("#kind-pattern")
+    page.fill("#policy-subject", "system:serviceaccount:demo:*")
+    page.click("button[name=action][value=preview]")
+
+
 # (file name, what to do before the screenshot); the pages' own tests click the same things.
 SHOTS: list[tuple[str, list[Step]]] = [
     ("overview", [_goto("/")]),
     ("graph", [_goto("/graph")]),
-    ("debug", [_goto("/debug")]),
+    ("graph-identity", [_goto("/graph/identity/demo-app")]),
+    ("debug-result", [_paste_pod_token]),
+    ("debug-refused-event", [_goto("/debug"), _click("a[href^='/debug?event=']")]),
     ("audit", [_goto("/audit")]),
+    ("audit-verified", [_goto("/audit"), _click("#verify")]),
     ("health", [_goto("/health")]),
     ("vaults", [_goto("/vaults")]),
-    ("manage", [_goto("/manage")]),
+    ("secret", [_goto("/vaults/demo/secrets/db-password")]),
+    ("secret-value", [_click("text=Show value")]),
+    ("manage-preview", [_policy_preview]),
 ]
 
 

@@ -63,6 +63,18 @@ def test_overview_counts(session: httpx.Client, console_data: ConsoleData) -> No
     assert console_data.server.url in html
 
 
+def test_overview_shows_the_latest_audit_events(
+    session: httpx.Client, console_data: ConsoleData
+) -> None:
+    token = console_data.dev_token("reports", "worker", "overview-pod-1")
+    assert console_data.exchange("reports-worker", token) == 200
+    html = session.get("/").text
+    latest = html.split('id="recent-h"')[1].split("</table>")[0]
+    assert "overview-pod-1" in latest and "token.exchange.client_credentials" in latest
+    assert latest.count("<tr>") == 1 + 10  # the header and the ten newest
+    assert token not in html
+
+
 def test_unknown_page_is_404(session: httpx.Client) -> None:
     answer = session.get("/no/such/page")
     assert answer.status_code == 404 and "no such page" in answer.text

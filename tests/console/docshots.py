@@ -10,20 +10,15 @@ stops the demo (which removes its data dir).
 
 from __future__ import annotations
 
-import os
-import re
 import signal
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tests.console.conftest import CHROMIUM
-from tests.support.server import keyless_cmd
+from tests.support.democonsole import start_demo_console
 
-LINK = re.compile(r"(http://127\.0\.0\.1:\d+)/login\?token=\S+")
-DATA = re.compile(r"data in (\S+)")
 Step = Callable[[Any, str, Path], None]  # (page, console base URL, demo data dir)
 
 
@@ -80,42 +75,29 @@ def main(out: Path) -> int:
     from playwright.sync_api import sync_playwright
 
     out.mkdir(parents=True, exist_ok=True)
-    demo = subprocess.Popen(
-        [*keyless_cmd(), "demo", "--console"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "300"},
-    )
-    assert demo.stdout is not None
-    lines: list[str] = []
-    link = None
-    for line in demo.stdout:
-        lines.append(line)
-        print(line, end="", flush=True)
-        link = LINK.search(line)
-        if link:
-            break
-    if link is None:
+    demo = start_demo_console(echo=lambda line: print(line, end="", flush=True))
+    if demo.link is None or demo.base is None or demo.data_dir is None:
         print("the demo printed no console link", file=sys.stderr)
+        demo.stop()
         return 1
-    data_dir = Path(DATA.search("".join(lines)).group(1))  # type: ignore[union-attr]
+    base, data_dir = demo.base, demo.data_dir
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1280, "height": 800})
-            page.goto(link.group(0))
+            page.goto(demo.link)
             for name, steps in SHOTS:
                 for step in steps:
-                    step(page, link.group(1), data_dir)
+                    step(page, base, data_dir)
                 page.wait_for_load_state("networkidle")
                 path = out / f"{name}.png"
                 page.screenshot(path=str(path), full_page=True)
                 print(f"wrote {path}", flush=True)
             browser.close()
     finally:
-        demo.send_signal(signal.SIGTERM)
-        demo.wait(timeout=60)
+        demo.proc.send_signal(signal.SIGTERM)
+        demo.proc.wait(timeout=60)
+        demo.stop()
     return 0
 
 

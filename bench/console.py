@@ -222,6 +222,17 @@ def measure(base: str, link: str, paths: list[str], repeat: int) -> list[Page]:
     return pages
 
 
+def refused_seq(data_dir: Path) -> int:
+    """The newest refused exchange's audit seq (the token debugger's "explain" of it)."""
+    with httpx.Client(
+        transport=httpx.HTTPTransport(uds=str(data_dir / "admin.sock")), base_url="http://k"
+    ) as admin:
+        found = admin.get(
+            "/v1/audit/search", params={"tenant": "default", "result": "failure", "limit": 1}
+        ).json()["events"]
+    return int(found[0]["seq"]) if found else 1
+
+
 async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     server = await ex.start_server("RS256", tmp, NAME, list(args.serve_arg))
@@ -244,7 +255,10 @@ async def bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "/graph/issuer?url=" + quote(ex.ISSUER, safe=""),
             "/manage",
             "/debug",
+            f"/debug?event={refused_seq(server.data_dir)}",
             "/audit",
+            "/audit?result=failure",
+            "/audit?namespace=nowhere",
             "/health",
             "/vaults",
             "/vaults/vault-01",

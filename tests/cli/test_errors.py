@@ -181,6 +181,8 @@ def test_serve_missing_file(
         "--tls-cert": ["--tls-key", str(cert)],
         "--tls-key": ["--tls-cert", str(cert)],
         "--webhook-client-ca": ["--webhook-listen", f"127.0.0.1:{free_port()}"],
+        "--spiffe-upstream-ca": ["--spiffe-upstream-key", str(cert)],
+        "--spiffe-upstream-key": ["--spiffe-upstream-ca", str(cert)],
     }
     result = _process(
         "--data-dir",

@@ -197,7 +197,7 @@ class Services:
                 clock,
                 period=settings.key_rotation_period,
                 svid_ttl=settings.svid_ttl,
-                upstream=_upstream_ca(settings, clock.now()),
+                upstream=load_upstream_ca(settings, clock.now()),
             ),
             svid_ttl=settings.svid_ttl,
             federated=store,
@@ -331,7 +331,7 @@ class Services:
         self.spiffe.cas.root = root
 
 
-def _upstream_ca(settings: Settings, now: float) -> UpstreamCA | None:
+def load_upstream_ca(settings: Settings, now: float) -> UpstreamCA | None:
     """The operator's SPIFFE CA from its files, checked (a one-line ConfigError otherwise)."""
     if settings.spiffe_upstream_ca is None or settings.spiffe_upstream_key is None:
         return None

@@ -105,6 +105,11 @@ class SvidOfAnotherTenant(Refused):
     code = "wrong_trust_domain"
 
 
+# How long the first record of a batch waits for others: one transaction costs ~1.1 ms of CPU
+# on SQLite through the async engine, ~0.1 ms per record in a batch of 16 (measured in process).
+GATHER_SECONDS = 0.002
+
+
 class SvidDirectory:
     """Issued SVIDs by serial: the store, behind a bounded cache of records found (records
     never change, so a hit is as good as a read; misses are not cached, since another process
@@ -130,6 +135,7 @@ class SvidDirectory:
 
     async def _flush(self) -> None:
         try:
+            await asyncio.sleep(GATHER_SECONDS)  # let concurrent issues join this commit
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:

@@ -51,7 +51,6 @@ from . import loadgen
 from . import server as ex
 from .dialect import (
     SECRET,
-    TABLE_HEAD,
     VAULT,
     RawPayloads,
     Row,
@@ -59,6 +58,8 @@ from .dialect import (
     mint_for,
     once,
     read_bytes,
+    server_line,
+    table_and_log,
 )
 from .report import (
     add_cell_options,
@@ -197,14 +198,12 @@ def header(args: argparse.Namespace) -> str:
 def render(data: dict[str, Any]) -> str:
     args, meta = args_of(data), data["meta"]
     rows = revive(list[Row], data["rows"])
-    serve = " ".join(["", *args.serve_arg]) if args.serve_arg else ""
     return (
         "# keyless AWS dialect: STS and Secrets Manager beside Entra and Key Vault\n\n"
         f"{meta['header']}\n\n"
         f"{run_line(meta)}\n"
-        "- Server: `python -m keyless.cli.main --data-dir DIR serve --listen 127.0.0.1:PORT "
-        f"--dev --signing-alg RS256{serve}` (one process, SQLite, TLS with its own CA). "
-        "Client: `bench/loadgen.py` in one process on the same machine.\n"
+        + server_line(args, "one process, SQLite, TLS with its own CA")
+        + ". Client: `bench/loadgen.py` in one process on the same machine.\n"
         "- Cells (bench/aws.py says what each request is): the Entra exchange and the "
         "AssumeRoleWithWebIdentity both take the same trust decision and mint one access token "
         "with one audit event; the Key Vault read and GetSecretValue are both one RBAC-checked, "
@@ -212,8 +211,7 @@ def render(data: dict[str, Any]) -> str:
         "an access token, key id and secret recomputed, signature checked).\n"
         f"- Each cell: {args.seconds:g} s or {args.max_requests:,} requests after a "
         f"{args.warmup:g} s warm-up; token pools of {args.pool:,}.\n\n"
-        f"{TABLE_HEAD}\n" + "\n".join(format_row(r) for r in rows) + "\n\n"
-        "## Server log\n\n" + "".join(f"- {n}\n" for n in data["notes"])
+        + table_and_log(rows, data["notes"])
     )
 
 

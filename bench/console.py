@@ -49,6 +49,7 @@ from keyless.store.sql import SqlStore
 
 from . import loadgen
 from . import server as ex
+from .dialect import server_line
 from .report import add_out, add_serve_arg, args_of, log, revive, run_line, versions_line
 
 NAME = "console"
@@ -306,14 +307,13 @@ def render(data: dict[str, Any]) -> str:
             f"| `{p.path}` | {p.status} | {_ms(p.first_server)} | {_ms(p.first_wall)} | "
             f"{_ms(p.median_server)} | {p.size:,} | {verdict} |"
         )
-    serve = " ".join(["", *args.serve_arg]) if args.serve_arg else ""
     return (
         "# keyless console: first-request server time with many identities\n\n"
         f"{meta['header']}\n\n"
         f"{run_line(meta)}\n"
-        "- Server: `python -m keyless.cli.main --data-dir DIR serve --listen 127.0.0.1:PORT "
-        f"--dev --signing-alg RS256{serve}` (one process, SQLite store); console: `keyless "
-        "console` (one process, the admin socket), client: httpx, one request at a time.\n"
+        + server_line(args, "one process, SQLite store")
+        + "; console: `keyless console` (one process, the admin socket), client: httpx, one "
+        "request at a time.\n"
         f"- Data: {data['identities']:,} identities seeded in {data['seed_seconds']:.0f} s ("
         + (
             "written straight into the server's SQLite database, three bulk transactions"

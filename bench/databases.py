@@ -43,7 +43,7 @@ from keyless.core import dbnames
 
 from . import loadgen, pgproxy
 from . import server as ex
-from .dialect import TABLE_HEAD, RawPayloads, Row, format_row, once
+from .dialect import RawPayloads, Row, format_row, once, server_line, table_and_log
 from .report import (
     add_cell_options,
     add_out,
@@ -212,14 +212,12 @@ def header(args: argparse.Namespace) -> str:
 def render(data: dict[str, Any]) -> str:
     args, meta = args_of(data), data["meta"]
     rows = revive(list[Row], data["rows"])
-    serve = " ".join(["", *args.serve_arg]) if args.serve_arg else ""
     return (
         "# keyless database engine: dynamic PostgreSQL credentials\n\n"
         f"{meta['header']}\n\n"
         f"{run_line(meta)}\n"
-        "- Server: `python -m keyless.cli.main --data-dir DIR serve --listen 127.0.0.1:PORT "
-        f"--dev --signing-alg RS256{serve}` (one process, SQLite store, TLS with its own CA); "
-        "PostgreSQL on the same machine. Client: `bench/loadgen.py` in one process.\n"
+        + server_line(args, "one process, SQLite store, TLS with its own CA")
+        + "; PostgreSQL on the same machine. Client: `bench/loadgen.py` in one process.\n"
         "- Cells (bench/databases.py says what each request is): `creds issued` is one lease "
         "per request: a store row, a new admin connection to PostgreSQL, `CREATE ROLE ... "
         "LOGIN PASSWORD ... VALID UNTIL`, one audit event. `query direct` / `query proxy`: "
@@ -228,9 +226,7 @@ def render(data: dict[str, Any]) -> str:
         "(a real agent process logged in to this server; its CPU and RSS in the server "
         "columns of its row).\n"
         f"- Each cell: {args.seconds:g} s or {args.max_requests:,} requests after a "
-        f"{args.warmup:g} s warm-up.\n\n"
-        f"{TABLE_HEAD}\n" + "\n".join(format_row(r) for r in rows) + "\n\n"
-        "## Server log\n\n" + "".join(f"- {n}\n" for n in data["notes"])
+        f"{args.warmup:g} s warm-up.\n\n" + table_and_log(rows, data["notes"])
     )
 
 

@@ -1,11 +1,13 @@
-"""What the dialect benchmarks (``bench/aws.py``, ``bench/gcp.py``) share: the bench
-workload's projected token for a dialect's audience, the Key Vault read they are compared
-with, sessions over pre-built request bytes, and their table."""
+"""What the dialect benchmarks (``bench/aws.py``, ``bench/gcp.py``, ``bench/spiffe.py``,
+``bench/databases.py``) share: the bench workload's projected token for a dialect's audience,
+the Key Vault read they are compared with, sessions over pre-built request bytes, and their
+report's server line, table and log."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -84,4 +86,22 @@ def format_row(row: Row) -> str:
         f"| {row.cell} | {row.concurrency} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p95_ms:.2f} "
         f"| {r.p99_ms:.2f} | {r.max_ms:.1f} | {r.errors} | {r.requests:,} "
         f"| {r.per_1k(r.server_cpu):.3f} | {r.per_1k(r.client_cpu):.3f} | {row.rss:.0f} |"
+    )
+
+
+def server_line(args: Any, detail: str, *, flags: str = "") -> str:
+    """The report's "- Server:" line: the command keyless ran (``--serve-arg`` included, then
+    ``flags``) and, in parentheses, what it was."""
+    serve = " ".join(["", *args.serve_arg]) if args.serve_arg else ""
+    return (
+        "- Server: `python -m keyless.cli.main --data-dir DIR serve --listen 127.0.0.1:PORT "
+        f"--dev --signing-alg RS256{serve}{flags}` ({detail})"
+    )
+
+
+def table_and_log(rows: list[Row], notes: list[str]) -> str:
+    """The results table, then the server log's notes."""
+    return (
+        f"{TABLE_HEAD}\n" + "\n".join(format_row(r) for r in rows) + "\n\n"
+        "## Server log\n\n" + "".join(f"- {n}\n" for n in notes)
     )

@@ -54,7 +54,6 @@ from . import loadgen
 from . import server as ex
 from .dialect import (
     SECRET,
-    TABLE_HEAD,
     VAULT,
     RawPayloads,
     Row,
@@ -62,6 +61,8 @@ from .dialect import (
     mint_for,
     once,
     read_bytes,
+    server_line,
+    table_and_log,
 )
 from .report import (
     add_cell_options,
@@ -239,15 +240,13 @@ def header(args: argparse.Namespace) -> str:
 def render(data: dict[str, Any]) -> str:
     args, meta = args_of(data), data["meta"]
     rows = revive(list[Row], data["rows"])
-    serve = " ".join(["", *args.serve_arg]) if args.serve_arg else ""
     return (
         "# keyless Google dialect: STS, impersonation and Secret Manager beside Entra and "
         "Key Vault\n\n"
         f"{meta['header']}\n\n"
         f"{run_line(meta)}\n"
-        "- Server: `python -m keyless.cli.main --data-dir DIR serve --listen 127.0.0.1:PORT "
-        f"--dev --signing-alg RS256{serve}` (one process, SQLite, TLS with its own CA). "
-        "Client: `bench/loadgen.py` in one process on the same machine.\n"
+        + server_line(args, "one process, SQLite, TLS with its own CA")
+        + ". Client: `bench/loadgen.py` in one process on the same machine.\n"
         "- Cells (bench/gcp.py says what each request is): the Entra exchange takes the trust "
         "decision and mints one access token with one audit event; `sts + impersonate` is two "
         "requests per operation (STS: the decision over every identity trusting the issuer, "
@@ -256,8 +255,7 @@ def render(data: dict[str, Any]) -> str:
         "read and `:access` are both one RBAC-checked, audited read of the same secret.\n"
         f"- Each cell: {args.seconds:g} s or {args.max_requests:,} operations after a "
         f"{args.warmup:g} s warm-up; token pools of {args.pool:,}.\n\n"
-        f"{TABLE_HEAD}\n" + "\n".join(format_row(r) for r in rows) + "\n\n"
-        "## Server log\n\n" + "".join(f"- {n}\n" for n in data["notes"])
+        + table_and_log(rows, data["notes"])
     )
 
 

@@ -55,7 +55,16 @@ from keyless.core.spiffenames import X509_SVID_PATH, trust_domain
 
 from . import loadgen
 from . import server as ex
-from .dialect import SECRET, TABLE_HEAD, VAULT, RawPayloads, Row, format_row, read_bytes
+from .dialect import (
+    SECRET,
+    VAULT,
+    RawPayloads,
+    Row,
+    format_row,
+    read_bytes,
+    server_line,
+    table_and_log,
+)
 from .report import (
     add_cell_options,
     add_out,
@@ -226,15 +235,14 @@ def header(args: argparse.Namespace) -> str:
 def render(data: dict[str, Any]) -> str:
     args, meta = args_of(data), data["meta"]
     rows = revive(list[Row], data["rows"])
-    serve = " ".join(["", *args.serve_arg]) if args.serve_arg else ""
     return (
         "# keyless SPIFFE: X.509-SVIDs issued per second beside the Entra exchange\n\n"
         f"{meta['header']}\n\n"
         f"{run_line(meta)}\n"
-        "- Server: `python -m keyless.cli.main --data-dir DIR serve --listen 127.0.0.1:PORT "
-        f"--dev --signing-alg RS256{serve} --mtls-listen 127.0.0.1:PORT2` (one process, SQLite, "
-        "TLS with its own CA). "
-        "Client: `bench/loadgen.py` in one process on the same machine.\n"
+        + server_line(
+            args, "one process, SQLite, TLS with its own CA", flags=" --mtls-listen 127.0.0.1:PORT2"
+        )
+        + ". Client: `bench/loadgen.py` in one process on the same machine.\n"
         "- Cells (bench/spiffe.py says what each request is): both take the same trust "
         "decision over the same token pool and write one audit event; the exchange then signs "
         "an access token with the key ring, the SVID endpoint verifies the CSR's signature "
@@ -243,9 +251,7 @@ def render(data: dict[str, Any]) -> str:
         "an X.509-SVID (no token) on the mTLS listener, over keep-alive connections.\n"
         f"- Each cell: {args.seconds:g} s or {args.max_requests:,} operations after a "
         f"{args.warmup:g} s warm-up; token and CSR pools of {args.pool:,}.\n"
-        f"- {data.get('core', '')}\n\n"
-        f"{TABLE_HEAD}\n" + "\n".join(format_row(r) for r in rows) + "\n\n"
-        "## Server log\n\n" + "".join(f"- {n}\n" for n in data["notes"])
+        f"- {data.get('core', '')}\n\n" + table_and_log(rows, data["notes"])
     )
 
 

@@ -18,7 +18,6 @@ import signal
 import socket
 import ssl
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,7 +39,7 @@ from keyless.server.limits import (
     LimitedH11,
     LimitedHttpTools,
 )
-from keyless.server.services import Services, load_upstream_ca
+from keyless.server.services import Services
 from keyless.server.tls import TlsFiles, ensure_tls
 from keyless.server.workers import READY, Workers
 from keyless.settings import Settings
@@ -277,7 +276,6 @@ async def serve(settings: Settings, *, worker: bool = False) -> int:
 
 async def _serve(settings: Settings, worker: bool, selftls: SelfTls | None) -> int:
     tls = _tls(settings)  # before the services: the issuer fetcher trusts keyless's own CA
-    load_upstream_ca(settings, time.time())  # an unusable operator CA fails here, in one line
     hook = None if worker else _webhook_socket(settings)  # a bad client CA fails here
     mtls_sock = None if worker else _mtls_socket(settings)
     tcp = _tcp_socket(settings)  # a busy port fails here, in one line, before any work

@@ -100,6 +100,7 @@ class Services:
         """``clock`` and ``fetcher`` are test seams (tests/support/inprocess.py): without them,
         the system clock, and a fetcher that trusts this server's own CA (made by ``serve``)."""
         clock = clock or SystemClock()
+        upstream = load_upstream_ca(settings, clock.now())  # unusable: one line, nothing made
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(settings.data_dir, 0o700)
         root = rootkey.load_root_keys(settings.root_key_path, create=settings.root_key_file is None)
@@ -197,7 +198,7 @@ class Services:
                 clock,
                 period=settings.key_rotation_period,
                 svid_ttl=settings.svid_ttl,
-                upstream=load_upstream_ca(settings, clock.now()),
+                upstream=upstream,
             ),
             svid_ttl=settings.svid_ttl,
             federated=store,

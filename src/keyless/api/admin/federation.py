@@ -21,7 +21,7 @@ from keyless.core.trust import DEFAULT_AUDIENCE, FederatedCredential
 from keyless.settings import ca_path
 
 
-def _credential_view(fc: FederatedCredential) -> dict[str, Any]:
+def credential_view(fc: FederatedCredential) -> dict[str, Any]:
     """The credential; ``issuers`` lists every issuer it trusts (``issuer`` is the first), and
     a policy written in Google's terms shows them too (member, attribute mapping/condition),
     next to their translation (subject or pattern, condition)."""
@@ -59,7 +59,7 @@ def _google(body: dict[str, Any]) -> gcppolicy.GoogleSource | None:
     )
 
 
-def _identity_view(identity: Identity, tenant: Tenant) -> dict[str, Any]:
+def identity_view(identity: Identity, tenant: Tenant) -> dict[str, Any]:
     """The identity and its names in every dialect (the Google one needs the tenant's alias)."""
     return {
         **identity.view(),
@@ -71,19 +71,19 @@ async def identity_create(request: Request) -> Response:
     s, tenant = services_of(request), await tenant_of(request)
     body = await json_body(request)
     identity = await s.federation.create_identity(tenant.id, str(text(body, "name")))
-    return JSONResponse(_identity_view(identity, tenant))
+    return JSONResponse(identity_view(identity, tenant))
 
 
 async def identity_list(request: Request) -> Response:
     s, tenant = services_of(request), await tenant_of(request)
     identities = await s.federation.list_identities(tenant.id)
-    return JSONResponse([_identity_view(i, tenant) for i in identities])
+    return JSONResponse([identity_view(i, tenant) for i in identities])
 
 
 async def identity_show(request: Request) -> Response:
     s, tenant = services_of(request), await tenant_of(request)
     identity = await s.federation.get_identity(tenant.id, request.path_params["name"])
-    return JSONResponse(_identity_view(identity, tenant))
+    return JSONResponse(identity_view(identity, tenant))
 
 
 async def identity_update(request: Request) -> Response:
@@ -96,7 +96,7 @@ async def identity_update(request: Request) -> Response:
     identity = await s.federation.rename_identity(
         tenant.id, request.path_params["name"], str(text(body, "name"))
     )
-    return JSONResponse(_identity_view(identity, tenant))
+    return JSONResponse(identity_view(identity, tenant))
 
 
 async def identity_env(request: Request) -> Response:
@@ -238,20 +238,20 @@ async def credential_add(request: Request) -> Response:
         condition=text(body, "condition", optional=True),
         google=_google(body),
     )
-    return JSONResponse(_credential_view(fc))
+    return JSONResponse(credential_view(fc))
 
 
 async def credential_list(request: Request) -> Response:
     s, tenant = services_of(request), await tenant_of(request)
     creds = await s.federation.list_credentials(tenant.id, request.path_params["name"])
-    return JSONResponse([_credential_view(fc) for fc in creds])
+    return JSONResponse([credential_view(fc) for fc in creds])
 
 
 async def credential_show(request: Request) -> Response:
     s, tenant = services_of(request), await tenant_of(request)
     p = request.path_params
     return JSONResponse(
-        _credential_view(await s.federation.get_credential(tenant.id, p["name"], p["credential"]))
+        credential_view(await s.federation.get_credential(tenant.id, p["name"], p["credential"]))
     )
 
 
@@ -305,7 +305,7 @@ async def credential_update(request: Request) -> Response:
         clear_condition="condition" in body and body["condition"] is None,
         google=google,
     )
-    return JSONResponse({**_credential_view(fc), "changed": changed})
+    return JSONResponse({**credential_view(fc), "changed": changed})
 
 
 async def credential_remove(request: Request) -> Response:

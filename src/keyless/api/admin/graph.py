@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.api.admin.common import json_body, services_of, tenant_of, text
-from keyless.api.admin.federation import _credential_view, _identity_view
+from keyless.api.admin.federation import credential_view, identity_view
 from keyless.api.responses import JSONResponse
 from keyless.core import graph, trust_preview
 from keyless.core.errors import InvalidRequest
@@ -39,8 +39,8 @@ async def graph_page(request: Request) -> Response:
             assignments.append({"role": a.role, "scope": a.scope, "vault": vault, "secret": secret})
         identities.append(
             {
-                "identity": _identity_view(node.identity, tenant),
-                "federated_credentials": [_credential_view(c) for c in node.credentials],
+                "identity": identity_view(node.identity, tenant),
+                "federated_credentials": [credential_view(c) for c in node.credentials],
                 "role_assignments": assignments,
             }
         )

@@ -14,9 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from keyless.k8s.manifests import (
     MTLS_PORT,
@@ -26,10 +24,10 @@ from keyless.k8s.manifests import (
     Values,
     render,
 )
-from tests.api.spiffe.test_spiffe_svid import csr_b64
 from tests.k8s.objects import by_key, validate_all
 from tests.support.federation import federate
 from tests.support.server import ServerFactory, free_port, keyless_cmd
+from tests.support.svids import issue_svid
 from tests.support.upstreamca import operator_ca, pem_pair
 
 Obj = dict[str, Any]
@@ -192,31 +190,9 @@ def test_keyless_started_with_the_rendered_flags_serves_svids_on_the_mtls_port(
     server.cli("vault", "create", "k8sv")
     server.cli("secret", "set", "k8sv", "s1", "--value", "over-the-mtls-port")
     server.cli("role", "assign", "app", "secrets-user", "--scope", "/vaults/k8sv")
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
-    with server.client() as http:
-        issued = http.post(
-            f"/{fed.tenant_id}/spiffe/x509-svid",
-            json={
-                "client_id": fed.client_id,
-                "assertion": fed.dev_token(),
-                "csr": csr_b64(leaf_key),
-            },
-        )
-    assert issued.status_code == 200, issued.text
-    chain = [x509.load_der_x509_certificate(base64.b64decode(c)) for c in issued.json()["svid"]]
-    svid, svid_key = tmp_path / "svid.pem", tmp_path / "svid_key.pem"
-    svid.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
-    svid_key.write_bytes(
-        leaf_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    svid = issue_svid(server, fed.tenant_id, fed.client_id, fed.dev_token(), tmp_path)
     url = f"https://localhost:{port}/vaults/k8sv/secrets/s1"
-    with_svid = ssl.create_default_context(cafile=str(server.ca))
-    with_svid.load_cert_chain(svid, svid_key)
-    with httpx.Client(verify=with_svid) as http:
+    with httpx.Client(verify=svid.tls(server)) as http:
         read = http.get(url, params={"api-version": "7.4"})
     assert read.status_code == 200, read.text
     assert read.json()["value"] == "over-the-mtls-port"

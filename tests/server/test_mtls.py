@@ -8,7 +8,6 @@ audited); and a CA rotation taking effect on the running listener."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime
 import json
 import ssl
@@ -24,18 +23,17 @@ import hvac
 import hvac.exceptions
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from keyless import rootkey
 from keyless.core.jose import public_jwk
 from keyless.core.spiffeca import SpiffeCA, issue_x509_svid
 from keyless.core.svidauth import record_of
-from keyless.server.tls import issue, new_ca, pem_key
+from keyless.server.tls import issue, new_ca
 from keyless.store.sql import SqlStore
-from tests.api.spiffe.test_spiffe_svid import csr_b64
 from tests.support.federation import TEST_ISSUER, TEST_KID, Federated, federate
 from tests.support.server import ServerFactory, free_port
+from tests.support.svids import issue_svid, write_svid
 from tests.support.tenants import Admin
 
 TD = "default.keyless"
@@ -88,26 +86,19 @@ def mt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mtls]:
 
 def get_svid(mt: Mtls, folder: Path, *, client_id: str | None = None, tenant: str | None = None):  # type: ignore[no-untyped-def]
     """An X.509-SVID from the real endpoint (public listener): (cert file, key file, leaf)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    body = {
-        "client_id": client_id or mt.fed.client_id,
-        "assertion": mt.fed.test_token(),
-        "csr": csr_b64(key),
-    }
-    with mt.fed.server.client() as http:
-        response = http.post(f"/{tenant or mt.fed.tenant_id}/spiffe/x509-svid", json=body)
-    assert response.status_code == 200, response.text
-    certs = [x509.load_der_x509_certificate(base64.b64decode(c)) for c in response.json()["svid"]]
-    return write_pair(folder, certs, key)
+    svid = issue_svid(
+        mt.fed.server,
+        tenant or mt.fed.tenant_id,
+        client_id or mt.fed.client_id,
+        mt.fed.test_token(),
+        folder,
+    )
+    return svid.cert_file, svid.key_file, svid.leaf
 
 
 def write_pair(folder: Path, certs: list[x509.Certificate], key: Any) -> tuple[Path, Path, Any]:
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = f"{time.monotonic_ns()}"
-    cert_file, key_file = folder / f"svid-{stamp}.pem", folder / f"key-{stamp}.pem"
-    cert_file.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs))
-    key_file.write_bytes(pem_key(key))
-    return cert_file, key_file, certs[0]
+    svid = write_svid(folder, certs, key)
+    return svid.cert_file, svid.key_file, svid.leaf
 
 
 def san(leaf: x509.Certificate) -> str:

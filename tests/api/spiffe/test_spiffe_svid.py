@@ -13,24 +13,15 @@ import jwt
 import pytest
 import spiffe
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from keyless.core.spiffebundle import bundle_x509_authorities
 from tests.support.federation import Federated
+from tests.support.svids import csr_b64
 
 TD = "default.keyless"
-
-
-def csr_b64(key: ec.EllipticCurvePrivateKey) -> str:
-    der = (
-        x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([]))
-        .sign(key, hashes.SHA256())
-        .public_bytes(serialization.Encoding.DER)
-    )
-    return base64.b64encode(der).decode()
 
 
 def post(fed: Federated, kind: str, body: dict[str, Any]):  # type: ignore[no-untyped-def]

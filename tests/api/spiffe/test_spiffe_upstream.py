@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import base64
 import datetime
-import ssl
 import subprocess
 from pathlib import Path
 
 import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import PolicyBuilder, Store
 
-from tests.api.spiffe.test_spiffe_svid import csr_b64
 from tests.support.federation import federate
 from tests.support.server import ServerFactory, free_port, keyless_cmd
+from tests.support.svids import issue_svid
 from tests.support.upstreamca import operator_ca, write_pair
 
 
@@ -43,20 +41,8 @@ def test_the_operator_ca_signs_after_the_next_rotation(
     anchors = [k["x5c"][0] for k in keys if k["use"] == "x509-svid"]
     assert der in anchors and len(anchors) == 2  # keyless's own current root, the next one
     server.cli("spiffe", "rotate")
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
-    with server.client() as http:
-        answer = http.post(
-            f"/{fed.tenant_id}/spiffe/x509-svid",
-            json={
-                "client_id": fed.client_id,
-                "assertion": fed.dev_token(),
-                "csr": csr_b64(leaf_key),
-            },
-        )
-    assert answer.status_code == 200, answer.text
-    leaf, *chain = (
-        x509.load_der_x509_certificate(base64.b64decode(c)) for c in answer.json()["svid"]
-    )
+    svid = issue_svid(server, fed.tenant_id, fed.client_id, fed.dev_token(), tmp_path)
+    leaf, *chain = svid.chain
     verifier = (
         PolicyBuilder()
         .store(Store([cert]))  # the operator's CA alone
@@ -71,20 +57,7 @@ def test_the_operator_ca_signs_after_the_next_rotation(
     server.cli("vault", "create", "upv")
     server.cli("secret", "set", "upv", "s1", "--value", "under-the-operator-ca")
     server.cli("role", "assign", "app", "secrets-user", "--scope", "/vaults/upv")
-    svid_file, svid_key = tmp_path / "svid.pem", tmp_path / "svid-key.pem"
-    svid_file.write_bytes(
-        b"".join(c.public_bytes(serialization.Encoding.PEM) for c in [leaf, *chain])
-    )
-    svid_key.write_bytes(
-        leaf_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    context = ssl.create_default_context(cafile=str(server.ca))
-    context.load_cert_chain(svid_file, svid_key)
-    with httpx.Client(base_url=f"https://localhost:{mtls_port}", verify=context) as http:
+    with httpx.Client(base_url=f"https://localhost:{mtls_port}", verify=svid.tls(server)) as http:
         read = http.get("/vaults/upv/secrets/s1", params={"api-version": "7.4"})
     assert read.status_code == 200, read.text
     assert read.json()["value"] == "under-the-operator-ca"

@@ -10,7 +10,6 @@ A refusal from the admin API is shown as its one line, and the form keeps what w
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import re
 from typing import Any
 from urllib.parse import quote
@@ -20,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.console.admin import AdminError
+from keyless.console.auditrows import when
 from keyless.console.web import admin_of, form_of, render
 
 
@@ -85,9 +85,7 @@ async def _preview(request: Request, form: dict[str, str]) -> dict[str, Any]:
             raise
         return {"preview_error": exc.message}
     for event in found["events"]:
-        event["when"] = dt.datetime.fromtimestamp(event["time"], dt.UTC).strftime(
-            "%Y-%m-%d %H:%M:%S UTC"
-        )
+        event["when"] = when(event["time"])
     return {"preview": found}
 
 

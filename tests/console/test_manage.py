@@ -186,3 +186,27 @@ def test_browser_manage_live_preview(
     page.get_by_role("link", name="reports-worker").first.click()
     page.wait_for_url("**/graph/identity/reports-worker")
     assert page.locator("#policy-billing-any").count() == 1
+
+
+def test_preview_escapes_what_a_refused_token_claimed(
+    session: httpx.Client, console_data: ConsoleData
+) -> None:
+    """A forged token's subject reaches the preview as recorded: its right-to-left override and
+    newline are shown escaped, so the list cannot be made to read as something else. (Last in
+    the module: it adds an exchange the counts above do not expect.)"""
+    import base64
+
+    def part(value: dict[str, str]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    claims = {"iss": "https://nowhere.example", "sub": "evil\u202etxt.exe\nforged", "aud": "x"}
+    token = f"{part({'alg': 'RS256', 'kid': 'k'})}.{part(claims)}.c2ln"
+    assert console_data.exchange("billing-api", token) in (400, 401)
+    html = _post(
+        session,
+        "/manage/preview",
+        issuer=console_data.dev_issuer,
+        subject_kind="exact",
+        subject="system:serviceaccount:billing:api",
+    ).text
+    assert "\u202e" not in html and "evil\\u202etxt.exe\\nforged" in html

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.console.admin import AdminError
-from keyless.console.auditrows import when
+from keyless.console.auditrows import for_people, when
 from keyless.console.web import admin_of, form_of, render
 
 
@@ -84,6 +84,7 @@ async def _preview(request: Request, form: dict[str, str]) -> dict[str, Any]:
         if exc.status not in (400, 404):
             raise
         return {"preview_error": exc.message}
+    found = for_people(found)  # a refused token's subject is as it claimed: escape its controls
     for event in found["events"]:
         event["when"] = when(event["time"])
     return {"preview": found}

@@ -206,3 +206,25 @@ def test_browser_vaults(page: Any, console: Console) -> None:
     shoot(page, "secret-value")
     page.get_by_role("link", name="hide it").click()
     assert page.locator("#secret-value").count() == 0
+
+
+def test_tags_and_content_types_are_shown_escaped(
+    session: httpx.Client, console_data: ConsoleData
+) -> None:
+    """A workload with write access sets tags and a content type: a right-to-left override or
+    newline in them is shown escaped on the vault and secret pages, never acted on."""
+    with console_data.server.admin() as admin:
+        answer = admin.put(
+            "/v1/vaults/reports/secrets/tagged",
+            json={
+                "value": "tagged-value",
+                "content_type": "text/\u202eplain",
+                "tags": {"owner": "evil\u202etxt.exe\nforged"},
+            },
+            params={"tenant": "default"},
+        )
+        assert answer.status_code == 200, answer.text
+    for path in ("/vaults/reports", "/vaults/reports/secrets/tagged"):
+        html = session.get(path).text
+        assert "\u202e" not in html, path
+        assert "evil\\u202etxt.exe\\nforged" in html and "text/\\u202eplain" in html, path

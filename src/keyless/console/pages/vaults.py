@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from keyless.console.admin import AdminError
+from keyless.console.auditrows import for_people
 from keyless.console.timeline import at, relative
 from keyless.console.web import admin_of, form_of, render
 
@@ -48,9 +49,12 @@ async def vault_show(request: Request) -> Response:
     vault = request.path_params["vault"]
     path = f"/v1/vaults/{_seg(vault)}/secrets"
     after = request.query_params.get("after") or None
-    live, deleted = await asyncio.gather(
-        admin.get(path, limit=PAGE + 1, after=after),
-        admin.get(path, deleted="true", limit=PAGE + 1),
+    # Tags and content types are what a workload with write access set: escape their controls.
+    live, deleted = for_people(
+        await asyncio.gather(
+            admin.get(path, limit=PAGE + 1, after=after),
+            admin.get(path, deleted="true", limit=PAGE + 1),
+        )
     )
     return render(
         request,
@@ -90,7 +94,7 @@ async def _secret_page(
         admin.get("/v1/roles", reaches=f"/vaults/{vault}/secrets/{name}"),
         admin.call("GET", "/v1/roles/definitions", tenant=False),
     )
-    versions = history["versions"]
+    versions = for_people(history["versions"])
     current = next((v for v in versions if v["version"] == history["current_version"]), None)
     return render(
         request,
